@@ -1,0 +1,176 @@
+package v1alpha1
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// APIVersion and Kind identify the document.
+const (
+	APIVersion = "config.halyard.dev/v1alpha1"
+	Kind       = "Config"
+)
+
+// Config is the whole configuration document.
+type Config struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Router configures the data plane.
+	Router RouterConfig `json:"router"`
+	// Endpoints is static discovery: engines the router sends traffic to.
+	Endpoints []EndpointSpec `json:"endpoints,omitempty"`
+	// Routes map public model names to pools of endpoints.
+	Routes []RouteSpec `json:"routes,omitempty"`
+	// Engines are simulated engines that `halyard up` starts and adds as
+	// endpoints. The router ignores this block.
+	Engines []EngineSpec `json:"engines,omitempty"`
+}
+
+// RouterConfig configures the router process.
+type RouterConfig struct {
+	// Listen is the address to serve on. Default 127.0.0.1:8080.
+	Listen string `json:"listen,omitempty"`
+	// ScrapeInterval is how often engine /metrics are scraped. Default 100ms.
+	ScrapeInterval Duration `json:"scrapeInterval,omitempty"`
+	// MaxBodyBytes caps request bodies; larger ones get 413. Default 16 MiB.
+	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
+	// MaxAttempts bounds the tries of one request on different endpoints
+	// before any byte reached the client. Default 3.
+	MaxAttempts int `json:"maxAttempts,omitempty"`
+	// SessionHeader names the header that carries a session key for session
+	// affinity; the body's "user" field is used when the header is absent.
+	// Default x-session-id.
+	SessionHeader string `json:"sessionHeader,omitempty"`
+	// Profiles are the scheduling profiles by name. A "default" profile is
+	// provided when absent.
+	Profiles map[string]ProfileSpec `json:"profiles,omitempty"`
+}
+
+// ProfileSpec is one scheduling profile: filters, weighted scorers, a picker.
+type ProfileSpec struct {
+	Filters []PluginSpec `json:"filters,omitempty"`
+	Scorers []PluginSpec `json:"scorers,omitempty"`
+	Picker  *PluginSpec  `json:"picker,omitempty"`
+}
+
+// PluginSpec names a plugin instance and its parameters.
+type PluginSpec struct {
+	// Type is the registered plugin type, e.g. "queue-depth".
+	Type string `json:"type"`
+	// Name distinguishes two instances of one type; defaults to Type.
+	Name string `json:"name,omitempty"`
+	// Weight multiplies a scorer's score. Scorers only; default 1.
+	Weight *float64 `json:"weight,omitempty"`
+	// Params are decoded strictly by the plugin's factory.
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// EndpointSpec is one statically configured engine.
+type EndpointSpec struct {
+	// Name must be unique; defaults to the URL's host:port.
+	Name string `json:"name,omitempty"`
+	// URL is the engine's base URL, e.g. http://127.0.0.1:8101.
+	URL string `json:"url"`
+	// Model is the base model the engine serves.
+	Model string `json:"model"`
+	// Pool groups endpoints that routes target; defaults to Model.
+	Pool string `json:"pool,omitempty"`
+	// Role is prefill, decode or both (default).
+	Role string `json:"role,omitempty"`
+	// Labels carry topology and grouping.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Adapters are LoRA adapters the engine can serve.
+	Adapters []string `json:"adapters,omitempty"`
+}
+
+// RouteSpec maps one public model name to targets. The ModelRoute custom
+// resource's spec embeds this type.
+type RouteSpec struct {
+	// Model is the public model name clients ask for.
+	Model string `json:"model"`
+	// Adapter, when set, makes this a LoRA route: requests go to the
+	// targets' base-model pools and ask the engine for this adapter.
+	Adapter string `json:"adapter,omitempty"`
+	// Profile names the scheduling profile; default "default".
+	Profile string `json:"profile,omitempty"`
+	// Rules are tried in order before Targets; the first whose header
+	// matches all hold decides the targets.
+	Rules []RouteRule `json:"rules,omitempty"`
+	// Targets split traffic by weight.
+	Targets []TargetSpec `json:"targets"`
+	// Fallback is used when no endpoint of the chosen target can serve.
+	Fallback []TargetSpec `json:"fallback,omitempty"`
+}
+
+// RouteRule sends requests whose headers all match to its own targets.
+type RouteRule struct {
+	Headers []HeaderMatch `json:"headers"`
+	Targets []TargetSpec  `json:"targets"`
+}
+
+// HeaderMatch matches one request header.
+type HeaderMatch struct {
+	// Name is the header name (case-insensitive).
+	Name string `json:"name"`
+	// Value is the value to compare with.
+	Value string `json:"value"`
+	// Type is Exact (default) or RegularExpression.
+	Type string `json:"type,omitempty"`
+}
+
+// TargetSpec is a weighted destination of a route.
+type TargetSpec struct {
+	// Pool names a pool of endpoints (EndpointSpec.Pool, or a ModelServing on
+	// Kubernetes).
+	Pool string `json:"pool"`
+	// Weight is the relative share of traffic; default 1.
+	Weight *int32 `json:"weight,omitempty"`
+	// Model overrides the model name sent to the engine; default the route's
+	// adapter, or else the pool's model.
+	Model string `json:"model,omitempty"`
+}
+
+// EngineSpec describes simulated engines that `halyard up` starts.
+type EngineSpec struct {
+	// Model is the served model name.
+	Model string `json:"model"`
+	// Pool for the endpoints; defaults to Model.
+	Pool string `json:"pool,omitempty"`
+	// Replicas is the number of engines; default 1.
+	Replicas int `json:"replicas,omitempty"`
+	// Profile names a simulator profile (h100-llama3-8b, a100-llama3-8b,
+	// zero) or a YAML file path; default h100-llama3-8b.
+	Profile string `json:"profile,omitempty"`
+	// BasePort is the first engine's port on 127.0.0.1; the next replicas
+	// take the following ports. 0 picks free ports.
+	BasePort int `json:"basePort,omitempty"`
+	// Role is prefill, decode or both (default).
+	Role string `json:"role,omitempty"`
+	// Labels are given to the endpoints.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Adapters are LoRA adapters the engines serve from the start.
+	Adapters []string `json:"adapters,omitempty"`
+	// Args are extra `halyard sim` flags, e.g. ["--max-num-seqs=64"].
+	Args []string `json:"args,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("100ms").
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string such as "250ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"100ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
