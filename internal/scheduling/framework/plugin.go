@@ -48,7 +48,8 @@ type ScoredEndpoint struct {
 }
 
 // Picker chooses the endpoint(s) to use from the scored candidates. It
-// returns them best first; an empty result means no endpoint can serve.
+// returns them best first in a slice of its own (the scheduler reuses the
+// input's storage); an empty result means no endpoint can serve.
 type Picker interface {
 	Plugin
 	Pick(ctx context.Context, state *CycleState, req *Request, scored []ScoredEndpoint) []Endpoint
