@@ -36,7 +36,7 @@ type fakeEngine struct {
 	// first, so a test can prove the first arrived before the rest existed.
 	gate chan struct{}
 	// canceled is closed when a request's context ends before it finished.
-	canceled chan struct{}
+	canceled   chan struct{}
 	cancelOnce sync.Once
 	// metricsFail makes /metrics answer 500.
 	metricsFail atomic.Bool

@@ -82,9 +82,9 @@ func compactExplanation(c *call, d *decision, attempt int) string {
 
 // RouteExplanation is the body of /debug/route.
 type RouteExplanation struct {
-	Model   string `json:"model"`
-	Kind    string `json:"kind"`
-	Route   struct {
+	Model string `json:"model"`
+	Kind  string `json:"kind"`
+	Route struct {
 		Adapter string `json:"adapter,omitempty"`
 		Profile string `json:"profile"`
 	} `json:"route"`

@@ -117,7 +117,9 @@ func TestStreamFlushesEachChunkAndKeepsUsage(t *testing.T) {
 	if !strings.Contains(got.String(), `"usage":{"prompt_tokens":5,"total_tokens":8,"completion_tokens":3}`) || !strings.HasSuffix(got.String(), "data: [DONE]\n\n") {
 		t.Errorf("stream lost the usage chunk or [DONE]:\n%s", got.String())
 	}
-	if !waitFor(func() bool { return metricValue(t, h, `halyard_router_tokens_total{kind="completion",model="llama"}`) == 3 }) {
+	if !waitFor(func() bool {
+		return metricValue(t, h, `halyard_router_tokens_total{kind="completion",model="llama"}`) == 3
+	}) {
 		t.Error("usage from the stream was not accounted in halyard_router_tokens_total")
 	}
 }
@@ -249,7 +251,7 @@ func TestNoHealthyEndpointIs503(t *testing.T) {
 
 func TestRetriesOnAnotherEndpoint(t *testing.T) {
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(e *fakeEngine)
 	}{
 		{"5xx", func(e *fakeEngine) { e.status.Store(503) }},
