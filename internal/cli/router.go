@@ -20,6 +20,7 @@ type routerOptions struct {
 	logLevel   string
 	logFormat  string
 	grace      time.Duration
+	pprof      string
 }
 
 func newRouterCommand() *cobra.Command {
@@ -60,6 +61,11 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
+			if o.pprof != "" {
+				if err := servePprof(cmd.Context(), o.pprof, log); err != nil {
+					return err
+				}
+			}
 			log.Info("router serving", "addr", ln.Addr().String(), "config", o.configPath, "routes", len(cfg.Routes), "endpoints", len(cfg.Endpoints))
 			err = r.Serve(cmd.Context(), ln, o.grace)
 			log.Info("router stopped")
@@ -71,6 +77,7 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 	f.StringVar(&o.listen, "listen", "", "address to serve on (default: router.listen of the config)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.pprof, "pprof-listen", "", "serve Go's /debug/pprof on this address (off by default)")
 	f.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "time in-flight requests get to finish on shutdown")
 	return cmd
 }
