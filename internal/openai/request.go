@@ -53,17 +53,6 @@ type Request struct {
 	modelStart, modelEnd int // span of the model's value in Raw
 }
 
-// chatMessage is the part of a chat message that the prompt rendering uses.
-type chatMessage struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
-}
-
-type contentPart struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
 // Parse reads a request of kind k from body. The returned Request refers to
 // body (Raw), which the caller must not modify afterwards. Errors are 400
 // *Error values naming the offending parameter.
@@ -80,7 +69,7 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 	)
 	err := topFields(body, func(f field) bool {
 		v := body[f.start:f.end]
-		switch f.key {
+		switch string(f.key) {
 		case "model":
 			seenModel = true
 			if v[0] != '"' {
@@ -161,7 +150,7 @@ func (r *Request) parseStreamOptions(v []byte) *Error {
 	}
 	var perr *Error
 	_ = topFields(v, func(f field) bool {
-		if f.key == "include_usage" {
+		if string(f.key) == "include_usage" {
 			b, ok := parseBool(v[f.start:f.end])
 			if !ok {
 				perr = typeError("stream_options.include_usage", "a boolean", v[f.start:f.end])
@@ -178,50 +167,102 @@ func (r *Request) parseMessages(v []byte) *Error {
 	if v[0] != '[' {
 		return typeError("messages", "an array", v)
 	}
-	var msgs []chatMessage
-	if err := json.Unmarshal(v, &msgs); err != nil {
-		return BadRequest("messages", CodeInvalidType, "Invalid 'messages': each message must be an object with a string 'role'.")
-	}
-	if len(msgs) == 0 {
-		return BadRequest("messages", CodeInvalidValue, "Invalid 'messages': empty array. Expected an array with minimum length 1.")
-	}
-	size := 0
-	for _, m := range msgs {
-		size += len(m.Role) + len(m.Content) + 3
-	}
-	text := make([]byte, 0, size)
-	for i, m := range msgs {
-		if m.Role == "" {
-			return BadRequest("messages["+strconv.Itoa(i)+"].role", CodeMissing, "Missing required parameter: 'messages["+strconv.Itoa(i)+"].role'.")
+	text := make([]byte, 0, len(v))
+	i := 0
+	var perr *Error
+	_ = arrayElems(v, func(start, end int) bool {
+		path := "messages[" + strconv.Itoa(i) + "]"
+		i++
+		m := v[start:end]
+		if m[0] != '{' {
+			perr = BadRequest("messages", CodeInvalidType, "Invalid type for '"+path+"': expected an object, but got "+jsonType(m)+".")
+			return false
 		}
-		text = append(text, m.Role...)
+		var role, content []byte
+		_ = topFields(m, func(f field) bool {
+			switch string(f.key) {
+			case "role":
+				role = m[f.start:f.end]
+			case "content":
+				content = m[f.start:f.end]
+			}
+			return true
+		})
+		if role == nil || isNull(role) {
+			perr = BadRequest(path+".role", CodeMissing, "Missing required parameter: '"+path+".role'.")
+			return false
+		}
+		if role[0] != '"' {
+			perr = typeError(path+".role", "a string", role)
+			return false
+		}
+		rs, err := unquote(role)
+		if err != nil || rs == "" {
+			perr = BadRequest(path+".role", CodeMissing, "Missing required parameter: '"+path+".role'.")
+			return false
+		}
+		text = append(text, rs...)
 		text = append(text, ": "...)
-		c := m.Content
 		switch {
-		case len(c) == 0 || isNull(c):
-		case c[0] == '"':
-			s, err := unquote(c)
-			if err != nil {
-				return typeError("messages["+strconv.Itoa(i)+"].content", "a string or an array of content parts", c)
+		case content == nil || isNull(content):
+		case content[0] == '"':
+			var err error
+			if text, err = appendUnquoted(text, content); err != nil {
+				perr = typeError(path+".content", "a string or an array of content parts", content)
+				return false
 			}
-			text = append(text, s...)
-		case c[0] == '[':
-			var parts []contentPart
-			if err := json.Unmarshal(c, &parts); err != nil {
-				return typeError("messages["+strconv.Itoa(i)+"].content", "a string or an array of content parts", c)
-			}
-			for _, p := range parts {
-				if p.Type == "text" {
-					text = append(text, p.Text...)
-				}
+		case content[0] == '[':
+			var ok bool
+			if text, ok = appendTextParts(text, content); !ok {
+				perr = typeError(path+".content", "a string or an array of content parts", content)
+				return false
 			}
 		default:
-			return typeError("messages["+strconv.Itoa(i)+"].content", "a string or an array of content parts", c)
+			perr = typeError(path+".content", "a string or an array of content parts", content)
+			return false
 		}
 		text = append(text, '\n')
+		return true
+	})
+	if perr != nil {
+		return perr
+	}
+	if i == 0 {
+		return BadRequest("messages", CodeInvalidValue, "Invalid 'messages': empty array. Expected an array with minimum length 1.")
 	}
 	r.PromptText = text
 	return nil
+}
+
+// appendTextParts appends the text of the "text" parts of a content array.
+func appendTextParts(text, parts []byte) ([]byte, bool) {
+	ok := true
+	_ = arrayElems(parts, func(start, end int) bool {
+		p := parts[start:end]
+		if p[0] != '{' {
+			ok = false
+			return false
+		}
+		var typ, txt []byte
+		_ = topFields(p, func(f field) bool {
+			switch string(f.key) {
+			case "type":
+				typ = p[f.start:f.end]
+			case "text":
+				txt = p[f.start:f.end]
+			}
+			return true
+		})
+		if string(typ) == `"text"` && txt != nil && txt[0] == '"' {
+			var err error
+			if text, err = appendUnquoted(text, txt); err != nil {
+				ok = false
+				return false
+			}
+		}
+		return true
+	})
+	return text, ok
 }
 
 func (r *Request) parsePrompt(v []byte) *Error {

@@ -219,3 +219,25 @@ func TestErrorShapes(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkParse(b *testing.B) {
+	chat := []byte(`{"model":"llama","messages":[{"role":"system","content":"You are a helpful assistant. Answer briefly and precisely."},{"role":"user","content":"What is the capital of France?"},{"role":"assistant","content":"Paris."},{"role":"user","content":[{"type":"text","text":"And of Italy?"}]}],"max_tokens":64,"stream":true,"stream_options":{"include_usage":true},"temperature":0.2}`)
+	b.Run("chat", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(chat)))
+		for b.Loop() {
+			if _, err := Parse(KindChat, chat); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	resp := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Rome."},"finish_reason":"stop"}],"usage":{"prompt_tokens":40,"total_tokens":42,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":32}}}`)
+	b.Run("usage", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := FindUsage(resp); !ok {
+				b.Fatal("no usage")
+			}
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 )
@@ -12,7 +13,7 @@ var errSyntax = errors.New("invalid json")
 // field is one top-level member of a JSON object: its key (unescaped) and
 // the byte span of its value within the document.
 type field struct {
-	key        string
+	key        []byte
 	start, end int
 }
 
@@ -36,9 +37,13 @@ func topFields(doc []byte, fn func(f field) bool) error {
 		if err != nil {
 			return err
 		}
-		key, err := unquote(doc[i:kend])
-		if err != nil {
-			return err
+		key := doc[i+1 : kend-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			k, err := unquote(doc[i:kend])
+			if err != nil {
+				return err
+			}
+			key = []byte(k)
 		}
 		i = skipSpace(doc, kend)
 		if i >= len(doc) || doc[i] != ':' {
@@ -87,6 +92,16 @@ func unquote(lit []byte) (string, error) {
 		return "", err
 	}
 	return s, nil
+}
+
+// appendUnquoted appends the value of a JSON string literal to dst.
+func appendUnquoted(dst, lit []byte) ([]byte, error) {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return append(dst, inner...), nil
+	}
+	s, err := unquote(lit)
+	return append(dst, s...), err
 }
 
 func skipSpace(doc []byte, i int) int {
@@ -153,4 +168,63 @@ func skipValue(doc []byte, i int) (int, error) {
 		}
 		return j, nil
 	}
+}
+
+// arrayElems calls fn with the span of each element of the JSON array that
+// starts at doc[0] == '['. doc must be valid JSON.
+func arrayElems(doc []byte, fn func(start, end int) bool) error {
+	if len(doc) == 0 || doc[0] != '[' {
+		return errSyntax
+	}
+	i := skipSpace(doc, 1)
+	if i < len(doc) && doc[i] == ']' {
+		return nil
+	}
+	for i < len(doc) {
+		end, err := skipValue(doc, i)
+		if err != nil {
+			return err
+		}
+		if !fn(i, end) {
+			return nil
+		}
+		i = skipSpace(doc, end)
+		if i >= len(doc) {
+			return errSyntax
+		}
+		switch doc[i] {
+		case ',':
+			i = skipSpace(doc, i+1)
+		case ']':
+			return nil
+		default:
+			return errSyntax
+		}
+	}
+	return errSyntax
+}
+
+// parseInt reads a JSON integer value; other values give ok == false.
+func parseInt(v []byte) (int, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	n, neg, i := 0, false, 0
+	if v[0] == '-' {
+		neg, i = true, 1
+	}
+	if i == len(v) {
+		return 0, false
+	}
+	for ; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }

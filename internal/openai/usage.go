@@ -1,9 +1,6 @@
 package openai
 
-import (
-	"bytes"
-	"encoding/json"
-)
+import "bytes"
 
 // Usage is the "usage" object of a response or of the last chunk of a
 // stream with stream_options.include_usage.
@@ -35,14 +32,38 @@ func FindUsage(doc []byte) (Usage, bool) {
 	}
 	found := false
 	_ = topFields(doc, func(f field) bool {
-		if f.key != "usage" {
+		if string(f.key) != "usage" {
 			return true
 		}
 		v := doc[f.start:f.end]
-		if isNull(v) {
+		if len(v) == 0 || v[0] != '{' {
 			return false
 		}
-		found = json.Unmarshal(v, &u) == nil
+		found = true
+		_ = topFields(v, func(g field) bool {
+			w := v[g.start:g.end]
+			switch string(g.key) {
+			case "prompt_tokens":
+				u.PromptTokens, _ = parseInt(w)
+			case "completion_tokens":
+				u.CompletionTokens, _ = parseInt(w)
+			case "total_tokens":
+				u.TotalTokens, _ = parseInt(w)
+			case "prompt_tokens_details":
+				if len(w) > 0 && w[0] == '{' {
+					_ = topFields(w, func(h field) bool {
+						if string(h.key) == "cached_tokens" {
+							n, _ := parseInt(w[h.start:h.end])
+							u.PromptTokensDetails = &struct {
+								CachedTokens int `json:"cached_tokens"`
+							}{n}
+						}
+						return true
+					})
+				}
+			}
+			return true
+		})
 		return false
 	})
 	return u, found
