@@ -38,6 +38,9 @@ type fakeEngine struct {
 	// canceled is closed when a request's context ends before it finished.
 	canceled   chan struct{}
 	cancelOnce sync.Once
+	// stall, if set, holds generation requests until it is closed or the
+	// request ends, before any header is sent.
+	stall chan struct{}
 	// metricsFail makes /metrics answer 500.
 	metricsFail atomic.Bool
 	waiting     atomic.Int32
@@ -65,6 +68,13 @@ func (e *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	e.headers = append(e.headers, r.Header.Clone())
 	e.mu.Unlock()
 	e.requests.Add(1)
+	if e.stall != nil {
+		select {
+		case <-e.stall:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if s := e.status.Load(); s != 0 {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(int(s))

@@ -141,7 +141,7 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 	headers := make(map[string]string, len(hr.Header))
 	for k, v := range hr.Header {
 		if len(v) > 0 {
-			headers[strings.ToLower(k)] = v[0]
+			headers[lowerHeader(k)] = v[0]
 		}
 	}
 	req := &framework.Request{
@@ -164,6 +164,25 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.PromptTokens = tokenizer.Pseudo{}.Count(string(o.PromptText))
 	}
 	return req
+}
+
+// commonHeaders maps canonical header names to lowercase without allocating.
+var commonHeaders = map[string]string{}
+
+func init() {
+	for _, h := range []string{"Accept", "Accept-Encoding", "Authorization", "Content-Length", "Content-Type",
+		"Connection", "User-Agent", "X-Request-Id", "X-Session-Id", HeaderExplain, "X-Stainless-Lang",
+		"X-Stainless-Package-Version", "X-Stainless-Os", "X-Stainless-Arch", "X-Stainless-Runtime",
+		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project"} {
+		commonHeaders[h] = strings.ToLower(h)
+	}
+}
+
+func lowerHeader(k string) string {
+	if l, ok := commonHeaders[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
 }
 
 // engineModel is the model name sent to ep for target.

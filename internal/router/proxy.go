@@ -291,13 +291,13 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 				r.clientGone(c, name)
 				return attemptDone, nil
 			}
-			cause, msg := observability.CauseStreamBroken, "the model's endpoint failed in the middle of the stream"
+			cause, ev := observability.CauseStreamBroken, openai.BadGateway("the model's endpoint failed in the middle of the stream")
 			if timedOut() {
-				cause, msg = observability.CauseUpstreamTimeout, "the model's endpoint sent nothing for "+idle.String()
+				cause, ev = observability.CauseUpstreamTimeout, openai.GatewayTimeout("the model's endpoint sent nothing for "+idle.String())
 			}
 			r.metrics.Errors.WithLabelValues(c.route.Model, cause).Inc()
 			r.log.Warn("stream broken", "request_id", c.req.ID, "endpoint", name, "error", err)
-			w.Write(openai.BadGateway(msg).SSE())
+			w.Write(ev.SSE())
 			_ = rc.Flush()
 			r.metrics.Requests.WithLabelValues(c.route.Model, name, "stream_error").Inc()
 			return attemptDone, nil

@@ -375,3 +375,58 @@ routes:
 		}
 	}
 }
+
+func TestTimeouts(t *testing.T) {
+	doc := strings.Replace(oneModel, "router: {maxBodyBytes: 4096, maxAttempts: 3,", "router: {maxBodyBytes: 4096, maxAttempts: 2, timeouts: {streamIdle: 300ms, responseHeader: 300ms},", 1)
+	t.Run("stream idle", func(t *testing.T) {
+		h := newHarness(t, doc, twoEngines())
+		for _, e := range h.engines {
+			e.gate = make(chan struct{}) // never released: silence after the first chunk
+		}
+		resp, b := h.post("/v1/chat/completions", `{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		events := strings.Split(strings.TrimSuffix(string(b), "\n\n"), "\n\n")
+		if len(events) != 2 || !strings.Contains(events[1], `"code":"upstream_timeout"`) || !strings.Contains(events[1], "sent nothing for 300ms") {
+			t.Errorf("want one chunk and an idle error event, got:\n%s", b)
+		}
+	})
+	t.Run("response header", func(t *testing.T) {
+		h := newHarness(t, doc, twoEngines())
+		release := make(chan struct{})
+		defer close(release)
+		for _, e := range h.engines {
+			e.stall = release
+		}
+		resp, b := h.post("/v1/chat/completions", chatBody)
+		if resp.StatusCode != 504 || !strings.Contains(string(b), "upstream_timeout") {
+			t.Errorf("status %d: %s", resp.StatusCode, b)
+		}
+		if n := h.engines["e0"].requests.Load() + h.engines["e1"].requests.Load(); n != 2 {
+			t.Errorf("%d attempts, want 2 (maxAttempts)", n)
+		}
+	})
+}
+
+func TestChunkedBodyOverLimitIs413(t *testing.T) {
+	h := newHarness(t, oneModel, twoEngines())
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte(`{"model":"llama","prompt":"`))
+		pw.Write([]byte(strings.Repeat("x", 5000)))
+		pw.Write([]byte(`"}`))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/v1/completions", pr)
+	req.ContentLength = -1 // chunked: the limit is found while reading
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 413 || !strings.Contains(string(b), "request_too_large") {
+		t.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+}
