@@ -89,14 +89,13 @@ func Parse(r io.Reader, m *framework.Metrics) error {
 }
 
 type parser struct {
-	m                         *framework.Metrics
-	seen                      bool
-	kvSeen                    bool
-	gpuCacheUsage             float64
-	gpuCacheSeen              bool
-	loraNewest                float64
-	loraSeen                  bool
-	sglangMaxTokens, sglangKV bool
+	m             *framework.Metrics
+	seen          bool
+	kvSeen        bool
+	gpuCacheUsage float64
+	gpuCacheSeen  bool
+	loraNewest    float64
+	loraSeen      bool
 }
 
 func (p *parser) line(line []byte) {

@@ -283,14 +283,14 @@ func (r *Request) parsePrompt(v []byte) *Error {
 	if v[inner] == ']' {
 		return BadRequest("prompt", CodeInvalidValue, "Invalid 'prompt': empty array.")
 	}
-	switch {
-	case v[inner] == '"':
+	switch v[inner] {
+	case '"':
 		var ss []string
 		if err := json.Unmarshal(v, &ss); err != nil {
 			return typeError("prompt", want, v)
 		}
 		r.PromptText = []byte(joinLines(ss))
-	case v[inner] == '[':
+	case '[':
 		var ids [][]int64
 		if err := json.Unmarshal(v, &ids); err != nil {
 			return typeError("prompt", want, v)

@@ -238,7 +238,7 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 
 	n, err := readSome(resp.Body, buf)
 	if n == 0 {
-		if err == nil || err == io.EOF {
+		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		out.Err = err
@@ -282,7 +282,7 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
 			}
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

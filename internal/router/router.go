@@ -246,7 +246,9 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	cancel()
 	if !runDone {
-		<-runErr
+		if rerr := <-runErr; rerr != nil && err == nil {
+			err = rerr
+		}
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

@@ -163,7 +163,9 @@ func metricValue(t *testing.T, h *harness, series string) float64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, series+" ") {
 			var v float64
-			fmt.Sscan(strings.TrimPrefix(line, series+" "), &v)
+			if _, err := fmt.Sscan(strings.TrimPrefix(line, series+" "), &v); err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
 			return v
 		}
 	}
@@ -252,7 +254,7 @@ func TestNoHealthyEndpointIs503(t *testing.T) {
 func TestRetriesOnAnotherEndpoint(t *testing.T) {
 	tests := []struct {
 		name   string
-		break_ func(e *fakeEngine)
+		breakIt func(e *fakeEngine)
 	}{
 		{"5xx", func(e *fakeEngine) { e.status.Store(503) }},
 		{"connection refused", func(e *fakeEngine) { e.srv.Close() }},
@@ -261,7 +263,7 @@ func TestRetriesOnAnotherEndpoint(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, oneModel, twoEngines())
-			tt.break_(h.engines["e0"])
+			tt.breakIt(h.engines["e0"])
 			for i := range 6 {
 				body := chatBody
 				if tt.name == "dies before the first chunk" {
@@ -413,9 +415,9 @@ func TestChunkedBodyOverLimitIs413(t *testing.T) {
 	h := newHarness(t, oneModel, twoEngines())
 	pr, pw := io.Pipe()
 	go func() {
-		pw.Write([]byte(`{"model":"llama","prompt":"`))
-		pw.Write([]byte(strings.Repeat("x", 5000)))
-		pw.Write([]byte(`"}`))
+		_, _ = pw.Write([]byte(`{"model":"llama","prompt":"`))
+		_, _ = pw.Write([]byte(strings.Repeat("x", 5000)))
+		_, _ = pw.Write([]byte(`"}`))
 		pw.Close()
 	}()
 	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/v1/completions", pr)
