@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -35,7 +36,7 @@ func Specs(eps []config.EndpointSpec) []datastore.EndpointSpec {
 			Pool: e.Pool,
 			Metadata: framework.EndpointMetadata{
 				Name:     e.Name,
-				Address:  e.URL,
+				Address:  strings.TrimSuffix(e.URL, "/"),
 				Model:    e.Model,
 				Role:     framework.Role(e.Role),
 				Labels:   maps.Clone(e.Labels),

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
@@ -85,5 +87,12 @@ func TestFileMissingIsAnError(t *testing.T) {
 	f := &File{Path: filepath.Join(t.TempDir(), "none.yaml")}
 	if err := f.Run(context.Background(), func([]datastore.EndpointSpec) {}); err == nil {
 		t.Fatal("Run on a missing file succeeded")
+	}
+}
+
+func TestSpecsTrimTrailingSlash(t *testing.T) {
+	got := Specs([]config.EndpointSpec{{Name: "a", URL: "http://h:1/", Model: "m", Pool: "p", Role: "both"}})
+	if got[0].Metadata.Address != "http://h:1" || got[0].Pool != "p" {
+		t.Errorf("spec = %+v", got[0])
 	}
 }
