@@ -253,7 +253,7 @@ func TestNoHealthyEndpointIs503(t *testing.T) {
 
 func TestRetriesOnAnotherEndpoint(t *testing.T) {
 	tests := []struct {
-		name   string
+		name    string
 		breakIt func(e *fakeEngine)
 	}{
 		{"5xx", func(e *fakeEngine) { e.status.Store(503) }},
