@@ -103,11 +103,16 @@ func NewRouterMetrics() *RouterMetrics {
 			Help: "Requests sent to each route target, by public model, pool and whether it was a fallback.",
 		}, []string{"model", "pool", "fallback"}),
 	}
-	reg.MustRegister(
+	reg.MustRegister(m.Collectors()...)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Collectors returns the router's own collectors (not the Go and process
+// ones).
+func (m *RouterMetrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
 		m.Requests, m.Errors, m.InFlight, m.TTFT, m.E2E, m.AddedLatency, m.SchedulingTime,
 		m.Retries, m.Picks, m.PrefixPredicted, m.Tokens, m.RouteTargets,
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
-	return m
+	}
 }
