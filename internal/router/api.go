@@ -82,6 +82,17 @@ func (r *Router) serveNotFound(w http.ResponseWriter, hr *http.Request) {
 	e.Write(w)
 }
 
+func (r *Router) serveMethodNotAllowed(w http.ResponseWriter, hr *http.Request) {
+	allow := http.MethodPost
+	if hr.URL.Path == "/v1/models" {
+		allow = http.MethodGet
+	}
+	w.Header().Set("Allow", allow)
+	e := &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Code: openai.CodeMethodNotFound,
+		Message: "Method " + hr.Method + " is not allowed on " + hr.URL.Path + "; use " + allow + "."}
+	e.Write(w)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -167,6 +167,9 @@ func New(opts Options) (*Router, error) {
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
 	r.mux.HandleFunc("POST /debug/route", r.serveDebugRoute)
 	r.mux.HandleFunc("GET /debug/route", r.serveDebugRoute)
+	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/models"} {
+		r.mux.HandleFunc(p, r.serveMethodNotAllowed)
+	}
 	r.mux.HandleFunc("/", r.serveNotFound)
 	return r, nil
 }

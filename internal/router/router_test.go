@@ -226,6 +226,10 @@ func TestErrorsAreOpenAIShaped(t *testing.T) {
 			}
 		})
 	}
+	resp, b := h.get("/v1/chat/completions")
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" || *decodeError(t, b).Error.Code != "method_not_allowed" {
+		t.Errorf("GET /v1/chat/completions = %d %s", resp.StatusCode, b)
+	}
 	for _, e := range h.engines {
 		if n := e.requests.Load(); n != 0 {
 			t.Errorf("engine %s received %d requests for bad input", e.name, n)
