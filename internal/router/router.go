@@ -244,8 +244,10 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), grace)
 	defer scancel()
-	if serr := srv.Shutdown(sctx); serr != nil && err == nil {
-		err = fmt.Errorf("router: shutdown: %w", serr)
+	if serr := srv.Shutdown(sctx); serr != nil {
+		// Streams still open after the grace period are cut.
+		r.log.Warn("requests still in flight after the shutdown grace period; closing them", "grace", grace, "error", serr)
+		_ = srv.Close()
 	}
 	cancel()
 	if !runDone {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -434,5 +435,40 @@ func TestChunkedBodyOverLimitIs413(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 413 || !strings.Contains(string(b), "request_too_large") {
 		t.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+}
+
+// TestServeStopsWithinGrace starts Serve on a real listener with a stream
+// that never ends, cancels, and expects Serve to return (cutting the stream)
+// soon after the grace period.
+func TestServeStopsWithinGrace(t *testing.T) {
+	h := newHarness(t, oneModel, twoEngines())
+	for _, e := range h.engines {
+		e.gate = make(chan struct{}) // streams stall after one chunk
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.r.Serve(ctx, ln, 200*time.Millisecond) }()
+	resp, err := http.Post("http://"+ln.Addr().String()+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first line %q", line)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return within 10s of cancel with a 200ms grace")
 	}
 }
