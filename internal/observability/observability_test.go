@@ -32,8 +32,9 @@ func TestNewLogger(t *testing.T) {
 			log.Debug("d", "k", 1)
 			log.Warn("w", "k", 2)
 			out := buf.String()
-			if got := strings.Contains(out, "d"); tt.wantDebug && !strings.Contains(out, `msg=d`) || !tt.wantDebug && strings.Contains(out, `msg=d `) {
-				t.Errorf("debug line present=%v in %q", got, out)
+			lines := strings.Count(out, "\n")
+			if want := map[bool]int{true: 2, false: 1}[tt.wantDebug]; lines != want {
+				t.Errorf("%d lines logged, want %d: %q", lines, want, out)
 			}
 			if !strings.HasPrefix(out, tt.wantPrefix) || !strings.Contains(out, "w") {
 				t.Errorf("output %q", out)
