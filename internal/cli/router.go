@@ -21,6 +21,7 @@ type routerOptions struct {
 	logFormat  string
 	grace      time.Duration
 	pprof      string
+	check      bool
 }
 
 func newRouterCommand() *cobra.Command {
@@ -57,6 +58,11 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 			if err != nil {
 				return err
 			}
+			if o.check {
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d routes, %d endpoints, profiles %v)\n",
+					o.configPath, len(cfg.Routes), len(cfg.Endpoints), r.ProfileNames())
+				return err
+			}
 			ln, err := net.Listen("tcp", cfg.Router.Listen)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
@@ -77,6 +83,7 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 	f.StringVar(&o.listen, "listen", "", "address to serve on (default: router.listen of the config)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.BoolVar(&o.check, "check", false, "load the config, build the profiles, report and exit without serving")
 	f.StringVar(&o.pprof, "pprof-listen", "", "serve Go's /debug/pprof on this address (off by default)")
 	f.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "time in-flight requests get to finish on shutdown")
 	return cmd

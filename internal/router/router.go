@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -172,6 +173,16 @@ func New(opts Options) (*Router, error) {
 	}
 	r.mux.HandleFunc("/", r.serveNotFound)
 	return r, nil
+}
+
+// ProfileNames returns the names of the built profiles, sorted.
+func (r *Router) ProfileNames() []string {
+	out := make([]string, 0, len(r.profiles))
+	for n := range r.profiles {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Handler returns the router's HTTP handler.
