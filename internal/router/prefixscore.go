@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -75,6 +77,20 @@ func (r *recordingScorer) ResponseComplete(ctx context.Context, req *framework.R
 	}
 }
 
+// Describe forwards to the wrapped scorer if it is a Prometheus collector.
+func (r *recordingScorer) Describe(ch chan<- *prometheus.Desc) {
+	if c, ok := r.Scorer.(prometheus.Collector); ok {
+		c.Describe(ch)
+	}
+}
+
+// Collect forwards to the wrapped scorer if it is a Prometheus collector.
+func (r *recordingScorer) Collect(ch chan<- prometheus.Metric) {
+	if c, ok := r.Scorer.(prometheus.Collector); ok {
+		c.Collect(ch)
+	}
+}
+
 // Unwrap returns the wrapped scorer.
 func (r *recordingScorer) Unwrap() framework.Plugin { return r.Scorer }
 
@@ -82,4 +98,5 @@ var (
 	_ framework.Scorer           = (*recordingScorer)(nil)
 	_ framework.PreRequest       = (*recordingScorer)(nil)
 	_ framework.ResponseComplete = (*recordingScorer)(nil)
+	_ prometheus.Collector       = (*recordingScorer)(nil)
 )

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -116,6 +117,9 @@ func New(opts Options) (*Router, error) {
 		}
 		r.profiles[name] = p
 	}
+	if err := r.registerPluginMetrics(); err != nil {
+		return nil, err
+	}
 	for _, m := range table.Models() {
 		rt, _ := table.Lookup(m)
 		if r.profiles[rt.Profile] == nil {
@@ -173,6 +177,52 @@ func New(opts Options) (*Router, error) {
 	}
 	r.mux.HandleFunc("/", r.serveNotFound)
 	return r, nil
+}
+
+// pluginLister is what a profile offers when it can list its plugins.
+type pluginLister interface {
+	Plugins() []framework.Plugin
+}
+
+// registerPluginMetrics registers the profiles' plugins that are Prometheus
+// collectors (the prefix index's size, load overrides, ...) on the router's
+// registry, labelled by profile so that two profiles' instances of one
+// plugin type do not collide. A collector without descriptors is skipped.
+func (r *Router) registerPluginMetrics() error {
+	for _, name := range r.ProfileNames() {
+		pl, ok := any(r.profiles[name]).(pluginLister)
+		if !ok {
+			return nil
+		}
+		wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"profile": name}, r.metrics.Registry)
+		for _, p := range pl.Plugins() {
+			c, ok := p.(prometheus.Collector)
+			if !ok || !describes(c) {
+				continue
+			}
+			if err := wrapped.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return fmt.Errorf("router: profile %q: register the metrics of plugin %s: %w", name, p.TypedName(), err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// describes reports whether c has at least one descriptor.
+func describes(c prometheus.Collector) bool {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() {
+		c.Describe(ch)
+		close(ch)
+	}()
+	n := 0
+	for range ch {
+		n++
+	}
+	return n > 0
 }
 
 // ProfileNames returns the names of the built profiles, sorted.
