@@ -196,3 +196,17 @@ func TestSDKChatAndStreaming(t *testing.T) {
 		t.Errorf("unknown model error = %v", err)
 	}
 }
+
+func TestCanaryPoolDownSendsItsShareElsewhere(t *testing.T) {
+	h := routesHarness(t)
+	h.engines["c0"].metricsFail.Store(true)
+	h.r.collector.ScrapeOnce(context.Background())
+	for i := range 20 {
+		if resp, b := h.post("/v1/completions", `{"model":"llama","prompt":"x"}`); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	if s, f := h.engines["s0"].requests.Load(), h.engines["f0"].requests.Load(); s != 18 || f != 2 {
+		t.Errorf("stable got %d, spare %d; want 18 and the canary's 2 (the explicit fallback comes first)", s, f)
+	}
+}

@@ -104,7 +104,10 @@ func (t *Table) Models() []string { return t.models }
 
 // Pick chooses the target for a request with headers h: the first rule whose
 // header matches all hold decides the split, else the route's own split; the
-// split's weights decide the target. Fallback targets follow, in order.
+// split's weights decide the target. The targets to try when it has no
+// available endpoint follow: the route's fallbacks in order, then the split's
+// other targets of non-zero weight, heaviest first, so that a split whose
+// pool is down sends its share to the pools that are up.
 func (r *Route) Pick(h http.Header) (primary Target, fallback []Target) {
 	s := r.split
 	for _, ru := range r.rules {
@@ -113,7 +116,18 @@ func (r *Route) Pick(h http.Header) (primary Target, fallback []Target) {
 			break
 		}
 	}
-	return s.next(), r.fallback
+	primary = s.next()
+	if len(s.byWeight) <= 1 {
+		return primary, r.fallback
+	}
+	fallback = make([]Target, 0, len(r.fallback)+len(s.byWeight)-1)
+	fallback = append(fallback, r.fallback...)
+	for _, t := range s.byWeight {
+		if t != primary {
+			fallback = append(fallback, t)
+		}
+	}
+	return primary, fallback
 }
 
 // Targets returns every target the route may use, for readiness checks:
@@ -163,10 +177,11 @@ func targets(ts []config.TargetSpec, adapter string) []Target {
 // sum(weights) picks each target is chosen exactly weight times, spread out
 // rather than in runs.
 type split struct {
-	targets []Target
-	mu      sync.Mutex
-	current []int64
-	total   int64
+	targets  []Target
+	byWeight []Target // targets of non-zero weight, heaviest first
+	mu       sync.Mutex
+	current  []int64
+	total    int64
 }
 
 func newSplit(ts []config.TargetSpec, adapter string) (*split, error) {
@@ -184,6 +199,12 @@ func newSplit(ts []config.TargetSpec, adapter string) (*split, error) {
 		return nil, fmt.Errorf("weights are all zero")
 	}
 	s.current = make([]int64, len(s.targets))
+	for _, t := range s.targets {
+		if t.Weight > 0 {
+			s.byWeight = append(s.byWeight, t)
+		}
+	}
+	sort.SliceStable(s.byWeight, func(i, j int) bool { return s.byWeight[i].Weight > s.byWeight[j].Weight })
 	return s, nil
 }
 

@@ -40,16 +40,19 @@ func TestRulesDecideTheSplit(t *testing.T) {
 	if !ok {
 		t.Fatal("no route for llama")
 	}
+	spareThenCanary := []Target{{Pool: "spare", Weight: 1}, {Pool: "canary", Weight: 10}}
+	spare := []Target{{Pool: "spare", Weight: 1}}
 	tests := []struct {
-		name    string
-		headers map[string]string
-		want    string
+		name     string
+		headers  map[string]string
+		want     string
+		fallback []Target
 	}{
-		{"exact match", map[string]string{"x-canary": "yes"}, "canary"},
-		{"regex and exact both hold", map[string]string{"x-tenant": "team-a", "x-tier": "gold"}, "gold"},
-		{"regex is anchored", map[string]string{"x-tenant": "my-team-a", "x-tier": "gold"}, "stable"},
-		{"one of two fails", map[string]string{"x-tenant": "team-a"}, "stable"},
-		{"exact is case-sensitive in value", map[string]string{"x-canary": "YES"}, "stable"},
+		{"exact match", map[string]string{"x-canary": "yes"}, "canary", spare},
+		{"regex and exact both hold", map[string]string{"x-tenant": "team-a", "x-tier": "gold"}, "gold", spare},
+		{"regex is anchored", map[string]string{"x-tenant": "my-team-a", "x-tier": "gold"}, "stable", spareThenCanary},
+		{"one of two fails", map[string]string{"x-tenant": "team-a"}, "stable", spareThenCanary},
+		{"exact is case-sensitive in value", map[string]string{"x-canary": "YES"}, "stable", spareThenCanary},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +67,7 @@ func TestRulesDecideTheSplit(t *testing.T) {
 			if got.Pool != tt.want {
 				t.Errorf("pool = %q, want %q", got.Pool, tt.want)
 			}
-			if diff := cmp.Diff([]Target{{Pool: "spare", Weight: 1}}, fb); diff != "" {
+			if diff := cmp.Diff(tt.fallback, fb); diff != "" {
 				t.Errorf("fallback (-want +got):\n%s", diff)
 			}
 		})
