@@ -141,7 +141,7 @@ func encodeEvent(enc *msgpack.Encoder, ev Event, f Format) error {
 	case FormatMap:
 		kept := fields[:0:0]
 		for _, fl := range fields {
-			if !(fl.optional && fl.isNil) {
+			if !fl.optional || !fl.isNil {
 				kept = append(kept, fl)
 			}
 		}
