@@ -134,7 +134,7 @@ func LoadTiktoken(r io.Reader, opts TiktokenOptions) (*BPE, error) {
 	if opts.Specials == nil {
 		opts.Specials = known.Specials
 	}
-	t := &BPE{ranks: ranks, tokens: tokens, wholePiece: true, pairs: rankPairs(ranks)}
+	t := &BPE{ranks: ranks, tokens: tokens, wholePiece: true}
 	if err := t.finish(opts.Pattern, opts.Specials); err != nil {
 		return nil, err
 	}
@@ -145,16 +145,16 @@ func LoadTiktoken(r io.Reader, opts TiktokenOptions) (*BPE, error) {
 // adjacent parts (each a token) when their concatenation is a token, with
 // that token's rank as priority, so every split of a token into two tokens
 // is a pair that merges into it.
-func rankPairs(ranks map[string]uint32) *pairTable {
-	p := newPairTable(2 * len(ranks))
-	for tok, id := range ranks {
+func rankPairs(words *wordTable) *pairTable {
+	p := newPairTable(2 * len(words.tokens))
+	for id, tok := range words.tokens {
 		for k := 1; k < len(tok); k++ {
-			a, okA := ranks[tok[:k]]
+			a, okA := words.get(tok[:k])
 			if !okA {
 				continue
 			}
-			if b, okB := ranks[tok[k:]]; okB {
-				p.putIfAbsent(pairKey(a, b), merge{rank: id, id: id})
+			if b, okB := words.get(tok[k:]); okB {
+				p.putIfAbsent(pairKey(a, b), merge{rank: uint32(id), id: uint32(id)})
 			}
 		}
 	}
@@ -166,6 +166,9 @@ func (t *BPE) finish(pattern string, specials map[string]uint32) error {
 	// Specials are matched before splitting, never as pieces: index the
 	// ordinary tokens only.
 	t.words = newWordTable(slices.Clone(t.tokens))
+	if t.pairs == nil {
+		t.pairs = rankPairs(t.words)
+	}
 	for b := range 256 {
 		id, ok := t.ranks[string([]byte{byte(b)})]
 		if !ok {
