@@ -546,3 +546,50 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// frames builds a live message [topic, seq(+stream), payload].
+func frames(t testing.TB, seq uint64, stream []byte, evs ...Event) [][]byte {
+	t.Helper()
+	payload, err := EncodeBatch(nil, &Batch{Events: evs}, FormatArray)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := binary.BigEndian.AppendUint64(nil, seq)
+	return [][]byte{[]byte("kv@"), append(s, stream...), payload}
+}
+
+func TestStreamIDChangeIsARestart(t *testing.T) {
+	rec := newRecorder()
+	s, err := NewSubscriber(SubscriberConfig{Name: "e0", Endpoint: "tcp://127.0.0.1:1", Consumer: rec, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := []byte("aaaaaaaaaaaaaaaa")
+	b := []byte("bbbbbbbbbbbbbbbb")
+	ctx := context.Background()
+	s.handle(ctx, frames(t, 0, a, removed(1)))
+	s.handle(ctx, frames(t, 1, a, removed(2)))
+	// Same next sequence number, but another stream: a new publisher.
+	s.handle(ctx, frames(t, 2, b, removed(3)))
+	rec.expect(t, "e0 removed 1", "e0 removed 2", "e0 cleared", "e0 removed 3")
+}
+
+func FuzzSubscriberHandle(f *testing.F) {
+	f.Add([]byte("kv@"), []byte{0, 0, 0, 0, 0, 0, 0, 1}, []byte{0x92, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0x90}, uint8(3))
+	f.Fuzz(func(t *testing.T, topic, seq, payload []byte, n uint8) {
+		s, err := NewSubscriber(SubscriberConfig{Name: "e0", Endpoint: "tcp://127.0.0.1:1", Consumer: nopConsumer{}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr := [][]byte{topic, seq, payload}[:min(int(n), 3)]
+		s.handle(context.Background(), fr)
+		s.handle(context.Background(), fr)
+	})
+}
+
+type nopConsumer struct{}
+
+func (nopConsumer) BlockStored(string, *BlockStored)   {}
+func (nopConsumer) BlockRemoved(string, *BlockRemoved) {}
+func (nopConsumer) AllCleared(string)                  {}
+func (nopConsumer) Unreliable(string, string)          {}
