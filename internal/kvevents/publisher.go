@@ -22,6 +22,11 @@ const (
 	DefaultQueueSize   = 1024
 )
 
+// Topic returns the conventional topic of an engine's events,
+// "kv@<pod>@<model>" (DESIGN.md §5), which PublisherConfig.Topic should
+// default to.
+func Topic(pod, model string) string { return "kv@" + pod + "@" + model }
+
 // endSeq is the sequence number that ends a replay: -1 as 8 bytes
 // big-endian, with an empty payload (vLLM's END_SEQ).
 var endSeq = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -37,8 +42,8 @@ type PublisherConfig struct {
 	// ReplayEndpoint is the ROUTER socket's bind address; empty disables
 	// replay.
 	ReplayEndpoint string
-	// Topic is the first frame of every message, by convention
-	// "kv@<pod>@<model>".
+	// Topic is the first frame of every message; use Topic(pod, model)
+	// for the conventional "kv@<pod>@<model>". Empty is vLLM's default.
 	Topic string
 	// BufferSteps is how many recent batches are kept for replay; default
 	// DefaultBufferSteps.

@@ -94,7 +94,7 @@ func newPublisherFormat(t *testing.T, m *Metrics, pubAddr, replayAddr string, f 
 		Format:         f,
 		Endpoint:       pubAddr,
 		ReplayEndpoint: replayAddr,
-		Topic:          "kv@pod-0@llama",
+		Topic:          Topic("pod-0", "llama"),
 		Logger:         testLogger(t).With("side", "pub"),
 		Metrics:        m,
 	})
@@ -593,3 +593,9 @@ func (nopConsumer) BlockStored(string, *BlockStored)   {}
 func (nopConsumer) BlockRemoved(string, *BlockRemoved) {}
 func (nopConsumer) AllCleared(string)                  {}
 func (nopConsumer) Unreliable(string, string)          {}
+
+func TestTopic(t *testing.T) {
+	if got := Topic("pod-0", "llama-3-8b"); got != "kv@pod-0@llama-3-8b" {
+		t.Errorf("Topic = %q", got)
+	}
+}
