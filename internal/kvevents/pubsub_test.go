@@ -599,3 +599,43 @@ func TestTopic(t *testing.T) {
 		t.Errorf("Topic = %q", got)
 	}
 }
+
+func TestReplayTimeoutMakesGapUnreliable(t *testing.T) {
+	m := discardMetrics()
+	p := newPublisher(t, m, "tcp://127.0.0.1:0", "")
+	// A replay socket that takes requests and never answers.
+	mute := zmq4.NewRouter(context.Background())
+	defer mute.Close()
+	if err := mute.Listen("tcp://127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if _, err := mute.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	rec := newRecorder()
+	s, err := NewSubscriber(SubscriberConfig{
+		Name: "e0", Endpoint: p.Endpoint(), ReplayEndpoint: "tcp://" + mute.Addr().String(),
+		Consumer: rec, Metrics: m, Logger: testLogger(t), ReplayTimeout: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitSubscribed(t, p)
+	drop := func(seq uint64) bool { return seq == 1 }
+	p.dropSend.Store(&drop)
+	p.Publish(removed(1))
+	p.Publish(removed(2))
+	p.Publish(removed(3))
+	rec.expect(t, "e0 removed 1", "e0 unreliable gap", "e0 removed 3")
+	if got := testutil.ToFloat64(m.Replays.WithLabelValues("e0", "error")); got != 1 {
+		t.Errorf("replays{error} = %v, want 1 (no rebuild from a mute replay socket)", got)
+	}
+}

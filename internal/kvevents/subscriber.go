@@ -283,14 +283,19 @@ func (s *Subscriber) handle(ctx context.Context, frames [][]byte) {
 		s.m.Gaps.WithLabelValues(s.cfg.Name).Inc()
 		from := s.lastSeq + 1
 		s.log.Info("kv-event gap; replaying", "from", from, "to", seq)
-		batches, complete := s.replay(ctx, from, seq)
-		if complete {
+		batches, complete, answered := s.replay(ctx, from, seq)
+		switch {
+		case complete:
 			for _, rb := range batches {
 				s.apply(rb.batch)
 			}
-		} else {
+		case answered:
 			s.unreliable(ReasonGap, fmt.Sprintf("seq %d..%d lost", from, seq-1))
 			s.rebuild(ctx, seq)
+		default:
+			// The replay socket is unreachable: asking it again to
+			// rebuild would only wait out another timeout.
+			s.unreliable(ReasonGap, fmt.Sprintf("seq %d..%d lost; replay unavailable", from, seq-1))
 		}
 	}
 	s.apply(b)
@@ -304,7 +309,7 @@ func (s *Subscriber) rebuild(ctx context.Context, seq uint64) {
 	if seq == 0 || s.cfg.SkipInitialReplay {
 		return
 	}
-	batches, complete := s.replay(ctx, 0, seq)
+	batches, complete, _ := s.replay(ctx, 0, seq)
 	for _, rb := range batches {
 		s.apply(rb.batch)
 	}
@@ -367,13 +372,14 @@ type seqBatch struct {
 }
 
 // replay asks the publisher for the batches from..to-1. complete reports
-// that all of them came back and decoded.
-func (s *Subscriber) replay(ctx context.Context, from, to uint64) (out []seqBatch, complete bool) {
+// that all of them came back and decoded; answered, that the replay socket
+// replied at all.
+func (s *Subscriber) replay(ctx context.Context, from, to uint64) (out []seqBatch, complete, answered bool) {
 	result := "error"
 	defer func() { s.m.Replays.WithLabelValues(s.cfg.Name, result).Inc() }()
 	if s.cfg.ReplayEndpoint == "" {
 		result = "unavailable"
-		return nil, false
+		return nil, false, false
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -384,7 +390,7 @@ func (s *Subscriber) replay(ctx context.Context, from, to uint64) (out []seqBatc
 	defer d.Close()
 	if err := d.Dial(s.cfg.ReplayEndpoint); err != nil {
 		s.log.Warn("kv-event replay: dial failed", "err", err)
-		return nil, false
+		return nil, false, false
 	}
 	start := make([]byte, 8)
 	binary.BigEndian.PutUint64(start, from)
@@ -392,22 +398,23 @@ func (s *Subscriber) replay(ctx context.Context, from, to uint64) (out []seqBatc
 	// expects [identity, "", start].
 	if err := d.SendMulti(zmq4.NewMsgFrom([]byte{}, start)); err != nil {
 		s.log.Warn("kv-event replay: request failed", "err", err)
-		return nil, false
+		return nil, false, false
 	}
 	next, holes := from, false
 	for next < to {
 		msg, err := d.Recv()
 		if err != nil {
 			s.log.Warn("kv-event replay: receive failed", "err", err, "got", len(out))
-			return out, false
+			return out, false, answered
 		}
+		answered = true
 		frames := msg.Frames
 		if len(frames) == 3 && len(frames[0]) == 0 {
 			frames = frames[1:]
 		}
 		if len(frames) != 2 || len(frames[0]) != 8 {
 			s.log.Warn("kv-event replay: malformed reply", "frames", len(msg.Frames))
-			return out, false
+			return out, false, true
 		}
 		if bytes.Equal(frames[0], endSeq) || len(frames[1]) == 0 {
 			break
@@ -438,5 +445,5 @@ func (s *Subscriber) replay(ctx context.Context, from, to uint64) (out []seqBatc
 	if !complete {
 		result = "incomplete"
 	}
-	return out, complete
+	return out, complete, true
 }
