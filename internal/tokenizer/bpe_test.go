@@ -95,10 +95,11 @@ func corpusTexts() []string {
 }
 
 // checkAgainstTiktoken compares our encoding of text with tiktoken-go's. It
-// reports whether they agree on the whole text; where they do not, it
-// requires agreement piece by piece (pieces as our splitter, checked
-// against the pattern, cuts them), except for pieces that tiktoken-go's
-// generated regular expression loses characters of (see docs/tokenizer.md).
+// reports whether they agree on the whole text. Where they do not, the
+// difference must come from tiktoken-go's pre-tokenisation (its generated
+// matcher drops U+007F and cuts some whitespace runs short; see
+// docs/tokenizer.md): our pieces are checked against the pattern elsewhere,
+// so here each piece's merge must equal referenceMerge's.
 func checkAgainstTiktoken(t testing.TB, ref tiktoken.Codec, plain *BPE, text string) bool {
 	t.Helper()
 	got := plain.Encode(text)
@@ -109,23 +110,58 @@ func checkAgainstTiktoken(t testing.TB, ref tiktoken.Codec, plain *BPE, text str
 		end := plain.split.piece(text, i)
 		piece := text[i:end]
 		i = end
-		want := refEncode(t, ref, piece)
-		if back, err := ref.Decode(toUint(want)); err != nil || back != piece {
-			continue // tiktoken-go dropped part of the piece
-		}
-		if diff := cmp.Diff(want, plain.encodePiece(nil, piece)); diff != "" {
-			t.Fatalf("in %q, piece %q (-tiktoken-go +ours):\n%s", text, piece, diff)
+		if diff := cmp.Diff(referenceMerge(plain, piece), plain.encodePiece(nil, piece)); diff != "" {
+			t.Fatalf("in %q, piece %q (-reference +ours):\n%s", text, piece, diff)
 		}
 	}
 	return false
 }
 
-func toUint(ids []uint32) []uint {
-	out := make([]uint, len(ids))
-	for i, id := range ids {
-		out[i] = uint(id)
+// referenceMerge is tiktoken's byte-pair merge written as plainly as
+// possible: parts are byte strings, and the adjacent pair whose
+// concatenation has the lowest rank (the leftmost among equals) merges
+// until none is a token.
+func referenceMerge(bpe *BPE, piece string) []uint32 {
+	if id, ok := bpe.ranks[piece]; ok {
+		return []uint32{id}
 	}
-	return out
+	parts := make([]string, len(piece))
+	for i := 0; i < len(piece); i++ {
+		parts[i] = piece[i : i+1]
+	}
+	for {
+		best, bi := uint32(noRank), -1
+		for i := 0; i+1 < len(parts); i++ {
+			if r, ok := bpe.ranks[parts[i]+parts[i+1]]; ok && r < best {
+				best, bi = r, i
+			}
+		}
+		if bi < 0 {
+			break
+		}
+		parts = slices.Replace(parts, bi, bi+2, parts[bi]+parts[bi+1])
+	}
+	ids := make([]uint32, len(parts))
+	for i, p := range parts {
+		ids[i] = bpe.ranks[p]
+	}
+	return ids
+}
+
+func TestMergeMatchesReference(t *testing.T) {
+	for _, name := range []string{"cl100k_base", "o200k_base"} {
+		bpe := rankFile(t, name)
+		for _, text := range corpusTexts() {
+			for i := 0; i < len(text); {
+				end := bpe.split.piece(text, i)
+				piece := text[i:end]
+				i = end
+				if diff := cmp.Diff(referenceMerge(bpe, piece), bpe.encodePiece(nil, piece)); diff != "" {
+					t.Fatalf("%s: piece %q (-reference +ours):\n%s", name, piece, diff)
+				}
+			}
+		}
+	}
 }
 
 func TestBPEMatchesTiktoken(t *testing.T) {
