@@ -140,3 +140,32 @@ var (
 	_ Event = (*AllBlocksCleared)(nil)
 	_ Event = (*UnknownEvent)(nil)
 )
+
+// Uint64Hashes wraps integer block hashes, as an engine that hashes blocks
+// into 64 bits (the simulator) publishes them.
+func Uint64Hashes(hs []uint64) []BlockHash {
+	out := make([]BlockHash, len(hs))
+	for i, h := range hs {
+		out[i] = IntHash(h)
+	}
+	return out
+}
+
+// NewBlockStored returns the event for full GPU blocks just cached: hashes in
+// chain order, parent the block before the first (nil for the first block of
+// a sequence), tokens the blocks' tokens, blockSize per block.
+func NewBlockStored(hashes []uint64, parent *uint64, tokens []uint32, blockSize int) *BlockStored {
+	gpu := MediumGPU
+	ev := &BlockStored{BlockHashes: Uint64Hashes(hashes), TokenIDs: tokens, BlockSize: blockSize, Medium: &gpu}
+	if parent != nil {
+		p := IntHash(*parent)
+		ev.ParentBlockHash = &p
+	}
+	return ev
+}
+
+// NewBlockRemoved returns the event for GPU blocks just evicted.
+func NewBlockRemoved(hashes []uint64) *BlockRemoved {
+	gpu := MediumGPU
+	return &BlockRemoved{BlockHashes: Uint64Hashes(hashes), Medium: &gpu}
+}

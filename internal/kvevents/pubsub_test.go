@@ -177,23 +177,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func stored(hashes []uint64, parent *uint64, tokens ...uint32) *BlockStored {
-	ev := &BlockStored{TokenIDs: tokens, BlockSize: len(tokens) / len(hashes), Medium: ptr(MediumGPU)}
-	for _, h := range hashes {
-		ev.BlockHashes = append(ev.BlockHashes, IntHash(h))
-	}
-	if parent != nil {
-		ev.ParentBlockHash = ptr(IntHash(*parent))
-	}
-	return ev
+	return NewBlockStored(hashes, parent, tokens, len(tokens)/len(hashes))
 }
 
-func removed(hashes ...uint64) *BlockRemoved {
-	ev := &BlockRemoved{Medium: ptr(MediumGPU)}
-	for _, h := range hashes {
-		ev.BlockHashes = append(ev.BlockHashes, IntHash(h))
-	}
-	return ev
-}
+func removed(hashes ...uint64) *BlockRemoved { return NewBlockRemoved(hashes) }
 
 func TestPubSubLiveRoundTrip(t *testing.T) {
 	for _, f := range []Format{FormatArray, FormatMap} {
