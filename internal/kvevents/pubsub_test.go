@@ -13,6 +13,8 @@ import (
 	"github.com/go-zeromq/zmq4"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/halyard-dev/halyard/internal/simclock"
 )
 
 // deadline bounds every wait in these tests; generous for a loaded machine.
@@ -624,5 +626,39 @@ func TestReplayTimeoutMakesGapUnreliable(t *testing.T) {
 	rec.expect(t, "e0 removed 1", "e0 unreliable gap", "e0 removed 3")
 	if got := testutil.ToFloat64(m.Replays.WithLabelValues("e0", "error")); got != 1 {
 		t.Errorf("replays{error} = %v, want 1 (no rebuild from a mute replay socket)", got)
+	}
+}
+
+func TestFlushIntervalOnAVirtualClock(t *testing.T) {
+	start := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	v := simclock.NewVirtual(start)
+	p, err := NewPublisher(PublisherConfig{Endpoint: "tcp://127.0.0.1:0", Topic: "t", FlushInterval: 50 * time.Millisecond, Clock: v, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(time.Second)
+	p.Add(removed(1))
+	p.Add(removed(2))
+	v.Advance(49 * time.Millisecond)
+	p.Add(removed(3))
+	v.Advance(time.Millisecond)      // the first tick: one batch of three events
+	v.Advance(50 * time.Millisecond) // nothing pending: no batch
+	p.Add(removed(4))
+	v.Advance(50 * time.Millisecond)
+	waitFor(t, "two batches sent", func() bool { return len(p.buffered(0)) == 2 })
+	var got []string
+	for _, s := range p.buffered(0) {
+		b, err := DecodeBatch(s.payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("seq %d ts %.3f events %d", s.seq, b.TS, len(b.Events)))
+	}
+	want := []string{
+		fmt.Sprintf("seq 0 ts %.3f events 3", unixSeconds(start.Add(50*time.Millisecond))),
+		fmt.Sprintf("seq 1 ts %.3f events 1", unixSeconds(start.Add(150*time.Millisecond))),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("batches (-want +got):\n%s", diff)
 	}
 }

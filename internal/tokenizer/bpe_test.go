@@ -498,3 +498,36 @@ func TestRankFilesAreOpenAIs(t *testing.T) {
 		}
 	}
 }
+
+// TestLlama3RankFileGetsItsSpecials loads a 128,000-rank file shaped like
+// Llama 3's tokenizer.model (cl100k's ranks, then more tokens) and checks
+// that it gets cl100k's pattern and Llama 3's chat special tokens.
+func TestLlama3RankFileGetsItsSpecials(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("testdata", "cl100k_base.tiktoken"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	b.Write(src)
+	for id := 100256; id < 128000; id++ {
+		fmt.Fprintf(&b, "%s %d\n", b64([]byte(fmt.Sprintf("\x00llama%d", id))), id)
+	}
+	path := filepath.Join(t.TempDir(), "tokenizer.model")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bpe := tok.(*BPE)
+	text := "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhello world<|eot_id|>"
+	got := bpe.Encode(text)
+	want := []uint32{128000, 128006, 882, 128007, 271, 15339, 1917, 128009}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Encode (-want +got):\n%s", diff)
+	}
+	if back := bpe.Decode(got); back != text {
+		t.Errorf("Decode = %q", back)
+	}
+}
