@@ -60,8 +60,13 @@ const maxDepth = 32
 // EncodeBatch appends the msgpack encoding of b to dst, byte for byte as
 // msgspec encodes vLLM's KVEventBatch in the given format.
 func EncodeBatch(dst []byte, b *Batch, f Format) ([]byte, error) {
-	buf := bytes.NewBuffer(dst)
-	enc := msgpack.NewEncoder(buf)
+	if f != FormatArray && f != FormatMap {
+		return dst, fmt.Errorf("unknown format %v", f)
+	}
+	w := &appendWriter{b: dst}
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(w)
 	n := 2
 	if b.DataParallelRank != nil {
 		n = 3
@@ -74,8 +79,9 @@ func EncodeBatch(dst []byte, b *Batch, f Format) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
+	fw := fieldWriter{enc: enc, f: f}
 	for i, ev := range b.Events {
-		if err := encodeEvent(enc, ev, f); err != nil {
+		if err := fw.event(ev); err != nil {
 			return dst, fmt.Errorf("events[%d]: %w", i, err)
 		}
 	}
@@ -84,124 +90,148 @@ func EncodeBatch(dst []byte, b *Batch, f Format) ([]byte, error) {
 			return dst, err
 		}
 	}
-	return buf.Bytes(), nil
+	return w.b, nil
 }
 
-// field is one named field of an event, written in declaration order.
-type field struct {
-	name string
-	// optional fields have a default (None) in vLLM and are omitted when nil;
-	// required fields are always written, as nil when absent.
-	optional bool
-	isNil    bool
-	write    func(*msgpack.Encoder) error
+// appendWriter is an io.Writer that appends to a slice.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
 }
 
-func encodeEvent(enc *msgpack.Encoder, ev Event, f Format) error {
-	var fields []field
-	switch e := ev.(type) {
-	case *BlockStored:
-		fields = []field{
-			{name: "block_hashes", write: hashesWriter(e.BlockHashes)},
-			{name: "parent_block_hash", isNil: e.ParentBlockHash == nil, write: func(enc *msgpack.Encoder) error { return encodeHash(enc, *e.ParentBlockHash) }},
-			{name: "token_ids", write: func(enc *msgpack.Encoder) error {
-				if err := enc.EncodeArrayLen(len(e.TokenIDs)); err != nil {
-					return err
-				}
-				for _, t := range e.TokenIDs {
-					if err := enc.EncodeUint(uint64(t)); err != nil {
-						return err
-					}
-				}
-				return nil
-			}},
-			{name: "block_size", write: func(enc *msgpack.Encoder) error { return enc.EncodeInt(int64(e.BlockSize)) }},
-			intField("lora_id", e.LoRAID, false),
-			stringField("medium", e.Medium, false),
-			stringField("lora_name", e.LoRAName, false),
-			{name: "extra_keys", optional: true, isNil: true},
-			intField("group_idx", e.GroupIdx, true),
-			stringField("kv_cache_spec_kind", e.KVCacheSpecKind, true),
-			intField("kv_cache_spec_sliding_window", e.KVCacheSpecSlidingWindow, true),
-		}
-	case *BlockRemoved:
-		fields = []field{
-			{name: "block_hashes", write: hashesWriter(e.BlockHashes)},
-			stringField("medium", e.Medium, false),
-			intField("group_idx", e.GroupIdx, true),
-		}
-	case *AllBlocksCleared:
-	default:
-		return fmt.Errorf("cannot encode event of type %T", ev)
-	}
-
-	// omit_defaults drops optional fields that are nil: in a map any of
-	// them, in an array only a trailing run (positions must hold).
-	switch f {
-	case FormatMap:
-		kept := fields[:0:0]
-		for _, fl := range fields {
-			if !fl.optional || !fl.isNil {
-				kept = append(kept, fl)
-			}
-		}
-		if err := errors.Join(enc.EncodeMapLen(len(kept)+1), enc.EncodeString("type"), enc.EncodeString(ev.Tag())); err != nil {
-			return err
-		}
-		for _, fl := range kept {
-			if err := enc.EncodeString(fl.name); err != nil {
-				return err
-			}
-			if err := writeField(enc, fl); err != nil {
-				return fmt.Errorf("%s: %w", fl.name, err)
-			}
-		}
-	case FormatArray:
-		n := len(fields)
-		for n > 0 && fields[n-1].optional && fields[n-1].isNil {
-			n--
-		}
-		if err := errors.Join(enc.EncodeArrayLen(n+1), enc.EncodeString(ev.Tag())); err != nil {
-			return err
-		}
-		for _, fl := range fields[:n] {
-			if err := writeField(enc, fl); err != nil {
-				return fmt.Errorf("%s: %w", fl.name, err)
-			}
-		}
-	default:
-		return fmt.Errorf("unknown format %v", f)
-	}
+func (w *appendWriter) WriteByte(c byte) error {
+	w.b = append(w.b, c)
 	return nil
 }
 
-func writeField(enc *msgpack.Encoder, fl field) error {
-	if fl.isNil || fl.write == nil {
-		return enc.EncodeNil()
-	}
-	return fl.write(enc)
+func (w *appendWriter) WriteString(s string) (int, error) {
+	w.b = append(w.b, s...)
+	return len(s), nil
 }
 
-func hashesWriter(hs []BlockHash) func(*msgpack.Encoder) error {
-	return func(enc *msgpack.Encoder) error {
-		if err := enc.EncodeArrayLen(len(hs)); err != nil {
+// fieldWriter writes an event's fields in declaration order. omit_defaults
+// drops optional fields that are nil: in a map any of them, in an array
+// only a trailing run (positions must hold), so an array event writes its
+// first n fields and nil for absent ones.
+type fieldWriter struct {
+	enc *msgpack.Encoder
+	f   Format
+	n   int // array form: fields still to write
+	err error
+}
+
+// begin writes the event header. fields counts the event's fields up to the
+// last one written in array form; present counts those written in map form.
+func (w *fieldWriter) begin(tag string, fields, present int) {
+	if w.f == FormatMap {
+		w.err = errors.Join(w.enc.EncodeMapLen(present+1), w.enc.EncodeString("type"), w.enc.EncodeString(tag))
+		return
+	}
+	w.n = fields
+	w.err = errors.Join(w.enc.EncodeArrayLen(fields+1), w.enc.EncodeString(tag))
+}
+
+// field writes one field unless the layout omits it: write is called when
+// the value is present, nil is written when it is absent but must be.
+func (w *fieldWriter) field(name string, optional, present bool, write func() error) {
+	if w.err != nil {
+		return
+	}
+	if w.f == FormatMap {
+		if optional && !present {
+			return
+		}
+		if w.err = w.enc.EncodeString(name); w.err != nil {
+			return
+		}
+	} else {
+		if w.n == 0 {
+			return
+		}
+		w.n--
+	}
+	if present {
+		w.err = write()
+	} else {
+		w.err = w.enc.EncodeNil()
+	}
+	if w.err != nil {
+		w.err = fmt.Errorf("%s: %w", name, w.err)
+	}
+}
+
+func (w *fieldWriter) hashes(name string, hs []BlockHash) {
+	w.field(name, false, true, func() error {
+		if err := w.enc.EncodeArrayLen(len(hs)); err != nil {
 			return err
 		}
 		for _, h := range hs {
-			if err := encodeHash(enc, h); err != nil {
+			if err := encodeHash(w.enc, h); err != nil {
 				return err
 			}
 		}
 		return nil
+	})
+}
+
+func (w *fieldWriter) int(name string, v *int64, optional bool) {
+	w.field(name, optional, v != nil, func() error { return w.enc.EncodeInt(*v) })
+}
+
+func (w *fieldWriter) str(name string, v *string, optional bool) {
+	w.field(name, optional, v != nil, func() error { return w.enc.EncodeString(*v) })
+}
+
+func (w *fieldWriter) event(ev Event) error {
+	switch e := ev.(type) {
+	case *BlockStored:
+		// Fields up to lora_name are required; extra_keys is never sent.
+		fields, present := 7, 7
+		for i, v := range []bool{e.GroupIdx != nil, e.KVCacheSpecKind != nil, e.KVCacheSpecSlidingWindow != nil} {
+			if v {
+				fields = 9 + i
+				present++
+			}
+		}
+		w.begin(TagBlockStored, fields, present)
+		w.hashes("block_hashes", e.BlockHashes)
+		w.field("parent_block_hash", false, e.ParentBlockHash != nil, func() error { return encodeHash(w.enc, *e.ParentBlockHash) })
+		w.field("token_ids", false, true, func() error {
+			if err := w.enc.EncodeArrayLen(len(e.TokenIDs)); err != nil {
+				return err
+			}
+			for _, t := range e.TokenIDs {
+				if err := w.enc.EncodeUint(uint64(t)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		w.field("block_size", false, true, func() error { return w.enc.EncodeInt(int64(e.BlockSize)) })
+		w.int("lora_id", e.LoRAID, false)
+		w.str("medium", e.Medium, false)
+		w.str("lora_name", e.LoRAName, false)
+		w.field("extra_keys", true, false, nil)
+		w.int("group_idx", e.GroupIdx, true)
+		w.str("kv_cache_spec_kind", e.KVCacheSpecKind, true)
+		w.int("kv_cache_spec_sliding_window", e.KVCacheSpecSlidingWindow, true)
+	case *BlockRemoved:
+		fields, present := 2, 2
+		if e.GroupIdx != nil {
+			fields, present = 3, 3
+		}
+		w.begin(TagBlockRemoved, fields, present)
+		w.hashes("block_hashes", e.BlockHashes)
+		w.str("medium", e.Medium, false)
+		w.int("group_idx", e.GroupIdx, true)
+	case *AllBlocksCleared:
+		w.begin(TagAllBlocksCleared, 0, 0)
+	default:
+		return fmt.Errorf("cannot encode event of type %T", ev)
 	}
-}
-
-func intField(name string, v *int64, optional bool) field {
-	return field{name: name, optional: optional, isNil: v == nil, write: func(enc *msgpack.Encoder) error { return enc.EncodeInt(*v) }}
-}
-
-func stringField(name string, v *string, optional bool) field {
-	return field{name: name, optional: optional, isNil: v == nil, write: func(enc *msgpack.Encoder) error { return enc.EncodeString(*v) }}
+	return w.err
 }
 
 func encodeHash(enc *msgpack.Encoder, h BlockHash) error {
