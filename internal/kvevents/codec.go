@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -254,7 +255,9 @@ func encodeHash(enc *msgpack.Encoder, h BlockHash) error {
 func DecodeBatch(payload []byte) (*Batch, error) {
 	r := &source{payload: payload}
 	r.Reset(payload)
-	d := msgpack.NewDecoder(&r.Reader)
+	d := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(d)
+	d.Reset(&r.Reader)
 	b, err := decodeBatch(d, r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -516,16 +519,38 @@ type source struct {
 	payload []byte
 }
 
+// inPlace reads a string or binary value without copying it: the bytes
+// alias the payload. The decoder reads through the same bytes.Reader with
+// no buffer of its own, so moving the reader past the value is safe.
+func (r *source) inPlace() ([]byte, error) {
+	hdr, n, err := r.header()
+	if err != nil {
+		return nil, err
+	}
+	off := len(r.payload) - r.Len()
+	if _, err := r.Seek(int64(hdr+n), io.SeekCurrent); err != nil {
+		return nil, err
+	}
+	return r.payload[off+hdr : off+hdr+n], nil
+}
+
 // checkLen refuses a string, binary or extension value whose declared length
 // exceeds what is left of the payload: a 6-byte header must not make the
 // decoder allocate gigabytes.
 func (r *source) checkLen() error {
+	_, _, err := r.header()
+	return err
+}
+
+// header returns the header size and declared length of the string, binary
+// or extension value at the reader's position (0, 0 for other values), and
+// an error when the length exceeds the rest of the payload.
+func (r *source) header() (hdr, n int, err error) {
 	rest := r.payload[len(r.payload)-r.Len():]
 	if len(rest) == 0 {
-		return nil
+		return 0, 0, io.ErrUnexpectedEOF
 	}
 	c := rest[0]
-	var hdr, n int
 	be := func(k int) int {
 		if len(rest) < 1+k {
 			return -1
@@ -552,12 +577,12 @@ func (r *source) checkLen() error {
 	case c == msgpcode.Ext32:
 		hdr, n = 6, be(4)
 	default:
-		return nil
+		return 0, 0, nil
 	}
 	if n < 0 || n > len(rest)-hdr {
-		return fmt.Errorf("value declares %d bytes, %d left", n, max(len(rest)-hdr, 0))
+		return 0, 0, fmt.Errorf("value declares %d bytes, %d left", n, max(len(rest)-hdr, 0))
 	}
-	return nil
+	return hdr, n, nil
 }
 
 func isArrayCode(c byte) bool {
@@ -581,10 +606,62 @@ func decodeKey(d *msgpack.Decoder, r *source) (string, error) {
 	if !msgpcode.IsString(c) && !msgpcode.IsBin(c) {
 		return "", fmt.Errorf("want a string, got code 0x%02x", c)
 	}
-	if err := r.checkLen(); err != nil {
+	b, err := r.inPlace()
+	if err != nil {
 		return "", err
 	}
-	return d.DecodeString()
+	return intern(b), nil
+}
+
+// intern returns the field names, tags and media of the protocol as
+// constants, so that decoding them allocates nothing; other strings are
+// copied.
+func intern(b []byte) string {
+	switch string(b) {
+	case "type":
+		return "type"
+	case "ts":
+		return "ts"
+	case "events":
+		return "events"
+	case "data_parallel_rank":
+		return "data_parallel_rank"
+	case TagBlockStored:
+		return TagBlockStored
+	case TagBlockRemoved:
+		return TagBlockRemoved
+	case TagAllBlocksCleared:
+		return TagAllBlocksCleared
+	case "block_hashes":
+		return "block_hashes"
+	case "parent_block_hash":
+		return "parent_block_hash"
+	case "token_ids":
+		return "token_ids"
+	case "block_size":
+		return "block_size"
+	case "lora_id":
+		return "lora_id"
+	case "medium":
+		return "medium"
+	case "lora_name":
+		return "lora_name"
+	case "extra_keys":
+		return "extra_keys"
+	case "group_idx":
+		return "group_idx"
+	case "kv_cache_spec_kind":
+		return "kv_cache_spec_kind"
+	case "kv_cache_spec_sliding_window":
+		return "kv_cache_spec_sliding_window"
+	case MediumGPU:
+		return MediumGPU
+	case "CPU":
+		return "CPU"
+	case "full_attention":
+		return "full_attention"
+	}
+	return string(b)
 }
 
 func decodeFloat(d *msgpack.Decoder) (float64, error) {
@@ -716,23 +793,60 @@ func decodeTokens(d *msgpack.Decoder, r *source) ([]uint32, error) {
 	if n < 0 {
 		return nil, errors.New("token_ids is nil")
 	}
-	ts := make([]uint32, 0, min(n, r.Len()))
+	// Token ids are most of a batch's values: read them straight from the
+	// payload rather than one decoder call each.
+	rest := r.payload[len(r.payload)-r.Len():]
+	ts := make([]uint32, 0, min(n, len(rest)))
+	pos := 0
 	for i := 0; i < n; i++ {
-		c, err := d.PeekCode()
-		if err != nil {
-			return nil, err
+		if pos >= len(rest) {
+			return nil, io.ErrUnexpectedEOF
 		}
-		if !isIntCode(c) {
+		c := rest[pos]
+		var v uint64
+		size := 0
+		switch {
+		case c <= msgpcode.PosFixedNumHigh:
+			v, size = uint64(c), 1
+		case c == msgpcode.Uint8:
+			size = 2
+		case c == msgpcode.Uint16:
+			size = 3
+		case c == msgpcode.Uint32:
+			size = 5
+		case c == msgpcode.Uint64 || c == msgpcode.Int64:
+			size = 9
+		case c == msgpcode.Int8:
+			size = 2
+		case c == msgpcode.Int16:
+			size = 3
+		case c == msgpcode.Int32:
+			size = 5
+		case c >= msgpcode.NegFixedNumLow:
+			return nil, fmt.Errorf("[%d]: token id %d out of range", i, int8(c))
+		default:
 			return nil, fmt.Errorf("[%d]: want an integer, got code 0x%02x", i, c)
 		}
-		v, err := d.DecodeInt64()
-		if err != nil {
-			return nil, err
+		if size > 1 {
+			if pos+size > len(rest) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			for _, b := range rest[pos+1 : pos+size] {
+				v = v<<8 | uint64(b)
+			}
+			signed := c >= msgpcode.Int8 && c <= msgpcode.Int64
+			if signed && rest[pos+1]&0x80 != 0 {
+				return nil, fmt.Errorf("[%d]: negative token id", i)
+			}
 		}
-		if v < 0 || v > math.MaxUint32 {
+		if v > math.MaxUint32 {
 			return nil, fmt.Errorf("[%d]: token id %d out of range", i, v)
 		}
 		ts = append(ts, uint32(v))
+		pos += size
+	}
+	if _, err := r.Seek(int64(pos), io.SeekCurrent); err != nil {
+		return nil, err
 	}
 	return ts, nil
 }
