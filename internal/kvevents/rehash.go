@@ -66,7 +66,7 @@ type Rehasher struct {
 	m   *Metrics
 
 	mu  sync.Mutex
-	eps map[string]map[BlockHash]*mapped
+	eps map[string]map[BlockHash]mapped
 }
 
 type mapped struct {
@@ -100,7 +100,7 @@ func NewRehasher(cfg RehasherConfig) (*Rehasher, error) {
 		cfg: cfg,
 		log: cfg.Logger.With("component", "kvevents-rehasher"),
 		m:   cfg.Metrics,
-		eps: make(map[string]map[BlockHash]*mapped),
+		eps: make(map[string]map[BlockHash]mapped),
 	}, nil
 }
 
@@ -137,7 +137,7 @@ func (r *Rehasher) BlockStored(endpoint string, ev *BlockStored) {
 	r.mu.Lock()
 	m := r.eps[endpoint]
 	if m == nil {
-		m = make(map[BlockHash]*mapped)
+		m = make(map[BlockHash]mapped)
 		r.eps[endpoint] = m
 	}
 	var parent uint64
@@ -156,11 +156,12 @@ func (r *Rehasher) BlockStored(endpoint string, ev *BlockStored) {
 	for i, eh := range ev.BlockHashes {
 		parent = r.cfg.Hash(parent, ev.TokenIDs[i*bs:(i+1)*bs])
 		ours[i] = parent
-		if e, ok := m[eh]; ok {
-			e.refs++
-		} else {
-			m[eh] = &mapped{ours: parent, refs: 1}
+		e := m[eh]
+		if e.refs == 0 {
+			e.ours = parent
 		}
+		e.refs++
+		m[eh] = e
 	}
 	overflow := len(m) > r.cfg.MaxBlocks
 	if overflow {
@@ -202,6 +203,8 @@ func (r *Rehasher) BlockRemoved(endpoint string, ev *BlockRemoved) {
 		if e.refs--; e.refs == 0 {
 			delete(m, eh)
 			gone = append(gone, e.ours)
+		} else {
+			m[eh] = e
 		}
 	}
 	r.mu.Unlock()
