@@ -153,10 +153,13 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 			return attemptDone, nil
 		}
 		ue := &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
-		if isTimeout(err) {
-			ue.reason, ue.cause = "timeout", observability.CauseUpstreamTimeout
-		} else {
+		switch {
+		case isDialError(err):
+			// Only a failed dial counts against health: an error on a
+			// reused keep-alive connection may be a stale connection.
 			r.collector.ReportFailure(ep, err)
+		case isTimeout(err):
+			ue.reason, ue.cause = "timeout", observability.CauseUpstreamTimeout
 		}
 		return attemptRetry, ue
 	}
@@ -349,6 +352,11 @@ func copyHeaders(dst, src http.Header) {
 func isEventStream(h http.Header) bool {
 	ct := h.Get("Content-Type")
 	return len(ct) >= 17 && ct[:17] == "text/event-stream"
+}
+
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 func isTimeout(err error) bool {

@@ -282,6 +282,12 @@ func TestRetriesOnAnotherEndpoint(t *testing.T) {
 					t.Fatalf("request %d answered by the wrong engine: %s", i, b)
 				}
 			}
+			// A refused dial takes the endpoint out (failureThreshold 1);
+			// an engine answering 5xx or breaking a stream stays in.
+			wantHealthy := tt.name != "connection refused"
+			if got := h.r.store.Get("e0").Healthy(); got != wantHealthy {
+				t.Errorf("e0 healthy = %v, want %v", got, wantHealthy)
+			}
 		})
 	}
 }
