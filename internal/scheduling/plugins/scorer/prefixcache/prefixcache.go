@@ -138,6 +138,7 @@ type Scorer struct {
 	params     Params
 	log        *slog.Logger
 	overrides  atomic.Uint64
+	descs      descs
 	scratch    sync.Pool // *scratch
 	nameBuffer sync.Pool // *[1]string, for PreRequest's one-endpoint match
 }
@@ -203,6 +204,7 @@ func NewWithIndex(name string, p Params, h framework.Handle, idx Index) (*Scorer
 		index:    idx,
 		params:   p,
 		log:      h.Logger(),
+		descs:    newDescs(name),
 	}, nil
 }
 
