@@ -238,10 +238,10 @@ type workload struct {
 }
 
 type studyResult struct {
-	completed                 int
+	completed                  int
 	ttftMean, ttftP50, ttftP99 time.Duration
-	hitRate                   float64
-	imbalance                 float64 // max served / mean served
+	hitRate                    float64
+	imbalance                  float64 // max served / mean served
 }
 
 func runStudy(t *testing.T, spec config.ProfileSpec, w workload, engines int, cfg engineConfig, seed uint64) studyResult {
