@@ -197,13 +197,17 @@ func NewWithIndex(name string, p Params, h framework.Handle, idx Index) (*Scorer
 	if idx == nil {
 		return nil, fmt.Errorf("prefix-cache %q: nil index", name)
 	}
+	log := slog.Default()
+	if h != nil {
+		log = h.Logger()
+	}
 	return &Scorer{
 		tn:       framework.TypedName{Type: Type, Name: name},
 		stateKey: framework.StateKey(Type + "/" + name + "/cycle"),
 		hasher:   prefixindex.Hasher{BlockTokens: p.BlockSize, ChunkBytes: p.ChunkBytes},
 		index:    idx,
 		params:   p,
-		log:      h.Logger(),
+		log:      log,
 		descs:    newDescs(name),
 	}, nil
 }
