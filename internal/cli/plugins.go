@@ -2,12 +2,18 @@ package cli
 
 import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 )
 
 // pluginRegistry returns a registry with every built-in scheduling plugin
 // registered explicitly, and the default profile.
 func pluginRegistry() (*framework.Registry, *config.ProfileSpec, error) {
 	reg := &framework.Registry{}
-	return reg, nil, nil
+	if err := plugins.RegisterAll(reg); err != nil {
+		return nil, nil, err
+	}
+	def := scheduling.DefaultProfileSpec()
+	return reg, &def, nil
 }
