@@ -8,12 +8,11 @@ import (
 )
 
 // pluginRegistry returns a registry with every built-in scheduling plugin
-// registered explicitly, and the default profile.
-func pluginRegistry() (*framework.Registry, *config.ProfileSpec, error) {
+// registered explicitly, and the preset profiles (default among them).
+func pluginRegistry() (*framework.Registry, map[string]config.ProfileSpec, error) {
 	reg := &framework.Registry{}
 	if err := plugins.RegisterAll(reg); err != nil {
 		return nil, nil, err
 	}
-	def := scheduling.DefaultProfileSpec()
-	return reg, &def, nil
+	return reg, scheduling.PresetProfileSpecs(), nil
 }

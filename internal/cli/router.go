@@ -50,11 +50,11 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 			if err != nil {
 				return err
 			}
-			reg, defaultProfile, err := pluginRegistry()
+			reg, presets, err := pluginRegistry()
 			if err != nil {
 				return err
 			}
-			r, err := router.New(router.Options{Config: cfg, Registry: reg, DefaultProfile: defaultProfile, Logger: log})
+			r, err := router.New(router.Options{Config: cfg, Registry: reg, PresetProfiles: presets, Logger: log})
 			if err != nil {
 				return err
 			}

@@ -100,3 +100,33 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestPresetProfilesByName(t *testing.T) {
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	build := func(profile string) error {
+		cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+endpoints: [{name: e0, url: "http://127.0.0.1:1", model: m}]
+routes: [{model: m, profile: ` + profile + `, targets: [{pool: m}]}]
+`))
+		if err != nil {
+			return err
+		}
+		r, err := New(Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Logger: slog.New(slog.DiscardHandler)})
+		if err == nil {
+			if got := r.ProfileNames(); len(got) != 2 {
+				t.Errorf("profiles built %v, want only the route's and default", got)
+			}
+		}
+		return err
+	}
+	if err := build("round-robin"); err != nil {
+		t.Errorf("preset round-robin: %v", err)
+	}
+	if err := build("rund-robin"); err == nil || !strings.Contains(err.Error(), `profile "rund-robin"`) || !strings.Contains(err.Error(), "round-robin") {
+		t.Errorf("misspelt preset: err = %v, want it to name the profile and the presets", err)
+	}
+}

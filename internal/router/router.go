@@ -42,6 +42,10 @@ type Options struct {
 	// DefaultProfile is used as the "default" profile when the config does
 	// not define one. Nil means the config must define every profile used.
 	DefaultProfile *config.ProfileSpec
+	// PresetProfiles are profiles a route may name without the config
+	// defining them (scheduling.PresetProfileSpecs); the config's own
+	// profiles of the same name win. Only the presets routes use are built.
+	PresetProfiles map[string]config.ProfileSpec
 	// Source gives the endpoints; nil means the config's endpoints block.
 	Source discovery.Source
 	// Scraper reads engine metrics; nil means enginemetrics over HTTP.
@@ -110,6 +114,19 @@ func New(opts Options) (*Router, error) {
 	if _, ok := specs[config.DefaultProfile]; !ok && opts.DefaultProfile != nil {
 		specs[config.DefaultProfile] = *opts.DefaultProfile
 	}
+	for _, m := range table.Models() {
+		rt, _ := table.Lookup(m)
+		if _, ok := specs[rt.Profile]; !ok {
+			if p, ok := opts.PresetProfiles[rt.Profile]; ok {
+				specs[rt.Profile] = p
+			}
+		}
+	}
+	if _, ok := specs[config.DefaultProfile]; !ok {
+		if p, ok := opts.PresetProfiles[config.DefaultProfile]; ok {
+			specs[config.DefaultProfile] = p
+		}
+	}
 	for name, spec := range specs {
 		p, err := scheduling.NewProfile(name, spec, reg, handle)
 		if err != nil {
@@ -123,7 +140,12 @@ func New(opts Options) (*Router, error) {
 	for _, m := range table.Models() {
 		rt, _ := table.Lookup(m)
 		if r.profiles[rt.Profile] == nil {
-			return nil, fmt.Errorf("router: route %q uses profile %q, which is not defined", m, rt.Profile)
+			known := make([]string, 0, len(opts.PresetProfiles))
+			for n := range opts.PresetProfiles {
+				known = append(known, n)
+			}
+			sort.Strings(known)
+			return nil, fmt.Errorf("router: route %q uses profile %q, which is neither in router.profiles nor a preset (presets: %v)", m, rt.Profile, known)
 		}
 	}
 

@@ -431,9 +431,6 @@ func (c *Config) Validate() error {
 			add(path+".model", "%q is also the model of routes[%d]", rt.Model, j)
 		}
 		models[rt.Model] = i
-		if _, ok := r.Profiles[rt.Profile]; !ok && rt.Profile != DefaultProfile {
-			add(path+".profile", "no profile %q in router.profiles", rt.Profile)
-		}
 		if len(rt.Targets) == 0 {
 			add(path+".targets", "at least one target is required")
 		}

@@ -123,7 +123,9 @@ type RouteSpec struct {
 	// Adapter, when set, makes this a LoRA route: requests go to the
 	// targets' base-model pools and ask the engine for this adapter.
 	Adapter string `json:"adapter,omitempty"`
-	// Profile names the scheduling profile; default "default".
+	// Profile names the scheduling profile: one of router.profiles or a
+	// built-in preset (default, random, round-robin, least-request, load,
+	// prefill, decode); default "default". The router checks the name.
 	Profile string `json:"profile,omitempty"`
 	// Rules are tried in order before Targets; the first whose header
 	// matches all hold decides the targets.
