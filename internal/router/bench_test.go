@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/halyard-dev/halyard/internal/routing"
 )
 
 // BenchmarkHandler measures the whole handler — parse, route, schedule,
@@ -42,7 +44,7 @@ func BenchmarkDecide(b *testing.B) {
 		b.Fatal(aerr)
 	}
 	primary, fb := c.route.Pick(req.Header)
-	targets := append(fb, primary)
+	targets := append([]routing.Target{primary}, fb...)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, ok := h.r.decide(req.Context(), c, targets, nil); !ok {

@@ -86,6 +86,10 @@ func New(routes []config.RouteSpec) (*Table, error) {
 			}
 			r.rules = append(r.rules, ru)
 		}
+		r.split.setFallbacks(r.fallback)
+		for _, ru := range r.rules {
+			ru.split.setFallbacks(r.fallback)
+		}
 		t.routes[rs.Model] = r
 		t.models = append(t.models, rs.Model)
 	}
@@ -107,7 +111,8 @@ func (t *Table) Models() []string { return t.models }
 // split's weights decide the target. The targets to try when it has no
 // available endpoint follow: the route's fallbacks in order, then the split's
 // other targets of non-zero weight, heaviest first, so that a split whose
-// pool is down sends its share to the pools that are up.
+// pool is down sends its share to the pools that are up. The fallback slice
+// is shared: callers must not modify it.
 func (r *Route) Pick(h http.Header) (primary Target, fallback []Target) {
 	s := r.split
 	for _, ru := range r.rules {
@@ -116,18 +121,25 @@ func (r *Route) Pick(h http.Header) (primary Target, fallback []Target) {
 			break
 		}
 	}
-	primary = s.next()
-	if len(s.byWeight) <= 1 {
-		return primary, r.fallback
-	}
-	fallback = make([]Target, 0, len(r.fallback)+len(s.byWeight)-1)
-	fallback = append(fallback, r.fallback...)
-	for _, t := range s.byWeight {
-		if t != primary {
-			fallback = append(fallback, t)
+	i := s.next()
+	return s.targets[i], s.fallbacks[i]
+}
+
+// setFallbacks precomputes, for each target of s, the targets to try after
+// it: the route's fallbacks, then the split's other targets heaviest first.
+func (s *split) setFallbacks(routeFallback []Target) {
+	s.fallbacks = make([][]Target, len(s.targets))
+	for i, primary := range s.targets {
+		fb := append([]Target(nil), routeFallback...)
+		for _, t := range s.byWeight {
+			if t != primary {
+				fb = append(fb, t)
+			}
+		}
+		if len(fb) > 0 {
+			s.fallbacks[i] = fb
 		}
 	}
-	return primary, fallback
 }
 
 // Targets returns every target the route may use, for readiness checks:
@@ -177,11 +189,12 @@ func targets(ts []config.TargetSpec, adapter string) []Target {
 // sum(weights) picks each target is chosen exactly weight times, spread out
 // rather than in runs.
 type split struct {
-	targets  []Target
-	byWeight []Target // targets of non-zero weight, heaviest first
-	mu       sync.Mutex
-	current  []int64
-	total    int64
+	targets   []Target
+	byWeight  []Target   // targets of non-zero weight, heaviest first
+	fallbacks [][]Target // per target, what to try after it (read-only)
+	mu        sync.Mutex
+	current   []int64
+	total     int64
 }
 
 func newSplit(ts []config.TargetSpec, adapter string) (*split, error) {
@@ -208,9 +221,9 @@ func newSplit(ts []config.TargetSpec, adapter string) (*split, error) {
 	return s, nil
 }
 
-func (s *split) next() Target {
+func (s *split) next() int {
 	if len(s.targets) == 1 {
-		return s.targets[0]
+		return 0
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -222,7 +235,7 @@ func (s *split) next() Target {
 		}
 	}
 	s.current[best] -= s.total
-	return s.targets[best]
+	return best
 }
 
 // String describes a target for logs and explanations.

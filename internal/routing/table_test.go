@@ -99,7 +99,7 @@ func TestSplitHitsWeightsExactlyAndSmoothly(t *testing.T) {
 			counts := map[string]int{}
 			longestRun, run, prev := 0, 0, ""
 			for range tt.n {
-				p := s.next().Pool
+				p := s.targets[s.next()].Pool
 				counts[p]++
 				if p == prev {
 					run++
