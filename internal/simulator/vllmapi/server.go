@@ -57,6 +57,10 @@ type Options struct {
 	// LoRAPaths are the paths of adapters loaded at start, reported by
 	// /v1/models as their root.
 	LoRAPaths map[string]string
+	// OnResult, when set, is called with the engine's result of every
+	// finished generation request (not aborted ones), on the handler's
+	// goroutine, before the response ends. Times are on the engine clock.
+	OnResult func(simulator.Result)
 	// Logger receives request logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -71,6 +75,8 @@ type Server struct {
 	faults  faultState
 	readyAt time.Time
 	seq     atomic.Uint64
+	// inflight counts generation requests being answered.
+	inflight sync.WaitGroup
 
 	mu        sync.Mutex
 	loraPaths map[string]string
@@ -157,6 +163,21 @@ func (s *Server) SetFaults(f Faults) error {
 	return nil
 }
 
+// waitIdle waits until no generation request is in flight, or d passes.
+func (s *Server) waitIdle(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.inflight.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
 func (s *Server) ready() bool {
 	return !s.faults.get().Unhealthy && !s.engine.Clock().Now().Before(s.readyAt)
 }
@@ -196,6 +217,8 @@ func (s *Server) resolveModel(name string) (string, *apiError) {
 
 func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
 		if !s.ready() {
 			writeError(w, unavailable("the engine is not ready"))
 			return
@@ -442,6 +465,9 @@ func (g *generation) usage(res *simulator.Result, completion int) *usage {
 
 func (g *generation) finish(res *simulator.Result) {
 	g.s.metrics.observe(*res, g.times)
+	if g.s.opts.OnResult != nil {
+		g.s.opts.OnResult(*res)
+	}
 	g.s.log.Debug("request finished", "request_id", g.id, "reason", string(res.Reason),
 		"prompt_tokens", res.PromptTokens, "cached_tokens", res.CachedTokens, "output_tokens", res.OutputTokens)
 }
@@ -512,6 +538,19 @@ func (g *generation) stream() {
 		g.tokens, res = g.sink.take(g.tokens[:0])
 		if res != nil && res.Reason == simulator.FinishAbort {
 			return
+		}
+		if res == nil && len(g.tokens) > 0 && g.tokens[len(g.tokens)-1].index == g.p.maxTokens-1 {
+			// The last token: its end follows at once. Wait for it so that
+			// finish_reason rides on the last token's chunk, as in vLLM.
+			for res == nil {
+				if !g.wait() {
+					return
+				}
+				g.tokens, res = g.sink.take(g.tokens)
+			}
+			if res.Reason == simulator.FinishAbort {
+				return
+			}
 		}
 		for i, t := range g.tokens {
 			g.times = append(g.times, t.at)
