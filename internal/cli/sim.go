@@ -2,11 +2,13 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
@@ -43,7 +45,13 @@ See docs/simulator.md.`,
 			return vllmapi.Run(cmd.Context(), sp, log)
 		},
 	}
-	f := cmd.Flags()
+	bindSimFlags(cmd.Flags(), &sp)
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+// bindSimFlags defines the `halyard sim` engine flags on f, writing into sp.
+func bindSimFlags(f *pflag.FlagSet, sp *vllmapi.Spec) {
 	f.StringVar(&sp.Listen, "listen", "127.0.0.1:8000", "address to serve on (port 0 picks a free port)")
 	f.StringVar(&sp.Model, "model", "", "served model name (required)")
 	f.StringVar(&sp.Profile, "profile", simulator.DefaultProfile, "built-in profile ("+strings.Join(simulator.BuiltinProfiles(), ", ")+") or YAML file path")
@@ -66,6 +74,23 @@ See docs/simulator.md.`,
 	f.DurationVar(&sp.Faults.SpikeDuration.Duration, "fault-spike-duration", 0, "extra time of a latency spike")
 	f.IntVar(&sp.Faults.CrashAfterTokens, "fault-crash-after-tokens", 0, "drop the connection after this many tokens (0: never)")
 	f.Float64Var(&sp.Faults.CrashRate, "fault-crash-rate", 0, "fraction of requests that crash after --fault-crash-after-tokens (0: all)")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	return cmd
+}
+
+// parseSimArgs parses `halyard sim` engine flags (e.g. EngineSpec.Args of a
+// `halyard up` config, such as "--max-num-seqs=64") over base: flags not
+// given keep base's values.
+func parseSimArgs(args []string, base vllmapi.Spec) (vllmapi.Spec, error) {
+	sp := base
+	f := pflag.NewFlagSet("sim", pflag.ContinueOnError)
+	f.SetOutput(io.Discard)
+	bindSimFlags(f, &sp)
+	// bindSimFlags set flag defaults over sp; put base back, then parse.
+	sp = base
+	if err := f.Parse(args); err != nil {
+		return vllmapi.Spec{}, fmt.Errorf("engine args: %w", err)
+	}
+	if f.NArg() > 0 {
+		return vllmapi.Spec{}, fmt.Errorf("engine args: unexpected argument %q", f.Arg(0))
+	}
+	return sp, nil
 }

@@ -12,8 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
 
 func TestSimHelpListsFlags(t *testing.T) {
@@ -140,4 +144,24 @@ func TestSimProcess(t *testing.T) {
 		t.Fatal("halyard sim did not stop within 30s of SIGTERM")
 	}
 	_ = os.Remove(bin)
+}
+
+func TestParseSimArgs(t *testing.T) {
+	base := vllmapi.Spec{Model: "m", Profile: "zero", Listen: "127.0.0.1:8101", MaxNumSeqs: 8}
+	got, err := parseSimArgs([]string{"--max-num-batched-tokens=512", "--lora", "a=/p", "--fault-spike-duration", "20ms"}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := base
+	want.MaxNumBatchedTokens = 512
+	want.LoRAs = []string{"a=/p"}
+	want.Faults.SpikeDuration.Duration = 20 * time.Millisecond
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(vllmapi.Spec{}, "OnResult")); diff != "" {
+		t.Errorf("spec (-want +got):\n%s", diff)
+	}
+	for _, bad := range [][]string{{"--no-such-flag"}, {"--max-num-seqs=x"}, {"stray"}} {
+		if _, err := parseSimArgs(bad, base); err == nil {
+			t.Errorf("parseSimArgs(%v) succeeded", bad)
+		}
+	}
 }
