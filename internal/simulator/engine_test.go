@@ -506,6 +506,10 @@ func TestRemoteKVChargesTransferTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clock.Step() // admitted: waiting for the transfer
+	if s := e.Snapshot(); s.Running != 0 || s.Waiting != 1 || s.KVUsage == 0 {
+		t.Errorf("during transfer running=%d waiting=%d kv=%v, want 0, 1 and blocks held", s.Running, s.Waiting, s.KVUsage)
+	}
 	clock.Run()
 	// 199 tokens arrive in 19.9ms, then one decode-like step computes the
 	// last prompt token (10ms + 0.1ms) and a decode step (11ms).
@@ -579,5 +583,53 @@ func TestCachedPrefixTokens(t *testing.T) {
 	clock.Run()
 	if got := e.CachedPrefixTokens(p, ""); got != 96 {
 		t.Errorf("warm cache: %d, want 96 (6 full blocks)", got)
+	}
+}
+
+func TestAbortDuringRemoteTransfer(t *testing.T) {
+	e, clock := newTestEngine(t, testConfig())
+	r := &rec{}
+	if err := e.Submit(Request{ID: "d", Prompt: prompt(64, 1), MaxTokens: 2, Sink: r,
+		Remote: &RemoteKV{Tokens: 64, PerToken: time.Millisecond}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step()
+	e.Abort("d")
+	clock.Run()
+	if r.result == nil || r.result.Reason != FinishAbort || len(r.tokens) != 0 {
+		t.Fatalf("result %+v after %d tokens, want an abort before any token", r.result, len(r.tokens))
+	}
+	if s := e.Snapshot(); s.Running != 0 || s.Waiting != 0 || s.KVUsage != 0 {
+		t.Errorf("after abort running=%d waiting=%d kv=%v", s.Running, s.Waiting, s.KVUsage)
+	}
+	if got := clock.Now().Sub(t0); got >= 63*time.Millisecond {
+		t.Errorf("the stopped transfer still ran: clock at %v", got)
+	}
+}
+
+func TestPreemptedTransferRecomputesLocally(t *testing.T) {
+	cfg := testConfig()
+	cfg.Capacity.NumGPUBlocks = 6
+	cfg.Capacity.BlockSize = 4
+	e, clock := newTestEngine(t, cfg)
+	// a runs and grows; d arrives with remote KV for 8 tokens (2 blocks,
+	// a long transfer), then a needs d's blocks and preempts it.
+	a := submit(t, e, "a", prompt(8, 1), 14) // grows to 22 tokens = 6 blocks
+	clock.Step()
+	d := &rec{}
+	if err := e.Submit(Request{ID: "d", Prompt: prompt(8, 2), MaxTokens: 2, Sink: d,
+		Remote: &RemoteKV{Tokens: 8, PerToken: time.Second}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Run()
+	if a.result.Reason != FinishLength || d.result == nil || d.result.Reason != FinishLength || len(d.tokens) != 2 {
+		t.Fatalf("a %+v, d %+v", a.result, d.result)
+	}
+	if d.result.Preemptions == 0 {
+		t.Error("d was not preempted")
+	}
+	// Recomputed locally: far sooner than the 7s transfer.
+	if got := d.result.Finished.Sub(t0); got > 2*time.Second {
+		t.Errorf("d finished at %v: it waited for the lost transfer", got)
 	}
 }

@@ -108,6 +108,8 @@ func (s SinkFuncs) Done(r Result) {
 	}
 }
 
+var _ Sink = SinkFuncs{}
+
 // Result summarises a finished request. Times are on the engine's clock.
 type Result struct {
 	ID     string

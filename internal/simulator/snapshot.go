@@ -12,9 +12,9 @@ type Snapshot struct {
 	Time time.Time
 	// Model is the served base model.
 	Model string
-	// Running counts admitted requests (vllm:num_requests_running),
-	// including those waiting for remote KV; Waiting counts queued ones
-	// (vllm:num_requests_waiting).
+	// Running counts requests in the batch (vllm:num_requests_running);
+	// Waiting counts queued ones and, as vLLM does, admitted ones still
+	// waiting for remote KV (vllm:num_requests_waiting).
 	Running, Waiting int
 	// KVUsage is the fraction of KV blocks held by requests, 0 to 1
 	// (vllm:kv_cache_usage_perc).
@@ -61,8 +61,8 @@ func (e *Engine) Snapshot() Snapshot {
 	s := Snapshot{
 		Time:             e.clock.Now(),
 		Model:            e.cfg.Model,
-		Running:          len(e.running),
-		Waiting:          len(e.live) - len(e.running),
+		Running:          len(e.running) - e.stats.transferring,
+		Waiting:          len(e.live) - len(e.running) + e.stats.transferring,
 		KVUsage:          e.pool.Usage(),
 		NumBlocks:        e.pool.NumBlocks(),
 		BlockSize:        e.pool.BlockSize(),
