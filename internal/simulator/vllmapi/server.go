@@ -251,7 +251,13 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 		if chat {
 			prefix = "chatcmpl-"
 		}
+		// The engine's id is unique; the response's id follows vLLM, which
+		// takes a client's X-Request-Id when there is one.
 		id := prefix + strconv.FormatUint(s.seq.Add(1), 10)
+		respID := id
+		if xid := r.Header.Get("X-Request-Id"); xid != "" {
+			respID = prefix + xid
+		}
 		sink := newRequestSink()
 		err := s.engine.Submit(simulator.Request{
 			ID: id, Prompt: p.Prompt, MaxTokens: p.MaxTokens, MinTokens: p.MinTokens,
@@ -261,7 +267,7 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 			writeError(w, submitError(err, p.Model))
 			return
 		}
-		g := &generation{s: s, w: w, r: r, p: p, id: id, sink: sink, crashAfter: crashAfter,
+		g := &generation{s: s, w: w, r: r, p: p, id: id, respID: respID, sink: sink, crashAfter: crashAfter,
 			created: s.engine.Clock().Now().Unix()}
 		if p.Stream {
 			g.stream()
@@ -424,7 +430,8 @@ type generation struct {
 	w          http.ResponseWriter
 	r          *http.Request
 	p          *wire.Generation
-	id         string
+	id         string // the engine's request id
+	respID     string // the response's id
 	sink       *requestSink
 	crashAfter int
 	created    int64
@@ -496,12 +503,12 @@ func (g *generation) respond() {
 	reason := string(res.Reason)
 	u := g.usage(res, res.OutputTokens)
 	if g.p.Chat {
-		writeJSON(g.w, http.StatusOK, chatResponse{ID: g.id, Object: "chat.completion", Created: g.created, Model: g.p.Model,
+		writeJSON(g.w, http.StatusOK, chatResponse{ID: g.respID, Object: "chat.completion", Created: g.created, Model: g.p.Model,
 			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: text.String(), ToolCalls: []any{}}, FinishReason: &reason}},
 			Usage:   u})
 		return
 	}
-	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model,
+	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
 		Choices: []completionChoice{{Text: text.String(), FinishReason: &reason}},
 		Usage:   u})
 }
@@ -572,7 +579,7 @@ func (g *generation) stream() {
 			if g.p.Chat {
 				enc.event(g.chatChunk(chatDelta{Content: &text}, reason, u))
 			} else {
-				enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model,
+				enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
 					Choices: []completionChoice{{Text: text, FinishReason: reason}}, Usage: u})
 			}
 			if g.crashAfter > 0 && len(g.times) >= g.crashAfter {
@@ -587,7 +594,7 @@ func (g *generation) stream() {
 			if g.p.Chat {
 				enc.event(g.chatChunk(chatDelta{Content: &empty}, &r, nil))
 			} else {
-				enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model,
+				enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
 					Choices: []completionChoice{{Text: "", FinishReason: &r}}})
 			}
 		}
@@ -601,9 +608,9 @@ func (g *generation) stream() {
 	if g.p.IncludeUsage {
 		u := g.usage(res, res.OutputTokens)
 		if g.p.Chat {
-			enc.event(chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model, Choices: []chatChunkChoice{}, Usage: u})
+			enc.event(chatChunk{ID: g.respID, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model, Choices: []chatChunkChoice{}, Usage: u})
 		} else {
-			enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model, Choices: []completionChoice{}, Usage: u})
+			enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model, Choices: []completionChoice{}, Usage: u})
 		}
 	}
 	enc.done()
@@ -611,7 +618,7 @@ func (g *generation) stream() {
 }
 
 func (g *generation) chatChunk(d chatDelta, reason *string, u *usage) chatChunk {
-	return chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model,
+	return chatChunk{ID: g.respID, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model,
 		Choices: []chatChunkChoice{{Delta: d, FinishReason: reason}}, Usage: u}
 }
 

@@ -474,3 +474,27 @@ func TestHealthAndModels(t *testing.T) {
 		t.Errorf("unknown path = %d", resp.StatusCode)
 	}
 }
+
+func TestXRequestIDNamesTheResponse(t *testing.T) {
+	inst := startSim(t, Spec{Profile: "zero"})
+	req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/completions",
+		strings.NewReader(`{"model":"llama-3-8b","prompt":"hi","max_tokens":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Request-Id", "abc-123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		ID string `json:"id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if body.ID != "cmpl-abc-123" {
+		t.Errorf("id = %q, want cmpl-abc-123", body.ID)
+	}
+}
