@@ -112,6 +112,7 @@ type counters struct {
 	steps                        uint64
 	busyTime                     time.Duration
 	transferring                 int
+	resyncs                      uint64
 }
 
 // NewEngine returns an engine for cfg on clock. It validates cfg.
@@ -358,6 +359,13 @@ func (e *Engine) liveSorted() []*seq {
 	return all
 }
 
+// MaxModelLag bounds how far the engine's model time may fall behind the
+// real clock before the engine resyncs to it (Snapshot.Resyncs counts it).
+// Within the bound, a late timer neither stretches a step nor delays an
+// arrival's step, so the real clock computes the same schedule as a
+// virtual one; beyond it, the engine could not keep up and takes real time.
+const MaxModelLag = 100 * time.Millisecond
+
 // kickLocked makes sure a step is scheduled.
 func (e *Engine) kickLocked() { e.kickAtLocked(e.clock.Now()) }
 
@@ -384,14 +392,25 @@ func (e *Engine) tick() {
 	// when it was kicked, even if the real clock's timer fires late. So
 	// late timers do not accumulate, and given the same arrival times the
 	// real clock gives the same latencies as a virtual one.
-	now := e.kickAt
-	if e.inStep {
+	real := e.clock.Now()
+	now := real
+	switch {
+	case e.inStep:
 		now = e.stepEnd
+	case !e.kickAt.IsZero():
+		now = e.kickAt
 	}
-	if real := e.clock.Now(); real.Before(now) {
+	if real.Before(now) {
 		now = real
 	}
-	e.inStep = false
+	if real.Sub(now) > MaxModelLag {
+		// The real clock ran too far ahead (a long stall, or steps shorter
+		// than the work of computing them): give up exactness and resync,
+		// so that new arrivals are not held back.
+		now = real
+		e.stats.resyncs++
+	}
+	e.inStep, e.kickAt = false, time.Time{}
 	if len(e.batch) > 0 {
 		e.completeBatch(now)
 	}
@@ -403,7 +422,9 @@ func (e *Engine) tick() {
 		e.stats.steps++
 		e.stats.busyTime += d
 		end := now.Add(d)
-		e.inStep, e.stepEnd = true, end
+		// A zero-length step has no model time to keep: the next tick
+		// starts at whatever the clock says then.
+		e.inStep, e.stepEnd = d > 0, end
 		out := e.takeEvents()
 		e.mu.Unlock()
 		deliver(out)

@@ -42,6 +42,10 @@ type Snapshot struct {
 	// Steps counts engine steps; BusyTime sums their durations.
 	Steps    uint64
 	BusyTime time.Duration
+	// Resyncs counts the times the engine's model time fell more than
+	// MaxModelLag behind the real clock and was reset to it (always 0 on a
+	// virtual clock).
+	Resyncs uint64
 	// MaxLoras is the limit of distinct adapters in one batch; RunningLoRAs
 	// and WaitingLoRAs list the adapters of running and waiting requests,
 	// sorted; LoadedLoRAs the loaded adapters, sorted
@@ -79,6 +83,7 @@ func (e *Engine) Snapshot() Snapshot {
 		FinishedAbort:    e.stats.finished[2],
 		Steps:            e.stats.steps,
 		BusyTime:         e.stats.busyTime,
+		Resyncs:          e.stats.resyncs,
 		MaxLoras:         e.cfg.Capacity.MaxLoras,
 	}
 	{

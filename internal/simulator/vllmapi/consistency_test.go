@@ -49,7 +49,10 @@ type latency struct{ ttft, e2e time.Duration }
 //     to first token and to the end) must equal virtual time within 1ms.
 //     The engine runs steps on model time (a late timer neither stretches a
 //     step nor delays a start), so given the same arrivals the real clock
-//     computes the same schedule; 1ms only absorbs rounding.
+//     computes the same schedule; 1ms only absorbs rounding. The one
+//     exception: a stall longer than simulator.MaxModelLag (100ms) makes the
+//     engine resync to the real clock, which the test then reports instead
+//     of asserting equality.
 //  2. The latencies the client measured (from the request on the wire to
 //     the first and the last token) are never below virtual time (by more
 //     than 2ms), and their median excess over virtual time is at most 10%
@@ -63,7 +66,7 @@ type latency struct{ ttft, e2e time.Duration }
 //     request from failing the test; the lower bound keeps it honest.
 func TestVirtualMatchesRealClock(t *testing.T) {
 	work := consistencyWorkload()
-	real, client, lateness := runReal(t, work)
+	real, client, lateness, resyncs := runReal(t, work)
 	// Arrival offsets as the server saw them.
 	first := real[0].Arrival
 	for _, r := range real {
@@ -93,7 +96,7 @@ func TestVirtualMatchesRealClock(t *testing.T) {
 			t.Logf("request %d %-11s virtual %-10v real %-10v (%+.1f%%)", i, m.name, m.v.Round(time.Microsecond),
 				m.r.Round(time.Microsecond), 100*float64(diff)/float64(m.v))
 			switch {
-			case m.server && (diff < -time.Millisecond || diff > time.Millisecond):
+			case m.server && resyncs == 0 && (diff < -time.Millisecond || diff > time.Millisecond):
 				t.Errorf("request %d %s: real %v vs virtual %v, off by more than 1ms", i, m.name, m.r, m.v)
 			case !m.server && diff < -2*time.Millisecond:
 				t.Errorf("request %d %s: client saw %v, before the model's %v", i, m.name, m.r, m.v)
@@ -102,6 +105,11 @@ func TestVirtualMatchesRealClock(t *testing.T) {
 				virt = append(virt, m.v)
 			}
 		}
+	}
+	if resyncs > 0 {
+		// A stall longer than simulator.MaxModelLag made the engine give up
+		// model time; the per-request equality above was not asserted.
+		t.Logf("the engine resynced to the real clock %d times (a stall over %v): server-side equality not checked", resyncs, simulator.MaxModelLag)
 	}
 	med := func(d []time.Duration) time.Duration {
 		s := append([]time.Duration(nil), d...)
@@ -148,9 +156,10 @@ func runVirtual(t *testing.T, work []workItem, offsets []time.Duration) []latenc
 }
 
 // runReal sends the workload to a real-clock server and returns the
-// server's result and the client's measurements per request, and the worst
-// lateness of a 1ms timer during the run.
-func runReal(t *testing.T, work []workItem) ([]simulator.Result, []latency, time.Duration) {
+// server's result and the client's measurements per request, the worst
+// lateness of a 1ms timer during the run, and how often the engine resynced
+// its model time to the real clock.
+func runReal(t *testing.T, work []workItem) ([]simulator.Result, []latency, time.Duration, uint64) {
 	var mu sync.Mutex
 	results := map[string]simulator.Result{}
 	inst := startSim(t, Spec{Profile: "testdata/consistency.yaml", OnResult: func(r simulator.Result) {
@@ -240,5 +249,5 @@ func runReal(t *testing.T, work []workItem) ([]simulator.Result, []latency, time
 		}
 		res[i] = r
 	}
-	return res, out, lateness
+	return res, out, lateness, inst.Server.Engine().Snapshot().Resyncs
 }
