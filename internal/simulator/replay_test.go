@@ -151,6 +151,9 @@ const mooncakePath = "../../traces/conversation_trace.jsonl"
 // refused, the trace's prefix reuse shows up as cache hits, and it takes
 // no wall-clock sleeping.
 func TestMooncakeReplayVirtual(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replays three minutes of the Mooncake trace")
+	}
 	recs := readMooncake(t, mooncakePath)
 	if len(recs) != 12031 {
 		t.Fatalf("trace has %d records, want 12031", len(recs))

@@ -59,8 +59,9 @@ type Options struct {
 	// /v1/models as their root.
 	LoRAPaths map[string]string
 	// OnResult, when set, is called with the engine's result of every
-	// finished generation request (not aborted ones), on the handler's
-	// goroutine, before the response ends. Times are on the engine clock.
+	// finished generation request (not aborted ones), on the request's
+	// handler goroutine before its response ends, so concurrently for
+	// different requests. Times are on the engine clock.
 	OnResult func(simulator.Result)
 	// Logger receives request logs; nil discards them.
 	Logger *slog.Logger
