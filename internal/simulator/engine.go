@@ -1,6 +1,7 @@
 package simulator
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -407,6 +408,8 @@ func (e *Engine) tick() {
 		// The real clock ran too far ahead (a long stall, or steps shorter
 		// than the work of computing them): give up exactness and resync,
 		// so that new arrivals are not held back.
+		e.log.Warn("engine fell behind the real clock; resyncing model time",
+			"model", e.cfg.Model, "lag", real.Sub(now).String(), "max_lag", MaxModelLag.String())
 		now = real
 		e.stats.resyncs++
 	}
@@ -854,6 +857,10 @@ func (e *Engine) preempt(s *seq) {
 	s.state = stateWaiting
 	s.preemptions++
 	e.stats.preemptions++
+	if e.log.Enabled(context.Background(), slog.LevelDebug) {
+		e.log.Debug("request preempted", "model", e.cfg.Model, "request_id", s.req.ID,
+			"free_blocks", e.pool.NumFree(), "running", len(e.running))
+	}
 	e.waiting.pushFront(s)
 	// A preempted sequence may already be in the batch being built.
 	for i, b := range e.batch {
