@@ -41,7 +41,8 @@ const (
 type Request struct {
 	// ID must be unique among the engine's live requests.
 	ID string
-	// Prompt is the prompt's token ids; at least one.
+	// Prompt is the prompt's token ids, at least one. Submit copies it,
+	// so the caller may reuse the slice.
 	Prompt []uint32
 	// MaxTokens is the number of tokens to generate, at least 1.
 	MaxTokens int
