@@ -16,6 +16,8 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/client"
 	"github.com/halyard-dev/halyard/internal/bench/report"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
+	"github.com/halyard-dev/halyard/internal/bench/virtual"
+	"github.com/halyard-dev/halyard/internal/bench/workload"
 )
 
 // Command holds the options of `halyard bench` as the CLI parsed them.
@@ -29,7 +31,7 @@ type Command struct {
 	IgnoreEOS bool
 	Label     string
 
-	Workload WorkloadSpec
+	Workload workload.Spec
 
 	// Rate is one Poisson rate in requests/s (0 or +Inf: all at once);
 	// Rates a ladder of them; Concurrency a closed loop; TraceArrivals
@@ -128,12 +130,12 @@ func (c *Command) arrivals(timed bool) ([]arrival.Spec, error) {
 // Run runs the benchmark, prints the table to stdout, and writes the JSON
 // report and plots when asked.
 func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, error) {
-	if c.Simulate != "" {
-		return nil, errors.New("simulate: virtual-time mode is not available in this build")
-	}
 	log := c.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	if c.Simulate != "" {
+		return c.simulate(ctx, stdout, log)
 	}
 	if c.Target == "" {
 		return nil, errors.New("target: required (or --simulate FILE)")
@@ -156,7 +158,7 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 	if err := c.Workload.Validate("workload"); err != nil {
 		return nil, err
 	}
-	b := &Builder{Spec: c.Workload, Seed: c.Seed}
+	b := &workload.Builder{Spec: c.Workload, Seed: c.Seed}
 	first, err := b.Build(0)
 	if err != nil {
 		return nil, err
@@ -198,6 +200,30 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 		SLO:  slo.String(),
 		Seed: c.Seed,
 		Runs: runs,
+	}
+	return rep, c.emit(rep, stdout, log)
+}
+
+// simulate runs the virtual-time scenario of c.Simulate.
+func (c *Command) simulate(ctx context.Context, stdout io.Writer, log *slog.Logger) (*report.Report, error) {
+	sc, err := virtual.Load(c.Simulate)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Policies) > 0 || c.MaxRequests > 0 {
+		if len(c.Policies) > 0 {
+			sc.Policies = c.Policies
+		}
+		if c.MaxRequests > 0 {
+			sc.MaxRequests = c.MaxRequests
+		}
+		if err := sc.Validate(); err != nil {
+			return nil, fmt.Errorf("scenario %s: %w", c.Simulate, err)
+		}
+	}
+	rep, err := virtual.Run(ctx, sc, virtual.Options{Log: log, Now: c.Now})
+	if err != nil {
+		return nil, err
 	}
 	return rep, c.emit(rep, stdout, log)
 }

@@ -127,7 +127,7 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 	}
 
 	n := w.Len()
-	prev := previousTurns(w)
+	prev := workload.PreviousTurns(w)
 	done := make([]chan struct{}, n)
 	for i := range done {
 		done[i] = make(chan struct{})
@@ -260,26 +260,6 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 		r.SetEngines(enginestats.Delta(o.EngineMetrics, before, after))
 	}
 	return r, nil
-}
-
-// previousTurns returns, for each request, the index of the same session's
-// previous turn, or -1.
-func previousTurns(w workload.Workload) []int {
-	n := w.Len()
-	prev := make([]int, n)
-	last := map[int]int{}
-	for i := range n {
-		prev[i] = -1
-		s := w.Shape(i)
-		if s.Session < 0 {
-			continue
-		}
-		if p, ok := last[s.Session]; ok {
-			prev[i] = p
-		}
-		last[s.Session] = i
-	}
-	return prev
 }
 
 func newBar(w io.Writer, n int, label string, spec arrival.Spec) *progressbar.ProgressBar {

@@ -166,3 +166,23 @@ func (s *subset) Request(i int) *Request {
 }
 
 var _ Workload = (*subset)(nil)
+
+// PreviousTurns returns, for each request of w, the index of the same
+// session's previous turn, or -1.
+func PreviousTurns(w Workload) []int {
+	n := w.Len()
+	prev := make([]int, n)
+	last := map[int]int{}
+	for i := range n {
+		prev[i] = -1
+		s := w.Shape(i)
+		if s.Session < 0 {
+			continue
+		}
+		if p, ok := last[s.Session]; ok {
+			prev[i] = p
+		}
+		last[s.Session] = i
+	}
+	return prev
+}

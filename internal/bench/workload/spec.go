@@ -1,4 +1,4 @@
-package bench
+package workload
 
 import (
 	"fmt"
@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/halyard-dev/halyard/internal/bench/trace"
-	"github.com/halyard-dev/halyard/internal/bench/workload"
 )
 
 // Workload kinds.
@@ -28,9 +27,9 @@ var defaultTraces = map[string]string{
 	KindAzure:    filepath.Join("traces", "AzureLLMInferenceTrace_conv.csv"),
 }
 
-// WorkloadSpec says which workload to generate. It is both the CLI's
+// Spec says which workload to generate. It is both the CLI's
 // workload flags and the `workload` block of a --simulate scenario.
-type WorkloadSpec struct {
+type Spec struct {
 	// Kind is shared-prefix, multi-turn, mooncake or azure.
 	Kind string `json:"kind"`
 	// Shared-prefix and multi-turn parameters.
@@ -52,7 +51,7 @@ type WorkloadSpec struct {
 }
 
 // Default fills unset fields with the defaults of the kind.
-func (s *WorkloadSpec) Default() {
+func (s *Spec) Default() {
 	def := func(p *int, v int) {
 		if *p == 0 {
 			*p = v
@@ -80,7 +79,7 @@ func (s *WorkloadSpec) Default() {
 }
 
 // Validate checks the spec; errors name the field under path.
-func (s *WorkloadSpec) Validate(path string) error {
+func (s *Spec) Validate(path string) error {
 	switch s.Kind {
 	case KindSharedPrefix, KindMultiTurn, KindMooncake:
 	case KindAzure:
@@ -99,7 +98,7 @@ func (s *WorkloadSpec) Validate(path string) error {
 }
 
 // Params returns the spec's parameters for the report.
-func (s *WorkloadSpec) Params() map[string]string {
+func (s *Spec) Params() map[string]string {
 	p := map[string]string{}
 	set := func(k string, v int) {
 		if v != 0 {
@@ -126,7 +125,7 @@ func (s *WorkloadSpec) Params() map[string]string {
 	return p
 }
 
-func (s *WorkloadSpec) tracePath() string {
+func (s *Spec) tracePath() string {
 	if s.Trace != "" {
 		return s.Trace
 	}
@@ -139,7 +138,7 @@ func (s *WorkloadSpec) tracePath() string {
 // Builder makes the workload of each step from a spec, reading a trace file
 // once.
 type Builder struct {
-	Spec WorkloadSpec
+	Spec Spec
 	Seed uint64
 
 	once     sync.Once
@@ -173,26 +172,26 @@ func (b *Builder) load() error {
 }
 
 // Build returns the workload of step (seeded with Seed+step).
-func (b *Builder) Build(step int) (workload.Workload, error) {
+func (b *Builder) Build(step int) (Workload, error) {
 	s := b.Spec
 	seed := b.Seed + uint64(step)
-	var w workload.Workload
+	var w Workload
 	var err error
 	switch s.Kind {
 	case KindSharedPrefix:
-		w, err = workload.NewSharedPrefix(workload.SharedPrefix{
+		w, err = NewSharedPrefix(SharedPrefix{
 			Groups: s.Groups, UsersPerGroup: s.UsersPerGroup, SystemTokens: s.SystemTokens,
 			QuestionTokens: s.QuestionTokens, OutputTokens: s.OutputTokens, Turns: s.Turns, Seed: seed,
 		})
 	case KindMultiTurn:
-		w, err = workload.NewMultiTurn(s.Sessions, s.Turns, s.SystemTokens, s.QuestionTokens, s.OutputTokens, seed)
+		w, err = NewMultiTurn(s.Sessions, s.Turns, s.SystemTokens, s.QuestionTokens, s.OutputTokens, seed)
 	case KindMooncake:
 		if err = b.load(); err == nil {
-			w = &workload.Mooncake{Entries: b.mooncake, Seed: seed}
+			w = &Mooncake{Entries: b.mooncake, Seed: seed}
 		}
 	case KindAzure:
 		if err = b.load(); err == nil {
-			w = &workload.Azure{Kind: "azure-" + s.AzureTrace, Entries: b.azure, Seed: seed}
+			w = &Azure{Kind: "azure-" + s.AzureTrace, Entries: b.azure, Seed: seed}
 		}
 	default:
 		err = fmt.Errorf("kind: unknown workload %q", s.Kind)
@@ -200,7 +199,7 @@ func (b *Builder) Build(step int) (workload.Workload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: %w", s.Kind, err)
 	}
-	w, b.Dropped, err = workload.Limit(w, s.MaxTokens)
+	w, b.Dropped, err = Limit(w, s.MaxTokens)
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: %w", s.Kind, err)
 	}
