@@ -3,6 +3,7 @@ package prefixindex
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -23,9 +24,13 @@ const (
 // so that a chunk of text never collides with a block of token ids by layout.
 const textDomain = 0x9e3779b97f4a7c15
 
-// stackBlockBytes is the largest block (parent hash included) hashed from a
-// buffer on the stack; larger blocks use a heap buffer per call.
-const stackBlockBytes = 8 + 4*256
+// littleEndian reports whether token ids can be hashed in place: their
+// memory is then the little-endian layout the hash is defined over.
+var littleEndian = func() bool {
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], 1)
+	return b[0] == 1
+}()
 
 // Seed returns the first parent of a token chain for model.
 func Seed(model string) BlockHash { return BlockHash(xxhash.Sum64String(model)) }
@@ -34,46 +39,42 @@ func Seed(model string) BlockHash { return BlockHash(xxhash.Sum64String(model)) 
 func TextSeed(model string) BlockHash { return Seed(model) ^ textDomain }
 
 // NextTokens returns the hash of a block of token ids that follows parent:
-// xxhash64 over parent (8 bytes, little-endian) and the ids (4 bytes each,
-// little-endian). The precise index uses it to rehash the token ids that
-// engines publish in KV events.
+// XXH64 of the ids (4 bytes each, little-endian) with parent as the seed.
+// The precise index uses it to rehash the token ids engines publish in KV
+// events.
 func NextTokens(parent BlockHash, ids []uint32) BlockHash {
-	var stack [stackBlockBytes]byte
-	buf := stack[:0]
-	if n := 8 + 4*len(ids); n > len(stack) {
-		buf = make([]byte, 0, n)
-	}
-	return nextTokens(buf, parent, ids)
+	var d xxhash.Digest
+	return nextTokens(&d, parent, ids)
 }
 
-// nextTokens hashes parent and ids laid out in buf, whose capacity must hold
-// 8+4*len(ids) bytes.
-func nextTokens(buf []byte, parent BlockHash, ids []uint32) BlockHash {
-	n := 8 + 4*len(ids)
-	buf = buf[:n]
-	binary.LittleEndian.PutUint64(buf, uint64(parent))
-	out := buf[8:n]
-	for j, id := range ids {
-		binary.LittleEndian.PutUint32(out[4*j:], id)
+func nextTokens(d *xxhash.Digest, parent BlockHash, ids []uint32) BlockHash {
+	d.ResetWithSeed(uint64(parent))
+	if len(ids) == 0 {
+		return BlockHash(d.Sum64())
 	}
-	return BlockHash(xxhash.Sum64(buf))
+	if littleEndian {
+		_, _ = d.Write(unsafe.Slice((*byte)(unsafe.Pointer(&ids[0])), 4*len(ids)))
+		return BlockHash(d.Sum64())
+	}
+	var buf [64]byte
+	for len(ids) > 0 {
+		n := min(len(ids), len(buf)/4)
+		for j, id := range ids[:n] {
+			binary.LittleEndian.PutUint32(buf[4*j:], id)
+		}
+		_, _ = d.Write(buf[:4*n])
+		ids = ids[n:]
+	}
+	return BlockHash(d.Sum64())
 }
 
-// NextBytes returns the hash of a chunk of bytes that follows parent:
-// xxhash64 over parent (8 bytes, little-endian) and the chunk.
+// NextBytes returns the hash of a chunk of bytes that follows parent: XXH64
+// of the chunk with parent as the seed.
 func NextBytes(parent BlockHash, chunk []byte) BlockHash {
-	var stack [stackBlockBytes]byte
-	buf := stack[:0]
-	if n := 8 + len(chunk); n > len(stack) {
-		buf = make([]byte, 0, n)
-	}
-	return nextBytes(buf, parent, chunk)
-}
-
-func nextBytes(buf []byte, parent BlockHash, chunk []byte) BlockHash {
-	buf = binary.LittleEndian.AppendUint64(buf[:0], uint64(parent))
-	buf = append(buf, chunk...)
-	return BlockHash(xxhash.Sum64(buf))
+	var d xxhash.Digest
+	d.ResetWithSeed(uint64(parent))
+	_, _ = d.Write(chunk)
+	return BlockHash(d.Sum64())
 }
 
 // AppendTokenChain appends to dst the chain hashes of the full blocks of
@@ -83,14 +84,10 @@ func AppendTokenChain(dst []BlockHash, seed BlockHash, ids []uint32, blockTokens
 	if blockTokens <= 0 {
 		return dst
 	}
-	var stack [stackBlockBytes]byte
-	buf := stack[:0]
-	if n := 8 + 4*blockTokens; n > len(stack) {
-		buf = make([]byte, 0, n)
-	}
+	var d xxhash.Digest
 	h := seed
 	for i := 0; i+blockTokens <= len(ids); i += blockTokens {
-		h = nextTokens(buf, h, ids[i:i+blockTokens])
+		h = nextTokens(&d, h, ids[i:i+blockTokens])
 		dst = append(dst, h)
 	}
 	return dst
@@ -103,14 +100,12 @@ func AppendTextChain(dst []BlockHash, seed BlockHash, text []byte, chunkBytes in
 	if chunkBytes <= 0 {
 		return dst
 	}
-	var stack [stackBlockBytes]byte
-	buf := stack[:0]
-	if n := 8 + chunkBytes; n > len(stack) {
-		buf = make([]byte, 0, n)
-	}
+	var d xxhash.Digest
 	h := seed
 	for i := 0; i+chunkBytes <= len(text); i += chunkBytes {
-		h = nextBytes(buf, h, text[i:i+chunkBytes])
+		d.ResetWithSeed(uint64(h))
+		_, _ = d.Write(text[i : i+chunkBytes])
+		h = BlockHash(d.Sum64())
 		dst = append(dst, h)
 	}
 	return dst

@@ -3,7 +3,6 @@ package plugintest
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -150,7 +149,7 @@ func (h Handle) Now() time.Time {
 // Logger returns the logger.
 func (h Handle) Logger() *slog.Logger {
 	if h.Log == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
+		return slog.New(slog.DiscardHandler)
 	}
 	return h.Log
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -36,6 +38,8 @@ type Scorer struct {
 	now func() time.Time
 	ttl time.Duration
 	max int
+
+	sessionsDesc *prometheus.Desc
 
 	mu       sync.Mutex
 	sessions map[string]*list.Element // of *session
@@ -75,6 +79,8 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 		ttl:      ttl,
 		max:      p.MaxSessions,
 		sessions: make(map[string]*list.Element),
+		sessionsDesc: prometheus.NewDesc(MetricSessions, "Sessions the session-affinity scorer remembers.",
+			nil, prometheus.Labels{"plugin": name}),
 	}, nil
 }
 
