@@ -81,20 +81,31 @@ const (
 	skipped
 )
 
-// promptIDs returns the token ids the engine sees for r: the completions
-// prompt, or the chat rendering of the simulator's HTTP face.
-func promptIDs(r *workload.Request, chat bool) ([]uint32, string) {
+// promptIDs returns the token ids the engine sees for r (the completions
+// prompt, or the chat rendering of the simulator's HTTP face), and the
+// prompt text the router hands the scheduler (for chat, each message as
+// "role: content\n", as internal/openai renders it). Like the router, the
+// scheduler gets text, not token ids.
+func promptIDs(r *workload.Request, chat bool) ([]uint32, []byte) {
 	if !chat {
 		text := r.Prompt()
-		return tokenizer.Pseudo{}.Encode(text), text
+		return tokenizer.Pseudo{}.Encode(text), []byte(text)
 	}
 	roles := make([]string, len(r.Messages))
 	contents := make([]string, len(r.Messages))
+	n := 0
 	for i, m := range r.Messages {
 		roles[i], contents[i] = m.Role, m.Content
+		n += len(m.Role) + len(m.Content) + 3
 	}
-	text := renderChat(roles, contents)
-	return tokenizer.Pseudo{}.Encode(text), text
+	routed := make([]byte, 0, n)
+	for _, m := range r.Messages {
+		routed = append(routed, m.Role...)
+		routed = append(routed, ": "...)
+		routed = append(routed, m.Content...)
+		routed = append(routed, '\n')
+	}
+	return tokenizer.Pseudo{}.Encode(renderChat(roles, contents)), routed
 }
 
 // arm schedules request i's arrival at offset at.
@@ -154,12 +165,13 @@ func (f *fleetRun) send(i int) {
 	}
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
+	f.oracle.prompt = ids
 	req := &framework.Request{
 		ID:           fmt.Sprintf("%s#%d", wr.ID, i),
 		Model:        f.model,
 		TargetModel:  f.model,
-		Prompt:       framework.Prompt{Text: []byte(text), TokenIDs: ids},
-		PromptTokens: len(ids),
+		Prompt:       framework.Prompt{Text: text},
+		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
 		MaxTokens:    wr.OutputTokens,
 		Stream:       true,
 	}

@@ -20,6 +20,9 @@ const OracleType = "oracle"
 // hold. It is only kept when the policy is the oracle.
 type oracleState struct {
 	enabled bool
+	// prompt holds the token ids of the request being scheduled (the
+	// scheduler's request carries text, as the router's does).
+	prompt  []uint32
 	cfg     simulator.Config
 	engines []oracleEngine
 	reqs    map[int]*oracleReq
@@ -100,6 +103,16 @@ func (o *oracleState) estimateTTFT(ep *endpoint, ids []uint32, hashes []uint64) 
 	return ms
 }
 
+// cost is what the oracle minimises: the request's estimated TTFT plus the
+// prefill work it leaves for the requests behind it (its uncached tokens
+// once more). The second term makes the oracle weigh the future: it keeps a
+// prefix where it is cached unless waiting there costs more than computing
+// it again elsewhere costs everyone.
+func (o *oracleState) cost(ep *endpoint, ids []uint32, hashes []uint64) float64 {
+	uncached := len(ids) - o.cachedTokens(ep, ids, hashes)
+	return o.estimateTTFT(ep, ids, hashes) + o.cfg.StepTime.PrefillTokenMs*float64(uncached)
+}
+
 // routed records that request i went to ep.
 func (o *oracleState) routed(i int, ep *endpoint, ids []uint32, output int) {
 	if !o.enabled {
@@ -153,7 +166,8 @@ func (o *oracleState) factory(name string, params json.RawMessage, _ framework.H
 	return &oraclePicker{tn: framework.TypedName{Type: OracleType, Name: name}, o: o}, nil
 }
 
-// oraclePicker picks the endpoint with the least estimated TTFT; ties go to
+// oraclePicker picks the endpoint of least cost (estimated TTFT plus the
+// prefill work left to others); ties go to
 // the endpoint with fewer requests in flight, then to the first.
 type oraclePicker struct {
 	tn framework.TypedName
@@ -165,14 +179,14 @@ func (p *oraclePicker) TypedName() framework.TypedName { return p.tn }
 func (p *oraclePicker) Pick(_ context.Context, _ *framework.CycleState, req *framework.Request, scored []framework.ScoredEndpoint) []framework.Endpoint {
 	var best framework.Endpoint
 	bestMs, bestLoad := math.Inf(1), int64(math.MaxInt64)
-	ids := req.Prompt.TokenIDs
+	ids := p.o.prompt
 	hashes := p.o.chain(ids)
 	for _, s := range scored {
 		ep, ok := s.Endpoint.(*endpoint)
 		if !ok {
 			continue
 		}
-		ms := p.o.estimateTTFT(ep, ids, hashes)
+		ms := p.o.cost(ep, ids, hashes)
 		load, _ := ep.InFlight()
 		if ms < bestMs-1e-9 || (math.Abs(ms-bestMs) <= 1e-9 && load < bestLoad) {
 			best, bestMs, bestLoad = ep, ms, load

@@ -79,7 +79,7 @@ func TestDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 	ignore := cmpopts.IgnoreFields(report.Run{}, "WallSeconds")
-	if diff := cmp.Diff(a.Runs, b.Runs, ignore, cmpopts.IgnoreFields(report.Report{}, "Date")); diff != "" {
+	if diff := cmp.Diff(a.Runs, b.Runs, ignore); diff != "" {
 		t.Errorf("two runs of one scenario differ (-first +second):\n%s", diff)
 	}
 	if len(a.Runs) != len(BuiltinPolicies()) {
@@ -113,14 +113,23 @@ func TestPoliciesBehave(t *testing.T) {
 		t.Errorf("round-robin imbalance %v, want 1 (%v)", rr.LoadImbalance, rr.RequestsPerEndpoint)
 	}
 	// The oracle, which knows where each system prompt is cached, hits the
-	// cache more and has a lower median TTFT than random routing.
-	o, r := by[PolicyOracle], by[PolicyRandom]
-	if *o.PrefixCacheHitRate <= *r.PrefixCacheHitRate {
-		t.Errorf("oracle hit rate %.3f not above random's %.3f", *o.PrefixCacheHitRate, *r.PrefixCacheHitRate)
-	}
+	// cache at least as often as any policy, has a lower median TTFT than
+	// the load-only policies, and a p90 TTFT within 5% of the best.
+	o := by[PolicyOracle]
 	for name, run := range by {
-		if name != PolicyOracle && o.MedianTTFTMs > run.MedianTTFTMs {
-			t.Errorf("oracle median TTFT %.1f ms above %s's %.1f ms", o.MedianTTFTMs, name, run.MedianTTFTMs)
+		if name == PolicyOracle {
+			continue
+		}
+		if *o.PrefixCacheHitRate < *run.PrefixCacheHitRate-0.005 {
+			t.Errorf("oracle hit rate %.3f below %s's %.3f", *o.PrefixCacheHitRate, name, *run.PrefixCacheHitRate)
+		}
+		if o.P90TTFTMs > 1.05*run.P90TTFTMs {
+			t.Errorf("oracle p90 TTFT %.1f ms above %s's %.1f ms", o.P90TTFTMs, name, run.P90TTFTMs)
+		}
+	}
+	for _, name := range []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad} {
+		if o.MedianTTFTMs >= by[name].MedianTTFTMs {
+			t.Errorf("oracle median TTFT %.1f ms not below %s's %.1f ms", o.MedianTTFTMs, name, by[name].MedianTTFTMs)
 		}
 	}
 }
