@@ -3,6 +3,7 @@ package virtual
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -183,5 +184,21 @@ func BenchmarkVirtualSharedPrefix(b *testing.B) {
 		if _, err := Run(context.Background(), sc, quiet()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestShippedScenarios checks that the scenarios behind docs/benchmarks.md
+// parse and validate.
+func TestShippedScenarios(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("scenarios", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if _, err := Load(f); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
