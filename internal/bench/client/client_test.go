@@ -300,3 +300,22 @@ func FuzzReadStream(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkReadStream(b *testing.B) {
+	var sb strings.Builder
+	for i := range 256 {
+		fmt.Fprintf(&sb, "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok%d \"}}]}\n\n", i)
+	}
+	sb.WriteString("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":256}}\n\ndata: [DONE]\n\n")
+	body := sb.String()
+	c := &Client{}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var rec stats.Record
+		c.readStream(strings.NewReader(body), time.Now(), &rec)
+		if rec.OutputTokens != 256 {
+			b.Fatal(rec.Err)
+		}
+	}
+}

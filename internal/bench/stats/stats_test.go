@@ -195,3 +195,19 @@ func TestImbalance(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkSummarize(b *testing.B) {
+	recs := make([]Record, 10000)
+	for i := range recs {
+		itl := make([]time.Duration, 99)
+		for j := range itl {
+			itl[j] = time.Duration(5+j%7) * time.Millisecond
+		}
+		recs[i] = Record{Start: time.Duration(i) * time.Millisecond, TTFT: time.Duration(20+i%50) * time.Millisecond,
+			E2E: time.Second, ITL: itl, PromptTokens: 1000, OutputTokens: 100}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		Summarize(recs, time.Minute, SLO{TTFT: 50 * time.Millisecond})
+	}
+}

@@ -248,3 +248,16 @@ func TestLimitAndHead(t *testing.T) {
 func fmtSscanf(id string, g, u, turn *int) (int, error) {
 	return fmt.Sscanf(id[len("shared-prefix-"):], "g%d-u%d-t%d", g, u, turn)
 }
+
+func BenchmarkSharedPrefixRequest(b *testing.B) {
+	w, err := NewSharedPrefix(SharedPrefix{Groups: 150, UsersPerGroup: 5, SystemTokens: 6000, QuestionTokens: 1200, OutputTokens: 100, Turns: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		_ = w.Request(i % w.Len())
+		i++
+	}
+}
