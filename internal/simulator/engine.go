@@ -80,13 +80,19 @@ type Engine struct {
 	running []*seq
 	batch   []*seq
 	// busy is true while a step (or a kick) is scheduled on the clock.
-	busy   bool
-	timer  simclock.Timer
-	closed bool
-	out    []event
-	spare  []event
-	loras  map[string]bool
-	held   map[string]*HeldBlocks
+	busy bool
+	// inStep is true while the scheduled tick completes a planned step
+	// ending at stepEnd; deferred is set when planning left requests that
+	// arrived after the step's model time.
+	inStep   bool
+	stepEnd  time.Time
+	deferred bool
+	timer    simclock.Timer
+	closed   bool
+	out      []event
+	spare    []event
+	loras    map[string]bool
+	held     map[string]*HeldBlocks
 	// spike faults
 	spikeProb float64
 	spikeDur  time.Duration
@@ -363,6 +369,12 @@ func (e *Engine) tick() {
 		return
 	}
 	now := e.clock.Now()
+	if e.inStep && e.stepEnd.Before(now) {
+		// The model's time: the step ended when planned, even if the
+		// real clock's timer fired late. Late timers do not accumulate.
+		now = e.stepEnd
+	}
+	e.inStep = false
 	if len(e.batch) > 0 {
 		e.completeBatch(now)
 	}
@@ -374,6 +386,7 @@ func (e *Engine) tick() {
 		e.stats.steps++
 		e.stats.busyTime += d
 		end := now.Add(d)
+		e.inStep, e.stepEnd = true, end
 		out := e.takeEvents()
 		e.mu.Unlock()
 		deliver(out)
@@ -392,6 +405,11 @@ func (e *Engine) tick() {
 	}
 	e.busy = false
 	e.timer = nil
+	if e.deferred {
+		// Requests arrived after the model time of this step: start a
+		// fresh step for them now.
+		e.kickLocked()
+	}
 	out := e.takeEvents()
 	e.mu.Unlock()
 	deliver(out)
@@ -621,6 +639,7 @@ func (e *Engine) planBatch(now time.Time) (time.Duration, bool) {
 
 	// After a preemption vLLM admits nothing new this step; but an empty
 	// batch would leave the engine idle with work queued, so admit then.
+	e.deferred = false
 	if !preempted || len(e.batch) == 0 {
 		var skipped []*seq
 		for budget > 0 && len(e.running) < capa.MaxNumSeqs && e.waiting.len() > 0 {
@@ -628,6 +647,11 @@ func (e *Engine) planBatch(now time.Time) (time.Duration, bool) {
 			if s.state == stateDone {
 				e.waiting.popFront()
 				continue
+			}
+			if s.arrival.After(now) {
+				// Arrived during a late timer's delay (real clock only).
+				e.deferred = true
+				break
 			}
 			if s.req.LoRA != "" && !e.loraFits(s.req.LoRA) {
 				e.waiting.popFront()
