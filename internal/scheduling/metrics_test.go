@@ -25,6 +25,7 @@ func TestRegisterMetricsGolden(t *testing.T) {
 			{Type: "session-affinity", Params: json.RawMessage(`{"maxSessions":10}`)},
 			{Type: "prefix-cache", Name: "small", Params: json.RawMessage(`{"maxIndexBlocks":30}`)},
 		},
+		Picker: &config.PluginSpec{Type: "max-score", Params: json.RawMessage(`{"seed":1}`)}, // ties: a repeatable pick
 	}, h)
 	reg := prometheus.NewPedanticRegistry()
 	for _, p := range []*scheduling.Profile{def, sticky} {

@@ -285,7 +285,7 @@ func TestExplainGolden(t *testing.T) {
 		s := framework.NewCycleState()
 		p.PreRequest(t.Context(), s, x.req, x.ep)
 	}
-	eps[0].WithMetrics(framework.Metrics{WaitingRequests: 12, RunningRequests: 40, KVCacheUsage: 0.8})
+	eps[0].WithMetrics(framework.Metrics{WaitingRequests: 20, RunningRequests: 40, KVCacheUsage: 0.8})
 	eps[1].WithMetrics(framework.Metrics{WaitingRequests: 2, RunningRequests: 30, KVCacheUsage: 0.45}).WithInFlight(3, 0)
 	eps[2].WithMetrics(framework.Metrics{WaitingRequests: 0, RunningRequests: 10, KVCacheUsage: 0.2}).WithInFlight(1, 0)
 	res, err := p.Schedule(t.Context(), framework.NewCycleState(), full, plugintest.Endpoints(eps...), true)

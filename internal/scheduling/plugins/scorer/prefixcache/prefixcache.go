@@ -26,8 +26,8 @@ const (
 	DefaultMaxPromptBlocks = 2048
 	// DefaultQueueGap and DefaultKVUsageGap are the load-over-affinity
 	// thresholds; docs/scheduling.md gives the figures that chose them.
-	DefaultQueueGap   = 8
-	DefaultKVUsageGap = 0.3
+	DefaultQueueGap   = 16
+	DefaultKVUsageGap = 0.4
 )
 
 // bytesPerToken converts a KV capacity in tokens to byte chunks when the
@@ -57,9 +57,9 @@ type Params struct {
 // least-loaded candidate; 0 turns a check off.
 type LoadOverride struct {
 	// QueueGap is in requests (engine waiting plus router in-flight).
-	// Default 8.
+	// Default 16.
 	QueueGap int `json:"queueGap"`
-	// KVUsageGap is a fraction of the KV cache, in [0,1]. Default 0.3.
+	// KVUsageGap is a fraction of the KV cache, in [0,1]. Default 0.4.
 	KVUsageGap float64 `json:"kvUsageGap"`
 }
 

@@ -121,11 +121,11 @@ func TestLoadOverridesAffinity(t *testing.T) {
 		wantNotes int
 	}{
 		{"balanced: affinity stands", "", []load{{2, 3, 0.5}, {1, 2, 0.4}, {0, 0, 0.3}}, []float64{1, 0, 0}, 0},
-		{"queue gap at the threshold stands", "", []load{{4, 4, 0.2}, {0, 0, 0.2}, {1, 0, 0.2}}, []float64{1, 0, 0}, 0},
-		{"queue gap above the threshold", "", []load{{5, 4, 0.2}, {0, 0, 0.2}, {1, 0, 0.2}}, []float64{0, 0, 0}, 1},
-		{"in-flight counts toward the gap", "", []load{{0, 9, 0.2}, {0, 0, 0.2}, {0, 1, 0.2}}, []float64{0, 0, 0}, 1},
+		{"queue gap at the threshold stands", "", []load{{8, 8, 0.2}, {0, 0, 0.2}, {1, 0, 0.2}}, []float64{1, 0, 0}, 0},
+		{"queue gap above the threshold", "", []load{{9, 8, 0.2}, {0, 0, 0.2}, {1, 0, 0.2}}, []float64{0, 0, 0}, 1},
+		{"in-flight counts toward the gap", "", []load{{0, 17, 0.2}, {0, 0, 0.2}, {0, 1, 0.2}}, []float64{0, 0, 0}, 1},
 		{"KV gap above the threshold", "", []load{{0, 0, 0.95}, {0, 0, 0.6}, {0, 0, 0.5}}, []float64{0, 0, 0}, 1},
-		{"KV gap within the threshold", "", []load{{0, 0, 0.75}, {0, 0, 0.6}, {0, 0, 0.5}}, []float64{1, 0, 0}, 0},
+		{"KV gap within the threshold", "", []load{{0, 0, 0.85}, {0, 0, 0.6}, {0, 0, 0.5}}, []float64{1, 0, 0}, 0},
 		{"all equally hot: affinity stands", "", []load{{50, 50, 0.9}, {50, 50, 0.9}, {50, 50, 0.9}}, []float64{1, 0, 0}, 0},
 		{"custom queue gap", `{"loadOverride":{"queueGap":2}}`, []load{{3, 0, 0}, {0, 0, 0}, {0, 0, 0}}, []float64{0, 0, 0}, 1},
 		{"checks off", `{"loadOverride":{"queueGap":0,"kvUsageGap":0}}`, []load{{100, 0, 1}, {0, 0, 0}, {0, 0, 0}}, []float64{1, 0, 0}, 0},
