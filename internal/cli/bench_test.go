@@ -103,3 +103,47 @@ func TestBenchFlagErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestBenchSimulate(t *testing.T) {
+	dir := t.TempDir()
+	scenario := filepath.Join(dir, "s.yaml")
+	if err := os.WriteFile(scenario, []byte(`
+fleet: {engines: 2}
+workload: {kind: shared-prefix, groups: 3, usersPerGroup: 2, systemTokens: 100, questionTokens: 20, outputTokens: 4}
+arrival: {rates: [5, 10]}
+policies: [round-robin, default, oracle]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "sim.json")
+	root := NewRootCommand()
+	root.SetArgs([]string{"bench", "--simulate", scenario, "--policies", "default,oracle", "--out", out, "--plots", filepath.Join(dir, "plots"), "--quiet"})
+	var stdout bytes.Buffer
+	root.SetOut(&stdout)
+	root.SetErr(&stdout)
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := report.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != "virtual" || len(rep.Runs) != 4 || rep.Runs[0].Policy != "default" || rep.Runs[1].Policy != "oracle" {
+		t.Errorf("report: mode %q, %d runs", rep.Mode, len(rep.Runs))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "plots", "ttft.png")); err != nil {
+		t.Error(err)
+	}
+	root = NewRootCommand()
+	root.SetArgs([]string{"bench", "--simulate", scenario, "--policies", "psychic", "--quiet"})
+	root.SetOut(&stdout)
+	root.SetErr(&stdout)
+	if err := root.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), `policies[0]: unknown policy "psychic"`) {
+		t.Errorf("unknown policy: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package virtual
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -200,5 +201,50 @@ func TestShippedScenarios(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+func TestMooncakeCompletions(t *testing.T) {
+	dir := t.TempDir()
+	tr := filepath.Join(dir, "trace.jsonl")
+	lines := `{"timestamp": 0, "input_length": 700, "output_length": 5, "hash_ids": [0, 1]}
+{"timestamp": 100, "input_length": 600, "output_length": 0, "hash_ids": [0, 2]}
+{"timestamp": 300, "input_length": 1100, "output_length": 7, "hash_ids": [0, 1, 3]}
+{"timestamp": 400, "input_length": 200000, "output_length": 7, "hash_ids": [` + strings.Repeat("9, ", 390) + `9]}
+`
+	if err := os.WriteFile(tr, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc := mustParse(t, `
+fleet: {engines: 1}
+api: completions
+workload: {kind: mooncake, trace: `+tr+`}
+arrival: {trace: true, timeScale: 2}
+policies: [oracle]
+`)
+	rep, err := Run(context.Background(), sc, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Runs[0]
+	// The fourth request is longer than the engine's context: it fails with
+	// the engine's reason and the others complete.
+	if r.Completed != 3 || r.Failed != 1 || r.TotalInputTokens != 700+600+1100 || r.TotalOutputTokens != 5+1+7 {
+		t.Fatalf("completed %d failed %d tokens %d/%d", r.Completed, r.Failed, r.TotalInputTokens, r.TotalOutputTokens)
+	}
+	for msg := range r.Errors {
+		if !strings.Contains(msg, "context length") {
+			t.Errorf("error %q does not give the engine's reason", msg)
+		}
+	}
+	// Request 2 shares hash id 0 (512 tokens) with request 1. Request 3
+	// shares hash ids 0 and 1 with it, but request 1's prompt held only 188
+	// tokens of block 1: 700 tokens in common, 688 of them in whole
+	// 16-token blocks.
+	if r.TotalCachedTokens != 512+688 {
+		t.Errorf("cached tokens %d, want %d", r.TotalCachedTokens, 512+688)
+	}
+	if r.Arrival != "trace ×2" {
+		t.Errorf("arrival %q", r.Arrival)
 	}
 }
