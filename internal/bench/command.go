@@ -22,14 +22,17 @@ import (
 
 // Command holds the options of `halyard bench` as the CLI parsed them.
 type Command struct {
-	// Target is the OpenAI-compatible base URL (live mode).
-	Target string
-	Model  string
+	// Targets are the OpenAI-compatible base URLs to compare (live mode);
+	// each runs every arrival step in turn, with the same requests.
+	Targets []string
+	Model   string
 	// API is "chat" or "completions".
 	API       string
 	APIKey    string
 	IgnoreEOS bool
-	Label     string
+	// Labels name the targets in the report and plots, by position
+	// (default the URL).
+	Labels []string
 
 	Workload workload.Spec
 
@@ -137,8 +140,11 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 	if c.Simulate != "" {
 		return c.simulate(ctx, stdout, log)
 	}
-	if c.Target == "" {
+	if len(c.Targets) == 0 {
 		return nil, errors.New("target: required (or --simulate FILE)")
+	}
+	if len(c.Labels) > len(c.Targets) {
+		return nil, fmt.Errorf("label: %d labels for %d targets", len(c.Labels), len(c.Targets))
 	}
 	if c.Model == "" {
 		return nil, errors.New("model: required")
@@ -168,22 +174,30 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 		return nil, err
 	}
 	hc := &http.Client{Timeout: c.RequestTimeout}
-	cl := &client.Client{BaseURL: c.Target, Model: c.Model, API: api, APIKey: c.APIKey, IgnoreEOS: c.IgnoreEOS, HTTP: hc}
-	runs, err := Run(ctx, Options{
-		Client:        cl,
-		Label:         c.Label,
-		NewWorkload:   b.Build,
-		Arrivals:      specs,
-		MaxRequests:   c.MaxRequests,
-		Duration:      c.Duration,
-		SLO:           slo,
-		EngineMetrics: c.EngineMetrics,
-		MetricsHTTP:   &http.Client{Timeout: 10 * time.Second},
-		Progress:      c.Progress,
-		Log:           log,
-	})
-	if err != nil {
-		return nil, err
+	var runs []report.Run
+	for i, target := range c.Targets {
+		label := target
+		if i < len(c.Labels) && c.Labels[i] != "" {
+			label = c.Labels[i]
+		}
+		cl := &client.Client{BaseURL: target, Model: c.Model, API: api, APIKey: c.APIKey, IgnoreEOS: c.IgnoreEOS, HTTP: hc}
+		tr, err := Run(ctx, Options{
+			Client:        cl,
+			Label:         label,
+			NewWorkload:   b.Build,
+			Arrivals:      specs,
+			MaxRequests:   c.MaxRequests,
+			Duration:      c.Duration,
+			SLO:           slo,
+			EngineMetrics: c.EngineMetrics,
+			MetricsHTTP:   &http.Client{Timeout: 10 * time.Second},
+			Progress:      c.Progress,
+			Log:           log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", label, err)
+		}
+		runs = append(runs, tr...)
 	}
 	n := first.Len()
 	if c.MaxRequests > 0 && c.MaxRequests < n {

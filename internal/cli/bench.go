@@ -49,12 +49,12 @@ table, a JSON file (--out) and PNG plots (--plots). See docs/bench.md.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&c.Target, "target", "", "base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080")
+	f.StringSliceVar(&c.Targets, "target", nil, "base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080; several (comma-separated or repeated) are run one after the other and compared")
 	f.StringVar(&c.Model, "model", "", "model name to send")
 	f.StringVar(&c.API, "api", "chat", "endpoint to drive: chat (/v1/chat/completions) or completions (/v1/completions)")
 	f.StringVar(&c.APIKey, "api-key", "", "bearer token (default $OPENAI_API_KEY)")
 	f.BoolVar(&c.IgnoreEOS, "ignore-eos", true, "send ignore_eos so engines generate exactly the requested output length")
-	f.StringVar(&c.Label, "label", "", "name of this target in the report and plots (default the target URL)")
+	f.StringSliceVar(&c.Labels, "label", nil, "names of the targets in the report and plots, in --target order (default the URLs)")
 
 	f.StringVar(&c.Workload.Kind, "workload", "shared-prefix", "workload: shared-prefix, multi-turn, mooncake or azure")
 	f.IntVar(&c.Workload.Groups, "groups", 0, "shared-prefix: groups sharing a system prompt (default 16)")

@@ -33,12 +33,13 @@ func buildHalyard(t *testing.T) string {
 func TestBenchBinary(t *testing.T) {
 	bin := buildHalyard(t)
 	eng := (&benchtest.Engine{Name: "e0", TokenDelay: time.Millisecond}).Start(t)
+	other := (&benchtest.Engine{Name: "e1", TokenDelay: time.Millisecond}).Start(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "bench.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "bench",
-		"--target", eng.URL(), "--model", "m", "--workload", "shared-prefix",
+		"--target", eng.URL()+","+other.URL(), "--label", "first,second", "--model", "m", "--workload", "shared-prefix",
 		"--groups", "2", "--users-per-group", "3", "--system-tokens", "64", "--question-tokens", "16", "--output-tokens", "5",
 		"--rates", "50,100", "--slo", "ttft=1m", "--engine-metrics", eng.URL()+"/metrics",
 		"--out", out, "--plots", filepath.Join(dir, "plots"), "--seed", "7")
@@ -59,12 +60,21 @@ func TestBenchBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Runs) != 2 || rep.Workload.Requests != 6 || rep.Seed != 7 || rep.Mode != "live" {
+	if len(rep.Runs) != 4 || rep.Workload.Requests != 6 || rep.Seed != 7 || rep.Mode != "live" {
 		t.Fatalf("report: %d runs, %d requests, seed %d, mode %q", len(rep.Runs), rep.Workload.Requests, rep.Seed, rep.Mode)
 	}
-	for _, r := range rep.Runs {
-		if r.Completed != 6 || r.PrefixCacheHitRate == nil || *r.PrefixCacheHitRate <= 0 {
-			t.Errorf("run %s: completed %d, hit rate %v", r.Arrival, r.Completed, r.PrefixCacheHitRate)
+	for i, r := range rep.Runs {
+		wantLabel, wantTarget := "first", eng.URL()
+		if i >= 2 {
+			wantLabel, wantTarget = "second", other.URL()
+		}
+		if r.Label != wantLabel || r.Target != wantTarget || r.Completed != 6 {
+			t.Errorf("run %d: label %q target %q completed %d", i, r.Label, r.Target, r.Completed)
+		}
+		// --engine-metrics names the first engine only: its counters move
+		// while the first target runs.
+		if i < 2 && (r.PrefixCacheHitRate == nil || *r.PrefixCacheHitRate <= 0) {
+			t.Errorf("run %d: hit rate %v", i, r.PrefixCacheHitRate)
 		}
 	}
 	for _, p := range []string{"ttft.png", "tpot.png", "e2el.png", "goodput.png"} {
