@@ -84,15 +84,18 @@ type Engine struct {
 	// inStep is true while the scheduled tick completes a planned step
 	// ending at stepEnd; deferred is set when planning left requests that
 	// arrived after the step's model time.
-	inStep   bool
-	stepEnd  time.Time
-	deferred bool
-	timer    simclock.Timer
-	closed   bool
-	out      []event
-	spare    []event
-	loras    map[string]bool
-	held     map[string]*HeldBlocks
+	inStep  bool
+	stepEnd time.Time
+	kickAt  time.Time
+	// deferredAt is the arrival of the first deferred request.
+	deferredAt time.Time
+	deferred   bool
+	timer      simclock.Timer
+	closed     bool
+	out        []event
+	spare      []event
+	loras      map[string]bool
+	held       map[string]*HeldBlocks
 	// spike faults
 	spikeProb float64
 	spikeDur  time.Duration
@@ -184,7 +187,7 @@ func (e *Engine) Submit(r Request) error {
 	s.arrival = e.clock.Now()
 	e.live[r.ID] = s
 	e.waiting.pushBack(s)
-	e.kickLocked()
+	e.kickAtLocked(s.arrival)
 	return nil
 }
 
@@ -289,19 +292,24 @@ func (e *Engine) ResetPrefixCache() {
 // holds in its prefix cache right now (in whole blocks), for adapter lora.
 // It is exact knowledge, for oracle policies in virtual-time studies.
 func (e *Engine) CachedPrefixTokens(prompt []uint32, lora string) int {
-	bs := e.cfg.Capacity.BlockSize
-	parent := kvcache.RootHash(lora)
+	hashes := e.BlockHashes(prompt, lora, nil)
+	return e.CachedBlocks(hashes) * e.cfg.Capacity.BlockSize
+}
+
+// BlockHashes appends to dst the chain hashes of prompt's full blocks at this
+// engine's block size, as the engine keys its prefix cache. Engines with the
+// same block size give the same hashes, so a caller can hash a prompt once
+// and ask many engines with CachedBlocks.
+func (e *Engine) BlockHashes(prompt []uint32, lora string, dst []kvcache.BlockHash) []kvcache.BlockHash {
+	return kvcache.AppendChain(dst, kvcache.RootHash(lora), prompt, e.cfg.Capacity.BlockSize)
+}
+
+// CachedBlocks returns how many leading hashes (from BlockHashes) are in the
+// engine's prefix cache right now.
+func (e *Engine) CachedBlocks(hashes []kvcache.BlockHash) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	n := 0
-	for i := 0; i+bs <= len(prompt); i += bs {
-		parent = kvcache.HashBlock(parent, prompt[i:i+bs])
-		if _, ok := e.pool.Lookup(parent); !ok {
-			break
-		}
-		n += bs
-	}
-	return n
+	return e.pool.MatchPrefix(hashes)
 }
 
 // SetStepSpike injects latency spikes: each step, with probability prob,
@@ -351,11 +359,15 @@ func (e *Engine) liveSorted() []*seq {
 }
 
 // kickLocked makes sure a step is scheduled.
-func (e *Engine) kickLocked() {
+func (e *Engine) kickLocked() { e.kickAtLocked(e.clock.Now()) }
+
+// kickAtLocked schedules a step that starts, in model time, at at.
+func (e *Engine) kickAtLocked(at time.Time) {
 	if e.busy || e.closed {
 		return
 	}
 	e.busy = true
+	e.kickAt = at
 	e.timer = e.clock.AfterFunc(0, e.tick)
 }
 
@@ -368,11 +380,16 @@ func (e *Engine) tick() {
 		e.mu.Unlock()
 		return
 	}
-	now := e.clock.Now()
-	if e.inStep && e.stepEnd.Before(now) {
-		// The model's time: the step ended when planned, even if the
-		// real clock's timer fired late. Late timers do not accumulate.
+	// The model's time: a step ends when planned and a kicked step starts
+	// when it was kicked, even if the real clock's timer fires late. So
+	// late timers do not accumulate, and given the same arrival times the
+	// real clock gives the same latencies as a virtual one.
+	now := e.kickAt
+	if e.inStep {
 		now = e.stepEnd
+	}
+	if real := e.clock.Now(); real.Before(now) {
+		now = real
 	}
 	e.inStep = false
 	if len(e.batch) > 0 {
@@ -406,9 +423,9 @@ func (e *Engine) tick() {
 	e.busy = false
 	e.timer = nil
 	if e.deferred {
-		// Requests arrived after the model time of this step: start a
-		// fresh step for them now.
-		e.kickLocked()
+		// A request arrived after the model time of this step, while this
+		// tick was pending: start a fresh step at its arrival.
+		e.kickAtLocked(e.deferredAt)
 	}
 	out := e.takeEvents()
 	e.mu.Unlock()
@@ -650,7 +667,7 @@ func (e *Engine) planBatch(now time.Time) (time.Duration, bool) {
 			}
 			if s.arrival.After(now) {
 				// Arrived during a late timer's delay (real clock only).
-				e.deferred = true
+				e.deferred, e.deferredAt = true, s.arrival
 				break
 			}
 			if s.req.LoRA != "" && !e.loraFits(s.req.LoRA) {

@@ -87,7 +87,7 @@ func New(numBlocks, blockSize int, hooks Hooks) (*Pool, error) {
 		blocks:    make([]blockMeta, numBlocks),
 		head:      none,
 		tail:      none,
-		cached:    make(map[BlockHash]BlockID),
+		cached:    make(map[BlockHash]BlockID, numBlocks),
 		hooks:     hooks,
 	}
 	for i := range p.blocks {

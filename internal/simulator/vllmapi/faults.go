@@ -1,6 +1,8 @@
 package vllmapi
 
 import (
+	"github.com/halyard-dev/halyard/internal/simulator/vllmapi/wire"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -113,18 +115,18 @@ func (s *Server) handleFaults(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		writeError(w, badRequest("", "read body: %v", err))
+		writeError(w, wire.BadRequest("", "read body: %v", err))
 		return
 	}
 	var f Faults
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		writeError(w, badRequest("", "invalid faults: %v", err))
+		writeError(w, wire.BadRequest("", "invalid faults: %v", err))
 		return
 	}
 	if err := f.Validate(); err != nil {
-		writeError(w, badRequest("", "invalid faults: %v", err))
+		writeError(w, wire.BadRequest("", "invalid faults: %v", err))
 		return
 	}
 	s.applyFaults(f)

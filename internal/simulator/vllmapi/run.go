@@ -48,6 +48,8 @@ type Spec struct {
 	Faults Faults
 	// DefaultMaxTokens and DefaultChatMaxTokens: see Options.
 	DefaultMaxTokens, DefaultChatMaxTokens int
+	// OnResult is Options.OnResult (a hook for code, not a flag).
+	OnResult func(simulator.Result)
 }
 
 // Build makes the engine and the server of the spec on clock.
@@ -103,7 +105,7 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 	return New(eng, Options{
 		ReadyDelay: sp.ReadyDelay, Faults: sp.Faults, FaultSeed: sp.Seed,
 		DefaultMaxTokens: sp.DefaultMaxTokens, DefaultChatMaxTokens: sp.DefaultChatMaxTokens,
-		LoRAPaths: paths, Logger: log,
+		LoRAPaths: paths, Logger: log, OnResult: sp.OnResult,
 	})
 }
 
@@ -169,9 +171,17 @@ func Serve(ctx context.Context, ln net.Listener, srv *Server, log *slog.Logger) 
 		case <-stop:
 		case err = <-served:
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if serr := inst.httpServer.Shutdown(sctx); serr != nil && err == nil {
+		// Graceful: stop accepting, let in-flight generations finish (up
+		// to five seconds), then close every connection. (Shutdown alone
+		// would wait five seconds for connections that never sent a
+		// request.)
+		shut := make(chan error, 1)
+		go func() { shut <- inst.httpServer.Shutdown(context.Background()) }()
+		srv.waitIdle(5 * time.Second)
+		if cerr := inst.httpServer.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		if serr := <-shut; serr != nil && err == nil {
 			err = serr
 		}
 		srv.Engine().Close()

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/halyard-dev/halyard/internal/simulator"
+	"github.com/halyard-dev/halyard/internal/simulator/vllmapi/wire"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
@@ -57,6 +58,10 @@ type Options struct {
 	// LoRAPaths are the paths of adapters loaded at start, reported by
 	// /v1/models as their root.
 	LoRAPaths map[string]string
+	// OnResult, when set, is called with the engine's result of every
+	// finished generation request (not aborted ones), on the handler's
+	// goroutine, before the response ends. Times are on the engine clock.
+	OnResult func(simulator.Result)
 	// Logger receives request logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -71,6 +76,8 @@ type Server struct {
 	faults  faultState
 	readyAt time.Time
 	seq     atomic.Uint64
+	// inflight counts generation requests being answered.
+	inflight sync.WaitGroup
 
 	mu        sync.Mutex
 	loraPaths map[string]string
@@ -134,7 +141,7 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /admin/faults", s.handleFaults)
 	s.mux.HandleFunc("POST /admin/faults", s.handleFaults)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, notFound("", "no route for %s %s", r.Method, r.URL.Path))
+		writeError(w, wire.NotFound("", "no route for %s %s", r.Method, r.URL.Path))
 	})
 	return s, nil
 }
@@ -157,6 +164,21 @@ func (s *Server) SetFaults(f Faults) error {
 	return nil
 }
 
+// waitIdle waits until no generation request is in flight, or d passes.
+func (s *Server) waitIdle(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.inflight.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
 func (s *Server) ready() bool {
 	return !s.faults.get().Unhealthy && !s.engine.Clock().Now().Before(s.readyAt)
 }
@@ -169,35 +191,36 @@ func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *wire.Error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, &apiError{status: http.StatusRequestEntityTooLarge, typ: "RequestEntityTooLarge",
-				message: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+			return nil, wire.TooLarge(mbe.Limit)
 		}
-		return nil, badRequest("", "read body: %v", err)
+		return nil, wire.BadRequest("", "read body: %v", err)
 	}
 	return body, nil
 }
 
 // resolveModel maps a request's model name to an adapter ("" for the base
 // model), or a 404 as vLLM gives.
-func (s *Server) resolveModel(name string) (string, *apiError) {
+func (s *Server) resolveModel(name string) (string, *wire.Error) {
 	if name == s.engine.Config().Model {
 		return "", nil
 	}
 	if s.engine.HasAdapter(name) {
 		return name, nil
 	}
-	return "", notFound("model", "The model `%s` does not exist.", name)
+	return "", wire.NotFound("model", "The model `%s` does not exist.", name)
 }
 
 func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
 		if !s.ready() {
-			writeError(w, unavailable("the engine is not ready"))
+			writeError(w, wire.Unavailable("the engine is not ready"))
 			return
 		}
 		body, aerr := s.readBody(w, r)
@@ -206,22 +229,22 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 			return
 		}
 		capa := s.engine.Config().Capacity
-		p, aerr := parseGeneration(body, chat, s.opts.Tokenizer, parseLimits{
-			maxModelLen: capa.MaxModelLen, vocabSize: s.opts.VocabSize,
-			defaultMaxTokens: s.opts.DefaultMaxTokens, defaultChatMax: s.opts.DefaultChatMaxTokens,
+		p, aerr := wire.ParseGeneration(body, chat, s.opts.Tokenizer, wire.Limits{
+			MaxModelLen: capa.MaxModelLen, VocabSize: s.opts.VocabSize,
+			DefaultMaxTokens: s.opts.DefaultMaxTokens, DefaultChatMaxTokens: s.opts.DefaultChatMaxTokens,
 		})
 		if aerr != nil {
 			writeError(w, aerr)
 			return
 		}
-		lora, aerr := s.resolveModel(p.model)
+		lora, aerr := s.resolveModel(p.Model)
 		if aerr != nil {
 			writeError(w, aerr)
 			return
 		}
 		fail, crashAfter := s.faults.draw()
 		if fail {
-			writeError(w, internalError("injected fault: internal server error"))
+			writeError(w, wire.Internal("injected fault: internal server error"))
 			return
 		}
 		prefix := "cmpl-"
@@ -231,16 +254,16 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 		id := prefix + strconv.FormatUint(s.seq.Add(1), 10)
 		sink := newRequestSink()
 		err := s.engine.Submit(simulator.Request{
-			ID: id, Prompt: p.prompt, MaxTokens: p.maxTokens, MinTokens: p.minTokens,
-			IgnoreEOS: p.ignoreEOS, Seed: p.seed, LoRA: lora, Sink: sink,
+			ID: id, Prompt: p.Prompt, MaxTokens: p.MaxTokens, MinTokens: p.MinTokens,
+			IgnoreEOS: p.IgnoreEOS, Seed: p.Seed, LoRA: lora, Sink: sink,
 		})
 		if err != nil {
-			writeError(w, submitError(err, p.model))
+			writeError(w, submitError(err, p.Model))
 			return
 		}
 		g := &generation{s: s, w: w, r: r, p: p, id: id, sink: sink, crashAfter: crashAfter,
 			created: s.engine.Clock().Now().Unix()}
-		if p.stream {
+		if p.Stream {
 			g.stream()
 		} else {
 			g.respond()
@@ -248,18 +271,18 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 	}
 }
 
-func submitError(err error, model string) *apiError {
+func submitError(err error, model string) *wire.Error {
 	switch {
 	case errors.Is(err, simulator.ErrContextLength):
-		return badRequest("", "%v", err)
+		return wire.BadRequest("", "%v", err)
 	case errors.Is(err, simulator.ErrUnknownAdapter):
-		return notFound("model", "The model `%s` does not exist.", model)
+		return wire.NotFound("model", "The model `%s` does not exist.", model)
 	case errors.Is(err, simulator.ErrInvalidRequest):
-		return badRequest("", "%v", err)
+		return wire.BadRequest("", "%v", err)
 	case errors.Is(err, simulator.ErrClosed):
-		return unavailable("the engine is shutting down")
+		return wire.Unavailable("the engine is shutting down")
 	default:
-		return internalError("%v", err)
+		return wire.Internal("%v", err)
 	}
 }
 
@@ -291,7 +314,7 @@ func (s *Server) decodeStrict(w http.ResponseWriter, r *http.Request, v any) boo
 		return false
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		writeError(w, badRequest("", "invalid JSON body: %v", err))
+		writeError(w, wire.BadRequest("", "invalid JSON body: %v", err))
 		return false
 	}
 	return true
@@ -303,15 +326,15 @@ func (s *Server) handleLoadLoRA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.LoRAName == "" || req.LoRAPath == "" {
-		writeError(w, badRequest("", "Both 'lora_name' and 'lora_path' must be provided."))
+		writeError(w, wire.BadRequest("", "Both 'lora_name' and 'lora_path' must be provided."))
 		return
 	}
 	if err := s.engine.LoadAdapter(req.LoRAName); err != nil {
 		if errors.Is(err, simulator.ErrAdapterLoaded) {
-			writeError(w, badRequest("", "The lora adapter '%s' has already been loaded.", req.LoRAName))
+			writeError(w, wire.BadRequest("", "The lora adapter '%s' has already been loaded.", req.LoRAName))
 			return
 		}
-		writeError(w, badRequest("", "%v", err))
+		writeError(w, wire.BadRequest("", "%v", err))
 		return
 	}
 	s.mu.Lock()
@@ -328,11 +351,11 @@ func (s *Server) handleUnloadLoRA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.LoRAName == "" {
-		writeError(w, badRequest("", "'lora_name' needs to be provided to unload a LoRA adapter."))
+		writeError(w, wire.BadRequest("", "'lora_name' needs to be provided to unload a LoRA adapter."))
 		return
 	}
 	if err := s.engine.UnloadAdapter(req.LoRAName); err != nil {
-		writeError(w, notFound("", "The lora adapter '%s' cannot be found.", req.LoRAName))
+		writeError(w, wire.NotFound("", "The lora adapter '%s' cannot be found.", req.LoRAName))
 		return
 	}
 	s.mu.Lock()
@@ -359,13 +382,13 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 	case req.Prompt != nil && req.Messages == nil:
 		ids = s.opts.Tokenizer.Encode(*req.Prompt)
 	case req.Messages != nil && req.Prompt == nil:
-		var aerr *apiError
-		if ids, aerr = renderChat(req.Messages, s.opts.Tokenizer); aerr != nil {
+		var aerr *wire.Error
+		if ids, aerr = wire.RenderMessages(req.Messages, s.opts.Tokenizer); aerr != nil {
 			writeError(w, aerr)
 			return
 		}
 	default:
-		writeError(w, badRequest("prompt", "give exactly one of 'prompt' and 'messages'"))
+		writeError(w, wire.BadRequest("prompt", "give exactly one of 'prompt' and 'messages'"))
 		return
 	}
 	if ids == nil {
@@ -382,7 +405,7 @@ func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request) {
 	ids := make([]uint32, len(req.Tokens))
 	for i, t := range req.Tokens {
 		if t < 0 || t >= int64(s.opts.VocabSize) {
-			writeError(w, badRequest("tokens", "Token id %d is out of vocabulary", t))
+			writeError(w, wire.BadRequest("tokens", "Token id %d is out of vocabulary", t))
 			return
 		}
 		ids[i] = uint32(t)
@@ -400,7 +423,7 @@ type generation struct {
 	s          *Server
 	w          http.ResponseWriter
 	r          *http.Request
-	p          *parsed
+	p          *wire.Generation
 	id         string
 	sink       *requestSink
 	crashAfter int
@@ -431,7 +454,7 @@ func (g *generation) crash() {
 }
 
 func (g *generation) usage(res *simulator.Result, completion int) *usage {
-	prompt := len(g.p.prompt)
+	prompt := len(g.p.Prompt)
 	cached := 0
 	if res != nil {
 		cached = res.CachedTokens
@@ -442,6 +465,9 @@ func (g *generation) usage(res *simulator.Result, completion int) *usage {
 
 func (g *generation) finish(res *simulator.Result) {
 	g.s.metrics.observe(*res, g.times)
+	if g.s.opts.OnResult != nil {
+		g.s.opts.OnResult(*res)
+	}
 	g.s.log.Debug("request finished", "request_id", g.id, "reason", string(res.Reason),
 		"prompt_tokens", res.PromptTokens, "cached_tokens", res.CachedTokens, "output_tokens", res.OutputTokens)
 }
@@ -463,19 +489,19 @@ func (g *generation) respond() {
 		}
 	}
 	if res.Reason == simulator.FinishAbort {
-		writeError(g.w, unavailable("request aborted"))
+		writeError(g.w, wire.Unavailable("request aborted"))
 		return
 	}
 	g.finish(res)
 	reason := string(res.Reason)
 	u := g.usage(res, res.OutputTokens)
-	if g.p.chat {
-		writeJSON(g.w, http.StatusOK, chatResponse{ID: g.id, Object: "chat.completion", Created: g.created, Model: g.p.model,
+	if g.p.Chat {
+		writeJSON(g.w, http.StatusOK, chatResponse{ID: g.id, Object: "chat.completion", Created: g.created, Model: g.p.Model,
 			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: text.String(), ToolCalls: []any{}}, FinishReason: &reason}},
 			Usage:   u})
 		return
 	}
-	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.model,
+	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model,
 		Choices: []completionChoice{{Text: text.String(), FinishReason: &reason}},
 		Usage:   u})
 }
@@ -513,6 +539,19 @@ func (g *generation) stream() {
 		if res != nil && res.Reason == simulator.FinishAbort {
 			return
 		}
+		if res == nil && len(g.tokens) > 0 && g.tokens[len(g.tokens)-1].index == g.p.MaxTokens-1 {
+			// The last token: its end follows at once. Wait for it so that
+			// finish_reason rides on the last token's chunk, as in vLLM.
+			for res == nil {
+				if !g.wait() {
+					return
+				}
+				g.tokens, res = g.sink.take(g.tokens)
+			}
+			if res.Reason == simulator.FinishAbort {
+				return
+			}
+		}
 		for i, t := range g.tokens {
 			g.times = append(g.times, t.at)
 			var reason *string
@@ -520,20 +559,20 @@ func (g *generation) stream() {
 				r := string(res.Reason)
 				reason = &r
 			}
-			if g.p.chat && !sentRole {
+			if g.p.Chat && !sentRole {
 				sentRole = true
 				empty := ""
 				enc.event(g.chatChunk(chatDelta{Role: "assistant", Content: &empty}, nil, nil))
 			}
 			var u *usage
-			if g.p.continuousUsage {
+			if g.p.ContinuousUsage {
 				u = g.usage(res, len(g.times))
 			}
 			text := tokenText(t)
-			if g.p.chat {
+			if g.p.Chat {
 				enc.event(g.chatChunk(chatDelta{Content: &text}, reason, u))
 			} else {
-				enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.model,
+				enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model,
 					Choices: []completionChoice{{Text: text, FinishReason: reason}}, Usage: u})
 			}
 			if g.crashAfter > 0 && len(g.times) >= g.crashAfter {
@@ -545,10 +584,10 @@ func (g *generation) stream() {
 			// The end came after the last token was already sent.
 			r := string(res.Reason)
 			empty := ""
-			if g.p.chat {
+			if g.p.Chat {
 				enc.event(g.chatChunk(chatDelta{Content: &empty}, &r, nil))
 			} else {
-				enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.model,
+				enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model,
 					Choices: []completionChoice{{Text: "", FinishReason: &r}}})
 			}
 		}
@@ -559,12 +598,12 @@ func (g *generation) stream() {
 		_ = rc.Flush()
 	}
 	g.finish(res)
-	if g.p.includeUsage {
+	if g.p.IncludeUsage {
 		u := g.usage(res, res.OutputTokens)
-		if g.p.chat {
-			enc.event(chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: g.created, Model: g.p.model, Choices: []chatChunkChoice{}, Usage: u})
+		if g.p.Chat {
+			enc.event(chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model, Choices: []chatChunkChoice{}, Usage: u})
 		} else {
-			enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.model, Choices: []completionChoice{}, Usage: u})
+			enc.event(completionChunk{ID: g.id, Object: "text_completion", Created: g.created, Model: g.p.Model, Choices: []completionChoice{}, Usage: u})
 		}
 	}
 	enc.done()
@@ -572,7 +611,7 @@ func (g *generation) stream() {
 }
 
 func (g *generation) chatChunk(d chatDelta, reason *string, u *usage) chatChunk {
-	return chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: g.created, Model: g.p.model,
+	return chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model,
 		Choices: []chatChunkChoice{{Delta: d, FinishReason: reason}}, Usage: u}
 }
 
@@ -606,3 +645,19 @@ func (e *sseWriter) done() {
 }
 
 var _ http.Handler = (*Server)(nil)
+
+func writeError(w http.ResponseWriter, e *wire.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(e.Body())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// RenderChat returns the text that a chat conversation becomes before
+// tokenisation (see wire.RenderChat).
+func RenderChat(roles, contents []string) string { return wire.RenderChat(roles, contents) }

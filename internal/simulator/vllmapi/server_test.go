@@ -149,7 +149,7 @@ func TestStreamingWithUsage(t *testing.T) {
 
 // A repeated 4,000-token prompt hits the prefix cache: cached_tokens and the
 // engine counters say so, and the time to first token drops (the h100
-// profile predicts ~78ms cold and ~6ms warm; we ask for at least 2x).
+// profile predicts ~78ms cold and ~6ms warm).
 func TestRepeatedPromptPrefixHit(t *testing.T) {
 	inst := startSim(t, Spec{Profile: "h100-llama3-8b"})
 	c := client(inst)
@@ -178,8 +178,13 @@ func TestRepeatedPromptPrefixHit(t *testing.T) {
 		}
 		return first, usage
 	}
+	serverTTFT := func() float64 {
+		return scrape(t, inst).metric(t, "vllm:time_to_first_token_seconds").GetHistogram().GetSampleSum()
+	}
 	cold, u1 := ttft()
+	coldServer := serverTTFT()
 	warm, u2 := ttft()
+	warmServer := serverTTFT() - coldServer
 	if u1.PromptTokens != 4000 {
 		t.Fatalf("prompt tokens = %d, want 4000", u1.PromptTokens)
 	}
@@ -198,10 +203,14 @@ func TestRepeatedPromptPrefixHit(t *testing.T) {
 	if got := m.value(t, "vllm:prefix_cache_hits_total"); got != 3984 {
 		t.Errorf("vllm:prefix_cache_hits_total = %v, want 3984", got)
 	}
-	if warm*2 > cold {
-		t.Errorf("TTFT warm %v is not under half of cold %v", warm, cold)
+	// The engine's own TTFT (from /metrics): the model predicts 78ms cold
+	// and 6ms warm; ask for 5x. The client's view carries scheduling noise
+	// on a loaded machine, so it is logged, not asserted.
+	if warmServer*5 > coldServer {
+		t.Errorf("server TTFT warm %.1fms is not under a fifth of cold %.1fms", 1e3*warmServer, 1e3*coldServer)
 	}
-	t.Logf("TTFT cold %v, warm %v (%.1fx)", cold, warm, float64(cold)/float64(warm))
+	t.Logf("server TTFT cold %.1fms, warm %.1fms (%.1fx); client-side %v and %v",
+		1e3*coldServer, 1e3*warmServer, coldServer/warmServer, cold, warm)
 }
 
 // streamITL returns the mean gap between streamed tokens of one request.
@@ -237,30 +246,49 @@ func streamITL(t *testing.T, c openai.Client, prompt string, tokens int) time.Du
 
 // 32 concurrent requests make each token slower than one request alone. The
 // test profile charges 2ms per step plus 1ms per decoding sequence: alone
-// ~3ms per token, with 32 ~34ms. We ask for at least 3x.
+// ~3ms per token, with 32 ~34ms. The server's inter-token latency histogram
+// (vllm:inter_token_latency_seconds, read over /metrics) gives the mean
+// per phase; we ask for at least 3x. Client-side gaps are logged only: on a
+// loaded machine they carry scheduling noise that the engine's do not.
 func TestConcurrencySlowsEachToken(t *testing.T) {
 	inst := startSim(t, Spec{Profile: "testdata/slow-decode.yaml"})
 	c := client(inst)
-	alone := streamITL(t, c, promptText(50, 100), 20)
+	itl := func() (sum float64, count uint64) {
+		h := scrape(t, inst).metric(t, "vllm:inter_token_latency_seconds").GetHistogram()
+		return h.GetSampleSum(), h.GetSampleCount()
+	}
+	const tokens = 60
+	s0, n0 := itl()
+	aloneClient := streamITL(t, c, promptText(50, 100), tokens)
+	s1, n1 := itl()
+	start := make(chan struct{})
 	var wg sync.WaitGroup
-	itls := make([]time.Duration, 32)
-	for i := range itls {
+	clientITL := make([]time.Duration, 32)
+	for i := range clientITL {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			itls[i] = streamITL(t, c, promptText(50, uint32(i)), 20)
+			<-start
+			clientITL[i] = streamITL(t, c, promptText(50, uint32(i)), tokens)
 		}()
 	}
+	close(start)
 	wg.Wait()
+	s2, n2 := itl()
+	if n1-n0 != tokens-1 || n2-n1 != 32*(tokens-1) {
+		t.Fatalf("ITL samples %d and %d, want %d and %d", n1-n0, n2-n1, tokens-1, 32*(tokens-1))
+	}
+	alone := (s1 - s0) / float64(n1-n0)
+	concurrent := (s2 - s1) / float64(n2-n1)
+	if concurrent < 3*alone {
+		t.Errorf("server mean inter-token latency with 32 concurrent = %.2fms, alone = %.2fms; want at least 3x", 1e3*concurrent, 1e3*alone)
+	}
 	var sum time.Duration
-	for _, d := range itls {
+	for _, d := range clientITL {
 		sum += d
 	}
-	mean := sum / time.Duration(len(itls))
-	if mean < 3*alone {
-		t.Errorf("mean inter-token latency with 32 concurrent = %v, alone = %v; want at least 3x", mean, alone)
-	}
-	t.Logf("inter-token latency alone %v, 32 concurrent %v (%.1fx)", alone, mean, float64(mean)/float64(alone))
+	t.Logf("inter-token latency alone %.2fms, 32 concurrent %.2fms (%.1fx); client-side %v and %v",
+		1e3*alone, 1e3*concurrent, concurrent/alone, aloneClient, sum/time.Duration(len(clientITL)))
 }
 
 // A KV pool too small for the load preempts and queues, and every request

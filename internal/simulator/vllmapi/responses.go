@@ -1,5 +1,7 @@
 package vllmapi
 
+import "github.com/halyard-dev/halyard/internal/simulator/vllmapi/wire"
+
 // Response shapes of vLLM's OpenAI-compatible server (field names as vLLM
 // writes them).
 
@@ -106,9 +108,9 @@ type loraRequest struct {
 }
 
 type tokenizeRequest struct {
-	Model    *string       `json:"model"`
-	Prompt   *string       `json:"prompt"`
-	Messages []chatMessage `json:"messages"`
+	Model    *string            `json:"model"`
+	Prompt   *string            `json:"prompt"`
+	Messages []wire.ChatMessage `json:"messages"`
 }
 
 type tokenizeResponse struct {

@@ -1,4 +1,4 @@
-package vllmapi
+package wire
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 type generationRequest struct {
 	Model               *string          `json:"model"`
 	Prompt              json.RawMessage  `json:"prompt"`
-	Messages            []chatMessage    `json:"messages"`
+	Messages            []ChatMessage    `json:"messages"`
 	MaxTokens           *int64           `json:"max_tokens"`
 	MaxCompletionTokens *int64           `json:"max_completion_tokens"`
 	MinTokens           *int64           `json:"min_tokens"`
@@ -33,7 +33,9 @@ type streamOptions struct {
 	ContinuousUsageStats bool `json:"continuous_usage_stats"`
 }
 
-type chatMessage struct {
+// ChatMessage is one message of a chat request: a role and string or
+// text-part content.
+type ChatMessage struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content"`
 }
@@ -43,142 +45,146 @@ type contentPart struct {
 	Text string `json:"text"`
 }
 
-// parsed is a validated generation request.
-type parsed struct {
-	chat            bool
-	model           string
-	prompt          []uint32
-	maxTokens       int
-	minTokens       int
-	stream          bool
-	includeUsage    bool
-	continuousUsage bool
-	ignoreEOS       bool
-	seed            uint64
+// Generation is a validated generation request.
+type Generation struct {
+	Chat            bool
+	Model           string
+	Prompt          []uint32
+	MaxTokens       int
+	MinTokens       int
+	Stream          bool
+	IncludeUsage    bool
+	ContinuousUsage bool
+	IgnoreEOS       bool
+	Seed            uint64
 }
 
-// parseLimits are the engine facts that validation needs.
-type parseLimits struct {
-	maxModelLen      int
-	vocabSize        int
-	defaultMaxTokens int // completions: vLLM/OpenAI legacy default 16
-	defaultChatMax   int // chat default; clamped to the context left
+// Limits are the engine facts that validation needs.
+type Limits struct {
+	// MaxModelLen bounds prompt plus max tokens.
+	MaxModelLen int
+	// VocabSize bounds token ids in prompts.
+	VocabSize int
+	// DefaultMaxTokens applies to completions without max_tokens (vLLM's
+	// and OpenAI's legacy default is 16); DefaultChatMaxTokens to chat
+	// requests without one. Both are clamped to the context left.
+	DefaultMaxTokens, DefaultChatMaxTokens int
 }
 
-// parseGeneration decodes and validates a /v1/completions (chat=false) or
+// ParseGeneration decodes and validates a /v1/completions (chat=false) or
 // /v1/chat/completions (chat=true) body. Every failure is a 400 with vLLM's
 // error shape; it never panics.
-func parseGeneration(body []byte, chat bool, tok tokenizer.Tokenizer, lim parseLimits) (*parsed, *apiError) {
+func ParseGeneration(body []byte, chat bool, tok tokenizer.Tokenizer, lim Limits) (*Generation, *Error) {
 	var req generationRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&req); err != nil {
-		return nil, badRequest("", "invalid JSON body: %v", err)
+		return nil, BadRequest("", "invalid JSON body: %v", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, badRequest("", "invalid JSON body: data after the top-level value")
+		return nil, BadRequest("", "invalid JSON body: data after the top-level value")
 	}
 	if req.Model == nil || *req.Model == "" {
-		return nil, badRequest("model", "the 'model' field is required")
+		return nil, BadRequest("model", "the 'model' field is required")
 	}
-	p := &parsed{chat: chat, model: *req.Model, stream: req.Stream, ignoreEOS: req.IgnoreEOS}
+	p := &Generation{Chat: chat, Model: *req.Model, Stream: req.Stream, IgnoreEOS: req.IgnoreEOS}
 	if req.N != nil && *req.N != 1 {
-		return nil, badRequest("n", "n must be 1 in the simulator, got %d", *req.N)
+		return nil, BadRequest("n", "n must be 1 in the simulator, got %d", *req.N)
 	}
 	if req.StreamOptions != nil {
 		if !req.Stream {
-			return nil, badRequest("stream_options", "stream_options can only be set when stream is true")
+			return nil, BadRequest("stream_options", "stream_options can only be set when stream is true")
 		}
-		p.includeUsage = req.StreamOptions.IncludeUsage
-		p.continuousUsage = req.StreamOptions.ContinuousUsageStats
+		p.IncludeUsage = req.StreamOptions.IncludeUsage
+		p.ContinuousUsage = req.StreamOptions.ContinuousUsageStats
 	}
 	if req.Seed != nil {
-		p.seed = uint64(*req.Seed)
+		p.Seed = uint64(*req.Seed)
 	}
 
-	var err *apiError
+	var err *Error
 	if chat {
 		if req.Prompt != nil {
-			return nil, badRequest("prompt", "chat requests take 'messages', not 'prompt'")
+			return nil, BadRequest("prompt", "chat requests take 'messages', not 'prompt'")
 		}
-		p.prompt, err = renderChat(req.Messages, tok)
+		p.Prompt, err = RenderMessages(req.Messages, tok)
 	} else {
 		if req.Messages != nil {
-			return nil, badRequest("messages", "completion requests take 'prompt', not 'messages'")
+			return nil, BadRequest("messages", "completion requests take 'prompt', not 'messages'")
 		}
-		p.prompt, err = parsePrompt(req.Prompt, tok, lim.vocabSize)
+		p.Prompt, err = parsePrompt(req.Prompt, tok, lim.VocabSize)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if len(p.prompt) == 0 {
-		return nil, badRequest("prompt", "the prompt must not be empty")
+	if len(p.Prompt) == 0 {
+		return nil, BadRequest("prompt", "the prompt must not be empty")
 	}
-	if len(p.prompt) >= lim.maxModelLen {
-		return nil, contextError(lim.maxModelLen, len(p.prompt), 0)
+	if len(p.Prompt) >= lim.MaxModelLen {
+		return nil, contextError(lim.MaxModelLen, len(p.Prompt), 0)
 	}
 
 	maxTok, param := req.MaxTokens, "max_tokens"
 	if chat && req.MaxCompletionTokens != nil {
 		maxTok, param = req.MaxCompletionTokens, "max_completion_tokens"
 	}
-	left := lim.maxModelLen - len(p.prompt)
+	left := lim.MaxModelLen - len(p.Prompt)
 	switch {
 	case maxTok != nil:
 		if *maxTok < 1 {
-			return nil, badRequest(param, "%s must be at least 1, got %d.", param, *maxTok)
+			return nil, BadRequest(param, "%s must be at least 1, got %d.", param, *maxTok)
 		}
 		if *maxTok > int64(left) {
-			return nil, contextError(lim.maxModelLen, len(p.prompt), *maxTok)
+			return nil, contextError(lim.MaxModelLen, len(p.Prompt), *maxTok)
 		}
-		p.maxTokens = int(*maxTok)
+		p.MaxTokens = int(*maxTok)
 	case chat:
-		p.maxTokens = min(lim.defaultChatMax, left)
+		p.MaxTokens = min(lim.DefaultChatMaxTokens, left)
 	default:
-		p.maxTokens = min(lim.defaultMaxTokens, left)
+		p.MaxTokens = min(lim.DefaultMaxTokens, left)
 	}
 	if req.MinTokens != nil {
-		if *req.MinTokens < 0 || *req.MinTokens > int64(p.maxTokens) {
-			return nil, badRequest("min_tokens", "min_tokens must be in [0, max_tokens=%d], got %d", p.maxTokens, *req.MinTokens)
+		if *req.MinTokens < 0 || *req.MinTokens > int64(p.MaxTokens) {
+			return nil, BadRequest("min_tokens", "min_tokens must be in [0, max_tokens=%d], got %d", p.MaxTokens, *req.MinTokens)
 		}
-		p.minTokens = int(*req.MinTokens)
+		p.MinTokens = int(*req.MinTokens)
 	}
 	return p, nil
 }
 
-func contextError(maxLen, prompt int, completion int64) *apiError {
-	return badRequest("", "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
+func contextError(maxLen, prompt int, completion int64) *Error {
+	return BadRequest("", "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
 		maxLen, int64(prompt)+completion, prompt, completion)
 }
 
 // parsePrompt accepts a string, a one-element array of strings, an array of
 // token ids, or a one-element array of such arrays.
-func parsePrompt(raw json.RawMessage, tok tokenizer.Tokenizer, vocab int) ([]uint32, *apiError) {
+func parsePrompt(raw json.RawMessage, tok tokenizer.Tokenizer, vocab int) ([]uint32, *Error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil, badRequest("prompt", "the 'prompt' field is required")
+		return nil, BadRequest("prompt", "the 'prompt' field is required")
 	}
 	var s string
 	if raw[0] == '"' {
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, badRequest("prompt", "prompt: %v", err)
+			return nil, BadRequest("prompt", "prompt: %v", err)
 		}
 		return tok.Encode(s), nil
 	}
 	if raw[0] != '[' {
-		return nil, badRequest("prompt", "prompt must be a string, an array of strings, or an array of token ids")
+		return nil, BadRequest("prompt", "prompt must be a string, an array of strings, or an array of token ids")
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, badRequest("prompt", "prompt: %v", err)
+		return nil, BadRequest("prompt", "prompt: %v", err)
 	}
 	if len(items) == 0 {
-		return nil, badRequest("prompt", "the prompt must not be empty")
+		return nil, BadRequest("prompt", "the prompt must not be empty")
 	}
 	first := bytes.TrimSpace(items[0])
 	if len(first) > 0 && (first[0] == '"' || first[0] == '[') {
 		if len(items) != 1 {
-			return nil, badRequest("prompt", "batched prompts (%d) are not supported by the simulator; send one prompt per request", len(items))
+			return nil, BadRequest("prompt", "batched prompts (%d) are not supported by the simulator; send one prompt per request", len(items))
 		}
 		return parsePrompt(first, tok, vocab)
 	}
@@ -186,33 +192,33 @@ func parsePrompt(raw json.RawMessage, tok tokenizer.Tokenizer, vocab int) ([]uin
 	for i, it := range items {
 		var n json.Number
 		if err := json.Unmarshal(it, &n); err != nil {
-			return nil, badRequest("prompt", "prompt[%d]: token ids must be integers", i)
+			return nil, BadRequest("prompt", "prompt[%d]: token ids must be integers", i)
 		}
 		v, err := n.Int64()
 		if err != nil || v < 0 || v >= int64(vocab) {
-			return nil, badRequest("prompt", "Token id %s is out of vocabulary", n)
+			return nil, BadRequest("prompt", "Token id %s is out of vocabulary", n)
 		}
 		ids[i] = uint32(v)
 	}
 	return ids, nil
 }
 
-// renderChat renders every message into one prompt and tokenises it. The
+// RenderMessages renders every message into one prompt and tokenises it. The
 // template (documented in docs/simulator.md) is
 //
 //	<|role|>\n{content}\n   for each message, then   <|assistant|>\n
-func renderChat(msgs []chatMessage, tok tokenizer.Tokenizer) ([]uint32, *apiError) {
+func RenderMessages(msgs []ChatMessage, tok tokenizer.Tokenizer) ([]uint32, *Error) {
 	if len(msgs) == 0 {
-		return nil, badRequest("messages", "'messages' must be a non-empty array")
+		return nil, BadRequest("messages", "'messages' must be a non-empty array")
 	}
 	var b strings.Builder
 	for i, m := range msgs {
 		if m.Role == "" {
-			return nil, badRequest("messages", "messages[%d].role is required", i)
+			return nil, BadRequest("messages", "messages[%d].role is required", i)
 		}
 		text, err := messageText(m.Content)
 		if err != nil {
-			return nil, badRequest("messages", "messages[%d].content: %v", i, err)
+			return nil, BadRequest("messages", "messages[%d].content: %v", i, err)
 		}
 		b.WriteString("<|")
 		b.WriteString(m.Role)
