@@ -2,6 +2,7 @@ package scheduling_test
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -11,12 +12,13 @@ import (
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
-// benchPool returns 100 endpoints with varied load, and prompts of 8,000
+// benchPool returns 100 endpoints with varied load, and prompts of tokens
 // tokens: each endpoint has been sent its own conversation behind one shared
-// 1,600-token system prompt, and the request continues endpoint 42's.
-func benchPool(b *testing.B, p *scheduling.Profile, text bool) ([]framework.Endpoint, *framework.Request) {
+// system prompt of a fifth of that, and the request continues endpoint 42's.
+func benchPool(b *testing.B, p *scheduling.Profile, text bool, tokens int) ([]framework.Endpoint, *framework.Request) {
 	b.Helper()
-	const n, tokens, system = 100, 8000, 1600
+	const n = 100
+	system := tokens / 5
 	eps := make([]*plugintest.Endpoint, n)
 	var req *framework.Request
 	prompt := func(e int) *framework.Request {
@@ -47,8 +49,8 @@ func benchPool(b *testing.B, p *scheduling.Profile, text bool) ([]framework.Endp
 }
 
 // BenchmarkSchedule measures one scheduling cycle (hashing included) and
-// the PreRequest hooks over 100 endpoints with an 8,000-token prompt, for the
-// default profile and the baselines. Run with -benchmem; each cycle starts
+// the PreRequest hooks over 100 endpoints with an 8,000-token (and a
+// 1,000-token) prompt, for the default profile and the baselines. Run with -benchmem; each cycle starts
 // from a fresh CycleState, as each request does.
 func BenchmarkSchedule(b *testing.B) {
 	presets := scheduling.PresetProfileSpecs()
@@ -57,18 +59,21 @@ func BenchmarkSchedule(b *testing.B) {
 		spec    config.ProfileSpec
 		text    bool
 		explain bool
+		tokens  int
 	}{
-		{"default", presets["default"], false, false},
-		{"default", presets["default"], true, false},
-		{"default", presets["default"], false, true},
-		{"least-request", presets["least-request"], false, false},
-		{"round-robin", presets["round-robin"], false, false},
-		{"random", presets["random"], false, false},
+		{"default", presets["default"], false, false, 8000},
+		{"default", presets["default"], true, false, 8000},
+		{"default", presets["default"], false, true, 8000},
+		{"default", presets["default"], false, false, 1000},
+		{"default", presets["default"], true, false, 1000},
+		{"least-request", presets["least-request"], false, false, 8000},
+		{"round-robin", presets["round-robin"], false, false, 8000},
+		{"random", presets["random"], false, false, 8000},
 	}
 	for _, c := range cases {
-		form := "tokens=8000"
+		form := fmt.Sprintf("tokens=%d", c.tokens)
 		if c.text {
-			form = "text=8000tok"
+			form = fmt.Sprintf("text=%dtok", c.tokens)
 		}
 		mode := "cycle"
 		if c.explain {
@@ -77,9 +82,11 @@ func BenchmarkSchedule(b *testing.B) {
 		name := fmt.Sprintf("profile=%s/%s/endpoints=100/%s", c.profile, mode, form)
 		b.Run(name, func(b *testing.B) {
 			p := profile(b, c.profile, c.spec, plugintest.NewHandle())
-			eps, req := benchPool(b, p, c.text)
+			eps, req := benchPool(b, p, c.text, c.tokens)
 			b.ReportAllocs()
 			b.ResetTimer()
+			runtime.GC() // collect setup garbage outside the measurement
+			cpu := processCPU()
 			for b.Loop() {
 				state := framework.NewCycleState()
 				res, err := p.Schedule(b.Context(), state, req, eps, c.explain)
@@ -88,6 +95,7 @@ func BenchmarkSchedule(b *testing.B) {
 				}
 				p.PreRequest(b.Context(), state, req, res.Picked[0])
 			}
+			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

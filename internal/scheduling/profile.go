@@ -156,9 +156,10 @@ func (p *Profile) Schedule(ctx context.Context, state *framework.CycleState, req
 	var index map[string]int
 	if explain {
 		framework.SetExplaining(state)
+		earlier := len(framework.Notes(state)) // a retry may reuse the state
 		defer func() {
-			if notes := framework.Notes(state); len(notes) > 0 && res.Explanation != nil {
-				res.Explanation.Notes = append(res.Explanation.Notes, notes...)
+			if notes := framework.Notes(state); len(notes) > earlier && res.Explanation != nil {
+				res.Explanation.Notes = append(res.Explanation.Notes, notes[earlier:]...)
 			}
 		}()
 		ex = &framework.Explanation{Profile: p.name, Endpoints: make([]framework.EndpointExplanation, len(candidates))}

@@ -224,6 +224,16 @@ func TestProfileScheduleCarriesPluginNotes(t *testing.T) {
 	if diff := cmp.Diff([]string{"noted a"}, res.Explanation.Notes); diff != "" {
 		t.Errorf("notes (-want +got):\n%s", diff)
 	}
+	// A second cycle on the same state (a retry) explains only itself.
+	state := framework.NewCycleState()
+	for range 2 {
+		if res, err = p.Schedule(context.Background(), state, &framework.Request{}, cands, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{"noted a"}, res.Explanation.Notes); diff != "" {
+		t.Errorf("notes of a retried cycle (-want +got):\n%s", diff)
+	}
 	if got := len(p.Plugins()); got != 2 {
 		t.Errorf("Plugins() has %d entries, want the scorer and the picker", got)
 	}

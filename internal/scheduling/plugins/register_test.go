@@ -44,3 +44,15 @@ func TestRegisterAll(t *testing.T) {
 		t.Errorf("unknown type: %v", err)
 	}
 }
+
+func TestFactoriesAcceptANilHandle(t *testing.T) {
+	for typ, f := range plugins.BuiltIn() {
+		params := []byte(nil)
+		if typ == "role" {
+			params = []byte(`{"role":"both"}`)
+		}
+		if _, err := f("x", params, nil); err != nil {
+			t.Errorf("%s: %v", typ, err)
+		}
+	}
+}

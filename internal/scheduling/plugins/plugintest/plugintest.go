@@ -17,8 +17,7 @@ import (
 // in-flight counts are atomic.
 type Endpoint struct {
 	md       framework.EndpointMetadata
-	mu       sync.RWMutex
-	metrics  *framework.Metrics
+	metrics  atomic.Pointer[framework.Metrics]
 	requests atomic.Int64
 	tokens   atomic.Int64
 }
@@ -28,10 +27,9 @@ var _ framework.Endpoint = (*Endpoint)(nil)
 // NewEndpoint returns an endpoint named name with role both and empty
 // metrics.
 func NewEndpoint(name string) *Endpoint {
-	return &Endpoint{
-		md:      framework.EndpointMetadata{Name: name, Address: "http://" + name, Role: framework.RoleBoth},
-		metrics: &framework.Metrics{},
-	}
+	e := &Endpoint{md: framework.EndpointMetadata{Name: name, Address: "http://" + name, Role: framework.RoleBoth}}
+	e.metrics.Store(&framework.Metrics{})
+	return e
 }
 
 // WithRole sets the endpoint's role; it returns e for chaining.
@@ -54,11 +52,7 @@ func (e *Endpoint) WithInFlight(requests, tokens int64) *Endpoint {
 }
 
 // SetMetrics publishes a new metrics snapshot.
-func (e *Endpoint) SetMetrics(m framework.Metrics) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.metrics = &m
-}
+func (e *Endpoint) SetMetrics(m framework.Metrics) { e.metrics.Store(&m) }
 
 // AddInFlight adds to the in-flight counts (negative to finish requests).
 func (e *Endpoint) AddInFlight(requests, tokens int64) {
@@ -70,11 +64,7 @@ func (e *Endpoint) AddInFlight(requests, tokens int64) {
 func (e *Endpoint) Metadata() *framework.EndpointMetadata { return &e.md }
 
 // Metrics returns the latest snapshot.
-func (e *Endpoint) Metrics() *framework.Metrics {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.metrics
-}
+func (e *Endpoint) Metrics() *framework.Metrics { return e.metrics.Load() }
 
 // InFlight returns the in-flight counts.
 func (e *Endpoint) InFlight() (requests, tokens int64) { return e.requests.Load(), e.tokens.Load() }

@@ -40,7 +40,8 @@ func Factory(name string, params json.RawMessage, h framework.Handle) (framework
 	return New(name, p, h)
 }
 
-// New returns a Filter named name that reads time from h.
+// New returns a Filter named name that reads time from h (the wall clock
+// when h is nil).
 func New(name string, p Params, h framework.Handle) (*Filter, error) {
 	age, err := time.ParseDuration(p.MaxMetricsAge)
 	if err != nil {
@@ -49,7 +50,11 @@ func New(name string, p Params, h framework.Handle) (*Filter, error) {
 	if age <= 0 {
 		return nil, fmt.Errorf("params.maxMetricsAge: must be positive, got %s", age)
 	}
-	return &Filter{tn: framework.TypedName{Type: Type, Name: name}, now: h.Now, maxAge: age, dropUnscraped: p.DropUnscraped}, nil
+	now := time.Now
+	if h != nil {
+		now = h.Now
+	}
+	return &Filter{tn: framework.TypedName{Type: Type, Name: name}, now: now, maxAge: age, dropUnscraped: p.DropUnscraped}, nil
 }
 
 // TypedName returns the plugin's type and name.

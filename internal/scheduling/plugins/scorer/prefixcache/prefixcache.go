@@ -151,6 +151,8 @@ var (
 type scratch struct {
 	names   []string
 	matched []int
+	depth   []int64
+	usage   []float64
 }
 
 // cycle is what Score leaves in the cycle state for PreRequest.
@@ -197,13 +199,17 @@ func NewWithIndex(name string, p Params, h framework.Handle, idx Index) (*Scorer
 	if idx == nil {
 		return nil, fmt.Errorf("prefix-cache %q: nil index", name)
 	}
+	log := slog.Default()
+	if h != nil {
+		log = h.Logger()
+	}
 	return &Scorer{
 		tn:       framework.TypedName{Type: Type, Name: name},
 		stateKey: framework.StateKey(Type + "/" + name + "/cycle"),
 		hasher:   prefixindex.Hasher{BlockTokens: p.BlockSize, ChunkBytes: p.ChunkBytes},
 		index:    idx,
 		params:   p,
-		log:      h.Logger(),
+		log:      log,
 		descs:    newDescs(name),
 	}, nil
 }
@@ -243,25 +249,30 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 		anyMatch = anyMatch || m > 0
 	}
 	if anyMatch {
-		s.overrideByLoad(ctx, state, endpoints, matched, scores)
+		s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)
 	}
 }
 
 // overrideByLoad zeroes the scores of matching endpoints that are far more
 // loaded than the least-loaded candidate.
-func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState, endpoints []framework.Endpoint, matched []int, scores []float64) {
+func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState, endpoints []framework.Endpoint, matched []int, scores []float64, sc *scratch) {
 	qGap, kvGap := int64(s.params.LoadOverride.QueueGap), s.params.LoadOverride.KVUsageGap
 	if qGap <= 0 && kvGap <= 0 {
 		return
 	}
+	sc.depth = sc.depth[:0]
+	sc.usage = sc.usage[:0]
 	minQ, minU := int64(-1), 2.0
 	for _, e := range endpoints {
-		if q := depth(e); minQ < 0 || q < minQ {
+		m := e.Metrics()
+		inflight, _ := e.InFlight()
+		q := int64(m.WaitingRequests) + inflight // as the queue-depth scorer counts
+		sc.depth = append(sc.depth, q)
+		sc.usage = append(sc.usage, m.KVCacheUsage)
+		if minQ < 0 || q < minQ {
 			minQ = q
 		}
-		if u := e.Metrics().KVCacheUsage; u < minU {
-			minU = u
-		}
+		minU = min(minU, m.KVCacheUsage)
 	}
 	explain := framework.Explaining(state)
 	debug := s.log.Enabled(ctx, slog.LevelDebug)
@@ -269,7 +280,7 @@ func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState
 		if matched[i] == 0 {
 			continue
 		}
-		q, u := depth(e), e.Metrics().KVCacheUsage
+		q, u := sc.depth[i], sc.usage[i]
 		byQueue := qGap > 0 && q-minQ > qGap
 		if !byQueue && !(kvGap > 0 && u-minU > kvGap) {
 			continue
@@ -289,12 +300,6 @@ func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState
 			framework.AddNote(state, fmt.Sprintf("%s: load overrides affinity on %s (%d blocks cached): %s", s.tn, name, matched[i], why))
 		}
 	}
-}
-
-// depth is an endpoint's queue depth as the queue-depth scorer counts it.
-func depth(e framework.Endpoint) int64 {
-	inflight, _ := e.InFlight()
-	return int64(e.Metrics().WaitingRequests) + inflight
 }
 
 // PreRequest leaves the PredictedHit for picked in the state and records the

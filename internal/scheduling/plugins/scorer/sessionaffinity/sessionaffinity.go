@@ -61,7 +61,8 @@ func Factory(name string, params json.RawMessage, h framework.Handle) (framework
 	return New(name, p, h)
 }
 
-// New returns a Scorer named name that reads time from h.
+// New returns a Scorer named name that reads time from h (the wall clock
+// when h is nil).
 func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 	ttl, err := time.ParseDuration(p.TTL)
 	if err != nil {
@@ -73,9 +74,13 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 	if p.MaxSessions < 1 {
 		return nil, fmt.Errorf("params.maxSessions: must be at least 1, got %d", p.MaxSessions)
 	}
+	now := time.Now
+	if h != nil {
+		now = h.Now
+	}
 	return &Scorer{
 		tn:       framework.TypedName{Type: Type, Name: name},
-		now:      h.Now,
+		now:      now,
 		ttl:      ttl,
 		max:      p.MaxSessions,
 		sessions: make(map[string]*list.Element),
