@@ -307,6 +307,7 @@ func (c *Config) Default() {
 			e.Role = RoleBoth
 		}
 	}
+	c.defaultPrefix()
 }
 
 func setDur(d *Duration, def time.Duration) {
@@ -462,6 +463,7 @@ func (c *Config) Validate() error {
 			checkTargets(rp+".targets", rule.Targets, pools, add)
 		}
 	}
+	c.validatePrefix(add)
 	if len(errs) > 0 {
 		return errs
 	}
