@@ -99,7 +99,10 @@ type RouteExplanation struct {
 	// scheduling, with the reason.
 	Excluded    []exclusion            `json:"excluded,omitempty"`
 	Explanation *framework.Explanation `json:"explanation,omitempty"`
-	Picked      string                 `json:"picked,omitempty"`
+	// PrefixIndex gives, when endpoints publish KV events, the prefix
+	// index each candidate is scored by: precise, or approximate (reason).
+	PrefixIndex map[string]string `json:"prefixIndex,omitempty"`
+	Picked      string            `json:"picked,omitempty"`
 	// PromptTokens is the router's estimate of the prompt's length.
 	PromptTokens int    `json:"promptTokens"`
 	Error        string `json:"error,omitempty"`
@@ -150,6 +153,8 @@ func (r *Router) explainCall(w http.ResponseWriter, hr *http.Request, c *call, a
 	d, ok := r.decide(hr.Context(), c, append([]routing.Target{primary}, fallback...), nil)
 	out.Excluded = d.excluded
 	out.Explanation = d.explanation
+	out.PrefixIndex = r.prefix.modes(d.explanation)
+	out.PromptTokens = c.req.PromptTokens // exact once tokenised for the engine's model
 	if ok {
 		out.Target = &struct {
 			Pool     string `json:"pool"`

@@ -141,6 +141,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	ep.Begin(tokens)
 	defer ep.End(tokens)
 	c.profile.PreRequest(ctx, d.state, c.req, ep)
+	r.prefix.predicted(d.state, md.Name)
 	out := framework.Outcome{}
 	defer func() { c.profile.ResponseComplete(ctx, c.req, ep, out) }()
 
