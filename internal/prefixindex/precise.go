@@ -1,6 +1,7 @@
 package prefixindex
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -213,6 +214,16 @@ func (p *Precise) ExpirePending(now time.Time) int {
 // holds, stored or pending: the blocks before the first one it does not
 // hold.
 func (p *Precise) Match(chain []BlockHash, endpoints []string, matched []int) {
+	p.match(chain, endpoints, matched, true)
+}
+
+// MatchStored is Match counting only the blocks engines reported stored,
+// not pending claims.
+func (p *Precise) MatchStored(chain []BlockHash, endpoints []string, matched []int) {
+	p.match(chain, endpoints, matched, false)
+}
+
+func (p *Precise) match(chain []BlockHash, endpoints []string, matched []int, pending bool) {
 	for i := range endpoints {
 		matched[i] = 0
 	}
@@ -224,7 +235,10 @@ func (p *Precise) Match(chain []BlockHash, endpoints []string, matched []int) {
 		sc = &preciseScratch{}
 	}
 	defer p.scratch.Put(sc)
-	now := p.now().UnixNano()
+	now := int64(math.MaxInt64) // pending claims never count
+	if pending {
+		now = p.now().UnixNano()
+	}
 
 	p.mu.RLock()
 	defer p.mu.RUnlock()

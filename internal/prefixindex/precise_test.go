@@ -88,6 +88,11 @@ func TestPrecisePendingBlocksCountUntilTheirDeadline(t *testing.T) {
 	if diff := cmp.Diff([]int{10, 6}, preciseMatch(p, chain, "e0", "e1")); diff != "" {
 		t.Errorf("pending counted (-want +got):\n%s", diff)
 	}
+	stored := make([]int, 2)
+	p.MatchStored(chain, []string{"e0", "e1"}, stored)
+	if diff := cmp.Diff([]int{3, 0}, stored); diff != "" {
+		t.Errorf("MatchStored counts pending claims (-want +got):\n%s", diff)
+	}
 	if got, want := p.Stats(), (PreciseStats{Endpoints: 2, Stored: 3, Pending: 13}); got != want {
 		t.Errorf("stats %+v, want %+v", got, want)
 	}

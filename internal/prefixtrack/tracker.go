@@ -75,6 +75,13 @@ type Config struct {
 	// ReplayTimeout bounds one replay exchange of a subscriber; default
 	// kvevents.DefaultReplayTimeout.
 	ReplayTimeout time.Duration
+	// OnRouted, if set, is told of every request a View records (Add),
+	// before recording it: how many leading blocks of its prompt the
+	// endpoint holds by the knowledge the engine confirms — the precise
+	// index's reported blocks for a precise endpoint (pending claims, the
+	// router's own guesses, not counted), the approximate index otherwise.
+	// It is the prediction the drift alarm checks against the engine.
+	OnRouted func(endpoint string, confirmedBlocks int)
 }
 
 // Source is one endpoint the tracker knows. An endpoint without Endpoint

@@ -88,6 +88,16 @@ func grow(s []int, n int) []int {
 // which stays warm for a fallback, and, with a pending TTL, as pending
 // blocks in the precise index until the engine reports them.
 func (v *View) Add(endpoint string, capacity int, chain []prefixindex.BlockHash) {
+	if f := v.t.cfg.OnRouted; f != nil {
+		var m [1]int
+		names := [1]string{endpoint}
+		if v.t.IsPrecise(endpoint) {
+			v.t.precise.MatchStored(chain, names[:], m[:])
+		} else {
+			v.approx.Match(chain, names[:], m[:])
+		}
+		f(endpoint, m[0])
+	}
 	v.approx.Add(endpoint, capacity, chain)
 	if ttl := v.t.cfg.PendingTTL; ttl > 0 && v.t.follows(endpoint) {
 		v.t.precise.AddPending(endpoint, chain, v.t.cfg.Clock.Now().Add(ttl))

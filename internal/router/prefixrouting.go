@@ -80,6 +80,9 @@ func newPrefixRouting(c *config.Config, log *slog.Logger, clock simclock.Clock, 
 			RecoverAfter:   p.cfg.RecoverAfter.Duration,
 			PendingTTL:     p.cfg.PendingTTL.Duration,
 			ReplayTimeout:  p.cfg.ReplayTimeout.Duration,
+			OnRouted: func(endpoint string, blocks int) {
+				p.drift.Predicted(endpoint, blocks*p.cfg.BlockSize)
+			},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("router: router.prefixIndex: %w", err)
@@ -203,8 +206,13 @@ func (p *prefixRouting) tokenize(c *call, model string) {
 }
 
 // predicted records the hit the prefix-cache scorer predicted for the
-// endpoint a request is sent to, after PreRequest.
+// endpoint a request is sent to, after PreRequest. With a tracker, its
+// views report the prediction instead (Config.OnRouted), leaving out the
+// pending claims that PredictedHit includes.
 func (p *prefixRouting) predicted(state *framework.CycleState, endpoint string) {
+	if p.tracker != nil {
+		return
+	}
 	if hit, ok := framework.ReadAs[prefixcache.PredictedHit](state, prefixcache.PredictedHitKey); ok {
 		p.drift.Predicted(endpoint, hit.MatchedTokens)
 	}
