@@ -8,6 +8,7 @@ import (
 
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/simclock"
@@ -62,6 +63,11 @@ type fleetRun struct {
 	w        workload.Workload
 	prev     []int
 	deadline time.Duration // 0: none
+	// tracker is the precise index of a precise-* policy; the scheduler
+	// then gets the prompt's token ids (tokenIDs), as a router configured
+	// with the engines' tokenizer does.
+	tracker  *prefixtrack.Tracker
+	tokenIDs bool
 
 	records []stats.Record
 	state   []reqState
@@ -175,6 +181,9 @@ func (f *fleetRun) send(i int) {
 		MaxTokens:    wr.OutputTokens,
 		Stream:       true,
 	}
+	if f.tokenIDs {
+		req.Prompt, req.PromptTokens = framework.Prompt{TokenIDs: ids}, len(ids)
+	}
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = f.elapsed()
@@ -255,6 +264,9 @@ func (f *fleetRun) scrapeLoop(interval time.Duration) {
 		e.scrape()
 	}
 	f.scrapes++
+	if f.tracker != nil && f.scrapes%10 == 0 {
+		f.tracker.Evaluate(f.clock.Now()) // expires pending claims
+	}
 	if f.left > 0 {
 		f.clock.AfterFunc(interval, func() { f.scrapeLoop(interval) })
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/report"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/kvevents"
+	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/simclock"
@@ -111,6 +113,26 @@ func profileFor(sc *Scenario, policy string, reg *framework.Registry, h framewor
 	return scheduling.NewProfile(policy, spec, reg, h)
 }
 
+// deliverEvents returns the emit function of an engine's event hooks: each
+// step's events reach consumer for endpoint after delay, in virtual time,
+// as a subscriber would hand them on.
+func deliverEvents(clock simclock.Clock, delay time.Duration, consumer kvevents.Consumer, endpoint string) func([]kvevents.Event) {
+	return func(evs []kvevents.Event) {
+		clock.AfterFunc(delay, func() {
+			for _, ev := range evs {
+				switch e := ev.(type) {
+				case *kvevents.BlockStored:
+					consumer.BlockStored(endpoint, e)
+				case *kvevents.BlockRemoved:
+					consumer.BlockRemoved(endpoint, e)
+				case *kvevents.AllBlocksCleared:
+					consumer.AllCleared(endpoint)
+				}
+			}
+		})
+	}
+}
+
 func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy string, w workload.Workload,
 	spec arrival.Spec, sched []time.Duration, slo stats.SLO) (report.Run, error) {
 	clock := simclock.NewVirtual(epoch)
@@ -131,14 +153,32 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 	}
 	_, isCustom := sc.Profiles[policy]
 	f.oracle = newOracleState(policy == PolicyOracle && !isCustom, cfg, sc.Fleet.Engines)
+	var tracker *prefixtrack.Tracker
+	if precise(policy) && !isCustom {
+		var err error
+		tracker, err = prefixtrack.New(prefixtrack.Config{
+			Clock: clock, Logger: slog.New(slog.DiscardHandler),
+			BlockSize: cfg.Capacity.BlockSize, PendingTTL: sc.KVEvents.PendingTTL.Duration,
+		})
+		if err != nil {
+			return report.Run{}, err
+		}
+		f.tracker, f.tokenIDs = tracker, true
+	}
 	for i := range sc.Fleet.Engines {
-		eng, err := simulator.NewEngine(cfg, clock)
+		ecfg := cfg
+		name := fmt.Sprintf("sim-%d", i)
+		if tracker != nil {
+			tracker.Feed(name, sc.Model)
+			ecfg.KVEvents = vllmapi.NewEventHooks(cfg.Capacity.BlockSize, deliverEvents(clock, sc.KVEvents.Delay.Duration, tracker.Consumer(), name))
+		}
+		eng, err := simulator.NewEngine(ecfg, clock)
 		if err != nil {
 			return report.Run{}, fmt.Errorf("engine %d: %w", i, err)
 		}
 		defer eng.Close()
 		ep := &endpoint{
-			md:  framework.EndpointMetadata{Name: fmt.Sprintf("sim-%d", i), Address: fmt.Sprintf("virtual://sim-%d", i), Model: sc.Model, Role: framework.RoleBoth},
+			md:  framework.EndpointMetadata{Name: name, Address: "virtual://" + name, Model: sc.Model, Role: framework.RoleBoth},
 			idx: i,
 			eng: eng,
 		}
@@ -146,7 +186,7 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		f.eps = append(f.eps, ep)
 		f.cands = append(f.cands, ep)
 	}
-	reg, err := newRegistry(f.oracle)
+	reg, err := newRegistry(f.oracle, tracker)
 	if err != nil {
 		return report.Run{}, err
 	}

@@ -44,6 +44,21 @@ type Scenario struct {
 	Policies []string `json:"policies,omitempty"`
 	// Profiles defines extra policies as scheduling profiles, by name.
 	Profiles map[string]config.ProfileSpec `json:"profiles,omitempty"`
+	// KVEvents sets how the engines' KV events reach the precise index of
+	// the precise-* policies.
+	KVEvents KVEvents `json:"kvEvents,omitempty"`
+}
+
+// KVEvents configures the precise-* policies.
+type KVEvents struct {
+	// Delay is the time from the end of the engine step that produced an
+	// event batch to the index applying it (publisher, network,
+	// subscriber); default 0: the same instant, after the step.
+	Delay config.Duration `json:"delay,omitempty"`
+	// PendingTTL is router.prefixIndex.pendingTTL: how long a request just
+	// routed counts as cached on its endpoint unless the engine reports
+	// it. Default 10s; "0s" turns it off.
+	PendingTTL *config.Duration `json:"pendingTTL,omitempty"`
 }
 
 // Fleet describes identical simulated engines.
@@ -116,6 +131,9 @@ func (s *Scenario) Default() {
 	if len(s.Policies) == 0 {
 		s.Policies = BuiltinPolicies()
 	}
+	if s.KVEvents.PendingTTL == nil {
+		s.KVEvents.PendingTTL = &config.Duration{Duration: config.DefaultPendingTTL}
+	}
 	s.Workload.Default()
 }
 
@@ -163,6 +181,12 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Duration.Duration < 0 {
 		errs = append(errs, fmt.Errorf("duration: must not be negative, got %s", s.Duration.Duration))
+	}
+	if d := s.KVEvents.Delay.Duration; d < 0 {
+		errs = append(errs, fmt.Errorf("kvEvents.delay: must not be negative, got %s", d))
+	}
+	if p := s.KVEvents.PendingTTL; p != nil && p.Duration < 0 {
+		errs = append(errs, fmt.Errorf("kvEvents.pendingTTL: must not be negative, got %s", p.Duration))
 	}
 	if _, err := stats.ParseSLO(s.SLO); err != nil {
 		errs = append(errs, fmt.Errorf("slo: %w", err))
