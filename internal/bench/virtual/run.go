@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/bench/arrival"
@@ -114,19 +115,21 @@ func profileFor(sc *Scenario, policy string, reg *framework.Registry, h framewor
 }
 
 // deliverEvents returns the emit function of an engine's event hooks: each
-// step's events reach consumer for endpoint after delay, in virtual time,
-// as a subscriber would hand them on.
-func deliverEvents(clock simclock.Clock, delay time.Duration, consumer kvevents.Consumer, endpoint string) func([]kvevents.Event) {
+// step's events reach every consumer (one per router) for endpoint after
+// delay, in virtual time, as a subscriber would hand them on.
+func deliverEvents(clock simclock.Clock, delay time.Duration, consumers []kvevents.Consumer, endpoint string) func([]kvevents.Event) {
 	return func(evs []kvevents.Event) {
 		clock.AfterFunc(delay, func() {
-			for _, ev := range evs {
-				switch e := ev.(type) {
-				case *kvevents.BlockStored:
-					consumer.BlockStored(endpoint, e)
-				case *kvevents.BlockRemoved:
-					consumer.BlockRemoved(endpoint, e)
-				case *kvevents.AllBlocksCleared:
-					consumer.AllCleared(endpoint)
+			for _, c := range consumers {
+				for _, ev := range evs {
+					switch e := ev.(type) {
+					case *kvevents.BlockStored:
+						c.BlockStored(endpoint, e)
+					case *kvevents.BlockRemoved:
+						c.BlockRemoved(endpoint, e)
+					case *kvevents.AllBlocksCleared:
+						c.AllCleared(endpoint)
+					}
 				}
 			}
 		})
@@ -153,48 +156,63 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 	}
 	_, isCustom := sc.Profiles[policy]
 	f.oracle = newOracleState(policy == PolicyOracle && !isCustom, cfg, sc.Fleet.Engines)
-	var tracker *prefixtrack.Tracker
-	if precise(policy) && !isCustom {
-		var err error
-		tracker, err = prefixtrack.New(prefixtrack.Config{
-			Clock: clock, Logger: slog.New(slog.DiscardHandler),
-			BlockSize: cfg.Capacity.BlockSize, PendingTTL: sc.KVEvents.PendingTTL.Duration,
-		})
-		if err != nil {
-			return report.Run{}, err
+	f.routers = make([]*router, sc.Routers)
+	for r := range f.routers {
+		f.routers[r] = &router{}
+		if precise(policy) && !isCustom {
+			tracker, err := prefixtrack.New(prefixtrack.Config{
+				Clock: clock, Logger: slog.New(slog.DiscardHandler),
+				BlockSize: cfg.Capacity.BlockSize, PendingTTL: sc.KVEvents.PendingTTL.Duration,
+			})
+			if err != nil {
+				return report.Run{}, err
+			}
+			f.routers[r].tracker, f.tokenIDs = tracker, true
 		}
-		f.tracker, f.tokenIDs = tracker, true
 	}
 	for i := range sc.Fleet.Engines {
 		ecfg := cfg
 		name := fmt.Sprintf("sim-%d", i)
-		if tracker != nil {
-			tracker.Feed(name, sc.Model)
-			ecfg.KVEvents = vllmapi.NewEventHooks(cfg.Capacity.BlockSize, deliverEvents(clock, sc.KVEvents.Delay.Duration, tracker.Consumer(), name))
+		var consumers []kvevents.Consumer
+		for _, rt := range f.routers {
+			if rt.tracker != nil {
+				rt.tracker.Feed(name, sc.Model)
+				consumers = append(consumers, rt.tracker.Consumer())
+			}
+		}
+		if len(consumers) > 0 {
+			ecfg.KVEvents = vllmapi.NewEventHooks(cfg.Capacity.BlockSize, deliverEvents(clock, sc.KVEvents.Delay.Duration, consumers, name))
 		}
 		eng, err := simulator.NewEngine(ecfg, clock)
 		if err != nil {
 			return report.Run{}, fmt.Errorf("engine %d: %w", i, err)
 		}
 		defer eng.Close()
-		ep := &endpoint{
-			md:  framework.EndpointMetadata{Name: name, Address: "virtual://" + name, Model: sc.Model, Role: framework.RoleBoth},
-			idx: i,
-			eng: eng,
+		metrics := &atomic.Pointer[framework.Metrics]{}
+		metrics.Store(&framework.Metrics{})
+		for r, rt := range f.routers {
+			ep := &endpoint{
+				md:      framework.EndpointMetadata{Name: name, Address: "virtual://" + name, Model: sc.Model, Role: framework.RoleBoth},
+				idx:     i,
+				eng:     eng,
+				metrics: metrics,
+			}
+			if r == 0 {
+				f.eps = append(f.eps, ep)
+			}
+			rt.cands = append(rt.cands, ep)
 		}
-		ep.metrics.Store(&framework.Metrics{})
-		f.eps = append(f.eps, ep)
-		f.cands = append(f.cands, ep)
 	}
-	reg, err := newRegistry(f.oracle, tracker)
-	if err != nil {
-		return report.Run{}, err
+	for _, rt := range f.routers {
+		reg, err := newRegistry(f.oracle, rt.tracker)
+		if err != nil {
+			return report.Run{}, err
+		}
+		rt.profile, err = profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return report.Run{}, err
+		}
 	}
-	prof, err := profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return report.Run{}, err
-	}
-	f.profile = prof
 
 	f.scrapeLoop(sc.ScrapeInterval.Duration)
 	if sched == nil {

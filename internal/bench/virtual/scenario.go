@@ -47,6 +47,12 @@ type Scenario struct {
 	// KVEvents sets how the engines' KV events reach the precise index of
 	// the precise-* policies.
 	KVEvents KVEvents `json:"kvEvents,omitempty"`
+	// Routers is the number of router instances in front of the fleet
+	// (default 1). Requests go to them in turn, as a load balancer in
+	// front of replicated routers would send them; each has its own
+	// profile, prefix indexes and in-flight counts, and all scrape the
+	// same engines and, under precise-* policies, follow their events.
+	Routers int `json:"routers,omitempty"`
 }
 
 // KVEvents configures the precise-* policies.
@@ -131,6 +137,9 @@ func (s *Scenario) Default() {
 	if len(s.Policies) == 0 {
 		s.Policies = BuiltinPolicies()
 	}
+	if s.Routers == 0 {
+		s.Routers = 1
+	}
 	if s.KVEvents.PendingTTL == nil {
 		s.KVEvents.PendingTTL = &config.Duration{Duration: config.DefaultPendingTTL}
 	}
@@ -181,6 +190,9 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Duration.Duration < 0 {
 		errs = append(errs, fmt.Errorf("duration: must not be negative, got %s", s.Duration.Duration))
+	}
+	if s.Routers < 1 || s.Routers > 64 {
+		errs = append(errs, fmt.Errorf("routers: must be 1 to 64, got %d", s.Routers))
 	}
 	if d := s.KVEvents.Delay.Duration; d < 0 {
 		errs = append(errs, fmt.Errorf("kvEvents.delay: must not be negative, got %s", d))

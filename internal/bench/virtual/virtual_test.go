@@ -286,3 +286,34 @@ func TestPrecisePrefixPolicies(t *testing.T) {
 		t.Errorf("negative delay: error = %v", err)
 	}
 }
+
+// TestRoutersShareWhatEnginesReport: behind four routers, each request's
+// router knows only what it routed itself under the approximate index, but
+// every router follows every engine's events under the precise one.
+func TestRoutersShareWhatEnginesReport(t *testing.T) {
+	sc := mustParse(t, small+"routers: 4\npolicies: [prefix-cache, precise-prefix, oracle]\n")
+	rep, err := Run(context.Background(), sc, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit := map[string]float64{}
+	for _, r := range rep.Runs {
+		if r.Completed != 60 || r.Failed != 0 {
+			t.Errorf("%s: completed %d failed %d", r.Policy, r.Completed, r.Failed)
+		}
+		hit[r.Policy] = *r.PrefixCacheHitRate
+	}
+	t.Logf("hit rates behind 4 routers: %v", hit)
+	if hit[PolicyPrecisePrefix] < hit[PolicyOracle]-0.02 {
+		t.Errorf("precise-prefix %.3f, more than 2 points below the oracle's %.3f", hit[PolicyPrecisePrefix], hit[PolicyOracle])
+	}
+	if hit[PolicyPrefixCache] > hit[PolicyPrecisePrefix]-0.05 {
+		t.Errorf("prefix-cache %.3f behind 4 routers, want clearly below precise-prefix's %.3f", hit[PolicyPrefixCache], hit[PolicyPrecisePrefix])
+	}
+	if _, err := Parse([]byte("workload: {kind: shared-prefix}\nrouters: 0\n")); err != nil {
+		t.Errorf("routers 0 (default): %v", err)
+	}
+	if _, err := Parse([]byte("workload: {kind: shared-prefix}\nrouters: 65\n")); err == nil || !strings.Contains(err.Error(), "routers") {
+		t.Errorf("routers 65: error = %v", err)
+	}
+}
