@@ -3,6 +3,7 @@ package prefixindex
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -279,5 +280,41 @@ func BenchmarkPreciseMatch(b *testing.B) {
 	}
 	if m[0] != len(prompt) || m[1] != 375 || m[5] != 0 {
 		b.Fatalf("matched %v", m)
+	}
+}
+
+// BenchmarkMatchPreciseVsApproximate runs BenchmarkApproximateMatch's
+// cases against both indexes holding the same blocks (100 endpoints, 500
+// blocks each, a shared 100-block system prompt), side by side.
+func BenchmarkMatchPreciseVsApproximate(b *testing.B) {
+	a, names, prompts := benchIndex(b, 100, 500, 100)
+	p := NewPrecise(nil)
+	for e, name := range names {
+		p.Stored(name, u64s(chainOf("m", prompts[e])))
+	}
+	out := make([]int, len(names))
+	cases := []struct {
+		name  string
+		chain []BlockHash
+	}{
+		{"full-hit-on-one", chainOf("m", prompts[42])},
+		{"system-prompt-only", chainOf("m", cat(seq(1, 1600), seq(7, 6400)))},
+		{"miss", chainOf("m", seq(77, 8000))},
+	}
+	for _, c := range cases {
+		for _, idx := range []struct {
+			name  string
+			match func([]BlockHash, []string, []int)
+		}{{"approximate", a.Match}, {"precise", p.Match}} {
+			b.Run(c.name+"/"+idx.name, func(b *testing.B) {
+				b.ReportAllocs()
+				runtime.GC()
+				cpu := processCPU()
+				for b.Loop() {
+					idx.match(c.chain, names, out)
+				}
+				b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+			})
+		}
 	}
 }
