@@ -7,7 +7,7 @@ LDFLAGS := -X github.com/halyard-dev/halyard/internal/cli.Version=$(VERSION)
 LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
 CONTROLLER_GEN := $(GO) tool -modfile=tools/go.mod controller-gen
 
-.PHONY: all build run test test-short lint vet fmt fuzz bench clean generate verify-generate
+.PHONY: all build run test test-short lint vet fmt fuzz bench clean generate verify-generate k8s-controlplane test-k8s
 
 all: build
 
@@ -63,3 +63,13 @@ generate:
 verify-generate: generate
 	@git diff --exit-code -- api config deploy/helm/halyard/crds || { echo "generated files are stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config deploy/helm/halyard/crds)" || { git status --porcelain -- api config deploy/helm/halyard/crds; echo "untracked generated files: run make generate and commit"; exit 1; }
+
+# The Kubernetes control plane for the controller tests (etcd, kube-apiserver,
+# kube-scheduler, kube-controller-manager, KWOK), built from the Go module
+# proxy into .k8scp/bin.
+k8s-controlplane:
+	hack/controlplane.sh build
+
+# Only the control-plane integration tests; they fail rather than skip here.
+test-k8s: k8s-controlplane
+	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_K8S=1 $(GO) test -race -count=1 -timeout 20m ./test/integration/k8s/... ./internal/controller/... ./internal/agent/...

@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -65,6 +66,8 @@ type Options struct {
 	// Registerer for the halyard_controller_* metrics; default
 	// controller-runtime's registry, served on MetricsAddr.
 	Registerer prometheus.Registerer
+	// SkipNameValidation lets one process build several managers (tests).
+	SkipNameValidation bool
 }
 
 type realClock struct{}
@@ -148,6 +151,7 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 		LeaderElectionID:              o.LeaderElectionID,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: &o.SkipNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new manager: %w", err)

@@ -60,7 +60,6 @@ type ModelServingReconciler struct {
 // +kubebuilder:rbac:groups=scheduling.volcano.sh,resources=podgroups,verbs=get;create;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update
 
-
 // Reconcile implements reconcile.Reconciler.
 func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	start := time.Now()
