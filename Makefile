@@ -54,7 +54,7 @@ clean:
 # controller's kubebuilder markers; the Helm chart carries copies of the CRDs.
 generate:
 	$(CONTROLLER_GEN) object paths=./api/...
-	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true paths=./api/v1alpha1/... output:crd:artifacts:config=config/crd/bases
 	$(GO) run ./hack/crdtrim config/crd/bases/*.yaml
 	$(CONTROLLER_GEN) rbac:roleName=halyard-controller paths=./internal/controller/... output:rbac:artifacts:config=config/rbac
 	rm -rf deploy/helm/halyard/crds && mkdir -p deploy/helm/halyard/crds && cp config/crd/bases/*.yaml deploy/helm/halyard/crds/

@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -126,4 +127,31 @@ func (k *cluster) startAll(t *testing.T, ns, ms, node string) int {
 		}
 	}
 	return n
+}
+
+// reapTerminating plays the kubelet's part in graceful deletion until the
+// test ends: a pod being deleted in ns is removed at once.
+func (k *cluster) reapTerminating(t *testing.T, ns string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			var list corev1.PodList
+			if err := k.c.List(ctx, &list, client.InNamespace(ns)); err == nil {
+				for i := range list.Items {
+					p := &list.Items[i]
+					if p.DeletionTimestamp != nil {
+						_ = k.c.Delete(ctx, p, client.GracePeriodSeconds(0), client.Preconditions{UID: &p.UID})
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -250,6 +251,18 @@ func TestGangTimeoutRecreatesGroup(t *testing.T) {
 
 	clock.Advance(2 * time.Minute)
 	k.poke(t, ns, "gang")
+	// The kubelet's part: the bound pod, once being deleted, goes away.
+	eventually(t, waitLong, "bound pod being deleted", func() (bool, string) {
+		cur := k.pod(t, ns, p.Name)
+		if cur == nil || cur.UID != p.UID {
+			return true, ""
+		}
+		if cur.DeletionTimestamp != nil {
+			forceDelete(t, k, ns, p.Name)
+			return true, ""
+		}
+		return false, "no deletion yet"
+	})
 	eventually(t, waitLong, "group recreated", func() (bool, string) {
 		pods := k.pods(t, ns, "gang")
 		after := uids(pods)
@@ -371,10 +384,15 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 	}
 
 	t.Run("engine is immutable", func(t *testing.T) {
-		ms := pdServing(ns, "immutable", 1)
-		create(t, k, ms)
-		ms.Spec.Engine = servingv1.EngineSGLang
-		err := k.c.Update(context.Background(), ms)
+		create(t, k, pdServing(ns, "immutable", 1))
+		var err error
+		for i := 0; i < 20; i++ { // the controller writes the status meanwhile
+			ms := k.get(t, ns, "immutable")
+			ms.Spec.Engine = servingv1.EngineSGLang
+			if err = k.c.Update(context.Background(), ms); !apierrors.IsConflict(err) {
+				break
+			}
+		}
 		if err == nil || !strings.Contains(err.Error(), "engine is immutable") {
 			t.Errorf("update error %v, want engine is immutable", err)
 		}

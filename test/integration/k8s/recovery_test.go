@@ -103,7 +103,7 @@ func TestInPlaceGroupRestart(t *testing.T) {
 	if got := k.events(t, ns, "ip", controller.ReasonAgentsTold); len(got) == 0 || !strings.Contains(got[0], "told 2 agents") {
 		t.Errorf("AgentsTold events %q, want one telling 2 agents", got)
 	}
-	if got := k.events(t, ns, "ip", controller.ReasonMemberFailed); len(got) == 0 || !strings.Contains(got[0], failed+" is missing") {
+	if got := k.events(t, ns, "ip", controller.ReasonMemberFailed); len(got) == 0 || !strings.Contains(got[0], "pod "+failed) {
 		t.Errorf("MemberFailed events %q, want the missing pod named", got)
 	}
 
@@ -166,6 +166,7 @@ func TestInPlaceGroupRestart(t *testing.T) {
 func TestRestartTimeoutRecreatesGroup(t *testing.T) {
 	k, clock := sharedCluster(t)
 	ns := k.namespace(t, "timeout")
+	k.reapTerminating(t, ns)
 	before := runningGroup(t, k, ns, "to", func(ms *servingv1.ModelServing) {
 		ms.Spec.Recovery.RestartTimeout = &metav1.Duration{Duration: time.Minute}
 	})
@@ -201,6 +202,7 @@ func TestRecreateWhenInPlaceGateIsOff(t *testing.T) {
 	k := startCluster(t, "")
 	k.runController(t, newFakeClock(), controller.InPlaceAuto)
 	ns := k.namespace(t, "gateoff")
+	k.reapTerminating(t, ns)
 	before := runningGroup(t, k, ns, "off", nil)
 
 	ms := k.get(t, ns, "off")
