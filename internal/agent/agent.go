@@ -192,7 +192,7 @@ func (a *Agent) watch(ctx context.Context, rv string) error {
 				return errors.New("watch closed")
 			}
 			if ev.Type == watch.Error {
-				return fmt.Errorf("watch error: %v", apierrors.FromObject(ev.Object))
+				return fmt.Errorf("watch error: %w", apierrors.FromObject(ev.Object))
 			}
 			pod, ok := ev.Object.(*corev1.Pod)
 			if !ok {

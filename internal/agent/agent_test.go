@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -35,7 +34,7 @@ func newPod(gen, barrier string) *corev1.Pod {
 func startAgent(t *testing.T, pod *corev1.Pod) (*Agent, *fake.Clientset, chan error) {
 	t.Helper()
 	cs := fake.NewClientset(pod)
-	a := New(Options{Pods: cs.CoreV1().Pods("ns"), PodName: "p", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RetryDelay: 10 * time.Millisecond})
+	a := New(Options{Pods: cs.CoreV1().Pods("ns"), PodName: "p", Logger: slog.New(slog.DiscardHandler), RetryDelay: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	finished := make(chan struct{})

@@ -97,7 +97,7 @@ func (r *ModelRouteReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	mr.Status = *st
 	if err := r.Client.Status().Update(ctx, mr); err != nil {
 		if apierrors.IsConflict(err) {
-			return reconcile.Result{Requeue: true}, nil
+			return reconcile.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("update modelroute status: %w", err)
 	}

@@ -27,6 +27,10 @@ import (
 	"github.com/halyard-dev/halyard/internal/placement"
 )
 
+// conflictRetry is how soon a reconcile whose status write lost a race runs
+// again (with the fresh object from the cache).
+const conflictRetry = 50 * time.Millisecond
+
 // Clock tells the time; tests inject a settable one.
 type Clock interface{ Now() time.Time }
 
@@ -138,7 +142,7 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	summarize(ms, status, p)
 
 	res, err := r.writeStatus(ctx, ms, status)
-	if err != nil || res.Requeue {
+	if err != nil || res.RequeueAfter > 0 {
 		return res, err
 	}
 	if err := r.act(ctx, ms, p, gone, log); err != nil {
@@ -381,7 +385,7 @@ func (r *ModelServingReconciler) writeStatus(ctx context.Context, ms *servingv1.
 	ms.Status = *st
 	if err := r.Client.Status().Update(ctx, ms); err != nil {
 		if apierrors.IsConflict(err) {
-			return reconcile.Result{Requeue: true}, nil
+			return reconcile.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("update status: %w", err)
 	}
@@ -473,7 +477,7 @@ func (r *ModelServingReconciler) act(ctx context.Context, ms *servingv1.ModelSer
 
 func (r *ModelServingReconciler) podOp(op string, err error, errs *[]error, name string) {
 	result := "ok"
-	if err != nil && !apierrors.IsNotFound(err) && !(op != "create" && apierrors.IsConflict(err)) {
+	if err != nil && !apierrors.IsNotFound(err) && (op == "create" || !apierrors.IsConflict(err)) {
 		result = "error"
 		*errs = append(*errs, fmt.Errorf("%s pod %s: %w", op, name, err))
 	}

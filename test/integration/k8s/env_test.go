@@ -196,7 +196,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // runController runs the controller in-process until the test ends.
 func (k *cluster) runController(t *testing.T, clock controller.Clock, inPlace string) {
 	t.Helper()
-	var out io.Writer = io.Discard
+	out := io.Discard
 	if os.Getenv("HALYARD_TEST_LOGS") == "1" {
 		out = testWriter{t}
 	}
@@ -226,7 +226,10 @@ func (k *cluster) startController(clock controller.Clock, inPlace string, logs i
 	cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "controller manager:", err)
+			}
 		case <-time.After(30 * time.Second):
 		}
 	})
@@ -327,7 +330,7 @@ func halyardBinary(t *testing.T) string {
 		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/halyard")
 		cmd.Dir = repoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
