@@ -26,6 +26,8 @@ type controllerFlags struct {
 	inPlace        string
 	probeNamespace string
 	concurrency    int
+	qps            float32
+	burst          int
 	logFormat      string
 	logLevel       string
 }
@@ -60,6 +62,8 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 				InPlace:                 f.inPlace,
 				ProbeNamespace:          f.probeNamespace,
 				Concurrency:             f.concurrency,
+				QPS:                     f.qps,
+				Burst:                   f.burst,
 				Logger:                  logger,
 			})
 		},
@@ -76,6 +80,8 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.inPlace, "in-place", controller.InPlaceAuto, "in-place group restart: auto (probe the API server), on or off")
 	fl.StringVar(&f.probeNamespace, "probe-namespace", "", "namespace of the in-place probe's dry-run pod; default --namespace or default")
 	fl.IntVar(&f.concurrency, "concurrency", 4, "ModelServings reconciled at once")
+	fl.Float32Var(&f.qps, "kube-api-qps", 100, "API requests per second (sustained)")
+	fl.IntVar(&f.burst, "kube-api-burst", 200, "API requests in a burst")
 	fl.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

@@ -66,6 +66,10 @@ type Options struct {
 	// Registerer for the halyard_controller_* metrics; default
 	// controller-runtime's registry, served on MetricsAddr.
 	Registerer prometheus.Registerer
+	// QPS and Burst limit the controller's API requests; defaults 100 and
+	// 200 (client-go's 5 and 10 would make a large rollout crawl).
+	QPS   float32
+	Burst int
 	// SkipNameValidation lets one process build several managers (tests).
 	SkipNameValidation bool
 }
@@ -113,6 +117,14 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 	if o.AgentPort == 0 {
 		o.AgentPort = servingv1.DefaultAgentPort
 	}
+	if o.QPS == 0 {
+		o.QPS = 100
+	}
+	if o.Burst == 0 {
+		o.Burst = 200
+	}
+	o.Config = rest.CopyConfig(o.Config)
+	o.Config.QPS, o.Config.Burst = o.QPS, o.Burst
 	scheme, err := Scheme()
 	if err != nil {
 		return nil, err

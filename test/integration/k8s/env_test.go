@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,15 @@ import (
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
 )
+
+// testQPS is the controller's API rate limit in tests;
+// HALYARD_K8S_QPS overrides it (the convergence measurement compares).
+var testQPS = func() float32 {
+	if v, err := strconv.ParseFloat(os.Getenv("HALYARD_K8S_QPS"), 32); err == nil && v > 0 {
+		return float32(v)
+	}
+	return 100
+}()
 
 const featureGates = "RestartAllContainersOnContainerExits=true,NodeDeclaredFeatures=true"
 
@@ -216,6 +226,7 @@ func (k *cluster) startController(clock controller.Clock, inPlace string, logs i
 		AgentImage: "halyard:test", InPlace: inPlace, Concurrency: 2,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Clock: clock,
 		Registerer: prometheus.NewRegistry(), SkipNameValidation: true,
+		QPS: testQPS, Burst: 2 * int(testQPS),
 	})
 	if err != nil {
 		cancel()
