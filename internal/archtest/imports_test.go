@@ -50,6 +50,10 @@ func TestImportBoundaries(t *testing.T) {
 		{from: in("prefixindex"), deny: []string{in("router"), in("scheduling"), in("simulator"), in("bench")}},
 		{from: in("router"), deny: []string{in("simulator"), in("bench"), in("controller")}},
 	}
+	// The bench talks HTTP only, except its virtual-time mode.
+	for _, p := range []string{"arrival", "client", "enginestats", "report", "stats", "trace", "workload", "benchtest"} {
+		rules = append(rules, rule{from: in("bench/" + p), deny: []string{in("router"), in("scheduling"), in("simulator"), in("datastore")}})
+	}
 	for _, p := range listPackages(t) {
 		for _, r := range rules {
 			if !strings.HasPrefix(p.ImportPath, r.from) {

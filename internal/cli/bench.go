@@ -1,12 +1,90 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"log/slog"
+	"math"
+	"os"
 
-// newBenchCommand is a placeholder until its package lands.
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/halyard-dev/halyard/internal/bench"
+)
+
+// newBenchCommand binds the flags of `halyard bench` to bench.Command.
 func newBenchCommand() *cobra.Command {
-	return &cobra.Command{
+	var c bench.Command
+	var quiet bool
+	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Drive an OpenAI-compatible endpoint and report latency and throughput",
-		RunE:  func(*cobra.Command, []string) error { return errNotImplemented },
+		Long: `Drive an OpenAI-compatible endpoint (Halyard's router, one engine, another
+router) over HTTP with streaming, or a simulated fleet in virtual time with
+--simulate, and report TTFT, TPOT, ITL and end-to-end latency, throughput,
+goodput, the engines' prefix-cache hit rate and the load imbalance, as a
+table, a JSON file (--out) and PNG plots (--plots). See docs/bench.md.`,
+		Example: `  halyard bench --target http://127.0.0.1:8080 --model llama-3-8b \
+    --workload shared-prefix --groups 16 --users-per-group 4 --rates 1,2,4,8 \
+    --slo ttft=500ms,tpot=50ms --out bench.json --plots plots/
+  halyard bench --target http://127.0.0.1:8080 --model llama-3-8b --workload mooncake --time-scale 4
+  halyard bench --simulate scenario.yaml --out sim.json --plots plots/`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if quiet {
+				level = slog.LevelWarn
+			}
+			c.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			if !quiet && term.IsTerminal(int(os.Stderr.Fd())) {
+				c.Progress = os.Stderr
+			}
+			if cmd.Flags().Changed("rate") && c.Rate == 0 {
+				c.Rate = math.Inf(1)
+			}
+			if v, ok := os.LookupEnv("OPENAI_API_KEY"); ok && c.APIKey == "" {
+				c.APIKey = v
+			}
+			_, err := c.Run(cmd.Context(), cmd.OutOrStdout())
+			return err
+		},
 	}
+	f := cmd.Flags()
+	f.StringSliceVar(&c.Targets, "target", nil, "base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080; several (comma-separated or repeated) are run one after the other and compared")
+	f.StringVar(&c.Model, "model", "", "model name to send")
+	f.StringVar(&c.API, "api", "chat", "endpoint to drive: chat (/v1/chat/completions) or completions (/v1/completions)")
+	f.StringVar(&c.APIKey, "api-key", "", "bearer token (default $OPENAI_API_KEY)")
+	f.BoolVar(&c.IgnoreEOS, "ignore-eos", true, "send ignore_eos so engines generate exactly the requested output length")
+	f.StringSliceVar(&c.Labels, "label", nil, "names of the targets in the report and plots, in --target order (default the URLs)")
+
+	f.StringVar(&c.Workload.Kind, "workload", "shared-prefix", "workload: shared-prefix, multi-turn, mooncake or azure")
+	f.IntVar(&c.Workload.Groups, "groups", 0, "shared-prefix: groups sharing a system prompt (default 16)")
+	f.IntVar(&c.Workload.UsersPerGroup, "users-per-group", 0, "shared-prefix: users per group (default 4)")
+	f.IntVar(&c.Workload.Sessions, "sessions", 0, "multi-turn: chat sessions (default 32)")
+	f.IntVar(&c.Workload.SystemTokens, "system-tokens", 0, "system prompt length in tokens (default 2000 shared-prefix, 500 multi-turn)")
+	f.IntVar(&c.Workload.QuestionTokens, "question-tokens", 0, "question length in tokens (default 200 shared-prefix, 100 multi-turn)")
+	f.IntVar(&c.Workload.OutputTokens, "output-tokens", 0, "output length in tokens (default 100)")
+	f.IntVar(&c.Workload.Turns, "turns", 0, "turns per conversation (default 1 shared-prefix, 5 multi-turn)")
+	f.StringVar(&c.Workload.Trace, "trace", "", "trace file for mooncake or azure (default the vendored traces/ file)")
+	f.StringVar(&c.Workload.AzureTrace, "azure-trace", "", "azure: which vendored trace, code or conv (default conv)")
+	f.IntVar(&c.Workload.MaxTokens, "max-tokens-total", 0, "drop trace requests whose prompt plus output exceeds this many tokens (0 keeps all)")
+
+	f.Float64Var(&c.Rate, "rate", 0, "Poisson arrival rate in requests/s (inf or 0: all at once)")
+	f.StringVar(&c.Rates, "rates", "", "ladder of Poisson rates to sweep, e.g. 1,2,4,8")
+	f.IntVar(&c.Concurrency, "concurrency", 0, "closed loop: keep this many requests in flight")
+	f.BoolVar(&c.TraceArrivals, "trace-arrivals", false, "send at the trace's own timestamps (the default for trace workloads)")
+	f.Float64Var(&c.TimeScale, "time-scale", 1, "trace arrivals: speed-up factor (2 replays twice as fast)")
+
+	f.IntVar(&c.MaxRequests, "max-requests", 0, "send at most this many requests per run (0: the whole workload)")
+	f.DurationVar(&c.Duration, "duration", 0, "stop sending new requests after this long per run (0: no limit)")
+	f.DurationVar(&c.RequestTimeout, "request-timeout", 0, "give up on one request after this long (0: no limit)")
+	f.Uint64Var(&c.Seed, "seed", 0, "seed of the workload and the arrivals")
+	f.StringVar(&c.SLO, "slo", "", "objectives for goodput, e.g. ttft=500ms,tpot=50ms,e2el=10s (bare numbers are ms)")
+	f.StringSliceVar(&c.EngineMetrics, "engine-metrics", nil, "engines' /metrics URLs, for the prefix-cache hit rate and load spread")
+
+	f.StringVar(&c.Out, "out", "", "write the JSON report to this file")
+	f.StringVar(&c.Plots, "plots", "", "write PNG plots into this directory")
+	f.StringVar(&c.Simulate, "simulate", "", "run the YAML scenario in virtual time instead of driving a target")
+	f.StringSliceVar(&c.Policies, "policies", nil, "virtual mode: policies to compare (default the scenario's)")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar and only warnings in the log")
+	return cmd
 }

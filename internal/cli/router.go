@@ -1,12 +1,90 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"net"
+	"os"
+	"time"
 
-// newRouterCommand is a placeholder until its package lands.
+	"github.com/spf13/cobra"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/observability"
+	"github.com/halyard-dev/halyard/internal/router"
+)
+
+// routerOptions are the flags of `halyard router`.
+type routerOptions struct {
+	configPath string
+	listen     string
+	logLevel   string
+	logFormat  string
+	grace      time.Duration
+	pprof      string
+	check      bool
+}
+
 func newRouterCommand() *cobra.Command {
-	return &cobra.Command{
+	var o routerOptions
+	cmd := &cobra.Command{
 		Use:   "router",
 		Short: "Run the OpenAI-compatible router",
-		RunE:  func(*cobra.Command, []string) error { return errNotImplemented },
+		Long: `Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions,
+/v1/models) in front of the engines of the config file's endpoints block,
+with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
+		Example: `  halyard router --config examples/one-model.yaml
+  halyard router --config examples/canary.yaml --listen 0.0.0.0:8080 --log-level debug`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.configPath == "" {
+				return fmt.Errorf("--config is required")
+			}
+			cfg, err := config.Load(o.configPath)
+			if err != nil {
+				return err
+			}
+			if o.listen != "" {
+				cfg.Router.Listen = o.listen
+			}
+			log, err := observability.NewLogger(os.Stderr, o.logLevel, o.logFormat)
+			if err != nil {
+				return err
+			}
+			reg, presets, err := pluginRegistry()
+			if err != nil {
+				return err
+			}
+			r, err := router.New(router.Options{Config: cfg, Registry: reg, PresetProfiles: presets, Logger: log})
+			if err != nil {
+				return err
+			}
+			if o.check {
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d routes, %d endpoints, profiles %v)\n",
+					o.configPath, len(cfg.Routes), len(cfg.Endpoints), r.ProfileNames())
+				return err
+			}
+			ln, err := net.Listen("tcp", cfg.Router.Listen)
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			if o.pprof != "" {
+				if err := servePprof(cmd.Context(), o.pprof, log); err != nil {
+					return err
+				}
+			}
+			log.Info("router serving", "addr", ln.Addr().String(), "config", o.configPath, "routes", len(cfg.Routes), "endpoints", len(cfg.Endpoints))
+			err = r.Serve(cmd.Context(), ln, o.grace)
+			log.Info("router stopped")
+			return err
+		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&o.configPath, "config", "", "configuration file (required)")
+	f.StringVar(&o.listen, "listen", "", "address to serve on (default: router.listen of the config)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.BoolVar(&o.check, "check", false, "load the config, build the profiles, report and exit without serving")
+	f.StringVar(&o.pprof, "pprof-listen", "", "serve Go's /debug/pprof on this address (off by default)")
+	f.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "time in-flight requests get to finish on shutdown")
+	return cmd
 }

@@ -117,6 +117,20 @@ func NewProfile(name string, spec config.ProfileSpec, reg *framework.Registry, h
 // Name returns the profile's name.
 func (p *Profile) Name() string { return p.name }
 
+// Plugins returns the profile's plugin instances: filters, scorers, then the
+// picker. Wiring code uses it, for example to register the plugins that are
+// Prometheus collectors.
+func (p *Profile) Plugins() []framework.Plugin {
+	out := make([]framework.Plugin, 0, len(p.filters)+len(p.scorers)+1)
+	for _, f := range p.filters {
+		out = append(out, f)
+	}
+	for _, s := range p.scorers {
+		out = append(out, s.scorer)
+	}
+	return append(out, p.picker)
+}
+
 type scratch struct {
 	endpoints []framework.Endpoint
 	total     []float64
@@ -125,8 +139,13 @@ type scratch struct {
 }
 
 // Schedule runs one cycle over candidates, which it does not modify. With
-// explain set, the result carries an Explanation.
-func (p *Profile) Schedule(ctx context.Context, state *framework.CycleState, req *framework.Request, candidates []framework.Endpoint, explain bool) (Result, error) {
+// explain set, the result carries an Explanation, including the notes plugins
+// added to state (framework.AddNote). Pass the same state to PreRequest; a
+// nil state gets a fresh one.
+func (p *Profile) Schedule(ctx context.Context, state *framework.CycleState, req *framework.Request, candidates []framework.Endpoint, explain bool) (res Result, err error) {
+	if state == nil {
+		state = framework.NewCycleState()
+	}
 	sc, _ := p.scratchPool.Get().(*scratch)
 	if sc == nil {
 		sc = &scratch{}
@@ -136,6 +155,13 @@ func (p *Profile) Schedule(ctx context.Context, state *framework.CycleState, req
 	var ex *framework.Explanation
 	var index map[string]int
 	if explain {
+		framework.SetExplaining(state)
+		earlier := len(framework.Notes(state)) // a retry may reuse the state
+		defer func() {
+			if notes := framework.Notes(state); len(notes) > earlier && res.Explanation != nil {
+				res.Explanation.Notes = append(res.Explanation.Notes, notes[earlier:]...)
+			}
+		}()
 		ex = &framework.Explanation{Profile: p.name, Endpoints: make([]framework.EndpointExplanation, len(candidates))}
 		index = make(map[string]int, len(candidates))
 		for i, e := range candidates {

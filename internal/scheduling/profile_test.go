@@ -185,3 +185,56 @@ func TestNewProfileErrorsNameTheField(t *testing.T) {
 		})
 	}
 }
+
+// noteScorer adds a note when the cycle explains itself, and counts the
+// cycles in which it was asked to build none.
+type noteScorer struct {
+	tn     framework.TypedName
+	silent int
+}
+
+func (s *noteScorer) TypedName() framework.TypedName { return s.tn }
+func (s *noteScorer) Score(_ context.Context, st *framework.CycleState, _ *framework.Request, eps []framework.Endpoint, _ []float64) {
+	if !framework.Explaining(st) {
+		s.silent++
+		return
+	}
+	framework.AddNote(st, "noted "+eps[0].Metadata().Name)
+}
+
+func TestProfileScheduleCarriesPluginNotes(t *testing.T) {
+	reg := testRegistry(t)
+	ns := &noteScorer{tn: framework.TypedName{Type: "note", Name: "note"}}
+	if err := reg.Register("note", func(string, json.RawMessage, framework.Handle) (framework.Plugin, error) { return ns, nil }); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewProfile("p", config.ProfileSpec{Scorers: []config.PluginSpec{{Type: "note"}}}, reg, Handle{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cands := []framework.Endpoint{ep("a", 0)}
+	res, err := p.Schedule(context.Background(), framework.NewCycleState(), &framework.Request{}, cands, false)
+	if err != nil || res.Explanation != nil || ns.silent != 1 {
+		t.Fatalf("unexplained cycle: err %v, explanation %v, silent cycles %d; want nil, nil, 1", err, res.Explanation, ns.silent)
+	}
+	res, err = p.Schedule(context.Background(), nil, &framework.Request{}, cands, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"noted a"}, res.Explanation.Notes); diff != "" {
+		t.Errorf("notes (-want +got):\n%s", diff)
+	}
+	// A second cycle on the same state (a retry) explains only itself.
+	state := framework.NewCycleState()
+	for range 2 {
+		if res, err = p.Schedule(context.Background(), state, &framework.Request{}, cands, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{"noted a"}, res.Explanation.Notes); diff != "" {
+		t.Errorf("notes of a retried cycle (-want +got):\n%s", diff)
+	}
+	if got := len(p.Plugins()); got != 2 {
+		t.Errorf("Plugins() has %d entries, want the scorer and the picker", got)
+	}
+}

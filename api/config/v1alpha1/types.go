@@ -42,9 +42,40 @@ type RouterConfig struct {
 	// affinity; the body's "user" field is used when the header is absent.
 	// Default x-session-id.
 	SessionHeader string `json:"sessionHeader,omitempty"`
+	// Timeouts bound the router's conversations with engines.
+	Timeouts TimeoutsConfig `json:"timeouts,omitempty"`
+	// Health decides when an endpoint is taken out of rotation and when it
+	// comes back.
+	Health HealthConfig `json:"health,omitempty"`
 	// Profiles are the scheduling profiles by name. A "default" profile is
 	// provided when absent.
 	Profiles map[string]ProfileSpec `json:"profiles,omitempty"`
+}
+
+// TimeoutsConfig bounds upstream requests. Zero values take the defaults;
+// there is no way to ask for "no timeout" except a very large value.
+type TimeoutsConfig struct {
+	// Connect bounds dialling an engine. Default 2s.
+	Connect Duration `json:"connect,omitempty"`
+	// ResponseHeader bounds the wait for the engine's response headers after
+	// the request was sent (for a non-streamed request that is the whole
+	// generation). Default 300s.
+	ResponseHeader Duration `json:"responseHeader,omitempty"`
+	// StreamIdle bounds the silence between two chunks of a streamed
+	// response; past it the stream is ended with an error event. Default 60s.
+	StreamIdle Duration `json:"streamIdle,omitempty"`
+	// Scrape bounds one /metrics scrape. Default 1s.
+	Scrape Duration `json:"scrape,omitempty"`
+}
+
+// HealthConfig sets the thresholds of endpoint health tracking.
+type HealthConfig struct {
+	// FailureThreshold is the number of consecutive failed scrapes or
+	// connection errors that take an endpoint out. Default 3.
+	FailureThreshold int `json:"failureThreshold,omitempty"`
+	// SuccessThreshold is the number of consecutive successful scrapes that
+	// bring an unhealthy endpoint back. Default 2.
+	SuccessThreshold int `json:"successThreshold,omitempty"`
 }
 
 // ProfileSpec is one scheduling profile: filters, weighted scorers, a picker.
@@ -100,7 +131,9 @@ type RouteSpec struct {
 	// Adapter, when set, makes this a LoRA route: requests go to the
 	// targets' base-model pools and ask the engine for this adapter.
 	Adapter string `json:"adapter,omitempty"`
-	// Profile names the scheduling profile; default "default".
+	// Profile names the scheduling profile: one of router.profiles or a
+	// built-in preset (default, random, round-robin, least-request, load,
+	// prefill, decode); default "default". The router checks the name.
 	Profile string `json:"profile,omitempty"`
 	// Rules are tried in order before Targets; the first whose header
 	// matches all hold decides the targets.
@@ -125,6 +158,12 @@ type RouteRule struct {
 	// +kubebuilder:validation:MaxItems=32
 	Targets []TargetSpec `json:"targets"`
 }
+
+// Header match types.
+const (
+	MatchExact             = "Exact"
+	MatchRegularExpression = "RegularExpression"
+)
 
 // HeaderMatch matches one request header.
 // +kubebuilder:object:generate=true

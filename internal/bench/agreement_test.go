@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/bench/arrival"
+	"github.com/halyard-dev/halyard/internal/bench/client"
+	"github.com/halyard-dev/halyard/internal/bench/report"
+	"github.com/halyard-dev/halyard/internal/bench/virtual"
+	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
+)
+
+// Tolerances of the live/virtual agreement, stated in docs/bench.md: the
+// medians of TTFT and E2E latency, the mean TPOT and the request
+// throughput agree within 25% plus 15 ms (the live run pays HTTP and
+// real-clock timer delays that the model does not have, and they grow on a
+// loaded machine), and the prefix-cache hit rate within 5 points. Token
+// counts agree exactly.
+const (
+	agreeRelative = 0.25
+	agreeSlackMs  = 15.0
+	agreeHitRate  = 0.05
+)
+
+// TestLiveAndVirtualAgree runs one small scenario twice: live, through the
+// simulator's HTTP face on the real clock with the bench's HTTP client, and
+// in virtual time, and checks that the figures agree.
+func TestLiveAndVirtualAgree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a few seconds of real time")
+	}
+	profile, err := filepath.Abs(filepath.Join("testdata", "agreement-profile.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := workload.Spec{Kind: workload.KindSharedPrefix, Groups: 4, UsersPerGroup: 4,
+		SystemTokens: 1000, QuestionTokens: 1000, OutputTokens: 20, Turns: 1}
+	const seed, rate = 11, 6.0
+
+	sc := &virtual.Scenario{
+		Model:          "m",
+		Fleet:          virtual.Fleet{Engines: 1, Profile: profile},
+		ScrapeInterval: config.Duration{Duration: 100 * time.Millisecond},
+		Workload:       spec,
+		Arrival:        virtual.Arrival{Rates: []float64{rate}},
+		Seed:           seed,
+		Policies:       []string{virtual.PolicyRoundRobin},
+	}
+	sc.Default()
+	if err := sc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	vrep, err := virtual.Run(context.Background(), sc, virtual.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := vrep.Runs[0]
+
+	b := &workload.Builder{Spec: spec, Seed: seed}
+	b.Spec.Default()
+	// A loaded machine can only make the live run slower (CPU starvation
+	// delays parsing, tokenisation and timers), never faster, so the test
+	// takes up to three live runs, each on a fresh engine, and passes when
+	// one of them agrees.
+	var problems []string
+	for attempt := 1; attempt <= liveAttempts; attempt++ {
+		l := liveRun(t, profile, b, rate, seed)
+		problems = compare(t, l, v)
+		if len(problems) == 0 {
+			return
+		}
+		t.Logf("live run %d of %d disagrees: %s", attempt, liveAttempts, strings.Join(problems, "; "))
+	}
+	t.Errorf("no live run agreed with the virtual run; the last: %s", strings.Join(problems, "; "))
+}
+
+// liveAttempts bounds the live runs of TestLiveAndVirtualAgree.
+const liveAttempts = 3
+
+// liveRun runs the scenario once through the simulator's HTTP face.
+func liveRun(t *testing.T, profile string, b *workload.Builder, rate float64, seed uint64) report.Run {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inst, err := vllmapi.Start(ctx, vllmapi.Spec{Model: "m", Profile: profile, Seed: seed}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	runs, err := Run(ctx, Options{
+		Client:        &client.Client{BaseURL: inst.URL, Model: "m", IgnoreEOS: true},
+		NewWorkload:   b.Build,
+		Arrivals:      []arrival.Spec{{Kind: arrival.Poisson, Rate: rate, Seed: seed}},
+		EngineMetrics: []string{inst.URL + "/metrics"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runs[0]
+}
+
+// compare returns the figures on which live run l and virtual run v
+// disagree beyond the stated tolerances.
+func compare(t *testing.T, l, v report.Run) []string {
+	t.Helper()
+	var out []string
+	if l.Completed != 16 || v.Completed != 16 || l.Failed+v.Failed != 0 {
+		return []string{fmt.Sprintf("completed live %d virtual %d, failed %d + %d", l.Completed, v.Completed, l.Failed, v.Failed)}
+	}
+	if l.TotalInputTokens != v.TotalInputTokens || l.TotalOutputTokens != v.TotalOutputTokens {
+		out = append(out, fmt.Sprintf("tokens live %d/%d virtual %d/%d", l.TotalInputTokens, l.TotalOutputTokens, v.TotalInputTokens, v.TotalOutputTokens))
+	}
+	for _, c := range []struct {
+		name       string
+		live, virt float64
+		slack      float64
+	}{
+		{"median TTFT", l.MedianTTFTMs, v.MedianTTFTMs, agreeSlackMs},
+		{"median E2E", l.MedianE2ELMs, v.MedianE2ELMs, agreeSlackMs},
+		{"mean TPOT", l.MeanTPOTMs, v.MeanTPOTMs, agreeSlackMs},
+		{"request throughput", l.RequestThroughput, v.RequestThroughput, 0},
+	} {
+		diff := math.Abs(c.live - c.virt)
+		t.Logf("%s: live %.2f virtual %.2f (%.1f%% apart)", c.name, c.live, c.virt, 100*diff/c.virt)
+		if diff > agreeRelative*c.virt+c.slack {
+			out = append(out, fmt.Sprintf("%s: live %.2f and virtual %.2f differ by %.2f, over %.0f%% + %.0f", c.name, c.live, c.virt, diff, 100*agreeRelative, c.slack))
+		}
+	}
+	if l.PrefixCacheHitRate == nil || v.PrefixCacheHitRate == nil {
+		return append(out, fmt.Sprintf("hit rates live %v virtual %v", l.PrefixCacheHitRate, v.PrefixCacheHitRate))
+	}
+	t.Logf("hit rate: live %.3f virtual %.3f", *l.PrefixCacheHitRate, *v.PrefixCacheHitRate)
+	if d := math.Abs(*l.PrefixCacheHitRate - *v.PrefixCacheHitRate); d > agreeHitRate {
+		out = append(out, fmt.Sprintf("hit rate live %.3f virtual %.3f differ by %.3f", *l.PrefixCacheHitRate, *v.PrefixCacheHitRate, d))
+	}
+	return out
+}

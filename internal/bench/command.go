@@ -1,0 +1,275 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/bench/arrival"
+	"github.com/halyard-dev/halyard/internal/bench/client"
+	"github.com/halyard-dev/halyard/internal/bench/report"
+	"github.com/halyard-dev/halyard/internal/bench/stats"
+	"github.com/halyard-dev/halyard/internal/bench/virtual"
+	"github.com/halyard-dev/halyard/internal/bench/workload"
+)
+
+// Command holds the options of `halyard bench` as the CLI parsed them.
+type Command struct {
+	// Targets are the OpenAI-compatible base URLs to compare (live mode);
+	// each runs every arrival step in turn, with the same requests.
+	Targets []string
+	Model   string
+	// API is "chat" or "completions".
+	API       string
+	APIKey    string
+	IgnoreEOS bool
+	// Labels name the targets in the report and plots, by position
+	// (default the URL).
+	Labels []string
+
+	Workload workload.Spec
+
+	// Rate is one Poisson rate in requests/s (0 or +Inf: all at once);
+	// Rates a ladder of them; Concurrency a closed loop; TraceArrivals
+	// replays the trace's timestamps (the default for trace workloads when
+	// no rate or concurrency is given), sped up by TimeScale.
+	Rate          float64
+	Rates         string
+	Concurrency   int
+	TraceArrivals bool
+	TimeScale     float64
+
+	MaxRequests    int
+	Duration       time.Duration
+	RequestTimeout time.Duration
+	Seed           uint64
+	SLO            string
+	EngineMetrics  []string
+
+	// Out is the JSON report path ("" for none); Plots a directory for PNG
+	// plots ("" for none).
+	Out   string
+	Plots string
+	// Simulate is a virtual-time scenario file; when set, live flags other
+	// than the outputs are ignored.
+	Simulate string
+	// Policies overrides the scenario's policies (virtual mode).
+	Policies []string
+
+	// Progress receives the progress bar (nil: none).
+	Progress io.Writer
+	Log      *slog.Logger
+	// Now gives the report's date; time.Now when nil.
+	Now func() time.Time
+}
+
+// ParseRates reads a ladder such as "1,2,4,inf".
+func ParseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(part, 64)
+		if err != nil || v <= 0 || math.IsNaN(v) {
+			return nil, fmt.Errorf("rates: %q is not a positive number or inf", part)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("rates: empty ladder")
+	}
+	return out, nil
+}
+
+// arrivals turns the arrival flags into one spec per step.
+func (c *Command) arrivals(timed bool) ([]arrival.Spec, error) {
+	set := 0
+	if c.Rate != 0 {
+		set++
+	}
+	if c.Rates != "" {
+		set++
+	}
+	if c.Concurrency != 0 {
+		set++
+	}
+	if c.TraceArrivals {
+		set++
+	}
+	if set > 1 {
+		return nil, errors.New("arrivals: give only one of --rate, --rates, --concurrency and --trace-arrivals")
+	}
+	switch {
+	case c.Rates != "":
+		rates, err := ParseRates(c.Rates)
+		if err != nil {
+			return nil, err
+		}
+		return Rates(rates, c.Seed), nil
+	case c.Concurrency != 0:
+		s := arrival.Spec{Kind: arrival.Concurrency, Concurrency: c.Concurrency}
+		return []arrival.Spec{s}, s.Validate()
+	case c.Rate != 0:
+		if c.Rate < 0 || math.IsNaN(c.Rate) {
+			return nil, fmt.Errorf("rate: must be positive, got %v", c.Rate)
+		}
+		return Rates([]float64{c.Rate}, c.Seed), nil
+	case c.TraceArrivals || timed:
+		s := arrival.Spec{Kind: arrival.Trace, TimeScale: c.TimeScale}
+		return []arrival.Spec{s}, s.Validate()
+	}
+	return Rates([]float64{math.Inf(1)}, c.Seed), nil
+}
+
+// Run runs the benchmark, prints the table to stdout, and writes the JSON
+// report and plots when asked.
+func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, error) {
+	log := c.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if c.Simulate != "" {
+		return c.simulate(ctx, stdout, log)
+	}
+	if len(c.Targets) == 0 {
+		return nil, errors.New("target: required (or --simulate FILE)")
+	}
+	if len(c.Labels) > len(c.Targets) {
+		return nil, fmt.Errorf("label: %d labels for %d targets", len(c.Labels), len(c.Targets))
+	}
+	if c.Model == "" {
+		return nil, errors.New("model: required")
+	}
+	api := client.API(c.API)
+	if api == "" {
+		api = client.Chat
+	}
+	if api != client.Chat && api != client.Completions {
+		return nil, fmt.Errorf("api: want chat or completions, got %q", c.API)
+	}
+	slo, err := stats.ParseSLO(c.SLO)
+	if err != nil {
+		return nil, err
+	}
+	c.Workload.Default()
+	if err := c.Workload.Validate("workload"); err != nil {
+		return nil, err
+	}
+	b := &workload.Builder{Spec: c.Workload, Seed: c.Seed}
+	first, err := b.Build(0)
+	if err != nil {
+		return nil, err
+	}
+	specs, err := c.arrivals(first.Timed())
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: c.RequestTimeout}
+	var runs []report.Run
+	for i, target := range c.Targets {
+		label := target
+		if i < len(c.Labels) && c.Labels[i] != "" {
+			label = c.Labels[i]
+		}
+		cl := &client.Client{BaseURL: target, Model: c.Model, API: api, APIKey: c.APIKey, IgnoreEOS: c.IgnoreEOS, HTTP: hc}
+		tr, err := Run(ctx, Options{
+			Client:        cl,
+			Label:         label,
+			NewWorkload:   b.Build,
+			Arrivals:      specs,
+			MaxRequests:   c.MaxRequests,
+			Duration:      c.Duration,
+			SLO:           slo,
+			EngineMetrics: c.EngineMetrics,
+			MetricsHTTP:   &http.Client{Timeout: 10 * time.Second},
+			Progress:      c.Progress,
+			Log:           log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", label, err)
+		}
+		runs = append(runs, tr...)
+	}
+	n := first.Len()
+	if c.MaxRequests > 0 && c.MaxRequests < n {
+		n = c.MaxRequests
+	}
+	rep := &report.Report{
+		Schema: report.Schema,
+		Date:   c.now().UTC().Format(time.RFC3339),
+		Mode:   "live",
+		Model:  c.Model,
+		Workload: report.Workload{
+			Name: first.Name(), Requests: n, Params: c.Workload.Params(), Dropped: b.Dropped,
+		},
+		SLO:  slo.String(),
+		Seed: c.Seed,
+		Runs: runs,
+	}
+	return rep, c.emit(rep, stdout, log)
+}
+
+// simulate runs the virtual-time scenario of c.Simulate.
+func (c *Command) simulate(ctx context.Context, stdout io.Writer, log *slog.Logger) (*report.Report, error) {
+	sc, err := virtual.Load(c.Simulate)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Policies) > 0 || c.MaxRequests > 0 {
+		if len(c.Policies) > 0 {
+			sc.Policies = c.Policies
+		}
+		if c.MaxRequests > 0 {
+			sc.MaxRequests = c.MaxRequests
+		}
+		if err := sc.Validate(); err != nil {
+			return nil, fmt.Errorf("scenario %s: %w", c.Simulate, err)
+		}
+	}
+	rep, err := virtual.Run(ctx, sc, virtual.Options{Log: log, Now: c.Now})
+	if err != nil {
+		return nil, err
+	}
+	return rep, c.emit(rep, stdout, log)
+}
+
+func (c *Command) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
+}
+
+// emit prints the table and writes the JSON report and plots.
+func (c *Command) emit(rep *report.Report, stdout io.Writer, log *slog.Logger) error {
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if c.Out != "" {
+		if err := rep.WriteJSONFile(c.Out); err != nil {
+			return err
+		}
+		log.Info("wrote report", "path", c.Out)
+	}
+	if c.Plots != "" {
+		files, err := rep.WritePlots(c.Plots)
+		switch {
+		case errors.Is(err, report.ErrNothingToPlot):
+			log.Warn("no plots written: plots need runs at a request rate (--rate or --rates)")
+		case err != nil:
+			return err
+		default:
+			log.Info("wrote plots", "files", files)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,282 @@
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/halyard-dev/halyard/internal/bench/enginestats"
+	"github.com/halyard-dev/halyard/internal/bench/stats"
+)
+
+// Schema identifies the JSON layout.
+const Schema = "halyard.dev/bench/v1"
+
+// Report is the result of one `halyard bench` invocation.
+type Report struct {
+	Schema string `json:"schema"`
+	// Date is when the bench ran (RFC 3339).
+	Date string `json:"date"`
+	// Mode is "live" (HTTP) or "virtual" (simulated fleet in virtual time).
+	Mode string `json:"mode"`
+	// Model is the model name sent in requests.
+	Model string `json:"model"`
+	// Workload describes what was sent.
+	Workload Workload `json:"workload"`
+	// SLO is the objectives goodput was measured against ("" if none).
+	SLO string `json:"slo,omitempty"`
+	// Seed is the workload and arrival seed.
+	Seed uint64 `json:"seed"`
+	// Runs holds one entry per target or policy and rate.
+	Runs []Run `json:"runs"`
+}
+
+// Workload describes the requests of a report.
+type Workload struct {
+	// Name is the workload kind (shared-prefix, multi-turn, mooncake, ...).
+	Name string `json:"name"`
+	// Requests is the number of requests each run had to send.
+	Requests int `json:"requests"`
+	// Params are the generator's parameters as given.
+	Params map[string]string `json:"params,omitempty"`
+	// Dropped counts requests left out by a length filter.
+	Dropped int `json:"dropped,omitempty"`
+}
+
+// Run is the result of one run: one target or policy at one arrival setting.
+// Latencies are in milliseconds, throughputs per second of the run.
+type Run struct {
+	// Label names the line this run belongs to in plots: the policy in
+	// virtual mode, else the target (or --label).
+	Label  string `json:"label"`
+	Target string `json:"target,omitempty"`
+	Policy string `json:"policy,omitempty"`
+	// Arrival describes the arrival process ("poisson 4/s", "trace ×2", ...).
+	Arrival string `json:"arrival"`
+	// RequestRate is the Poisson rate asked for; absent for all-at-once,
+	// trace and closed-loop runs.
+	RequestRate *float64 `json:"request_rate,omitempty"`
+	// MaxConcurrency is the closed-loop concurrency, if any.
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
+
+	Duration              float64 `json:"duration"`
+	Completed             int     `json:"completed"`
+	Failed                int     `json:"failed"`
+	TotalInputTokens      int     `json:"total_input_tokens"`
+	TotalOutputTokens     int     `json:"total_output_tokens"`
+	TotalCachedTokens     int     `json:"total_cached_tokens"`
+	RequestThroughput     float64 `json:"request_throughput"`
+	RequestGoodput        float64 `json:"request_goodput"`
+	OutputThroughput      float64 `json:"output_throughput"`
+	TotalTokenThroughput  float64 `json:"total_token_throughput"`
+	MaxConcurrentRequests int     `json:"max_concurrent_requests"`
+
+	MeanTTFTMs   float64 `json:"mean_ttft_ms"`
+	MedianTTFTMs float64 `json:"median_ttft_ms"`
+	StdTTFTMs    float64 `json:"std_ttft_ms"`
+	P90TTFTMs    float64 `json:"p90_ttft_ms"`
+	P99TTFTMs    float64 `json:"p99_ttft_ms"`
+
+	MeanTPOTMs   float64 `json:"mean_tpot_ms"`
+	MedianTPOTMs float64 `json:"median_tpot_ms"`
+	StdTPOTMs    float64 `json:"std_tpot_ms"`
+	P90TPOTMs    float64 `json:"p90_tpot_ms"`
+	P99TPOTMs    float64 `json:"p99_tpot_ms"`
+
+	MeanITLMs   float64 `json:"mean_itl_ms"`
+	MedianITLMs float64 `json:"median_itl_ms"`
+	StdITLMs    float64 `json:"std_itl_ms"`
+	P90ITLMs    float64 `json:"p90_itl_ms"`
+	P99ITLMs    float64 `json:"p99_itl_ms"`
+
+	MeanE2ELMs   float64 `json:"mean_e2el_ms"`
+	MedianE2ELMs float64 `json:"median_e2el_ms"`
+	StdE2ELMs    float64 `json:"std_e2el_ms"`
+	P90E2ELMs    float64 `json:"p90_e2el_ms"`
+	P99E2ELMs    float64 `json:"p99_e2el_ms"`
+
+	// RequestsPerEndpoint counts completed requests by serving engine, when
+	// the target said which (virtual mode, or the router's response header).
+	RequestsPerEndpoint map[string]int `json:"requests_per_endpoint,omitempty"`
+	// LoadImbalance is max/mean of RequestsPerEndpoint (1 is perfect).
+	LoadImbalance float64 `json:"load_imbalance,omitempty"`
+	// PrefixCacheHitRate is the engines' own hit rate over the run (token
+	// counters), when their counters were read.
+	PrefixCacheHitRate *float64 `json:"prefix_cache_hit_rate,omitempty"`
+	// EngineMetrics holds the engines' counter deltas, when read.
+	EngineMetrics *enginestats.Result `json:"engine_metrics,omitempty"`
+	// Errors counts failed requests by reason.
+	Errors map[string]int `json:"errors,omitempty"`
+	// WallSeconds is how long the run took to compute (virtual mode) or to
+	// run (live mode).
+	WallSeconds float64 `json:"wall_seconds"`
+}
+
+// NewRun fills a Run from a summary.
+func NewRun(label string, s stats.Summary) Run {
+	r := Run{
+		Label:                 label,
+		Duration:              s.Duration.Seconds(),
+		Completed:             s.Completed,
+		Failed:                s.Failed,
+		TotalInputTokens:      s.TotalInput,
+		TotalOutputTokens:     s.TotalOutput,
+		TotalCachedTokens:     s.CachedTokens,
+		RequestThroughput:     s.RequestThroughput,
+		RequestGoodput:        s.RequestGoodput,
+		OutputThroughput:      s.OutputThroughput,
+		TotalTokenThroughput:  s.TotalTokenThroughput,
+		MaxConcurrentRequests: s.MaxConcurrent,
+		MeanTTFTMs:            s.TTFT.Mean, MedianTTFTMs: s.TTFT.Median, StdTTFTMs: s.TTFT.Std, P90TTFTMs: s.TTFT.P90, P99TTFTMs: s.TTFT.P99,
+		MeanTPOTMs: s.TPOT.Mean, MedianTPOTMs: s.TPOT.Median, StdTPOTMs: s.TPOT.Std, P90TPOTMs: s.TPOT.P90, P99TPOTMs: s.TPOT.P99,
+		MeanITLMs: s.ITL.Mean, MedianITLMs: s.ITL.Median, StdITLMs: s.ITL.Std, P90ITLMs: s.ITL.P90, P99ITLMs: s.ITL.P99,
+		MeanE2ELMs: s.E2E.Mean, MedianE2ELMs: s.E2E.Median, StdE2ELMs: s.E2E.Std, P90E2ELMs: s.E2E.P90, P99E2ELMs: s.E2E.P99,
+		RequestsPerEndpoint: s.PerEndpoint,
+		Errors:              s.Errors,
+	}
+	if len(s.PerEndpoint) > 0 {
+		counts := make([]float64, 0, len(s.PerEndpoint))
+		for _, c := range s.PerEndpoint {
+			counts = append(counts, float64(c))
+		}
+		r.LoadImbalance = stats.Imbalance(counts)
+	}
+	return r
+}
+
+// SetRate records the Poisson rate (nothing for an infinite rate).
+func (r *Run) SetRate(rate float64) {
+	if rate > 0 && !math.IsInf(rate, 0) && !math.IsNaN(rate) {
+		r.RequestRate = &rate
+	}
+}
+
+// SetEngines records the engines' counter deltas.
+func (r *Run) SetEngines(e enginestats.Result) {
+	r.EngineMetrics = &e
+	var queries float64
+	for _, en := range e.Engines {
+		queries += en.PrefixCacheQueries
+	}
+	if queries > 0 {
+		h := e.PrefixCacheHitRate
+		r.PrefixCacheHitRate = &h
+	}
+	if r.LoadImbalance == 0 {
+		r.LoadImbalance = e.RequestImbalance
+	}
+}
+
+// WriteJSON writes the report as indented JSON.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// WriteJSONFile writes the report to path.
+func (rep *Report) WriteJSONFile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// ReadJSON reads a report, strictly.
+func ReadJSON(r io.Reader) (*Report, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var rep Report
+	if err := dec.Decode(&rep); err != nil {
+		return nil, fmt.Errorf("read report: %w", err)
+	}
+	if rep.Schema != Schema {
+		return nil, fmt.Errorf("read report: schema %q, want %q", rep.Schema, Schema)
+	}
+	return &rep, nil
+}
+
+// WriteTable writes one line per run: throughput, goodput, latency
+// percentiles and, when known, the engines' prefix-cache hit rate and the
+// load imbalance.
+func (rep *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := []string{"run", "arrival", "ok", "fail", "req/s", "good/s", "out tok/s",
+		"TTFT p50", "p90", "p99", "TPOT mean", "p99", "ITL p50", "E2E p50", "p99", "hit rate", "imbalance"}
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	for _, r := range rep.Runs {
+		hit, imb := "-", "-"
+		if r.PrefixCacheHitRate != nil {
+			hit = fmt.Sprintf("%.1f%%", 100**r.PrefixCacheHitRate)
+		}
+		if r.LoadImbalance > 0 {
+			imb = fmt.Sprintf("%.2f", r.LoadImbalance)
+		}
+		good := "-"
+		if rep.SLO != "" {
+			good = fmt.Sprintf("%.2f", r.RequestGoodput)
+		}
+		cells := []string{
+			r.Label, r.Arrival, fmt.Sprint(r.Completed), fmt.Sprint(r.Failed),
+			fmt.Sprintf("%.2f", r.RequestThroughput), good, fmt.Sprintf("%.0f", r.OutputThroughput),
+			msCell(r.MedianTTFTMs), msCell(r.P90TTFTMs), msCell(r.P99TTFTMs),
+			msCell(r.MeanTPOTMs), msCell(r.P99TPOTMs), msCell(r.MedianITLMs),
+			msCell(r.MedianE2ELMs), msCell(r.P99E2ELMs), hit, imb,
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var notes []string
+	for _, r := range rep.Runs {
+		keys := make([]string, 0, len(r.Errors))
+		for k := range r.Errors {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			notes = append(notes, fmt.Sprintf("%s (%s): %d× %s", r.Label, r.Arrival, r.Errors[k], k))
+		}
+	}
+	if len(notes) > 0 {
+		if _, err := fmt.Fprintf(w, "errors:\n  %s\n", strings.Join(notes, "\n  ")); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "latencies in ms; workload %s, %d requests per run; SLO %s\n", rep.Workload.Name, rep.Workload.Requests, orDash(rep.SLO))
+	return err
+}
+
+func msCell(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}

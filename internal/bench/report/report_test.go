@@ -1,0 +1,154 @@
+package report
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/halyard-dev/halyard/internal/bench/enginestats"
+	"github.com/halyard-dev/halyard/internal/bench/stats"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", name, diff)
+	}
+}
+
+func sampleReport() *Report {
+	ms := time.Millisecond
+	recs := []stats.Record{
+		{ID: "a", Endpoint: "e0", Start: 0, TTFT: 100 * ms, E2E: 1100 * ms, ITL: []time.Duration{500 * ms, 500 * ms}, PromptTokens: 100, OutputTokens: 3, CachedTokens: 64},
+		{ID: "b", Endpoint: "e1", Start: 500 * ms, TTFT: 300 * ms, E2E: 700 * ms, ITL: []time.Duration{400 * ms}, PromptTokens: 50, OutputTokens: 2},
+		{ID: "c", Endpoint: "e0", Start: 600 * ms, E2E: 10 * ms, Err: "HTTP 503: overloaded"},
+	}
+	slo := stats.SLO{TTFT: 200 * ms}
+	rep := &Report{
+		Schema: Schema, Date: "2026-11-27T10:00:00Z", Mode: "live", Model: "llama-3-8b",
+		Workload: Workload{Name: "shared-prefix", Requests: 3, Params: map[string]string{"groups": "1"}},
+		SLO:      slo.String(), Seed: 1,
+	}
+	for i, rate := range []float64{1, 2} {
+		r := NewRun("router", stats.Summarize(recs, time.Duration(2-i)*time.Second, slo))
+		r.Target = "http://127.0.0.1:8080"
+		r.Arrival = "poisson"
+		r.SetRate(rate)
+		r.WallSeconds = 2
+		if i == 0 {
+			r.SetEngines(enginestats.Delta([]string{"http://e0/metrics", "http://e1/metrics"},
+				[]enginestats.Counters{{}, {}},
+				[]enginestats.Counters{
+					{enginestats.PrefixCacheQueries: 100, enginestats.PrefixCacheHits: 64, enginestats.RequestSuccess: 1},
+					{enginestats.PrefixCacheQueries: 50, enginestats.RequestSuccess: 1},
+				}))
+		}
+		rep.Runs = append(rep.Runs, r)
+	}
+	r := NewRun("direct", stats.Summarize(recs[:2], time.Second, slo))
+	r.Arrival = "concurrency 2"
+	r.MaxConcurrency = 2
+	rep.Runs = append(rep.Runs, r)
+	return rep
+}
+
+func TestJSONSchemaGolden(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sampleReport().WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "report.golden.json", buf.Bytes())
+	back, err := ReadJSON(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sampleReport(), back); diff != "" {
+		t.Errorf("round trip mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestReadJSONStrict(t *testing.T) {
+	tests := map[string]string{
+		"unknown field": `{"schema":"halyard.dev/bench/v1","runs":[],"surprise":1}`,
+		"wrong schema":  `{"schema":"other/v9","runs":[]}`,
+		"not json":      `nope`,
+	}
+	for name, in := range tests {
+		t.Run(name, func(t *testing.T) {
+			if _, err := ReadJSON(strings.NewReader(in)); err == nil {
+				t.Error("accepted")
+			}
+		})
+	}
+}
+
+func TestTableGolden(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sampleReport().WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "table.golden.txt", buf.Bytes())
+}
+
+func TestPlots(t *testing.T) {
+	dir := t.TempDir()
+	files, err := sampleReport().WritePlots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ttft.png", "tpot.png", "e2el.png", "goodput.png"}
+	if len(files) != len(want) {
+		t.Fatalf("wrote %v, want %v", files, want)
+	}
+	for i, f := range files {
+		if filepath.Base(f) != want[i] {
+			t.Errorf("file %d is %s, want %s", i, f, want[i])
+		}
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(fh)
+		fh.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if b := img.Bounds(); b.Dx() < 500 || b.Dy() < 200 {
+			t.Errorf("%s is only %v", f, b)
+		}
+	}
+	empty := &Report{Runs: []Run{{Label: "x"}}}
+	if _, err := empty.WritePlots(dir); !errors.Is(err, ErrNothingToPlot) {
+		t.Errorf("plots without rates: %v, want ErrNothingToPlot", err)
+	}
+}
+
+func TestKeepPlotsForInspection(t *testing.T) {
+	dir := os.Getenv("HALYARD_PLOT_DIR")
+	if dir == "" {
+		t.Skip("set HALYARD_PLOT_DIR to keep the sample plots")
+	}
+	if _, err := sampleReport().WritePlots(dir); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,271 @@
+package virtual
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/bench/stats"
+	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/simclock"
+	"github.com/halyard-dev/halyard/internal/simulator"
+	"github.com/halyard-dev/halyard/internal/tokenizer"
+)
+
+// endpoint is a framework.Endpoint backed by a simulated engine: metrics as
+// last scraped, in-flight counts exact.
+type endpoint struct {
+	md       framework.EndpointMetadata
+	idx      int
+	eng      *simulator.Engine
+	metrics  atomic.Pointer[framework.Metrics]
+	requests atomic.Int64
+	tokens   atomic.Int64
+}
+
+func (e *endpoint) Metadata() *framework.EndpointMetadata { return &e.md }
+func (e *endpoint) Metrics() *framework.Metrics           { return e.metrics.Load() }
+func (e *endpoint) InFlight() (int64, int64)              { return e.requests.Load(), e.tokens.Load() }
+
+// scrape publishes the engine's state as the router's scraper would.
+func (e *endpoint) scrape() {
+	s := e.eng.Snapshot()
+	e.metrics.Store(&framework.Metrics{
+		UpdateTime:         s.Time,
+		RunningRequests:    s.Running,
+		WaitingRequests:    s.Waiting,
+		KVCacheUsage:       s.KVUsage,
+		BlockSize:          s.BlockSize,
+		NumBlocks:          s.NumBlocks,
+		PrefixCacheQueries: float64(s.PrefixQueries),
+		PrefixCacheHits:    float64(s.PrefixHits),
+		MaxLoRA:            s.MaxLoras,
+		RunningAdapters:    s.RunningLoRAs,
+		WaitingAdapters:    s.WaitingLoRAs,
+	})
+}
+
+// fleetRun is one policy at one arrival step on a fresh fleet.
+type fleetRun struct {
+	ctx      context.Context
+	clock    *simclock.Virtual
+	start    time.Time
+	eps      []*endpoint
+	cands    []framework.Endpoint
+	profile  *scheduling.Profile
+	oracle   *oracleState
+	model    string
+	chat     bool
+	w        workload.Workload
+	prev     []int
+	deadline time.Duration // 0: none
+
+	records []stats.Record
+	state   []reqState
+	waiter  map[int]int // request -> the next turn waiting for it
+	left    int         // requests neither finished nor given up
+	next    int         // closed loop: next request to send
+	closed  bool        // closed loop
+	scrapes int
+}
+
+type reqState uint8
+
+const (
+	pending reqState = iota
+	inFlight
+	finished
+	skipped
+)
+
+// promptIDs returns the token ids the engine sees for r (the completions
+// prompt, or the chat rendering of the simulator's HTTP face), and the
+// prompt text the router hands the scheduler (for chat, each message as
+// "role: content\n", as internal/openai renders it). Like the router, the
+// scheduler gets text, not token ids.
+func promptIDs(r *workload.Request, chat bool) ([]uint32, []byte) {
+	if !chat {
+		text := r.Prompt()
+		return tokenizer.Pseudo{}.Encode(text), []byte(text)
+	}
+	roles := make([]string, len(r.Messages))
+	contents := make([]string, len(r.Messages))
+	n := 0
+	for i, m := range r.Messages {
+		roles[i], contents[i] = m.Role, m.Content
+		n += len(m.Role) + len(m.Content) + 3
+	}
+	routed := make([]byte, 0, n)
+	for _, m := range r.Messages {
+		routed = append(routed, m.Role...)
+		routed = append(routed, ": "...)
+		routed = append(routed, m.Content...)
+		routed = append(routed, '\n')
+	}
+	return tokenizer.Pseudo{}.Encode(renderChat(roles, contents)), routed
+}
+
+// arm schedules request i's arrival at offset at.
+func (f *fleetRun) arm(i int, at time.Duration) {
+	f.clock.AfterFunc(at, func() { f.arrive(i) })
+}
+
+// arrive is request i's arrival: it is sent now, or when its previous turn
+// finishes.
+func (f *fleetRun) arrive(i int) {
+	if p := f.prev[i]; p >= 0 {
+		switch f.state[p] {
+		case pending, inFlight:
+			f.waiter[p] = i
+			return
+		case skipped:
+			f.skip(i)
+			return
+		}
+		if !f.records[p].OK() {
+			f.skip(i)
+			return
+		}
+	}
+	f.send(i)
+}
+
+func (f *fleetRun) skip(i int) {
+	if f.state[i] == skipped || f.state[i] == finished {
+		return
+	}
+	f.state[i] = skipped
+	f.left--
+	f.after(i)
+}
+
+// after runs what follows the end of request i: its waiting next turn, and
+// the next request of a closed loop.
+func (f *fleetRun) after(i int) {
+	if nxt, ok := f.waiter[i]; ok {
+		delete(f.waiter, i)
+		f.arrive(nxt)
+	}
+	if f.closed && f.next < len(f.state) {
+		j := f.next
+		f.next++
+		f.arrive(j)
+	}
+}
+
+func (f *fleetRun) elapsed() time.Duration { return f.clock.Now().Sub(f.start) }
+
+func (f *fleetRun) send(i int) {
+	if f.deadline > 0 && f.elapsed() > f.deadline {
+		f.skip(i)
+		return
+	}
+	wr := f.w.Request(i)
+	ids, text := promptIDs(wr, f.chat)
+	f.oracle.prompt = ids
+	req := &framework.Request{
+		ID:           fmt.Sprintf("%s#%d", wr.ID, i),
+		Model:        f.model,
+		TargetModel:  f.model,
+		Prompt:       framework.Prompt{Text: text},
+		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
+		MaxTokens:    wr.OutputTokens,
+		Stream:       true,
+	}
+	rec := &f.records[i]
+	rec.ID = wr.ID
+	rec.Start = f.elapsed()
+	rec.PromptTokens = len(ids)
+	sentAt := f.clock.Now()
+	f.state[i] = inFlight
+
+	cs := framework.NewCycleState()
+	res, err := f.profile.Schedule(f.ctx, cs, req, f.cands, false)
+	if err != nil {
+		f.fail(i, "schedule: "+err.Error())
+		return
+	}
+	ep, ok := res.Picked[0].(*endpoint)
+	if !ok {
+		f.fail(i, "schedule: picked a foreign endpoint")
+		return
+	}
+	f.profile.PreRequest(f.ctx, cs, req, ep)
+	rec.Endpoint = ep.md.Name
+	cost := int64(len(ids) + wr.OutputTokens)
+	ep.requests.Add(1)
+	ep.tokens.Add(cost)
+	f.oracle.routed(i, ep, ids, wr.OutputTokens)
+
+	var last time.Time
+	sink := simulator.SinkFuncs{
+		OnToken: func(_ uint32, index int, at time.Time) {
+			if index == 0 {
+				rec.TTFT = at.Sub(sentAt)
+				f.oracle.firstToken(i)
+			} else {
+				rec.ITL = append(rec.ITL, at.Sub(last))
+			}
+			last = at
+		},
+		OnDone: func(r simulator.Result) {
+			rec.E2E = r.Finished.Sub(sentAt)
+			rec.OutputTokens = r.OutputTokens
+			rec.CachedTokens = r.CachedTokens
+			out := framework.Outcome{PromptTokens: r.PromptTokens, CachedTokens: r.CachedTokens, CompletionTokens: r.OutputTokens}
+			if r.Reason == simulator.FinishAbort || r.OutputTokens == 0 {
+				rec.Err = "aborted"
+				out.Err = fmt.Errorf("request %s aborted", req.ID)
+			}
+			ep.requests.Add(-1)
+			ep.tokens.Add(-cost)
+			f.oracle.done(i)
+			f.profile.ResponseComplete(f.ctx, req, ep, out)
+			f.state[i] = finished
+			f.left--
+			f.after(i)
+		},
+	}
+	err = ep.eng.Submit(simulator.Request{
+		ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink,
+	})
+	if err != nil {
+		ep.requests.Add(-1)
+		ep.tokens.Add(-cost)
+		f.oracle.done(i)
+		f.profile.ResponseComplete(f.ctx, req, ep, framework.Outcome{Err: err})
+		f.fail(i, "engine: "+shortErr(err))
+	}
+}
+
+func (f *fleetRun) fail(i int, msg string) {
+	f.records[i].Err = msg
+	f.state[i] = finished
+	f.left--
+	f.after(i)
+}
+
+// scrapeLoop refreshes every endpoint's metrics each interval while
+// requests remain.
+func (f *fleetRun) scrapeLoop(interval time.Duration) {
+	for _, e := range f.eps {
+		e.scrape()
+	}
+	f.scrapes++
+	if f.left > 0 {
+		f.clock.AfterFunc(interval, func() { f.scrapeLoop(interval) })
+	}
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if len(s) > 120 {
+		s = s[:120] + "…"
+	}
+	return s
+}
+
+var _ framework.Endpoint = (*endpoint)(nil)

@@ -1,0 +1,233 @@
+package virtual
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/bench/arrival"
+	"github.com/halyard-dev/halyard/internal/bench/enginestats"
+	"github.com/halyard-dev/halyard/internal/bench/report"
+	"github.com/halyard-dev/halyard/internal/bench/stats"
+	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/simclock"
+	"github.com/halyard-dev/halyard/internal/simulator"
+	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
+)
+
+// epoch is the virtual clock's start; any fixed instant keeps runs
+// repeatable.
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// renderChat is the simulator's chat template.
+var renderChat = vllmapi.RenderChat
+
+// Options tune a virtual run beyond the scenario.
+type Options struct {
+	// Log receives progress logs; slog.Default() when nil.
+	Log *slog.Logger
+	// Now gives the report's date; time.Now when nil.
+	Now func() time.Time
+}
+
+// Run runs every policy of the scenario at every arrival step, each on a
+// fresh fleet with the same workload and arrivals, and returns the report.
+func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	slo, err := stats.ParseSLO(sc.SLO)
+	if err != nil {
+		return nil, fmt.Errorf("slo: %w", err)
+	}
+	cfg, err := sc.engineConfig()
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	b := &workload.Builder{Spec: sc.Workload, Seed: sc.Seed}
+	first, err := b.Build(0)
+	if err != nil {
+		return nil, err
+	}
+	steps := sc.arrivals(first.Timed())
+	rep := &report.Report{
+		Schema: report.Schema,
+		Date:   now().UTC().Format(time.RFC3339),
+		Mode:   "virtual",
+		Model:  sc.Model,
+		Workload: report.Workload{
+			Name: first.Name(), Requests: workload.Head(first, sc.MaxRequests).Len(),
+			Params: sc.Workload.Params(), Dropped: b.Dropped,
+		},
+		SLO:  slo.String(),
+		Seed: sc.Seed,
+	}
+	for si, spec := range steps {
+		w, err := b.Build(si)
+		if err != nil {
+			return nil, err
+		}
+		w = workload.Head(w, sc.MaxRequests)
+		sched, err := arrival.Schedule(spec, w)
+		if err != nil {
+			return nil, err
+		}
+		for _, policy := range sc.Policies {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			wall := time.Now()
+			r, err := runOne(ctx, sc, cfg, policy, w, spec, sched, slo)
+			if err != nil {
+				return nil, fmt.Errorf("policy %s, %s: %w", policy, spec, err)
+			}
+			r.WallSeconds = time.Since(wall).Seconds()
+			log.Info("virtual run done", "policy", policy, "arrival", spec.String(), "completed", r.Completed,
+				"failed", r.Failed, "median_ttft_ms", r.MedianTTFTMs, "virtual_seconds", r.Duration, "wall_seconds", r.WallSeconds)
+			rep.Runs = append(rep.Runs, r)
+		}
+	}
+	return rep, nil
+}
+
+// profileFor builds the policy's scheduling profile.
+func profileFor(sc *Scenario, policy string, reg *framework.Registry, h framework.Handle) (*scheduling.Profile, error) {
+	spec, ok := sc.Profiles[policy]
+	if !ok {
+		var err error
+		spec, err = policySpec(policy, sc.Seed)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return scheduling.NewProfile(policy, spec, reg, h)
+}
+
+func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy string, w workload.Workload,
+	spec arrival.Spec, sched []time.Duration, slo stats.SLO) (report.Run, error) {
+	clock := simclock.NewVirtual(epoch)
+	n := w.Len()
+	f := &fleetRun{
+		ctx:      ctx,
+		clock:    clock,
+		start:    epoch,
+		model:    sc.Model,
+		chat:     sc.API == "chat",
+		w:        w,
+		prev:     workload.PreviousTurns(w),
+		deadline: sc.Duration.Duration,
+		records:  make([]stats.Record, n),
+		state:    make([]reqState, n),
+		waiter:   map[int]int{},
+		left:     n,
+	}
+	_, isCustom := sc.Profiles[policy]
+	f.oracle = newOracleState(policy == PolicyOracle && !isCustom, cfg, sc.Fleet.Engines)
+	for i := range sc.Fleet.Engines {
+		eng, err := simulator.NewEngine(cfg, clock)
+		if err != nil {
+			return report.Run{}, fmt.Errorf("engine %d: %w", i, err)
+		}
+		defer eng.Close()
+		ep := &endpoint{
+			md:  framework.EndpointMetadata{Name: fmt.Sprintf("sim-%d", i), Address: fmt.Sprintf("virtual://sim-%d", i), Model: sc.Model, Role: framework.RoleBoth},
+			idx: i,
+			eng: eng,
+		}
+		ep.metrics.Store(&framework.Metrics{})
+		f.eps = append(f.eps, ep)
+		f.cands = append(f.cands, ep)
+	}
+	reg, err := newRegistry(f.oracle)
+	if err != nil {
+		return report.Run{}, err
+	}
+	prof, err := profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return report.Run{}, err
+	}
+	f.profile = prof
+
+	f.scrapeLoop(sc.ScrapeInterval.Duration)
+	if sched == nil {
+		f.closed = true
+		f.next = min(spec.Concurrency, n)
+		for i := range f.next {
+			f.arm(i, 0)
+		}
+	} else {
+		for i, at := range sched {
+			f.arm(i, at)
+		}
+	}
+	// Run the loop in slices so that a cancelled context stops it.
+	for clock.Len() > 0 {
+		if err := ctx.Err(); err != nil {
+			return report.Run{}, err
+		}
+		for k := 0; k < 100_000 && clock.Step(); k++ {
+		}
+	}
+	if f.left != 0 {
+		return report.Run{}, fmt.Errorf("internal: %d requests neither finished nor skipped", f.left)
+	}
+
+	var recs []stats.Record
+	var end time.Duration
+	if sched != nil && n > 0 { // an open-loop run lasts at least until its last arrival
+		end = sched[n-1]
+		if d := sc.Duration.Duration; d > 0 && end > d {
+			end = d
+		}
+	}
+	for i := range f.records {
+		if f.state[i] == skipped {
+			continue
+		}
+		recs = append(recs, f.records[i])
+		end = max(end, f.records[i].Start+f.records[i].E2E)
+	}
+	r := report.NewRun(policy, stats.Summarize(recs, end, slo))
+	r.Policy = policy
+	r.Arrival = spec.String()
+	if spec.Kind == arrival.Poisson {
+		r.SetRate(spec.Rate)
+	}
+	if spec.Kind == arrival.Concurrency {
+		r.MaxConcurrency = spec.Concurrency
+	}
+	res := enginestats.Result{}
+	var hits, queries float64
+	reqs := make([]float64, 0, len(f.eps))
+	toks := make([]float64, 0, len(f.eps))
+	for _, ep := range f.eps {
+		s := ep.eng.Snapshot()
+		e := enginestats.Engine{
+			URL:                ep.md.Address,
+			Requests:           float64(s.FinishedLength + s.FinishedStop),
+			PromptTokens:       float64(s.PromptTokens),
+			PrefixCacheQueries: float64(s.PrefixQueries),
+			PrefixCacheHits:    float64(s.PrefixHits),
+		}
+		res.Engines = append(res.Engines, e)
+		hits += e.PrefixCacheHits
+		queries += e.PrefixCacheQueries
+		reqs = append(reqs, e.Requests)
+		toks = append(toks, e.PromptTokens)
+	}
+	if queries > 0 {
+		res.PrefixCacheHitRate = hits / queries
+	}
+	res.RequestImbalance = stats.Imbalance(reqs)
+	res.PromptTokenImbalance = stats.Imbalance(toks)
+	r.SetEngines(res)
+	return r, nil
+}

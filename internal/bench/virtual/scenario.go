@@ -1,0 +1,232 @@
+package virtual
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/bench/arrival"
+	"github.com/halyard-dev/halyard/internal/bench/stats"
+	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/simulator"
+)
+
+// Scenario is a virtual-time benchmark: a fleet, a workload, arrivals and
+// the policies to compare. It is read from YAML (docs/bench.md).
+type Scenario struct {
+	// Model is the model name; default llama-3-8b.
+	Model string `json:"model,omitempty"`
+	// Fleet is the simulated engines.
+	Fleet Fleet `json:"fleet"`
+	// API is chat (default; prompts go through the simulator's chat
+	// template) or completions.
+	API string `json:"api,omitempty"`
+	// ScrapeInterval is how often endpoint metrics are refreshed, as the
+	// router scrapes; default 100ms.
+	ScrapeInterval config.Duration `json:"scrapeInterval,omitempty"`
+	// Workload is what to send.
+	Workload workload.Spec `json:"workload"`
+	// Arrival is when to send it.
+	Arrival Arrival `json:"arrival,omitempty"`
+	// MaxRequests caps the requests of each run (0: all).
+	MaxRequests int `json:"maxRequests,omitempty"`
+	// Duration stops sending after this much virtual time (0: no limit).
+	Duration config.Duration `json:"duration,omitempty"`
+	// SLO for goodput, e.g. "ttft=2s,tpot=100ms".
+	SLO string `json:"slo,omitempty"`
+	// Seed seeds the workload, the arrivals and the random pickers.
+	Seed uint64 `json:"seed,omitempty"`
+	// Policies to compare; default all built-in policies.
+	Policies []string `json:"policies,omitempty"`
+	// Profiles defines extra policies as scheduling profiles, by name.
+	Profiles map[string]config.ProfileSpec `json:"profiles,omitempty"`
+}
+
+// Fleet describes identical simulated engines.
+type Fleet struct {
+	// Engines is the number of engines; default 1.
+	Engines int `json:"engines"`
+	// Profile is a simulator profile name or YAML path; default the
+	// simulator's default.
+	Profile string `json:"profile,omitempty"`
+	// Capacity overrides of the profile (0 keeps the profile's value).
+	NumGPUBlocks        int `json:"numGPUBlocks,omitempty"`
+	BlockSize           int `json:"blockSize,omitempty"`
+	MaxNumSeqs          int `json:"maxNumSeqs,omitempty"`
+	MaxNumBatchedTokens int `json:"maxNumBatchedTokens,omitempty"`
+	MaxModelLen         int `json:"maxModelLen,omitempty"`
+}
+
+// Arrival is the scenario's arrival process: one of Rates (a Poisson ladder;
+// 0 means all at once), Concurrency (closed loop) or Trace (the trace's
+// timestamps, sped up by TimeScale). Default: Trace for trace workloads,
+// else all at once.
+type Arrival struct {
+	Rates       []float64 `json:"rates,omitempty"`
+	Concurrency int       `json:"concurrency,omitempty"`
+	Trace       bool      `json:"trace,omitempty"`
+	TimeScale   float64   `json:"timeScale,omitempty"`
+}
+
+// Load reads a scenario file strictly, defaults and validates it.
+func Load(path string) (*Scenario, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %w", err)
+	}
+	s, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("scenario %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Parse decodes a scenario strictly (unknown fields are errors), defaults
+// and validates it.
+func Parse(data []byte) (*Scenario, error) {
+	var s Scenario
+	if err := yaml.UnmarshalStrict(data, &s); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	s.Default()
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Default fills unset fields.
+func (s *Scenario) Default() {
+	if s.Model == "" {
+		s.Model = "llama-3-8b"
+	}
+	if s.Fleet.Engines == 0 {
+		s.Fleet.Engines = 1
+	}
+	if s.API == "" {
+		s.API = "chat"
+	}
+	if s.ScrapeInterval.Duration == 0 {
+		s.ScrapeInterval.Duration = 100 * time.Millisecond
+	}
+	if len(s.Policies) == 0 {
+		s.Policies = BuiltinPolicies()
+	}
+	s.Workload.Default()
+}
+
+// Validate checks the scenario; errors name the field path.
+func (s *Scenario) Validate() error {
+	var errs []error
+	if s.Fleet.Engines < 1 || s.Fleet.Engines > 10000 {
+		errs = append(errs, fmt.Errorf("fleet.engines: must be 1 to 10000, got %d", s.Fleet.Engines))
+	}
+	if _, err := s.engineConfig(); err != nil {
+		errs = append(errs, fmt.Errorf("fleet: %w", err))
+	}
+	if s.API != "chat" && s.API != "completions" {
+		errs = append(errs, fmt.Errorf("api: want chat or completions, got %q", s.API))
+	}
+	if s.ScrapeInterval.Duration < 0 {
+		errs = append(errs, fmt.Errorf("scrapeInterval: must be positive, got %s", s.ScrapeInterval.Duration))
+	}
+	if err := s.Workload.Validate("workload"); err != nil {
+		errs = append(errs, err)
+	}
+	a := s.Arrival
+	set := 0
+	for _, b := range []bool{len(a.Rates) > 0, a.Concurrency != 0, a.Trace} {
+		if b {
+			set++
+		}
+	}
+	if set > 1 {
+		errs = append(errs, errors.New("arrival: give only one of rates, concurrency and trace"))
+	}
+	for i, r := range a.Rates {
+		if r < 0 {
+			errs = append(errs, fmt.Errorf("arrival.rates[%d]: must not be negative, got %v", i, r))
+		}
+	}
+	if a.Concurrency < 0 {
+		errs = append(errs, fmt.Errorf("arrival.concurrency: must be positive, got %d", a.Concurrency))
+	}
+	if a.TimeScale < 0 {
+		errs = append(errs, fmt.Errorf("arrival.timeScale: must be positive, got %v", a.TimeScale))
+	}
+	if s.MaxRequests < 0 {
+		errs = append(errs, fmt.Errorf("maxRequests: must not be negative, got %d", s.MaxRequests))
+	}
+	if s.Duration.Duration < 0 {
+		errs = append(errs, fmt.Errorf("duration: must not be negative, got %s", s.Duration.Duration))
+	}
+	if _, err := stats.ParseSLO(s.SLO); err != nil {
+		errs = append(errs, fmt.Errorf("slo: %w", err))
+	}
+	if len(s.Policies) == 0 {
+		errs = append(errs, errors.New("policies: at least one required"))
+	}
+	seen := map[string]bool{}
+	for i, p := range s.Policies {
+		if seen[p] {
+			errs = append(errs, fmt.Errorf("policies[%d]: %q appears twice", i, p))
+		}
+		seen[p] = true
+		if _, ok := s.Profiles[p]; ok {
+			continue
+		}
+		if _, err := policySpec(p, 0); err != nil {
+			errs = append(errs, fmt.Errorf("policies[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// engineConfig builds the simulated engines' configuration.
+func (s *Scenario) engineConfig() (simulator.Config, error) {
+	prof, err := simulator.LoadProfile(s.Fleet.Profile)
+	if err != nil {
+		return simulator.Config{}, fmt.Errorf("profile: %w", err)
+	}
+	cfg := prof.Config(s.Model)
+	set := func(dst *int, v int) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	set(&cfg.Capacity.NumGPUBlocks, s.Fleet.NumGPUBlocks)
+	set(&cfg.Capacity.BlockSize, s.Fleet.BlockSize)
+	set(&cfg.Capacity.MaxNumSeqs, s.Fleet.MaxNumSeqs)
+	set(&cfg.Capacity.MaxNumBatchedTokens, s.Fleet.MaxNumBatchedTokens)
+	set(&cfg.Capacity.MaxModelLen, s.Fleet.MaxModelLen)
+	cfg.Seed = s.Seed
+	if err := cfg.Validate(); err != nil {
+		return simulator.Config{}, err
+	}
+	return cfg, nil
+}
+
+// arrivals returns one spec per run step.
+func (s *Scenario) arrivals(timed bool) []arrival.Spec {
+	a := s.Arrival
+	switch {
+	case len(a.Rates) > 0:
+		out := make([]arrival.Spec, len(a.Rates))
+		for i, r := range a.Rates {
+			if r == 0 {
+				r = inf
+			}
+			out[i] = arrival.Spec{Kind: arrival.Poisson, Rate: r, Seed: s.Seed + uint64(i)}
+		}
+		return out
+	case a.Concurrency > 0:
+		return []arrival.Spec{{Kind: arrival.Concurrency, Concurrency: a.Concurrency}}
+	case a.Trace || timed:
+		return []arrival.Spec{{Kind: arrival.Trace, TimeScale: a.TimeScale}}
+	}
+	return []arrival.Spec{{Kind: arrival.Poisson, Rate: inf, Seed: s.Seed}}
+}

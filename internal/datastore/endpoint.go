@@ -1,0 +1,133 @@
+package datastore
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+)
+
+// EndpointSpec is what discovery says about one endpoint.
+type EndpointSpec struct {
+	// Pool is the group of endpoints that routes target.
+	Pool string
+	// Metadata describes the engine.
+	Metadata framework.EndpointMetadata
+}
+
+// HealthPolicy sets when an endpoint is taken out and put back.
+type HealthPolicy struct {
+	// FailureThreshold consecutive failures take a healthy endpoint out.
+	FailureThreshold int
+	// SuccessThreshold consecutive successful scrapes bring an endpoint that
+	// was taken out back. An endpoint that has never been healthy needs one.
+	SuccessThreshold int
+}
+
+var emptyMetrics = &framework.Metrics{}
+
+// Endpoint is one engine as the router sees it. It is safe for concurrent use.
+type Endpoint struct {
+	pool string
+	md   framework.EndpointMetadata
+
+	metrics    atomic.Pointer[framework.Metrics]
+	reqs, toks atomic.Int64
+	healthy    atomic.Bool
+
+	mu          sync.Mutex
+	failures    int
+	successes   int
+	everHealthy bool
+	lastErr     string
+}
+
+// NewEndpoint returns an endpoint from its spec, not yet healthy.
+func NewEndpoint(spec EndpointSpec) *Endpoint {
+	return &Endpoint{pool: spec.Pool, md: spec.Metadata}
+}
+
+// Metadata returns what discovery said about the endpoint.
+func (e *Endpoint) Metadata() *framework.EndpointMetadata { return &e.md }
+
+// Pool returns the endpoint's pool.
+func (e *Endpoint) Pool() string { return e.pool }
+
+// Metrics returns the latest scraped snapshot, or an empty one.
+func (e *Endpoint) Metrics() *framework.Metrics {
+	if m := e.metrics.Load(); m != nil {
+		return m
+	}
+	return emptyMetrics
+}
+
+// SetMetrics publishes a new snapshot; m must not be modified afterwards.
+func (e *Endpoint) SetMetrics(m *framework.Metrics) { e.metrics.Store(m) }
+
+// InFlight returns the router's own count of unfinished requests sent to the
+// endpoint and their prompt plus max output tokens.
+func (e *Endpoint) InFlight() (requests, tokens int64) { return e.reqs.Load(), e.toks.Load() }
+
+// Begin counts a request of tokens tokens as sent; End undoes it.
+func (e *Endpoint) Begin(tokens int64) {
+	e.reqs.Add(1)
+	e.toks.Add(tokens)
+}
+
+// End counts a request begun with Begin(tokens) as finished.
+func (e *Endpoint) End(tokens int64) {
+	e.reqs.Add(-1)
+	e.toks.Add(-tokens)
+}
+
+// Healthy reports whether the endpoint may receive requests.
+func (e *Endpoint) Healthy() bool { return e.healthy.Load() }
+
+// LastError returns the last failure's message, or "".
+func (e *Endpoint) LastError() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastErr
+}
+
+// ObserveSuccess records a successful scrape. It reports whether the
+// endpoint became healthy.
+func (e *Endpoint) ObserveSuccess(p HealthPolicy) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failures = 0
+	e.successes++
+	if e.healthy.Load() {
+		return false
+	}
+	need := max(p.SuccessThreshold, 1)
+	if !e.everHealthy {
+		need = 1
+	}
+	if e.successes >= need {
+		e.healthy.Store(true)
+		e.everHealthy = true
+		e.lastErr = ""
+		return true
+	}
+	return false
+}
+
+// ObserveFailure records a failed scrape or a connection error. It reports
+// whether the endpoint became unhealthy.
+func (e *Endpoint) ObserveFailure(p HealthPolicy, err error) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.successes = 0
+	e.failures++
+	if err != nil {
+		e.lastErr = err.Error()
+	}
+	if e.healthy.Load() && e.failures >= max(p.FailureThreshold, 1) {
+		e.healthy.Store(false)
+		return true
+	}
+	return false
+}
+
+var _ framework.Endpoint = (*Endpoint)(nil)

@@ -1,0 +1,212 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/discovery"
+	"github.com/halyard-dev/halyard/internal/router"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
+)
+
+// Defaults of local mode without a config file.
+const (
+	DefaultModel    = "llama-3-8b"
+	DefaultReplicas = 4
+)
+
+// DefaultConfig is one model on four simulated engines (free ports), the
+// router on 127.0.0.1:8080 with the default profile.
+func DefaultConfig() *config.Config {
+	c := &config.Config{
+		APIVersion: config.APIVersion,
+		Kind:       config.Kind,
+		Engines:    []config.EngineSpec{{Model: DefaultModel, Replicas: DefaultReplicas}},
+		Routes:     []config.RouteSpec{{Model: DefaultModel, Targets: []config.TargetSpec{{Pool: DefaultModel}}}},
+	}
+	c.Default()
+	return c
+}
+
+// Options configure Run.
+type Options struct {
+	// Config is a loaded configuration; nil means DefaultConfig.
+	Config *config.Config
+	// Registry builds scheduling plugins; PresetProfiles are the profiles
+	// routes may name without defining them.
+	Registry       *framework.Registry
+	PresetProfiles map[string]config.ProfileSpec
+	// Logger receives the router's and engines' logs.
+	Logger *slog.Logger
+	// Out receives the human-readable lines: where to send requests, and the
+	// demo's answer and report.
+	Out io.Writer
+	// Demo runs the built-in demo once the router is ready.
+	Demo bool
+	// DemoRequests is the size of the demo's load; default 300.
+	DemoRequests int
+	// ReadyTimeout bounds the wait for the router to become ready; default
+	// 30s.
+	ReadyTimeout time.Duration
+}
+
+// Run starts the configured engines and the router, prints where to send
+// requests, runs the demo if asked, and serves until ctx is done; then it
+// stops the router and the engines and waits for them.
+func Run(ctx context.Context, o Options) error {
+	cfg := o.Config
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	out := o.Out
+	if out == nil {
+		out = io.Discard
+	}
+	if len(cfg.Engines) == 0 && len(cfg.Endpoints) == 0 {
+		return errors.New("local mode: the config has neither engines nor endpoints")
+	}
+
+	ectx, stopEngines := context.WithCancel(context.Background())
+	defer stopEngines()
+	var instances []*vllmapi.Instance
+	defer func() {
+		stopEngines()
+		for _, in := range instances {
+			_ = in.Wait()
+		}
+	}()
+	var specs []datastore.EndpointSpec
+	engineURLs := map[string]bool{}
+	for i, es := range cfg.Engines {
+		if len(es.Args) > 0 {
+			return fmt.Errorf("engines[%d].args: not supported by halyard up (engines run in-process); use halyard sim processes and halyard router instead", i)
+		}
+		for r := range es.Replicas {
+			listen := "127.0.0.1:0"
+			if es.BasePort != 0 {
+				listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(es.BasePort+r))
+			}
+			inst, err := vllmapi.Start(ectx, vllmapi.Spec{
+				Listen: listen, Model: es.Model, Profile: es.Profile, Role: es.Role,
+				LoRAs: es.Adapters, Seed: uint64(1000*i + r + 1),
+			}, log.With("engine", fmt.Sprintf("%s-%d", es.Pool, r)))
+			if err != nil {
+				return fmt.Errorf("engines[%d] replica %d: %w", i, r, err)
+			}
+			instances = append(instances, inst)
+			engineURLs[inst.URL] = true
+			specs = append(specs, datastore.EndpointSpec{Pool: es.Pool, Metadata: framework.EndpointMetadata{
+				Name: fmt.Sprintf("%s-%d", es.Pool, r), Address: inst.URL, Model: es.Model,
+				Role: framework.Role(es.Role), Labels: es.Labels, Adapters: es.Adapters,
+			}})
+		}
+	}
+	// Static endpoints that the engines replace (same address) are dropped.
+	for _, s := range discovery.Specs(cfg.Endpoints) {
+		if !engineURLs[strings.TrimSuffix(s.Metadata.Address, "/")] {
+			specs = append(specs, s)
+		}
+	}
+
+	r, err := router.New(router.Options{
+		Config: cfg, Registry: o.Registry, PresetProfiles: o.PresetProfiles, Logger: log,
+		Source: &discovery.Static{Endpoints: specs},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Router.Listen)
+	if err != nil {
+		return fmt.Errorf("router listen: %w", err)
+	}
+	url := "http://" + ln.Addr().String()
+	rctx, stopRouter := context.WithCancel(ctx)
+	defer stopRouter()
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(rctx, ln, 5*time.Second) }()
+	log.Info("router serving", "addr", ln.Addr().String(), "engines", len(instances))
+
+	if stopped, err := waitReady(ctx, r, o.ReadyTimeout, served); err != nil {
+		stopRouter()
+		if !stopped {
+			if serr := <-served; serr != nil {
+				log.Warn("router stopped with an error", "error", serr)
+			}
+		}
+		return err
+	}
+	model := cfg.Routes[0].Model
+	fmt.Fprintf(out, "Halyard is up: router on %s, %d simulated engine(s), models: %s\n", url, len(instances), strings.Join(publicModels(cfg), ", "))
+	fmt.Fprintf(out, "Try:\n  curl -s %s/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":32}'\n", url, model)
+	fmt.Fprintf(out, "Metrics: %s/metrics   Explain a decision: add -H 'x-halyard-explain: 1' and -i   Stop: Ctrl-C\n", url)
+
+	if o.Demo {
+		n := o.DemoRequests
+		if n <= 0 {
+			n = 300
+		}
+		if err := runDemo(ctx, out, url, model, n, instances); err != nil && ctx.Err() == nil {
+			fmt.Fprintf(out, "demo failed: %v\n", err)
+		}
+		if ctx.Err() == nil {
+			fmt.Fprintf(out, "Still serving on %s; Ctrl-C stops.\n", url)
+		}
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		stopRouter()
+		serveErr = <-served
+	case serveErr = <-served:
+	}
+	return serveErr
+}
+
+func publicModels(cfg *config.Config) []string {
+	out := make([]string, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		out = append(out, r.Model)
+	}
+	return out
+}
+
+// waitReady waits until every route has a healthy endpoint. stopped tells
+// that the router's Serve returned (and its result was taken from served).
+func waitReady(ctx context.Context, r *router.Router, timeout time.Duration, served <-chan error) (stopped bool, err error) {
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ok, _ := r.Ready(); ok {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case err := <-served:
+			return true, fmt.Errorf("router stopped before it was ready: %w", err)
+		case <-deadline.C:
+			_, missing := r.Ready()
+			return false, fmt.Errorf("router not ready within %s: no healthy endpoint for %s", timeout, strings.Join(missing, ", "))
+		case <-tick.C:
+		}
+	}
+}

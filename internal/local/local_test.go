@@ -1,0 +1,90 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+)
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes and reads of
+// a test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRunDemoThenStop(t *testing.T) {
+	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router: {listen: "127.0.0.1:0"}
+engines: [{model: m, replicas: 2, profile: zero}]
+routes: [{model: m, targets: [{pool: m}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, Demo: true, DemoRequests: 40})
+	}()
+	deadline := time.After(time.Minute)
+	for !strings.Contains(out.String(), "Still serving") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v\n%s", err, out)
+		case <-deadline:
+			t.Fatalf("demo did not finish within a minute:\n%s", out)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of cancel")
+	}
+	got := out.String()
+	for _, want := range []string{"2 simulated engine(s)", "curl -s http://127.0.0.1:", "Demo report (40 requests, 0 failed", "per engine  m-0:", "prefix-cache hit ratio"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestRunRefusesEngineArgs(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Engines[0].Args = []string{"--max-num-seqs=4"}
+	err := Run(context.Background(), Options{Config: cfg})
+	if err == nil || !strings.Contains(err.Error(), "engines[0].args") {
+		t.Errorf("err = %v, want it to name engines[0].args", err)
+	}
+}

@@ -1,0 +1,230 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+)
+
+// errSyntax is returned by the scanner for input that is not JSON. Callers
+// run json.Valid first, so it marks a scanner bug or truncated input.
+var errSyntax = errors.New("invalid json")
+
+// field is one top-level member of a JSON object: its key (unescaped) and
+// the byte span of its value within the document.
+type field struct {
+	key        []byte
+	start, end int
+}
+
+// topFields calls fn for each member of the top-level object in doc, in
+// order. doc must be valid JSON (json.Valid); it returns errSyntax if the
+// document is not an object.
+func topFields(doc []byte, fn func(f field) bool) error {
+	i := skipSpace(doc, 0)
+	if i >= len(doc) || doc[i] != '{' {
+		return errSyntax
+	}
+	i = skipSpace(doc, i+1)
+	if i < len(doc) && doc[i] == '}' {
+		return nil
+	}
+	for i < len(doc) {
+		if doc[i] != '"' {
+			return errSyntax
+		}
+		kend, err := skipString(doc, i)
+		if err != nil {
+			return err
+		}
+		key := doc[i+1 : kend-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			k, err := unquote(doc[i:kend])
+			if err != nil {
+				return err
+			}
+			key = []byte(k)
+		}
+		i = skipSpace(doc, kend)
+		if i >= len(doc) || doc[i] != ':' {
+			return errSyntax
+		}
+		i = skipSpace(doc, i+1)
+		vend, err := skipValue(doc, i)
+		if err != nil {
+			return err
+		}
+		if !fn(field{key: key, start: i, end: vend}) {
+			return nil
+		}
+		i = skipSpace(doc, vend)
+		if i >= len(doc) {
+			return errSyntax
+		}
+		switch doc[i] {
+		case ',':
+			i = skipSpace(doc, i+1)
+		case '}':
+			return nil
+		default:
+			return errSyntax
+		}
+	}
+	return errSyntax
+}
+
+// unquote returns the string value of a JSON string literal, without
+// allocating beyond the result when it holds no escapes.
+func unquote(lit []byte) (string, error) {
+	inner := lit[1 : len(lit)-1]
+	plain := true
+	for _, c := range inner {
+		if c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(inner), nil
+	}
+	var s string
+	if err := json.Unmarshal(lit, &s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// appendUnquoted appends the value of a JSON string literal to dst.
+func appendUnquoted(dst, lit []byte) ([]byte, error) {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return append(dst, inner...), nil
+	}
+	s, err := unquote(lit)
+	return append(dst, s...), err
+}
+
+func skipSpace(doc []byte, i int) int {
+	for i < len(doc) {
+		switch doc[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipString returns the index after the string literal starting at i.
+func skipString(doc []byte, i int) (int, error) {
+	for j := i + 1; j < len(doc); j++ {
+		switch doc[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, nil
+		}
+	}
+	return 0, errSyntax
+}
+
+// skipValue returns the index after the value starting at i.
+func skipValue(doc []byte, i int) (int, error) {
+	if i >= len(doc) {
+		return 0, errSyntax
+	}
+	switch doc[i] {
+	case '"':
+		return skipString(doc, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(doc); j++ {
+			switch doc[j] {
+			case '"':
+				end, err := skipString(doc, j)
+				if err != nil {
+					return 0, err
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, nil
+				}
+			}
+		}
+		return 0, errSyntax
+	default: // number, true, false, null
+		j := i
+		for j < len(doc) {
+			switch doc[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return j, nil
+			}
+			j++
+		}
+		return j, nil
+	}
+}
+
+// arrayElems calls fn with the span of each element of the JSON array that
+// starts at doc[0] == '['. doc must be valid JSON.
+func arrayElems(doc []byte, fn func(start, end int) bool) error {
+	if len(doc) == 0 || doc[0] != '[' {
+		return errSyntax
+	}
+	i := skipSpace(doc, 1)
+	if i < len(doc) && doc[i] == ']' {
+		return nil
+	}
+	for i < len(doc) {
+		end, err := skipValue(doc, i)
+		if err != nil {
+			return err
+		}
+		if !fn(i, end) {
+			return nil
+		}
+		i = skipSpace(doc, end)
+		if i >= len(doc) {
+			return errSyntax
+		}
+		switch doc[i] {
+		case ',':
+			i = skipSpace(doc, i+1)
+		case ']':
+			return nil
+		default:
+			return errSyntax
+		}
+	}
+	return errSyntax
+}
+
+// parseInt reads a JSON integer value; other values give ok == false.
+func parseInt(v []byte) (int, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	n, neg, i := 0, false, 0
+	if v[0] == '-' {
+		neg, i = true, 1
+	}
+	if i == len(v) {
+		return 0, false
+	}
+	for ; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}

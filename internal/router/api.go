@@ -1,0 +1,105 @@
+package router
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/halyard-dev/halyard/internal/openai"
+)
+
+type modelList struct {
+	Object string      `json:"object"`
+	Data   []modelCard `json:"data"`
+}
+
+type modelCard struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+// serveModels lists the routes' public models.
+func (r *Router) serveModels(w http.ResponseWriter, _ *http.Request) {
+	out := modelList{Object: "list", Data: []modelCard{}}
+	for _, m := range r.table.Models() {
+		out.Data = append(out.Data, modelCard{ID: m, Object: "model", OwnedBy: "halyard"})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// serveHealth answers 200 while the process serves.
+func (r *Router) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok\n"))
+}
+
+type readiness struct {
+	Ready bool `json:"ready"`
+	// NotReady lists the public models none of whose pools has a healthy
+	// endpoint.
+	NotReady []string `json:"notReady,omitempty"`
+}
+
+// Ready reports whether every route has at least one healthy endpoint in one
+// of its pools (targets, rule targets or fallbacks), and which do not.
+func (r *Router) Ready() (bool, []string) {
+	var missing []string
+	for _, m := range r.table.Models() {
+		rt, _ := r.table.Lookup(m)
+		ok := false
+		for _, t := range rt.Targets() {
+			for _, e := range r.store.Pool(t.Pool) {
+				if e.Healthy() {
+					ok = true
+					break
+				}
+			}
+			if ok {
+				break
+			}
+		}
+		if !ok {
+			missing = append(missing, m)
+		}
+	}
+	return len(missing) == 0 && len(r.table.Models()) > 0, missing
+}
+
+// serveReady answers 200 when Ready, else 503, with the details as JSON.
+func (r *Router) serveReady(w http.ResponseWriter, _ *http.Request) {
+	ok, missing := r.Ready()
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, readiness{Ready: ok, NotReady: missing})
+}
+
+func (r *Router) serveNotFound(w http.ResponseWriter, hr *http.Request) {
+	e := &openai.Error{Status: http.StatusNotFound, Type: openai.TypeInvalidRequest, Code: "unknown_url",
+		Message: "Unknown request URL: " + hr.Method + " " + hr.URL.Path + "."}
+	e.Write(w)
+}
+
+func (r *Router) serveMethodNotAllowed(w http.ResponseWriter, hr *http.Request) {
+	allow := http.MethodPost
+	if hr.URL.Path == "/v1/models" {
+		allow = http.MethodGet
+	}
+	w.Header().Set("Allow", allow)
+	e := &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Code: openai.CodeMethodNotFound,
+		Message: "Method " + hr.Method + " is not allowed on " + hr.URL.Path + "; use " + allow + "."}
+	e.Write(w)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		openai.BadGateway("encode response: " + err.Error()).Write(w)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+}

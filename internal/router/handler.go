@@ -1,0 +1,329 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/observability"
+	"github.com/halyard-dev/halyard/internal/openai"
+	"github.com/halyard-dev/halyard/internal/routing"
+	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/tokenizer"
+)
+
+// call is the state of one inference request through the router.
+type call struct {
+	start   time.Time
+	kind    openai.Kind
+	body    *openai.Request
+	route   *routing.Route
+	profile *scheduling.Profile
+	req     *framework.Request
+	explain bool
+}
+
+func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
+	r.serveInference(w, hr, openai.KindChat)
+}
+
+func (r *Router) serveCompletion(w http.ResponseWriter, hr *http.Request) {
+	r.serveInference(w, hr, openai.KindCompletion)
+}
+
+func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind openai.Kind) {
+	c, aerr, cause := r.prepare(w, hr, kind)
+	if aerr != nil {
+		model := ""
+		if c != nil && c.route != nil { // never label by an unknown model name
+			model = c.route.Model
+		}
+		r.fail(w, model, aerr, cause)
+		return
+	}
+	r.metrics.InFlight.Inc()
+	defer r.metrics.InFlight.Dec()
+	r.forward(w, hr, c)
+}
+
+// prepare reads and parses the body, finds the route and fills the
+// scheduling request.
+func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Kind) (*call, *openai.Error, string) {
+	start := time.Now()
+	body, aerr := r.readBody(w, hr)
+	if aerr != nil {
+		cause := observability.CauseBadRequest
+		if aerr.Status == http.StatusRequestEntityTooLarge {
+			cause = observability.CauseTooLarge
+		}
+		return nil, aerr, cause
+	}
+	c, aerr, cause := r.prepareBody(hr, kind, body)
+	if c != nil {
+		c.start = start
+	}
+	return c, aerr, cause
+}
+
+// prepareBody parses body, finds the route and fills the scheduling request.
+func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*call, *openai.Error, string) {
+	c := &call{start: time.Now(), kind: kind}
+	oreq, perr := openai.Parse(kind, body)
+	if perr != nil {
+		return c, perr, observability.CauseBadRequest
+	}
+	c.body = oreq
+	route, ok := r.table.Lookup(oreq.Model)
+	if !ok {
+		return c, openai.ModelNotFound(oreq.Model), observability.CauseModelNotFound
+	}
+	c.route = route
+	c.profile = r.profiles[route.Profile]
+	c.req = r.schedulingRequest(hr, oreq, route)
+	c.explain = explainRequested(hr.Header)
+	return c, nil, ""
+}
+
+func explainRequested(h http.Header) bool {
+	switch strings.ToLower(h.Get(HeaderExplain)) {
+	case "1", "true", "yes":
+		return true
+	}
+	return false
+}
+
+// readBody reads at most maxBodyBytes.
+func (r *Router) readBody(w http.ResponseWriter, hr *http.Request) ([]byte, *openai.Error) {
+	limit := r.cfg.MaxBodyBytes
+	if hr.ContentLength > limit {
+		return nil, openai.TooLarge(limit)
+	}
+	rd := http.MaxBytesReader(w, hr.Body, limit)
+	var body []byte
+	var err error
+	if hr.ContentLength > 0 {
+		body = make([]byte, hr.ContentLength)
+		_, err = io.ReadFull(rd, body)
+	} else {
+		body, err = io.ReadAll(rd)
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, openai.TooLarge(limit)
+		}
+		return nil, openai.BadRequest("", openai.CodeInvalidJSON, "could not read the request body: "+err.Error())
+	}
+	return body, nil
+}
+
+var requestSeq atomic.Uint64
+
+var requestPrefix = "halyard-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + "-"
+
+func newRequestID() string {
+	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
+}
+
+// schedulingRequest fills the framework.Request once after parsing.
+func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *routing.Route) *framework.Request {
+	id := hr.Header.Get(HeaderRequestID)
+	if id == "" {
+		id = newRequestID()
+	}
+	headers := make(map[string]string, len(hr.Header))
+	for k, v := range hr.Header {
+		if len(v) > 0 {
+			headers[lowerHeader(k)] = v[0]
+		}
+	}
+	req := &framework.Request{
+		ID:         id,
+		Model:      o.Model,
+		Adapter:    route.Adapter,
+		Headers:    headers,
+		SessionKey: hr.Header.Get(r.cfg.SessionHeader),
+		MaxTokens:  o.MaxTokens,
+		Stream:     o.Stream,
+	}
+	if req.SessionKey == "" {
+		req.SessionKey = o.User
+	}
+	if o.PromptTokenIDs != nil {
+		req.Prompt.TokenIDs = o.PromptTokenIDs
+		req.PromptTokens = len(o.PromptTokenIDs)
+	} else {
+		req.Prompt.Text = o.PromptText
+		req.PromptTokens = tokenizer.Pseudo{}.Count(string(o.PromptText))
+	}
+	return req
+}
+
+// commonHeaders maps canonical header names to lowercase without allocating.
+var commonHeaders = map[string]string{}
+
+func init() {
+	for _, h := range []string{"Accept", "Accept-Encoding", "Authorization", "Content-Length", "Content-Type",
+		"Connection", "User-Agent", "X-Request-Id", "X-Session-Id", HeaderExplain, "X-Stainless-Lang",
+		"X-Stainless-Package-Version", "X-Stainless-Os", "X-Stainless-Arch", "X-Stainless-Runtime",
+		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project"} {
+		commonHeaders[h] = strings.ToLower(h)
+	}
+}
+
+func lowerHeader(k string) string {
+	if l, ok := commonHeaders[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
+}
+
+// engineModel is the model name sent to ep for target.
+func engineModel(t routing.Target, ep framework.Endpoint) string {
+	if t.Model != "" {
+		return t.Model
+	}
+	return ep.Metadata().Model
+}
+
+// exclusion says why an endpoint of a pool was not a candidate.
+type exclusion struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// candidates returns the healthy endpoints of pool that can serve the route,
+// leaving out those already tried when others remain, and never the last
+// tried one when another exists.
+func (r *Router) candidates(route *routing.Route, pool string, tried []*datastore.Endpoint, explain bool) ([]framework.Endpoint, []exclusion) {
+	eps := r.store.Pool(pool)
+	out := make([]framework.Endpoint, 0, len(eps))
+	var excluded []exclusion
+	for _, e := range eps {
+		reason := ""
+		switch {
+		case !e.Healthy():
+			reason = "unhealthy"
+		case e.Metadata().Role != framework.RoleBoth && e.Metadata().Role != "":
+			reason = "role " + string(e.Metadata().Role)
+		case route.Adapter != "" && !servesAdapter(e, route.Adapter):
+			reason = "adapter " + route.Adapter + " not listed"
+		}
+		if reason != "" {
+			if explain {
+				excluded = append(excluded, exclusion{Name: e.Metadata().Name, Reason: reason})
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	if len(tried) == 0 || len(out) == 0 {
+		return out, excluded
+	}
+	fresh := make([]framework.Endpoint, 0, len(out))
+	for _, e := range out {
+		if !contains(tried, e) {
+			fresh = append(fresh, e)
+		}
+	}
+	if len(fresh) > 0 {
+		return fresh, excluded
+	}
+	last := tried[len(tried)-1]
+	for _, e := range out {
+		if e != framework.Endpoint(last) {
+			fresh = append(fresh, e)
+		}
+	}
+	if len(fresh) > 0 {
+		return fresh, excluded
+	}
+	return out, excluded
+}
+
+func contains(tried []*datastore.Endpoint, e framework.Endpoint) bool {
+	for _, t := range tried {
+		if framework.Endpoint(t) == e {
+			return true
+		}
+	}
+	return false
+}
+
+func servesAdapter(e framework.Endpoint, adapter string) bool {
+	for _, a := range e.Metadata().Adapters {
+		if a == adapter {
+			return true
+		}
+	}
+	for _, a := range e.Metrics().RunningAdapters {
+		if a == adapter {
+			return true
+		}
+	}
+	return false
+}
+
+// decision is the outcome of choosing an endpoint for one attempt.
+type decision struct {
+	endpoint    *datastore.Endpoint
+	target      routing.Target
+	fallback    bool
+	state       *framework.CycleState
+	explanation *framework.Explanation
+	excluded    []exclusion
+	prefix      float64
+	hasPrefix   bool
+}
+
+// decide runs the route's targets in order (the split's pick, then the
+// fallbacks) until one has an endpoint the profile picks.
+func (r *Router) decide(ctx context.Context, c *call, targets []routing.Target, tried []*datastore.Endpoint) (decision, bool) {
+	var d decision
+	for i, t := range targets {
+		cands, excluded := r.candidates(c.route, t.Pool, tried, c.explain)
+		d.excluded = append(d.excluded, excluded...)
+		if len(cands) == 0 {
+			continue
+		}
+		if c.req.TargetModel == "" || i > 0 {
+			c.req.TargetModel = engineModel(t, cands[0])
+		}
+		state := framework.NewCycleState()
+		t0 := time.Now()
+		res, err := c.profile.Schedule(ctx, state, c.req, cands, c.explain)
+		r.metrics.SchedulingTime.WithLabelValues(c.profile.Name()).Observe(time.Since(t0).Seconds())
+		if res.Explanation != nil {
+			d.explanation = res.Explanation
+		}
+		if err != nil || len(res.Picked) == 0 {
+			continue
+		}
+		ep, ok := res.Picked[0].(*datastore.Endpoint)
+		if !ok {
+			continue
+		}
+		d.endpoint, d.target, d.fallback, d.state = ep, t, i > 0, state
+		if ps, ok := framework.ReadAs[*prefixScores](state, prefixScoresKey); ok {
+			d.prefix, d.hasPrefix = ps.scoreOf(ep)
+		}
+		return d, true
+	}
+	return d, false
+}
+
+// fail writes an error response and counts it.
+func (r *Router) fail(w http.ResponseWriter, model string, e *openai.Error, cause string) {
+	if cause != "" {
+		r.metrics.Errors.WithLabelValues(model, cause).Inc()
+	}
+	r.metrics.Requests.WithLabelValues(model, "", strconv.Itoa(e.Status)).Inc()
+	e.Write(w)
+}

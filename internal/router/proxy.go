@@ -1,0 +1,415 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/observability"
+	"github.com/halyard-dev/halyard/internal/openai"
+	"github.com/halyard-dev/halyard/internal/routing"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+)
+
+// maxBufferedResponse caps a non-streamed response the router reads whole
+// before forwarding (to retry on failure and to read its usage).
+const maxBufferedResponse = 64 << 20
+
+// maxUpstreamErrorBody caps the engine error body kept for the client.
+const maxUpstreamErrorBody = 64 << 10
+
+// hopHeaders are not forwarded in either direction (RFC 9110 §7.6.1), plus
+// the ones the router sets itself.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true, "Accept-Encoding": true, "Host": true, HeaderExplain: true,
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// outcome of one attempt.
+type attemptResult int
+
+const (
+	attemptDone  attemptResult = iota // the client got a response (or left)
+	attemptRetry                      // nothing reached the client; try elsewhere
+)
+
+// forward sends the request to endpoints until one answers, within
+// maxAttempts, and streams the answer to the client.
+func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
+	ctx := hr.Context()
+	primary, fallback := c.route.Pick(hr.Header)
+	targets := make([]routing.Target, 0, 1+len(fallback))
+	targets = append(append(targets, primary), fallback...)
+	var (
+		tried   []*datastore.Endpoint
+		lastErr *upstreamError
+	)
+	attempts := max(r.cfg.MaxAttempts, 1)
+	for attempt := 1; attempt <= attempts; attempt++ {
+		d, ok := r.decide(ctx, c, targets, tried)
+		if !ok {
+			break
+		}
+		r.metrics.Picks.WithLabelValues(c.profile.Name(), d.endpoint.Metadata().Name).Inc()
+		r.metrics.RouteTargets.WithLabelValues(c.route.Model, d.target.Pool, strconv.FormatBool(d.fallback)).Inc()
+		if d.hasPrefix {
+			r.metrics.PrefixPredicted.WithLabelValues(c.route.Model).Observe(d.prefix)
+		}
+		if r.log.Enabled(ctx, -4) {
+			r.log.Debug("route decision", "request_id", c.req.ID, "model", c.route.Model, "pool", d.target.Pool,
+				"fallback", d.fallback, "endpoint", d.endpoint.Metadata().Name, "attempt", attempt, "profile", c.profile.Name())
+		}
+		res, uerr := r.attempt(ctx, w, hr, c, &d, attempt)
+		if res == attemptDone {
+			return
+		}
+		lastErr = uerr
+		tried = append(tried, d.endpoint)
+		if attempt < attempts {
+			r.metrics.Retries.WithLabelValues(c.route.Model, uerr.reason).Inc()
+			r.log.Info("retrying on another endpoint", "request_id", c.req.ID, "endpoint", d.endpoint.Metadata().Name,
+				"attempt", attempt, "reason", uerr.reason, "error", uerr.err)
+		}
+	}
+	if lastErr == nil {
+		r.fail(w, c.route.Model, openai.Unavailable(fmt.Sprintf("no endpoint is available for model %q", c.route.Model)), observability.CauseNoEndpoint)
+		return
+	}
+	r.metrics.Errors.WithLabelValues(c.route.Model, lastErr.cause).Inc()
+	if lastErr.status >= 500 && lastErr.body != nil {
+		// Hand the engine's own error to the client.
+		copyHeaders(w.Header(), lastErr.header)
+		w.Header().Set("Content-Length", strconv.Itoa(len(lastErr.body)))
+		w.WriteHeader(lastErr.status)
+		w.Write(lastErr.body)
+		r.metrics.Requests.WithLabelValues(c.route.Model, lastErr.endpoint, strconv.Itoa(lastErr.status)).Inc()
+		return
+	}
+	e := openai.BadGateway("the model's endpoints failed: " + lastErr.err.Error())
+	if lastErr.cause == observability.CauseUpstreamTimeout {
+		e = openai.GatewayTimeout("the model's endpoint did not answer in time")
+	}
+	r.metrics.Requests.WithLabelValues(c.route.Model, lastErr.endpoint, strconv.Itoa(e.Status)).Inc()
+	e.Write(w)
+}
+
+// upstreamError describes a failed attempt.
+type upstreamError struct {
+	endpoint string
+	reason   string // retry reason: connect, status, timeout, body
+	cause    string // error cause for metrics
+	err      error
+	status   int
+	header   http.Header
+	body     []byte
+}
+
+// attempt sends the request to d.endpoint and, if the engine answers, relays
+// the answer. It returns attemptRetry only when nothing reached the client.
+func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Request, c *call, d *decision, attempt int) (attemptResult, *upstreamError) {
+	ep := d.endpoint
+	md := ep.Metadata()
+	model := engineModel(d.target, ep)
+	body := c.body.WithModel(model)
+
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	up, err := http.NewRequestWithContext(actx, http.MethodPost, md.Address+hr.URL.Path, bytes.NewReader(body))
+	if err != nil {
+		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
+	}
+	copyHeaders(up.Header, hr.Header)
+	up.Header.Set(HeaderRequestID, c.req.ID)
+	if up.Header.Get("Content-Type") == "" {
+		up.Header.Set("Content-Type", "application/json")
+	}
+	up.ContentLength = int64(len(body))
+
+	tokens := int64(c.req.PromptTokens + c.req.MaxTokens)
+	ep.Begin(tokens)
+	defer ep.End(tokens)
+	c.profile.PreRequest(ctx, d.state, c.req, ep)
+	out := framework.Outcome{}
+	defer func() { c.profile.ResponseComplete(ctx, c.req, ep, out) }()
+
+	sent := time.Now()
+	resp, err := r.client.Do(up)
+	if err != nil {
+		out.Err = err
+		if ctx.Err() != nil {
+			r.clientGone(c, md.Name)
+			return attemptDone, nil
+		}
+		ue := &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
+		switch {
+		case isDialError(err):
+			// Only a failed dial counts against health: an error on a
+			// reused keep-alive connection may be a stale connection.
+			r.collector.ReportFailure(ep, err)
+		case isTimeout(err):
+			ue.reason, ue.cause = "timeout", observability.CauseUpstreamTimeout
+		}
+		return attemptRetry, ue
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))
+		out.Err = fmt.Errorf("engine status %d", resp.StatusCode)
+		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "status", cause: observability.CauseUpstreamStatus,
+			err: out.Err, status: resp.StatusCode, header: resp.Header.Clone(), body: b}
+	}
+	r.metrics.AddedLatency.WithLabelValues("request").Observe(sent.Sub(c.start).Seconds())
+	if isEventStream(resp.Header) {
+		return r.relayStream(ctx, w, c, d, resp, cancel, &out, attempt)
+	}
+	return r.relayBuffered(ctx, w, c, d, resp, &out, attempt)
+}
+
+// relayBuffered reads a non-streamed response whole, then writes it.
+func (r *Router) relayBuffered(ctx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+	name := d.endpoint.Metadata().Name
+	var b []byte
+	var err error
+	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedResponse {
+		b = make([]byte, resp.ContentLength)
+		_, err = io.ReadFull(resp.Body, b)
+	} else {
+		b, err = io.ReadAll(io.LimitReader(resp.Body, maxBufferedResponse))
+	}
+	if err != nil {
+		out.Err = err
+		if ctx.Err() != nil {
+			r.clientGone(c, name)
+			return attemptDone, nil
+		}
+		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
+	}
+	if u, ok := openai.FindUsage(b); ok {
+		r.account(c, out, u)
+	}
+	firstByte := time.Now()
+	h := w.Header()
+	copyHeaders(h, resp.Header)
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	r.setExplainHeader(h, c, d, attempt)
+	w.WriteHeader(resp.StatusCode)
+	w.Write(b)
+	end := time.Now()
+	r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(firstByte.Sub(c.start).Seconds())
+	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(end.Sub(c.start).Seconds())
+	r.metrics.Requests.WithLabelValues(c.route.Model, name, strconv.Itoa(resp.StatusCode)).Inc()
+	return attemptDone, nil
+}
+
+// relayStream forwards an SSE response chunk by chunk, flushing each at
+// once. Nothing is written to the client before the first chunk arrives, so
+// an engine that fails before it can still be retried. An engine that fails
+// after it gets an SSE error event and the stream ends.
+func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, cancel context.CancelFunc, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+	name := d.endpoint.Metadata().Name
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+
+	idle := r.cfg.Timeouts.StreamIdle.Duration
+	var idled bool
+	var idleMu sync.Mutex
+	timer := time.AfterFunc(idle, func() {
+		idleMu.Lock()
+		idled = true
+		idleMu.Unlock()
+		cancel()
+	})
+	defer timer.Stop()
+	timedOut := func() bool {
+		idleMu.Lock()
+		defer idleMu.Unlock()
+		return idled
+	}
+
+	n, err := readSome(resp.Body, buf)
+	if n == 0 {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		out.Err = err
+		if ctx.Err() != nil {
+			r.clientGone(c, name)
+			return attemptDone, nil
+		}
+		ue := &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
+		if timedOut() {
+			ue.reason, ue.cause = "timeout", observability.CauseUpstreamTimeout
+		}
+		return attemptRetry, ue
+	}
+	upFirst := time.Now()
+	h := w.Header()
+	copyHeaders(h, resp.Header)
+	r.setExplainHeader(h, c, d, attempt)
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	var usage usageScanner
+	usage.enabled = c.body.IncludeUsage
+	first := true
+	for {
+		if n > 0 {
+			timer.Reset(idle)
+			usage.feed(buf[:n])
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				r.clientGone(c, name)
+				out.Err = werr
+				return attemptDone, nil
+			}
+			if ferr := rc.Flush(); ferr != nil {
+				r.clientGone(c, name)
+				out.Err = ferr
+				return attemptDone, nil
+			}
+			if first {
+				first = false
+				now := time.Now()
+				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
+				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			out.Err = err
+			if ctx.Err() != nil {
+				r.clientGone(c, name)
+				return attemptDone, nil
+			}
+			cause, ev := observability.CauseStreamBroken, openai.BadGateway("the model's endpoint failed in the middle of the stream")
+			if timedOut() {
+				cause, ev = observability.CauseUpstreamTimeout, openai.GatewayTimeout("the model's endpoint sent nothing for "+idle.String())
+			}
+			r.metrics.Errors.WithLabelValues(c.route.Model, cause).Inc()
+			r.log.Warn("stream broken", "request_id", c.req.ID, "endpoint", name, "error", err)
+			w.Write(ev.SSE())
+			_ = rc.Flush()
+			r.metrics.Requests.WithLabelValues(c.route.Model, name, "stream_error").Inc()
+			return attemptDone, nil
+		}
+		n, err = readSome(resp.Body, buf)
+	}
+	if u, ok := usage.result(); ok {
+		r.account(c, out, u)
+	}
+	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(time.Since(c.start).Seconds())
+	r.metrics.Requests.WithLabelValues(c.route.Model, name, strconv.Itoa(resp.StatusCode)).Inc()
+	return attemptDone, nil
+}
+
+// readSome reads at least one byte unless the body ends or fails.
+func readSome(body io.Reader, buf []byte) (int, error) {
+	for {
+		n, err := body.Read(buf)
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+}
+
+func (r *Router) account(c *call, out *framework.Outcome, u openai.Usage) {
+	out.PromptTokens, out.CompletionTokens, out.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens()
+	m := c.route.Model
+	r.metrics.Tokens.WithLabelValues(m, "prompt").Add(float64(u.PromptTokens))
+	r.metrics.Tokens.WithLabelValues(m, "completion").Add(float64(u.CompletionTokens))
+	if ct := u.CachedTokens(); ct > 0 {
+		r.metrics.Tokens.WithLabelValues(m, "cached").Add(float64(ct))
+	}
+}
+
+func (r *Router) clientGone(c *call, endpoint string) {
+	r.metrics.Errors.WithLabelValues(c.route.Model, observability.CauseClientGone).Inc()
+	r.metrics.Requests.WithLabelValues(c.route.Model, endpoint, "499").Inc()
+}
+
+func copyHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		if hopHeaders[k] {
+			continue
+		}
+		dst[k] = append(dst[k][:0], vs...)
+	}
+}
+
+func isEventStream(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	return len(ct) >= 17 && ct[:17] == "text/event-stream"
+}
+
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// usageScanner watches SSE bytes go by and keeps the last usage object seen
+// in a data line. It copies only the current line.
+type usageScanner struct {
+	enabled bool
+	line    []byte
+	usage   openai.Usage
+	found   bool
+}
+
+var dataPrefix = []byte("data:")
+
+func (s *usageScanner) feed(b []byte) {
+	if !s.enabled {
+		return
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			if len(s.line) < maxUpstreamErrorBody*16 {
+				s.line = append(s.line, b...)
+			}
+			return
+		}
+		line := b[:i]
+		if len(s.line) > 0 {
+			s.line = append(s.line, line...)
+			line = s.line
+		}
+		s.scanLine(line)
+		s.line = s.line[:0]
+		b = b[i+1:]
+	}
+}
+
+func (s *usageScanner) scanLine(line []byte) {
+	line = bytes.TrimRight(line, "\r")
+	if !bytes.HasPrefix(line, dataPrefix) {
+		return
+	}
+	payload := bytes.TrimLeft(line[len(dataPrefix):], " ")
+	if u, ok := openai.FindUsage(payload); ok {
+		s.usage, s.found = u, true
+	}
+}
+
+func (s *usageScanner) result() (openai.Usage, bool) { return s.usage, s.found }

@@ -1,0 +1,345 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/discovery"
+	"github.com/halyard-dev/halyard/internal/enginemetrics"
+	"github.com/halyard-dev/halyard/internal/observability"
+	"github.com/halyard-dev/halyard/internal/routing"
+	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/simclock"
+)
+
+// Header names the router reads or sets.
+const (
+	HeaderExplain   = "X-Halyard-Explain"
+	HeaderRoute     = "X-Halyard-Route"
+	HeaderEndpoint  = "X-Halyard-Endpoint"
+	HeaderRequestID = "X-Request-Id"
+)
+
+// Options configure a Router. Config and Registry are required.
+type Options struct {
+	// Config is a loaded (defaulted and validated) configuration.
+	Config *config.Config
+	// Registry builds the profiles' plugins.
+	Registry *framework.Registry
+	// DefaultProfile is used as the "default" profile when the config does
+	// not define one. Nil means the config must define every profile used.
+	DefaultProfile *config.ProfileSpec
+	// PresetProfiles are profiles a route may name without the config
+	// defining them (scheduling.PresetProfileSpecs); the config's own
+	// profiles of the same name win. Only the presets routes use are built.
+	PresetProfiles map[string]config.ProfileSpec
+	// Source gives the endpoints; nil means the config's endpoints block.
+	Source discovery.Source
+	// Scraper reads engine metrics; nil means enginemetrics over HTTP.
+	Scraper datastore.Scraper
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Clock times the scrape loop and is given to plugins; nil means real.
+	Clock simclock.Clock
+}
+
+// Router serves the OpenAI-compatible API. Create it with New, start its
+// background work with Run (or Serve), and mount Handler.
+type Router struct {
+	cfg       config.RouterConfig
+	log       *slog.Logger
+	store     *datastore.Store
+	collector *datastore.Collector
+	source    discovery.Source
+	table     *routing.Table
+	profiles  map[string]*scheduling.Profile
+	metrics   *observability.RouterMetrics
+	transport *http.Transport
+	client    *http.Client
+	mux       *http.ServeMux
+	health    datastore.HealthPolicy
+
+	discovered chan struct{} // closed after the first discovery update
+	once       sync.Once
+}
+
+// New builds a router: the route table, the profiles and their plugins, the
+// upstream transport and the metrics. It starts nothing.
+func New(opts Options) (*Router, error) {
+	if opts.Config == nil || opts.Registry == nil {
+		return nil, errors.New("router: Config and Registry are required")
+	}
+	cfg := opts.Config
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	clock := opts.Clock
+	if clock == nil {
+		clock = simclock.Real{}
+	}
+	table, err := routing.New(cfg.Routes)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	r := &Router{
+		cfg:        cfg.Router,
+		log:        log,
+		store:      &datastore.Store{},
+		table:      table,
+		profiles:   map[string]*scheduling.Profile{},
+		metrics:    observability.NewRouterMetrics(),
+		health:     datastore.HealthPolicy{FailureThreshold: cfg.Router.Health.FailureThreshold, SuccessThreshold: cfg.Router.Health.SuccessThreshold},
+		discovered: make(chan struct{}),
+	}
+	reg := recordingRegistry(opts.Registry)
+	handle := scheduling.Handle{Clock: clock.Now, Log: log}
+	specs := map[string]config.ProfileSpec{}
+	for name, p := range cfg.Router.Profiles {
+		specs[name] = p
+	}
+	if _, ok := specs[config.DefaultProfile]; !ok && opts.DefaultProfile != nil {
+		specs[config.DefaultProfile] = *opts.DefaultProfile
+	}
+	for _, m := range table.Models() {
+		rt, _ := table.Lookup(m)
+		if _, ok := specs[rt.Profile]; !ok {
+			if p, ok := opts.PresetProfiles[rt.Profile]; ok {
+				specs[rt.Profile] = p
+			}
+		}
+	}
+	if _, ok := specs[config.DefaultProfile]; !ok {
+		if p, ok := opts.PresetProfiles[config.DefaultProfile]; ok {
+			specs[config.DefaultProfile] = p
+		}
+	}
+	for name, spec := range specs {
+		p, err := scheduling.NewProfile(name, spec, reg, handle)
+		if err != nil {
+			return nil, fmt.Errorf("router: %w", err)
+		}
+		r.profiles[name] = p
+	}
+	if err := r.registerPluginMetrics(); err != nil {
+		return nil, err
+	}
+	for _, m := range table.Models() {
+		rt, _ := table.Lookup(m)
+		if r.profiles[rt.Profile] == nil {
+			known := make([]string, 0, len(opts.PresetProfiles))
+			for n := range opts.PresetProfiles {
+				known = append(known, n)
+			}
+			sort.Strings(known)
+			return nil, fmt.Errorf("router: route %q uses profile %q, which is neither in router.profiles nor a preset (presets: %v)", m, rt.Profile, known)
+		}
+	}
+
+	dialer := &net.Dialer{Timeout: cfg.Router.Timeouts.Connect.Duration, KeepAlive: 30 * time.Second}
+	r.transport = &http.Transport{
+		Proxy:                  nil,
+		DialContext:            dialer.DialContext,
+		MaxIdleConns:           4096,
+		MaxIdleConnsPerHost:    1024,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  cfg.Router.Timeouts.ResponseHeader.Duration,
+		DisableCompression:     true, // pass bodies through byte for byte
+		MaxResponseHeaderBytes: 1 << 20,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
+	}
+	r.client = &http.Client{Transport: r.transport}
+
+	scraper := opts.Scraper
+	if scraper == nil {
+		scrapeTransport := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}
+		scraper = &enginemetrics.Scraper{Client: &http.Client{Transport: scrapeTransport}, Now: clock.Now}
+	}
+	r.collector = &datastore.Collector{
+		Store:          r.store,
+		Scraper:        scraper,
+		Interval:       cfg.Router.ScrapeInterval.Duration,
+		Timeout:        cfg.Router.Timeouts.Scrape.Duration,
+		Health:         r.health,
+		Clock:          clock,
+		Log:            log,
+		OnHealthChange: func(e *datastore.Endpoint, healthy bool) {},
+	}
+	r.source = opts.Source
+	if r.source == nil {
+		r.source = &discovery.Static{Endpoints: discovery.Specs(cfg.Endpoints)}
+	}
+	r.metrics.Registry.MustRegister(&endpointCollector{store: r.store})
+
+	r.mux = http.NewServeMux()
+	r.mux.HandleFunc("POST /v1/chat/completions", r.serveChat)
+	r.mux.HandleFunc("POST /v1/completions", r.serveCompletion)
+	r.mux.HandleFunc("GET /v1/models", r.serveModels)
+	r.mux.HandleFunc("GET /health", r.serveHealth)
+	r.mux.HandleFunc("GET /ready", r.serveReady)
+	r.mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
+	r.mux.HandleFunc("POST /debug/route", r.serveDebugRoute)
+	r.mux.HandleFunc("GET /debug/route", r.serveDebugRoute)
+	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/models"} {
+		r.mux.HandleFunc(p, r.serveMethodNotAllowed)
+	}
+	r.mux.HandleFunc("/", r.serveNotFound)
+	return r, nil
+}
+
+// pluginLister is what a profile offers when it can list its plugins.
+type pluginLister interface {
+	Plugins() []framework.Plugin
+}
+
+// registerPluginMetrics registers the profiles' plugins that are Prometheus
+// collectors (the prefix index's size, load overrides, ...) on the router's
+// registry, labelled by profile so that two profiles' instances of one
+// plugin type do not collide. A collector without descriptors is skipped.
+func (r *Router) registerPluginMetrics() error {
+	for _, name := range r.ProfileNames() {
+		pl, ok := any(r.profiles[name]).(pluginLister)
+		if !ok {
+			return nil
+		}
+		wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"profile": name}, r.metrics.Registry)
+		for _, p := range pl.Plugins() {
+			c, ok := p.(prometheus.Collector)
+			if !ok || !describes(c) {
+				continue
+			}
+			if err := wrapped.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return fmt.Errorf("router: profile %q: register the metrics of plugin %s: %w", name, p.TypedName(), err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// describes reports whether c has at least one descriptor.
+func describes(c prometheus.Collector) bool {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() {
+		c.Describe(ch)
+		close(ch)
+	}()
+	n := 0
+	for range ch {
+		n++
+	}
+	return n > 0
+}
+
+// ProfileNames returns the names of the built profiles, sorted.
+func (r *Router) ProfileNames() []string {
+	out := make([]string, 0, len(r.profiles))
+	for n := range r.profiles {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Handler returns the router's HTTP handler.
+func (r *Router) Handler() http.Handler { return r.mux }
+
+// Store returns the endpoint store (read-only use).
+func (r *Router) Store() *datastore.Store { return r.store }
+
+// Metrics returns the router's metrics.
+func (r *Router) Metrics() *observability.RouterMetrics { return r.metrics }
+
+// Run runs discovery and the scrape loop until ctx is done.
+func (r *Router) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() {
+		errc <- r.source.Run(ctx, func(specs []datastore.EndpointSpec) {
+			added, removed := r.store.Sync(specs)
+			for _, e := range added {
+				r.log.Info("endpoint added", "endpoint", e.Metadata().Name, "pool", e.Pool(), "address", e.Metadata().Address)
+			}
+			for _, e := range removed {
+				r.log.Info("endpoint removed", "endpoint", e.Metadata().Name)
+			}
+			r.once.Do(func() { close(r.discovered) })
+		})
+	}()
+	select {
+	case <-r.discovered:
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	cerr := r.collector.Run(ctx)
+	if err := <-errc; err != nil {
+		return fmt.Errorf("discovery: %w", err)
+	}
+	r.transport.CloseIdleConnections()
+	return cerr
+}
+
+// Serve serves on ln and runs the background work until ctx is done, then
+// shuts down gracefully, giving in-flight requests up to grace to finish.
+func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	srv := &http.Server{
+		Handler:           r.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(runCtx) }()
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	var err error
+	runDone := false
+	select {
+	case <-ctx.Done():
+	case err = <-srvErr:
+	case err = <-runErr:
+		runDone = true
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("router: background work stopped")
+		}
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), grace)
+	defer scancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		// Streams still open after the grace period are cut.
+		r.log.Warn("requests still in flight after the shutdown grace period; closing them", "grace", grace, "error", serr)
+		_ = srv.Close()
+	}
+	cancel()
+	if !runDone {
+		if rerr := <-runErr; rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

@@ -1,0 +1,13 @@
+// Package health is the health filter: it removes endpoints whose metrics
+// have gone stale, a backstop behind the datastore, which already hands the
+// scheduler only endpoints it considers ready. Scores computed from a
+// snapshot older than maxMetricsAge (default 5s, fifty scrapes at the
+// default interval) describe an engine that may no longer exist or be
+// wedged; such an endpoint is better left out.
+//
+// Endpoints never scraped (a zero snapshot time) are kept unless
+// dropUnscraped is set: right after start-up every endpoint is unscraped.
+// Time is the handle's clock, so the filter works in virtual time.
+//
+// Params: {"maxMetricsAge": "5s", "dropUnscraped": false}.
+package health

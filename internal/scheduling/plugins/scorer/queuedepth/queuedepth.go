@@ -1,0 +1,69 @@
+package queuedepth
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+)
+
+// Type is the registered plugin type.
+const Type = "queue-depth"
+
+// Scorer scores endpoints by queue depth. It has no parameters.
+type Scorer struct {
+	tn framework.TypedName
+}
+
+// Factory builds a Scorer; any params are an error.
+func Factory(name string, params json.RawMessage, _ framework.Handle) (framework.Plugin, error) {
+	var p struct{}
+	if err := framework.DecodeParams(params, &p); err != nil {
+		return nil, err
+	}
+	return New(name), nil
+}
+
+// New returns a Scorer named name.
+func New(name string) *Scorer {
+	return &Scorer{tn: framework.TypedName{Type: Type, Name: name}}
+}
+
+// Depth is an endpoint's queue depth as this scorer sees it: requests waiting
+// in the engine plus requests in flight from the router.
+func Depth(e framework.Endpoint) int64 {
+	inflight, _ := e.InFlight()
+	return int64(e.Metrics().WaitingRequests) + inflight
+}
+
+// TypedName returns the plugin's type and name.
+func (s *Scorer) TypedName() framework.TypedName { return s.tn }
+
+// Score writes 1 for the shallowest endpoint, 0 for the deepest, linearly in
+// between.
+func (s *Scorer) Score(_ context.Context, _ *framework.CycleState, _ *framework.Request, endpoints []framework.Endpoint, scores []float64) {
+	if len(endpoints) == 0 {
+		return
+	}
+	lo, hi := int64(-1), int64(-1)
+	for i, e := range endpoints {
+		d := Depth(e)
+		scores[i] = float64(d) // the depth, normalised below
+		if lo < 0 || d < lo {
+			lo = d
+		}
+		if d > hi {
+			hi = d
+		}
+	}
+	span := float64(hi - lo)
+	for i := range scores[:len(endpoints)] {
+		if span == 0 {
+			scores[i] = 1
+			continue
+		}
+		scores[i] = (float64(hi) - scores[i]) / span
+	}
+}
+
+var _ framework.Scorer = (*Scorer)(nil)

@@ -1,0 +1,218 @@
+package vllmapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/simclock"
+	"github.com/halyard-dev/halyard/internal/simulator"
+)
+
+// ErrNotSupported is returned for options that a later phase implements.
+var ErrNotSupported = errors.New("not yet supported")
+
+// Spec is everything needed to build and serve one simulated engine: what
+// `halyard sim` takes as flags and what `halyard up` gives per engine. Zero
+// capacity fields take the profile's values.
+type Spec struct {
+	// Listen is the address to serve on, e.g. 127.0.0.1:8101 (port 0 picks
+	// a free port).
+	Listen string
+	// Model is the served base model name.
+	Model string
+	// Profile is a built-in profile name or a YAML file path; default
+	// simulator.DefaultProfile.
+	Profile string
+	// Capacity overrides: zero keeps the profile's value.
+	NumGPUBlocks, BlockSize, MaxNumSeqs, MaxNumBatchedTokens, MaxModelLen, MaxLoras int
+	// Role is "both" (default), "prefill" or "decode".
+	Role string
+	// KVEvents is the ZMQ endpoint to publish KV events on; "" for none.
+	KVEvents string
+	// LoRAs are adapters loaded at start, as name or name=path.
+	LoRAs []string
+	// Seed makes output deterministic.
+	Seed uint64
+	// EOSProbability is the per-token chance of an early end (see
+	// simulator.Config).
+	EOSProbability float64
+	// ReadyDelay is a slow start: /health is 503 until it passes.
+	ReadyDelay time.Duration
+	// Faults are injected from the start.
+	Faults Faults
+	// DefaultMaxTokens and DefaultChatMaxTokens: see Options.
+	DefaultMaxTokens, DefaultChatMaxTokens int
+	// OnResult is Options.OnResult (a hook for code, not a flag).
+	OnResult func(simulator.Result)
+}
+
+// Build makes the engine and the server of the spec on clock.
+func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch sp.Role {
+	case "", "both":
+	case "prefill", "decode":
+		return nil, fmt.Errorf("role %q: %w (phase 1 serves role both only)", sp.Role, ErrNotSupported)
+	default:
+		return nil, fmt.Errorf("role: must be both, prefill or decode, got %q", sp.Role)
+	}
+	if sp.KVEvents != "" {
+		return nil, fmt.Errorf("kv-events %q: %w", sp.KVEvents, ErrNotSupported)
+	}
+	prof, err := simulator.LoadProfile(sp.Profile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := prof.Config(sp.Model)
+	override := func(dst *int, v int) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	override(&cfg.Capacity.NumGPUBlocks, sp.NumGPUBlocks)
+	override(&cfg.Capacity.BlockSize, sp.BlockSize)
+	override(&cfg.Capacity.MaxNumSeqs, sp.MaxNumSeqs)
+	override(&cfg.Capacity.MaxNumBatchedTokens, sp.MaxNumBatchedTokens)
+	override(&cfg.Capacity.MaxModelLen, sp.MaxModelLen)
+	override(&cfg.Capacity.MaxLoras, sp.MaxLoras)
+	cfg.Seed = sp.Seed
+	cfg.EOSProbability = sp.EOSProbability
+	cfg.Logger = log
+	paths := map[string]string{}
+	for _, l := range sp.LoRAs {
+		name, path := l, l
+		for i := 0; i < len(l); i++ {
+			if l[i] == '=' {
+				name, path = l[:i], l[i+1:]
+				break
+			}
+		}
+		cfg.LoRAs = append(cfg.LoRAs, name)
+		paths[name] = path
+	}
+	eng, err := simulator.NewEngine(cfg, clock)
+	if err != nil {
+		return nil, err
+	}
+	return New(eng, Options{
+		ReadyDelay: sp.ReadyDelay, Faults: sp.Faults, FaultSeed: sp.Seed,
+		DefaultMaxTokens: sp.DefaultMaxTokens, DefaultChatMaxTokens: sp.DefaultChatMaxTokens,
+		LoRAPaths: paths, Logger: log, OnResult: sp.OnResult,
+	})
+}
+
+// Instance is one engine serving HTTP on a listener.
+type Instance struct {
+	// Server is the engine's HTTP face; Server.Engine() the engine.
+	Server *Server
+	// Addr is the listening address (host:port) and URL its base URL.
+	Addr, URL string
+
+	httpServer *http.Server
+	done       chan struct{}
+	err        error
+	stop       func()
+}
+
+// Start listens on sp.Listen and serves the spec's engine on the real clock
+// until ctx is done or Close is called. It returns once the listener is
+// open.
+func Start(ctx context.Context, sp Spec, log *slog.Logger) (*Instance, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("model", sp.Model)
+	srv, err := sp.Build(simclock.Real{}, log)
+	if err != nil {
+		return nil, err
+	}
+	addr := sp.Listen
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		srv.Engine().Close()
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return Serve(ctx, ln, srv, log), nil
+}
+
+// Serve serves srv on ln until ctx is done or Close is called, then shuts
+// down gracefully (in-flight requests get up to five seconds) and closes the
+// engine.
+func Serve(ctx context.Context, ln net.Listener, srv *Server, log *slog.Logger) *Instance {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	inst := &Instance{
+		Server:     srv,
+		Addr:       ln.Addr().String(),
+		URL:        "http://" + ln.Addr().String(),
+		httpServer: &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second},
+		done:       make(chan struct{}),
+	}
+	stop := make(chan struct{})
+	served := make(chan error, 1)
+	go func() { served <- inst.httpServer.Serve(ln) }()
+	go func() {
+		defer close(inst.done)
+		var err error
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		case err = <-served:
+		}
+		// Graceful: stop accepting, let in-flight generations finish (up
+		// to five seconds), then close every connection. (Shutdown alone
+		// would wait five seconds for connections that never sent a
+		// request.)
+		shut := make(chan error, 1)
+		go func() { shut <- inst.httpServer.Shutdown(context.Background()) }()
+		srv.waitIdle(5 * time.Second)
+		if cerr := inst.httpServer.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		if serr := <-shut; serr != nil && err == nil {
+			err = serr
+		}
+		srv.Engine().Close()
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			inst.err = err
+		}
+		log.Info("simulated engine stopped", "addr", inst.Addr)
+	}()
+	var once sync.Once
+	inst.stop = func() { once.Do(func() { close(stop) }) }
+	log.Info("simulated engine serving", "addr", inst.Addr, "url", inst.URL)
+	return inst
+}
+
+// Wait blocks until the instance has stopped and returns its serving error.
+func (i *Instance) Wait() error {
+	<-i.done
+	return i.err
+}
+
+// Close stops the instance and waits for it.
+func (i *Instance) Close() error {
+	i.stop()
+	return i.Wait()
+}
+
+// Run serves the spec's engine until ctx is done.
+func Run(ctx context.Context, sp Spec, log *slog.Logger) error {
+	inst, err := Start(ctx, sp, log)
+	if err != nil {
+		return err
+	}
+	return inst.Wait()
+}

@@ -1,0 +1,671 @@
+package vllmapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/halyard-dev/halyard/internal/simulator"
+	"github.com/halyard-dev/halyard/internal/simulator/vllmapi/wire"
+	"github.com/halyard-dev/halyard/internal/tokenizer"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMaxTokens is the completions default of vLLM and OpenAI's
+	// legacy API.
+	DefaultMaxTokens = 16
+	// DefaultChatMaxTokens is the simulator's chat default. vLLM defaults
+	// to the rest of the context window, which makes runaway generations
+	// in tests; 256 is a typical chat answer. Documented in
+	// docs/simulator.md.
+	DefaultChatMaxTokens = 256
+	// DefaultMaxBodyBytes caps request bodies.
+	DefaultMaxBodyBytes = 64 << 20
+)
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Tokenizer turns prompts into token ids; default tokenizer.Pseudo{}.
+	Tokenizer tokenizer.Tokenizer
+	// VocabSize bounds token ids in prompts; default
+	// tokenizer.DefaultVocabSize.
+	VocabSize int
+	// ReadyDelay keeps /health at 503 (and generation requests refused)
+	// for this long after New: a slow engine start.
+	ReadyDelay time.Duration
+	// Faults are injected from the start.
+	Faults Faults
+	// FaultSeed seeds the fault draws.
+	FaultSeed uint64
+	// DefaultMaxTokens and DefaultChatMaxTokens apply when a request names
+	// no max tokens; defaults DefaultMaxTokens and DefaultChatMaxTokens.
+	DefaultMaxTokens, DefaultChatMaxTokens int
+	// MaxBodyBytes caps request bodies (413 beyond); default
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// LoRAPaths are the paths of adapters loaded at start, reported by
+	// /v1/models as their root.
+	LoRAPaths map[string]string
+	// OnResult, when set, is called with the engine's result of every
+	// finished generation request (not aborted ones), on the request's
+	// handler goroutine before its response ends, so concurrently for
+	// different requests. Times are on the engine clock.
+	OnResult func(simulator.Result)
+	// Logger receives request logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Server serves one simulated engine over vLLM's HTTP API.
+type Server struct {
+	engine  *simulator.Engine
+	opts    Options
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *metrics
+	faults  faultState
+	readyAt time.Time
+	seq     atomic.Uint64
+	// inflight counts generation requests being answered.
+	inflight sync.WaitGroup
+
+	mu        sync.Mutex
+	loraPaths map[string]string
+}
+
+// New returns a server for eng.
+func New(eng *simulator.Engine, opts Options) (*Server, error) {
+	if eng == nil {
+		return nil, errors.New("vllmapi: nil engine")
+	}
+	if err := opts.Faults.Validate(); err != nil {
+		return nil, fmt.Errorf("faults: %w", err)
+	}
+	if opts.Tokenizer == nil {
+		opts.Tokenizer = tokenizer.Pseudo{}
+	}
+	if opts.VocabSize <= 0 {
+		opts.VocabSize = tokenizer.DefaultVocabSize
+	}
+	if opts.DefaultMaxTokens <= 0 {
+		opts.DefaultMaxTokens = DefaultMaxTokens
+	}
+	if opts.DefaultChatMaxTokens <= 0 {
+		opts.DefaultChatMaxTokens = DefaultChatMaxTokens
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		engine:    eng,
+		opts:      opts,
+		log:       log,
+		mux:       http.NewServeMux(),
+		metrics:   newMetrics(eng),
+		readyAt:   eng.Clock().Now().Add(opts.ReadyDelay),
+		loraPaths: map[string]string{},
+	}
+	for k, v := range opts.LoRAPaths {
+		s.loraPaths[k] = v
+	}
+	s.faults.rng = rand.New(rand.NewPCG(opts.FaultSeed, 0x9e3779b97f4a7c15))
+	s.applyFaults(opts.Faults)
+
+	s.mux.HandleFunc("POST /v1/completions", s.handleGenerate(false))
+	s.mux.HandleFunc("POST /v1/chat/completions", s.handleGenerate(true))
+	s.mux.HandleFunc("GET /v1/models", s.handleModels)
+	s.mux.HandleFunc("GET /health", s.handleHealth)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.handleLoadLoRA)
+	s.mux.HandleFunc("POST /v1/unload_lora_adapter", s.handleUnloadLoRA)
+	s.mux.HandleFunc("POST /tokenize", s.handleTokenize)
+	s.mux.HandleFunc("POST /detokenize", s.handleDetokenize)
+	s.mux.HandleFunc("POST /reset_prefix_cache", s.handleResetPrefixCache)
+	s.mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": "halyard-sim"})
+	})
+	s.mux.HandleFunc("GET /admin/faults", s.handleFaults)
+	s.mux.HandleFunc("POST /admin/faults", s.handleFaults)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, wire.NotFound("", "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Engine returns the engine behind the server.
+func (s *Server) Engine() *simulator.Engine { return s.engine }
+
+// Faults returns the faults in force.
+func (s *Server) Faults() Faults { return s.faults.get() }
+
+// SetFaults replaces the faults in force.
+func (s *Server) SetFaults(f Faults) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	s.applyFaults(f)
+	return nil
+}
+
+// waitIdle waits until no generation request is in flight, or d passes.
+func (s *Server) waitIdle(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.inflight.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+func (s *Server) ready() bool {
+	return !s.faults.get().Unhealthy && !s.engine.Clock().Now().Before(s.readyAt)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	if !s.ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *wire.Error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, wire.TooLarge(mbe.Limit)
+		}
+		return nil, wire.BadRequest("", "read body: %v", err)
+	}
+	return body, nil
+}
+
+// resolveModel maps a request's model name to an adapter ("" for the base
+// model), or a 404 as vLLM gives.
+func (s *Server) resolveModel(name string) (string, *wire.Error) {
+	if name == s.engine.Config().Model {
+		return "", nil
+	}
+	if s.engine.HasAdapter(name) {
+		return name, nil
+	}
+	return "", wire.NotFound("model", "The model `%s` does not exist.", name)
+}
+
+func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
+		if !s.ready() {
+			writeError(w, wire.Unavailable("the engine is not ready"))
+			return
+		}
+		body, aerr := s.readBody(w, r)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		capa := s.engine.Config().Capacity
+		p, aerr := wire.ParseGeneration(body, chat, s.opts.Tokenizer, wire.Limits{
+			MaxModelLen: capa.MaxModelLen, VocabSize: s.opts.VocabSize,
+			DefaultMaxTokens: s.opts.DefaultMaxTokens, DefaultChatMaxTokens: s.opts.DefaultChatMaxTokens,
+		})
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		lora, aerr := s.resolveModel(p.Model)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		fail, crashAfter := s.faults.draw()
+		if fail {
+			writeError(w, wire.Internal("injected fault: internal server error"))
+			return
+		}
+		prefix := "cmpl-"
+		if chat {
+			prefix = "chatcmpl-"
+		}
+		// The engine's id is unique; the response's id follows vLLM, which
+		// takes a client's X-Request-Id when there is one.
+		id := prefix + strconv.FormatUint(s.seq.Add(1), 10)
+		respID := id
+		if xid := r.Header.Get("X-Request-Id"); xid != "" {
+			respID = prefix + xid
+		}
+		sink := newRequestSink()
+		err := s.engine.Submit(simulator.Request{
+			ID: id, Prompt: p.Prompt, MaxTokens: p.MaxTokens, MinTokens: p.MinTokens,
+			IgnoreEOS: p.IgnoreEOS, Seed: p.Seed, LoRA: lora, Sink: sink,
+		})
+		if err != nil {
+			writeError(w, submitError(err, p.Model))
+			return
+		}
+		g := &generation{s: s, w: w, r: r, p: p, id: id, respID: respID, sink: sink, crashAfter: crashAfter,
+			created: s.engine.Clock().Now().Unix()}
+		if p.Stream {
+			g.stream()
+		} else {
+			g.respond()
+		}
+	}
+}
+
+func submitError(err error, model string) *wire.Error {
+	switch {
+	case errors.Is(err, simulator.ErrContextLength):
+		return wire.BadRequest("", "%v", err)
+	case errors.Is(err, simulator.ErrUnknownAdapter):
+		return wire.NotFound("model", "The model `%s` does not exist.", model)
+	case errors.Is(err, simulator.ErrInvalidRequest):
+		return wire.BadRequest("", "%v", err)
+	case errors.Is(err, simulator.ErrClosed):
+		return wire.Unavailable("the engine is shutting down")
+	default:
+		return wire.Internal("%v", err)
+	}
+}
+
+func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
+	cfg := s.engine.Config()
+	created := s.engine.Clock().Now().Unix()
+	list := modelList{Object: "list", Data: []modelCard{{
+		ID: cfg.Model, Object: "model", Created: created, OwnedBy: "vllm", Root: cfg.Model, MaxModelLen: cfg.Capacity.MaxModelLen,
+	}}}
+	base := cfg.Model
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range s.engine.Snapshot().LoadedLoRAs {
+		root := s.loraPaths[name]
+		if root == "" {
+			root = name
+		}
+		list.Data = append(list.Data, modelCard{
+			ID: name, Object: "model", Created: created, OwnedBy: "vllm", Root: root, Parent: &base, MaxModelLen: cfg.Capacity.MaxModelLen,
+		})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		writeError(w, wire.BadRequest("", "invalid JSON body: %v", err))
+		return false
+	}
+	return true
+}
+
+func (s *Server) handleLoadLoRA(w http.ResponseWriter, r *http.Request) {
+	var req loraRequest
+	if !s.decodeStrict(w, r, &req) {
+		return
+	}
+	if req.LoRAName == "" || req.LoRAPath == "" {
+		writeError(w, wire.BadRequest("", "Both 'lora_name' and 'lora_path' must be provided."))
+		return
+	}
+	if err := s.engine.LoadAdapter(req.LoRAName); err != nil {
+		if errors.Is(err, simulator.ErrAdapterLoaded) {
+			writeError(w, wire.BadRequest("", "The lora adapter '%s' has already been loaded.", req.LoRAName))
+			return
+		}
+		writeError(w, wire.BadRequest("", "%v", err))
+		return
+	}
+	s.mu.Lock()
+	s.loraPaths[req.LoRAName] = req.LoRAPath
+	s.mu.Unlock()
+	s.log.Info("LoRA adapter loaded", "lora_name", req.LoRAName, "lora_path", req.LoRAPath)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "Success: LoRA adapter '%s' added successfully.", req.LoRAName)
+}
+
+func (s *Server) handleUnloadLoRA(w http.ResponseWriter, r *http.Request) {
+	var req loraRequest
+	if !s.decodeStrict(w, r, &req) {
+		return
+	}
+	if req.LoRAName == "" {
+		writeError(w, wire.BadRequest("", "'lora_name' needs to be provided to unload a LoRA adapter."))
+		return
+	}
+	if err := s.engine.UnloadAdapter(req.LoRAName); err != nil {
+		writeError(w, wire.NotFound("", "The lora adapter '%s' cannot be found.", req.LoRAName))
+		return
+	}
+	s.mu.Lock()
+	delete(s.loraPaths, req.LoRAName)
+	s.mu.Unlock()
+	s.log.Info("LoRA adapter unloaded", "lora_name", req.LoRAName)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "Success: LoRA adapter '%s' removed successfully.", req.LoRAName)
+}
+
+func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
+	var req tokenizeRequest
+	if !s.decodeStrict(w, r, &req) {
+		return
+	}
+	if req.Model != nil && *req.Model != "" {
+		if _, aerr := s.resolveModel(*req.Model); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+	}
+	var ids []uint32
+	switch {
+	case req.Prompt != nil && req.Messages == nil:
+		ids = s.opts.Tokenizer.Encode(*req.Prompt)
+	case req.Messages != nil && req.Prompt == nil:
+		var aerr *wire.Error
+		if ids, aerr = wire.RenderMessages(req.Messages, s.opts.Tokenizer); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+	default:
+		writeError(w, wire.BadRequest("prompt", "give exactly one of 'prompt' and 'messages'"))
+		return
+	}
+	if ids == nil {
+		ids = []uint32{}
+	}
+	writeJSON(w, http.StatusOK, tokenizeResponse{Count: len(ids), MaxModelLen: s.engine.Config().Capacity.MaxModelLen, Tokens: ids})
+}
+
+func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request) {
+	var req detokenizeRequest
+	if !s.decodeStrict(w, r, &req) {
+		return
+	}
+	ids := make([]uint32, len(req.Tokens))
+	for i, t := range req.Tokens {
+		if t < 0 || t >= int64(s.opts.VocabSize) {
+			writeError(w, wire.BadRequest("tokens", "Token id %d is out of vocabulary", t))
+			return
+		}
+		ids[i] = uint32(t)
+	}
+	writeJSON(w, http.StatusOK, detokenizeResponse{Prompt: s.opts.Tokenizer.Decode(ids)})
+}
+
+func (s *Server) handleResetPrefixCache(w http.ResponseWriter, _ *http.Request) {
+	s.engine.ResetPrefixCache()
+	w.WriteHeader(http.StatusOK)
+}
+
+// generation is one generation request being answered.
+type generation struct {
+	s          *Server
+	w          http.ResponseWriter
+	r          *http.Request
+	p          *wire.Generation
+	id         string // the engine's request id
+	respID     string // the response's id
+	sink       *requestSink
+	crashAfter int
+	created    int64
+
+	tokens []tokenEvent
+	times  []time.Time
+}
+
+// wait blocks until the sink has news or the client is gone; it reports
+// false (after aborting the request) in the latter case.
+func (g *generation) wait() bool {
+	select {
+	case <-g.sink.notify:
+		return true
+	case <-g.r.Context().Done():
+		g.s.engine.Abort(g.id)
+		g.s.log.Debug("client gone, request aborted", "request_id", g.id)
+		return false
+	}
+}
+
+// crash drops the connection, as an engine dying mid-request would.
+func (g *generation) crash() {
+	g.s.engine.Abort(g.id)
+	g.s.log.Info("injected fault: dropping connection", "request_id", g.id, "after_tokens", len(g.times))
+	panic(http.ErrAbortHandler)
+}
+
+func (g *generation) usage(res *simulator.Result, completion int) *usage {
+	prompt := len(g.p.Prompt)
+	cached := 0
+	if res != nil {
+		cached = res.CachedTokens
+	}
+	return &usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion,
+		PromptTokensDetails: &promptTokenDetails{CachedTokens: cached}}
+}
+
+func (g *generation) finish(res *simulator.Result) {
+	g.s.metrics.observe(*res, g.times)
+	if g.s.opts.OnResult != nil {
+		g.s.opts.OnResult(*res)
+	}
+	g.s.log.Debug("request finished", "request_id", g.id, "reason", string(res.Reason),
+		"prompt_tokens", res.PromptTokens, "cached_tokens", res.CachedTokens, "output_tokens", res.OutputTokens)
+}
+
+func (g *generation) respond() {
+	var text bytes.Buffer
+	var res *simulator.Result
+	for res == nil {
+		if !g.wait() {
+			return
+		}
+		g.tokens, res = g.sink.take(g.tokens[:0])
+		for _, t := range g.tokens {
+			appendWord(&text, t)
+			g.times = append(g.times, t.at)
+			if g.crashAfter > 0 && len(g.times) >= g.crashAfter {
+				g.crash()
+			}
+		}
+	}
+	if res.Reason == simulator.FinishAbort {
+		writeError(g.w, wire.Unavailable("request aborted"))
+		return
+	}
+	g.finish(res)
+	reason := string(res.Reason)
+	u := g.usage(res, res.OutputTokens)
+	if g.p.Chat {
+		writeJSON(g.w, http.StatusOK, chatResponse{ID: g.respID, Object: "chat.completion", Created: g.created, Model: g.p.Model,
+			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: text.String(), ToolCalls: []any{}}, FinishReason: &reason}},
+			Usage:   u})
+		return
+	}
+	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
+		Choices: []completionChoice{{Text: text.String(), FinishReason: &reason}},
+		Usage:   u})
+}
+
+// appendWord appends a token's text: its word, after a space unless first.
+func appendWord(b *bytes.Buffer, t tokenEvent) {
+	if t.index > 0 {
+		b.WriteByte(' ')
+	}
+	b.WriteString(tokenizer.Word(t.id))
+}
+
+func tokenText(t tokenEvent) string {
+	if t.index > 0 {
+		return " " + tokenizer.Word(t.id)
+	}
+	return tokenizer.Word(t.id)
+}
+
+func (g *generation) stream() {
+	h := g.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	g.w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(g.w)
+	_ = rc.Flush()
+	enc := &sseWriter{w: g.w}
+	var res *simulator.Result
+	sentRole := false
+	for res == nil {
+		if !g.wait() {
+			return
+		}
+		g.tokens, res = g.sink.take(g.tokens[:0])
+		if res != nil && res.Reason == simulator.FinishAbort {
+			return
+		}
+		if res == nil && len(g.tokens) > 0 && g.tokens[len(g.tokens)-1].index == g.p.MaxTokens-1 {
+			// The last token: its end follows at once. Wait for it so that
+			// finish_reason rides on the last token's chunk, as in vLLM.
+			for res == nil {
+				if !g.wait() {
+					return
+				}
+				g.tokens, res = g.sink.take(g.tokens)
+			}
+			if res.Reason == simulator.FinishAbort {
+				return
+			}
+		}
+		for i, t := range g.tokens {
+			g.times = append(g.times, t.at)
+			var reason *string
+			if res != nil && i == len(g.tokens)-1 {
+				r := string(res.Reason)
+				reason = &r
+			}
+			if g.p.Chat && !sentRole {
+				sentRole = true
+				empty := ""
+				enc.event(g.chatChunk(chatDelta{Role: "assistant", Content: &empty}, nil, nil))
+			}
+			var u *usage
+			if g.p.ContinuousUsage {
+				u = g.usage(res, len(g.times))
+			}
+			text := tokenText(t)
+			if g.p.Chat {
+				enc.event(g.chatChunk(chatDelta{Content: &text}, reason, u))
+			} else {
+				enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
+					Choices: []completionChoice{{Text: text, FinishReason: reason}}, Usage: u})
+			}
+			if g.crashAfter > 0 && len(g.times) >= g.crashAfter {
+				_ = rc.Flush()
+				g.crash()
+			}
+		}
+		if res != nil && len(g.tokens) == 0 {
+			// The end came after the last token was already sent.
+			r := string(res.Reason)
+			empty := ""
+			if g.p.Chat {
+				enc.event(g.chatChunk(chatDelta{Content: &empty}, &r, nil))
+			} else {
+				enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
+					Choices: []completionChoice{{Text: "", FinishReason: &r}}})
+			}
+		}
+		if enc.err != nil {
+			g.s.engine.Abort(g.id)
+			return
+		}
+		_ = rc.Flush()
+	}
+	g.finish(res)
+	if g.p.IncludeUsage {
+		u := g.usage(res, res.OutputTokens)
+		if g.p.Chat {
+			enc.event(chatChunk{ID: g.respID, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model, Choices: []chatChunkChoice{}, Usage: u})
+		} else {
+			enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model, Choices: []completionChoice{}, Usage: u})
+		}
+	}
+	enc.done()
+	_ = rc.Flush()
+}
+
+func (g *generation) chatChunk(d chatDelta, reason *string, u *usage) chatChunk {
+	return chatChunk{ID: g.respID, Object: "chat.completion.chunk", Created: g.created, Model: g.p.Model,
+		Choices: []chatChunkChoice{{Delta: d, FinishReason: reason}}, Usage: u}
+}
+
+// sseWriter writes server-sent events and remembers the first write error.
+type sseWriter struct {
+	w   io.Writer
+	buf bytes.Buffer
+	err error
+}
+
+func (e *sseWriter) event(v any) {
+	if e.err != nil {
+		return
+	}
+	e.buf.Reset()
+	e.buf.WriteString("data: ")
+	enc := json.NewEncoder(&e.buf)
+	if err := enc.Encode(v); err != nil {
+		e.err = err
+		return
+	}
+	// Encode ends with one newline; SSE needs a blank line.
+	e.buf.WriteByte('\n')
+	_, e.err = e.w.Write(e.buf.Bytes())
+}
+
+func (e *sseWriter) done() {
+	if e.err == nil {
+		_, e.err = io.WriteString(e.w, "data: [DONE]\n\n")
+	}
+}
+
+var _ http.Handler = (*Server)(nil)
+
+func writeError(w http.ResponseWriter, e *wire.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(e.Body())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// RenderChat returns the text that a chat conversation becomes before
+// tokenisation (see wire.RenderChat).
+func RenderChat(roles, contents []string) string { return wire.RenderChat(roles, contents) }

@@ -1,0 +1,45 @@
+package wire
+
+import (
+	"testing"
+
+	"github.com/halyard-dev/halyard/internal/tokenizer"
+)
+
+// FuzzParseGeneration feeds arbitrary bodies to the request parser: it must
+// never panic, and whatever it accepts must satisfy the engine's limits.
+func FuzzParseGeneration(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"m","prompt":"hello world","max_tokens":5}`,
+		`{"model":"m","prompt":[1,2,3],"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"m","prompt":[[1,2]],"min_tokens":1,"max_tokens":3}`,
+		`{"model":"m","prompt":["one"],"seed":-4,"ignore_eos":true}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"text","text":"x"}]}],"max_completion_tokens":7}`,
+		`{"model":"m","messages":[{"role":"tool","content":null}]}`,
+		`{"model":"m","prompt":"x","max_tokens":1e309}`,
+		`{"model":"m","prompt":[1.5]}`,
+		`{`, `null`, `[]`, `""`,
+	} {
+		f.Add([]byte(seed), false)
+		f.Add([]byte(seed), true)
+	}
+	lim := Limits{MaxModelLen: 64, VocabSize: 1000, DefaultMaxTokens: 16, DefaultChatMaxTokens: 32}
+	f.Fuzz(func(t *testing.T, body []byte, chat bool) {
+		p, aerr := ParseGeneration(body, chat, tokenizer.Pseudo{VocabSize: 1000}, lim)
+		if aerr != nil {
+			if aerr.Status != 400 || aerr.Message == "" || aerr.Type != "BadRequestError" {
+				t.Fatalf("error %+v is not a 400 with a message", aerr)
+			}
+			return
+		}
+		if p.Model == "" || len(p.Prompt) == 0 || p.MaxTokens < 1 || len(p.Prompt)+p.MaxTokens > lim.MaxModelLen ||
+			p.MinTokens < 0 || p.MinTokens > p.MaxTokens {
+			t.Fatalf("accepted an invalid request: %+v", p)
+		}
+		for _, id := range p.Prompt {
+			if id >= 1000 {
+				t.Fatalf("token id %d out of vocabulary accepted", id)
+			}
+		}
+	})
+}
