@@ -2,6 +2,8 @@ package k8s
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
 	"testing"
 	"time"
 
@@ -57,6 +59,10 @@ func (k *cluster) markRunning(t *testing.T, pod *corev1.Pod, restarts int32, rea
 		readyStatus = corev1.ConditionTrue
 	}
 	cur.Status.Phase = corev1.PodRunning
+	if cur.Status.PodIP == "" {
+		cur.Status.PodIP = podIP(cur.Name)
+		cur.Status.PodIPs = []corev1.PodIP{{IP: cur.Status.PodIP}}
+	}
 	cur.Status.Conditions = []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
 		{Type: corev1.PodReady, Status: readyStatus, LastTransitionTime: now},
@@ -154,4 +160,12 @@ func (k *cluster) reapTerminating(t *testing.T, ns string) {
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+}
+
+// podIP gives a pod a stable fake address derived from its name.
+func podIP(name string) string {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	v := h.Sum32()
+	return fmt.Sprintf("10.%d.%d.%d", 100+v%100, (v>>8)%250+1, (v>>16)%250+1)
 }
