@@ -33,7 +33,12 @@ func TestKubernetesDiscoveryFollowsReadiness(t *testing.T) {
 	done := make(chan error, 1)
 	src := &discovery.Kubernetes{Client: cs, Namespace: ns}
 	go func() { done <- src.Run(ctx, func(s []datastore.EndpointSpec) { updates <- s }) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("discovery: %v", err)
+		}
+	})
 
 	waitFor := func(what string, ok func([]datastore.EndpointSpec) bool) []datastore.EndpointSpec {
 		t.Helper()
