@@ -44,7 +44,7 @@ fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 lint: fmt vet
-	$(LINT) run ./...
+	$(LINT) run --allow-parallel-runners ./...
 
 # Short fuzzing of every parser; FUZZTIME=1m for longer.
 FUZZTIME ?= 20s
