@@ -58,13 +58,17 @@ type ModelSpec struct {
 // (vLLM's --kv-events-config, halyard sim's --kv-events).
 type KVEventsSpec struct {
 	// Endpoint is the engine's ZMQ PUB socket, tcp://HOST:PORT. Required.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
 	Endpoint string `json:"endpoint"`
 	// ReplayEndpoint is the engine's replay socket, tcp://HOST:PORT;
 	// without it a lost batch cannot be fetched again and the endpoint
 	// falls back to approximate until it recovers.
+	// +kubebuilder:validation:MaxLength=2048
 	ReplayEndpoint string `json:"replayEndpoint,omitempty"`
 	// Topic filters messages by topic prefix, e.g. "kv@pod-0@llama-3-8b";
 	// default all.
+	// +kubebuilder:validation:MaxLength=1024
 	Topic string `json:"topic,omitempty"`
 }
 
