@@ -28,9 +28,9 @@ type prefixRouting struct {
 	log    *slog.Logger
 	clock  simclock.Clock
 	models map[string]*promptTokenizer // by the engine's base model
-	events map[string]config.KVEventsSpec
-	// tracker is nil when no endpoint publishes events: the scorers then
-	// keep their approximate index alone.
+	// tracker is nil when no configured endpoint publishes events and
+	// router.prefixIndex is absent: the scorers then keep their
+	// approximate index alone.
 	tracker *prefixtrack.Tracker
 	drift   *prefixtrack.Drift
 }
@@ -43,7 +43,6 @@ func newPrefixRouting(c *config.Config, log *slog.Logger, clock simclock.Clock, 
 		log:    log,
 		clock:  clock,
 		models: map[string]*promptTokenizer{},
-		events: map[string]config.KVEventsSpec{},
 	}
 	loaded := map[string]tokenizer.Tokenizer{}
 	for i, m := range c.Models {
@@ -59,10 +58,12 @@ func newPrefixRouting(c *config.Config, log *slog.Logger, clock simclock.Clock, 
 		}
 		p.models[m.Name] = &promptTokenizer{tok: tok, template: m.ChatTemplate, bos: m.BOS}
 	}
+	// Follow events when a configured endpoint publishes them, or when the
+	// prefixIndex block asks for it (endpoints with events may come later,
+	// from a reloaded endpoints file).
+	follow := c.Router.PrefixIndex != nil
 	for _, e := range c.Endpoints {
-		if e.KVEvents != nil {
-			p.events[e.Name] = *e.KVEvents
-		}
+		follow = follow || e.KVEvents != nil
 	}
 	drift, err := prefixtrack.NewDrift(prefixtrack.DriftConfig{Window: p.cfg.DriftWindow.Duration, MinTokens: float64(p.cfg.DriftMinTokens)})
 	if err != nil {
@@ -70,7 +71,7 @@ func newPrefixRouting(c *config.Config, log *slog.Logger, clock simclock.Clock, 
 	}
 	p.drift = drift
 	reg.Registry.MustRegister(drift)
-	if len(p.events) > 0 {
+	if follow {
 		p.tracker, err = prefixtrack.New(prefixtrack.Config{
 			Clock:          clock,
 			Logger:         log,
@@ -126,8 +127,8 @@ func (p *prefixRouting) stop() {
 	}
 }
 
-// sync follows the endpoint set given by discovery: endpoints named in the
-// config's endpoints block with kvEvents are subscribed to.
+// sync follows the endpoint set given by discovery, subscribing to the
+// KV events of the endpoints that have them.
 func (p *prefixRouting) sync(specs []datastore.EndpointSpec, removed []*datastore.Endpoint) {
 	for _, e := range removed {
 		p.drift.Forget(e.Metadata().Name)
@@ -138,7 +139,7 @@ func (p *prefixRouting) sync(specs []datastore.EndpointSpec, removed []*datastor
 	sources := make([]prefixtrack.Source, 0, len(specs))
 	for _, s := range specs {
 		src := prefixtrack.Source{Name: s.Metadata.Name, Model: s.Metadata.Model}
-		if ev, ok := p.events[src.Name]; ok {
+		if ev := s.KVEvents; ev != nil {
 			src.Endpoint, src.ReplayEndpoint, src.Topic = ev.Endpoint, ev.ReplayEndpoint, ev.Topic
 		}
 		sources = append(sources, src)
