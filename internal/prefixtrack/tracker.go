@@ -106,6 +106,9 @@ type Tracker struct {
 	kvm     *kvevents.Metrics
 	descs   trackerDescs
 
+	// setMu orders Start and Set, which hand the pool its sources outside
+	// mu: stopping a subscriber delivers AllCleared, which takes mu.
+	setMu     sync.Mutex
 	mu        sync.Mutex
 	eps       map[string]*endpointState
 	rehashers map[string]*kvevents.Rehasher // by model
@@ -204,9 +207,11 @@ func (t *Tracker) Consumer() kvevents.Consumer { return (*consumer)(t) }
 // Start starts following the endpoints with events, until ctx ends or
 // Close. Set may be called before or after.
 func (t *Tracker) Start(ctx context.Context) error {
+	t.setMu.Lock()
+	defer t.setMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.started {
+		t.mu.Unlock()
 		return errors.New("prefixtrack: started twice")
 	}
 	pool, err := kvevents.NewPool(ctx, kvevents.SubscriberConfig{
@@ -217,10 +222,13 @@ func (t *Tracker) Start(ctx context.Context) error {
 		Metrics:       t.kvm,
 	})
 	if err != nil {
+		t.mu.Unlock()
 		return fmt.Errorf("prefixtrack: %w", err)
 	}
 	t.pool, t.started = pool, true
-	return t.pool.Set(t.sourcesLocked())
+	sources := t.sourcesLocked()
+	t.mu.Unlock()
+	return pool.Set(sources)
 }
 
 // Close stops every subscription.
@@ -249,6 +257,8 @@ func (t *Tracker) sourcesLocked() []kvevents.Source {
 // listed (and what it knew of them).
 func (t *Tracker) Set(sources []Source) error {
 	now := t.cfg.Clock.Now()
+	t.setMu.Lock()
+	defer t.setMu.Unlock()
 	t.mu.Lock()
 	want := make(map[string]Source, len(sources))
 	for i, s := range sources {
@@ -287,13 +297,13 @@ func (t *Tracker) Set(sources []Source) error {
 	for _, name := range forget {
 		t.forgetLocked(name)
 	}
-	var err error
-	if t.pool != nil {
-		err = t.pool.Set(t.sourcesLocked())
-	}
+	pool, subs := t.pool, t.sourcesLocked()
 	t.publishLocked()
 	t.mu.Unlock()
-	return err
+	if pool == nil {
+		return nil
+	}
+	return pool.Set(subs)
 }
 
 // Feed makes the tracker follow name, whose engine serves model, from

@@ -507,3 +507,72 @@ func TestTrackerModes(t *testing.T) {
 		t.Errorf("mode{nowhere,approximate} = %v, want 1", got)
 	}
 }
+
+// TestTrackerFollowsEndpointChanges: endpoints removed, re-pointed at
+// another publisher and added while subscriptions run; each Set returns
+// promptly and the index forgets what it knew of a removed endpoint.
+func TestTrackerFollowsEndpointChanges(t *testing.T) {
+	newPub := func() *kvevents.Publisher {
+		p, err := kvevents.NewPublisher(kvevents.PublisherConfig{Endpoint: "tcp://127.0.0.1:0", ReplayEndpoint: "tcp://127.0.0.1:0", Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Close(time.Second) })
+		return p
+	}
+	a, b := newPub(), newPub()
+	tr, err := New(Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := tr.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	set := func(srcs ...Source) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- tr.Set(srcs) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Set did not return")
+		}
+	}
+	heard := func(p *kvevents.Publisher, salt uint32) {
+		t.Helper()
+		waitFor(t, "events", func() bool {
+			tokens := make([]uint32, 16)
+			tokens[0] = salt
+			p.Publish(kvevents.NewBlockStored([]uint64{uint64(salt)}, nil, tokens, 16))
+			time.Sleep(5 * time.Millisecond)
+			return tr.Precise().EndpointBlocks("e0") > 0
+		})
+	}
+	set(Source{Name: "e0", Model: model, Endpoint: a.Endpoint(), ReplayEndpoint: a.ReplayEndpoint()})
+	heard(a, 1)
+	set() // removed
+	if n := tr.Precise().EndpointBlocks("e0"); n != 0 {
+		t.Errorf("%d blocks kept for a removed endpoint", n)
+	}
+	if st := tr.Status("e0"); st.Reason != ReasonNoEvents {
+		t.Errorf("removed endpoint's status %+v", st)
+	}
+	set(Source{Name: "e0", Model: model, Endpoint: a.Endpoint(), ReplayEndpoint: a.ReplayEndpoint()})
+	heard(a, 2)
+	// Re-pointed at b: a's blocks go, b's arrive.
+	set(Source{Name: "e0", Model: model, Endpoint: b.Endpoint(), ReplayEndpoint: b.ReplayEndpoint()})
+	if n := tr.Precise().EndpointBlocks("e0"); n != 0 {
+		t.Errorf("%d blocks of the old publisher kept", n)
+	}
+	heard(b, 3)
+	set(Source{Name: "e0", Model: model, Endpoint: b.Endpoint(), ReplayEndpoint: b.ReplayEndpoint()}) // unchanged
+	if n := tr.Precise().EndpointBlocks("e0"); n == 0 {
+		t.Error("an unchanged Set dropped the endpoint's blocks")
+	}
+}
