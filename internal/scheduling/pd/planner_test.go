@@ -162,10 +162,10 @@ func TestPlan(t *testing.T) {
 			want:    summary{Decode: "b0", Blocks: 27, Err: ErrNoPrefill.Error()},
 		},
 		{
-			name:    "no prefill endpoint",
-			decode:  []*endpoint{ep("d0", framework.RoleDecode, "", 0, 0)},
-			prompt:  long,
-			want:    summary{Decode: "d0", Blocks: 27, Err: ErrNoPrefill.Error()},
+			name:   "no prefill endpoint",
+			decode: []*endpoint{ep("d0", framework.RoleDecode, "", 0, 0)},
+			prompt: long,
+			want:   summary{Decode: "d0", Blocks: 27, Err: ErrNoPrefill.Error()},
 		},
 		{
 			name:    "prefill endpoints all filtered by role",
