@@ -14,21 +14,21 @@ import (
 // generationRequest is the union of the completion and chat request fields
 // the simulator reads. Unknown fields are ignored, as vLLM does.
 type generationRequest struct {
-	Model               *string          `json:"model"`
-	Prompt              json.RawMessage  `json:"prompt"`
-	Messages            []ChatMessage    `json:"messages"`
-	MaxTokens           *int64           `json:"max_tokens"`
-	MaxCompletionTokens *int64           `json:"max_completion_tokens"`
-	MinTokens           *int64           `json:"min_tokens"`
-	N                   *int64           `json:"n"`
-	Stream              bool             `json:"stream"`
-	StreamOptions       *streamOptions   `json:"stream_options"`
-	IgnoreEOS           bool             `json:"ignore_eos"`
-	Seed                *int64           `json:"seed"`
-	KVTransferParams    json.RawMessage  `json:"kv_transfer_params"`
-	BootstrapHost       json.RawMessage  `json:"bootstrap_host"`
-	BootstrapPort       json.RawMessage  `json:"bootstrap_port"`
-	BootstrapRoom       json.RawMessage  `json:"bootstrap_room"`
+	Model               *string         `json:"model"`
+	Prompt              json.RawMessage `json:"prompt"`
+	Messages            []ChatMessage   `json:"messages"`
+	MaxTokens           *int64          `json:"max_tokens"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	MinTokens           *int64          `json:"min_tokens"`
+	N                   *int64          `json:"n"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *streamOptions  `json:"stream_options"`
+	IgnoreEOS           bool            `json:"ignore_eos"`
+	Seed                *int64          `json:"seed"`
+	KVTransferParams    json.RawMessage `json:"kv_transfer_params"`
+	BootstrapHost       json.RawMessage `json:"bootstrap_host"`
+	BootstrapPort       json.RawMessage `json:"bootstrap_port"`
+	BootstrapRoom       json.RawMessage `json:"bootstrap_room"`
 }
 
 type streamOptions struct {
