@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -109,9 +110,19 @@ func Run(ctx context.Context, o Options) error {
 			}
 			instances = append(instances, inst)
 			engineURLs[inst.URL] = true
+			labels := es.Labels
+			if st := inst.Server.PDStatus(); st.Bootstrap != "" {
+				// A prefill engine's bootstrap server is on a free port.
+				labels = maps.Clone(labels)
+				if labels == nil {
+					labels = map[string]string{}
+				}
+				_, port, _ := net.SplitHostPort(st.Bootstrap)
+				labels[config.LabelBootstrapPort] = port
+			}
 			specs = append(specs, datastore.EndpointSpec{Pool: es.Pool, Metadata: framework.EndpointMetadata{
 				Name: fmt.Sprintf("%s-%d", es.Pool, r), Address: inst.URL, Model: es.Model,
-				Role: framework.Role(es.Role), Labels: es.Labels, Adapters: es.Adapters,
+				Role: framework.Role(es.Role), Labels: labels, Adapters: es.Adapters,
 			}})
 		}
 	}
