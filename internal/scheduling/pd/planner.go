@@ -237,6 +237,34 @@ func (p *Planner) NextPrefill(ctx context.Context, req *framework.Request, pl *P
 	return pl.PrefillErr
 }
 
+// NextDecode picks another decode endpoint for pl after the current one
+// failed, leaving out those in tried. The decode-first decision and the
+// prefill endpoint stay as they were. It returns ErrNoDecode (and leaves pl
+// unchanged) when none is left.
+func (p *Planner) NextDecode(ctx context.Context, req *framework.Request, pl *Plan, decode, tried []framework.Endpoint, explain bool) error {
+	fresh := make([]framework.Endpoint, 0, len(decode))
+	for _, e := range decode {
+		if !containsEndpoint(tried, e) {
+			fresh = append(fresh, e)
+		}
+	}
+	if len(fresh) == 0 {
+		return ErrNoDecode
+	}
+	state := framework.NewCycleState()
+	res, err := p.decode.Schedule(ctx, state, req, fresh, explain)
+	if err != nil || len(res.Picked) == 0 {
+		return fmt.Errorf("%w: %s profile: %w", ErrNoDecode, p.decode.Name(), errOr(err, scheduling.ErrNoEndpoint))
+	}
+	pl.Decode, pl.DecodeState, pl.DecodeExplanation = res.Picked[0], state, res.Explanation
+	if len(pl.chain) > 0 {
+		var m [1]int
+		p.index.Match(pl.chain, []string{pl.Decode.Metadata().Name}, m[:])
+		pl.HeldBlocks = m[0]
+	}
+	return nil
+}
+
 // pickPrefill schedules the prefill profile over the candidates in the
 // decode endpoint's topology domain, or over all when none is there.
 func (p *Planner) pickPrefill(ctx context.Context, req *framework.Request, pl *Plan, prefill []framework.Endpoint, explain bool) error {

@@ -298,3 +298,25 @@ func TestNewValidates(t *testing.T) {
 		t.Errorf("FromSpec (-want +got):\n%s", diff)
 	}
 }
+
+func TestNextDecode(t *testing.T) {
+	ctx := context.Background()
+	p := planner(t, Config{})
+	d0, d1 := ep("d0", framework.RoleDecode, "", 0, 0.1), ep("d1", framework.RoleDecode, "", 0, 0.5)
+	decode := eps(d0, d1)
+	req := request(strings.Repeat("y", 300))
+	pl, err := p.Plan(ctx, req, eps(ep("p0", framework.RolePrefill, "", 0, 0)), decode, false)
+	if err != nil || pl.Decode != d0 {
+		t.Fatalf("first decode %v, %v", pl.Decode, err)
+	}
+	prefill := pl.Prefill
+	if err := p.NextDecode(ctx, req, pl, decode, []framework.Endpoint{d0}, false); err != nil || pl.Decode != d1 {
+		t.Fatalf("next decode %v, %v", pl.Decode, err)
+	}
+	if pl.Prefill != prefill {
+		t.Error("the prefill endpoint changed")
+	}
+	if err := p.NextDecode(ctx, req, pl, decode, []framework.Endpoint{d0, d1}, false); !errors.Is(err, ErrNoDecode) || pl.Decode != d1 {
+		t.Errorf("exhausted: %v, decode %v", err, pl.Decode)
+	}
+}
