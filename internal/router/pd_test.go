@@ -531,4 +531,3 @@ func TestPDDebugRoute(t *testing.T) {
 		t.Error("/debug/route sent a request")
 	}
 }
-
