@@ -531,3 +531,45 @@ func TestPDDebugRoute(t *testing.T) {
 		t.Error("/debug/route sent a request")
 	}
 }
+
+func TestPDSGLangClientCancelReachesBoth(t *testing.T) {
+	h := newPDHarness(t, "{mode: sglang}", "p0", "d0")
+	h.fakes["p0"].stall = make(chan struct{})
+	h.fakes["d0"].stall = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.post(ctx, "/v1/completions", `{"model":"m","prompt":"hi","max_tokens":3,"stream":true}`)
+	}()
+	if !waitFor(func() bool { return h.fakes["p0"].count() == 1 && h.fakes["d0"].count() == 1 }) {
+		t.Fatal("the pair was not sent")
+	}
+	cancel()
+	<-done
+	if !waitFor(func() bool { return h.fakes["p0"].canceled.Load() == 1 && h.fakes["d0"].canceled.Load() == 1 }) {
+		t.Errorf("canceled: prefill %d, decode %d; want both", h.fakes["p0"].canceled.Load(), h.fakes["d0"].canceled.Load())
+	}
+}
+
+func TestPDConfigNamesUnknownProfile(t *testing.T) {
+	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+endpoints:
+  - {name: p0, url: "http://127.0.0.1:1", model: m, role: prefill}
+  - {name: d0, url: "http://127.0.0.1:2", model: m, role: decode}
+routes: [{model: m, targets: [{pool: m}]}]
+pools: [{name: m, pd: {mode: nixl, decodeProfile: nope}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), `pools[m].pd.decodeProfile: "nope"`) {
+		t.Errorf("error = %v", err)
+	}
+}
