@@ -1,12 +1,121 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 
-// newControllerCommand is a placeholder until its package lands.
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/halyard-dev/halyard/internal/controller"
+)
+
+type controllerFlags struct {
+	kubeconfig     string
+	metricsAddr    string
+	probeAddr      string
+	leaderElect    bool
+	leaderNS       string
+	namespace      string
+	agentImage     string
+	agentPort      int32
+	inPlace        string
+	probeNamespace string
+	concurrency    int
+	qps            float32
+	burst          int
+	logFormat      string
+	logLevel       string
+}
+
 func newControllerCommand() *cobra.Command {
-	return &cobra.Command{
+	f := &controllerFlags{}
+	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Run the Kubernetes controller",
-		RunE:  func(*cobra.Command, []string) error { return errNotImplemented },
+		Long: `Run the Kubernetes controller: it reconciles ModelServing objects into
+serving groups of pods (gang creation, topology packing, group-by-group
+rollout, in-place group restart) and checks ModelRoute objects.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := k8sLogger(cmd.ErrOrStderr(), f.logFormat, f.logLevel)
+			if err != nil {
+				return err
+			}
+			cfg, err := restConfig(f.kubeconfig)
+			if err != nil {
+				return err
+			}
+			return controller.Run(cmd.Context(), controller.Options{
+				Config:                  cfg,
+				MetricsAddr:             f.metricsAddr,
+				ProbeAddr:               f.probeAddr,
+				LeaderElection:          f.leaderElect,
+				LeaderElectionNamespace: f.leaderNS,
+				Namespace:               f.namespace,
+				AgentImage:              f.agentImage,
+				AgentPort:               f.agentPort,
+				InPlace:                 f.inPlace,
+				ProbeNamespace:          f.probeNamespace,
+				Concurrency:             f.concurrency,
+				QPS:                     f.qps,
+				Burst:                   f.burst,
+				Logger:                  logger,
+			})
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, in-cluster config, then ~/.kube/config")
+	fl.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
+	fl.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 disables them")
+	fl.BoolVar(&f.leaderElect, "leader-elect", false, "elect one active controller among replicas (a Lease)")
+	fl.StringVar(&f.leaderNS, "leader-election-namespace", "", "namespace of the leader election Lease; default the pod's namespace")
+	fl.StringVar(&f.namespace, "namespace", "", "watch only this namespace; default all")
+	fl.StringVar(&f.agentImage, "agent-image", "ghcr.io/halyard-dev/halyard:"+Version, "image of the injected `halyard agent` container")
+	fl.Int32Var(&f.agentPort, "agent-port", 8099, "port of the agent's /startup and /healthz in each pod")
+	fl.StringVar(&f.inPlace, "in-place", controller.InPlaceAuto, "in-place group restart: auto (probe the API server), on or off")
+	fl.StringVar(&f.probeNamespace, "probe-namespace", "", "namespace of the in-place probe's dry-run pod; default --namespace or default")
+	fl.IntVar(&f.concurrency, "concurrency", 4, "ModelServings reconciled at once")
+	fl.Float32Var(&f.qps, "kube-api-qps", 100, "API requests per second (sustained)")
+	fl.IntVar(&f.burst, "kube-api-burst", 200, "API requests in a burst")
+	fl.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// restConfig loads the API server config from path, or the usual places.
+func restConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("find API server config: %w", err)
+	}
+	return cfg, nil
+}
+
+// k8sLogger builds the slog logger of the controller and the agent.
+func k8sLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want json or text", format)
 	}
 }

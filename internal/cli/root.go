@@ -71,6 +71,3 @@ func newVersionCommand() *cobra.Command {
 		},
 	}
 }
-
-// errNotImplemented is returned by subcommands whose package has not landed.
-var errNotImplemented = errors.New("not implemented yet")

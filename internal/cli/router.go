@@ -8,7 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	kubeclient "k8s.io/client-go/kubernetes"
+
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/router"
 )
@@ -22,6 +25,9 @@ type routerOptions struct {
 	grace      time.Duration
 	pprof      string
 	check      bool
+	kubernetes bool
+	kubeconfig string
+	namespace  string
 }
 
 func newRouterCommand() *cobra.Command {
@@ -54,7 +60,19 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 			if err != nil {
 				return err
 			}
-			r, err := router.New(router.Options{Config: cfg, Registry: reg, PresetProfiles: presets, Logger: log})
+			ropts := router.Options{Config: cfg, Registry: reg, PresetProfiles: presets, Logger: log}
+			if o.kubernetes {
+				restCfg, err := restConfig(o.kubeconfig)
+				if err != nil {
+					return err
+				}
+				cs, err := kubeclient.NewForConfig(restCfg)
+				if err != nil {
+					return fmt.Errorf("kubernetes client: %w", err)
+				}
+				ropts.Source = &discovery.Kubernetes{Client: cs, Namespace: o.namespace, Log: log}
+			}
+			r, err := router.New(ropts)
 			if err != nil {
 				return err
 			}
@@ -85,6 +103,9 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.BoolVar(&o.check, "check", false, "load the config, build the profiles, report and exit without serving")
 	f.StringVar(&o.pprof, "pprof-listen", "", "serve Go's /debug/pprof on this address (off by default)")
+	f.BoolVar(&o.kubernetes, "kubernetes", false, "discover endpoints from the ready pods of ModelServings instead of the config's endpoints block")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --kubernetes: kubeconfig file; default $KUBECONFIG, in-cluster, ~/.kube/config")
+	f.StringVar(&o.namespace, "namespace", "", "with --kubernetes: only this namespace; default all")
 	f.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "time in-flight requests get to finish on shutdown")
 	return cmd
 }

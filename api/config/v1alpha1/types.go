@@ -101,12 +101,17 @@ type PluginSpec struct {
 }
 
 // EndpointSpec is one statically configured engine.
+// +kubebuilder:object:generate=true
 type EndpointSpec struct {
 	// Name must be unique; defaults to the URL's host:port.
 	Name string `json:"name,omitempty"`
 	// URL is the engine's base URL, e.g. http://127.0.0.1:8101.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))",message="url must be an http or https URL"
 	URL string `json:"url"`
 	// Model is the base model the engine serves.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
 	Model string `json:"model"`
 	// Pool groups endpoints that routes target; defaults to Model.
 	Pool string `json:"pool,omitempty"`
@@ -120,8 +125,11 @@ type EndpointSpec struct {
 
 // RouteSpec maps one public model name to targets. The ModelRoute custom
 // resource's spec embeds this type.
+// +kubebuilder:object:generate=true
 type RouteSpec struct {
 	// Model is the public model name clients ask for.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
 	Model string `json:"model"`
 	// Adapter, when set, makes this a LoRA route: requests go to the
 	// targets' base-model pools and ask the engine for this adapter.
@@ -132,17 +140,26 @@ type RouteSpec struct {
 	Profile string `json:"profile,omitempty"`
 	// Rules are tried in order before Targets; the first whose header
 	// matches all hold decides the targets.
+	// +kubebuilder:validation:MaxItems=32
 	Rules []RouteRule `json:"rules,omitempty"`
 	// Targets split traffic by weight.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
 	Targets []TargetSpec `json:"targets"`
 	// Fallback is used when no endpoint of the chosen target can serve.
+	// +kubebuilder:validation:MaxItems=32
 	Fallback []TargetSpec `json:"fallback,omitempty"`
 }
 
 // RouteRule sends requests whose headers all match to its own targets.
+// +kubebuilder:object:generate=true
 type RouteRule struct {
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
 	Headers []HeaderMatch `json:"headers"`
-	Targets []TargetSpec  `json:"targets"`
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	Targets []TargetSpec `json:"targets"`
 }
 
 // Header match types.
@@ -152,21 +169,31 @@ const (
 )
 
 // HeaderMatch matches one request header.
+// +kubebuilder:object:generate=true
 type HeaderMatch struct {
 	// Name is the header name (case-insensitive).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
 	Name string `json:"name"`
 	// Value is the value to compare with.
+	// +kubebuilder:validation:MaxLength=4096
 	Value string `json:"value"`
 	// Type is Exact (default) or RegularExpression.
+	// +kubebuilder:validation:Enum=Exact;RegularExpression
 	Type string `json:"type,omitempty"`
 }
 
 // TargetSpec is a weighted destination of a route.
+// +kubebuilder:object:generate=true
 type TargetSpec struct {
 	// Pool names a pool of endpoints (EndpointSpec.Pool, or a ModelServing on
 	// Kubernetes).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
 	Pool string `json:"pool"`
 	// Weight is the relative share of traffic; default 1.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
 	Weight *int32 `json:"weight,omitempty"`
 	// Model overrides the model name sent to the engine; default the route's
 	// adapter, or else the pool's model.

@@ -1,0 +1,161 @@
+package helm
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// render is `helm template halyard deploy/helm/halyard -n halyard-system`
+// with the given values, as one stream of documents in template order.
+func render(t *testing.T, values map[string]any) string {
+	t.Helper()
+	ch, err := loader.Load("halyard")
+	if err != nil {
+		t.Fatalf("load chart: %v", err)
+	}
+	if err := ch.Validate(); err != nil {
+		t.Fatalf("chart: %v", err)
+	}
+	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{
+		Name: "halyard", Namespace: "halyard-system", IsInstall: true, Revision: 1,
+	}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatalf("values: %v", err)
+	}
+	out, err := engine.Render(ch, vals)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	names := make([]string, 0, len(out))
+	for name := range out {
+		if strings.HasSuffix(name, ".yaml") {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		body := strings.TrimSpace(out[name])
+		if body == "" {
+			continue
+		}
+		b.WriteString("---\n# Source: " + name + "\n" + body + "\n")
+	}
+	return b.String()
+}
+
+func TestTemplateGolden(t *testing.T) {
+	tests := []struct {
+		name   string
+		values map[string]any
+	}{
+		{name: "default", values: nil},
+		{name: "servicemonitor", values: map[string]any{
+			"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus"}},
+			"controller":     map[string]any{"watchNamespace": "llm", "inPlace": "off"},
+			"image":          map[string]any{"tag": "v9.9.9"},
+		}},
+		{name: "controller-only", values: map[string]any{"router": map[string]any{"enabled": false}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := render(t, tt.values)
+			for i, doc := range strings.Split(got, "\n---\n") {
+				var v map[string]any
+				if err := yaml.Unmarshal([]byte(doc), &v); err != nil {
+					t.Fatalf("document %d is not YAML: %v\n%s", i, err, doc)
+				}
+			}
+			path := filepath.Join("testdata", tt.name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./deploy/helm -update)", err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("helm template output differs from %s (-want +got); run go test ./deploy/helm -update if intended:\n%s", path, diff)
+			}
+		})
+	}
+}
+
+func TestChartCRDsAreTheGeneratedOnes(t *testing.T) {
+	gen, err := filepath.Glob(filepath.Join("..", "..", "config", "crd", "bases", "*.yaml"))
+	if err != nil || len(gen) == 0 {
+		t.Fatalf("no generated CRDs: %v", err)
+	}
+	for _, g := range gen {
+		want, err := os.ReadFile(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join("halyard", "crds", filepath.Base(g)))
+		if err != nil {
+			t.Fatalf("chart lacks %s: %v (run make generate)", filepath.Base(g), err)
+		}
+		if !bytes.Equal(want, got) {
+			t.Errorf("chart CRD %s differs from config/crd/bases: run make generate", filepath.Base(g))
+		}
+	}
+}
+
+// The chart's controller ClusterRole grants exactly what the controller's
+// kubebuilder RBAC markers ask for.
+func TestControllerRBACMatchesMarkers(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated rbacv1.ClusterRole
+	if err := yaml.Unmarshal(raw, &generated); err != nil {
+		t.Fatal(err)
+	}
+	var chart *rbacv1.ClusterRole
+	for _, doc := range strings.Split(render(t, nil), "\n---\n") {
+		var cr rbacv1.ClusterRole
+		if err := yaml.Unmarshal([]byte(doc), &cr); err != nil || cr.Kind != "ClusterRole" || cr.Name != "halyard-controller" {
+			continue
+		}
+		chart = &cr
+	}
+	if chart == nil {
+		t.Fatal("no halyard-controller ClusterRole in the chart")
+	}
+	if diff := cmp.Diff(normalize(generated.Rules), normalize(chart.Rules)); diff != "" {
+		t.Errorf("chart ClusterRole rules differ from config/rbac/role.yaml (-generated +chart):\n%s", diff)
+	}
+}
+
+// normalize flattens rules to sorted "group/resource verb" strings.
+func normalize(rules []rbacv1.PolicyRule) []string {
+	var out []string
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					out = append(out, g+"/"+res+" "+v)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}

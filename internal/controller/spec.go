@@ -1,0 +1,119 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
+)
+
+// Defaults for fields the API server leaves empty (the CRD defaults what it
+// can; these cover objects written before a default existed and pointers).
+const (
+	DefaultGangTimeout    = 5 * time.Minute
+	DefaultRestartTimeout = 5 * time.Minute
+	DefaultMaxRestarts    = 3
+)
+
+// settings is a ModelServing's spec with every default applied.
+type settings struct {
+	replicas       int32
+	maxUnavailable int32
+	partition      int32
+	gangTimeout    time.Duration
+	restartTimeout time.Duration
+	maxRestarts    int32
+	policy         servingv1.RecoveryPolicy
+	required       bool
+}
+
+func resolve(s *servingv1.ModelServingSpec) settings {
+	out := settings{
+		replicas:       1,
+		maxUnavailable: 1,
+		gangTimeout:    DefaultGangTimeout,
+		restartTimeout: DefaultRestartTimeout,
+		maxRestarts:    DefaultMaxRestarts,
+		policy:         s.Recovery.Policy,
+		required:       s.Placement.Mode != servingv1.PlacementPreferred,
+	}
+	if s.Replicas != nil {
+		out.replicas = *s.Replicas
+	}
+	if v := s.Rollout.MaxUnavailable; v != nil && *v > 0 {
+		out.maxUnavailable = *v
+	}
+	if v := s.Rollout.Partition; v != nil && *v > 0 {
+		out.partition = *v
+	}
+	if v := s.Placement.GangTimeout; v != nil && v.Duration > 0 {
+		out.gangTimeout = v.Duration
+	}
+	if v := s.Recovery.RestartTimeout; v != nil && v.Duration > 0 {
+		out.restartTimeout = v.Duration
+	}
+	if v := s.Recovery.MaxRestarts; v != nil && *v >= 0 {
+		out.maxRestarts = *v
+	}
+	if out.policy == "" {
+		out.policy = servingv1.RecoveryInPlace
+	}
+	return out
+}
+
+// validate checks what the CRD schema cannot; its error becomes the Valid
+// condition's message.
+func validate(s *servingv1.ModelServingSpec) error {
+	for i, r := range s.Roles {
+		for _, t := range []struct {
+			path string
+			ok   bool
+			c    func() []string
+		}{
+			{fmt.Sprintf("spec.roles[%d].template", i), true, func() []string { return containerNames(r.Template.Spec.Containers, r.Template.Spec.InitContainers) }},
+			{fmt.Sprintf("spec.roles[%d].workerTemplate", i), r.WorkerTemplate != nil, func() []string {
+				return containerNames(r.WorkerTemplate.Spec.Containers, r.WorkerTemplate.Spec.InitContainers)
+			}},
+		} {
+			if !t.ok {
+				continue
+			}
+			for _, n := range t.c() {
+				if n == servingv1.AgentContainerName {
+					return fmt.Errorf("%s: container name %q is reserved for the injected agent", t.path, n)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// revisionInput is everything that shapes a pod; its hash is the revision.
+type revisionInput struct {
+	Model      servingv1.ModelSpec
+	Engine     servingv1.EngineKind
+	Roles      []servingv1.RoleSpec
+	Key        string
+	Mode       servingv1.PlacementMode
+	PairKey    string
+	Scheduler  string
+	AgentImage string
+	InPlace    bool
+}
+
+// revision hashes the pod-shaping part of the spec (FNV-64a over its JSON).
+func revision(s *servingv1.ModelServingSpec, agentImage string, inPlace bool) string {
+	b, err := json.Marshal(revisionInput{
+		Model: s.Model, Engine: s.Engine, Roles: s.Roles,
+		Key: s.Placement.TopologyKey, Mode: s.Placement.Mode, PairKey: s.Placement.PairTopologyKey,
+		Scheduler: s.Placement.SchedulerName, AgentImage: agentImage, InPlace: inPlace,
+	})
+	if err != nil { // cannot happen for these types
+		return "unknown"
+	}
+	h := fnv.New64a()
+	h.Write(b)
+	return fmt.Sprintf("%010x", h.Sum64())[:10]
+}
