@@ -445,6 +445,7 @@ func (p *pdState) close() {
 	for _, s := range servers {
 		_ = s.Close()
 	}
+	p.client.CloseIdleConnections()
 }
 
 // pullRequest is a decode engine's request to a prefill engine's side
