@@ -60,6 +60,9 @@ func declared(r *Router, name string) bool {
 			c.Describe(ch)
 		}
 		(&endpointCollector{}).Describe(ch)
+		for _, c := range r.pdm.collectors() {
+			c.Describe(ch)
+		}
 	}()
 	found := false
 	for d := range ch {

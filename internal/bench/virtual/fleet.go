@@ -56,6 +56,7 @@ type fleetRun struct {
 	eps      []*endpoint
 	cands    []framework.Endpoint
 	profile  *scheduling.Profile
+	pd       *pdFleet // set for the "pd" policy
 	oracle   *oracleState
 	model    string
 	chat     bool
@@ -161,6 +162,10 @@ func (f *fleetRun) elapsed() time.Duration { return f.clock.Now().Sub(f.start) }
 func (f *fleetRun) send(i int) {
 	if f.deadline > 0 && f.elapsed() > f.deadline {
 		f.skip(i)
+		return
+	}
+	if f.pd != nil {
+		f.sendPD(i)
 		return
 	}
 	wr := f.w.Request(i)

@@ -25,6 +25,9 @@ const (
 	PolicyPrefixCache  = "prefix-cache"
 	PolicyDefault      = "default"
 	PolicyOracle       = "oracle"
+	// PolicyPD serves the workload disaggregated (the scenario's pd block):
+	// the router's PD planner over prefill and decode engines.
+	PolicyPD = "pd"
 )
 
 // BuiltinPolicies lists the policies a scenario may name without defining

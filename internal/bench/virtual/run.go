@@ -137,11 +137,14 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 			return report.Run{}, fmt.Errorf("engine %d: %w", i, err)
 		}
 		defer eng.Close()
-		ep := &endpoint{
-			md:  framework.EndpointMetadata{Name: fmt.Sprintf("sim-%d", i), Address: fmt.Sprintf("virtual://sim-%d", i), Model: sc.Model, Role: framework.RoleBoth},
-			idx: i,
-			eng: eng,
+		md := framework.EndpointMetadata{Name: fmt.Sprintf("sim-%d", i), Address: fmt.Sprintf("virtual://sim-%d", i), Model: sc.Model, Role: framework.RoleBoth}
+		if policy == PolicyPD && !isCustom {
+			md.Role = sc.role(i)
+			md.Name = fmt.Sprintf("%s-%d", md.Role, i)
+			md.Address = "virtual://" + md.Name
+			md.Labels = map[string]string{"zone": string(rune('a' + i%2))}
 		}
+		ep := &endpoint{md: md, idx: i, eng: eng}
 		ep.metrics.Store(&framework.Metrics{})
 		f.eps = append(f.eps, ep)
 		f.cands = append(f.cands, ep)
@@ -150,11 +153,17 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 	if err != nil {
 		return report.Run{}, err
 	}
-	prof, err := profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return report.Run{}, err
+	if policy == PolicyPD && !isCustom {
+		if f.pd, err = newPDFleet(sc, f.eps, reg); err != nil {
+			return report.Run{}, err
+		}
+	} else {
+		prof, err := profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return report.Run{}, err
+		}
+		f.profile = prof
 	}
-	f.profile = prof
 
 	f.scrapeLoop(sc.ScrapeInterval.Duration)
 	if sched == nil {

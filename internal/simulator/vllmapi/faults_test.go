@@ -183,8 +183,6 @@ func TestFaultsAtRunTime(t *testing.T) {
 
 func TestSpecRejectsPhase2Options(t *testing.T) {
 	for _, sp := range []Spec{
-		{Model: "m", Profile: "zero", Role: "prefill"},
-		{Model: "m", Profile: "zero", Role: "decode"},
 		{Model: "m", Profile: "zero", KVEvents: "tcp://*:5557"},
 	} {
 		if _, err := sp.Build(simclock.Real{}, nil); !errors.Is(err, ErrNotSupported) {

@@ -50,6 +50,9 @@ type Spec struct {
 	DefaultMaxTokens, DefaultChatMaxTokens int
 	// OnResult is Options.OnResult (a hook for code, not a flag).
 	OnResult func(simulator.Result)
+	// PD configures the prefill and decode roles (engine id, side channel,
+	// bootstrap port, timeouts, transfer time).
+	PD PDSpec
 }
 
 // Build makes the engine and the server of the spec on clock.
@@ -57,12 +60,8 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	switch sp.Role {
-	case "", "both":
-	case "prefill", "decode":
-		return nil, fmt.Errorf("role %q: %w (phase 1 serves role both only)", sp.Role, ErrNotSupported)
-	default:
-		return nil, fmt.Errorf("role: must be both, prefill or decode, got %q", sp.Role)
+	if err := sp.PD.Validate(sp.Role); err != nil {
+		return nil, err
 	}
 	if sp.KVEvents != "" {
 		return nil, fmt.Errorf("kv-events %q: %w", sp.KVEvents, ErrNotSupported)
@@ -106,6 +105,7 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 		ReadyDelay: sp.ReadyDelay, Faults: sp.Faults, FaultSeed: sp.Seed,
 		DefaultMaxTokens: sp.DefaultMaxTokens, DefaultChatMaxTokens: sp.DefaultChatMaxTokens,
 		LoRAPaths: paths, Logger: log, OnResult: sp.OnResult,
+		Role: sp.Role, PD: sp.PD,
 	})
 }
 
@@ -142,6 +142,12 @@ func Start(ctx context.Context, sp Spec, log *slog.Logger) (*Instance, error) {
 	if err != nil {
 		srv.Engine().Close()
 		return nil, fmt.Errorf("listen: %w", err)
+	}
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	if err := srv.pd.listen(host); err != nil {
+		_ = ln.Close()
+		srv.Engine().Close()
+		return nil, err
 	}
 	return Serve(ctx, ln, srv, log), nil
 }
@@ -184,6 +190,7 @@ func Serve(ctx context.Context, ln net.Listener, srv *Server, log *slog.Logger) 
 		if serr := <-shut; serr != nil && err == nil {
 			err = serr
 		}
+		srv.pd.close()
 		srv.Engine().Close()
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			inst.err = err
