@@ -31,7 +31,9 @@ YAML file path. Zero capacity flags keep the profile's values.
 See docs/simulator.md.`,
 		Example: `  halyard sim --listen 127.0.0.1:8101 --model llama-3-8b
   halyard sim --model llama-3-8b --profile zero --lora sql-lora=/adapters/sql
-  halyard sim --model m --fault-error-rate 0.1 --ready-delay 5s`,
+  halyard sim --model m --fault-error-rate 0.1 --ready-delay 5s
+  halyard sim --model m --role prefill --listen 127.0.0.1:8101 --bootstrap-port 8998
+  halyard sim --model m --role decode --listen 127.0.0.1:8111 --kv-transfer-per-token 5us`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if sp.Model == "" {
@@ -61,7 +63,13 @@ func bindSimFlags(f *pflag.FlagSet, sp *vllmapi.Spec) {
 	f.IntVar(&sp.MaxNumBatchedTokens, "max-num-batched-tokens", 0, "token budget of one step; longer prompts are prefilled in chunks (0: the profile's)")
 	f.IntVar(&sp.MaxModelLen, "max-model-len", 0, "context length: prompt plus output tokens (0: the profile's)")
 	f.IntVar(&sp.MaxLoras, "max-loras", 0, "most distinct LoRA adapters in one batch (0: the profile's, 1 as vLLM)")
-	f.StringVar(&sp.Role, "role", "both", "disaggregation role: both, prefill or decode (prefill and decode: not yet supported)")
+	f.StringVar(&sp.Role, "role", "both", "disaggregation role: both, prefill (keeps prompt KV for decode engines) or decode (pulls it); see docs/pd.md")
+	f.StringVar(&sp.PD.EngineID, "engine-id", "", "engine id in kv_transfer_params (remote_engine_id); default a random UUID")
+	f.StringVar(&sp.PD.SideChannel, "side-channel", "", "prefill role: host:port of the NixlConnector side channel decode engines pull KV from (default: the --listen host, a free port)")
+	f.IntVar(&sp.PD.BootstrapPort, "bootstrap-port", vllmapi.DefaultBootstrapPort, "prefill role: port of the SGLang bootstrap server on the --listen host (0 picks a free port)")
+	f.DurationVar(&sp.PD.AbortTimeout, "kv-abort-timeout", vllmapi.DefaultKVAbortTimeout, "prefill role: free kept KV blocks no decode engine pulled after this long (vLLM's VLLM_NIXL_ABORT_REQUEST_TIMEOUT)")
+	f.DurationVar(&sp.PD.TransferPerToken, "kv-transfer-per-token", vllmapi.DefaultKVTransferPerToken, "decode role: modelled KV transfer time per prompt token not already cached")
+	f.DurationVar(&sp.PD.BootstrapTimeout, "bootstrap-timeout", vllmapi.DefaultBootstrapTimeout, "decode role: longest wait for the prefill of an SGLang bootstrap room")
 	f.StringVar(&sp.KVEvents, "kv-events", "", "publish KV-cache events in vLLM's ZMQ format on this endpoint, e.g. tcp://*:5557 (off by default)")
 	f.StringSliceVar(&sp.LoRAs, "lora", nil, "LoRA adapter loaded at start, as NAME or NAME=PATH (repeatable)")
 	f.Uint64Var(&sp.Seed, "seed", 0, "seed of generated tokens and fault draws")

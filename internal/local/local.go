@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -91,11 +92,14 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	var specs []datastore.EndpointSpec
 	engineURLs := map[string]bool{}
+	perPool := map[string]int{} // engines named POOL-i, numbered across engines entries
 	for i, es := range cfg.Engines {
 		if len(es.Args) > 0 {
 			return fmt.Errorf("engines[%d].args: not supported by halyard up (engines run in-process); use halyard sim processes and halyard router instead", i)
 		}
 		for r := range es.Replicas {
+			name := fmt.Sprintf("%s-%d", es.Pool, perPool[es.Pool])
+			perPool[es.Pool]++
 			listen := "127.0.0.1:0"
 			if es.BasePort != 0 {
 				listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(es.BasePort+r))
@@ -103,15 +107,25 @@ func Run(ctx context.Context, o Options) error {
 			inst, err := vllmapi.Start(ectx, vllmapi.Spec{
 				Listen: listen, Model: es.Model, Profile: es.Profile, Role: es.Role,
 				LoRAs: es.Adapters, Seed: uint64(1000*i + r + 1),
-			}, log.With("engine", fmt.Sprintf("%s-%d", es.Pool, r)))
+			}, log.With("engine", name))
 			if err != nil {
 				return fmt.Errorf("engines[%d] replica %d: %w", i, r, err)
 			}
 			instances = append(instances, inst)
 			engineURLs[inst.URL] = true
+			labels := es.Labels
+			if st := inst.Server.PDStatus(); st.Bootstrap != "" {
+				// A prefill engine's bootstrap server is on a free port.
+				labels = maps.Clone(labels)
+				if labels == nil {
+					labels = map[string]string{}
+				}
+				_, port, _ := net.SplitHostPort(st.Bootstrap)
+				labels[config.LabelBootstrapPort] = port
+			}
 			specs = append(specs, datastore.EndpointSpec{Pool: es.Pool, Metadata: framework.EndpointMetadata{
-				Name: fmt.Sprintf("%s-%d", es.Pool, r), Address: inst.URL, Model: es.Model,
-				Role: framework.Role(es.Role), Labels: es.Labels, Adapters: es.Adapters,
+				Name: name, Address: inst.URL, Model: es.Model,
+				Role: framework.Role(es.Role), Labels: labels, Adapters: es.Adapters,
 			}})
 		}
 	}

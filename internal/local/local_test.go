@@ -88,3 +88,48 @@ func TestRunRefusesEngineArgs(t *testing.T) {
 		t.Errorf("err = %v, want it to name engines[0].args", err)
 	}
 }
+
+// TestRunPDDemo runs local mode with a disaggregated pool (one prefill and
+// one decode engine, SGLang's bootstrap exchange on free ports): the demo's
+// requests all succeed.
+func TestRunPDDemo(t *testing.T) {
+	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router: {listen: "127.0.0.1:0"}
+engines:
+  - {model: m, role: prefill, profile: zero}
+  - {model: m, role: decode, profile: zero}
+routes: [{model: m, targets: [{pool: m}]}]
+pools: [{name: m, pd: {mode: sglang}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, Demo: true, DemoRequests: 20})
+	}()
+	deadline := time.After(time.Minute)
+	for !strings.Contains(out.String(), "Still serving") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v\n%s", err, out)
+		case <-deadline:
+			t.Fatalf("demo did not finish within a minute:\n%s", out)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if got := out.String(); !strings.Contains(got, "Demo report (20 requests, 0 failed") {
+		t.Errorf("output:\n%s", got)
+	}
+}

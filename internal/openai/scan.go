@@ -14,6 +14,7 @@ var errSyntax = errors.New("invalid json")
 // the byte span of its value within the document.
 type field struct {
 	key        []byte
+	keyStart   int // index of the key's opening quote
 	start, end int
 }
 
@@ -33,6 +34,7 @@ func topFields(doc []byte, fn func(f field) bool) error {
 		if doc[i] != '"' {
 			return errSyntax
 		}
+		kstart := i
 		kend, err := skipString(doc, i)
 		if err != nil {
 			return err
@@ -54,7 +56,7 @@ func topFields(doc []byte, fn func(f field) bool) error {
 		if err != nil {
 			return err
 		}
-		if !fn(field{key: key, start: i, end: vend}) {
+		if !fn(field{key: key, keyStart: kstart, start: i, end: vend}) {
 			return nil
 		}
 		i = skipSpace(doc, vend)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/halyard-dev/halyard/internal/openai"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
 type modelList struct {
@@ -49,13 +50,7 @@ func (r *Router) Ready() (bool, []string) {
 		rt, _ := r.table.Lookup(m)
 		ok := false
 		for _, t := range rt.Targets() {
-			for _, e := range r.store.Pool(t.Pool) {
-				if e.Healthy() {
-					ok = true
-					break
-				}
-			}
-			if ok {
+			if ok = r.poolReady(t.Pool); ok {
 				break
 			}
 		}
@@ -64,6 +59,31 @@ func (r *Router) Ready() (bool, []string) {
 		}
 	}
 	return len(missing) == 0 && len(r.table.Models()) > 0, missing
+}
+
+// poolReady reports whether the pool can serve: a healthy endpoint, or for
+// a disaggregated pool a healthy decode endpoint and a healthy prefill
+// endpoint (unless it may prefill locally).
+func (r *Router) poolReady(pool string) bool {
+	pp := r.pdPools[pool]
+	prefill, decode := false, false
+	for _, e := range r.store.Pool(pool) {
+		if !e.Healthy() {
+			continue
+		}
+		if pp == nil {
+			return true
+		}
+		switch e.Metadata().Role {
+		case framework.RolePrefill:
+			prefill = true
+		case framework.RoleDecode:
+			decode = true
+		default:
+			prefill, decode = true, true
+		}
+	}
+	return decode && (prefill || pp.spec.FallbackToLocalPrefill)
 }
 
 // serveReady answers 200 when Ready, else 503, with the details as JSON.

@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -31,13 +32,70 @@ func compactExplanation(c *call, d *decision, attempt int) string {
 	if d.fallback {
 		b.WriteString("(fallback)")
 	}
-	b.WriteString("; profile=")
-	b.WriteString(c.profile.Name())
+	if a := d.pd; a != nil {
+		writePD(&b, a)
+	} else {
+		b.WriteString("; profile=")
+		b.WriteString(c.profile.Name())
+	}
 	b.WriteString("; picked=")
 	b.WriteString(d.endpoint.Metadata().Name)
 	b.WriteString("; attempt=")
 	b.WriteString(strconv.Itoa(attempt))
-	if ex := d.explanation; ex != nil {
+	writeExplanation(&b, d.explanation)
+	if d.pd != nil && d.pd.plan.Prefill != nil && d.pd.prefill != "" {
+		writeExplanation(&b, d.pd.plan.PrefillExplanation)
+	}
+	for _, x := range d.excluded {
+		b.WriteString("; ")
+		b.WriteString(x.Name)
+		b.WriteString("=excluded(")
+		b.WriteString(x.Reason)
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// writePD writes the PD decision: mode, profiles, prefill endpoint,
+// topology, decode-first or fallback, prefill attempts.
+func writePD(b *strings.Builder, a *pdAttempt) {
+	b.WriteString("; pd=")
+	b.WriteString(a.mode)
+	b.WriteString("; profiles=")
+	b.WriteString(a.pool.spec.PrefillProfile)
+	b.WriteByte('/')
+	b.WriteString(a.pool.spec.DecodeProfile)
+	b.WriteString("; prefill=")
+	if a.prefill == "" {
+		b.WriteString("none")
+	} else {
+		b.WriteString(a.prefill)
+		b.WriteString("; topology=")
+		b.WriteString(a.plan.Topology)
+	}
+	b.WriteString("; decode-first=")
+	switch {
+	case a.skip != "":
+		b.WriteString(a.skip)
+	case !a.pool.planner.Config().DecodeFirst:
+		b.WriteString("off")
+	default:
+		fmt.Fprintf(b, "no(held=%.2f<%.2f)", a.plan.HeldShare(), a.pool.planner.Config().MinHeldShare)
+	}
+	if a.fallback != "" {
+		b.WriteString("; local-prefill=fallback(")
+		b.WriteString(a.fallback)
+		b.WriteByte(')')
+	}
+	if a.attempts > 1 {
+		b.WriteString("; prefill-attempts=")
+		b.WriteString(strconv.Itoa(a.attempts))
+	}
+}
+
+// writeExplanation writes each candidate's total and scores, then the notes.
+func writeExplanation(b *strings.Builder, ex *framework.Explanation) {
+	if ex != nil {
 		for _, e := range ex.Endpoints {
 			b.WriteString("; ")
 			b.WriteString(e.Name)
@@ -70,14 +128,6 @@ func compactExplanation(c *call, d *decision, attempt int) string {
 			b.WriteString(n)
 		}
 	}
-	for _, x := range d.excluded {
-		b.WriteString("; ")
-		b.WriteString(x.Name)
-		b.WriteString("=excluded(")
-		b.WriteString(x.Reason)
-		b.WriteByte(')')
-	}
-	return b.String()
 }
 
 // RouteExplanation is the body of /debug/route.
@@ -102,7 +152,10 @@ type RouteExplanation struct {
 	// PrefixIndex gives, when endpoints publish KV events, the prefix
 	// index each candidate is scored by: precise, or approximate (reason).
 	PrefixIndex map[string]string `json:"prefixIndex,omitempty"`
-	Picked      string            `json:"picked,omitempty"`
+	// PD explains a disaggregated pool's decision; Explanation is then the
+	// decode profile's and Picked the decode endpoint.
+	PD     *PDExplanation `json:"pd,omitempty"`
+	Picked string         `json:"picked,omitempty"`
 	// PromptTokens is the router's estimate of the prompt's length.
 	PromptTokens int    `json:"promptTokens"`
 	Error        string `json:"error,omitempty"`
@@ -150,7 +203,11 @@ func (r *Router) explainCall(w http.ResponseWriter, hr *http.Request, c *call, a
 	out.Route.Adapter = c.route.Adapter
 	out.Route.Profile = c.profile.Name()
 	primary, fallback := c.route.Pick(hr.Header)
-	d, ok := r.decide(hr.Context(), c, append([]routing.Target{primary}, fallback...), nil)
+	targets := append([]routing.Target{primary}, fallback...)
+	if len(r.pdPools) > 0 && r.explainPD(w, hr, c, targets, &out) {
+		return
+	}
+	d, ok := r.decide(hr.Context(), c, targets, nil)
 	out.Excluded = d.excluded
 	out.Explanation = d.explanation
 	out.PrefixIndex = r.prefix.modes(d.explanation)
@@ -165,8 +222,85 @@ func (r *Router) explainCall(w http.ResponseWriter, hr *http.Request, c *call, a
 	} else {
 		out.Error = "no endpoint is available"
 	}
+	writeRouteExplanation(w, &out)
+}
+
+func writeRouteExplanation(w http.ResponseWriter, out *RouteExplanation) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(out)
+}
+
+// PDExplanation is the PD part of /debug/route.
+type PDExplanation struct {
+	Mode           string `json:"mode"`
+	PrefillProfile string `json:"prefillProfile"`
+	DecodeProfile  string `json:"decodeProfile"`
+	Decode         string `json:"decode"`
+	// Prefill is the prefill endpoint, "" when the prefill is skipped or no
+	// prefill endpoint is available (PrefillError says why).
+	Prefill      string `json:"prefill,omitempty"`
+	PrefillError string `json:"prefillError,omitempty"`
+	Topology     string `json:"topology,omitempty"`
+	DecodeFirst  struct {
+		Enabled      bool    `json:"enabled"`
+		MinHeldShare float64 `json:"minHeldShare"`
+		HeldBlocks   int     `json:"heldBlocks"`
+		PromptBlocks int     `json:"promptBlocks"`
+		// Skip is the reason the remote prefill is skipped, or "".
+		Skip string `json:"skip,omitempty"`
+	} `json:"decodeFirst"`
+	PrefillExplanation *framework.Explanation `json:"prefillExplanation,omitempty"`
+}
+
+// explainPD explains the decision of the first target that can serve, if
+// it is a disaggregated pool, and reports whether it did.
+func (r *Router) explainPD(w http.ResponseWriter, hr *http.Request, c *call, targets []routing.Target, out *RouteExplanation) bool {
+	for i, t := range targets {
+		pp := r.pdPools[t.Pool]
+		if pp == nil {
+			if cands, _ := r.candidates(c.route, t.Pool, nil, false); len(cands) > 0 {
+				return false
+			}
+			continue
+		}
+		prefill, decode, excluded := r.pdCandidates(c.route, t.Pool, true)
+		out.Excluded = append(out.Excluded, excluded...)
+		if len(decode) == 0 {
+			continue
+		}
+		if c.req.TargetModel == "" {
+			c.req.TargetModel = engineModel(t, decode[0])
+		}
+		plan, err := pp.planner.Plan(hr.Context(), c.req, prefill, decode, true)
+		out.Explanation = plan.DecodeExplanation
+		out.Route.Profile = pp.spec.DecodeProfile
+		if err != nil {
+			out.Error = err.Error()
+			writeRouteExplanation(w, out)
+			return true
+		}
+		cfg := pp.planner.Config()
+		x := &PDExplanation{Mode: pp.spec.Mode, PrefillProfile: pp.spec.PrefillProfile, DecodeProfile: pp.spec.DecodeProfile,
+			Decode: plan.Decode.Metadata().Name, Topology: plan.Topology, PrefillExplanation: plan.PrefillExplanation}
+		if plan.Prefill != nil {
+			x.Prefill = plan.Prefill.Metadata().Name
+		}
+		if plan.PrefillErr != nil {
+			x.PrefillError = plan.PrefillErr.Error()
+		}
+		x.DecodeFirst.Enabled, x.DecodeFirst.MinHeldShare = cfg.DecodeFirst, cfg.MinHeldShare
+		x.DecodeFirst.HeldBlocks, x.DecodeFirst.PromptBlocks, x.DecodeFirst.Skip = plan.HeldBlocks, plan.PromptBlocks, plan.Skip
+		out.PD = x
+		out.Target = &struct {
+			Pool     string `json:"pool"`
+			Model    string `json:"model"`
+			Fallback bool   `json:"fallback"`
+		}{t.Pool, engineModel(t, plan.Decode), i > 0}
+		out.Picked = plan.Decode.Metadata().Name
+		writeRouteExplanation(w, out)
+		return true
+	}
+	return false
 }

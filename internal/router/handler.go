@@ -284,6 +284,10 @@ type decision struct {
 	excluded    []exclusion
 	prefix      float64
 	hasPrefix   bool
+	// body, when set, is sent instead of the client's body (PD flow).
+	body []byte
+	// pd is set for the decode request of a disaggregated pool.
+	pd *pdAttempt
 }
 
 // decide runs the route's targets in order (the split's pick, then the

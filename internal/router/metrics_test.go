@@ -62,6 +62,9 @@ func declared(r *Router, name string) bool {
 			c.Describe(ch)
 		}
 		(&endpointCollector{}).Describe(ch)
+		for _, c := range r.pdm.collectors() {
+			c.Describe(ch)
+		}
 		// The precise prefix index's and the drift alarm's, with or
 		// without KV events configured.
 		r.prefix.drift.Describe(ch)

@@ -52,6 +52,9 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 	primary, fallback := c.route.Pick(hr.Header)
 	targets := make([]routing.Target, 0, 1+len(fallback))
 	targets = append(append(targets, primary), fallback...)
+	if len(r.pdPools) > 0 && r.forwardPD(w, hr, c, targets) {
+		return
+	}
 	var (
 		tried   []*datastore.Endpoint
 		lastErr *upstreamError
@@ -121,10 +124,16 @@ type upstreamError struct {
 func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Request, c *call, d *decision, attempt int) (attemptResult, *upstreamError) {
 	ep := d.endpoint
 	md := ep.Metadata()
-	model := engineModel(d.target, ep)
-	body := c.body.WithModel(model)
+	body := d.body
+	if body == nil {
+		body = c.body.WithModel(engineModel(d.target, ep))
+	}
 
-	actx, cancel := context.WithCancel(ctx)
+	base := ctx
+	if d.pd != nil && d.pd.upCtx != nil {
+		base = d.pd.upCtx // the PD flow cancels a decode whose prefill failed
+	}
+	actx, cancel := context.WithCancel(base)
 	defer cancel()
 	up, err := http.NewRequestWithContext(actx, http.MethodPost, md.Address+hr.URL.Path, bytes.NewReader(body))
 	if err != nil {
@@ -140,12 +149,20 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	tokens := int64(c.req.PromptTokens + c.req.MaxTokens)
 	ep.Begin(tokens)
 	defer ep.End(tokens)
-	c.profile.PreRequest(ctx, d.state, c.req, ep)
-	r.prefix.predicted(d.state, md.Name)
 	out := framework.Outcome{}
-	defer func() { c.profile.ResponseComplete(ctx, c.req, ep, out) }()
+	if d.pd != nil {
+		d.pd.pre(ctx)
+		defer func() { d.pd.done(ctx, out) }()
+	} else {
+		c.profile.PreRequest(ctx, d.state, c.req, ep)
+		r.prefix.predicted(d.state, md.Name)
+		defer func() { c.profile.ResponseComplete(ctx, c.req, ep, out) }()
+	}
 
 	sent := time.Now()
+	if d.pd != nil {
+		d.pd.sent = sent
+	}
 	resp, err := r.client.Do(up)
 	if err != nil {
 		out.Err = err
@@ -170,6 +187,18 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		out.Err = fmt.Errorf("engine status %d", resp.StatusCode)
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "status", cause: observability.CauseUpstreamStatus,
 			err: out.Err, status: resp.StatusCode, header: resp.Header.Clone(), body: b}
+	}
+	if d.pd != nil && resp.StatusCode == http.StatusBadRequest {
+		// A decode engine that refuses the KV transfer parameters is a
+		// failed transfer, not the client's error.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))
+		if param, msg, ok := transferRefusal(b); ok {
+			out.Err = fmt.Errorf("decode engine refused %s: %s", param, msg)
+			return attemptRetry, &upstreamError{endpoint: md.Name, reason: pdReasonTransfer, cause: pdCauseTransfer,
+				err: out.Err, status: resp.StatusCode, header: resp.Header.Clone(), body: b}
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
 	}
 	r.metrics.AddedLatency.WithLabelValues("request").Observe(sent.Sub(c.start).Seconds())
 	if isEventStream(resp.Header) {
@@ -201,6 +230,9 @@ func (r *Router) relayBuffered(ctx context.Context, w http.ResponseWriter, c *ca
 		r.account(c, out, u)
 	}
 	firstByte := time.Now()
+	if d.pd != nil {
+		d.pd.firstByte(firstByte, false)
+	}
 	h := w.Header()
 	copyHeaders(h, resp.Header)
 	h.Set("Content-Length", strconv.Itoa(len(b)))
@@ -210,6 +242,9 @@ func (r *Router) relayBuffered(ctx context.Context, w http.ResponseWriter, c *ca
 	end := time.Now()
 	r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(firstByte.Sub(c.start).Seconds())
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(end.Sub(c.start).Seconds())
+	if d.pd != nil {
+		d.pd.finished(end)
+	}
 	r.metrics.Requests.WithLabelValues(c.route.Model, name, strconv.Itoa(resp.StatusCode)).Inc()
 	return attemptDone, nil
 }
@@ -257,6 +292,9 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 		return attemptRetry, ue
 	}
 	upFirst := time.Now()
+	if d.pd != nil {
+		d.pd.firstByte(upFirst, true)
+	}
 	h := w.Header()
 	copyHeaders(h, resp.Header)
 	r.setExplainHeader(h, c, d, attempt)
@@ -310,6 +348,9 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 	}
 	if u, ok := usage.result(); ok {
 		r.account(c, out, u)
+	}
+	if d.pd != nil {
+		d.pd.finished(time.Now())
 	}
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(time.Since(c.start).Seconds())
 	r.metrics.Requests.WithLabelValues(c.route.Model, name, strconv.Itoa(resp.StatusCode)).Inc()

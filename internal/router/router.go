@@ -75,6 +75,10 @@ type Router struct {
 
 	discovered chan struct{} // closed after the first discovery update
 	once       sync.Once
+
+	// pdPools are the disaggregated pools by name; pdm their metrics.
+	pdPools map[string]*pdPool
+	pdm     *pdMetrics
 }
 
 // New builds a router: the route table, the profiles and their plugins, the
@@ -131,6 +135,13 @@ func New(opts Options) (*Router, error) {
 			specs[config.DefaultProfile] = p
 		}
 	}
+	for _, name := range pdProfileNames(cfg) {
+		if _, ok := specs[name]; !ok {
+			if p, ok := opts.PresetProfiles[name]; ok {
+				specs[name] = p
+			}
+		}
+	}
 	for name, spec := range specs {
 		p, err := scheduling.NewProfile(name, spec, reg, handle)
 		if err != nil {
@@ -151,6 +162,11 @@ func New(opts Options) (*Router, error) {
 			sort.Strings(known)
 			return nil, fmt.Errorf("router: route %q uses profile %q, which is neither in router.profiles nor a preset (presets: %v)", m, rt.Profile, known)
 		}
+	}
+
+	r.pdm = newPDMetrics(r.metrics.Registry)
+	if err := r.buildPDPools(cfg); err != nil {
+		return nil, err
 	}
 
 	dialer := &net.Dialer{Timeout: cfg.Router.Timeouts.Connect.Duration, KeepAlive: 30 * time.Second}

@@ -292,6 +292,9 @@ func (c *Config) Default() {
 			}
 		}
 	}
+	for i := range c.Pools {
+		c.Pools[i].defaultPD()
+	}
 	for i := range c.Engines {
 		e := &c.Engines[i]
 		if e.Pool == "" {
@@ -422,6 +425,8 @@ func (c *Config) Validate() error {
 		checkRole(path+".role", e.Role, add)
 		pools[e.Pool] = true
 	}
+
+	c.validatePools(pools, add)
 
 	models := map[string]int{}
 	for i, rt := range c.Routes {

@@ -22,6 +22,9 @@ type Config struct {
 	Endpoints []EndpointSpec `json:"endpoints,omitempty"`
 	// Routes map public model names to pools of endpoints.
 	Routes []RouteSpec `json:"routes,omitempty"`
+	// Pools configure pools beyond their membership, such as
+	// prefill/decode disaggregation. A pool needs no entry here.
+	Pools []PoolSpec `json:"pools,omitempty"`
 	// Engines are simulated engines that `halyard up` starts and adds as
 	// endpoints. The router ignores this block.
 	Engines []EngineSpec `json:"engines,omitempty"`

@@ -67,6 +67,7 @@ type fleetRun struct {
 	start    time.Time
 	eps      []*endpoint // the first router's; scraping and engine statistics
 	routers  []*router   // request i goes through routers[i % len]
+	pd       *pdFleet    // set for the "pd" policy (one planner, over eps)
 	oracle   *oracleState
 	model    string
 	chat     bool
@@ -175,6 +176,10 @@ func (f *fleetRun) elapsed() time.Duration { return f.clock.Now().Sub(f.start) }
 func (f *fleetRun) send(i int) {
 	if f.deadline > 0 && f.elapsed() > f.deadline {
 		f.skip(i)
+		return
+	}
+	if f.pd != nil {
+		f.sendPD(i)
 		return
 	}
 	wr := f.w.Request(i)

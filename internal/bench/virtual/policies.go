@@ -32,6 +32,9 @@ const (
 	// over it.
 	PolicyPrecisePrefix  = "precise-prefix"
 	PolicyPreciseDefault = "precise-default"
+	// PolicyPD serves the workload disaggregated (the scenario's pd block):
+	// the router's PD planner over prefill and decode engines.
+	PolicyPD = "pd"
 )
 
 // precise reports whether policy reads the precise index.

@@ -188,29 +188,42 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 			return report.Run{}, fmt.Errorf("engine %d: %w", i, err)
 		}
 		defer eng.Close()
+		md := framework.EndpointMetadata{Name: name, Address: "virtual://" + name, Model: sc.Model, Role: framework.RoleBoth}
+		if policy == PolicyPD && !isCustom {
+			md.Role = sc.role(i)
+			md.Name = fmt.Sprintf("%s-%d", md.Role, i)
+			md.Address = "virtual://" + md.Name
+			md.Labels = map[string]string{"zone": string(rune('a' + i%2))}
+		}
 		metrics := &atomic.Pointer[framework.Metrics]{}
 		metrics.Store(&framework.Metrics{})
 		for r, rt := range f.routers {
-			ep := &endpoint{
-				md:      framework.EndpointMetadata{Name: name, Address: "virtual://" + name, Model: sc.Model, Role: framework.RoleBoth},
-				idx:     i,
-				eng:     eng,
-				metrics: metrics,
-			}
+			ep := &endpoint{md: md, idx: i, eng: eng, metrics: metrics}
 			if r == 0 {
 				f.eps = append(f.eps, ep)
 			}
 			rt.cands = append(rt.cands, ep)
 		}
 	}
-	for _, rt := range f.routers {
-		reg, err := newRegistry(f.oracle, rt.tracker)
+	if policy == PolicyPD && !isCustom {
+		// One PD planner over the first router's view of the fleet.
+		reg, err := newRegistry(f.oracle, nil)
 		if err != nil {
 			return report.Run{}, err
 		}
-		rt.profile, err = profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
-		if err != nil {
+		if f.pd, err = newPDFleet(sc, f.eps, reg); err != nil {
 			return report.Run{}, err
+		}
+	} else {
+		for _, rt := range f.routers {
+			reg, err := newRegistry(f.oracle, rt.tracker)
+			if err != nil {
+				return report.Run{}, err
+			}
+			rt.profile, err = profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				return report.Run{}, err
+			}
 		}
 	}
 

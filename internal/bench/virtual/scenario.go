@@ -12,6 +12,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/arrival"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/simulator"
 )
 
@@ -53,6 +54,10 @@ type Scenario struct {
 	// profile, prefix indexes and in-flight counts, and all scrape the
 	// same engines and, under precise-* policies, follow their events.
 	Routers int `json:"routers,omitempty"`
+	// PD, when set, lets the policy "pd" serve the workload disaggregated:
+	// the first PD.Prefill engines of the fleet prefill, the others decode,
+	// through the router's PD planner.
+	PD *PDScenario `json:"pd,omitempty"`
 }
 
 // KVEvents configures the precise-* policies.
@@ -65,6 +70,26 @@ type KVEvents struct {
 	// routed counts as cached on its endpoint unless the engine reports
 	// it. Default 10s; "0s" turns it off.
 	PendingTTL *config.Duration `json:"pendingTTL,omitempty"`
+}
+
+// PDScenario configures the "pd" policy's disaggregated fleet.
+type PDScenario struct {
+	// Prefill is how many of fleet.engines are prefill engines; the rest
+	// decode. Required, at least 1 and fewer than fleet.engines.
+	Prefill int `json:"prefill"`
+	// TransferPerToken is the modelled KV transfer time per prompt token
+	// the decode engine does not hold; default 5µs, as `halyard sim`.
+	TransferPerToken config.Duration `json:"transferPerToken,omitempty"`
+	// PrefillProfile and DecodeProfile name the scheduling profiles (a
+	// preset or one under profiles); default "prefill" and "decode".
+	PrefillProfile string `json:"prefillProfile,omitempty"`
+	DecodeProfile  string `json:"decodeProfile,omitempty"`
+	// DecodeFirst, MinPrefillTokens and TopologyKey are as in the router's
+	// pd block (docs/pd.md). Engines get the label zone=a or zone=b,
+	// alternating, so TopologyKey "zone" pairs within a zone.
+	DecodeFirst      config.DecodeFirstSpec `json:"decodeFirst,omitempty"`
+	MinPrefillTokens int                    `json:"minPrefillTokens,omitempty"`
+	TopologyKey      string                 `json:"topologyKey,omitempty"`
 }
 
 // Fleet describes identical simulated engines.
@@ -136,6 +161,27 @@ func (s *Scenario) Default() {
 	}
 	if len(s.Policies) == 0 {
 		s.Policies = BuiltinPolicies()
+		if s.PD != nil {
+			s.Policies = append(s.Policies, PolicyPD)
+		}
+	}
+	if pd := s.PD; pd != nil {
+		if pd.TransferPerToken.Duration == 0 {
+			pd.TransferPerToken.Duration = defaultTransferPerToken
+		}
+		if pd.PrefillProfile == "" {
+			pd.PrefillProfile = config.DefaultPrefillProfile
+		}
+		if pd.DecodeProfile == "" {
+			pd.DecodeProfile = config.DefaultDecodeProfile
+		}
+		if pd.DecodeFirst.Enabled == nil {
+			on := true
+			pd.DecodeFirst.Enabled = &on
+		}
+		if pd.DecodeFirst.MinHeldShare == 0 {
+			pd.DecodeFirst.MinHeldShare = config.DefaultMinHeldShare
+		}
 	}
 	if s.Routers == 0 {
 		s.Routers = 1
@@ -206,6 +252,27 @@ func (s *Scenario) Validate() error {
 	if len(s.Policies) == 0 {
 		errs = append(errs, errors.New("policies: at least one required"))
 	}
+	if pd := s.PD; pd != nil {
+		if pd.Prefill < 1 || pd.Prefill >= s.Fleet.Engines {
+			errs = append(errs, fmt.Errorf("pd.prefill: must be 1 to fleet.engines-1 (%d), got %d", s.Fleet.Engines-1, pd.Prefill))
+		}
+		if pd.TransferPerToken.Duration < 0 {
+			errs = append(errs, fmt.Errorf("pd.transferPerToken: must not be negative, got %s", pd.TransferPerToken.Duration))
+		}
+		if v := pd.DecodeFirst.MinHeldShare; !(v > 0 && v <= 1) {
+			errs = append(errs, fmt.Errorf("pd.decodeFirst.minHeldShare: must be in (0,1], got %v", v))
+		}
+		if pd.MinPrefillTokens < 0 {
+			errs = append(errs, fmt.Errorf("pd.minPrefillTokens: must not be negative, got %d", pd.MinPrefillTokens))
+		}
+		for _, n := range []struct{ field, name string }{{"pd.prefillProfile", pd.PrefillProfile}, {"pd.decodeProfile", pd.DecodeProfile}} {
+			if _, ok := s.Profiles[n.name]; !ok {
+				if _, ok := scheduling.PresetProfileSpecs()[n.name]; !ok {
+					errs = append(errs, fmt.Errorf("%s: %q is neither under profiles nor a scheduler preset", n.field, n.name))
+				}
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for i, p := range s.Policies {
 		if seen[p] {
@@ -213,6 +280,12 @@ func (s *Scenario) Validate() error {
 		}
 		seen[p] = true
 		if _, ok := s.Profiles[p]; ok {
+			continue
+		}
+		if p == PolicyPD {
+			if s.PD == nil {
+				errs = append(errs, fmt.Errorf("policies[%d]: %q needs a pd block", i, p))
+			}
 			continue
 		}
 		if _, err := policySpec(p, 0); err != nil {

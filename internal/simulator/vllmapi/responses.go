@@ -31,6 +31,9 @@ type completionResponse struct {
 	Model   string             `json:"model"`
 	Choices []completionChoice `json:"choices"`
 	Usage   *usage             `json:"usage"`
+	// KVTransferParams is a NixlConnector prefill's answer for the decode
+	// engine, as vLLM's kv_transfer_params.
+	KVTransferParams map[string]any `json:"kv_transfer_params,omitempty"`
 }
 
 type chatMessageOut struct {
@@ -54,6 +57,8 @@ type chatResponse struct {
 	Model   string       `json:"model"`
 	Choices []chatChoice `json:"choices"`
 	Usage   *usage       `json:"usage"`
+	// KVTransferParams: see completionResponse.
+	KVTransferParams map[string]any `json:"kv_transfer_params,omitempty"`
 }
 
 type chatDelta struct {

@@ -16,9 +16,6 @@ import (
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
-// ErrNotSupported is returned for options that a later phase implements.
-var ErrNotSupported = errors.New("not yet supported")
-
 // Spec is everything needed to build and serve one simulated engine: what
 // `halyard sim` takes as flags and what `halyard up` gives per engine. Zero
 // capacity fields take the profile's values.
@@ -64,6 +61,9 @@ type Spec struct {
 	DefaultMaxTokens, DefaultChatMaxTokens int
 	// OnResult is Options.OnResult (a hook for code, not a flag).
 	OnResult func(simulator.Result)
+	// PD configures the prefill and decode roles (engine id, side channel,
+	// bootstrap port, timeouts, transfer time).
+	PD PDSpec
 }
 
 // Build makes the engine and the server of the spec on clock.
@@ -71,12 +71,8 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	switch sp.Role {
-	case "", "both":
-	case "prefill", "decode":
-		return nil, fmt.Errorf("role %q: %w (phase 1 serves role both only)", sp.Role, ErrNotSupported)
-	default:
-		return nil, fmt.Errorf("role: must be both, prefill or decode, got %q", sp.Role)
+	if err := sp.PD.Validate(sp.Role); err != nil {
+		return nil, err
 	}
 	tok, err := tokenizer.Load(sp.Tokenizer)
 	if err != nil {
@@ -134,6 +130,7 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 		ReadyDelay: sp.ReadyDelay, Faults: sp.Faults, FaultSeed: sp.Seed,
 		DefaultMaxTokens: sp.DefaultMaxTokens, DefaultChatMaxTokens: sp.DefaultChatMaxTokens,
 		LoRAPaths: paths, Logger: log, OnResult: sp.OnResult,
+		Role: sp.Role, PD: sp.PD,
 	})
 	if err != nil {
 		eng.Close()
@@ -177,6 +174,12 @@ func Start(ctx context.Context, sp Spec, log *slog.Logger) (*Instance, error) {
 		srv.close()
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	if err := srv.pd.listen(host); err != nil {
+		_ = ln.Close()
+		srv.Engine().Close()
+		return nil, err
+	}
 	return Serve(ctx, ln, srv, log), nil
 }
 
@@ -219,6 +222,8 @@ func Serve(ctx context.Context, ln net.Listener, srv *Server, log *slog.Logger) 
 			err = serr
 		}
 		srv.close()
+		srv.pd.close()
+		srv.Engine().Close()
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			inst.err = err
 		}

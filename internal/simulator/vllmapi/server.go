@@ -66,6 +66,11 @@ type Options struct {
 	OnResult func(simulator.Result)
 	// Logger receives request logs; nil discards them.
 	Logger *slog.Logger
+	// Role is the engine's disaggregation role: RoleBoth (default),
+	// RolePrefill or RoleDecode.
+	Role string
+	// PD configures the prefill and decode roles.
+	PD PDSpec
 
 	// kv is the engine's KV-event publisher (Spec.Build), closed with the
 	// server; its metrics join /metrics.
@@ -85,6 +90,7 @@ type Server struct {
 	// inflight counts generation requests being answered.
 	inflight sync.WaitGroup
 	kv       *kvPublisher
+	pd       *pdState
 
 	mu        sync.Mutex
 	loraPaths map[string]string
@@ -97,6 +103,9 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	}
 	if err := opts.Faults.Validate(); err != nil {
 		return nil, fmt.Errorf("faults: %w", err)
+	}
+	if err := opts.PD.Validate(opts.Role); err != nil {
+		return nil, err
 	}
 	if opts.Tokenizer == nil {
 		opts.Tokenizer = tokenizer.Pseudo{}
@@ -130,6 +139,10 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	for k, v := range opts.LoRAPaths {
 		s.loraPaths[k] = v
 	}
+	s.pd = newPDState(opts.Role, opts.PD, eng, log)
+	if s.pd.role != RoleBoth {
+		s.pd.m.register(s.metrics.registry)
+	}
 	s.faults.rng = rand.New(rand.NewPCG(opts.FaultSeed, 0x9e3779b97f4a7c15))
 	s.applyFaults(opts.Faults)
 
@@ -148,6 +161,7 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	})
 	s.mux.HandleFunc("GET /admin/faults", s.handleFaults)
 	s.mux.HandleFunc("POST /admin/faults", s.handleFaults)
+	s.mux.HandleFunc("GET /admin/pd", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.pd.status()) })
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, wire.NotFound("", "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -271,6 +285,11 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 			writeError(w, wire.Internal("injected fault: internal server error"))
 			return
 		}
+		action, aerr := s.pd.classify(p)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
 		prefix := "cmpl-"
 		if chat {
 			prefix = "chatcmpl-"
@@ -282,17 +301,31 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 		if xid := r.Header.Get("X-Request-Id"); xid != "" {
 			respID = prefix + xid
 		}
+		var remote *simulator.RemoteKV
+		switch action {
+		case pdPullNixl, pdPullRoom:
+			tokens, aerr := s.pd.pull(r.Context(), action, p, lora, r.Header.Get("X-Request-Id"))
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			remote = &simulator.RemoteKV{Tokens: tokens, PerToken: s.pd.spec.TransferPerToken}
+		case pdKeepRoom:
+			p.MaxTokens = 1 // an SGLang prefill engine answers with its first token
+		}
 		sink := newRequestSink()
 		err := s.engine.Submit(simulator.Request{
-			ID: id, Prompt: p.Prompt, MaxTokens: p.MaxTokens, MinTokens: p.MinTokens,
+			ID: id, Prompt: p.Prompt, MaxTokens: p.MaxTokens, MinTokens: min(p.MinTokens, p.MaxTokens),
 			IgnoreEOS: p.IgnoreEOS, Seed: p.Seed, LoRA: lora, Sink: sink,
+			KeepBlocks: action == pdKeepNixl || action == pdKeepRoom, Remote: remote,
 		})
 		if err != nil {
+			s.pd.prefillFailed(action, p, err.Error())
 			writeError(w, submitError(err, p.Model))
 			return
 		}
 		g := &generation{s: s, w: w, r: r, p: p, id: id, respID: respID, sink: sink, crashAfter: crashAfter,
-			created: s.engine.Clock().Now().Unix()}
+			created: s.engine.Clock().Now().Unix(), action: action, lora: lora}
 		if p.Stream {
 			g.stream()
 		} else {
@@ -459,6 +492,8 @@ type generation struct {
 	sink       *requestSink
 	crashAfter int
 	created    int64
+	action     pdAction
+	lora       string
 
 	tokens []tokenEvent
 	times  []time.Time
@@ -472,6 +507,7 @@ func (g *generation) wait() bool {
 		return true
 	case <-g.r.Context().Done():
 		g.s.engine.Abort(g.id)
+		g.s.pd.prefillFailed(g.action, g.p, "the prefill request was aborted")
 		g.s.log.Debug("client gone, request aborted", "request_id", g.id)
 		return false
 	}
@@ -480,6 +516,7 @@ func (g *generation) wait() bool {
 // crash drops the connection, as an engine dying mid-request would.
 func (g *generation) crash() {
 	g.s.engine.Abort(g.id)
+	g.s.pd.prefillFailed(g.action, g.p, "injected crash")
 	g.s.log.Info("injected fault: dropping connection", "request_id", g.id, "after_tokens", len(g.times))
 	panic(http.ErrAbortHandler)
 }
@@ -494,13 +531,23 @@ func (g *generation) usage(res *simulator.Result, completion int) *usage {
 		PromptTokensDetails: &promptTokenDetails{CachedTokens: cached}}
 }
 
-func (g *generation) finish(res *simulator.Result) {
+// finish records a finished request and, for a prefill whose blocks were
+// kept, registers them for the decode engine; it returns the answer's
+// kv_transfer_params (nil unless a NixlConnector prefill).
+func (g *generation) finish(res *simulator.Result) map[string]any {
 	g.s.metrics.observe(*res, g.times)
+	var kv map[string]any
+	if res.Held != nil {
+		kv = g.s.pd.keep(g.action, g.id, g.r.Header.Get("X-Request-Id"), g.p, g.lora, res.Held)
+	} else {
+		g.s.pd.prefillFailed(g.action, g.p, "the prefill kept no blocks")
+	}
 	if g.s.opts.OnResult != nil {
 		g.s.opts.OnResult(*res)
 	}
 	g.s.log.Debug("request finished", "request_id", g.id, "reason", string(res.Reason),
 		"prompt_tokens", res.PromptTokens, "cached_tokens", res.CachedTokens, "output_tokens", res.OutputTokens)
+	return kv
 }
 
 func (g *generation) respond() {
@@ -520,21 +567,22 @@ func (g *generation) respond() {
 		}
 	}
 	if res.Reason == simulator.FinishAbort {
+		g.s.pd.prefillFailed(g.action, g.p, "the prefill request was aborted")
 		writeError(g.w, wire.Unavailable("request aborted"))
 		return
 	}
-	g.finish(res)
+	kv := g.finish(res)
 	reason := string(res.Reason)
 	u := g.usage(res, res.OutputTokens)
 	if g.p.Chat {
 		writeJSON(g.w, http.StatusOK, chatResponse{ID: g.respID, Object: "chat.completion", Created: g.created, Model: g.p.Model,
 			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: text.String(), ToolCalls: []any{}}, FinishReason: &reason}},
-			Usage:   u})
+			Usage:   u, KVTransferParams: kv})
 		return
 	}
 	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
 		Choices: []completionChoice{{Text: text.String(), FinishReason: &reason}},
-		Usage:   u})
+		Usage:   u, KVTransferParams: kv})
 }
 
 // appendWord appends a token's text: its word, after a space unless first.
@@ -568,6 +616,7 @@ func (g *generation) stream() {
 		}
 		g.tokens, res = g.sink.take(g.tokens[:0])
 		if res != nil && res.Reason == simulator.FinishAbort {
+			g.s.pd.prefillFailed(g.action, g.p, "the prefill request was aborted")
 			return
 		}
 		if res == nil && len(g.tokens) > 0 && g.tokens[len(g.tokens)-1].index == g.p.MaxTokens-1 {
@@ -580,6 +629,7 @@ func (g *generation) stream() {
 				g.tokens, res = g.sink.take(g.tokens)
 			}
 			if res.Reason == simulator.FinishAbort {
+				g.s.pd.prefillFailed(g.action, g.p, "the prefill request was aborted")
 				return
 			}
 		}
@@ -624,6 +674,7 @@ func (g *generation) stream() {
 		}
 		if enc.err != nil {
 			g.s.engine.Abort(g.id)
+			g.s.pd.prefillFailed(g.action, g.p, "the prefill's client went away")
 			return
 		}
 		_ = rc.Flush()

@@ -298,17 +298,26 @@ func (k *cluster) get(t *testing.T, ns, name string) *servingv1.ModelServing {
 // events returns the notes of the events about a ModelServing with reason.
 func (k *cluster) events(t *testing.T, ns, name, reason string) []string {
 	t.Helper()
-	var list eventsv1.EventList
-	if err := k.c.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
-		t.Fatalf("list events: %v", err)
-	}
+	// The controller's event recorder writes asynchronously, so wait (up to
+	// waitLong) for the first matching event before reading them all.
 	var out []string
-	for _, e := range list.Items {
-		if e.Regarding.Name == name && e.Reason == reason {
-			out = append(out, e.Note)
+	deadline := time.Now().Add(waitLong)
+	for {
+		var list eventsv1.EventList
+		if err := k.c.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			t.Fatalf("list events: %v", err)
 		}
+		out = out[:0]
+		for _, e := range list.Items {
+			if e.Regarding.Name == name && e.Reason == reason {
+				out = append(out, e.Note)
+			}
+		}
+		if len(out) > 0 || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return out
 }
 
 // poke changes an annotation so the controller reconciles at once (after a

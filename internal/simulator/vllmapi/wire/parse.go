@@ -14,18 +14,21 @@ import (
 // generationRequest is the union of the completion and chat request fields
 // the simulator reads. Unknown fields are ignored, as vLLM does.
 type generationRequest struct {
-	Model               *string          `json:"model"`
-	Prompt              json.RawMessage  `json:"prompt"`
-	Messages            []ChatMessage    `json:"messages"`
-	MaxTokens           *int64           `json:"max_tokens"`
-	MaxCompletionTokens *int64           `json:"max_completion_tokens"`
-	MinTokens           *int64           `json:"min_tokens"`
-	N                   *int64           `json:"n"`
-	Stream              bool             `json:"stream"`
-	StreamOptions       *streamOptions   `json:"stream_options"`
-	IgnoreEOS           bool             `json:"ignore_eos"`
-	Seed                *int64           `json:"seed"`
-	KVTransferParams    *json.RawMessage `json:"kv_transfer_params"`
+	Model               *string         `json:"model"`
+	Prompt              json.RawMessage `json:"prompt"`
+	Messages            []ChatMessage   `json:"messages"`
+	MaxTokens           *int64          `json:"max_tokens"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	MinTokens           *int64          `json:"min_tokens"`
+	N                   *int64          `json:"n"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *streamOptions  `json:"stream_options"`
+	IgnoreEOS           bool            `json:"ignore_eos"`
+	Seed                *int64          `json:"seed"`
+	KVTransferParams    json.RawMessage `json:"kv_transfer_params"`
+	BootstrapHost       json.RawMessage `json:"bootstrap_host"`
+	BootstrapPort       json.RawMessage `json:"bootstrap_port"`
+	BootstrapRoom       json.RawMessage `json:"bootstrap_room"`
 }
 
 type streamOptions struct {
@@ -57,6 +60,11 @@ type Generation struct {
 	ContinuousUsage bool
 	IgnoreEOS       bool
 	Seed            uint64
+	// KVTransfer is vLLM's kv_transfer_params, nil when absent or null.
+	KVTransfer *KVTransferParams
+	// Bootstrap holds SGLang's bootstrap_host, bootstrap_port and
+	// bootstrap_room, nil when none is given.
+	Bootstrap *Bootstrap
 }
 
 // Limits are the engine facts that validation needs.
@@ -100,6 +108,13 @@ func ParseGeneration(body []byte, chat bool, tok tokenizer.Tokenizer, lim Limits
 	}
 	if req.Seed != nil {
 		p.Seed = uint64(*req.Seed)
+	}
+	var perr *Error
+	if p.KVTransfer, perr = parseKVTransferParams(req.KVTransferParams); perr != nil {
+		return nil, perr
+	}
+	if p.Bootstrap, perr = parseBootstrap(req.BootstrapHost, req.BootstrapPort, req.BootstrapRoom); perr != nil {
+		return nil, perr
 	}
 
 	var err *Error
