@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/halyard-dev/halyard/internal/simulator"
@@ -70,6 +71,10 @@ type Options struct {
 	Role string
 	// PD configures the prefill and decode roles.
 	PD PDSpec
+
+	// kv is the engine's KV-event publisher (Spec.Build), closed with the
+	// server; its metrics join /metrics.
+	kv *kvPublisher
 }
 
 // Server serves one simulated engine over vLLM's HTTP API.
@@ -84,6 +89,7 @@ type Server struct {
 	seq     atomic.Uint64
 	// inflight counts generation requests being answered.
 	inflight sync.WaitGroup
+	kv       *kvPublisher
 	pd       *pdState
 
 	mu        sync.Mutex
@@ -128,6 +134,7 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 		metrics:   newMetrics(eng),
 		readyAt:   eng.Clock().Now().Add(opts.ReadyDelay),
 		loraPaths: map[string]string{},
+		kv:        opts.kv,
 	}
 	for k, v := range opts.LoRAPaths {
 		s.loraPaths[k] = v
@@ -143,7 +150,7 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	s.mux.HandleFunc("POST /v1/chat/completions", s.handleGenerate(true))
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
 	s.mux.HandleFunc("GET /health", s.handleHealth)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.handleLoadLoRA)
 	s.mux.HandleFunc("POST /v1/unload_lora_adapter", s.handleUnloadLoRA)
 	s.mux.HandleFunc("POST /tokenize", s.handleTokenize)
@@ -163,6 +170,22 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// gatherer is the registry /metrics serves: the engine's vLLM metrics,
+// and the KV-event publisher's when there is one.
+func (s *Server) gatherer() prometheus.Gatherer {
+	if s.kv == nil {
+		return s.metrics.registry
+	}
+	return prometheus.Gatherers{s.metrics.registry, s.kv.metrics}
+}
+
+// close closes the engine, then the KV-event publisher (flushing the
+// engine's last events).
+func (s *Server) close() {
+	s.engine.Close()
+	s.kv.close()
+}
 
 // Engine returns the engine behind the server.
 func (s *Server) Engine() *simulator.Engine { return s.engine }
