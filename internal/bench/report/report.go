@@ -232,12 +232,19 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if rep.SLO != "" {
 			good = fmt.Sprintf("%.2f", r.RequestGoodput)
 		}
+		// Latencies of a run with no completed request are unknown, not 0.
+		lat := func(v float64) string {
+			if r.Completed == 0 {
+				return "-"
+			}
+			return msCell(v)
+		}
 		cells := []string{
 			r.Label, r.Arrival, fmt.Sprint(r.Completed), fmt.Sprint(r.Failed),
 			fmt.Sprintf("%.2f", r.RequestThroughput), good, fmt.Sprintf("%.0f", r.OutputThroughput),
-			msCell(r.MedianTTFTMs), msCell(r.P90TTFTMs), msCell(r.P99TTFTMs),
-			msCell(r.MeanTPOTMs), msCell(r.P99TPOTMs), msCell(r.MedianITLMs),
-			msCell(r.MedianE2ELMs), msCell(r.P99E2ELMs), hit, imb,
+			lat(r.MedianTTFTMs), lat(r.P90TTFTMs), lat(r.P99TTFTMs),
+			lat(r.MeanTPOTMs), lat(r.P99TPOTMs), lat(r.MedianITLMs),
+			lat(r.MedianE2ELMs), lat(r.P99E2ELMs), hit, imb,
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}

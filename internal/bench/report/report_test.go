@@ -110,6 +110,23 @@ func TestTableGolden(t *testing.T) {
 	golden(t, "table.golden.txt", buf.Bytes())
 }
 
+// TestTableNoCompletedRequests: a run where every request failed shows its
+// latencies as "-", not as 0.00 ms.
+func TestTableNoCompletedRequests(t *testing.T) {
+	rep := &Report{Workload: Workload{Name: "shared-prefix", Requests: 3},
+		Runs: []Run{{Label: "down", Arrival: "poisson 1/s", Failed: 3, Errors: map[string]int{"HTTP 503": 3}}}}
+	var buf bytes.Buffer
+	if err := rep.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(buf.String(), "\n")
+	fields := strings.Fields(lines[1])
+	want := []string{"down", "poisson", "1/s", "0", "3", "0.00", "-", "0", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"}
+	if diff := cmp.Diff(want, fields); diff != "" {
+		t.Errorf("row (-want +got):\n%s\n%s", diff, buf.String())
+	}
+}
+
 func TestPlots(t *testing.T) {
 	dir := t.TempDir()
 	files, err := sampleReport().WritePlots(dir)
