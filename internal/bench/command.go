@@ -341,7 +341,7 @@ func (c *Command) emit(rep *report.Report, stdout io.Writer, log *slog.Logger) e
 		files, err := rep.WritePlots(c.Plots)
 		switch {
 		case errors.Is(err, report.ErrNothingToPlot):
-			log.Warn("no plots written: plots need runs at a request rate (--rate or --rates)")
+			log.Warn("no plots written: no run completed a request")
 		case err != nil:
 			return err
 		default:

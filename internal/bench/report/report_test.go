@@ -133,7 +133,7 @@ func TestPlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"ttft.png", "tpot.png", "e2el.png", "goodput.png"}
+	want := []string{"ttft.png", "tpot.png", "e2el.png", "goodput.png", "latency.png"}
 	if len(files) != len(want) {
 		t.Fatalf("wrote %v, want %v", files, want)
 	}
@@ -154,9 +154,44 @@ func TestPlots(t *testing.T) {
 			t.Errorf("%s is only %v", f, b)
 		}
 	}
-	empty := &Report{Runs: []Run{{Label: "x"}}}
+	empty := &Report{Runs: []Run{{Label: "x", Failed: 3}}}
 	if _, err := empty.WritePlots(dir); !errors.Is(err, ErrNothingToPlot) {
-		t.Errorf("plots without rates: %v, want ErrNothingToPlot", err)
+		t.Errorf("plots without a completed request: %v, want ErrNothingToPlot", err)
+	}
+	// Trace replays and closed loops have no rate: they get latency bars.
+	traceDir := t.TempDir()
+	trace := &Report{Runs: []Run{
+		{Label: "default", Arrival: "trace ×4", Completed: 5, MedianTTFTMs: 10, P90TTFTMs: 20, P99TTFTMs: 30},
+		{Label: "round-robin", Arrival: "trace ×4", Completed: 5, MedianTTFTMs: 15, P90TTFTMs: 25, P99TTFTMs: 35},
+	}}
+	files, err = trace.WritePlots(traceDir)
+	if err != nil || len(files) != 1 || filepath.Base(files[0]) != "latency.png" {
+		t.Errorf("trace-arrival plots: %v, %v; want latency.png", files, err)
+	}
+}
+
+// TestUniformTicks: every labelled tick of an axis has the same number of
+// decimals.
+func TestUniformTicks(t *testing.T) {
+	tests := []struct {
+		lo, hi float64
+		want   []string
+	}{
+		{0, 5000, []string{"0", "2500", "5000"}},
+		{0, 1.2, []string{"0.0", "0.5", "1.0"}},
+		{0, 0.05, []string{"0.000", "0.025", "0.050"}},
+		{0, 7500, []string{"0", "2500", "5000", "7500"}},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, tk := range (uniformTicks{}).Ticks(tt.lo, tt.hi) {
+			if tk.Label != "" {
+				got = append(got, tk.Label)
+			}
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ticks of [%v, %v] (-want +got):\n%s", tt.lo, tt.hi, diff)
+		}
 	}
 }
 
