@@ -252,6 +252,9 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 		r.MaxConcurrency = spec.Concurrency
 	}
 	r.WallSeconds = time.Since(start).Seconds()
+	if msg := r.ITLWarning(); msg != "" {
+		log.Warn("inter-token latency not observable", "run", label, "arrival", spec.String(), "detail", msg)
+	}
 	if len(o.EngineMetrics) > 0 {
 		after, err := enginestats.ScrapeAll(ctx, o.MetricsHTTP, o.EngineMetrics)
 		if err != nil {

@@ -127,6 +127,38 @@ func TestTableNoCompletedRequests(t *testing.T) {
 	}
 }
 
+// TestITLCoalescedWarning: when most chunks reach the client together, the
+// table warns that ITL is not the engine's.
+func TestITLCoalescedWarning(t *testing.T) {
+	ms := time.Millisecond
+	rec := func(gaps ...time.Duration) stats.Record {
+		return stats.Record{TTFT: ms, E2E: 10 * ms, ITL: gaps, PromptTokens: 1, OutputTokens: len(gaps) + 1}
+	}
+	tests := []struct {
+		name string
+		recs []stats.Record
+		warn bool
+	}{
+		{"coalesced", []stats.Record{rec(0, 0, 0, 5*ms), rec(0, 10*time.Microsecond, 4*ms)}, true},
+		{"spaced", []stats.Record{rec(5*ms, 5*ms, 0, 5*ms), rec(4*ms, 4*ms, 4*ms)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRun("router", stats.Summarize(tt.recs, time.Second, stats.SLO{}))
+			r.Arrival = "concurrency 128"
+			rep := &Report{Runs: []Run{r}}
+			var buf bytes.Buffer
+			if err := rep.WriteTable(&buf); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Contains(buf.String(), "warning: router (concurrency 128): ") && strings.Contains(buf.String(), "ITL understates")
+			if got != tt.warn {
+				t.Errorf("warning shown %v, want %v:\n%s", got, tt.warn, buf.String())
+			}
+		})
+	}
+}
+
 func TestPlots(t *testing.T) {
 	dir := t.TempDir()
 	files, err := sampleReport().WritePlots(dir)
