@@ -71,6 +71,7 @@ type Router struct {
 	client    *http.Client
 	mux       *http.ServeMux
 	health    datastore.HealthPolicy
+	prefix    *prefixRouting
 
 	discovered chan struct{} // closed after the first discovery update
 	once       sync.Once
@@ -109,7 +110,10 @@ func New(opts Options) (*Router, error) {
 		health:     datastore.HealthPolicy{FailureThreshold: cfg.Router.Health.FailureThreshold, SuccessThreshold: cfg.Router.Health.SuccessThreshold},
 		discovered: make(chan struct{}),
 	}
-	reg := recordingRegistry(opts.Registry)
+	if r.prefix, err = newPrefixRouting(cfg, log, clock, r.metrics); err != nil {
+		return nil, err
+	}
+	reg := recordingRegistry(opts.Registry, r.prefix.scorerFactory())
 	handle := scheduling.Handle{Clock: clock.Now, Log: log}
 	specs := map[string]config.ProfileSpec{}
 	for name, p := range cfg.Router.Profiles {
@@ -284,10 +288,15 @@ func (r *Router) Metrics() *observability.RouterMetrics { return r.metrics }
 
 // Run runs discovery and the scrape loop until ctx is done.
 func (r *Router) Run(ctx context.Context) error {
+	if err := r.prefix.start(ctx); err != nil {
+		return err
+	}
+	defer r.prefix.stop()
 	errc := make(chan error, 1)
 	go func() {
 		errc <- r.source.Run(ctx, func(specs []datastore.EndpointSpec) {
 			added, removed := r.store.Sync(specs)
+			r.prefix.sync(specs, removed)
 			for _, e := range added {
 				r.log.Info("endpoint added", "endpoint", e.Metadata().Name, "pool", e.Pool(), "address", e.Metadata().Address)
 			}
@@ -307,7 +316,13 @@ func (r *Router) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	monitored := make(chan struct{})
+	go func() {
+		defer close(monitored)
+		r.prefix.monitor(ctx, r.store, r.cfg.ScrapeInterval.Duration)
+	}()
 	cerr := r.collector.Run(ctx)
+	<-monitored
 	if err := <-errc; err != nil {
 		return fmt.Errorf("discovery: %w", err)
 	}

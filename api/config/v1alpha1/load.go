@@ -310,6 +310,7 @@ func (c *Config) Default() {
 			e.Role = RoleBoth
 		}
 	}
+	c.defaultPrefix()
 }
 
 func setDur(d *Duration, def time.Duration) {
@@ -467,6 +468,7 @@ func (c *Config) Validate() error {
 			checkTargets(rp+".targets", rule.Targets, pools, add)
 		}
 	}
+	c.validatePrefix(add)
 	if len(errs) > 0 {
 		return errs
 	}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/halyard-dev/halyard/internal/simulator"
@@ -76,6 +77,10 @@ type Options struct {
 	Role string
 	// PD configures the prefill and decode roles.
 	PD PDSpec
+
+	// kv is the engine's KV-event publisher (Spec.Build), closed with the
+	// server; its metrics join /metrics.
+	kv *kvPublisher
 }
 
 // Server serves one simulated engine over vLLM's HTTP API.
@@ -90,6 +95,7 @@ type Server struct {
 	seq     atomic.Uint64
 	// inflight counts generation requests being answered.
 	inflight sync.WaitGroup
+	kv       *kvPublisher
 	pd       *pdState
 
 	mu        sync.Mutex
@@ -139,6 +145,7 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 		readyAt:   eng.Clock().Now().Add(opts.ReadyDelay),
 		loraPaths: map[string]string{},
 		allow:     map[string][]string{},
+		kv:        opts.kv,
 	}
 	s.metrics = newMetrics(eng, s.loraOn.Load)
 	s.loraOn.Store(opts.EnableLoRA || len(eng.Config().LoRAs) > 0)
@@ -156,7 +163,7 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	s.handle("POST /v1/chat/completions", s.handleGenerate(true))
 	s.handle("GET /v1/models", http.HandlerFunc(s.handleModels))
 	s.handle("GET /health", http.HandlerFunc(s.handleHealth))
-	s.handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	s.handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
 	s.handle("POST /v1/load_lora_adapter", http.HandlerFunc(s.handleLoadLoRA))
 	s.handle("POST /v1/unload_lora_adapter", http.HandlerFunc(s.handleUnloadLoRA))
 	s.handle("POST /tokenize", http.HandlerFunc(s.handleTokenize))
@@ -200,6 +207,22 @@ func (s *Server) handleUnrouted(w http.ResponseWriter, r *http.Request) {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// gatherer is the registry /metrics serves: the engine's vLLM metrics,
+// and the KV-event publisher's when there is one.
+func (s *Server) gatherer() prometheus.Gatherer {
+	if s.kv == nil {
+		return s.metrics.registry
+	}
+	return prometheus.Gatherers{s.metrics.registry, s.kv.metrics}
+}
+
+// close closes the engine, then the KV-event publisher (flushing the
+// engine's last events).
+func (s *Server) close() {
+	s.engine.Close()
+	s.kv.close()
+}
 
 // Engine returns the engine behind the server.
 func (s *Server) Engine() *simulator.Engine { return s.engine }
