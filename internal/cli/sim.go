@@ -72,6 +72,7 @@ func bindSimFlags(f *pflag.FlagSet, sp *vllmapi.Spec) {
 	f.DurationVar(&sp.PD.BootstrapTimeout, "bootstrap-timeout", vllmapi.DefaultBootstrapTimeout, "decode role: longest wait for the prefill of an SGLang bootstrap room")
 	f.StringVar(&sp.KVEvents, "kv-events", "", "publish KV-cache events in vLLM's ZMQ format on this endpoint, e.g. tcp://*:5557 (off by default)")
 	f.StringSliceVar(&sp.LoRAs, "lora", nil, "LoRA adapter loaded at start, as NAME or NAME=PATH (repeatable)")
+	f.BoolVar(&sp.EnableLoRA, "enable-lora", false, "enable LoRA without loading an adapter at start (vLLM's --enable-lora; --lora and --max-loras > 0 imply it); exposes vllm:lora_requests_info")
 	f.Uint64Var(&sp.Seed, "seed", 0, "seed of generated tokens and fault draws")
 	f.Float64Var(&sp.EOSProbability, "eos-probability", 0, "chance per token of an early end (finish_reason stop); 0 generates exactly max_tokens")
 	f.DurationVar(&sp.ReadyDelay, "ready-delay", 0, "slow start: /health answers 503 until this long after start")

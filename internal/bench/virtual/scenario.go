@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -124,19 +126,43 @@ func Load(path string) (*Scenario, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
-	s, err := Parse(data)
+	s, err := parse(data, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", path, err)
 	}
 	return s, nil
 }
 
+// resolvePaths makes the scenario's relative file paths (workload.trace,
+// and fleet.profile when it is not a built-in profile) relative to dir, the
+// scenario file's folder, so that a scenario runs from any working
+// directory. The vendored default traces stay relative to the working
+// directory.
+func (s *Scenario) resolvePaths(dir string) {
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	s.Workload.Trace = rel(s.Workload.Trace)
+	if !slices.Contains(simulator.BuiltinProfiles(), s.Fleet.Profile) {
+		s.Fleet.Profile = rel(s.Fleet.Profile)
+	}
+}
+
 // Parse decodes a scenario strictly (unknown fields are errors), defaults
 // and validates it.
-func Parse(data []byte) (*Scenario, error) {
+func Parse(data []byte) (*Scenario, error) { return parse(data, "") }
+
+// parse is Parse with relative paths resolved against dir (none when "").
+func parse(data []byte, dir string) (*Scenario, error) {
 	var s Scenario
 	if err := yaml.UnmarshalStrict(data, &s); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if dir != "" {
+		s.resolvePaths(dir)
 	}
 	s.Default()
 	if err := s.Validate(); err != nil {

@@ -204,6 +204,47 @@ func TestShippedScenarios(t *testing.T) {
 	}
 }
 
+// TestScenarioRelativePaths: a scenario's trace and profile paths are
+// relative to the scenario file, not to the working directory.
+func TestScenarioRelativePaths(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "scen")
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	trace := `{"timestamp": 0, "input_length": 100, "output_length": 3, "hash_ids": [0]}
+{"timestamp": 50, "input_length": 100, "output_length": 3, "hash_ids": [0]}
+`
+	prof, err := os.ReadFile(filepath.Join("..", "..", "simulator", "profiles", "zero.yaml"))
+	if err != nil {
+		t.Skipf("no zero profile file to copy: %v", err)
+	}
+	for name, data := range map[string][]byte{"data/t.jsonl": []byte(trace), "data/p.yaml": prof, "s.yaml": []byte(`
+fleet: {engines: 1, profile: data/p.yaml}
+api: completions
+workload: {kind: mooncake, trace: data/t.jsonl}
+arrival: {trace: true}
+policies: [round-robin]
+`)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc, err := Load(filepath.Join(dir, "s.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "data", "t.jsonl"); sc.Workload.Trace != want {
+		t.Errorf("trace %q, want %q", sc.Workload.Trace, want)
+	}
+	rep, err := Run(context.Background(), sc, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Runs[0]; r.Completed != 2 {
+		t.Errorf("completed %d of the trace's 2 requests", r.Completed)
+	}
+}
+
 func TestMooncakeCompletions(t *testing.T) {
 	dir := t.TempDir()
 	tr := filepath.Join(dir, "trace.jsonl")

@@ -59,6 +59,9 @@ type Spec struct {
 	Faults Faults
 	// DefaultMaxTokens and DefaultChatMaxTokens: see Options.
 	DefaultMaxTokens, DefaultChatMaxTokens int
+	// EnableLoRA enables LoRA (vLLM's --enable-lora) without loading an
+	// adapter at start; LoRAs and MaxLoras > 0 imply it.
+	EnableLoRA bool
 	// OnResult is Options.OnResult (a hook for code, not a flag).
 	OnResult func(simulator.Result)
 	// PD configures the prefill and decode roles (engine id, side channel,
@@ -129,7 +132,7 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 		Tokenizer: tok, VocabSize: vocab, kv: kv,
 		ReadyDelay: sp.ReadyDelay, Faults: sp.Faults, FaultSeed: sp.Seed,
 		DefaultMaxTokens: sp.DefaultMaxTokens, DefaultChatMaxTokens: sp.DefaultChatMaxTokens,
-		LoRAPaths: paths, Logger: log, OnResult: sp.OnResult,
+		LoRAPaths: paths, EnableLoRA: sp.EnableLoRA || sp.MaxLoras > 0, Logger: log, OnResult: sp.OnResult,
 		Role: sp.Role, PD: sp.PD,
 	})
 	if err != nil {
