@@ -94,6 +94,7 @@ type Router struct {
 	// routeSource and configRoutes: see Options.Routes.
 	routeSource  discovery.RouteSource
 	configRoutes []config.RouteSpec
+	lastMerged   *[]config.RouteSpec // the last applied report; route source goroutine only
 	// The endpoint set is the union of the endpoint source's and the
 	// routes' (syncEndpoints).
 	endpointsMu     sync.Mutex

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 
@@ -224,7 +225,12 @@ func (r *Router) applyRouteSet(set discovery.RouteSet) {
 	// Each route passed checkRoute alone; what may remain (a profile that
 	// fails to build) is counted and logged by SetRoutes, and the previous
 	// table stays.
-	_ = r.SetRoutes(merged)
+	if r.lastMerged != nil && reflect.DeepEqual(*r.lastMerged, merged) {
+		return // only the skipped objects changed: keep the splits' state
+	}
+	if r.SetRoutes(merged) == nil {
+		r.lastMerged = &merged
+	}
 }
 
 // Where an endpoint set comes from.
