@@ -83,12 +83,13 @@ func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*
 		return c, perr, observability.CauseBadRequest
 	}
 	c.body = oreq
-	route, ok := r.table.Lookup(oreq.Model)
+	routes := r.routes()
+	route, ok := routes.table.Lookup(oreq.Model)
 	if !ok {
 		return c, openai.ModelNotFound(oreq.Model), observability.CauseModelNotFound
 	}
 	c.route = route
-	c.profile = r.profiles[route.Profile]
+	c.profile = routes.profiles[route.Profile]
 	c.req = r.schedulingRequest(hr, oreq, route)
 	c.explain = explainRequested(hr.Header)
 	return c, nil, ""
