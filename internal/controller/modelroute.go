@@ -31,11 +31,14 @@ const (
 	ReasonInvalid         = "Invalid"
 	ReasonResolved        = "Resolved"
 	ReasonPoolNotFound    = "PoolNotFound"
+	ReasonModelConflict   = "ModelConflict"
 )
 
 // ModelRouteReconciler checks ModelRoutes: what the CRD schema cannot (a
-// header regular expression that does not compile) makes Accepted False,
-// and a pool that names neither a ModelServing in the namespace nor an
+// header regular expression that does not compile) makes Accepted False
+// (reason Invalid), as does a valid ModelRoute whose public model a
+// preceding valid one already routes (reason ModelConflict, the same rule
+// the router applies: servingv1.RoutePrecedes), and a pool that names neither a ModelServing in the namespace nor an
 // external endpoint makes ResolvedRefs False. The router reads the routes
 // itself; this reconciler only reports.
 type ModelRouteReconciler struct {
@@ -66,7 +69,15 @@ func (r *ModelRouteReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if err := CheckRoute(&mr.Spec); err != nil {
 		set(ConditionAccepted, false, ReasonInvalid, err.Error())
 	} else {
-		set(ConditionAccepted, true, ReasonValid, "the route is well formed")
+		winner, err := r.precedingRoute(ctx, mr)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if winner != nil {
+			set(ConditionAccepted, false, ReasonModelConflict, fmt.Sprintf("model %q is routed by the older ModelRoute %s/%s", mr.Spec.Model, winner.Namespace, winner.Name))
+		} else {
+			set(ConditionAccepted, true, ReasonValid, "the route is well formed")
+		}
 	}
 	var list servingv1.ModelServingList
 	if err := r.Client.List(ctx, &list, client.InNamespace(mr.Namespace)); err != nil {
@@ -101,6 +112,29 @@ func (r *ModelRouteReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		return reconcile.Result{}, fmt.Errorf("update modelroute status: %w", err)
 	}
 	return reconcile.Result{}, nil
+}
+
+// precedingRoute returns the valid ModelRoute, in any namespace, that routes
+// mr's public model ahead of mr, or nil.
+func (r *ModelRouteReconciler) precedingRoute(ctx context.Context, mr *servingv1.ModelRoute) (*servingv1.ModelRoute, error) {
+	var all servingv1.ModelRouteList
+	if err := r.Client.List(ctx, &all); err != nil {
+		return nil, fmt.Errorf("list modelroutes: %w", err)
+	}
+	var winner *servingv1.ModelRoute
+	for i := range all.Items {
+		o := &all.Items[i]
+		if o.Spec.Model != mr.Spec.Model || (o.Namespace == mr.Namespace && o.Name == mr.Name) || !o.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if CheckRoute(&o.Spec) != nil || !servingv1.RoutePrecedes(o, mr) {
+			continue
+		}
+		if winner == nil || servingv1.RoutePrecedes(o, winner) {
+			winner = o
+		}
+	}
+	return winner, nil
 }
 
 // CheckRoute validates what the CRD schema cannot express; the error names
@@ -154,6 +188,25 @@ func (r *ModelRouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}), builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(ctrlevent.UpdateEvent) bool { return false },
 		})).
+		// A ModelRoute created, edited or deleted re-checks the others that
+		// route the same public model (old and new, for an edit).
+		Watches(&servingv1.ModelRoute{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			mr, ok := o.(*servingv1.ModelRoute)
+			if !ok {
+				return nil
+			}
+			var list servingv1.ModelRouteList
+			if err := c.List(ctx, &list); err != nil {
+				return nil
+			}
+			var out []reconcile.Request
+			for _, other := range list.Items {
+				if other.Spec.Model == mr.Spec.Model && (other.Namespace != mr.Namespace || other.Name != mr.Name) {
+					out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: other.Namespace, Name: other.Name}})
+				}
+			}
+			return out
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }
 

@@ -138,16 +138,7 @@ func origin(ns, name string) string { return "ModelRoute " + ns + "/" + name }
 // endpoints converted. The result does not depend on the input's order.
 func ResolveModelRoutes(mrs []servingv1.ModelRoute) RouteSet {
 	mrs = append([]servingv1.ModelRoute(nil), mrs...)
-	sort.Slice(mrs, func(i, j int) bool {
-		a, b := mrs[i].CreationTimestamp, mrs[j].CreationTimestamp
-		if !a.Equal(&b) {
-			return a.Before(&b)
-		}
-		if mrs[i].Namespace != mrs[j].Namespace {
-			return mrs[i].Namespace < mrs[j].Namespace
-		}
-		return mrs[i].Name < mrs[j].Name
-	})
+	sort.Slice(mrs, func(i, j int) bool { return servingv1.RoutePrecedes(&mrs[i], &mrs[j]) })
 	set := RouteSet{Routes: []Route{}, Endpoints: []datastore.EndpointSpec{}}
 	winner := map[string]string{} // public model → origin
 	for i := range mrs {
@@ -175,29 +166,7 @@ func ResolveModelRoutes(mrs []servingv1.ModelRoute) RouteSet {
 
 // checkModelRoute: servingv1.CheckRoute, plus what the router needs that
 // the schema normally guarantees (the object may predate the schema).
-func checkModelRoute(mr *servingv1.ModelRoute) error {
-	if mr.Spec.Model == "" {
-		return fmt.Errorf("spec.model: required")
-	}
-	if len(mr.Spec.Targets) == 0 {
-		return fmt.Errorf("spec.targets: at least one target is required")
-	}
-	for i, e := range mr.Spec.Endpoints {
-		u, err := url.Parse(e.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("spec.endpoints[%d].url: must be an http or https URL, got %q", i, e.URL)
-		}
-		if e.Model == "" {
-			return fmt.Errorf("spec.endpoints[%d].model: required", i)
-		}
-		switch e.Role {
-		case "", config.RoleBoth, config.RolePrefill, config.RoleDecode:
-		default:
-			return fmt.Errorf("spec.endpoints[%d].role: must be both, prefill or decode, got %q", i, e.Role)
-		}
-	}
-	return servingv1.CheckRoute(&mr.Spec)
-}
+func checkModelRoute(mr *servingv1.ModelRoute) error { return servingv1.CheckRoute(&mr.Spec) }
 
 // PoolName is the router's name of pool p of namespace ns: what a
 // ModelRoute's target names, and the pool of a ModelServing's pods.
