@@ -677,3 +677,36 @@ func Decode(body []byte, v any) *Error {
 	}
 	return nil
 }
+
+// strings reads a stop-style member: a string or a list of strings (null
+// or absent: none). Empty strings are dropped.
+func (o object) strings(key string, errs *[]fieldError) []string {
+	v, ok := o[key]
+	if !ok || isNull(v) {
+		return nil
+	}
+	v = bytes.TrimSpace(v)
+	if s, ok := asString(v); ok {
+		if s == "" {
+			return nil
+		}
+		return []string{s}
+	}
+	var items []json.RawMessage
+	if v[0] != '[' || json.Unmarshal(v, &items) != nil {
+		*errs = append(*errs, fieldError{typ: errString, loc: []any{key}, input: v})
+		return nil
+	}
+	var out []string
+	for i, it := range items {
+		s, ok := asString(it)
+		if !ok {
+			*errs = append(*errs, fieldError{typ: errString, loc: []any{key, i}, input: it})
+			continue
+		}
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
