@@ -205,7 +205,6 @@ func bytesOf(v []int64) []byte {
 	return b
 }
 
-
 // errorBody is an SDK error's response body, for failure messages.
 func errorBody(err error) string {
 	var apiErr *openai.Error
