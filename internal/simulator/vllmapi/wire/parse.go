@@ -312,17 +312,19 @@ func messageText(raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return "", nil
 	}
-	if raw[0] == '"' {
-		var s string
-		err := json.Unmarshal(raw, &s)
-		return s, err
+	if s, ok := asString(raw); ok {
+		return s, nil
 	}
-	var parts []object
-	if err := json.Unmarshal(raw, &parts); err != nil {
+	items, ok := scanArray(raw)
+	if !ok {
 		return "", errors.New("must be a string or an array of content parts")
 	}
 	var b strings.Builder
-	for i, part := range parts {
+	for i, it := range items {
+		part, ok := scanObject(it)
+		if !ok {
+			return "", fmt.Errorf("part %d is not an object", i)
+		}
 		typ, _ := asString(part["type"])
 		if typ != "text" {
 			return "", fmt.Errorf("part %d has type %q; only text parts are supported", i, typ)

@@ -294,11 +294,11 @@ func decodeBody(body []byte) (object, *Error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, validationError(fieldError{typ: errMissing, input: json.RawMessage("null")})
 	}
-	var raw json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, jsonInvalid(err)
+	if !json.Valid(body) {
+		var raw json.RawMessage
+		return nil, jsonInvalid(json.Unmarshal(body, &raw))
 	}
-	raw = bytes.TrimSpace(raw)
+	raw := bytes.TrimSpace(body)
 	switch raw[0] {
 	case '{':
 	case 'n':
@@ -306,9 +306,9 @@ func decodeBody(body []byte) (object, *Error) {
 	default:
 		return nil, validationError(fieldError{typ: errModel, input: raw})
 	}
-	var obj object
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, jsonInvalid(err)
+	obj, ok := scanObject(raw)
+	if !ok {
+		return nil, validationError(fieldError{typ: errModel, input: raw})
 	}
 	return obj, nil
 }
@@ -365,6 +365,11 @@ func asString(v json.RawMessage) (string, bool) {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 || v[0] != '"' {
 		return "", false
+	}
+	// v is a valid JSON string (it came out of a decoded body): without
+	// escapes its content is the bytes between the quotes.
+	if len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), true
 	}
 	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
@@ -576,9 +581,8 @@ func (o object) object(key string, loc []any, errs *[]fieldError) (object, bool)
 	if !ok || isNull(v) {
 		return nil, false
 	}
-	v = bytes.TrimSpace(v)
-	var obj object
-	if v[0] != '{' || json.Unmarshal(v, &obj) != nil {
+	obj, ok := scanObject(v)
+	if !ok {
 		*errs = append(*errs, fieldError{typ: errDict, loc: loc, input: v})
 		return nil, false
 	}
@@ -593,17 +597,15 @@ func (o object) messages(errs *[]fieldError) []ChatMessage {
 	if !ok {
 		return nil
 	}
-	v = bytes.TrimSpace(v)
-	var items []json.RawMessage
-	if v[0] != '[' || json.Unmarshal(v, &items) != nil {
+	items, ok := scanArray(v)
+	if !ok {
 		*errs = append(*errs, fieldError{typ: errList, loc: []any{"messages"}, input: v})
 		return nil
 	}
 	msgs := make([]ChatMessage, 0, len(items))
 	for i, it := range items {
-		it = bytes.TrimSpace(it)
-		var m object
-		if len(it) == 0 || it[0] != '{' || json.Unmarshal(it, &m) != nil {
+		m, ok := scanObject(it)
+		if !ok {
 			*errs = append(*errs, fieldError{typ: errDict, loc: []any{"messages", i}, input: it})
 			continue
 		}
@@ -692,8 +694,8 @@ func (o object) strings(key string, errs *[]fieldError) []string {
 		}
 		return []string{s}
 	}
-	var items []json.RawMessage
-	if v[0] != '[' || json.Unmarshal(v, &items) != nil {
+	items, ok := scanArray(v)
+	if !ok {
 		*errs = append(*errs, fieldError{typ: errString, loc: []any{key}, input: v})
 		return nil
 	}
