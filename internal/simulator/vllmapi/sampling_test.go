@@ -213,3 +213,45 @@ func errorBody(err error) string {
 	}
 	return ""
 }
+
+// TestChatStopString: a chat answer stops at a stop string too, streamed
+// and whole, with stop_reason naming it.
+func TestChatStopString(t *testing.T) {
+	inst := startSim(t, Spec{Profile: "zero"})
+	c := client(inst)
+	p := openai.ChatCompletionNewParams{Model: "llama-3-8b", MaxCompletionTokens: openai.Int(10),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("stop me")}}
+	full, err := c.Chat.Completions.New(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	words := strings.Split(full.Choices[0].Message.Content, " ")
+	stop := " " + words[3]
+	p.Stop = openai.ChatCompletionNewParamsStopUnion{OfString: openai.String(stop)}
+	resp, err := c.Chat.Completions.New(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Join(words[:3], " ")
+	ch := resp.Choices[0]
+	if ch.Message.Content != want || ch.FinishReason != "stop" || ch.JSON.ExtraFields["stop_reason"].Raw() != `"`+stop+`"` {
+		t.Errorf("content %q finish %q stop_reason %s, want %q stop %q", ch.Message.Content, ch.FinishReason, ch.JSON.ExtraFields["stop_reason"].Raw(), want, stop)
+	}
+	stream := c.Chat.Completions.NewStreaming(context.Background(), p)
+	var text strings.Builder
+	var finish string
+	for stream.Next() {
+		for _, sc := range stream.Current().Choices {
+			text.WriteString(sc.Delta.Content)
+			if sc.FinishReason != "" {
+				finish = sc.FinishReason
+			}
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != want || finish != "stop" {
+		t.Errorf("streamed %q finish %q, want %q stop", text.String(), finish, want)
+	}
+}
