@@ -514,6 +514,10 @@ func (e *Engine) completeBatch(now time.Time) {
 		}
 		e.out = append(e.out, event{sink: s.req.Sink, token: tok, index: s.numOutput - 1, at: now})
 		switch {
+		case s.req.StopAfter != nil && s.numOutput >= s.req.MinTokens && s.req.StopAfter(tok, s.numOutput-1):
+			// As vLLM, a stop string wins over the length limit.
+			e.finishLocked(s, FinishStop, now)
+			finished = true
 		case s.numOutput >= s.req.MaxTokens:
 			e.finishLocked(s, FinishLength, now)
 			finished = true

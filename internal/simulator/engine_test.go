@@ -633,3 +633,44 @@ func TestPreemptedTransferRecomputesLocally(t *testing.T) {
 		t.Errorf("d finished at %v: it waited for the lost transfer", got)
 	}
 }
+
+// TestStopAfter: a request's StopAfter ends it with FinishStop after the
+// token it accepts, not before MinTokens, and before the length limit.
+func TestStopAfter(t *testing.T) {
+	tests := []struct {
+		name           string
+		stopAt, minTok int
+		maxTok, want   int
+		reason         FinishReason
+	}{
+		{"stops at index 2", 2, 0, 8, 3, FinishStop},
+		{"min tokens first", 1, 4, 8, 4, FinishStop},
+		{"stop on the last token wins over length", 3, 0, 4, 4, FinishStop},
+		{"never", 100, 0, 5, 5, FinishLength},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, clock := newTestEngine(t, testConfig())
+			r := &rec{}
+			var asked []int
+			err := e.Submit(Request{ID: "a", Prompt: prompt(20, 1), MaxTokens: tt.maxTok, MinTokens: tt.minTok, Sink: r,
+				StopAfter: func(_ uint32, index int) bool {
+					asked = append(asked, index)
+					return index >= tt.stopAt
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock.Run()
+			if r.result == nil || r.result.Reason != tt.reason || r.result.OutputTokens != tt.want || len(r.tokens) != tt.want {
+				t.Fatalf("result %+v with %d tokens, want %d tokens, %s", r.result, len(r.tokens), tt.want, tt.reason)
+			}
+			if len(asked) > 0 && asked[0] < tt.minTok-1 {
+				t.Errorf("asked about token %d before min tokens %d", asked[0], tt.minTok)
+			}
+			if s := e.Snapshot(); (tt.reason == FinishStop) != (s.FinishedStop == 1) {
+				t.Errorf("finished stop counter %d", s.FinishedStop)
+			}
+		})
+	}
+}

@@ -65,6 +65,12 @@ type Request struct {
 	// Remote, when set, says that KV for the first Remote.Tokens prompt
 	// tokens arrives from another engine instead of being computed here.
 	Remote *RemoteKV
+	// StopAfter, when set, is asked after each generated token (id, and
+	// its 0-based index) once MinTokens are out; true ends the request
+	// with FinishStop after that token (a stop string, as vLLM checks
+	// them). It is called on the engine's step, with the engine's lock
+	// held: it must be quick and must not call the engine.
+	StopAfter func(id uint32, index int) bool
 }
 
 // RemoteKV describes prompt KV transferred from another engine (the decode

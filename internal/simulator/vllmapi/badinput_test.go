@@ -52,12 +52,10 @@ func TestBadInput(t *testing.T) {
 		{"lora name not a string", "/v1/load_lora_adapter", `{"lora_name":7,"lora_path":"/a"}`, 400, "Bad Request", "body.lora_name", "Input should be a valid string"},
 		{"lora keys in another case", "/v1/load_lora_adapter", `{"LORA_NAME":"a","LoRA_Path":"/a"}`, 400, "BadRequestError", "", "Both 'lora_name' and 'lora_path' must be provided."},
 		{"tokenize prompt not a string", "/tokenize", `{"prompt":[1]}`, 400, "Bad Request", "body.prompt", "Input should be a valid string"},
-		{"logprobs refused", "/v1/completions", `{"model":"llama-3-8b","prompt":"a","logprobs":2}`, 400, "BadRequestError", "logprobs", "does not implement 'logprobs'"},
-		{"chat logprobs refused", "/v1/chat/completions", `{"model":"llama-3-8b","messages":[{"role":"user","content":"x"}],"logprobs":true}`, 400, "BadRequestError", "logprobs", "does not implement 'logprobs'"},
-		{"top_logprobs refused", "/v1/chat/completions", `{"model":"llama-3-8b","messages":[{"role":"user","content":"x"}],"top_logprobs":3}`, 400, "BadRequestError", "top_logprobs", "does not implement 'top_logprobs'"},
-		{"stop refused", "/v1/completions", `{"model":"llama-3-8b","prompt":"a","stop":["\n"]}`, 400, "BadRequestError", "stop", "does not implement 'stop'"},
-		{"bad faults", "/admin/faults", `{"errorRate":2}`, 400, "BadRequestError", "", "errorRate: must be in [0, 1]"},
-		{"unknown fault field", "/admin/faults", `{"errRate":0.5}`, 400, "BadRequestError", "", "unknown field"},
+		{"logprobs over the max", "/v1/completions", `{"model":"llama-3-8b","prompt":"a","logprobs":21}`, 400, "BadRequestError", "logprobs", "Requested sample logprobs of 21, which is greater than max allowed: 20"},
+		{"negative logprobs", "/v1/completions", `{"model":"llama-3-8b","prompt":"a","logprobs":-1}`, 400, "BadRequestError", "logprobs", "`logprobs` must be a positive value."},
+		{"top_logprobs without logprobs", "/v1/chat/completions", `{"model":"llama-3-8b","messages":[{"role":"user","content":"x"}],"top_logprobs":3}`, 400, "BadRequestError", "top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true."},
+		{"stop not a string", "/v1/completions", `{"model":"llama-3-8b","prompt":"a","stop":["x",7]}`, 400, "Bad Request", "body.stop.1", "Input should be a valid string"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

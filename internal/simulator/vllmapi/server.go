@@ -351,10 +351,16 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 			p.MaxTokens = 1 // an SGLang prefill engine answers with its first token
 		}
 		sink := newRequestSink()
+		var stop *stopMatcher
+		var stopAfter func(uint32, int) bool
+		if len(p.Stop) > 0 {
+			stop = newStopMatcher(p.Stop)
+			stopAfter = stop.after
+		}
 		err := s.engine.Submit(simulator.Request{
 			ID: id, Prompt: p.Prompt, MaxTokens: p.MaxTokens, MinTokens: min(p.MinTokens, p.MaxTokens),
 			IgnoreEOS: p.IgnoreEOS, Seed: p.Seed, LoRA: lora, Sink: sink,
-			KeepBlocks: action == pdKeepNixl || action == pdKeepRoom, Remote: remote,
+			KeepBlocks: action == pdKeepNixl || action == pdKeepRoom, Remote: remote, StopAfter: stopAfter,
 		})
 		if err != nil {
 			s.pd.prefillFailed(action, p, err.Error())
@@ -362,7 +368,7 @@ func (s *Server) handleGenerate(chat bool) http.HandlerFunc {
 			return
 		}
 		g := &generation{s: s, w: w, r: r, p: p, id: id, respID: respID, sink: sink, crashAfter: crashAfter,
-			created: s.engine.Clock().Now().Unix(), action: action, lora: lora}
+			created: s.engine.Clock().Now().Unix(), action: action, lora: lora, stop: stop}
 		if p.Stream {
 			g.stream()
 		} else {
@@ -532,6 +538,8 @@ type generation struct {
 	created    int64
 	action     pdAction
 	lora       string
+	// stop finds the request's stop strings; nil without any.
+	stop *stopMatcher
 
 	tokens []tokenEvent
 	times  []time.Time
@@ -588,8 +596,26 @@ func (g *generation) finish(res *simulator.Result) map[string]any {
 	return kv
 }
 
+// stopReason is the answer's stop_reason: the matched stop string, or
+// nil (null).
+func (g *generation) stopReason() any {
+	if g.stop == nil || g.stop.at < 0 {
+		return nil
+	}
+	return g.stop.matched
+}
+
 func (g *generation) respond() {
-	var text bytes.Buffer
+	text := newTextOut(nil)
+	var clp *completionLogprobs
+	var chlp *chatLogprobs
+	if g.p.Logprobs {
+		if g.p.Chat {
+			chlp = &chatLogprobs{Content: []chatLogprob{}}
+		} else {
+			clp = &completionLogprobs{}
+		}
+	}
 	var res *simulator.Result
 	for res == nil {
 		if !g.wait() {
@@ -597,7 +623,13 @@ func (g *generation) respond() {
 		}
 		g.tokens, res = g.sink.take(g.tokens[:0])
 		for _, t := range g.tokens {
-			appendWord(&text, t)
+			off := text.add(t)
+			switch {
+			case clp != nil:
+				clp.add(t, off, g.p.TopLogprobs)
+			case chlp != nil:
+				chlp.add(t, g.p.TopLogprobs)
+			}
 			g.times = append(g.times, t.at)
 			if g.crashAfter > 0 && len(g.times) >= g.crashAfter {
 				g.crash()
@@ -612,23 +644,25 @@ func (g *generation) respond() {
 	kv := g.finish(res)
 	reason := string(res.Reason)
 	u := g.usage(res, res.OutputTokens)
+	out := text.delta(true, g.stop.cut(g.p.IncludeStopStr))
 	if g.p.Chat {
+		var lp any
+		if chlp != nil {
+			lp = chlp
+		}
 		writeJSON(g.w, http.StatusOK, chatResponse{ID: g.respID, Object: "chat.completion", Created: g.created, Model: g.p.Model,
-			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: text.String(), ToolCalls: []any{}}, FinishReason: &reason}},
-			Usage:   u, KVTransferParams: kv})
+			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: out, ToolCalls: []any{}}, Logprobs: lp,
+				FinishReason: &reason, StopReason: g.stopReason()}},
+			Usage: u, KVTransferParams: kv})
 		return
 	}
-	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
-		Choices: []completionChoice{{Text: text.String(), FinishReason: &reason}},
-		Usage:   u, KVTransferParams: kv})
-}
-
-// appendWord appends a token's text: its word, after a space unless first.
-func appendWord(b *bytes.Buffer, t tokenEvent) {
-	if t.index > 0 {
-		b.WriteByte(' ')
+	var lp any
+	if clp != nil {
+		lp = clp
 	}
-	b.WriteString(tokenizer.Word(t.id))
+	writeJSON(g.w, http.StatusOK, completionResponse{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
+		Choices: []completionChoice{{Text: out, Logprobs: lp, FinishReason: &reason, StopReason: g.stopReason()}},
+		Usage:   u, KVTransferParams: kv})
 }
 
 func tokenText(t tokenEvent) string {
@@ -648,6 +682,7 @@ func (g *generation) stream() {
 	enc := &sseWriter{w: g.w}
 	var res *simulator.Result
 	sentRole := false
+	text := newTextOut(g.p.Stop)
 	for res == nil {
 		if !g.wait() {
 			return
@@ -673,10 +708,14 @@ func (g *generation) stream() {
 		}
 		for i, t := range g.tokens {
 			g.times = append(g.times, t.at)
+			off := text.add(t)
+			final := res != nil && i == len(g.tokens)-1
 			var reason *string
-			if res != nil && i == len(g.tokens)-1 {
+			var stopReason any
+			cut := -1
+			if final {
 				r := string(res.Reason)
-				reason = &r
+				reason, stopReason, cut = &r, g.stopReason(), g.stop.cut(g.p.IncludeStopStr)
 			}
 			if g.p.Chat && !sentRole {
 				sentRole = true
@@ -687,12 +726,29 @@ func (g *generation) stream() {
 			if g.p.ContinuousUsage {
 				u = g.usage(res, len(g.times))
 			}
-			text := tokenText(t)
+			delta := text.delta(final, cut)
+			if delta == "" && !final && !g.p.Logprobs {
+				// Held back: it may be the start of a stop string.
+				continue
+			}
 			if g.p.Chat {
-				enc.event(g.chatChunk(chatDelta{Content: &text}, reason, u))
+				c := g.chatChunk(chatDelta{Content: &delta}, reason, u)
+				if g.p.Logprobs {
+					lp := &chatLogprobs{}
+					lp.add(t, g.p.TopLogprobs)
+					c.Choices[0].Logprobs = lp
+				}
+				c.Choices[0].StopReason = stopReason
+				enc.event(c)
 			} else {
+				ch := completionChoice{Text: delta, FinishReason: reason, StopReason: stopReason}
+				if g.p.Logprobs {
+					lp := &completionLogprobs{}
+					lp.add(t, off, g.p.TopLogprobs)
+					ch.Logprobs = lp
+				}
 				enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
-					Choices: []completionChoice{{Text: text, FinishReason: reason}}, Usage: u})
+					Choices: []completionChoice{ch}, Usage: u})
 			}
 			if g.crashAfter > 0 && len(g.times) >= g.crashAfter {
 				_ = rc.Flush()
@@ -700,14 +756,17 @@ func (g *generation) stream() {
 			}
 		}
 		if res != nil && len(g.tokens) == 0 {
-			// The end came after the last token was already sent.
+			// The end came after the last token was already sent: the
+			// held-back text, if any, and the finish reason.
 			r := string(res.Reason)
-			empty := ""
+			rest := text.delta(true, g.stop.cut(g.p.IncludeStopStr))
 			if g.p.Chat {
-				enc.event(g.chatChunk(chatDelta{Content: &empty}, &r, nil))
+				c := g.chatChunk(chatDelta{Content: &rest}, &r, nil)
+				c.Choices[0].StopReason = g.stopReason()
+				enc.event(c)
 			} else {
 				enc.event(completionChunk{ID: g.respID, Object: "text_completion", Created: g.created, Model: g.p.Model,
-					Choices: []completionChoice{{Text: "", FinishReason: &r}}})
+					Choices: []completionChoice{{Text: rest, FinishReason: &r, StopReason: g.stopReason()}}})
 			}
 		}
 		if enc.err != nil {

@@ -36,7 +36,20 @@ type Generation struct {
 	// Bootstrap holds SGLang's bootstrap_host, bootstrap_port and
 	// bootstrap_room, nil when none is given.
 	Bootstrap *Bootstrap
+	// Stop are the stop strings (empty ones dropped); IncludeStopStr is
+	// vLLM's include_stop_str_in_output.
+	Stop           []string
+	IncludeStopStr bool
+	// Logprobs asks for each output token's log probability (completions:
+	// logprobs given; chat: logprobs true); TopLogprobs for that many
+	// alternatives (completions: the logprobs number; chat: top_logprobs).
+	Logprobs    bool
+	TopLogprobs int
 }
+
+// MaxLogprobs is vLLM's default max_logprobs: the most alternatives a
+// request may ask for.
+const MaxLogprobs = 20
 
 // Limits are the engine facts that validation needs.
 type Limits struct {
@@ -94,17 +107,42 @@ func ParseGeneration(body []byte, chat bool, tok tokenizer.Tokenizer, lim Limits
 	if chat {
 		msgs = obj.messages(&errs)
 	}
+	stop := obj.strings("stop", &errs)
+	includeStop, _ := obj.bool("include_stop_str_in_output", true, at("include_stop_str_in_output"), &errs)
+	var wantLP bool
+	var topLP integer
+	var hasTop bool
+	if chat {
+		wantLP, _ = obj.bool("logprobs", true, at("logprobs"), &errs)
+		topLP, hasTop = obj.int("top_logprobs", true, at("top_logprobs"), &errs)
+	} else {
+		topLP, wantLP = obj.int("logprobs", true, at("logprobs"), &errs)
+		hasTop = wantLP
+	}
 	if len(errs) > 0 {
 		return nil, validationError(errs...)
 	}
-	if aerr := unsupported(obj, chat); aerr != nil {
-		return nil, aerr
+	topKey := "top_logprobs"
+	if !chat {
+		topKey = "logprobs"
+	}
+	switch {
+	case hasTop && (topLP.Big < 0 || topLP.V < 0):
+		return nil, BadRequest(topKey, "`%s` must be a positive value.", topKey)
+	case hasTop && (topLP.Big > 0 || topLP.V > MaxLogprobs):
+		return nil, BadRequest(topKey, "Requested sample logprobs of %s, which is greater than max allowed: %d", obj[topKey], MaxLogprobs)
+	case chat && hasTop && topLP.V > 0 && !wantLP:
+		return nil, BadRequest("top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true.")
 	}
 
 	if !hasModel || model == "" {
 		return nil, BadRequest("model", "the 'model' field is required")
 	}
-	p := &Generation{Chat: chat, Model: model, Stream: stream, IgnoreEOS: ignoreEOS}
+	p := &Generation{Chat: chat, Model: model, Stream: stream, IgnoreEOS: ignoreEOS,
+		Stop: stop, IncludeStopStr: includeStop, Logprobs: wantLP}
+	if wantLP && hasTop {
+		p.TopLogprobs = int(topLP.V)
+	}
 	if hasN && (n.V != 1 || n.Big != 0) {
 		return nil, BadRequest("n", "n must be 1 in the simulator, got %s", obj["n"])
 	}
@@ -182,38 +220,6 @@ func contextError(maxLen, prompt int, requested integer) *Error {
 	return &Error{Status: http.StatusBadRequest, Type: "BadRequestError", Param: "input_tokens",
 		Message: fmt.Sprintf("You passed %d input tokens and requested %s output tokens. However, the model's context length is only %d tokens, resulting in a maximum input length of %s tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value=%d)",
 			prompt, req, maxLen, maxInput, prompt)}
-}
-
-// unsupported refuses the sampling features the simulator does not
-// implement (log probabilities and stop strings), naming the field, rather
-// than ignoring them silently. Their empty forms (null, false, "", [], 0
-// top_logprobs) are accepted.
-func unsupported(obj object, chat bool) *Error {
-	refuse := func(key string) *Error {
-		return BadRequest(key, "the simulator does not implement '%s'; send the request without it (docs/simulator.md)", key)
-	}
-	if chat {
-		if v, ok := obj["logprobs"]; ok {
-			if b, _ := laxBool(v); b {
-				return refuse("logprobs")
-			}
-		}
-		if v, ok := obj["top_logprobs"]; ok && !isNull(v) {
-			if n, _ := laxInt(v); n.V != 0 || n.Big != 0 {
-				return refuse("top_logprobs")
-			}
-		}
-	} else if obj.has("logprobs") {
-		return refuse("logprobs")
-	}
-	if v, ok := obj["stop"]; ok && !isNull(v) {
-		switch t := bytes.TrimSpace(v); {
-		case bytes.Equal(t, []byte(`""`)), bytes.Equal(t, []byte("[]")):
-		default:
-			return refuse("stop")
-		}
-	}
-	return nil
 }
 
 // parsePrompt accepts a string, a one-element array of strings, an array of
@@ -306,17 +312,19 @@ func messageText(raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return "", nil
 	}
-	if raw[0] == '"' {
-		var s string
-		err := json.Unmarshal(raw, &s)
-		return s, err
+	if s, ok := asString(raw); ok {
+		return s, nil
 	}
-	var parts []object
-	if err := json.Unmarshal(raw, &parts); err != nil {
+	items, ok := scanArray(raw)
+	if !ok {
 		return "", errors.New("must be a string or an array of content parts")
 	}
 	var b strings.Builder
-	for i, part := range parts {
+	for i, it := range items {
+		part, ok := scanObject(it)
+		if !ok {
+			return "", fmt.Errorf("part %d is not an object", i)
+		}
 		typ, _ := asString(part["type"])
 		if typ != "text" {
 			return "", fmt.Errorf("part %d has type %q; only text parts are supported", i, typ)

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/halyard-dev/halyard/internal/tokenizer"
@@ -18,6 +19,8 @@ func FuzzParseGeneration(f *testing.F) {
 		`{"model":"m","messages":[{"role":"tool","content":null}]}`,
 		`{"model":"m","prompt":"x","max_tokens":1e309}`,
 		`{"model":"m","prompt":[1.5]}`,
+		`{"model":"m","prompt":"x","logprobs":5,"stop":["a",""],"include_stop_str_in_output":true}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":20,"stop":"q"}`,
 		`{"model":"m","MODEL":"x","Prompt":"y","prompt":"z","max_tokens":"1e1","stream":"yes","seed":-1}`,
 		`{"model":"m","messages":[{"Role":"user"},{"role":7}],"stream_options":{"include_usage":"no"},"stop":[],"logprobs":false}`,
 		`{"model":"m","prompt":"x","kv_transfer_params":{"do_remote_decode":true,"do_remote_prefill":false,"remote_engine_id":null,"remote_block_ids":null,"remote_host":null,"remote_port":null}}`,
@@ -38,7 +41,8 @@ func FuzzParseGeneration(f *testing.F) {
 			return
 		}
 		if p.Model == "" || len(p.Prompt) == 0 || p.MaxTokens < 1 || len(p.Prompt)+p.MaxTokens > lim.MaxModelLen ||
-			p.MinTokens < 0 || p.MinTokens > p.MaxTokens {
+			p.MinTokens < 0 || p.MinTokens > p.MaxTokens || p.TopLogprobs < 0 || p.TopLogprobs > MaxLogprobs ||
+			(!p.Logprobs && p.TopLogprobs != 0) || slices.Contains(p.Stop, "") {
 			t.Fatalf("accepted an invalid request: %+v", p)
 		}
 		for _, id := range p.Prompt {

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -238,7 +239,7 @@ func writeRepr(b *strings.Builder, v any, limit int) {
 		for k := range x {
 			keys = append(keys, k)
 		}
-		sortStrings(keys)
+		slices.Sort(keys)
 		b.WriteByte('{')
 		for i, k := range keys {
 			if i > 0 {
@@ -276,14 +277,6 @@ func pyNumber(s string) string {
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
 // object is a JSON object's members by exact key. Of duplicate keys the
 // last one counts, as in Python's json.loads.
 type object map[string]json.RawMessage
@@ -294,11 +287,11 @@ func decodeBody(body []byte) (object, *Error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, validationError(fieldError{typ: errMissing, input: json.RawMessage("null")})
 	}
-	var raw json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, jsonInvalid(err)
+	if !json.Valid(body) {
+		var raw json.RawMessage
+		return nil, jsonInvalid(json.Unmarshal(body, &raw))
 	}
-	raw = bytes.TrimSpace(raw)
+	raw := bytes.TrimSpace(body)
 	switch raw[0] {
 	case '{':
 	case 'n':
@@ -306,9 +299,9 @@ func decodeBody(body []byte) (object, *Error) {
 	default:
 		return nil, validationError(fieldError{typ: errModel, input: raw})
 	}
-	var obj object
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, jsonInvalid(err)
+	obj, ok := scanObject(raw)
+	if !ok {
+		return nil, validationError(fieldError{typ: errModel, input: raw})
 	}
 	return obj, nil
 }
@@ -365,6 +358,11 @@ func asString(v json.RawMessage) (string, bool) {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 || v[0] != '"' {
 		return "", false
+	}
+	// v is a valid JSON string (it came out of a decoded body): without
+	// escapes its content is the bytes between the quotes.
+	if len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), true
 	}
 	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
@@ -576,9 +574,8 @@ func (o object) object(key string, loc []any, errs *[]fieldError) (object, bool)
 	if !ok || isNull(v) {
 		return nil, false
 	}
-	v = bytes.TrimSpace(v)
-	var obj object
-	if v[0] != '{' || json.Unmarshal(v, &obj) != nil {
+	obj, ok := scanObject(v)
+	if !ok {
 		*errs = append(*errs, fieldError{typ: errDict, loc: loc, input: v})
 		return nil, false
 	}
@@ -593,17 +590,15 @@ func (o object) messages(errs *[]fieldError) []ChatMessage {
 	if !ok {
 		return nil
 	}
-	v = bytes.TrimSpace(v)
-	var items []json.RawMessage
-	if v[0] != '[' || json.Unmarshal(v, &items) != nil {
+	items, ok := scanArray(v)
+	if !ok {
 		*errs = append(*errs, fieldError{typ: errList, loc: []any{"messages"}, input: v})
 		return nil
 	}
 	msgs := make([]ChatMessage, 0, len(items))
 	for i, it := range items {
-		it = bytes.TrimSpace(it)
-		var m object
-		if len(it) == 0 || it[0] != '{' || json.Unmarshal(it, &m) != nil {
+		m, ok := scanObject(it)
+		if !ok {
 			*errs = append(*errs, fieldError{typ: errDict, loc: []any{"messages", i}, input: it})
 			continue
 		}
@@ -676,4 +671,37 @@ func Decode(body []byte, v any) *Error {
 		return validationError(fieldError{typ: typ, loc: loc, input: input})
 	}
 	return nil
+}
+
+// strings reads a stop-style member: a string or a list of strings (null
+// or absent: none). Empty strings are dropped.
+func (o object) strings(key string, errs *[]fieldError) []string {
+	v, ok := o[key]
+	if !ok || isNull(v) {
+		return nil
+	}
+	v = bytes.TrimSpace(v)
+	if s, ok := asString(v); ok {
+		if s == "" {
+			return nil
+		}
+		return []string{s}
+	}
+	items, ok := scanArray(v)
+	if !ok {
+		*errs = append(*errs, fieldError{typ: errString, loc: []any{key}, input: v})
+		return nil
+	}
+	var out []string
+	for i, it := range items {
+		s, ok := asString(it)
+		if !ok {
+			*errs = append(*errs, fieldError{typ: errString, loc: []any{key, i}, input: it})
+			continue
+		}
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
