@@ -75,6 +75,12 @@ type Router struct {
 	discovered chan struct{} // closed after the first discovery update
 	once       sync.Once
 
+	// hardStop is cancelled when the shutdown grace period ends: requests
+	// still in flight are then ended with an error (an SSE error event for
+	// a stream) before their connections are closed.
+	hardStop    context.Context
+	endHardStop context.CancelFunc
+
 	// pdPools are the disaggregated pools by name; pdm their metrics.
 	pdPools map[string]*pdPool
 	pdm     *pdMetrics
@@ -109,6 +115,7 @@ func New(opts Options) (*Router, error) {
 		health:     datastore.HealthPolicy{FailureThreshold: cfg.Router.Health.FailureThreshold, SuccessThreshold: cfg.Router.Health.SuccessThreshold},
 		discovered: make(chan struct{}),
 	}
+	r.hardStop, r.endHardStop = context.WithCancel(context.Background())
 	reg := recordingRegistry(opts.Registry)
 	handle := scheduling.Handle{Clock: clock.Now, Log: log}
 	specs := map[string]config.ProfileSpec{}
@@ -167,12 +174,13 @@ func New(opts Options) (*Router, error) {
 
 	dialer := &net.Dialer{Timeout: cfg.Router.Timeouts.Connect.Duration, KeepAlive: 30 * time.Second}
 	r.transport = &http.Transport{
-		Proxy:                  nil,
-		DialContext:            dialer.DialContext,
-		MaxIdleConns:           4096,
-		MaxIdleConnsPerHost:    1024,
-		IdleConnTimeout:        90 * time.Second,
-		ResponseHeaderTimeout:  cfg.Router.Timeouts.ResponseHeader.Duration,
+		Proxy:               nil,
+		DialContext:         dialer.DialContext,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		// No ResponseHeaderTimeout: a non-streamed answer's headers come
+		// with the whole generation. attempt's watchdog bounds the waits.
 		DisableCompression:     true, // pass bodies through byte for byte
 		MaxResponseHeaderBytes: 1 << 20,
 		WriteBufferSize:        32 << 10,
@@ -315,6 +323,11 @@ func (r *Router) Run(ctx context.Context) error {
 	return cerr
 }
 
+// shutdownErrorWindow is how long requests cut at the end of the shutdown
+// grace period get to write their error answers before the connections
+// close.
+const shutdownErrorWindow = time.Second
+
 // Serve serves on ln and runs the background work until ctx is done, then
 // shuts down gracefully, giving in-flight requests up to grace to finish.
 func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
@@ -345,8 +358,14 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	defer scancel()
 	if serr := srv.Shutdown(sctx); serr != nil {
 		// Streams still open after the grace period are cut.
-		r.log.Warn("requests still in flight after the shutdown grace period; closing them", "grace", grace, "error", serr)
-		_ = srv.Close()
+		r.log.Warn("requests still in flight after the shutdown grace period; ending them", "grace", grace, "error", serr)
+		r.endHardStop()
+		// Give the handlers a moment to write their error answers.
+		ectx, ecancel := context.WithTimeout(context.Background(), shutdownErrorWindow)
+		if srv.Shutdown(ectx) != nil {
+			_ = srv.Close()
+		}
+		ecancel()
 	}
 	cancel()
 	if !runDone {

@@ -1,0 +1,172 @@
+package router
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDeclaredBodyLengthIsNotAllocated sends many requests that declare a
+// body of almost 16 MiB and send one byte of it. The router must allocate
+// with the bytes that arrive, not the declared length, and give up on the
+// body after timeouts.requestBody with a 408.
+func TestDeclaredBodyLengthIsNotAllocated(t *testing.T) {
+	const conns, declared = 24, 16777000
+	doc := strings.Replace(oneModel, "router: {maxBodyBytes: 4096,", "router: {maxBodyBytes: 16777216, timeouts: {requestBody: 500ms},", 1)
+	h := newHarness(t, doc, twoEngines())
+	addr := strings.TrimPrefix(h.srv.URL, "http://")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	results := make(chan string, conns)
+	for range conns {
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", declared)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			results <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+	}
+	for range conns {
+		if got := <-results; !strings.HasPrefix(got, "408 ") || !strings.Contains(got, `"code":"request_timeout"`) {
+			t.Errorf("answer %q, want a 408 request_timeout", got)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// Allocating the declared length would be conns*16 MiB = 384 MiB.
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 64<<20 {
+		t.Errorf("the router allocated %d MiB for %d one-byte bodies", grown>>20, conns)
+	}
+}
+
+func TestReadGrowing(t *testing.T) {
+	body := strings.Repeat("x", 100<<10)
+	for _, tt := range []struct {
+		name     string
+		sent     string
+		declared int64
+		want     int
+		err      bool
+	}{
+		{"declared", body, int64(len(body)), len(body), false},
+		{"unknown length", body, -1, len(body), false},
+		{"shorter than declared", body, int64(len(body)) + 1, 0, true},
+		{"empty", "", 0, 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readGrowing(strings.NewReader(tt.sent), tt.declared, 1<<20)
+			if (err != nil) != tt.err {
+				t.Fatalf("err %v", err)
+			}
+			if len(got) != tt.want {
+				t.Errorf("read %d bytes, want %d", len(got), tt.want)
+			}
+		})
+	}
+}
+
+// TestNonStreamedBodyStallIs504: an engine that sends part of a
+// non-streamed answer and stalls makes a 504 after timeouts.streamIdle.
+func TestNonStreamedBodyStallIs504(t *testing.T) {
+	doc := strings.Replace(oneModel, "router: {maxBodyBytes: 4096, maxAttempts: 3,", "router: {maxBodyBytes: 4096, maxAttempts: 1, timeouts: {streamIdle: 300ms},", 1)
+	h := newHarness(t, doc, twoEngines())
+	for _, e := range h.engines {
+		e.partialBody.Store(true)
+	}
+	done := make(chan struct{})
+	var resp *http.Response
+	var b []byte
+	go func() {
+		defer close(done)
+		resp, b = h.post("/v1/chat/completions", chatBody)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer within 20s with a 300ms streamIdle")
+	}
+	if resp.StatusCode != 504 {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	if e := decodeError(t, b); e.Error.Code == nil || *e.Error.Code != "upstream_timeout" {
+		t.Errorf("error %s", b)
+	}
+}
+
+// TestStreamClosedAfterDoneIsComplete: a client that closes its connection
+// right after "data: [DONE]" had a complete answer: counted as a 200 with
+// its usage, not as a cancellation.
+func TestStreamClosedAfterDoneIsComplete(t *testing.T) {
+	h := newHarness(t, oneModel, twoEngines())
+	for _, e := range h.engines {
+		e.holdAfterDone.Store(true) // the router sees no end of stream before the client leaves
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`
+	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && sc.Text() != "data: [DONE]" {
+	}
+	c.Close()
+	ok := waitFor(func() bool {
+		return max(0, metricValue(t, h, `halyard_router_requests_total{code="200",endpoint="e0",model="llama"}`))+
+			max(0, metricValue(t, h, `halyard_router_requests_total{code="200",endpoint="e1",model="llama"}`)) == 1
+	})
+	if !ok {
+		_, m := h.get("/metrics")
+		t.Fatalf("the stream was not counted as a 200:\n%s", grepLines(string(m), "halyard_router_requests_total"))
+	}
+	if v := metricValue(t, h, `halyard_router_tokens_total{kind="completion",model="llama"}`); v != 3 {
+		t.Errorf("completion tokens counted %v, want 3", v)
+	}
+	if v := metricValue(t, h, `halyard_router_request_errors_total{cause="client_canceled",model="llama"}`); v > 0 {
+		t.Errorf("counted as a cancellation")
+	}
+}
+
+func TestEndpointHeader(t *testing.T) {
+	stream := `{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true}`
+	t.Run("on by default", func(t *testing.T) {
+		h := newHarness(t, oneModel, twoEngines())
+		for _, body := range []string{chatBody, stream} {
+			resp, b := h.post("/v1/chat/completions", body)
+			if got := resp.Header.Get(HeaderEndpoint); got != "e0" && got != "e1" {
+				t.Errorf("%s: X-Halyard-Endpoint %q (status %d %s)", body, got, resp.StatusCode, b)
+			}
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		doc := strings.Replace(oneModel, "router: {", "router: {debug: {endpointHeader: false, explain: false}, ", 1)
+		h := newHarness(t, doc, twoEngines())
+		resp, _ := h.post("/v1/chat/completions", chatBody, HeaderExplain, "1")
+		if resp.Header.Get(HeaderEndpoint) != "" || resp.Header.Get(HeaderRoute) != "" {
+			t.Errorf("headers set while off: %v", resp.Header)
+		}
+		if resp, b := h.get("/debug/route?model=llama&prompt=hi"); resp.StatusCode != 404 {
+			t.Errorf("/debug/route with explain off: %d %s", resp.StatusCode, b)
+		}
+	})
+}
