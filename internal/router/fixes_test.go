@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -167,6 +168,62 @@ func TestEndpointHeader(t *testing.T) {
 		}
 		if resp, b := h.get("/debug/route?model=llama&prompt=hi"); resp.StatusCode != 404 {
 			t.Errorf("/debug/route with explain off: %d %s", resp.StatusCode, b)
+		}
+	})
+}
+
+// TestHealthProbe: an engine whose /health is not 200 (vLLM while loading,
+// the simulator's --ready-delay or unhealthy fault) starts out of rotation,
+// leaves it when it turns unhealthy and comes back when it recovers.
+func TestHealthProbe(t *testing.T) {
+	h := newHarnessWith(t, oneModel, twoEngines(), func(es map[string]*fakeEngine) {
+		es["e0"].healthStatus.Store(http.StatusServiceUnavailable) // still loading
+	})
+	ctx := context.Background()
+	served := func() (e0, e1 int64) {
+		t.Helper()
+		for range 4 {
+			if resp, b := h.post("/v1/chat/completions", chatBody); resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, b)
+			}
+		}
+		return h.engines["e0"].requests.Swap(0), h.engines["e1"].requests.Swap(0)
+	}
+	// On ties the test picker takes e0, so e0 serving nothing shows it is
+	// out of rotation.
+	if e0, _ := served(); e0 != 0 {
+		t.Errorf("a new endpoint whose /health is 503 got %d requests", e0)
+	}
+	h.engines["e0"].healthStatus.Store(0)
+	h.r.collector.ScrapeOnce(ctx)
+	if e0, _ := served(); e0 == 0 {
+		t.Error("the endpoint did not enter rotation once /health was 200")
+	}
+	for _, e := range h.engines {
+		e.healthStatus.Store(http.StatusServiceUnavailable)
+	}
+	h.r.collector.ScrapeOnce(ctx)
+	if resp, b := h.get("/ready"); resp.StatusCode != 503 {
+		t.Errorf("/ready = %d %s with every /health 503", resp.StatusCode, b)
+	}
+	if resp, b := h.post("/v1/chat/completions", chatBody); resp.StatusCode != 503 {
+		t.Errorf("request with every endpoint unhealthy: %d %s", resp.StatusCode, b)
+	}
+	h.engines["e0"].healthStatus.Store(0)
+	h.r.collector.ScrapeOnce(ctx)
+	if resp, b := h.get("/ready"); resp.StatusCode != 200 {
+		t.Errorf("/ready = %d %s after e0 recovered", resp.StatusCode, b)
+	}
+
+	t.Run("path none", func(t *testing.T) {
+		doc := strings.Replace(oneModel, "health: {", "health: {path: none, ", 1)
+		h := newHarnessWith(t, doc, twoEngines(), func(es map[string]*fakeEngine) {
+			for _, e := range es {
+				e.healthStatus.Store(http.StatusServiceUnavailable)
+			}
+		})
+		if resp, b := h.get("/ready"); resp.StatusCode != 200 {
+			t.Errorf("/ready = %d %s with probing off", resp.StatusCode, b)
 		}
 	})
 }

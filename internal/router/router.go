@@ -50,6 +50,9 @@ type Options struct {
 	Source discovery.Source
 	// Scraper reads engine metrics; nil means enginemetrics over HTTP.
 	Scraper datastore.Scraper
+	// Prober checks engine readiness before each scrape; nil means GET
+	// router.health.path over HTTP (none when the path is "none").
+	Prober datastore.Prober
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock times the scrape loop and is given to plugins; nil means real.
@@ -188,14 +191,19 @@ func New(opts Options) (*Router, error) {
 	}
 	r.client = &http.Client{Transport: r.transport}
 
+	scrapeClient := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}}
 	scraper := opts.Scraper
 	if scraper == nil {
-		scrapeTransport := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}
-		scraper = &enginemetrics.Scraper{Client: &http.Client{Transport: scrapeTransport}, Now: clock.Now}
+		scraper = &enginemetrics.Scraper{Client: scrapeClient, Now: clock.Now}
+	}
+	prober := opts.Prober
+	if prober == nil && cfg.Router.Health.Path != config.HealthPathNone {
+		prober = httpProber{client: scrapeClient, path: cfg.Router.Health.Path}
 	}
 	r.collector = &datastore.Collector{
 		Store:          r.store,
 		Scraper:        scraper,
+		Prober:         prober,
 		Interval:       cfg.Router.ScrapeInterval.Duration,
 		Timeout:        cfg.Router.Timeouts.Scrape.Duration,
 		Health:         r.health,
