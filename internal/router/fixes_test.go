@@ -227,3 +227,38 @@ func TestHealthProbe(t *testing.T) {
 		}
 	})
 }
+
+// TestReadyUsesTheCandidateFilter: /ready is false when endpoints are
+// healthy but none can serve a route (wrong role, adapter not listed), and
+// true once one can.
+func TestReadyUsesTheCandidateFilter(t *testing.T) {
+	for _, tt := range []struct {
+		name, endpoints, routes string
+		ready                   bool
+	}{
+		{"prefill role only", `  - {name: e0, url: "{{e0}}", model: llama, role: prefill}`, `  - {model: llama, targets: [{pool: llama}]}`, false},
+		{"adapter not listed", `  - {name: e0, url: "{{e0}}", model: llama}`, `  - {model: sql, adapter: sql-lora, targets: [{pool: llama}]}`, false},
+		{"adapter listed", `  - {name: e0, url: "{{e0}}", model: llama, adapters: [sql-lora]}`, `  - {model: sql, adapter: sql-lora, targets: [{pool: llama}]}`, true},
+		{"fallback can serve", `  - {name: e0, url: "{{e0}}", model: llama, role: prefill}
+  - {name: e1, url: "{{e1}}", model: llama, pool: spare}`, `  - {model: llama, targets: [{pool: llama}], fallback: [{pool: spare}]}`, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {health: {failureThreshold: 1, successThreshold: 1}}\nendpoints:\n" +
+				tt.endpoints + "\nroutes:\n" + tt.routes + "\n"
+			h := newHarness(t, doc, twoEngines())
+			resp, b := h.get("/ready")
+			if got := resp.StatusCode == 200; got != tt.ready {
+				t.Errorf("/ready = %d %s, want ready=%v", resp.StatusCode, b, tt.ready)
+			}
+			model := "llama"
+			if strings.Contains(tt.routes, "sql") {
+				model = "sql"
+			}
+			// The request path agrees.
+			resp, b = h.post("/v1/chat/completions", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`)
+			if got := resp.StatusCode == 200; got != tt.ready {
+				t.Errorf("request = %d %s, want served=%v", resp.StatusCode, b, tt.ready)
+			}
+		})
+	}
+}

@@ -348,7 +348,7 @@ func TestModelsHealthReadyMetrics(t *testing.T) {
 	h := newHarness(t, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 endpoints:
-  - {name: e0, url: "{{e0}}", model: llama}
+  - {name: e0, url: "{{e0}}", model: llama, adapters: [sql-lora]}
 routes:
   - {model: llama, targets: [{pool: llama}]}
   - {model: sql, adapter: sql-lora, targets: [{pool: llama}]}
