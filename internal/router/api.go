@@ -92,10 +92,22 @@ func (r *Router) serveNotFound(w http.ResponseWriter, hr *http.Request) {
 	e.Write(w)
 }
 
+// allowedMethods are the methods of the router's paths, for 405 answers.
+var allowedMethods = map[string]string{
+	"/v1/chat/completions": http.MethodPost,
+	"/v1/completions":      http.MethodPost,
+	"/v1/models":           http.MethodGet,
+	"/health":              http.MethodGet,
+	"/ready":               http.MethodGet,
+	"/metrics":             http.MethodGet,
+	"/debug/route":         http.MethodGet + ", " + http.MethodPost,
+}
+
 func (r *Router) serveMethodNotAllowed(w http.ResponseWriter, hr *http.Request) {
-	allow := http.MethodPost
-	if hr.URL.Path == "/v1/models" {
-		allow = http.MethodGet
+	allow := allowedMethods[hr.URL.Path]
+	if hr.URL.Path == "/debug/route" && !r.cfg.Debug.ExplainEnabled() {
+		r.serveNotFound(w, hr)
+		return
 	}
 	w.Header().Set("Allow", allow)
 	e := &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Code: openai.CodeMethodNotFound,

@@ -186,14 +186,17 @@ func (r *Router) serveDebugRoute(w http.ResponseWriter, hr *http.Request) {
 		aerr.Write(w)
 		return
 	}
-	switch hr.URL.Query().Get("kind") {
+	switch k := hr.URL.Query().Get("kind"); k {
 	case "chat":
 		kind = openai.KindChat
 	case "completion":
-	default:
+	case "":
 		if strings.Contains(string(body), `"messages"`) {
 			kind = openai.KindChat
 		}
+	default:
+		openai.BadRequest("kind", openai.CodeInvalidValue, fmt.Sprintf("kind must be chat or completion, got %q", k)).Write(w)
+		return
 	}
 	c, aerr, _ := r.prepareBody(hr, kind, body)
 	r.explainCall(w, hr, c, aerr)

@@ -262,3 +262,46 @@ func TestReadyUsesTheCandidateFilter(t *testing.T) {
 		})
 	}
 }
+
+func TestMethodsPathsAndDebugKind(t *testing.T) {
+	h := newHarness(t, oneModel, twoEngines())
+	do := func(method, path, body string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, h.srv.URL+path, strings.NewReader(body))
+		resp, err := http.DefaultTransport.RoundTrip(req) // no redirect following
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	for _, tt := range []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{http.MethodPut, "/debug/route", "", 405, "method_not_allowed"},
+		{http.MethodPost, "/metrics", "", 405, "method_not_allowed"},
+		{http.MethodPost, "/ready", "", 405, "method_not_allowed"},
+		{http.MethodDelete, "/health", "", 405, "method_not_allowed"},
+		{http.MethodPost, "/debug/route?kind=bogus", `{"model":"llama","prompt":"hi"}`, 400, "invalid_value"},
+		{http.MethodPost, "//v1/chat/completions", chatBody, 200, ""},
+		{http.MethodGet, "/nope", "", 404, "unknown_url"},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			resp, b := do(tt.method, tt.path, tt.body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, b)
+			}
+			if tt.code != "" {
+				if e := decodeError(t, b); e.Error.Code == nil || *e.Error.Code != tt.code {
+					t.Errorf("error %s, want code %s", b, tt.code)
+				}
+			}
+			if tt.status == 405 && resp.Header.Get("Allow") == "" {
+				t.Error("405 without Allow")
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"sort"
 	"sync"
 	"time"
@@ -226,7 +227,7 @@ func New(opts Options) (*Router, error) {
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
 	r.mux.HandleFunc("POST /debug/route", r.serveDebugRoute)
 	r.mux.HandleFunc("GET /debug/route", r.serveDebugRoute)
-	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/models"} {
+	for p := range allowedMethods {
 		r.mux.HandleFunc(p, r.serveMethodNotAllowed)
 	}
 	r.mux.HandleFunc("/", r.serveNotFound)
@@ -290,7 +291,22 @@ func (r *Router) ProfileNames() []string {
 }
 
 // Handler returns the router's HTTP handler.
-func (r *Router) Handler() http.Handler { return r.mux }
+func (r *Router) Handler() http.Handler { return http.HandlerFunc(r.serveHTTP) }
+
+// serveHTTP serves a request on its cleaned path: ServeMux would answer
+// "//v1/chat/completions" (a base URL with a trailing slash) with a
+// redirect, which clients do not follow for a POST body, so the router
+// merges the slashes and serves it, as Envoy's merge_slashes does.
+func (r *Router) serveHTTP(w http.ResponseWriter, hr *http.Request) {
+	if p := hr.URL.Path; p != "" && p != "/" && path.Clean(p) != p {
+		hr2 := *hr
+		u := *hr.URL
+		u.Path, u.RawPath = path.Clean(p), ""
+		hr2.URL = &u
+		hr = &hr2
+	}
+	r.mux.ServeHTTP(w, hr)
+}
 
 // Store returns the endpoint store (read-only use).
 func (r *Router) Store() *datastore.Store { return r.store }
@@ -340,7 +356,7 @@ const shutdownErrorWindow = time.Second
 // shuts down gracefully, giving in-flight requests up to grace to finish.
 func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := &http.Server{
-		Handler:           r.mux,
+		Handler:           r.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
