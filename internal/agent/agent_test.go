@@ -11,7 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 )
@@ -31,9 +33,20 @@ func newPod(gen, barrier string) *corev1.Pod {
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Annotations: ann}}
 }
 
-func startAgent(t *testing.T, pod *corev1.Pod) (*Agent, *fake.Clientset, chan error) {
+// startAgent runs an agent on pod. The fake clientset's watch does not
+// replay changes made before it starts (a real API server's does, from the
+// resource version), so tests wait on watching before they annotate.
+func startAgent(t *testing.T, pod *corev1.Pod) (*Agent, *fake.Clientset, chan error, chan struct{}) {
 	t.Helper()
 	cs := fake.NewClientset(pod)
+	watching := make(chan struct{}, 16)
+	cs.PrependWatchReactor("pods", func(action k8stesting.Action) (bool, watch.Interface, error) {
+		w, err := cs.Tracker().Watch(action.GetResource(), action.GetNamespace())
+		if err == nil {
+			watching <- struct{}{}
+		}
+		return true, w, err
+	})
 	a := New(Options{Pods: cs.CoreV1().Pods("ns"), PodName: "p", Logger: slog.New(slog.DiscardHandler), RetryDelay: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -47,7 +60,7 @@ func startAgent(t *testing.T, pod *corev1.Pod) (*Agent, *fake.Clientset, chan er
 			t.Error("agent did not stop")
 		}
 	})
-	return a, cs, done
+	return a, cs, done, watching
 }
 
 func annotate(t *testing.T, cs *fake.Clientset, key, value string) {
@@ -70,8 +83,9 @@ func probe(a *Agent) int {
 }
 
 func TestBarrierHoldsThenReleases(t *testing.T) {
-	a, cs, done := startAgent(t, newPod("2", "1"))
+	a, cs, done, watching := startAgent(t, newPod("2", "1"))
 	waitState(t, a, func(s State) bool { return s.Generation == 2 && s.Barrier == 1 })
+	<-watching
 	if got := probe(a); got != http.StatusServiceUnavailable {
 		t.Errorf("startup before the barrier: %d, want 503", got)
 	}
@@ -89,8 +103,9 @@ func TestBarrierHoldsThenReleases(t *testing.T) {
 }
 
 func TestRestartRequestEndsRun(t *testing.T) {
-	a, cs, done := startAgent(t, newPod("0", "0"))
+	a, cs, done, watching := startAgent(t, newPod("0", "0"))
 	<-a.Released()
+	<-watching
 	annotate(t, cs, servingv1.AnnotationRestartGeneration, "1")
 	select {
 	case err := <-done:
@@ -105,7 +120,7 @@ func TestRestartRequestEndsRun(t *testing.T) {
 func TestStartsUnderCurrentGeneration(t *testing.T) {
 	// An agent restarted after the request starts under the new generation
 	// and does not exit again.
-	a, _, done := startAgent(t, newPod("3", "3"))
+	a, _, done, _ := startAgent(t, newPod("3", "3"))
 	<-a.Released()
 	select {
 	case err := <-done:
@@ -118,7 +133,7 @@ func TestStartsUnderCurrentGeneration(t *testing.T) {
 }
 
 func TestMissingAnnotationsMeanGenerationZeroHeld(t *testing.T) {
-	a, _, _ := startAgent(t, newPod("", ""))
+	a, _, _, _ := startAgent(t, newPod("", ""))
 	waitState(t, a, func(s State) bool { return s.Generation == 0 && s.Barrier == -1 && !s.Released })
 	if got := probe(a); got != http.StatusServiceUnavailable {
 		t.Errorf("startup: %d, want 503", got)

@@ -62,6 +62,15 @@ type Command struct {
 	Simulate string
 	// Policies overrides the scenario's policies (virtual mode).
 	Policies []string
+	// MaxErrorRate fails the command (after the report is written) when a
+	// run's failed fraction exceeds it; a run that sent requests and
+	// completed none always fails it. In [0, 1]; the CLI's default is 1,
+	// so that only a run where everything failed is fatal.
+	MaxErrorRate float64
+	// SetFlags are the flags given on the command line, when known: a
+	// workload size given explicitly as 0 is an error rather than "the
+	// default".
+	SetFlags map[string]bool
 
 	// Progress receives the progress bar (nil: none).
 	Progress io.Writer
@@ -130,12 +139,74 @@ func (c *Command) arrivals(timed bool) ([]arrival.Spec, error) {
 	return Rates([]float64{math.Inf(1)}, c.Seed), nil
 }
 
+// ErrRunFailed is returned (wrapped) by Command.Run when a run failed
+// every request or more than MaxErrorRate of them; the report was written.
+var ErrRunFailed = errors.New("too many failed requests")
+
+// validate checks the options that Run would otherwise take silently;
+// errors name the flag.
+func (c *Command) validate() error {
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{
+		{"groups", c.Workload.Groups}, {"users-per-group", c.Workload.UsersPerGroup}, {"sessions", c.Workload.Sessions},
+		{"system-tokens", c.Workload.SystemTokens}, {"question-tokens", c.Workload.QuestionTokens},
+		{"output-tokens", c.Workload.OutputTokens}, {"turns", c.Workload.Turns},
+	} {
+		if f.v < 0 || (f.v == 0 && c.SetFlags[f.flag]) {
+			return fmt.Errorf("--%s: must be at least 1, got %d", f.flag, f.v)
+		}
+	}
+	switch {
+	case c.Workload.MaxTokens < 0:
+		return fmt.Errorf("--max-tokens-total: must not be negative, got %d", c.Workload.MaxTokens)
+	case c.MaxRequests < 0:
+		return fmt.Errorf("--max-requests: must not be negative (0 sends the whole workload), got %d", c.MaxRequests)
+	case c.Concurrency < 0:
+		return fmt.Errorf("--concurrency: must not be negative, got %d", c.Concurrency)
+	case c.Duration < 0:
+		return fmt.Errorf("--duration: must not be negative, got %v", c.Duration)
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("--request-timeout: must not be negative, got %v", c.RequestTimeout)
+	case !(c.TimeScale > 0) || math.IsInf(c.TimeScale, 0):
+		return fmt.Errorf("--time-scale: must be a positive number, got %v", c.TimeScale)
+	case !(c.MaxErrorRate >= 0 && c.MaxErrorRate <= 1):
+		return fmt.Errorf("--max-error-rate: must be in [0, 1], got %v", c.MaxErrorRate)
+	}
+	return nil
+}
+
+// checkErrors fails a report with a run that completed nothing or failed
+// more than MaxErrorRate of its requests.
+func (c *Command) checkErrors(rep *report.Report) error {
+	var bad []string
+	for _, r := range rep.Runs {
+		sent := r.Completed + r.Failed
+		if sent == 0 {
+			continue
+		}
+		rate := float64(r.Failed) / float64(sent)
+		if r.Completed == 0 || rate > c.MaxErrorRate {
+			bad = append(bad, fmt.Sprintf("%s (%s): %d of %d failed", r.Label, r.Arrival, r.Failed, sent))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (--max-error-rate %g): %s", ErrRunFailed, c.MaxErrorRate, strings.Join(bad, "; "))
+}
+
 // Run runs the benchmark, prints the table to stdout, and writes the JSON
-// report and plots when asked.
+// report and plots when asked. It fails with ErrRunFailed, after writing
+// them, when a run failed too many requests (see MaxErrorRate).
 func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, error) {
 	log := c.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
 	}
 	if c.Simulate != "" {
 		return c.simulate(ctx, stdout, log)
@@ -215,7 +286,10 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 		Seed: c.Seed,
 		Runs: runs,
 	}
-	return rep, c.emit(rep, stdout, log)
+	if err := c.emit(rep, stdout, log); err != nil {
+		return rep, err
+	}
+	return rep, c.checkErrors(rep)
 }
 
 // simulate runs the virtual-time scenario of c.Simulate.
@@ -239,7 +313,10 @@ func (c *Command) simulate(ctx context.Context, stdout io.Writer, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	return rep, c.emit(rep, stdout, log)
+	if err := c.emit(rep, stdout, log); err != nil {
+		return rep, err
+	}
+	return rep, c.checkErrors(rep)
 }
 
 func (c *Command) now() time.Time {
@@ -264,7 +341,7 @@ func (c *Command) emit(rep *report.Report, stdout io.Writer, log *slog.Logger) e
 		files, err := rep.WritePlots(c.Plots)
 		switch {
 		case errors.Is(err, report.ErrNothingToPlot):
-			log.Warn("no plots written: plots need runs at a request rate (--rate or --rates)")
+			log.Warn("no plots written: no run completed a request")
 		case err != nil:
 			return err
 		default:

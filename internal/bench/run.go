@@ -122,7 +122,7 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 	if len(o.EngineMetrics) > 0 {
 		before, err = enginestats.ScrapeAll(ctx, o.MetricsHTTP, o.EngineMetrics)
 		if err != nil {
-			log.Warn("engine metrics before the run", "err", err)
+			log.Warn("engine metrics before the run; engines not read are reported unknown and left out of the imbalance", "err", err)
 		}
 	}
 
@@ -252,10 +252,13 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 		r.MaxConcurrency = spec.Concurrency
 	}
 	r.WallSeconds = time.Since(start).Seconds()
+	if msg := r.ITLWarning(); msg != "" {
+		log.Warn("inter-token latency not observable", "run", label, "arrival", spec.String(), "detail", msg)
+	}
 	if len(o.EngineMetrics) > 0 {
 		after, err := enginestats.ScrapeAll(ctx, o.MetricsHTTP, o.EngineMetrics)
 		if err != nil {
-			log.Warn("engine metrics after the run", "err", err)
+			log.Warn("engine metrics after the run; engines not read are reported unknown and left out of the imbalance", "err", err)
 		}
 		r.SetEngines(enginestats.Delta(o.EngineMetrics, before, after))
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/halyard-dev/halyard/internal/bench"
@@ -44,6 +45,8 @@ table, a JSON file (--out) and PNG plots (--plots). See docs/bench.md.`,
 			if v, ok := os.LookupEnv("OPENAI_API_KEY"); ok && c.APIKey == "" {
 				c.APIKey = v
 			}
+			c.SetFlags = map[string]bool{}
+			cmd.Flags().Visit(func(f *pflag.Flag) { c.SetFlags[f.Name] = true })
 			_, err := c.Run(cmd.Context(), cmd.OutOrStdout())
 			return err
 		},
@@ -85,6 +88,7 @@ table, a JSON file (--out) and PNG plots (--plots). See docs/bench.md.`,
 	f.StringVar(&c.Plots, "plots", "", "write PNG plots into this directory")
 	f.StringVar(&c.Simulate, "simulate", "", "run the YAML scenario in virtual time instead of driving a target")
 	f.StringSliceVar(&c.Policies, "policies", nil, "virtual mode: policies to compare (default the scenario's)")
+	f.Float64Var(&c.MaxErrorRate, "max-error-rate", 1, "fail (exit 1, after writing the report) when a run's failed fraction exceeds this; a run with no completed request always fails")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar and only warnings in the log")
 	return cmd
 }

@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/halyard-dev/halyard/internal/bench"
 	"github.com/halyard-dev/halyard/internal/bench/benchtest"
 	"github.com/halyard-dev/halyard/internal/bench/report"
 )
@@ -98,6 +101,14 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--api", "responses"}, "api: want chat or completions"},
 		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--workload", "shared-prefix", "--trace-arrivals"}, "has no timestamps"},
 		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--workload", "mooncake", "--trace", "/nonexistent.jsonl"}, "no such file"},
+		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--groups", "0"}, "--groups: must be at least 1, got 0"},
+		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--output-tokens", "0"}, "--output-tokens: must be at least 1, got 0"},
+		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--sessions", "-2"}, "--sessions: must be at least 1, got -2"},
+		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--time-scale", "0"}, "--time-scale: must be a positive number, got 0"},
+		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--max-requests", "-1"}, "--max-requests: must not be negative"},
+		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--concurrency", "-4"}, "--concurrency: must not be negative"},
+		{[]string{"bench", "--target", "http://127.0.0.1:1", "--model", "m", "--max-error-rate", "1.5"}, "--max-error-rate: must be in [0, 1], got 1.5"},
+		{[]string{"bench", "--simulate", "x.yaml", "--max-requests", "-1"}, "--max-requests: must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -112,6 +123,59 @@ func TestBenchFlagErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBenchExitCode: a run where every request fails is an error (the
+// command exits 1) after the table and report are written; with some
+// failures, --max-error-rate decides.
+func TestBenchExitCode(t *testing.T) {
+	down := (&benchtest.Engine{Name: "down", Fail: func(int) int { return http.StatusServiceUnavailable }}).Start(t)
+	flaky := (&benchtest.Engine{Name: "flaky", Fail: func(seq int) int {
+		if seq%3 == 0 {
+			return http.StatusInternalServerError
+		}
+		return 0
+	}}).Start(t)
+	run := func(t *testing.T, target string, extra ...string) (string, string, error) {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "r.json")
+		root := NewRootCommand()
+		root.SetArgs(append([]string{"bench", "--target", target, "--model", "m", "--workload", "shared-prefix",
+			"--groups", "2", "--users-per-group", "6", "--system-tokens", "16", "--question-tokens", "4", "--output-tokens", "2",
+			"--concurrency", "1", "--out", out, "--quiet"}, extra...))
+		var stdout bytes.Buffer
+		root.SetOut(&stdout)
+		root.SetErr(&stdout)
+		err := root.ExecuteContext(context.Background())
+		return stdout.String(), out, err
+	}
+	t.Run("all failed", func(t *testing.T) {
+		table, out, err := run(t, down.URL())
+		if !errors.Is(err, bench.ErrRunFailed) || !strings.Contains(err.Error(), "12 of 12 failed") {
+			t.Errorf("error = %v, want ErrRunFailed naming 12 of 12", err)
+		}
+		if !strings.Contains(table, "TTFT p50") {
+			t.Errorf("no table printed before failing:\n%s", table)
+		}
+		if _, serr := os.Stat(out); serr != nil {
+			t.Errorf("report not written: %v", serr)
+		}
+	})
+	t.Run("some failed, default threshold", func(t *testing.T) {
+		if _, _, err := run(t, flaky.URL()); err != nil {
+			t.Errorf("error = %v, want success with the default --max-error-rate 1", err)
+		}
+	})
+	t.Run("some failed, over the threshold", func(t *testing.T) {
+		if _, _, err := run(t, flaky.URL(), "--max-error-rate", "0.1"); !errors.Is(err, bench.ErrRunFailed) {
+			t.Errorf("error = %v, want ErrRunFailed with a third failing over 0.1", err)
+		}
+	})
+	t.Run("some failed, under the threshold", func(t *testing.T) {
+		if _, _, err := run(t, flaky.URL(), "--max-error-rate", "0.5"); err != nil {
+			t.Errorf("error = %v, want success with a third failing under 0.5", err)
+		}
+	})
 }
 
 func TestBenchSimulate(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"k8s.io/client-go/dynamic"
 	kubeclient "k8s.io/client-go/kubernetes"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -29,6 +30,36 @@ type routerOptions struct {
 	kubernetes bool
 	kubeconfig string
 	namespace  string
+	routesFrom string
+}
+
+// Values of --routes-from.
+const (
+	routesFromConfig     = "config"
+	routesFromKubernetes = "kubernetes"
+	routesFromBoth       = "both"
+)
+
+// routeOrigins resolves --routes-from against --kubernetes: whether the
+// config file's routes and the ModelRoutes are used.
+func (o *routerOptions) routeOrigins() (fromConfig, fromKubernetes bool, err error) {
+	v := o.routesFrom
+	if v == "" {
+		v = routesFromConfig
+		if o.kubernetes {
+			v = routesFromBoth
+		}
+	}
+	switch v {
+	case routesFromConfig:
+		return true, false, nil
+	case routesFromKubernetes, routesFromBoth:
+		if !o.kubernetes {
+			return false, false, fmt.Errorf("--routes-from=%s needs --kubernetes", v)
+		}
+		return v == routesFromBoth, true, nil
+	}
+	return false, false, fmt.Errorf("--routes-from: must be config, kubernetes or both, got %q", v)
 }
 
 func newRouterCommand() *cobra.Command {
@@ -38,17 +69,29 @@ func newRouterCommand() *cobra.Command {
 		Short: "Run the OpenAI-compatible router",
 		Long: `Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions,
 /v1/models) in front of the engines of the config file's endpoints block,
-with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
+with /health, /ready, /metrics and /debug/route. See docs/router.md.
+
+With --kubernetes the endpoints are the ready pods of ModelServings (pool
+"<namespace>/<name>"), and routes come from ModelRoute objects, followed live,
+as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 		Example: `  halyard router --config examples/one-model.yaml
-  halyard router --config examples/canary.yaml --listen 0.0.0.0:8080 --log-level debug`,
+  halyard router --config examples/canary.yaml --listen 0.0.0.0:8080 --log-level debug
+  halyard router --config router.yaml --kubernetes --namespace team-a --routes-from kubernetes`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.configPath == "" {
 				return fmt.Errorf("--config is required")
 			}
+			fromConfig, fromKubernetes, err := o.routeOrigins()
+			if err != nil {
+				return err
+			}
 			cfg, err := config.Load(o.configPath)
 			if err != nil {
 				return err
+			}
+			if !fromConfig {
+				cfg.Routes = nil
 			}
 			if o.listen != "" {
 				cfg.Router.Listen = o.listen
@@ -87,6 +130,13 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 					return fmt.Errorf("kubernetes client: %w", err)
 				}
 				ropts.Source = &discovery.Kubernetes{Client: cs, Namespace: o.namespace, Log: log}
+				if fromKubernetes {
+					dc, err := dynamic.NewForConfig(restCfg)
+					if err != nil {
+						return fmt.Errorf("kubernetes client: %w", err)
+					}
+					ropts.Routes = &discovery.ModelRoutes{Client: dc, Namespace: o.namespace, Log: log}
+				}
 			}
 			r, err := router.New(ropts)
 			if err != nil {
@@ -101,7 +151,7 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 					return err
 				}
 			}
-			log.Info("router serving", "addr", ln.Addr().String(), "config", o.configPath, "routes", len(cfg.Routes), "endpoints", len(cfg.Endpoints))
+			log.Info("router serving", "addr", ln.Addr().String(), "config", o.configPath, "routes", len(cfg.Routes), "endpoints", len(cfg.Endpoints), "modelRoutes", fromKubernetes)
 			err = r.Serve(cmd.Context(), ln, o.grace)
 			log.Info("router stopped")
 			return err
@@ -116,7 +166,8 @@ with /health, /ready, /metrics and /debug/route. See docs/router.md.`,
 	f.StringVar(&o.pprof, "pprof-listen", "", "serve Go's /debug/pprof on this address (off by default)")
 	f.BoolVar(&o.kubernetes, "kubernetes", false, "discover endpoints from the ready pods of ModelServings instead of the config's endpoints block")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --kubernetes: kubeconfig file; default $KUBECONFIG, in-cluster, ~/.kube/config")
-	f.StringVar(&o.namespace, "namespace", "", "with --kubernetes: only this namespace; default all")
+	f.StringVar(&o.namespace, "namespace", "", "with --kubernetes: only this namespace (pods and ModelRoutes); default all")
+	f.StringVar(&o.routesFrom, "routes-from", "", "where routes come from: config (the file's routes), kubernetes (ModelRoute objects, live) or both (the file's first, winning a model both name); default both with --kubernetes, else config")
 	f.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "time in-flight requests get to finish on shutdown")
 	return cmd
 }

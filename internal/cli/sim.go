@@ -70,8 +70,9 @@ func bindSimFlags(f *pflag.FlagSet, sp *vllmapi.Spec) {
 	f.DurationVar(&sp.PD.AbortTimeout, "kv-abort-timeout", vllmapi.DefaultKVAbortTimeout, "prefill role: free kept KV blocks no decode engine pulled after this long (vLLM's VLLM_NIXL_ABORT_REQUEST_TIMEOUT)")
 	f.DurationVar(&sp.PD.TransferPerToken, "kv-transfer-per-token", vllmapi.DefaultKVTransferPerToken, "decode role: modelled KV transfer time per prompt token not already cached")
 	f.DurationVar(&sp.PD.BootstrapTimeout, "bootstrap-timeout", vllmapi.DefaultBootstrapTimeout, "decode role: longest wait for the prefill of an SGLang bootstrap room")
-	f.StringVar(&sp.KVEvents, "kv-events", "", "publish KV events on this ZMQ endpoint, e.g. tcp://*:5557 (not yet supported)")
+	f.StringVar(&sp.KVEvents, "kv-events", "", "publish KV-cache events in vLLM's ZMQ format on this endpoint, e.g. tcp://*:5557 (off by default)")
 	f.StringSliceVar(&sp.LoRAs, "lora", nil, "LoRA adapter loaded at start, as NAME or NAME=PATH (repeatable)")
+	f.BoolVar(&sp.EnableLoRA, "enable-lora", false, "enable LoRA without loading an adapter at start (vLLM's --enable-lora; --lora and --max-loras > 0 imply it); exposes vllm:lora_requests_info")
 	f.Uint64Var(&sp.Seed, "seed", 0, "seed of generated tokens and fault draws")
 	f.Float64Var(&sp.EOSProbability, "eos-probability", 0, "chance per token of an early end (finish_reason stop); 0 generates exactly max_tokens")
 	f.DurationVar(&sp.ReadyDelay, "ready-delay", 0, "slow start: /health answers 503 until this long after start")
@@ -82,6 +83,7 @@ func bindSimFlags(f *pflag.FlagSet, sp *vllmapi.Spec) {
 	f.DurationVar(&sp.Faults.SpikeDuration.Duration, "fault-spike-duration", 0, "extra time of a latency spike")
 	f.IntVar(&sp.Faults.CrashAfterTokens, "fault-crash-after-tokens", 0, "drop the connection after this many tokens (0: never)")
 	f.Float64Var(&sp.Faults.CrashRate, "fault-crash-rate", 0, "fraction of requests that crash after --fault-crash-after-tokens (0: all)")
+	bindKVEventFlags(f, sp)
 }
 
 // parseSimArgs parses `halyard sim` engine flags (e.g. EngineSpec.Args of a

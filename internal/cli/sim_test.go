@@ -29,7 +29,7 @@ func TestSimHelpListsFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, flag := range []string{"--listen", "--model", "--profile", "--kv-blocks", "--block-size", "--max-num-seqs",
-		"--max-num-batched-tokens", "--max-model-len", "--role", "--kv-events", "--lora", "--max-loras", "--seed",
+		"--max-num-batched-tokens", "--max-model-len", "--role", "--kv-events", "--kv-events-replay", "--kv-events-format", "--name", "--tokenizer", "--lora", "--max-loras", "--seed",
 		"--ready-delay", "--fault-error-rate", "--fault-spike-rate", "--fault-spike-duration",
 		"--fault-crash-after-tokens", "--fault-crash-rate", "h100-llama3-8b", "a100-llama3-8b", "zero",
 		"--engine-id", "--side-channel", "--bootstrap-port", "--kv-abort-timeout", "--kv-transfer-per-token", "--bootstrap-timeout"} {
@@ -46,10 +46,12 @@ func TestSimRejectsBadFlags(t *testing.T) {
 	}{
 		{[]string{"sim"}, "--model is required"},
 		{[]string{"sim", "--model", "m", "--profile", "nope"}, "unknown profile"},
+		{[]string{"sim", "--model", "m", "--kv-events", "udp://127.0.0.1:0"}, "must be tcp://HOST:PORT"},
+		{[]string{"sim", "--model", "m", "--kv-events", "tcp://127.0.0.1:0", "--kv-events-format", "xml"}, "array or map"},
+		{[]string{"sim", "--model", "m", "--tokenizer", "/no/such/tokenizer.json"}, "tokenizer"},
 		{[]string{"sim", "--model", "m", "--role", "middle"}, "role: must be both, prefill or decode"},
 		{[]string{"sim", "--model", "m", "--role", "prefill", "--side-channel", "nocolon"}, "side channel"},
 		{[]string{"sim", "--model", "m", "--role", "prefill", "--bootstrap-port", "70000"}, "bootstrap port"},
-		{[]string{"sim", "--model", "m", "--kv-events", "tcp://*:5557"}, "not yet supported"},
 		{[]string{"sim", "--model", "m", "--fault-error-rate", "2"}, "errorRate"},
 		{[]string{"sim", "--model", "m", "--max-num-seqs", "-1"}, "capacity.maxNumSeqs"},
 		{[]string{"sim", "--model", "m", "--listen", "256.0.0.1:1"}, "listen"},

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -105,20 +104,8 @@ func (r *ModelRouteReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 }
 
 // CheckRoute validates what the CRD schema cannot express; the error names
-// the field path.
-func CheckRoute(s *servingv1.ModelRouteSpec) error {
-	for i, rule := range s.Rules {
-		for j, h := range rule.Headers {
-			if h.Type != "RegularExpression" {
-				continue
-			}
-			if _, err := regexp.Compile(h.Value); err != nil {
-				return fmt.Errorf("spec.rules[%d].headers[%d].value: invalid regular expression: %w", i, j, err)
-			}
-		}
-	}
-	return nil
-}
+// the field path. It is servingv1.CheckRoute, which the router uses too.
+func CheckRoute(s *servingv1.ModelRouteSpec) error { return servingv1.CheckRoute(s) }
 
 func endpointPool(e configv1alpha1.EndpointSpec) string {
 	if e.Pool != "" {

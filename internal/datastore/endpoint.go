@@ -13,6 +13,15 @@ type EndpointSpec struct {
 	Pool string
 	// Metadata describes the engine.
 	Metadata framework.EndpointMetadata
+	// KVEvents, when set, is where the engine publishes its KV-cache
+	// events (precise prefix routing follows them).
+	KVEvents *KVEvents
+}
+
+// KVEvents are the addresses of an engine's KV-event publisher:
+// tcp://HOST:PORT of its PUB and replay sockets, and a topic prefix.
+type KVEvents struct {
+	Endpoint, ReplayEndpoint, Topic string
 }
 
 // HealthPolicy sets when an endpoint is taken out and put back.

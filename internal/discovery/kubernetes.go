@@ -24,7 +24,8 @@ import (
 )
 
 // Kubernetes reports the ready pods of ModelServings as endpoints: the pool
-// is the ModelServing's name, the role comes from the role label (prefill
+// is "<namespace>/<ModelServing name>" (PoolName; what a ModelRoute's target
+// resolves to, and what a config file's route names), the role comes from the role label (prefill
 // and decode keep their meaning, any other role serves both), and the
 // group, role, instance, topology domain and node go into the endpoint's
 // labels. It follows pods through an informer, so pods becoming ready,
@@ -132,7 +133,7 @@ func (k *Kubernetes) endpoints(pods []*corev1.Pod) []datastore.EndpointSpec {
 			labels[LabelDomain] = d
 		}
 		out = append(out, datastore.EndpointSpec{
-			Pool: p.Labels[servingv1.LabelModelServing],
+			Pool: PoolName(p.Namespace, p.Labels[servingv1.LabelModelServing]),
 			Metadata: framework.EndpointMetadata{
 				Name:    p.Namespace + "/" + p.Name,
 				Address: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(k.port(p)))),

@@ -32,7 +32,7 @@ func (f SourceFunc) Run(ctx context.Context, update func([]datastore.EndpointSpe
 func Specs(eps []config.EndpointSpec) []datastore.EndpointSpec {
 	out := make([]datastore.EndpointSpec, 0, len(eps))
 	for _, e := range eps {
-		out = append(out, datastore.EndpointSpec{
+		spec := datastore.EndpointSpec{
 			Pool: e.Pool,
 			Metadata: framework.EndpointMetadata{
 				Name:     e.Name,
@@ -42,7 +42,11 @@ func Specs(eps []config.EndpointSpec) []datastore.EndpointSpec {
 				Labels:   maps.Clone(e.Labels),
 				Adapters: slices.Clone(e.Adapters),
 			},
-		})
+		}
+		if k := e.KVEvents; k != nil {
+			spec.KVEvents = &datastore.KVEvents{Endpoint: k.Endpoint, ReplayEndpoint: k.ReplayEndpoint, Topic: k.Topic}
+		}
+		out = append(out, spec)
 	}
 	return out
 }

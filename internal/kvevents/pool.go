@@ -69,6 +69,16 @@ func (p *Pool) Set(sources []Source) error {
 			delete(p.subs, name)
 		}
 	}
+	p.mu.Unlock()
+	// Stop (and clear) the old subscribers before their replacements
+	// start, so that an old subscriber's AllCleared never wipes what a new
+	// one of the same name has applied.
+	p.stop(stop)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return errors.New("pool: closed")
+	}
 	var err error
 	for name, s := range want {
 		if _, ok := p.subs[name]; ok {
@@ -90,7 +100,6 @@ func (p *Pool) Set(sources []Source) error {
 		}()
 	}
 	p.mu.Unlock()
-	p.stop(stop)
 	return err
 }
 

@@ -662,3 +662,49 @@ func TestFlushIntervalOnAVirtualClock(t *testing.T) {
 		t.Errorf("batches (-want +got):\n%s", diff)
 	}
 }
+
+// resyncRecorder also records Resynced calls.
+type resyncRecorder struct{ *recorder }
+
+func (r resyncRecorder) Resynced(ep string, complete bool) {
+	r.ch <- fmt.Sprintf("%s resynced complete=%v", ep, complete)
+}
+
+var _ Resyncer = resyncRecorder{}
+
+func TestResyncedReportsWhetherTheHistoryWasWhole(t *testing.T) {
+	t.Run("first batch, whole history", func(t *testing.T) {
+		m := discardMetrics()
+		p := newPublisher(t, m, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
+		p.Publish(stored([]uint64{1}, nil, 1, 2))
+		waitFor(t, "a batch buffered", func() bool { return len(p.buffered(0)) == 1 })
+		rec := resyncRecorder{newRecorder()}
+		s, err := NewSubscriber(SubscriberConfig{Name: "e0", Endpoint: p.Endpoint(), ReplayEndpoint: p.ReplayEndpoint(), Consumer: rec, Metrics: m, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		waitSubscribed(t, p)
+		p.Publish(stored([]uint64{7}, nil, 3, 4))
+		rec.expect(t, "e0 stored 1 tokens=[1 2]", "e0 resynced complete=true", "e0 stored 7 tokens=[3 4]")
+	})
+	t.Run("gap replay cannot fill", func(t *testing.T) {
+		r := newRig(t, func(c *SubscriberConfig) { c.Consumer = resyncRecorder{c.Consumer.(*recorder)} })
+		drop := func(seq uint64) bool { return seq == 1 }
+		r.pub.dropBuffer.Store(&drop)
+		waitSubscribed(t, r.pub)
+		r.pub.Publish(stored([]uint64{1}, nil, 1, 2))
+		r.pub.Publish(removed(1))
+		r.pub.Publish(stored([]uint64{3}, nil, 5, 6))
+		r.rec.expect(t,
+			"e0 stored 1 tokens=[1 2]",
+			"e0 unreliable gap",
+			"e0 stored 1 tokens=[1 2]",
+			"e0 resynced complete=false",
+			"e0 stored 3 tokens=[5 6]",
+		)
+	})
+}

@@ -34,6 +34,16 @@ type Consumer interface {
 	Unreliable(endpoint string, reason string)
 }
 
+// Resyncer is an optional extension of Consumer: Resynced is called after
+// the subscriber rebuilt the endpoint's state from the publisher's replay
+// buffer (on the first batch, after a publisher restart, after an
+// unreliable gap or reconnection), with complete true when the buffer held
+// every batch from sequence 0 on, so that the consumer's picture is exact
+// again, and false when the history was cut (the picture under-counts).
+type Resyncer interface {
+	Resynced(endpoint string, complete bool)
+}
+
 // Reasons given to Consumer.Unreliable.
 const (
 	ReasonGap         = "gap"          // a live-stream gap that replay could not fill
@@ -315,6 +325,9 @@ func (s *Subscriber) rebuild(ctx context.Context, seq uint64) {
 	}
 	if !complete {
 		s.log.Info("kv-event history incomplete; the index fills as the engine caches", "replayed", len(batches), "before_seq", seq)
+	}
+	if r, ok := s.cfg.Consumer.(Resyncer); ok {
+		r.Resynced(s.cfg.Name, complete)
 	}
 }
 

@@ -11,8 +11,10 @@
 //
 // Approximate remembers, per endpoint, the blocks recently routed there,
 // bounded by an LRU sized to the engine's KV capacity and by a global bound,
-// and answers longest-prefix queries for many endpoints at once. The precise
-// index (fed by engines' KV events) reuses the hashing of this package.
+// and answers longest-prefix queries for many endpoints at once. Precise
+// holds exactly the blocks engines report caching (their KV events, rehashed
+// with this package's chain hash), plus short-lived pending claims for
+// requests just sent, and answers the same queries.
 //
 // This package is pure data structures: it knows nothing of endpoints beyond
 // their names, of requests, HTTP or the scheduling framework.

@@ -23,7 +23,7 @@ type modelCard struct {
 // serveModels lists the routes' public models.
 func (r *Router) serveModels(w http.ResponseWriter, _ *http.Request) {
 	out := modelList{Object: "list", Data: []modelCard{}}
-	for _, m := range r.table.Models() {
+	for _, m := range r.routes().table.Models() {
 		out.Data = append(out.Data, modelCard{ID: m, Object: "model", OwnedBy: "halyard"})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -47,8 +47,9 @@ type readiness struct {
 // path would use for it (canServe). It also returns the models that cannot.
 func (r *Router) Ready() (bool, []string) {
 	var missing []string
-	for _, m := range r.table.Models() {
-		rt, _ := r.table.Lookup(m)
+	table := r.routes().table
+	for _, m := range table.Models() {
+		rt, _ := table.Lookup(m)
 		ok := false
 		for _, t := range rt.Targets() {
 			if ok = r.canServe(rt, t.Pool); ok {
@@ -59,7 +60,7 @@ func (r *Router) Ready() (bool, []string) {
 			missing = append(missing, m)
 		}
 	}
-	return len(missing) == 0 && len(r.table.Models()) > 0, missing
+	return len(missing) == 0 && len(table.Models()) > 0, missing
 }
 
 // canServe reports whether pool has endpoints that can serve route now,

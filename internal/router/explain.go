@@ -154,6 +154,9 @@ type RouteExplanation struct {
 	// scheduling, with the reason.
 	Excluded    []exclusion            `json:"excluded,omitempty"`
 	Explanation *framework.Explanation `json:"explanation,omitempty"`
+	// PrefixIndex gives, when endpoints publish KV events, the prefix
+	// index each candidate is scored by: precise, or approximate (reason).
+	PrefixIndex map[string]string `json:"prefixIndex,omitempty"`
 	// PD explains a disaggregated pool's decision; Explanation is then the
 	// decode profile's and Picked the decode endpoint.
 	PD     *PDExplanation `json:"pd,omitempty"`
@@ -219,6 +222,8 @@ func (r *Router) explainCall(w http.ResponseWriter, hr *http.Request, c *call, a
 	d, ok := r.decide(hr.Context(), c, targets, nil)
 	out.Excluded = d.excluded
 	out.Explanation = d.explanation
+	out.PrefixIndex = r.prefix.modes(d.explanation)
+	out.PromptTokens = c.req.PromptTokens // exact once tokenised for the engine's model
 	if ok {
 		out.Target = &struct {
 			Pool     string `json:"pool"`

@@ -28,6 +28,9 @@ type call struct {
 	profile *scheduling.Profile
 	req     *framework.Request
 	explain bool
+	// tokenizedFor is the engine model req's token ids are for (prefix
+	// routing), "" before tokenisation.
+	tokenizedFor string
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -83,12 +86,13 @@ func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*
 		return c, perr, observability.CauseBadRequest
 	}
 	c.body = oreq
-	route, ok := r.table.Lookup(oreq.Model)
+	routes := r.routes()
+	route, ok := routes.table.Lookup(oreq.Model)
 	if !ok {
 		return c, openai.ModelNotFound(oreq.Model), observability.CauseModelNotFound
 	}
 	c.route = route
-	c.profile = r.profiles[route.Profile]
+	c.profile = routes.profiles[route.Profile]
 	c.req = r.schedulingRequest(hr, oreq, route)
 	c.explain = r.cfg.Debug.ExplainEnabled() && explainRequested(hr.Header)
 	return c, nil, ""
@@ -358,11 +362,13 @@ func (r *Router) decide(ctx context.Context, c *call, targets []routing.Target, 
 		if c.req.TargetModel == "" || i > 0 {
 			c.req.TargetModel = engineModel(t, cands[0])
 		}
+		r.prefix.tokenize(c, cands[0].Metadata().Model)
 		state := framework.NewCycleState()
 		t0 := time.Now()
 		res, err := c.profile.Schedule(ctx, state, c.req, cands, c.explain)
 		r.metrics.SchedulingTime.WithLabelValues(c.profile.Name()).Observe(time.Since(t0).Seconds())
 		if res.Explanation != nil {
+			r.prefix.explain(res.Explanation)
 			d.explanation = res.Explanation
 		}
 		if err != nil || len(res.Picked) == 0 {

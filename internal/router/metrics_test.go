@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/halyard-dev/halyard/internal/prefixtrack"
 )
 
 // TestEveryMetricIsDocumented checks that each halyard_router_* family the
@@ -62,6 +64,12 @@ func declared(r *Router, name string) bool {
 		(&endpointCollector{}).Describe(ch)
 		for _, c := range r.pdm.collectors() {
 			c.Describe(ch)
+		}
+		// The precise prefix index's and the drift alarm's, with or
+		// without KV events configured.
+		r.prefix.drift.Describe(ch)
+		if tr, err := prefixtrack.New(prefixtrack.Config{}); err == nil {
+			tr.Describe(ch)
 		}
 	}()
 	found := false

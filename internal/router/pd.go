@@ -22,6 +22,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
 	"github.com/halyard-dev/halyard/internal/routing"
+	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/pd"
 )
@@ -108,16 +109,16 @@ func newPDMetrics(reg prometheus.Registerer) *pdMetrics {
 }
 
 // buildPDPools makes a planner for each pool with a pd block.
-func (r *Router) buildPDPools(cfg *config.Config) error {
+func (r *Router) buildPDPools(cfg *config.Config, profiles map[string]*scheduling.Profile) error {
 	r.pdPools = map[string]*pdPool{}
 	for _, ps := range cfg.Pools {
 		if ps.PD == nil {
 			continue
 		}
 		spec := *ps.PD
-		prefill, decode := r.profiles[spec.PrefillProfile], r.profiles[spec.DecodeProfile]
+		prefill, decode := profiles[spec.PrefillProfile], profiles[spec.DecodeProfile]
 		for _, n := range []struct{ field, name string }{{"prefillProfile", spec.PrefillProfile}, {"decodeProfile", spec.DecodeProfile}} {
-			if r.profiles[n.name] == nil {
+			if profiles[n.name] == nil {
 				return fmt.Errorf("router: pools[%s].pd.%s: %q is neither in router.profiles nor a preset", ps.Name, n.field, n.name)
 			}
 		}

@@ -33,12 +33,20 @@ func (p *prefixScores) scoreOf(e framework.Endpoint) (float64, bool) {
 
 // recordingRegistry returns a registry that builds plugins through src and
 // wraps scorers of type PrefixScorerType so that their scores are kept in
-// the cycle state, where the router reads the picked endpoint's.
-func recordingRegistry(src *framework.Registry) *framework.Registry {
+// the cycle state, where the router reads the picked endpoint's. A non-nil
+// prefix factory builds the PrefixScorerType scorers instead of src (the
+// prefix-cache scorer over the KV-event view).
+func recordingRegistry(src *framework.Registry, prefix framework.Factory) *framework.Registry {
 	out := &framework.Registry{}
 	for _, typ := range src.Types() {
 		_ = out.Register(typ, func(name string, params json.RawMessage, h framework.Handle) (framework.Plugin, error) {
-			pl, err := src.New(typ, name, params, h)
+			var pl framework.Plugin
+			var err error
+			if typ == PrefixScorerType && prefix != nil {
+				pl, err = prefix(name, params, h)
+			} else {
+				pl, err = src.New(typ, name, params, h)
+			}
 			if err != nil || typ != PrefixScorerType {
 				return pl, err
 			}

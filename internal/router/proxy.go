@@ -212,6 +212,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		defer func() { d.pd.done(ctx, out) }()
 	} else {
 		c.profile.PreRequest(ctx, d.state, c.req, ep)
+		r.prefix.predicted(d.state, md.Name)
 		defer func() { c.profile.ResponseComplete(ctx, c.req, ep, out) }()
 	}
 

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"path"
-	"sort"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +51,11 @@ type Options struct {
 	PresetProfiles map[string]config.ProfileSpec
 	// Source gives the endpoints; nil means the config's endpoints block.
 	Source discovery.Source
+	// Routes, when set, reports routes (ModelRoutes) that join the
+	// config's routes at run time, with the endpoints they declare; the
+	// config's routes win a public model both name. Nil: the config's
+	// routes only (SetRoutes still replaces them).
+	Routes discovery.RouteSource
 	// Scraper reads engine metrics; nil means enginemetrics over HTTP.
 	Scraper datastore.Scraper
 	// Prober checks engine readiness before each scrape; nil means GET
@@ -68,13 +75,12 @@ type Router struct {
 	store     *datastore.Store
 	collector *datastore.Collector
 	source    discovery.Source
-	table     *routing.Table
-	profiles  map[string]*scheduling.Profile
 	metrics   *observability.RouterMetrics
 	transport *http.Transport
 	client    *http.Client
 	mux       *http.ServeMux
 	health    datastore.HealthPolicy
+	prefix    *prefixRouting
 
 	discovered chan struct{} // closed after the first discovery update
 	once       sync.Once
@@ -84,6 +90,25 @@ type Router struct {
 	// a stream) before their connections are closed.
 	hardStop    context.Context
 	endHardStop context.CancelFunc
+	// state is the route table and profiles, swapped whole by SetRoutes
+	// (serialised by setMu); reg, handle, profileSpecs and presets build
+	// the profiles new routes name.
+	state        atomic.Pointer[routeState]
+	setMu        sync.Mutex
+	reg          *framework.Registry
+	handle       scheduling.Handle
+	profileSpecs map[string]config.ProfileSpec
+	presets      map[string]config.ProfileSpec
+	rm           *routeMetrics
+	// routeSource and configRoutes: see Options.Routes.
+	routeSource  discovery.RouteSource
+	configRoutes []config.RouteSpec
+	lastMerged   *[]config.RouteSpec // the last applied report; route source goroutine only
+	// The endpoint set is the union of the endpoint source's and the
+	// routes' (syncEndpoints).
+	endpointsMu     sync.Mutex
+	sourceEndpoints []datastore.EndpointSpec
+	routeEndpoints  []datastore.EndpointSpec
 
 	// pdPools are the disaggregated pools by name; pdm their metrics.
 	pdPools map[string]*pdPool
@@ -113,14 +138,15 @@ func New(opts Options) (*Router, error) {
 		cfg:        cfg.Router,
 		log:        log,
 		store:      &datastore.Store{},
-		table:      table,
-		profiles:   map[string]*scheduling.Profile{},
 		metrics:    observability.NewRouterMetrics(),
 		health:     datastore.HealthPolicy{FailureThreshold: cfg.Router.Health.FailureThreshold, SuccessThreshold: cfg.Router.Health.SuccessThreshold},
 		discovered: make(chan struct{}),
 	}
 	r.hardStop, r.endHardStop = context.WithCancel(context.Background())
-	reg := recordingRegistry(opts.Registry)
+	if r.prefix, err = newPrefixRouting(cfg, log, clock, r.metrics); err != nil {
+		return nil, err
+	}
+	reg := recordingRegistry(opts.Registry, r.prefix.scorerFactory())
 	handle := scheduling.Handle{Clock: clock.Now, Log: log}
 	specs := map[string]config.ProfileSpec{}
 	for name, p := range cfg.Router.Profiles {
@@ -129,6 +155,9 @@ func New(opts Options) (*Router, error) {
 	if _, ok := specs[config.DefaultProfile]; !ok && opts.DefaultProfile != nil {
 		specs[config.DefaultProfile] = *opts.DefaultProfile
 	}
+	r.reg, r.handle, r.presets = reg, handle, opts.PresetProfiles
+	r.profileSpecs = maps.Clone(specs)
+	r.routeSource, r.configRoutes = opts.Routes, slices.Clone(cfg.Routes)
 	for _, m := range table.Models() {
 		rt, _ := table.Lookup(m)
 		if _, ok := specs[rt.Profile]; !ok {
@@ -149,30 +178,29 @@ func New(opts Options) (*Router, error) {
 			}
 		}
 	}
+	profiles := map[string]*scheduling.Profile{}
 	for name, spec := range specs {
 		p, err := scheduling.NewProfile(name, spec, reg, handle)
 		if err != nil {
 			return nil, fmt.Errorf("router: %w", err)
 		}
-		r.profiles[name] = p
+		profiles[name] = p
 	}
-	if err := r.registerPluginMetrics(); err != nil {
+	if err := r.registerPluginMetrics(profiles, slices.Sorted(maps.Keys(profiles))); err != nil {
 		return nil, err
 	}
 	for _, m := range table.Models() {
 		rt, _ := table.Lookup(m)
-		if r.profiles[rt.Profile] == nil {
-			known := make([]string, 0, len(opts.PresetProfiles))
-			for n := range opts.PresetProfiles {
-				known = append(known, n)
-			}
-			sort.Strings(known)
-			return nil, fmt.Errorf("router: route %q uses profile %q, which is neither in router.profiles nor a preset (presets: %v)", m, rt.Profile, known)
+		if profiles[rt.Profile] == nil {
+			return nil, r.unknownProfile(m, rt.Profile)
 		}
 	}
+	r.state.Store(&routeState{table: table, profiles: profiles})
+	r.rm = newRouteMetrics(r.metrics.Registry)
+	r.rm.routes.Set(float64(len(table.Models())))
 
 	r.pdm = newPDMetrics(r.metrics.Registry)
-	if err := r.buildPDPools(cfg); err != nil {
+	if err := r.buildPDPools(cfg, profiles); err != nil {
 		return nil, err
 	}
 
@@ -239,13 +267,14 @@ type pluginLister interface {
 	Plugins() []framework.Plugin
 }
 
-// registerPluginMetrics registers the profiles' plugins that are Prometheus
-// collectors (the prefix index's size, load overrides, ...) on the router's
-// registry, labelled by profile so that two profiles' instances of one
-// plugin type do not collide. A collector without descriptors is skipped.
-func (r *Router) registerPluginMetrics() error {
-	for _, name := range r.ProfileNames() {
-		pl, ok := any(r.profiles[name]).(pluginLister)
+// registerPluginMetrics registers the plugins of the named profiles that
+// are Prometheus collectors (the prefix index's size, load overrides, ...)
+// on the router's registry, labelled by profile so that two profiles'
+// instances of one plugin type do not collide. A collector without
+// descriptors is skipped.
+func (r *Router) registerPluginMetrics(profiles map[string]*scheduling.Profile, names []string) error {
+	for _, name := range names {
+		pl, ok := any(profiles[name]).(pluginLister)
 		if !ok {
 			return nil
 		}
@@ -282,12 +311,7 @@ func describes(c prometheus.Collector) bool {
 
 // ProfileNames returns the names of the built profiles, sorted.
 func (r *Router) ProfileNames() []string {
-	out := make([]string, 0, len(r.profiles))
-	for n := range r.profiles {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(r.routes().profiles))
 }
 
 // Handler returns the router's HTTP handler.
@@ -316,19 +340,44 @@ func (r *Router) Metrics() *observability.RouterMetrics { return r.metrics }
 
 // Run runs discovery and the scrape loop until ctx is done.
 func (r *Router) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
+	if err := r.prefix.start(ctx); err != nil {
+		return err
+	}
+	defer r.prefix.stop()
+	// Discovery has happened once both sources (endpoints, and routes
+	// when following a route source) have reported.
+	var reported atomic.Int32
+	sources := int32(1)
+	if r.routeSource != nil {
+		sources++
+	}
+	var endpointsOnce, routesOnce sync.Once
+	first := func(once *sync.Once) {
+		once.Do(func() {
+			if reported.Add(1) == sources {
+				r.once.Do(func() { close(r.discovered) })
+			}
+		})
+	}
+	errc := make(chan error, 2)
 	go func() {
 		errc <- r.source.Run(ctx, func(specs []datastore.EndpointSpec) {
-			added, removed := r.store.Sync(specs)
-			for _, e := range added {
-				r.log.Info("endpoint added", "endpoint", e.Metadata().Name, "pool", e.Pool(), "address", e.Metadata().Address)
-			}
-			for _, e := range removed {
-				r.log.Info("endpoint removed", "endpoint", e.Metadata().Name)
-			}
-			r.once.Do(func() { close(r.discovered) })
+			r.syncEndpoints(fromSource, specs)
+			first(&endpointsOnce)
 		})
 	}()
+	if r.routeSource != nil {
+		go func() {
+			err := r.routeSource.Run(ctx, func(set discovery.RouteSet) {
+				r.applyRouteSet(set)
+				first(&routesOnce)
+			})
+			if err != nil {
+				err = fmt.Errorf("routes: %w", err)
+			}
+			errc <- err
+		}()
+	}
 	select {
 	case <-r.discovered:
 	case err := <-errc:
@@ -339,9 +388,17 @@ func (r *Router) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	monitored := make(chan struct{})
+	go func() {
+		defer close(monitored)
+		r.prefix.monitor(ctx, r.store, r.cfg.ScrapeInterval.Duration)
+	}()
 	cerr := r.collector.Run(ctx)
-	if err := <-errc; err != nil {
-		return fmt.Errorf("discovery: %w", err)
+	<-monitored
+	for range sources {
+		if err := <-errc; err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
 	}
 	r.transport.CloseIdleConnections()
 	return cerr

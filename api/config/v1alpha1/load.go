@@ -324,6 +324,7 @@ func (c *Config) Default() {
 			e.Role = RoleBoth
 		}
 	}
+	c.defaultPrefix()
 }
 
 func setDur(d *Duration, def time.Duration) {
@@ -489,6 +490,7 @@ func (c *Config) Validate() error {
 			checkTargets(rp+".targets", rule.Targets, pools, add)
 		}
 	}
+	c.validatePrefix(add)
 	if len(errs) > 0 {
 		return errs
 	}
@@ -515,7 +517,7 @@ func checkTargets(path string, ts []TargetSpec, pools map[string]bool, add func(
 		tp := fmt.Sprintf("%s[%d]", path, i)
 		if t.Pool == "" {
 			add(tp+".pool", "required")
-		} else if !pools[t.Pool] {
+		} else if !pools[t.Pool] && !DiscoveredPool(t.Pool) {
 			add(tp+".pool", "no endpoint or engine has pool %q", t.Pool)
 		}
 		if t.Weight != nil {
@@ -529,6 +531,15 @@ func checkTargets(path string, ts []TargetSpec, pools map[string]bool, add func(
 	if len(ts) > 0 && sum == 0 {
 		add(path, "weights must not all be zero")
 	}
+}
+
+// DiscoveredPool reports whether a pool name has the form
+// "<namespace>/<name>": the pool of a ModelServing's pods, found by
+// `halyard router --kubernetes` at run time, so that no endpoint or engine
+// of the file need have it.
+func DiscoveredPool(p string) bool {
+	ns, name, ok := strings.Cut(p, "/")
+	return ok && ns != "" && name != "" && !strings.Contains(name, "/")
 }
 
 func sortedKeys[V any](m map[string]V) []string {

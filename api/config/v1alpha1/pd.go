@@ -141,7 +141,7 @@ func (c *Config) validatePools(known map[string]bool, add func(string, string, .
 		switch {
 		case p.Name == "":
 			add(path+".name", "required")
-		case !known[p.Name]:
+		case !known[p.Name] && !DiscoveredPool(p.Name):
 			add(path+".name", "no endpoint or engine has pool %q", p.Name)
 		}
 		if j, dup := seen[p.Name]; dup && p.Name != "" {
@@ -195,7 +195,7 @@ func (c *Config) validatePD(path, pool string, pd *PDSpec, add func(string, stri
 	for _, e := range c.Engines {
 		decode = decode || (e.Pool == pool && (e.Role == RoleDecode || e.Role == RoleBoth))
 	}
-	if !decode && pool != "" {
+	if !decode && pool != "" && !DiscoveredPool(pool) {
 		add(path, "pool %q has no endpoint or engine of role decode", pool)
 	}
 }

@@ -28,6 +28,9 @@ type Config struct {
 	// Engines are simulated engines that `halyard up` starts and adds as
 	// endpoints. The router ignores this block.
 	Engines []EngineSpec `json:"engines,omitempty"`
+	// Models say how the router tokenises each engine model's prompts, for
+	// precise prefix routing from KV events.
+	Models []ModelSpec `json:"models,omitempty"`
 }
 
 // RouterConfig configures the router process.
@@ -66,6 +69,9 @@ type RouterConfig struct {
 	// Profiles are the scheduling profiles by name. A "default" profile is
 	// provided when absent.
 	Profiles map[string]ProfileSpec `json:"profiles,omitempty"`
+	// PrefixIndex tunes precise prefix routing from KV events and the
+	// prefix-hit drift alarm; absent means the defaults.
+	PrefixIndex *PrefixIndexConfig `json:"prefixIndex,omitempty"`
 }
 
 // TimeoutsConfig bounds the router's conversations with clients and
@@ -171,6 +177,9 @@ type EndpointSpec struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Adapters are LoRA adapters the engine can serve.
 	Adapters []string `json:"adapters,omitempty"`
+	// KVEvents, when set, is where the engine publishes its KV-cache
+	// events: the router follows them for precise prefix routing.
+	KVEvents *KVEventsSpec `json:"kvEvents,omitempty"`
 }
 
 // RouteSpec maps one public model name to targets. The ModelRoute custom

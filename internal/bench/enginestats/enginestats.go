@@ -148,6 +148,10 @@ type Engine struct {
 	// PrefixCacheQueries and PrefixCacheHits are token counter deltas.
 	PrefixCacheQueries float64 `json:"prefix_cache_queries"`
 	PrefixCacheHits    float64 `json:"prefix_cache_hits"`
+	// Unknown says the engine's counters could not be read before or
+	// after the run: its deltas are zero and mean nothing, and it is left
+	// out of the hit rate and the imbalances.
+	Unknown bool `json:"unknown,omitempty"`
 }
 
 // Result is what the engines' counters say about a run.
@@ -162,7 +166,9 @@ type Result struct {
 }
 
 // Delta compares counters taken before and after a run. A counter that went
-// down (an engine restarted) counts from zero.
+// down (an engine restarted) counts from zero. An engine whose scrape failed
+// (nil counters before or after) is marked Unknown and left out of the hit
+// rate and the imbalances, which are computed over the engines read.
 func Delta(urls []string, before, after []Counters) Result {
 	var res Result
 	var hits, queries float64
@@ -181,6 +187,10 @@ func Delta(urls []string, before, after []Counters) Result {
 				return a[name]
 			}
 			return a[name] - b[name]
+		}
+		if a == nil || b == nil {
+			res.Engines = append(res.Engines, Engine{URL: u, Unknown: true})
+			continue
 		}
 		e := Engine{
 			URL: u, Requests: d(RequestSuccess), PromptTokens: d(PromptTokens),

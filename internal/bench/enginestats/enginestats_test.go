@@ -63,6 +63,32 @@ func TestDelta(t *testing.T) {
 	}
 }
 
+// TestDeltaUnknownEngines: an engine whose scrape failed before or after
+// the run is unknown, not an engine that served nothing, and the imbalance
+// is computed over the engines read.
+func TestDeltaUnknownEngines(t *testing.T) {
+	urls := []string{"a", "b", "c", "d"}
+	before := []Counters{{RequestSuccess: 0}, {RequestSuccess: 0}, nil, {RequestSuccess: 5}}
+	after := []Counters{{RequestSuccess: 10, PrefixCacheQueries: 10, PrefixCacheHits: 5}, {RequestSuccess: 10}, {RequestSuccess: 50}, nil}
+	got := Delta(urls, before, after)
+	want := Result{
+		Engines: []Engine{
+			{URL: "a", Requests: 10, PrefixCacheQueries: 10, PrefixCacheHits: 5},
+			{URL: "b", Requests: 10},
+			{URL: "c", Unknown: true},
+			{URL: "d", Unknown: true},
+		},
+		PrefixCacheHitRate: 0.5,
+		RequestImbalance:   1,
+	}
+	if diff := cmp.Diff(want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+		t.Errorf("Delta mismatch (-want +got):\n%s", diff)
+	}
+	if all := Delta(urls, nil, nil); all.RequestImbalance != 0 || !all.Engines[0].Unknown {
+		t.Errorf("no scrape at all: %+v, want every engine unknown and no imbalance", all)
+	}
+}
+
 func TestScrape(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/metrics" {

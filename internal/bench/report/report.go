@@ -110,6 +110,10 @@ type Run struct {
 	PrefixCacheHitRate *float64 `json:"prefix_cache_hit_rate,omitempty"`
 	// EngineMetrics holds the engines' counter deltas, when read.
 	EngineMetrics *enginestats.Result `json:"engine_metrics,omitempty"`
+	// CoalescedITLFraction is the fraction of inter-token gaps under
+	// 0.1 ms (chunks that reached the client together); above
+	// CoalescedWarn the table warns that ITL understates the engine's.
+	CoalescedITLFraction float64 `json:"coalesced_itl_fraction,omitempty"`
 	// Errors counts failed requests by reason.
 	Errors map[string]int `json:"errors,omitempty"`
 	// WallSeconds is how long the run took to compute (virtual mode) or to
@@ -136,8 +140,9 @@ func NewRun(label string, s stats.Summary) Run {
 		MeanTPOTMs: s.TPOT.Mean, MedianTPOTMs: s.TPOT.Median, StdTPOTMs: s.TPOT.Std, P90TPOTMs: s.TPOT.P90, P99TPOTMs: s.TPOT.P99,
 		MeanITLMs: s.ITL.Mean, MedianITLMs: s.ITL.Median, StdITLMs: s.ITL.Std, P90ITLMs: s.ITL.P90, P99ITLMs: s.ITL.P99,
 		MeanE2ELMs: s.E2E.Mean, MedianE2ELMs: s.E2E.Median, StdE2ELMs: s.E2E.Std, P90E2ELMs: s.E2E.P90, P99E2ELMs: s.E2E.P99,
-		RequestsPerEndpoint: s.PerEndpoint,
-		Errors:              s.Errors,
+		RequestsPerEndpoint:  s.PerEndpoint,
+		Errors:               s.Errors,
+		CoalescedITLFraction: s.CoalescedITL,
 	}
 	if len(s.PerEndpoint) > 0 {
 		counts := make([]float64, 0, len(s.PerEndpoint))
@@ -232,12 +237,19 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if rep.SLO != "" {
 			good = fmt.Sprintf("%.2f", r.RequestGoodput)
 		}
+		// Latencies of a run with no completed request are unknown, not 0.
+		lat := func(v float64) string {
+			if r.Completed == 0 {
+				return "-"
+			}
+			return msCell(v)
+		}
 		cells := []string{
 			r.Label, r.Arrival, fmt.Sprint(r.Completed), fmt.Sprint(r.Failed),
 			fmt.Sprintf("%.2f", r.RequestThroughput), good, fmt.Sprintf("%.0f", r.OutputThroughput),
-			msCell(r.MedianTTFTMs), msCell(r.P90TTFTMs), msCell(r.P99TTFTMs),
-			msCell(r.MeanTPOTMs), msCell(r.P99TPOTMs), msCell(r.MedianITLMs),
-			msCell(r.MedianE2ELMs), msCell(r.P99E2ELMs), hit, imb,
+			lat(r.MedianTTFTMs), lat(r.P90TTFTMs), lat(r.P99TTFTMs),
+			lat(r.MeanTPOTMs), lat(r.P99TPOTMs), lat(r.MedianITLMs),
+			lat(r.MedianE2ELMs), lat(r.P99E2ELMs), hit, imb,
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
@@ -260,8 +272,30 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 	}
+	for _, r := range rep.Runs {
+		if msg := r.ITLWarning(); msg != "" {
+			if _, err := fmt.Fprintf(w, "warning: %s (%s): %s\n", r.Label, r.Arrival, msg); err != nil {
+				return err
+			}
+		}
+	}
 	_, err := fmt.Fprintf(w, "latencies in ms; workload %s, %d requests per run; SLO %s\n", rep.Workload.Name, rep.Workload.Requests, orDash(rep.SLO))
 	return err
+}
+
+// CoalescedWarn is the fraction of coalesced inter-token gaps above which
+// a run's ITL is flagged.
+const CoalescedWarn = 0.2
+
+// ITLWarning says, when more than CoalescedWarn of the run's inter-token
+// gaps were under 0.1 ms, that its ITL figures understate the engine's;
+// "" otherwise.
+func (r *Run) ITLWarning() string {
+	if r.CoalescedITLFraction <= CoalescedWarn {
+		return ""
+	}
+	return fmt.Sprintf("%.0f%% of inter-token gaps were under 0.1 ms: chunks reached the client coalesced "+
+		"(saturated CPUs or a buffering proxy), so ITL understates the engine's; trust TPOT instead", 100*r.CoalescedITLFraction)
 }
 
 func msCell(v float64) string {

@@ -110,13 +110,62 @@ func TestTableGolden(t *testing.T) {
 	golden(t, "table.golden.txt", buf.Bytes())
 }
 
+// TestTableNoCompletedRequests: a run where every request failed shows its
+// latencies as "-", not as 0.00 ms.
+func TestTableNoCompletedRequests(t *testing.T) {
+	rep := &Report{Workload: Workload{Name: "shared-prefix", Requests: 3},
+		Runs: []Run{{Label: "down", Arrival: "poisson 1/s", Failed: 3, Errors: map[string]int{"HTTP 503": 3}}}}
+	var buf bytes.Buffer
+	if err := rep.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(buf.String(), "\n")
+	fields := strings.Fields(lines[1])
+	want := []string{"down", "poisson", "1/s", "0", "3", "0.00", "-", "0", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"}
+	if diff := cmp.Diff(want, fields); diff != "" {
+		t.Errorf("row (-want +got):\n%s\n%s", diff, buf.String())
+	}
+}
+
+// TestITLCoalescedWarning: when most chunks reach the client together, the
+// table warns that ITL is not the engine's.
+func TestITLCoalescedWarning(t *testing.T) {
+	ms := time.Millisecond
+	rec := func(gaps ...time.Duration) stats.Record {
+		return stats.Record{TTFT: ms, E2E: 10 * ms, ITL: gaps, PromptTokens: 1, OutputTokens: len(gaps) + 1}
+	}
+	tests := []struct {
+		name string
+		recs []stats.Record
+		warn bool
+	}{
+		{"coalesced", []stats.Record{rec(0, 0, 0, 5*ms), rec(0, 10*time.Microsecond, 4*ms)}, true},
+		{"spaced", []stats.Record{rec(5*ms, 5*ms, 0, 5*ms), rec(4*ms, 4*ms, 4*ms)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRun("router", stats.Summarize(tt.recs, time.Second, stats.SLO{}))
+			r.Arrival = "concurrency 128"
+			rep := &Report{Runs: []Run{r}}
+			var buf bytes.Buffer
+			if err := rep.WriteTable(&buf); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Contains(buf.String(), "warning: router (concurrency 128): ") && strings.Contains(buf.String(), "ITL understates")
+			if got != tt.warn {
+				t.Errorf("warning shown %v, want %v:\n%s", got, tt.warn, buf.String())
+			}
+		})
+	}
+}
+
 func TestPlots(t *testing.T) {
 	dir := t.TempDir()
 	files, err := sampleReport().WritePlots(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"ttft.png", "tpot.png", "e2el.png", "goodput.png"}
+	want := []string{"ttft.png", "tpot.png", "e2el.png", "goodput.png", "latency.png"}
 	if len(files) != len(want) {
 		t.Fatalf("wrote %v, want %v", files, want)
 	}
@@ -137,9 +186,44 @@ func TestPlots(t *testing.T) {
 			t.Errorf("%s is only %v", f, b)
 		}
 	}
-	empty := &Report{Runs: []Run{{Label: "x"}}}
+	empty := &Report{Runs: []Run{{Label: "x", Failed: 3}}}
 	if _, err := empty.WritePlots(dir); !errors.Is(err, ErrNothingToPlot) {
-		t.Errorf("plots without rates: %v, want ErrNothingToPlot", err)
+		t.Errorf("plots without a completed request: %v, want ErrNothingToPlot", err)
+	}
+	// Trace replays and closed loops have no rate: they get latency bars.
+	traceDir := t.TempDir()
+	trace := &Report{Runs: []Run{
+		{Label: "default", Arrival: "trace ×4", Completed: 5, MedianTTFTMs: 10, P90TTFTMs: 20, P99TTFTMs: 30},
+		{Label: "round-robin", Arrival: "trace ×4", Completed: 5, MedianTTFTMs: 15, P90TTFTMs: 25, P99TTFTMs: 35},
+	}}
+	files, err = trace.WritePlots(traceDir)
+	if err != nil || len(files) != 1 || filepath.Base(files[0]) != "latency.png" {
+		t.Errorf("trace-arrival plots: %v, %v; want latency.png", files, err)
+	}
+}
+
+// TestUniformTicks: every labelled tick of an axis has the same number of
+// decimals.
+func TestUniformTicks(t *testing.T) {
+	tests := []struct {
+		lo, hi float64
+		want   []string
+	}{
+		{0, 5000, []string{"0", "2500", "5000"}},
+		{0, 1.2, []string{"0.0", "0.5", "1.0"}},
+		{0, 0.05, []string{"0.000", "0.025", "0.050"}},
+		{0, 7500, []string{"0", "2500", "5000", "7500"}},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, tk := range (uniformTicks{}).Ticks(tt.lo, tt.hi) {
+			if tk.Label != "" {
+				got = append(got, tk.Label)
+			}
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ticks of [%v, %v] (-want +got):\n%s", tt.lo, tt.hi, diff)
+		}
 	}
 }
 

@@ -228,13 +228,22 @@ type Summary struct {
 	// PerEndpoint counts completed requests by the endpoint that served
 	// them, when known.
 	PerEndpoint map[string]int
+	// CoalescedITL is the fraction of inter-token gaps shorter than
+	// CoalescedGap: chunks that reached the client together (a saturated
+	// CPU or a proxy buffering), whose real spacing the client could not
+	// see. A high fraction makes ITL percentiles understate the engine's.
+	CoalescedITL float64
 }
+
+// CoalescedGap is the gap under which two chunks count as having arrived
+// together: far below any engine's real inter-token latency.
+const CoalescedGap = 100 * time.Microsecond
 
 // Summarize computes a Summary from records over a run of the given duration.
 func Summarize(records []Record, duration time.Duration, slo SLO) Summary {
 	s := Summary{Duration: duration}
 	var ttft, tpot, itl, e2e []float64
-	good := 0
+	good, coalesced := 0, 0
 	type edge struct {
 		at    time.Duration
 		delta int
@@ -268,6 +277,9 @@ func Summarize(records []Record, duration time.Duration, slo SLO) Summary {
 		}
 		for _, d := range r.ITL {
 			itl = append(itl, ms(d))
+			if d < CoalescedGap {
+				coalesced++
+			}
 		}
 		if !slo.IsZero() && slo.Met(r) {
 			good++
@@ -294,6 +306,9 @@ func Summarize(records []Record, duration time.Duration, slo SLO) Summary {
 	s.TPOT = Distribution(tpot)
 	s.ITL = Distribution(itl)
 	s.E2E = Distribution(e2e)
+	if len(itl) > 0 {
+		s.CoalescedITL = float64(coalesced) / float64(len(itl))
+	}
 	return s
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/simclock"
@@ -18,10 +19,12 @@ import (
 // endpoint is a framework.Endpoint backed by a simulated engine: metrics as
 // last scraped, in-flight counts exact.
 type endpoint struct {
-	md       framework.EndpointMetadata
-	idx      int
-	eng      *simulator.Engine
-	metrics  atomic.Pointer[framework.Metrics]
+	md  framework.EndpointMetadata
+	idx int
+	eng *simulator.Engine
+	// metrics is shared by every router's view of the engine: all scrape
+	// the same engine. In-flight counts are each router's own.
+	metrics  *atomic.Pointer[framework.Metrics]
 	requests atomic.Int64
 	tokens   atomic.Int64
 }
@@ -48,21 +51,32 @@ func (e *endpoint) scrape() {
 	})
 }
 
+// router is one router instance's view: its profile (with its own prefix
+// indexes) and its endpoints (with its own in-flight counts).
+type router struct {
+	profile *scheduling.Profile
+	cands   []framework.Endpoint
+	// tracker is the router's precise index under a precise-* policy.
+	tracker *prefixtrack.Tracker
+}
+
 // fleetRun is one policy at one arrival step on a fresh fleet.
 type fleetRun struct {
 	ctx      context.Context
 	clock    *simclock.Virtual
 	start    time.Time
-	eps      []*endpoint
-	cands    []framework.Endpoint
-	profile  *scheduling.Profile
-	pd       *pdFleet // set for the "pd" policy
+	eps      []*endpoint // the first router's; scraping and engine statistics
+	routers  []*router   // request i goes through routers[i % len]
+	pd       *pdFleet    // set for the "pd" policy (one planner, over eps)
 	oracle   *oracleState
 	model    string
 	chat     bool
 	w        workload.Workload
 	prev     []int
 	deadline time.Duration // 0: none
+	// tokenIDs: the scheduler gets the prompt's token ids (precise-*
+	// policies), as a router configured with the engines' tokenizer does.
+	tokenIDs bool
 
 	records []stats.Record
 	state   []reqState
@@ -180,6 +194,9 @@ func (f *fleetRun) send(i int) {
 		MaxTokens:    wr.OutputTokens,
 		Stream:       true,
 	}
+	if f.tokenIDs {
+		req.Prompt, req.PromptTokens = framework.Prompt{TokenIDs: ids}, len(ids)
+	}
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = f.elapsed()
@@ -187,8 +204,9 @@ func (f *fleetRun) send(i int) {
 	sentAt := f.clock.Now()
 	f.state[i] = inFlight
 
+	rt := f.routers[i%len(f.routers)]
 	cs := framework.NewCycleState()
-	res, err := f.profile.Schedule(f.ctx, cs, req, f.cands, false)
+	res, err := rt.profile.Schedule(f.ctx, cs, req, rt.cands, false)
 	if err != nil {
 		f.fail(i, "schedule: "+err.Error())
 		return
@@ -198,7 +216,7 @@ func (f *fleetRun) send(i int) {
 		f.fail(i, "schedule: picked a foreign endpoint")
 		return
 	}
-	f.profile.PreRequest(f.ctx, cs, req, ep)
+	rt.profile.PreRequest(f.ctx, cs, req, ep)
 	rec.Endpoint = ep.md.Name
 	cost := int64(len(ids) + wr.OutputTokens)
 	ep.requests.Add(1)
@@ -228,7 +246,7 @@ func (f *fleetRun) send(i int) {
 			ep.requests.Add(-1)
 			ep.tokens.Add(-cost)
 			f.oracle.done(i)
-			f.profile.ResponseComplete(f.ctx, req, ep, out)
+			rt.profile.ResponseComplete(f.ctx, req, ep, out)
 			f.state[i] = finished
 			f.left--
 			f.after(i)
@@ -241,7 +259,7 @@ func (f *fleetRun) send(i int) {
 		ep.requests.Add(-1)
 		ep.tokens.Add(-cost)
 		f.oracle.done(i)
-		f.profile.ResponseComplete(f.ctx, req, ep, framework.Outcome{Err: err})
+		rt.profile.ResponseComplete(f.ctx, req, ep, framework.Outcome{Err: err})
 		f.fail(i, "engine: "+shortErr(err))
 	}
 }
@@ -260,6 +278,13 @@ func (f *fleetRun) scrapeLoop(interval time.Duration) {
 		e.scrape()
 	}
 	f.scrapes++
+	if f.scrapes%10 == 0 {
+		for _, rt := range f.routers {
+			if rt.tracker != nil {
+				rt.tracker.Evaluate(f.clock.Now()) // expires pending claims
+			}
+		}
+	}
 	if f.left > 0 {
 		f.clock.AfterFunc(interval, func() { f.scrapeLoop(interval) })
 	}

@@ -6,6 +6,8 @@ import (
 	"math"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/prefixindex"
+	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
@@ -25,17 +27,31 @@ const (
 	PolicyPrefixCache  = "prefix-cache"
 	PolicyDefault      = "default"
 	PolicyOracle       = "oracle"
+	// PolicyPrecisePrefix is prefix-cache alone over the precise index fed
+	// by the engines' KV events; PolicyPreciseDefault the default profile
+	// over it.
+	PolicyPrecisePrefix  = "precise-prefix"
+	PolicyPreciseDefault = "precise-default"
 	// PolicyPD serves the workload disaggregated (the scenario's pd block):
 	// the router's PD planner over prefill and decode engines.
 	PolicyPD = "pd"
 )
 
+// precise reports whether policy reads the precise index.
+func precise(policy string) bool {
+	return policy == PolicyPrecisePrefix || policy == PolicyPreciseDefault
+}
+
 // BuiltinPolicies lists the policies a scenario may name without defining
 // them, in report order: the scheduler's presets (random, round-robin,
 // least-request, load, default), prefix-cache alone (the approximate prefix
-// scorer with its default load override, nothing else), and the oracle.
+// scorer with its default load override, nothing else), precise-prefix and
+// precise-default (prefix-cache alone and the default profile, their
+// prefix scorer reading the precise index fed by the engines' KV events),
+// and the oracle.
 func BuiltinPolicies() []string {
-	return []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyPrefixCache, PolicyDefault, PolicyOracle}
+	return []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyPrefixCache, PolicyDefault,
+		PolicyPrecisePrefix, PolicyPreciseDefault, PolicyOracle}
 }
 
 // policySpec returns the profile of a built-in policy. Random and max-score
@@ -43,16 +59,20 @@ func BuiltinPolicies() []string {
 func policySpec(name string, seed uint64) (config.ProfileSpec, error) {
 	var spec config.ProfileSpec
 	switch name {
-	case PolicyPrefixCache:
+	case PolicyPrefixCache, PolicyPrecisePrefix:
 		spec = config.ProfileSpec{
 			Scorers: []config.PluginSpec{{Type: prefixcache.Type}},
 			Picker:  &config.PluginSpec{Type: maxscore.Type},
 		}
 	case PolicyOracle:
 		spec = config.ProfileSpec{Picker: &config.PluginSpec{Type: OracleType}}
-	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault:
+	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault, PolicyPreciseDefault:
+		preset := name
+		if name == PolicyPreciseDefault {
+			preset = PolicyDefault
+		}
 		var ok bool
-		spec, ok = scheduling.PresetProfileSpecs()[name]
+		spec, ok = scheduling.PresetProfileSpecs()[preset]
 		if !ok {
 			return spec, fmt.Errorf("policy %q: the scheduler has no such preset", name)
 		}
@@ -68,11 +88,26 @@ func policySpec(name string, seed uint64) (config.ProfileSpec, error) {
 }
 
 // newRegistry registers every built-in scheduling plugin, explicitly, plus
-// the oracle bound to this run.
-func newRegistry(o *oracleState) (*framework.Registry, error) {
+// the oracle bound to this run. With a tracker, the prefix-cache scorers it
+// builds read the tracker's view (the precise index) instead of their
+// approximate index alone.
+func newRegistry(o *oracleState, tracker *prefixtrack.Tracker) (*framework.Registry, error) {
 	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		return nil, err
+	if tracker != nil {
+		err := reg.Register(prefixcache.Type, prefixcache.FactoryWith(func(a *prefixindex.Approximate) prefixcache.Index {
+			return tracker.View(a)
+		}))
+		if err != nil {
+			return nil, err
+		}
+	}
+	for typ, f := range plugins.BuiltIn() {
+		if tracker != nil && typ == prefixcache.Type {
+			continue
+		}
+		if err := reg.Register(typ, f); err != nil {
+			return nil, err
+		}
 	}
 	if err := reg.Register(OracleType, o.factory); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/bench/arrival"
@@ -11,6 +12,8 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/report"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/kvevents"
+	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/simclock"
@@ -111,6 +114,28 @@ func profileFor(sc *Scenario, policy string, reg *framework.Registry, h framewor
 	return scheduling.NewProfile(policy, spec, reg, h)
 }
 
+// deliverEvents returns the emit function of an engine's event hooks: each
+// step's events reach every consumer (one per router) for endpoint after
+// delay, in virtual time, as a subscriber would hand them on.
+func deliverEvents(clock simclock.Clock, delay time.Duration, consumers []kvevents.Consumer, endpoint string) func([]kvevents.Event) {
+	return func(evs []kvevents.Event) {
+		clock.AfterFunc(delay, func() {
+			for _, c := range consumers {
+				for _, ev := range evs {
+					switch e := ev.(type) {
+					case *kvevents.BlockStored:
+						c.BlockStored(endpoint, e)
+					case *kvevents.BlockRemoved:
+						c.BlockRemoved(endpoint, e)
+					case *kvevents.AllBlocksCleared:
+						c.AllCleared(endpoint)
+					}
+				}
+			}
+		})
+	}
+}
+
 func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy string, w workload.Workload,
 	spec arrival.Spec, sched []time.Duration, slo stats.SLO) (report.Run, error) {
 	clock := simclock.NewVirtual(epoch)
@@ -131,38 +156,75 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 	}
 	_, isCustom := sc.Profiles[policy]
 	f.oracle = newOracleState(policy == PolicyOracle && !isCustom, cfg, sc.Fleet.Engines)
+	f.routers = make([]*router, sc.Routers)
+	for r := range f.routers {
+		f.routers[r] = &router{}
+		if precise(policy) && !isCustom {
+			tracker, err := prefixtrack.New(prefixtrack.Config{
+				Clock: clock, Logger: slog.New(slog.DiscardHandler),
+				BlockSize: cfg.Capacity.BlockSize, PendingTTL: sc.KVEvents.PendingTTL.Duration,
+			})
+			if err != nil {
+				return report.Run{}, err
+			}
+			f.routers[r].tracker, f.tokenIDs = tracker, true
+		}
+	}
 	for i := range sc.Fleet.Engines {
-		eng, err := simulator.NewEngine(cfg, clock)
+		ecfg := cfg
+		name := fmt.Sprintf("sim-%d", i)
+		var consumers []kvevents.Consumer
+		for _, rt := range f.routers {
+			if rt.tracker != nil {
+				rt.tracker.Feed(name, sc.Model)
+				consumers = append(consumers, rt.tracker.Consumer())
+			}
+		}
+		if len(consumers) > 0 {
+			ecfg.KVEvents = vllmapi.NewEventHooks(cfg.Capacity.BlockSize, deliverEvents(clock, sc.KVEvents.Delay.Duration, consumers, name))
+		}
+		eng, err := simulator.NewEngine(ecfg, clock)
 		if err != nil {
 			return report.Run{}, fmt.Errorf("engine %d: %w", i, err)
 		}
 		defer eng.Close()
-		md := framework.EndpointMetadata{Name: fmt.Sprintf("sim-%d", i), Address: fmt.Sprintf("virtual://sim-%d", i), Model: sc.Model, Role: framework.RoleBoth}
+		md := framework.EndpointMetadata{Name: name, Address: "virtual://" + name, Model: sc.Model, Role: framework.RoleBoth}
 		if policy == PolicyPD && !isCustom {
 			md.Role = sc.role(i)
 			md.Name = fmt.Sprintf("%s-%d", md.Role, i)
 			md.Address = "virtual://" + md.Name
 			md.Labels = map[string]string{"zone": string(rune('a' + i%2))}
 		}
-		ep := &endpoint{md: md, idx: i, eng: eng}
-		ep.metrics.Store(&framework.Metrics{})
-		f.eps = append(f.eps, ep)
-		f.cands = append(f.cands, ep)
-	}
-	reg, err := newRegistry(f.oracle)
-	if err != nil {
-		return report.Run{}, err
+		metrics := &atomic.Pointer[framework.Metrics]{}
+		metrics.Store(&framework.Metrics{})
+		for r, rt := range f.routers {
+			ep := &endpoint{md: md, idx: i, eng: eng, metrics: metrics}
+			if r == 0 {
+				f.eps = append(f.eps, ep)
+			}
+			rt.cands = append(rt.cands, ep)
+		}
 	}
 	if policy == PolicyPD && !isCustom {
+		// One PD planner over the first router's view of the fleet.
+		reg, err := newRegistry(f.oracle, nil)
+		if err != nil {
+			return report.Run{}, err
+		}
 		if f.pd, err = newPDFleet(sc, f.eps, reg); err != nil {
 			return report.Run{}, err
 		}
 	} else {
-		prof, err := profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			return report.Run{}, err
+		for _, rt := range f.routers {
+			reg, err := newRegistry(f.oracle, rt.tracker)
+			if err != nil {
+				return report.Run{}, err
+			}
+			rt.profile, err = profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				return report.Run{}, err
+			}
 		}
-		f.profile = prof
 	}
 
 	f.scrapeLoop(sc.ScrapeInterval.Duration)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -45,10 +47,31 @@ type Scenario struct {
 	Policies []string `json:"policies,omitempty"`
 	// Profiles defines extra policies as scheduling profiles, by name.
 	Profiles map[string]config.ProfileSpec `json:"profiles,omitempty"`
+	// KVEvents sets how the engines' KV events reach the precise index of
+	// the precise-* policies.
+	KVEvents KVEvents `json:"kvEvents,omitempty"`
+	// Routers is the number of router instances in front of the fleet
+	// (default 1). Requests go to them in turn, as a load balancer in
+	// front of replicated routers would send them; each has its own
+	// profile, prefix indexes and in-flight counts, and all scrape the
+	// same engines and, under precise-* policies, follow their events.
+	Routers int `json:"routers,omitempty"`
 	// PD, when set, lets the policy "pd" serve the workload disaggregated:
 	// the first PD.Prefill engines of the fleet prefill, the others decode,
 	// through the router's PD planner.
 	PD *PDScenario `json:"pd,omitempty"`
+}
+
+// KVEvents configures the precise-* policies.
+type KVEvents struct {
+	// Delay is the time from the end of the engine step that produced an
+	// event batch to the index applying it (publisher, network,
+	// subscriber); default 0: the same instant, after the step.
+	Delay config.Duration `json:"delay,omitempty"`
+	// PendingTTL is router.prefixIndex.pendingTTL: how long a request just
+	// routed counts as cached on its endpoint unless the engine reports
+	// it. Default 10s; "0s" turns it off.
+	PendingTTL *config.Duration `json:"pendingTTL,omitempty"`
 }
 
 // PDScenario configures the "pd" policy's disaggregated fleet.
@@ -103,19 +126,43 @@ func Load(path string) (*Scenario, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
-	s, err := Parse(data)
+	s, err := parse(data, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", path, err)
 	}
 	return s, nil
 }
 
+// resolvePaths makes the scenario's relative file paths (workload.trace,
+// and fleet.profile when it is not a built-in profile) relative to dir, the
+// scenario file's folder, so that a scenario runs from any working
+// directory. The vendored default traces stay relative to the working
+// directory.
+func (s *Scenario) resolvePaths(dir string) {
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	s.Workload.Trace = rel(s.Workload.Trace)
+	if !slices.Contains(simulator.BuiltinProfiles(), s.Fleet.Profile) {
+		s.Fleet.Profile = rel(s.Fleet.Profile)
+	}
+}
+
 // Parse decodes a scenario strictly (unknown fields are errors), defaults
 // and validates it.
-func Parse(data []byte) (*Scenario, error) {
+func Parse(data []byte) (*Scenario, error) { return parse(data, "") }
+
+// parse is Parse with relative paths resolved against dir (none when "").
+func parse(data []byte, dir string) (*Scenario, error) {
 	var s Scenario
 	if err := yaml.UnmarshalStrict(data, &s); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if dir != "" {
+		s.resolvePaths(dir)
 	}
 	s.Default()
 	if err := s.Validate(); err != nil {
@@ -161,6 +208,12 @@ func (s *Scenario) Default() {
 		if pd.DecodeFirst.MinHeldShare == 0 {
 			pd.DecodeFirst.MinHeldShare = config.DefaultMinHeldShare
 		}
+	}
+	if s.Routers == 0 {
+		s.Routers = 1
+	}
+	if s.KVEvents.PendingTTL == nil {
+		s.KVEvents.PendingTTL = &config.Duration{Duration: config.DefaultPendingTTL}
 	}
 	s.Workload.Default()
 }
@@ -209,6 +262,15 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Duration.Duration < 0 {
 		errs = append(errs, fmt.Errorf("duration: must not be negative, got %s", s.Duration.Duration))
+	}
+	if s.Routers < 1 || s.Routers > 64 {
+		errs = append(errs, fmt.Errorf("routers: must be 1 to 64, got %d", s.Routers))
+	}
+	if d := s.KVEvents.Delay.Duration; d < 0 {
+		errs = append(errs, fmt.Errorf("kvEvents.delay: must not be negative, got %s", d))
+	}
+	if p := s.KVEvents.PendingTTL; p != nil && p.Duration < 0 {
+		errs = append(errs, fmt.Errorf("kvEvents.pendingTTL: must not be negative, got %s", p.Duration))
 	}
 	if _, err := stats.ParseSLO(s.SLO); err != nil {
 		errs = append(errs, fmt.Errorf("slo: %w", err))

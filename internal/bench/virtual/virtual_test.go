@@ -204,6 +204,47 @@ func TestShippedScenarios(t *testing.T) {
 	}
 }
 
+// TestScenarioRelativePaths: a scenario's trace and profile paths are
+// relative to the scenario file, not to the working directory.
+func TestScenarioRelativePaths(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "scen")
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	trace := `{"timestamp": 0, "input_length": 100, "output_length": 3, "hash_ids": [0]}
+{"timestamp": 50, "input_length": 100, "output_length": 3, "hash_ids": [0]}
+`
+	prof, err := os.ReadFile(filepath.Join("..", "..", "simulator", "profiles", "zero.yaml"))
+	if err != nil {
+		t.Skipf("no zero profile file to copy: %v", err)
+	}
+	for name, data := range map[string][]byte{"data/t.jsonl": []byte(trace), "data/p.yaml": prof, "s.yaml": []byte(`
+fleet: {engines: 1, profile: data/p.yaml}
+api: completions
+workload: {kind: mooncake, trace: data/t.jsonl}
+arrival: {trace: true}
+policies: [round-robin]
+`)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc, err := Load(filepath.Join(dir, "s.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "data", "t.jsonl"); sc.Workload.Trace != want {
+		t.Errorf("trace %q, want %q", sc.Workload.Trace, want)
+	}
+	rep, err := Run(context.Background(), sc, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Runs[0]; r.Completed != 2 {
+		t.Errorf("completed %d of the trace's 2 requests", r.Completed)
+	}
+}
+
 func TestMooncakeCompletions(t *testing.T) {
 	dir := t.TempDir()
 	tr := filepath.Join(dir, "trace.jsonl")
@@ -246,5 +287,74 @@ policies: [oracle]
 	}
 	if r.Arrival != "trace ×2" {
 		t.Errorf("arrival %q", r.Arrival)
+	}
+}
+
+// TestPrecisePrefixPolicies: the precise index fed by the engines' own
+// events finds the cached system prompts as well as the oracle does; when
+// the events arrive late and no pending claims bridge the gap, hits are
+// lost.
+func TestPrecisePrefixPolicies(t *testing.T) {
+	hitRate := func(kv string, policies ...string) map[string]float64 {
+		t.Helper()
+		sc := mustParse(t, small+kv+"policies: ["+strings.Join(policies, ", ")+"]\n")
+		rep, err := Run(context.Background(), sc, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, r := range rep.Runs {
+			if r.Completed != 60 || r.Failed != 0 {
+				t.Errorf("%s: completed %d failed %d", r.Policy, r.Completed, r.Failed)
+			}
+			out[r.Policy] = *r.PrefixCacheHitRate
+		}
+		return out
+	}
+	base := hitRate("", PolicyPrecisePrefix, PolicyPreciseDefault, PolicyOracle)
+	t.Logf("hit rates: %v", base)
+	for _, p := range []string{PolicyPrecisePrefix, PolicyPreciseDefault} {
+		if base[p] < base[PolicyOracle]-0.02 {
+			t.Errorf("%s hit rate %.3f, more than 2 points below the oracle's %.3f", p, base[p], base[PolicyOracle])
+		}
+	}
+	late := hitRate("kvEvents: {delay: 20s, pendingTTL: 0s}\n", PolicyPrecisePrefix)
+	t.Logf("events 20 s late, no pending claims: %v", late)
+	if late[PolicyPrecisePrefix] > base[PolicyPrecisePrefix]-0.1 {
+		t.Errorf("events 20 s late: hit rate %.3f, want well below the prompt events' %.3f", late[PolicyPrecisePrefix], base[PolicyPrecisePrefix])
+	}
+	if _, err := Parse([]byte("workload: {kind: shared-prefix}\nkvEvents: {delay: -1s}\n")); err == nil || !strings.Contains(err.Error(), "kvEvents.delay") {
+		t.Errorf("negative delay: error = %v", err)
+	}
+}
+
+// TestRoutersShareWhatEnginesReport: behind four routers, each request's
+// router knows only what it routed itself under the approximate index, but
+// every router follows every engine's events under the precise one.
+func TestRoutersShareWhatEnginesReport(t *testing.T) {
+	sc := mustParse(t, small+"routers: 4\npolicies: [prefix-cache, precise-prefix, oracle]\n")
+	rep, err := Run(context.Background(), sc, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit := map[string]float64{}
+	for _, r := range rep.Runs {
+		if r.Completed != 60 || r.Failed != 0 {
+			t.Errorf("%s: completed %d failed %d", r.Policy, r.Completed, r.Failed)
+		}
+		hit[r.Policy] = *r.PrefixCacheHitRate
+	}
+	t.Logf("hit rates behind 4 routers: %v", hit)
+	if hit[PolicyPrecisePrefix] < hit[PolicyOracle]-0.02 {
+		t.Errorf("precise-prefix %.3f, more than 2 points below the oracle's %.3f", hit[PolicyPrecisePrefix], hit[PolicyOracle])
+	}
+	if hit[PolicyPrefixCache] > hit[PolicyPrecisePrefix]-0.05 {
+		t.Errorf("prefix-cache %.3f behind 4 routers, want clearly below precise-prefix's %.3f", hit[PolicyPrefixCache], hit[PolicyPrecisePrefix])
+	}
+	if _, err := Parse([]byte("workload: {kind: shared-prefix}\nrouters: 0\n")); err != nil {
+		t.Errorf("routers 0 (default): %v", err)
+	}
+	if _, err := Parse([]byte("workload: {kind: shared-prefix}\nrouters: 65\n")); err == nil || !strings.Contains(err.Error(), "routers") {
+		t.Errorf("routers 65: error = %v", err)
 	}
 }

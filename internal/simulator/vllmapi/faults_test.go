@@ -181,14 +181,7 @@ func TestFaultsAtRunTime(t *testing.T) {
 	}
 }
 
-func TestSpecRejectsPhase2Options(t *testing.T) {
-	for _, sp := range []Spec{
-		{Model: "m", Profile: "zero", KVEvents: "tcp://*:5557"},
-	} {
-		if _, err := sp.Build(simclock.Real{}, nil); !errors.Is(err, ErrNotSupported) {
-			t.Errorf("Build(%+v) error = %v, want ErrNotSupported", sp, err)
-		}
-	}
+func TestSpecRejectsBadRole(t *testing.T) {
 	if _, err := (Spec{Model: "m", Profile: "zero", Role: "bogus"}).Build(simclock.Real{}, nil); err == nil || !strings.Contains(err.Error(), "role") {
 		t.Errorf("bad role error = %v", err)
 	}

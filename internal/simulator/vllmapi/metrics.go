@@ -34,7 +34,9 @@ type metrics struct {
 	queue    prometheus.Observer
 }
 
-func newMetrics(eng *simulator.Engine) *metrics {
+// newMetrics makes the metrics of eng; lora reports whether LoRA is
+// enabled, which vllm:lora_requests_info is exposed only with, as in vLLM.
+func newMetrics(eng *simulator.Engine, lora func() bool) *metrics {
 	model := eng.Config().Model
 	labels := prometheus.Labels{"model_name": model, "engine": "0"}
 	hist := func(name, help string, buckets []float64) prometheus.Histogram {
@@ -46,7 +48,7 @@ func newMetrics(eng *simulator.Engine) *metrics {
 	e2e := hist("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", requestLatencyBuckets)
 	queue := hist("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", requestLatencyBuckets)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(ttft, itl, tpot, e2e, queue, &snapshotCollector{engine: eng, model: model})
+	reg.MustRegister(ttft, itl, tpot, e2e, queue, &snapshotCollector{engine: eng, model: model, lora: lora})
 	return &metrics{registry: reg, ttft: ttft, itl: itl, tpot: tpot, e2e: e2e, queue: queue}
 }
 
@@ -93,7 +95,7 @@ var (
 		[]string{"model_name", "engine", "block_size", "num_gpu_blocks", "num_cpu_blocks", "cache_dtype", "enable_prefix_caching", "gpu_memory_utilization"}, nil)
 	descLoRA = prometheus.NewDesc("vllm:lora_requests_info",
 		"Running stats on lora requests.",
-		[]string{"model_name", "max_lora", "running_lora_adapters", "waiting_lora_adapters"}, nil)
+		[]string{"max_lora", "waiting_lora_adapters", "running_lora_adapters"}, nil)
 )
 
 // snapshotCollector turns an engine snapshot into vLLM's gauges, counters
@@ -101,6 +103,7 @@ var (
 type snapshotCollector struct {
 	engine *simulator.Engine
 	model  string
+	lora   func() bool
 }
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -137,8 +140,10 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descCacheConfig, prometheus.GaugeValue, 1, m, e,
 		strconv.Itoa(s.BlockSize), strconv.Itoa(s.NumBlocks), "0", "auto", "True", "0.9")
-	ch <- prometheus.MustNewConstMetric(descLoRA, prometheus.GaugeValue, float64(s.Time.UnixNano())/1e9, m,
-		strconv.Itoa(s.MaxLoras), strings.Join(s.RunningLoRAs, ","), strings.Join(s.WaitingLoRAs, ","))
+	if c.lora != nil && c.lora() {
+		ch <- prometheus.MustNewConstMetric(descLoRA, prometheus.GaugeValue, float64(s.Time.UnixNano())/1e9,
+			strconv.Itoa(s.MaxLoras), strings.Join(s.WaitingLoRAs, ","), strings.Join(s.RunningLoRAs, ","))
+	}
 }
 
 var _ prometheus.Collector = (*snapshotCollector)(nil)

@@ -10,12 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/halyard-dev/halyard/internal/kvevents"
 	"github.com/halyard-dev/halyard/internal/simclock"
 	"github.com/halyard-dev/halyard/internal/simulator"
+	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
-
-// ErrNotSupported is returned for options that a later phase implements.
-var ErrNotSupported = errors.New("not yet supported")
 
 // Spec is everything needed to build and serve one simulated engine: what
 // `halyard sim` takes as flags and what `halyard up` gives per engine. Zero
@@ -33,8 +32,20 @@ type Spec struct {
 	NumGPUBlocks, BlockSize, MaxNumSeqs, MaxNumBatchedTokens, MaxModelLen, MaxLoras int
 	// Role is "both" (default), "prefill" or "decode".
 	Role string
-	// KVEvents is the ZMQ endpoint to publish KV events on; "" for none.
+	// KVEvents is the ZMQ endpoint to publish KV events on, e.g.
+	// tcp://*:5557; "" for none.
 	KVEvents string
+	// KVEventsReplay is the replay socket's endpoint; "" means the event
+	// port plus one (DefaultReplayEndpoint), "off" none.
+	KVEventsReplay string
+	// KVEventsFormat is the event layout, "array" (default) or "map".
+	KVEventsFormat string
+	// Name is the engine's name in the KV-event topic kv@<name>@<model>;
+	// default the host name.
+	Name string
+	// Tokenizer is "pseudo" (default), a tiktoken rank file or a
+	// tokenizer.json (tokenizer.Load).
+	Tokenizer string
 	// LoRAs are adapters loaded at start, as name or name=path.
 	LoRAs []string
 	// Seed makes output deterministic.
@@ -48,6 +59,9 @@ type Spec struct {
 	Faults Faults
 	// DefaultMaxTokens and DefaultChatMaxTokens: see Options.
 	DefaultMaxTokens, DefaultChatMaxTokens int
+	// EnableLoRA enables LoRA (vLLM's --enable-lora) without loading an
+	// adapter at start; LoRAs and MaxLoras > 0 imply it.
+	EnableLoRA bool
 	// OnResult is Options.OnResult (a hook for code, not a flag).
 	OnResult func(simulator.Result)
 	// PD configures the prefill and decode roles (engine id, side channel,
@@ -63,8 +77,13 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 	if err := sp.PD.Validate(sp.Role); err != nil {
 		return nil, err
 	}
-	if sp.KVEvents != "" {
-		return nil, fmt.Errorf("kv-events %q: %w", sp.KVEvents, ErrNotSupported)
+	tok, err := tokenizer.Load(sp.Tokenizer)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	vocab := 0
+	if v, ok := tok.(interface{ VocabSize() int }); ok {
+		vocab = v.VocabSize()
 	}
 	prof, err := simulator.LoadProfile(sp.Profile)
 	if err != nil {
@@ -97,16 +116,31 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 		cfg.LoRAs = append(cfg.LoRAs, name)
 		paths[name] = path
 	}
-	eng, err := simulator.NewEngine(cfg, clock)
+	kv, err := sp.kvPublisher(cfg, clock, log)
 	if err != nil {
 		return nil, err
 	}
-	return New(eng, Options{
+	if kv != nil {
+		cfg.KVEvents = NewEventHooks(cfg.Capacity.BlockSize, func(evs []kvevents.Event) { kv.pub.Publish(evs...) })
+	}
+	eng, err := simulator.NewEngine(cfg, clock)
+	if err != nil {
+		kv.close()
+		return nil, err
+	}
+	srv, err := New(eng, Options{
+		Tokenizer: tok, VocabSize: vocab, kv: kv,
 		ReadyDelay: sp.ReadyDelay, Faults: sp.Faults, FaultSeed: sp.Seed,
 		DefaultMaxTokens: sp.DefaultMaxTokens, DefaultChatMaxTokens: sp.DefaultChatMaxTokens,
-		LoRAPaths: paths, Logger: log, OnResult: sp.OnResult,
+		LoRAPaths: paths, EnableLoRA: sp.EnableLoRA || sp.MaxLoras > 0, Logger: log, OnResult: sp.OnResult,
 		Role: sp.Role, PD: sp.PD,
 	})
+	if err != nil {
+		eng.Close()
+		kv.close()
+		return nil, err
+	}
+	return srv, nil
 }
 
 // Instance is one engine serving HTTP on a listener.
@@ -140,7 +174,7 @@ func Start(ctx context.Context, sp Spec, log *slog.Logger) (*Instance, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		srv.Engine().Close()
+		srv.close()
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	host, _, _ := net.SplitHostPort(ln.Addr().String())
@@ -190,6 +224,7 @@ func Serve(ctx context.Context, ln net.Listener, srv *Server, log *slog.Logger) 
 		if serr := <-shut; serr != nil && err == nil {
 			err = serr
 		}
+		srv.close()
 		srv.pd.close()
 		srv.Engine().Close()
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/halyard-dev/halyard/internal/simulator"
@@ -58,6 +61,10 @@ type Options struct {
 	// LoRAPaths are the paths of adapters loaded at start, reported by
 	// /v1/models as their root.
 	LoRAPaths map[string]string
+	// EnableLoRA is vLLM's --enable-lora: it exposes
+	// vllm:lora_requests_info. Adapters loaded at start or at run time
+	// enable LoRA too.
+	EnableLoRA bool
 	// OnResult, when set, is called with the engine's result of every
 	// finished generation request (not aborted ones), on the request's
 	// handler goroutine before its response ends, so concurrently for
@@ -70,6 +77,10 @@ type Options struct {
 	Role string
 	// PD configures the prefill and decode roles.
 	PD PDSpec
+
+	// kv is the engine's KV-event publisher (Spec.Build), closed with the
+	// server; its metrics join /metrics.
+	kv *kvPublisher
 }
 
 // Server serves one simulated engine over vLLM's HTTP API.
@@ -84,10 +95,16 @@ type Server struct {
 	seq     atomic.Uint64
 	// inflight counts generation requests being answered.
 	inflight sync.WaitGroup
+	kv       *kvPublisher
 	pd       *pdState
 
 	mu        sync.Mutex
 	loraPaths map[string]string
+	// loraOn says LoRA is enabled (Options.EnableLoRA, or an adapter was
+	// ever loaded).
+	loraOn atomic.Bool
+	// allow maps each served path to its methods (for 405 answers).
+	allow map[string][]string
 }
 
 // New returns a server for eng.
@@ -125,10 +142,13 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 		opts:      opts,
 		log:       log,
 		mux:       http.NewServeMux(),
-		metrics:   newMetrics(eng),
 		readyAt:   eng.Clock().Now().Add(opts.ReadyDelay),
 		loraPaths: map[string]string{},
+		allow:     map[string][]string{},
+		kv:        opts.kv,
 	}
+	s.metrics = newMetrics(eng, s.loraOn.Load)
+	s.loraOn.Store(opts.EnableLoRA || len(eng.Config().LoRAs) > 0)
 	for k, v := range opts.LoRAPaths {
 		s.loraPaths[k] = v
 	}
@@ -139,30 +159,70 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	s.faults.rng = rand.New(rand.NewPCG(opts.FaultSeed, 0x9e3779b97f4a7c15))
 	s.applyFaults(opts.Faults)
 
-	s.mux.HandleFunc("POST /v1/completions", s.handleGenerate(false))
-	s.mux.HandleFunc("POST /v1/chat/completions", s.handleGenerate(true))
-	s.mux.HandleFunc("GET /v1/models", s.handleModels)
-	s.mux.HandleFunc("GET /health", s.handleHealth)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
-	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.handleLoadLoRA)
-	s.mux.HandleFunc("POST /v1/unload_lora_adapter", s.handleUnloadLoRA)
-	s.mux.HandleFunc("POST /tokenize", s.handleTokenize)
-	s.mux.HandleFunc("POST /detokenize", s.handleDetokenize)
-	s.mux.HandleFunc("POST /reset_prefix_cache", s.handleResetPrefixCache)
-	s.mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+	s.handle("POST /v1/completions", s.handleGenerate(false))
+	s.handle("POST /v1/chat/completions", s.handleGenerate(true))
+	s.handle("GET /v1/models", http.HandlerFunc(s.handleModels))
+	s.handle("GET /health", http.HandlerFunc(s.handleHealth))
+	s.handle("GET /metrics", promhttp.HandlerFor(s.gatherer(), promhttp.HandlerOpts{}))
+	s.handle("POST /v1/load_lora_adapter", http.HandlerFunc(s.handleLoadLoRA))
+	s.handle("POST /v1/unload_lora_adapter", http.HandlerFunc(s.handleUnloadLoRA))
+	s.handle("POST /tokenize", http.HandlerFunc(s.handleTokenize))
+	s.handle("POST /detokenize", http.HandlerFunc(s.handleDetokenize))
+	s.handle("POST /reset_prefix_cache", http.HandlerFunc(s.handleResetPrefixCache))
+	s.handle("GET /version", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": "halyard-sim"})
-	})
-	s.mux.HandleFunc("GET /admin/faults", s.handleFaults)
-	s.mux.HandleFunc("POST /admin/faults", s.handleFaults)
-	s.mux.HandleFunc("GET /admin/pd", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.pd.status()) })
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, wire.NotFound("", "no route for %s %s", r.Method, r.URL.Path))
-	})
+	}))
+	s.handle("GET /admin/faults", http.HandlerFunc(s.handleFaults))
+	s.handle("POST /admin/faults", http.HandlerFunc(s.handleFaults))
+	s.handle("GET /admin/pd", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.pd.status()) }))
+	s.mux.HandleFunc("/", s.handleUnrouted)
 	return s, nil
+}
+
+// handle registers h for pattern ("METHOD /path") and notes the method
+// for the path's 405 answer; GET implies HEAD, as in FastAPI.
+func (s *Server) handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	method, path, _ := strings.Cut(pattern, " ")
+	s.allow[path] = append(s.allow[path], method)
+	if method == http.MethodGet {
+		s.allow[path] = append(s.allow[path], http.MethodHead)
+	}
+	sort.Strings(s.allow[path])
+}
+
+// handleUnrouted answers what no route matched as vLLM's FastAPI app does:
+// 405 with an Allow header for a known path, 404 otherwise.
+func (s *Server) handleUnrouted(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if methods, ok := s.allow[r.URL.Path]; ok {
+		w.Header().Set("Allow", strings.Join(methods, ", "))
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_, _ = io.WriteString(w, `{"detail":"Method Not Allowed"}`)
+		return
+	}
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = io.WriteString(w, `{"detail":"Not Found"}`)
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// gatherer is the registry /metrics serves: the engine's vLLM metrics,
+// and the KV-event publisher's when there is one.
+func (s *Server) gatherer() prometheus.Gatherer {
+	if s.kv == nil {
+		return s.metrics.registry
+	}
+	return prometheus.Gatherers{s.metrics.registry, s.kv.metrics}
+}
+
+// close closes the engine, then the KV-event publisher (flushing the
+// engine's last events).
+func (s *Server) close() {
+	s.engine.Close()
+	s.kv.close()
+}
 
 // Engine returns the engine behind the server.
 func (s *Server) Engine() *simulator.Engine { return s.engine }
@@ -353,8 +413,8 @@ func (s *Server) decodeStrict(w http.ResponseWriter, r *http.Request, v any) boo
 		writeError(w, aerr)
 		return false
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		writeError(w, wire.BadRequest("", "invalid JSON body: %v", err))
+	if aerr := wire.Decode(body, v); aerr != nil {
+		writeError(w, aerr)
 		return false
 	}
 	return true
@@ -380,6 +440,7 @@ func (s *Server) handleLoadLoRA(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.loraPaths[req.LoRAName] = req.LoRAPath
 	s.mu.Unlock()
+	s.loraOn.Store(true)
 	s.log.Info("LoRA adapter loaded", "lora_name", req.LoRAName, "lora_path", req.LoRAPath)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "Success: LoRA adapter '%s' added successfully.", req.LoRAName)

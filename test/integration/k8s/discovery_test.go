@@ -66,7 +66,7 @@ func TestKubernetesDiscoveryFollowsReadiness(t *testing.T) {
 	}
 	got := waitFor("two ready endpoints", func(s []datastore.EndpointSpec) bool { return len(s) == 2 })
 	dec, pre := got[0], got[1] // sorted by name: decode before prefill
-	if dec.Pool != "disc" || dec.Metadata.Role != framework.RoleDecode || pre.Metadata.Role != framework.RolePrefill {
+	if dec.Pool != ns+"/disc" || dec.Metadata.Role != framework.RoleDecode || pre.Metadata.Role != framework.RolePrefill {
 		t.Errorf("endpoints %+v: want pool disc, decode and prefill roles", got)
 	}
 	wantAddr := "http://" + podIP("disc-0-decode-0") + ":8000"

@@ -5,47 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
-
-// generationRequest is the union of the completion and chat request fields
-// the simulator reads. Unknown fields are ignored, as vLLM does.
-type generationRequest struct {
-	Model               *string         `json:"model"`
-	Prompt              json.RawMessage `json:"prompt"`
-	Messages            []ChatMessage   `json:"messages"`
-	MaxTokens           *int64          `json:"max_tokens"`
-	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
-	MinTokens           *int64          `json:"min_tokens"`
-	N                   *int64          `json:"n"`
-	Stream              bool            `json:"stream"`
-	StreamOptions       *streamOptions  `json:"stream_options"`
-	IgnoreEOS           bool            `json:"ignore_eos"`
-	Seed                *int64          `json:"seed"`
-	KVTransferParams    json.RawMessage `json:"kv_transfer_params"`
-	BootstrapHost       json.RawMessage `json:"bootstrap_host"`
-	BootstrapPort       json.RawMessage `json:"bootstrap_port"`
-	BootstrapRoom       json.RawMessage `json:"bootstrap_room"`
-}
-
-type streamOptions struct {
-	IncludeUsage         bool `json:"include_usage"`
-	ContinuousUsageStats bool `json:"continuous_usage_stats"`
-}
 
 // ChatMessage is one message of a chat request: a role and string or
 // text-part content.
 type ChatMessage struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content"`
-}
-
-type contentPart struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
 }
 
 // Generation is a validated generation request.
@@ -80,96 +51,169 @@ type Limits struct {
 }
 
 // ParseGeneration decodes and validates a /v1/completions (chat=false) or
-// /v1/chat/completions (chat=true) body. Every failure is a 400 with vLLM's
+// /v1/chat/completions (chat=true) body. Keys are matched exactly and
+// unknown keys ignored, as vLLM's pydantic models do; values are read in
+// pydantic's lax mode (validation.go). Every failure is a 400 with vLLM's
 // error shape; it never panics.
 func ParseGeneration(body []byte, chat bool, tok tokenizer.Tokenizer, lim Limits) (*Generation, *Error) {
-	var req generationRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&req); err != nil {
-		return nil, BadRequest("", "invalid JSON body: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, BadRequest("", "invalid JSON body: data after the top-level value")
-	}
-	if req.Model == nil || *req.Model == "" {
-		return nil, BadRequest("model", "the 'model' field is required")
-	}
-	p := &Generation{Chat: chat, Model: *req.Model, Stream: req.Stream, IgnoreEOS: req.IgnoreEOS}
-	if req.N != nil && *req.N != 1 {
-		return nil, BadRequest("n", "n must be 1 in the simulator, got %d", *req.N)
-	}
-	if req.StreamOptions != nil {
-		if !req.Stream {
-			return nil, BadRequest("stream_options", "stream_options can only be set when stream is true")
-		}
-		p.IncludeUsage = req.StreamOptions.IncludeUsage
-		p.ContinuousUsage = req.StreamOptions.ContinuousUsageStats
-	}
-	if req.Seed != nil {
-		p.Seed = uint64(*req.Seed)
-	}
-	var perr *Error
-	if p.KVTransfer, perr = parseKVTransferParams(req.KVTransferParams); perr != nil {
+	obj, perr := decodeBody(body)
+	if perr != nil {
 		return nil, perr
 	}
-	if p.Bootstrap, perr = parseBootstrap(req.BootstrapHost, req.BootstrapPort, req.BootstrapRoom); perr != nil {
+	var errs []fieldError
+	at := func(key string) []any { return []any{key} }
+	model, hasModel := obj.str("model", at("model"), &errs)
+	stream, _ := obj.bool("stream", true, at("stream"), &errs)
+	ignoreEOS, _ := obj.bool("ignore_eos", false, at("ignore_eos"), &errs)
+	maxKey := "max_tokens"
+	maxTok, hasMax := obj.int(maxKey, true, at(maxKey), &errs)
+	if chat {
+		if v, ok := obj.int("max_completion_tokens", true, at("max_completion_tokens"), &errs); ok {
+			maxKey, maxTok, hasMax = "max_completion_tokens", v, true
+		}
+	}
+	minTok, hasMin := obj.int("min_tokens", false, at("min_tokens"), &errs)
+	n, hasN := obj.int("n", true, at("n"), &errs)
+	seed, hasSeed := obj.int("seed", true, at("seed"), &errs)
+	if hasSeed && !int64Range(seed, at("seed"), obj["seed"], &errs) {
+		hasSeed = false
+	}
+	obj.int("top_k", true, at("top_k"), &errs)
+	for _, k := range []string{"temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"} {
+		obj.float(k, at(k), &errs)
+	}
+	so, hasSO := obj.object("stream_options", at("stream_options"), &errs)
+	includeUsage, continuous := true, false
+	if hasSO {
+		if v, ok := so.bool("include_usage", true, []any{"stream_options", "include_usage"}, &errs); ok {
+			includeUsage = v
+		}
+		continuous, _ = so.bool("continuous_usage_stats", true, []any{"stream_options", "continuous_usage_stats"}, &errs)
+	}
+	var msgs []ChatMessage
+	if chat {
+		msgs = obj.messages(&errs)
+	}
+	if len(errs) > 0 {
+		return nil, validationError(errs...)
+	}
+	if aerr := unsupported(obj, chat); aerr != nil {
+		return nil, aerr
+	}
+
+	if !hasModel || model == "" {
+		return nil, BadRequest("model", "the 'model' field is required")
+	}
+	p := &Generation{Chat: chat, Model: model, Stream: stream, IgnoreEOS: ignoreEOS}
+	if hasN && (n.V != 1 || n.Big != 0) {
+		return nil, BadRequest("n", "n must be 1 in the simulator, got %s", obj["n"])
+	}
+	if hasSO {
+		if !stream {
+			return nil, BadRequest("stream_options", "stream_options can only be set when stream is true")
+		}
+		p.IncludeUsage, p.ContinuousUsage = includeUsage, continuous
+	}
+	if hasSeed {
+		p.Seed = uint64(seed.V)
+	}
+	if p.KVTransfer, perr = parseKVTransferParams(obj["kv_transfer_params"]); perr != nil {
+		return nil, perr
+	}
+	if p.Bootstrap, perr = parseBootstrap(obj["bootstrap_host"], obj["bootstrap_port"], obj["bootstrap_room"]); perr != nil {
 		return nil, perr
 	}
 
-	var err *Error
 	if chat {
-		if req.Prompt != nil {
+		if obj.has("prompt") {
 			return nil, BadRequest("prompt", "chat requests take 'messages', not 'prompt'")
 		}
-		p.Prompt, err = RenderMessages(req.Messages, tok)
+		if _, ok := obj["messages"]; !ok {
+			return nil, validationError(fieldError{typ: errMissing, loc: at("messages"), input: body})
+		}
+		p.Prompt, perr = RenderMessages(msgs, tok)
 	} else {
-		if req.Messages != nil {
+		if obj.has("messages") {
 			return nil, BadRequest("messages", "completion requests take 'prompt', not 'messages'")
 		}
-		p.Prompt, err = parsePrompt(req.Prompt, tok, lim.VocabSize)
+		p.Prompt, perr = parsePrompt(obj["prompt"], tok, lim.VocabSize)
 	}
-	if err != nil {
-		return nil, err
+	if perr != nil {
+		return nil, perr
 	}
 	if len(p.Prompt) == 0 {
 		return nil, BadRequest("prompt", "the prompt must not be empty")
 	}
-	if len(p.Prompt) >= lim.MaxModelLen {
-		return nil, contextError(lim.MaxModelLen, len(p.Prompt), 0)
-	}
 
-	maxTok, param := req.MaxTokens, "max_tokens"
-	if chat && req.MaxCompletionTokens != nil {
-		maxTok, param = req.MaxCompletionTokens, "max_completion_tokens"
-	}
 	left := lim.MaxModelLen - len(p.Prompt)
 	switch {
-	case maxTok != nil:
-		if *maxTok < 1 {
-			return nil, BadRequest(param, "%s must be at least 1, got %d.", param, *maxTok)
+	case hasMax:
+		if maxTok.Big < 0 || maxTok.V < 1 {
+			return nil, BadRequest(maxKey, "%s must be at least 1, got %s.", maxKey, obj[maxKey])
 		}
-		if *maxTok > int64(left) {
-			return nil, contextError(lim.MaxModelLen, len(p.Prompt), *maxTok)
+		if maxTok.Big > 0 || maxTok.V > int64(left) {
+			return nil, contextError(lim.MaxModelLen, len(p.Prompt), maxTok)
 		}
-		p.MaxTokens = int(*maxTok)
+		p.MaxTokens = int(maxTok.V)
+	case left < 1:
+		return nil, contextError(lim.MaxModelLen, len(p.Prompt), integer{V: 1})
 	case chat:
 		p.MaxTokens = min(lim.DefaultChatMaxTokens, left)
 	default:
 		p.MaxTokens = min(lim.DefaultMaxTokens, left)
 	}
-	if req.MinTokens != nil {
-		if *req.MinTokens < 0 || *req.MinTokens > int64(p.MaxTokens) {
-			return nil, BadRequest("min_tokens", "min_tokens must be in [0, max_tokens=%d], got %d", p.MaxTokens, *req.MinTokens)
+	if hasMin {
+		if minTok.Big != 0 || minTok.V < 0 || minTok.V > int64(p.MaxTokens) {
+			return nil, BadRequest("min_tokens", "min_tokens must be in [0, max_tokens=%d], got %s", p.MaxTokens, obj["min_tokens"])
 		}
-		p.MinTokens = int(*req.MinTokens)
+		p.MinTokens = int(minTok.V)
 	}
 	return p, nil
 }
 
-func contextError(maxLen, prompt int, completion int64) *Error {
-	return BadRequest("", "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
-		maxLen, int64(prompt)+completion, prompt, completion)
+// contextError is vLLM's answer to a prompt that, with the output tokens
+// requested (at least one), does not fit the context window.
+func contextError(maxLen, prompt int, requested integer) *Error {
+	req := strconv.FormatInt(requested.V, 10)
+	maxInput := strconv.FormatInt(int64(maxLen)-requested.V, 10)
+	if requested.Big > 0 {
+		req, maxInput = "more than 9223372036854775807", "0"
+	}
+	return &Error{Status: http.StatusBadRequest, Type: "BadRequestError", Param: "input_tokens",
+		Message: fmt.Sprintf("You passed %d input tokens and requested %s output tokens. However, the model's context length is only %d tokens, resulting in a maximum input length of %s tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value=%d)",
+			prompt, req, maxLen, maxInput, prompt)}
+}
+
+// unsupported refuses the sampling features the simulator does not
+// implement (log probabilities and stop strings), naming the field, rather
+// than ignoring them silently. Their empty forms (null, false, "", [], 0
+// top_logprobs) are accepted.
+func unsupported(obj object, chat bool) *Error {
+	refuse := func(key string) *Error {
+		return BadRequest(key, "the simulator does not implement '%s'; send the request without it (docs/simulator.md)", key)
+	}
+	if chat {
+		if v, ok := obj["logprobs"]; ok {
+			if b, _ := laxBool(v); b {
+				return refuse("logprobs")
+			}
+		}
+		if v, ok := obj["top_logprobs"]; ok && !isNull(v) {
+			if n, _ := laxInt(v); n.V != 0 || n.Big != 0 {
+				return refuse("top_logprobs")
+			}
+		}
+	} else if obj.has("logprobs") {
+		return refuse("logprobs")
+	}
+	if v, ok := obj["stop"]; ok && !isNull(v) {
+		switch t := bytes.TrimSpace(v); {
+		case bytes.Equal(t, []byte(`""`)), bytes.Equal(t, []byte("[]")):
+		default:
+			return refuse("stop")
+		}
+	}
+	return nil
 }
 
 // parsePrompt accepts a string, a one-element array of strings, an array of
@@ -182,7 +226,7 @@ func parsePrompt(raw json.RawMessage, tok tokenizer.Tokenizer, vocab int) ([]uin
 	var s string
 	if raw[0] == '"' {
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, BadRequest("prompt", "prompt: %v", err)
+			return nil, BadRequest("prompt", "prompt must be a string, an array of strings, or an array of token ids")
 		}
 		return tok.Encode(s), nil
 	}
@@ -191,7 +235,7 @@ func parsePrompt(raw json.RawMessage, tok tokenizer.Tokenizer, vocab int) ([]uin
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, BadRequest("prompt", "prompt: %v", err)
+		return nil, BadRequest("prompt", "prompt must be a string, an array of strings, or an array of token ids")
 	}
 	if len(items) == 0 {
 		return nil, BadRequest("prompt", "the prompt must not be empty")
@@ -267,19 +311,24 @@ func messageText(raw json.RawMessage) (string, error) {
 		err := json.Unmarshal(raw, &s)
 		return s, err
 	}
-	var parts []contentPart
+	var parts []object
 	if err := json.Unmarshal(raw, &parts); err != nil {
 		return "", errors.New("must be a string or an array of content parts")
 	}
 	var b strings.Builder
-	for i, p := range parts {
-		if p.Type != "text" {
-			return "", fmt.Errorf("part %d has type %q; only text parts are supported", i, p.Type)
+	for i, part := range parts {
+		typ, _ := asString(part["type"])
+		if typ != "text" {
+			return "", fmt.Errorf("part %d has type %q; only text parts are supported", i, typ)
+		}
+		text, ok := asString(part["text"])
+		if !ok {
+			return "", fmt.Errorf("part %d has no text string", i)
 		}
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		b.WriteString(p.Text)
+		b.WriteString(text)
 	}
 	return b.String(), nil
 }

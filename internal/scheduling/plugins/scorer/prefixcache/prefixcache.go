@@ -125,6 +125,9 @@ type PredictedHit struct {
 	// Ratio is MatchedBlocks / PromptBlocks, 0 for a prompt without a full
 	// block.
 	Ratio float64
+	// MatchedTokens is MatchedBlocks in tokens: blocks × blockSize, or,
+	// for a prompt hashed as text, chunks × chunkBytes / 4 (an estimate).
+	MatchedTokens int
 }
 
 // Scorer scores endpoints by predicted prefix-cache hits. It is safe for
@@ -172,21 +175,51 @@ func Factory(name string, params json.RawMessage, h framework.Handle) (framework
 
 // New returns a Scorer named name with its own approximate index.
 func New(name string, p Params, h framework.Handle) (*Scorer, error) {
+	return NewWrapped(name, p, h, nil)
+}
+
+// WrapIndex builds the index a scorer reads from the scorer's own
+// approximate index: for example a view that answers some endpoints from a
+// precise index fed by KV events and the others from approx.
+type WrapIndex func(approx *prefixindex.Approximate) Index
+
+// FactoryWith returns a factory like Factory whose scorers read
+// wrap(their approximate index); nil wrap is Factory.
+func FactoryWith(wrap WrapIndex) framework.Factory {
+	return func(name string, params json.RawMessage, h framework.Handle) (framework.Plugin, error) {
+		p := DefaultParams()
+		if err := framework.DecodeParams(params, &p); err != nil {
+			return nil, err
+		}
+		return NewWrapped(name, p, h, wrap)
+	}
+}
+
+// NewWrapped returns a Scorer named name with its own approximate index
+// (sized by p, reported by Stats), reading wrap(that index); nil wrap reads
+// the approximate index itself.
+func NewWrapped(name string, p Params, h framework.Handle, wrap WrapIndex) (*Scorer, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	idx, err := prefixindex.NewApproximate(prefixindex.ApproximateConfig{
+	approx, err := prefixindex.NewApproximate(prefixindex.ApproximateConfig{
 		EndpointCapacity: max(1, p.DefaultCapacityTokens/p.BlockSize),
 		MaxBlocks:        p.MaxIndexBlocks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("params: %w", err)
 	}
+	var idx Index = approx
+	if wrap != nil {
+		if idx = wrap(approx); idx == nil {
+			return nil, fmt.Errorf("prefix-cache %q: the index wrapper returned nil", name)
+		}
+	}
 	s, err := NewWithIndex(name, p, h, idx)
 	if err != nil {
 		return nil, err
 	}
-	s.approx = idx
+	s.approx = approx
 	return s, nil
 }
 
@@ -323,11 +356,16 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 		s.index.Match(c.chain, buf[:], m[:])
 		buf[0] = ""
 		s.nameBuffer.Put(buf)
+		tokens := m[0] * s.params.BlockSize
+		if c.text {
+			tokens = m[0] * s.params.ChunkBytes / bytesPerToken
+		}
 		state.Write(PredictedHitKey, PredictedHit{
 			Endpoint:      name,
 			MatchedBlocks: m[0],
 			PromptBlocks:  len(c.chain),
 			Ratio:         float64(m[0]) / float64(len(c.chain)),
+			MatchedTokens: tokens,
 		})
 	}
 	s.index.Add(name, s.capacityBlocks(picked, c.text), c.chain)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/halyard-dev/halyard/internal/prefixindex"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
@@ -173,8 +174,61 @@ func TestPreRequestLeavesThePredictedHit(t *testing.T) {
 	}
 	second := send(t, s, tokReq("m", cat(ids(1, 64), ids(500, 64))), e0)
 	got, _ = framework.ReadAs[prefixcache.PredictedHit](second, prefixcache.PredictedHitKey)
-	if want := (prefixcache.PredictedHit{Endpoint: "e0", MatchedBlocks: 4, PromptBlocks: 8, Ratio: 0.5}); !cmp.Equal(got, want) {
+	if want := (prefixcache.PredictedHit{Endpoint: "e0", MatchedBlocks: 4, PromptBlocks: 8, Ratio: 0.5, MatchedTokens: 64}); !cmp.Equal(got, want) {
 		t.Errorf("second request: predicted %+v, want %+v", got, want)
+	}
+	// Text prompts count 64-byte chunks as 16 tokens.
+	text := &framework.Request{Model: "m", Prompt: framework.Prompt{Text: []byte(strings.Repeat("x", 256))}}
+	send(t, s, text, e0)
+	third := send(t, s, text, e0)
+	got, _ = framework.ReadAs[prefixcache.PredictedHit](third, prefixcache.PredictedHitKey)
+	if want := (prefixcache.PredictedHit{Endpoint: "e0", MatchedBlocks: 4, PromptBlocks: 4, Ratio: 1, MatchedTokens: 64}); !cmp.Equal(got, want) {
+		t.Errorf("text request: predicted %+v, want %+v", got, want)
+	}
+}
+
+// recordingIndex is an Index that counts its calls, around an approximate
+// index.
+type recordingIndex struct {
+	prefixcache.Index
+	matches, adds int
+}
+
+func (r *recordingIndex) Match(c []prefixindex.BlockHash, eps []string, m []int) {
+	r.matches++
+	r.Index.Match(c, eps, m)
+}
+
+func (r *recordingIndex) Add(ep string, capacity int, c []prefixindex.BlockHash) {
+	r.adds++
+	r.Index.Add(ep, capacity, c)
+}
+
+func TestFactoryWithWrapsTheApproximateIndex(t *testing.T) {
+	var wrapped *recordingIndex
+	f := prefixcache.FactoryWith(func(approx *prefixindex.Approximate) prefixcache.Index {
+		wrapped = &recordingIndex{Index: approx}
+		return wrapped
+	})
+	s := plugintest.Build[*prefixcache.Scorer](t, f, `{"blockSize":16}`, plugintest.NewHandle())
+	e0 := plugintest.NewEndpoint("e0")
+	req := tokReq("m", ids(1, 64))
+	send(t, s, req, e0)
+	got := plugintest.Score(s, nil, req, plugintest.Endpoints(e0))
+	if diff := cmp.Diff([]float64{1}, got, approx); diff != "" {
+		t.Errorf("scores through the wrapper (-want +got):\n%s", diff)
+	}
+	if wrapped.matches != 2 || wrapped.adds != 1 {
+		t.Errorf("wrapper saw %d matches and %d adds, want 2 and 1", wrapped.matches, wrapped.adds)
+	}
+	if s.Stats().Index.Blocks != 4 {
+		t.Errorf("stats report %d blocks of the approximate index, want 4", s.Stats().Index.Blocks)
+	}
+	if _, err := prefixcache.FactoryWith(func(*prefixindex.Approximate) prefixcache.Index { return nil })("p", nil, plugintest.NewHandle()); err == nil {
+		t.Error("a wrapper returning nil was accepted")
+	}
+	if _, err := f("p", []byte(`{"blockSize":0}`), plugintest.NewHandle()); err == nil || !strings.Contains(err.Error(), "params.blockSize") {
+		t.Errorf("invalid params: error = %v", err)
 	}
 }
 

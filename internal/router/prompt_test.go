@@ -1,0 +1,148 @@
+package router
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/openai"
+	"github.com/halyard-dev/halyard/internal/tokenizer"
+)
+
+const cl100k = "../tokenizer/testdata/cl100k_base.tiktoken"
+
+func parse(t testing.TB, kind openai.Kind, body string) *openai.Request {
+	t.Helper()
+	o, err := openai.Parse(kind, []byte(body))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return o
+}
+
+// TestChatTemplatesGolden renders one conversation (string and multi-part
+// contents) with every template and compares with testdata.
+func TestChatTemplatesGolden(t *testing.T) {
+	body := `{"model":"m","messages":[
+		{"role":"system","content":"You are terse."},
+		{"role":"user","content":[{"type":"text","text":"Part one."},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"Part two."}]},
+		{"role":"assistant","content":"Yes."},
+		{"role":"user","content":null}]}`
+	msgs, err := parse(t, openai.KindChat, body).Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	for _, tpl := range []string{config.ChatTemplateSim, config.ChatTemplateLlama3, config.ChatTemplateChatML} {
+		text, err := renderChat(tpl, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&out, "== %s\n%s\n", tpl, text)
+	}
+	golden := "testdata/chat-templates.golden"
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		if err := os.WriteFile(golden, []byte(out.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (UPDATE_GOLDEN=1 writes it)", err)
+	}
+	if diff := cmp.Diff(string(want), out.String()); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", golden, diff)
+	}
+	if _, err := renderChat("jinja", msgs); err == nil {
+		t.Error("an unknown template rendered")
+	}
+}
+
+func TestPromptTokenizer(t *testing.T) {
+	bpe, err := tokenizer.Load(cl100k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pseudo := tokenizer.Pseudo{}
+	tests := []struct {
+		name string
+		pt   promptTokenizer
+		kind openai.Kind
+		body string
+		want []uint32
+	}{
+		{"completion, pseudo", promptTokenizer{tok: pseudo, template: config.ChatTemplateSim}, openai.KindCompletion,
+			`{"model":"m","prompt":"abc def"}`, pseudo.Encode("abc def")},
+		{"completion with BOS", promptTokenizer{tok: bpe, template: config.ChatTemplateSim, bos: "<|endoftext|>"}, openai.KindCompletion,
+			`{"model":"m","prompt":"hello world"}`, []uint32{100257, 15339, 1917}},
+		{"client token ids as they are", promptTokenizer{tok: bpe, template: config.ChatTemplateSim, bos: "<|endoftext|>"}, openai.KindCompletion,
+			`{"model":"m","prompt":[5,6,7]}`, []uint32{5, 6, 7}},
+		{"chat, the simulator's template", promptTokenizer{tok: pseudo, template: config.ChatTemplateSim}, openai.KindChat,
+			`{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}`,
+			pseudo.Encode("<|system|>\nbe brief\n<|user|>\nhi\n<|assistant|>\n")},
+		{"chat, cl100k", promptTokenizer{tok: bpe, template: config.ChatTemplateChatML}, openai.KindChat,
+			`{"model":"m","messages":[{"role":"user","content":"hello world"}]}`,
+			bpe.Encode("<|im_start|>user\nhello world<|im_end|>\n<|im_start|>assistant\n")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.pt.tokenize(parse(t, tt.kind, tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ids (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// longChatBody returns a chat request with a system prompt of n
+// sentences of English (about 13 cl100k tokens each) and a question.
+func longChatBody(n int) string {
+	var sys strings.Builder
+	for i := range n {
+		fmt.Fprintf(&sys, "Rule %d: when the wind backs more than %d degrees, ease the main halyard and report to the watch. ", i, 10+i%80)
+	}
+	b, _ := json.Marshal(map[string]any{"model": "m", "messages": []map[string]string{
+		{"role": "system", "content": sys.String()},
+		{"role": "user", "content": "What is a halyard, and where on a sailing ship would one find it?"},
+	}})
+	return string(b)
+}
+
+// BenchmarkPromptTokenize is the router's per-request cost of precise
+// prefix routing before scoring: read the messages, render the template,
+// tokenise (a chat request of about 9,000 cl100k tokens).
+func BenchmarkPromptTokenize(b *testing.B) {
+	bpe, err := tokenizer.Load(cl100k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := longChatBody(400)
+	o := parse(b, openai.KindChat, body)
+	for _, tc := range []struct {
+		name string
+		tok  tokenizer.Tokenizer
+	}{{"pseudo", tokenizer.Pseudo{}}, {"cl100k", bpe}} {
+		b.Run(tc.name, func(b *testing.B) {
+			pt := promptTokenizer{tok: tc.tok, template: config.ChatTemplateSim}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			var n int
+			for b.Loop() {
+				ids, err := pt.tokenize(o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n = len(ids)
+			}
+			b.ReportMetric(float64(n), "tokens")
+		})
+	}
+}
