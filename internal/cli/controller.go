@@ -70,7 +70,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, in-cluster config, then ~/.kube/config")
-	fl.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
+	fl.StringVar(&f.metricsAddr, "metrics-bind-address", ":8082", "address of /metrics (not :8080, the router's and halyard up's port); 0 disables it")
 	fl.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "elect one active controller among replicas (a Lease)")
 	fl.StringVar(&f.leaderNS, "leader-election-namespace", "", "namespace of the leader election Lease; default the pod's namespace")

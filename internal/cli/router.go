@@ -13,6 +13,7 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
+	"github.com/halyard-dev/halyard/internal/local"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/router"
 )
@@ -104,6 +105,21 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 				return err
 			}
 			ropts := router.Options{Config: cfg, Registry: reg, PresetProfiles: presets, Logger: log}
+			if o.check {
+				// Everything the file says, without serving or reaching
+				// a Kubernetes API server; engines[] as halyard up would
+				// start them.
+				if err := local.CheckEngines(cfg); err != nil {
+					return fmt.Errorf("%s: %w", o.configPath, err)
+				}
+				r, err := router.New(ropts)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d routes, %d endpoints, %d engines, profiles %v)\n",
+					o.configPath, len(cfg.Routes), len(cfg.Endpoints), len(cfg.Engines), r.ProfileNames())
+				return err
+			}
 			if o.kubernetes {
 				restCfg, err := restConfig(o.kubeconfig)
 				if err != nil {
@@ -124,11 +140,6 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 			}
 			r, err := router.New(ropts)
 			if err != nil {
-				return err
-			}
-			if o.check {
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d routes, %d endpoints, profiles %v)\n",
-					o.configPath, len(cfg.Routes), len(cfg.Endpoints), r.ProfileNames())
 				return err
 			}
 			ln, err := net.Listen("tcp", cfg.Router.Listen)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -35,6 +36,9 @@ request, runs a short load and prints a report. Ctrl-C stops everything.`,
   halyard up --config examples/canary.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.demoRequests < 1 {
+				return fmt.Errorf("--demo-requests: must be at least 1, got %d", o.demoRequests)
+			}
 			var cfg *config.Config
 			if o.configPath != "" {
 				c, err := config.Load(o.configPath)

@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -15,11 +16,21 @@ type Scraper interface {
 	Scrape(ctx context.Context, baseURL string) (*framework.Metrics, error)
 }
 
+// Prober checks that an engine is ready to serve: vLLM and SGLang answer
+// GET /health with 200 once ready and 503 before (or when failed), while
+// their /metrics already answers.
+type Prober interface {
+	Probe(ctx context.Context, baseURL string) error
+}
+
 // Collector scrapes every endpoint of a Store on an interval, publishes the
 // snapshots and tracks health. A slow endpoint delays only its own scrapes.
 type Collector struct {
 	Store   *Store
 	Scraper Scraper
+	// Prober, if set, is asked before every scrape; an endpoint that fails
+	// it is not scraped and the check counts as failed.
+	Prober Prober
 	// Interval between scrapes of one endpoint.
 	Interval time.Duration
 	// Timeout bounds one scrape.
@@ -93,6 +104,18 @@ func (c *Collector) scrape(ctx context.Context, e *Endpoint) {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
+	if c.Prober != nil {
+		pctx, pcancel := context.WithTimeout(ctx, timeout)
+		err := c.Prober.Probe(pctx, e.md.Address)
+		pcancel()
+		if ctx.Err() != nil {
+			return // shutting down: not the endpoint's fault
+		}
+		if err != nil {
+			c.ReportFailure(e, fmt.Errorf("health probe: %w", err))
+			return
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	m, err := c.Scraper.Scrape(sctx, e.md.Address)
@@ -100,10 +123,7 @@ func (c *Collector) scrape(ctx context.Context, e *Endpoint) {
 		return // shutting down: not the endpoint's fault
 	}
 	if err != nil {
-		if e.ObserveFailure(c.Health, err) {
-			c.logger().Warn("endpoint unhealthy", "endpoint", e.md.Name, "error", err)
-			c.changed(e, false)
-		}
+		c.ReportFailure(e, err)
 		return
 	}
 	e.SetMetrics(m)

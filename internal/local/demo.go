@@ -35,6 +35,7 @@ type demoResult struct {
 	tokens          int
 	endpoint        string
 	err             error
+	cut             bool // failed because the demo was interrupted
 }
 
 // runDemo sends one chat request and prints the answer, then runs n
@@ -56,8 +57,9 @@ func runDemo(ctx context.Context, out io.Writer, url, model string, n int, engin
 	for g := range systems {
 		systems[g] = words(rng, demoSystemTokens)
 	}
-	bodies := make([][]byte, n)
-	for i := range bodies {
+	// Bodies are made as they are dispatched, so that a large n costs no
+	// memory up front.
+	body := func() []byte {
 		b, _ := json.Marshal(map[string]any{
 			"model": model,
 			"messages": []map[string]string{
@@ -68,28 +70,49 @@ func runDemo(ctx context.Context, out io.Writer, url, model string, n int, engin
 			"stream":         true,
 			"stream_options": map[string]bool{"include_usage": true},
 		})
-		bodies[i] = b
+		return b
 	}
-	results := make([]demoResult, n)
-	next := make(chan int)
+	results := make([]demoResult, 0, min(n, 4096))
+	var resultsMu sync.Mutex
+	next := make(chan []byte)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range demoConcurrency {
 		wg.Go(func() {
-			for i := range next {
-				results[i] = streamOnce(ctx, client, url, bodies[i])
+			for b := range next {
+				res := streamOnce(ctx, client, url, b)
+				// A failure once Ctrl-C was pressed is the interruption's
+				// (the request's cancel, or the router stopping).
+				res.cut = res.err != nil && ctx.Err() != nil
+				resultsMu.Lock()
+				results = append(results, res)
+				resultsMu.Unlock()
 			}
 		})
 	}
-	for i := range n {
+dispatch:
+	for range n {
 		select {
-		case next <- i:
+		case next <- body():
 		case <-ctx.Done():
+			break dispatch
 		}
 	}
 	close(next)
 	wg.Wait()
 	wall := time.Since(start)
+	// Requests never sent are not results; those cut by the interruption
+	// neither.
+	if ctx.Err() != nil {
+		kept := results[:0]
+		for _, r := range results {
+			if !r.cut {
+				kept = append(kept, r)
+			}
+		}
+		fmt.Fprintf(out, "\nInterrupted: %d of %d requests completed or failed before Ctrl-C.\n", len(kept), n)
+		results = kept
+	}
 	after := scrapeAll(ctx, scraper, engines)
 	report(out, results, wall, before, after)
 	return nil

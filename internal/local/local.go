@@ -17,6 +17,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/router"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
 
@@ -61,6 +62,22 @@ type Options struct {
 	ReadyTimeout time.Duration
 }
 
+// CheckEngines reports what Run would refuse in the config's engines block:
+// args (engines run in-process) and profiles that do not load. All problems
+// are reported, each naming its field path.
+func CheckEngines(cfg *config.Config) error {
+	var errs []error
+	for i, es := range cfg.Engines {
+		if len(es.Args) > 0 {
+			errs = append(errs, fmt.Errorf("engines[%d].args: not supported by halyard up (engines run in-process); use halyard sim processes and halyard router instead", i))
+		}
+		if _, err := simulator.LoadProfile(es.Profile); err != nil {
+			errs = append(errs, fmt.Errorf("engines[%d].profile: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Run starts the configured engines and the router, prints where to send
 // requests, runs the demo if asked, and serves until ctx is done; then it
 // stops the router and the engines and waits for them.
@@ -93,10 +110,10 @@ func Run(ctx context.Context, o Options) error {
 	var specs []datastore.EndpointSpec
 	engineURLs := map[string]bool{}
 	perPool := map[string]int{} // engines named POOL-i, numbered across engines entries
+	if err := CheckEngines(cfg); err != nil {
+		return err
+	}
 	for i, es := range cfg.Engines {
-		if len(es.Args) > 0 {
-			return fmt.Errorf("engines[%d].args: not supported by halyard up (engines run in-process); use halyard sim processes and halyard router instead", i)
-		}
 		for r := range es.Replicas {
 			name := fmt.Sprintf("%s-%d", es.Pool, perPool[es.Pool])
 			perPool[es.Pool]++
@@ -154,12 +171,16 @@ func Run(ctx context.Context, o Options) error {
 	go func() { served <- r.Serve(rctx, ln, 5*time.Second) }()
 	log.Info("router serving", "addr", ln.Addr().String(), "engines", len(instances))
 
-	if stopped, err := waitReady(ctx, r, o.ReadyTimeout, served); err != nil {
+	if stopped, err := waitReady(ctx, out, r, o.ReadyTimeout, served); err != nil {
 		stopRouter()
 		if !stopped {
 			if serr := <-served; serr != nil {
 				log.Warn("router stopped with an error", "error", serr)
 			}
+		}
+		if ctx.Err() != nil {
+			fmt.Fprintln(out, "Stopped before the router was ready.")
+			return nil // stopped by the user (Ctrl-C): not a failure
 		}
 		return err
 	}
@@ -198,16 +219,27 @@ func publicModels(cfg *config.Config) []string {
 	return out
 }
 
-// waitReady waits until every route has a healthy endpoint. stopped tells
-// that the router's Serve returned (and its result was taken from served).
-func waitReady(ctx context.Context, r *router.Router, timeout time.Duration, served <-chan error) (stopped bool, err error) {
+// readyProgressEvery is how often waitReady says what it still waits for.
+var readyProgressEvery = 5 * time.Second
+
+// waitReady waits until every route can be served, saying so on out at
+// once and every readyProgressEvery. stopped tells that the router's Serve
+// returned (and its result was taken from served). It returns ctx.Err()
+// when ctx ends first.
+func waitReady(ctx context.Context, out io.Writer, r *router.Router, timeout time.Duration, served <-chan error) (stopped bool, err error) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
+	start := time.Now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	progress := time.NewTicker(readyProgressEvery)
+	defer progress.Stop()
+	if ok, missing := r.Ready(); !ok {
+		fmt.Fprintf(out, "Waiting up to %s for the engines to be ready (models not ready yet: %s) ...\n", timeout, strings.Join(missing, ", "))
+	}
 	for {
 		if ok, _ := r.Ready(); ok {
 			return false, nil
@@ -219,7 +251,10 @@ func waitReady(ctx context.Context, r *router.Router, timeout time.Duration, ser
 			return true, fmt.Errorf("router stopped before it was ready: %w", err)
 		case <-deadline.C:
 			_, missing := r.Ready()
-			return false, fmt.Errorf("router not ready within %s: no healthy endpoint for %s", timeout, strings.Join(missing, ", "))
+			return false, fmt.Errorf("router not ready within %s: no endpoint can serve %s (see the router's /ready and log)", timeout, strings.Join(missing, ", "))
+		case <-progress.C:
+			_, missing := r.Ready()
+			fmt.Fprintf(out, "  still waiting after %s: not ready: %s\n", time.Since(start).Round(time.Second), strings.Join(missing, ", "))
 		case <-tick.C:
 		}
 	}

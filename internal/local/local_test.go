@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -131,5 +132,105 @@ pools: [{name: m, pd: {mode: sglang}}]
 	}
 	if got := out.String(); !strings.Contains(got, "Demo report (20 requests, 0 failed") {
 		t.Errorf("output:\n%s", got)
+	}
+}
+
+// TestRunNeverReadyStopsCleanly: with a route no endpoint can serve, Run
+// says what it waits for, and a cancel (Ctrl-C) during the wait is a clean
+// stop, not an error.
+func TestRunNeverReadyStopsCleanly(t *testing.T) {
+	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router: {listen: "127.0.0.1:0"}
+engines: [{model: m, profile: zero}]
+routes: [{model: sql, adapter: sql-lora, targets: [{pool: m}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, ReadyTimeout: time.Minute})
+	}()
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(out.String(), "Waiting up to 1m0s for the engines to be ready (models not ready yet: sql)") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v\n%s", err, out)
+		case <-deadline:
+			t.Fatalf("no progress message within 30s:\n%s", out)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after cancel during the wait: %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of cancel")
+	}
+}
+
+// TestDemoInterrupted: a demo cut short reports only the requests that ran,
+// never counting unsent ones as successes.
+func TestDemoInterrupted(t *testing.T) {
+	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router: {listen: "127.0.0.1:0"}
+engines: [{model: m, replicas: 2, profile: zero}]
+routes: [{model: m, targets: [{pool: m}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	const n = 1000000
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, Demo: true, DemoRequests: n})
+	}()
+	deadline := time.After(time.Minute)
+	for !strings.Contains(out.String(), "Running a short load") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v\n%s", err, out)
+		case <-deadline:
+			t.Fatalf("the load did not start within a minute:\n%s", out)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of cancel")
+	}
+	got := out.String()
+	var ran, failed int
+	i := strings.Index(got, "Demo report (")
+	if i < 0 || !strings.Contains(got, "Interrupted: ") {
+		t.Fatalf("no interrupted report:\n%s", got)
+	}
+	if _, err := fmt.Sscanf(got[i:], "Demo report (%d requests, %d failed", &ran, &failed); err != nil {
+		t.Fatalf("report header: %v\n%s", err, got)
+	}
+	if ran >= n || failed != 0 {
+		t.Errorf("report counts %d requests, %d failed; want fewer than %d and none failed", ran, failed, n)
 	}
 }

@@ -16,6 +16,8 @@ const (
 	CauseUpstreamTimeout = "upstream_timeout"
 	CauseStreamBroken    = "stream_broken"
 	CauseClientGone      = "client_canceled"
+	CauseRequestTimeout  = "request_timeout"
+	CauseShutdown        = "shutdown"
 )
 
 // RouterMetrics are the router's own metrics. Names and labels are
@@ -83,7 +85,7 @@ func NewRouterMetrics() *RouterMetrics {
 		}, []string{"profile"}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "halyard_router_retries_total",
-			Help: "Attempts retried on another endpoint, by public model and reason (connect, status, timeout).",
+			Help: "Attempts retried on another endpoint, by public model and reason (connect, status, timeout, body, transfer_refused).",
 		}, []string{"model", "reason"}),
 		Picks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "halyard_router_picks_total",

@@ -1,8 +1,10 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"strconv"
 )
 
 // Error types and codes the router uses, following OpenAI's.
@@ -22,6 +24,8 @@ const (
 	CodeUpstream        = "upstream_error"
 	CodeMethodNotFound  = "method_not_allowed"
 	CodeUpstreamTimeout = "upstream_timeout"
+	CodeRequestTimeout  = "request_timeout"
+	CodeShuttingDown    = "shutting_down"
 )
 
 // Error is an OpenAI-shaped API error with its HTTP status.
@@ -123,7 +127,69 @@ func GatewayTimeout(msg string) *Error {
 	return &Error{Status: http.StatusGatewayTimeout, Type: TypeServer, Code: CodeUpstreamTimeout, Message: msg}
 }
 
+// RequestTimeout returns a 408 for a request body that did not arrive in
+// time.
+func RequestTimeout(msg string) *Error {
+	return &Error{Status: http.StatusRequestTimeout, Type: TypeInvalidRequest, Code: CodeRequestTimeout, Message: msg}
+}
+
+// ShuttingDown returns a 503 for a request the router cut because it is
+// stopping.
+func ShuttingDown() *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeShuttingDown,
+		Message: "The router is shutting down; retry the request."}
+}
+
 func itoa(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// maxUpstreamMessage caps the engine text kept in a wrapped error.
+const maxUpstreamMessage = 4 << 10
+
+// FromUpstream returns an engine's error answer (status, body) as an
+// OpenAI-shaped error, or nil when body already is one (a JSON object whose
+// "error" member is an object with a string "message"), so that it can be
+// passed through. The engine's message is kept: the "message" member of a
+// JSON body (vLLM's older {"object":"error","message":...} shape) or else
+// the body's text.
+func FromUpstream(status int, body []byte) *Error {
+	var shaped struct {
+		Error *struct {
+			Message *string `json:"message"`
+		} `json:"error"`
+		Message *string `json:"message"`
+		Param   *string `json:"param"`
+	}
+	msg := ""
+	param := ""
+	if json.Unmarshal(body, &shaped) == nil {
+		if shaped.Error != nil && shaped.Error.Message != nil {
+			return nil
+		}
+		if shaped.Message != nil {
+			msg = *shaped.Message
+		}
+		if shaped.Param != nil {
+			param = *shaped.Param
+		}
+	}
+	if msg == "" {
+		msg = string(bytes.TrimSpace(body))
+	}
+	if len(msg) > maxUpstreamMessage {
+		msg = msg[:maxUpstreamMessage] + "..."
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	e := &Error{Status: status, Message: "the model's endpoint answered " + strconv.Itoa(status) + ": " + msg, Param: param}
+	switch {
+	case status >= 500:
+		e.Type, e.Code = TypeServer, CodeUpstream
+	default:
+		e.Type = TypeInvalidRequest
+	}
+	return e
 }

@@ -58,6 +58,9 @@ type Request struct {
 // *Error values naming the offending parameter.
 func Parse(k Kind, body []byte) (*Request, *Error) {
 	if !json.Valid(body) {
+		if nestingExceeds(body, MaxNesting) {
+			return nil, BadRequest("", CodeInvalidJSON, "The JSON body of your request is nested more than "+strconv.Itoa(MaxNesting)+" levels deep, which is the limit.")
+		}
 		return nil, BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request. The body must be a JSON object.")
 	}
 	r := &Request{Kind: k, Raw: body, modelStart: -1}
@@ -139,6 +142,33 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 		r.MaxTokens = maxTokens
 	}
 	return r, nil
+}
+
+// MaxNesting is the deepest nesting of objects and arrays a body may have:
+// encoding/json's limit, which json.Valid enforces.
+const MaxNesting = 10000
+
+// nestingExceeds reports whether doc nests objects and arrays deeper than
+// limit, ignoring brackets inside strings.
+func nestingExceeds(doc []byte, limit int) bool {
+	depth := 0
+	for i := 0; i < len(doc); i++ {
+		switch doc[i] {
+		case '"':
+			for i++; i < len(doc) && doc[i] != '"'; i++ {
+				if doc[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '[':
+			if depth++; depth > limit {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
 }
 
 func (r *Request) parseStreamOptions(v []byte) *Error {

@@ -5,7 +5,7 @@ import (
 	"net/http"
 
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/routing"
 )
 
 type modelList struct {
@@ -42,8 +42,9 @@ type readiness struct {
 	NotReady []string `json:"notReady,omitempty"`
 }
 
-// Ready reports whether every route has at least one healthy endpoint in one
-// of its pools (targets, rule targets or fallbacks), and which do not.
+// Ready reports whether every route can be served: at least one of its
+// pools (targets, rule targets or fallbacks) has an endpoint the request
+// path would use for it (canServe). It also returns the models that cannot.
 func (r *Router) Ready() (bool, []string) {
 	var missing []string
 	table := r.routes().table
@@ -51,7 +52,7 @@ func (r *Router) Ready() (bool, []string) {
 		rt, _ := table.Lookup(m)
 		ok := false
 		for _, t := range rt.Targets() {
-			if ok = r.poolReady(t.Pool); ok {
+			if ok = r.canServe(rt, t.Pool); ok {
 				break
 			}
 		}
@@ -62,29 +63,18 @@ func (r *Router) Ready() (bool, []string) {
 	return len(missing) == 0 && len(table.Models()) > 0, missing
 }
 
-// poolReady reports whether the pool can serve: a healthy endpoint, or for
-// a disaggregated pool a healthy decode endpoint and a healthy prefill
-// endpoint (unless it may prefill locally).
-func (r *Router) poolReady(pool string) bool {
+// canServe reports whether pool has endpoints that can serve route now,
+// with the candidate filters of the request path: a healthy endpoint of the
+// right role listing the route's adapter; for a disaggregated pool a decode
+// candidate and a prefill candidate (unless it may prefill locally).
+func (r *Router) canServe(route *routing.Route, pool string) bool {
 	pp := r.pdPools[pool]
-	prefill, decode := false, false
-	for _, e := range r.store.Pool(pool) {
-		if !e.Healthy() {
-			continue
-		}
-		if pp == nil {
-			return true
-		}
-		switch e.Metadata().Role {
-		case framework.RolePrefill:
-			prefill = true
-		case framework.RoleDecode:
-			decode = true
-		default:
-			prefill, decode = true, true
-		}
+	if pp == nil {
+		cands, _ := r.candidates(route, pool, nil, false)
+		return len(cands) > 0
 	}
-	return decode && (prefill || pp.spec.FallbackToLocalPrefill)
+	prefill, decode, _ := r.pdCandidates(route, pool, false)
+	return len(decode) > 0 && (len(prefill) > 0 || pp.spec.FallbackToLocalPrefill)
 }
 
 // serveReady answers 200 when Ready, else 503, with the details as JSON.
@@ -103,10 +93,22 @@ func (r *Router) serveNotFound(w http.ResponseWriter, hr *http.Request) {
 	e.Write(w)
 }
 
+// allowedMethods are the methods of the router's paths, for 405 answers.
+var allowedMethods = map[string]string{
+	"/v1/chat/completions": http.MethodPost,
+	"/v1/completions":      http.MethodPost,
+	"/v1/models":           http.MethodGet,
+	"/health":              http.MethodGet,
+	"/ready":               http.MethodGet,
+	"/metrics":             http.MethodGet,
+	"/debug/route":         http.MethodGet + ", " + http.MethodPost,
+}
+
 func (r *Router) serveMethodNotAllowed(w http.ResponseWriter, hr *http.Request) {
-	allow := http.MethodPost
-	if hr.URL.Path == "/v1/models" {
-		allow = http.MethodGet
+	allow := allowedMethods[hr.URL.Path]
+	if hr.URL.Path == "/debug/route" && !r.cfg.Debug.ExplainEnabled() {
+		r.serveNotFound(w, hr)
+		return
 	}
 	w.Header().Set("Allow", allow)
 	e := &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Code: openai.CodeMethodNotFound,

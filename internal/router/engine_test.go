@@ -43,7 +43,15 @@ type fakeEngine struct {
 	stall chan struct{}
 	// metricsFail makes /metrics answer 500.
 	metricsFail atomic.Bool
-	waiting     atomic.Int32
+	// healthStatus, if non-zero, is /health's status (else 200).
+	healthStatus atomic.Int32
+	// partialBody makes a non-streamed answer declare 1000 bytes, send 10
+	// and stall until the request ends.
+	partialBody atomic.Bool
+	// holdAfterDone makes a stream stay open after "data: [DONE]" until the
+	// request ends.
+	holdAfterDone atomic.Bool
+	waiting       atomic.Int32
 }
 
 func (e *fakeEngine) received() ([][]byte, []http.Header) {
@@ -60,6 +68,12 @@ func (e *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprintf(w, "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=%q} %d\nvllm:num_requests_running{model_name=%q} 0\nvllm:kv_cache_usage_perc{model_name=%q} 0.1\n",
 			e.model, e.waiting.Load(), e.model, e.model)
+		return
+	}
+	if r.URL.Path == "/health" {
+		if s := e.healthStatus.Load(); s != 0 {
+			w.WriteHeader(int(s))
+		}
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
@@ -92,6 +106,13 @@ func (e *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	chat := strings.HasSuffix(r.URL.Path, "/chat/completions")
 	if !req.Stream {
 		w.Header().Set("Content-Type", "application/json")
+		if e.partialBody.Load() {
+			w.Header().Set("Content-Length", "1000")
+			w.Write(e.answer(chat, req.Model)[:10])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
 		w.Write(e.answer(chat, req.Model))
 		return
 	}
@@ -133,6 +154,9 @@ func (e *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	fl.Flush()
+	if e.holdAfterDone.Load() {
+		<-r.Context().Done()
+	}
 }
 
 func (e *fakeEngine) chunk(chat bool, model string, i int) string {

@@ -13,10 +13,15 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
-// setExplainHeader adds a compact explanation when the client asked for it:
+// setResponseHeaders sets X-Halyard-Endpoint (the endpoint that served,
+// unless router.debug.endpointHeader is off) and, when the client asked for
+// it, a compact explanation:
 //
 //	route=llama>stable; profile=default; picked=e1; attempt=1; e0=1.50(prefix-cache:0.50 queue-depth:1.00); e2=filtered(health)
-func (r *Router) setExplainHeader(h http.Header, c *call, d *decision, attempt int) {
+func (r *Router) setResponseHeaders(h http.Header, c *call, d *decision, attempt int) {
+	if r.cfg.Debug.EndpointHeaderEnabled() {
+		h.Set(HeaderEndpoint, d.endpoint.Metadata().Name)
+	}
 	if !c.explain {
 		return
 	}
@@ -165,6 +170,10 @@ type RouteExplanation struct {
 // takes a chat or completion body (chat if it has "messages"; ?kind= forces
 // one); GET takes ?model=&prompt=.
 func (r *Router) serveDebugRoute(w http.ResponseWriter, hr *http.Request) {
+	if !r.cfg.Debug.ExplainEnabled() {
+		r.serveNotFound(w, hr)
+		return
+	}
 	kind := openai.KindCompletion
 	if hr.Method == http.MethodGet {
 		q := hr.URL.Query()
@@ -180,14 +189,17 @@ func (r *Router) serveDebugRoute(w http.ResponseWriter, hr *http.Request) {
 		aerr.Write(w)
 		return
 	}
-	switch hr.URL.Query().Get("kind") {
+	switch k := hr.URL.Query().Get("kind"); k {
 	case "chat":
 		kind = openai.KindChat
 	case "completion":
-	default:
+	case "":
 		if strings.Contains(string(body), `"messages"`) {
 			kind = openai.KindChat
 		}
+	default:
+		openai.BadRequest("kind", openai.CodeInvalidValue, fmt.Sprintf("kind must be chat or completion, got %q", k)).Write(w)
+		return
 	}
 	c, aerr, _ := r.prepareBody(hr, kind, body)
 	r.explainCall(w, hr, c, aerr)

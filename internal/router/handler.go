@@ -63,8 +63,11 @@ func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Ki
 	body, aerr := r.readBody(w, hr)
 	if aerr != nil {
 		cause := observability.CauseBadRequest
-		if aerr.Status == http.StatusRequestEntityTooLarge {
+		switch aerr.Status {
+		case http.StatusRequestEntityTooLarge:
 			cause = observability.CauseTooLarge
+		case http.StatusRequestTimeout:
+			cause = observability.CauseRequestTimeout
 		}
 		return nil, aerr, cause
 	}
@@ -91,7 +94,7 @@ func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*
 	c.route = route
 	c.profile = routes.profiles[route.Profile]
 	c.req = r.schedulingRequest(hr, oreq, route)
-	c.explain = explainRequested(hr.Header)
+	c.explain = r.cfg.Debug.ExplainEnabled() && explainRequested(hr.Header)
 	return c, nil, ""
 }
 
@@ -103,29 +106,84 @@ func explainRequested(h http.Header) bool {
 	return false
 }
 
-// readBody reads at most maxBodyBytes.
+// readBody reads at most maxBodyBytes within timeouts.requestBody. Memory
+// grows with the bytes that arrive, never with the declared length alone.
 func (r *Router) readBody(w http.ResponseWriter, hr *http.Request) ([]byte, *openai.Error) {
 	limit := r.cfg.MaxBodyBytes
 	if hr.ContentLength > limit {
 		return nil, openai.TooLarge(limit)
 	}
-	rd := http.MaxBytesReader(w, hr.Body, limit)
-	var body []byte
-	var err error
-	if hr.ContentLength > 0 {
-		body = make([]byte, hr.ContentLength)
-		_, err = io.ReadFull(rd, body)
-	} else {
-		body, err = io.ReadAll(rd)
+	rc := http.NewResponseController(w)
+	timeout := r.cfg.Timeouts.RequestBody.Duration
+	deadlineSet := timeout > 0 && rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+	body, err := readGrowing(http.MaxBytesReader(w, hr.Body, limit), hr.ContentLength, limit)
+	if deadlineSet {
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return nil, openai.TooLarge(limit)
+		case isTimeout(err):
+			return nil, openai.RequestTimeout("The request body did not arrive within " + timeout.String() + ".")
 		}
 		return nil, openai.BadRequest("", openai.CodeInvalidJSON, "could not read the request body: "+err.Error())
 	}
 	return body, nil
+}
+
+// Sizes of the request body buffer: its first allocation, and for a body of
+// unknown length the first allocation before any byte arrived.
+const (
+	bodyChunk        = 32 << 10
+	bodyUnknownFirst = 4 << 10
+)
+
+// readGrowing reads rd to the end. The buffer starts small and doubles only
+// when the bytes received fill it, up to the declared length (when known)
+// or limit+1, so a client that declares 16 MiB and sends one byte costs
+// bodyChunk, not 16 MiB.
+func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
+	capacity := int64(bodyUnknownFirst)
+	if declared >= 0 {
+		capacity = min(declared, bodyChunk)
+	}
+	most := limit + 1 // one byte more than the limit, to see it exceeded
+	if declared >= 0 {
+		most = declared
+	}
+	buf := make([]byte, 0, capacity)
+	for {
+		if declared >= 0 && int64(len(buf)) == declared {
+			return buf, nil
+		}
+		if len(buf) == cap(buf) {
+			if int64(cap(buf)) >= most {
+				// Unknown length and the limit passed: MaxBytesReader
+				// reports it on the next read.
+				var one [1]byte
+				if _, err := rd.Read(one[:]); err != nil && !errors.Is(err, io.EOF) {
+					return nil, err
+				}
+				return buf, nil
+			}
+			next := make([]byte, len(buf), min(max(2*int64(cap(buf)), bodyChunk), most))
+			copy(next, buf)
+			buf = next
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			if declared >= 0 && int64(len(buf)) < declared {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 var requestSeq atomic.Uint64

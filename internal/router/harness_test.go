@@ -122,11 +122,21 @@ type harness struct {
 // engines are healthy.
 func newHarness(t testing.TB, doc string, engineModels map[string]string) *harness {
 	t.Helper()
+	return newHarnessWith(t, doc, engineModels, nil)
+}
+
+// newHarnessWith is newHarness with a hook that sets the engines up before
+// the first scrape.
+func newHarnessWith(t testing.TB, doc string, engineModels map[string]string, before func(map[string]*fakeEngine)) *harness {
+	t.Helper()
 	h := &harness{t: t, engines: map[string]*fakeEngine{}}
 	for name, model := range engineModels {
 		e := newFakeEngineTB(t, name, model)
 		h.engines[name] = e
 		doc = strings.ReplaceAll(doc, "{{"+name+"}}", e.srv.URL)
+	}
+	if before != nil {
+		before(h.engines)
 	}
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {

@@ -435,7 +435,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 			if uerr.reason != "connect" {
 				params = nil // it may have pulled the KV before failing
 			}
-			if decodeFails >= maxDecode {
+			if decodeFails >= maxDecode || uerr.final {
 				r.failDecode(w, c, lastDecodeErr)
 				return
 			}
@@ -716,19 +716,5 @@ func (r *Router) failPD(w http.ResponseWriter, c *call, failures []*pdFailure) {
 // failDecode answers a request whose decode attempts all failed, as the
 // single-engine path does.
 func (r *Router) failDecode(w http.ResponseWriter, c *call, ue *upstreamError) {
-	r.metrics.Errors.WithLabelValues(c.route.Model, ue.cause).Inc()
-	if ue.status >= 500 && ue.body != nil {
-		copyHeaders(w.Header(), ue.header)
-		w.Header().Set("Content-Length", strconv.Itoa(len(ue.body)))
-		w.WriteHeader(ue.status)
-		w.Write(ue.body)
-		r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(ue.status)).Inc()
-		return
-	}
-	e := openai.BadGateway("the decode endpoints failed: " + ue.err.Error())
-	if ue.cause == observability.CauseUpstreamTimeout {
-		e = openai.GatewayTimeout("the decode endpoint did not answer in time")
-	}
-	r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(e.Status)).Inc()
-	e.Write(w)
+	r.failUpstream(w, c, ue, "the decode endpoints failed: ")
 }

@@ -56,6 +56,9 @@ func newPDFake(t testing.TB, name string) *pdFake {
 }
 
 func (f *pdFake) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/health" {
+		return
+	}
 	if r.URL.Path == "/metrics" {
 		fmt.Fprint(w, "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 0.1\n")
 		return

@@ -80,6 +80,9 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 		}
 		lastErr = uerr
 		tried = append(tried, d.endpoint)
+		if uerr.final {
+			break
+		}
 		if attempt < attempts {
 			r.metrics.Retries.WithLabelValues(c.route.Model, uerr.reason).Inc()
 			r.log.Info("retrying on another endpoint", "request_id", c.req.ID, "endpoint", d.endpoint.Metadata().Name,
@@ -90,22 +93,45 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 		r.fail(w, c.route.Model, openai.Unavailable(fmt.Sprintf("no endpoint is available for model %q", c.route.Model)), observability.CauseNoEndpoint)
 		return
 	}
-	r.metrics.Errors.WithLabelValues(c.route.Model, lastErr.cause).Inc()
-	if lastErr.status >= 500 && lastErr.body != nil {
-		// Hand the engine's own error to the client.
-		copyHeaders(w.Header(), lastErr.header)
-		w.Header().Set("Content-Length", strconv.Itoa(len(lastErr.body)))
-		w.WriteHeader(lastErr.status)
-		w.Write(lastErr.body)
-		r.metrics.Requests.WithLabelValues(c.route.Model, lastErr.endpoint, strconv.Itoa(lastErr.status)).Inc()
+	r.failUpstream(w, c, lastErr, "the model's endpoints failed: ")
+}
+
+// failUpstream answers a request whose last attempt failed before anything
+// reached the client: the engine's own error when it answered one (made
+// OpenAI-shaped if it was not), else a 502, a 504 for a timeout, or a 503
+// when the router is stopping.
+func (r *Router) failUpstream(w http.ResponseWriter, c *call, ue *upstreamError, prefix string) {
+	r.metrics.Errors.WithLabelValues(c.route.Model, ue.cause).Inc()
+	if ue.status >= 500 && ue.body != nil {
+		writeUpstreamError(w, ue.status, ue.header, ue.body)
+		r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(ue.status)).Inc()
 		return
 	}
-	e := openai.BadGateway("the model's endpoints failed: " + lastErr.err.Error())
-	if lastErr.cause == observability.CauseUpstreamTimeout {
-		e = openai.GatewayTimeout("the model's endpoint did not answer in time")
+	var e *openai.Error
+	switch {
+	case errors.Is(ue.err, errShutdown):
+		e = openai.ShuttingDown()
+	case ue.cause == observability.CauseUpstreamTimeout:
+		e = openai.GatewayTimeout("the model's endpoint did not answer in time: " + ue.err.Error())
+	default:
+		e = openai.BadGateway(prefix + ue.err.Error())
 	}
-	r.metrics.Requests.WithLabelValues(c.route.Model, lastErr.endpoint, strconv.Itoa(e.Status)).Inc()
+	r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(e.Status)).Inc()
 	e.Write(w)
+}
+
+// writeUpstreamError hands an engine's error answer to the client: as is
+// when it is OpenAI-shaped ({"error":{"message":...}}), else wrapped into
+// that shape with the engine's message and the same status.
+func writeUpstreamError(w http.ResponseWriter, status int, header http.Header, body []byte) {
+	if e := openai.FromUpstream(status, body); e != nil {
+		e.Write(w)
+		return
+	}
+	copyHeaders(w.Header(), header)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
 }
 
 // upstreamError describes a failed attempt.
@@ -117,6 +143,33 @@ type upstreamError struct {
 	status   int
 	header   http.Header
 	body     []byte
+	// final: the request must not be tried elsewhere (the engine may have
+	// admitted it, or the router is stopping).
+	final bool
+}
+
+// timeoutError classifies an attempt the router ended (a timeout or the
+// shutdown): whether it may be retried follows router.retryOnTimeout.
+func (r *Router) timeoutError(endpoint string, cause error) *upstreamError {
+	ue := &upstreamError{endpoint: endpoint, reason: "timeout", cause: observability.CauseUpstreamTimeout, err: cause}
+	switch {
+	case errors.Is(cause, errShutdown):
+		ue.reason, ue.cause, ue.final = "shutdown", observability.CauseShutdown, true
+	case errors.Is(cause, errHeaderTimeout):
+		// Headers of a stream come at once: the engine is hung.
+	default:
+		ue.final = !r.cfg.RetryOnTimeout
+	}
+	return ue
+}
+
+// outputEstimate is the output length counted in flight for c: its
+// max_tokens, or router.defaultOutputTokens.
+func (r *Router) outputEstimate(c *call) int {
+	if c.req.MaxTokens > 0 {
+		return c.req.MaxTokens
+	}
+	return r.cfg.DefaultOutputTokens
 }
 
 // attempt sends the request to d.endpoint and, if the engine answers, relays
@@ -133,8 +186,12 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	if d.pd != nil && d.pd.upCtx != nil {
 		base = d.pd.upCtx // the PD flow cancels a decode whose prefill failed
 	}
-	actx, cancel := context.WithCancel(base)
-	defer cancel()
+	actx, cancel := context.WithCancelCause(base)
+	defer cancel(nil)
+	stopOnShutdown := context.AfterFunc(r.hardStop, func() { cancel(errShutdown) })
+	defer stopOnShutdown()
+	wd := newWatchdog(cancel)
+	defer wd.stop()
 	up, err := http.NewRequestWithContext(actx, http.MethodPost, md.Address+hr.URL.Path, bytes.NewReader(body))
 	if err != nil {
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
@@ -146,7 +203,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	}
 	up.ContentLength = int64(len(body))
 
-	tokens := int64(c.req.PromptTokens + c.req.MaxTokens)
+	tokens := int64(c.req.PromptTokens + r.outputEstimate(c))
 	ep.Begin(tokens)
 	defer ep.End(tokens)
 	out := framework.Outcome{}
@@ -163,12 +220,21 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	if d.pd != nil {
 		d.pd.sent = sent
 	}
+	tm := r.cfg.Timeouts
+	if c.body.Stream {
+		wd.arm(tm.ResponseHeader.Duration, errHeaderTimeout)
+	} else {
+		wd.arm(tm.FirstByte.Duration, errFirstByteTimeout)
+	}
 	resp, err := r.client.Do(up)
 	if err != nil {
 		out.Err = err
 		if ctx.Err() != nil {
 			r.clientGone(c, md.Name)
 			return attemptDone, nil
+		}
+		if cause := routerCause(actx); cause != nil {
+			return attemptRetry, r.timeoutError(md.Name, cause)
 		}
 		ue := &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
 		switch {
@@ -183,6 +249,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 500 {
+		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))
 		out.Err = fmt.Errorf("engine status %d", resp.StatusCode)
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "status", cause: observability.CauseUpstreamStatus,
@@ -191,6 +258,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	if d.pd != nil && resp.StatusCode == http.StatusBadRequest {
 		// A decode engine that refuses the KV transfer parameters is a
 		// failed transfer, not the client's error.
+		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))
 		if param, msg, ok := transferRefusal(b); ok {
 			out.Err = fmt.Errorf("decode engine refused %s: %s", param, msg)
@@ -202,27 +270,33 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	}
 	r.metrics.AddedLatency.WithLabelValues("request").Observe(sent.Sub(c.start).Seconds())
 	if isEventStream(resp.Header) {
-		return r.relayStream(ctx, w, c, d, resp, cancel, &out, attempt)
+		// Until the first chunk the engine queues and prefills: that wait
+		// is bounded by firstByte, counted from sending.
+		wd.arm(max(tm.FirstByte.Duration-time.Since(sent), time.Millisecond), errFirstByteTimeout)
+		return r.relayStream(ctx, actx, w, c, d, resp, wd, &out, attempt)
 	}
-	return r.relayBuffered(ctx, w, c, d, resp, &out, attempt)
+	wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
+	return r.relayBuffered(ctx, actx, w, c, d, resp, wd, &out, attempt)
 }
 
-// relayBuffered reads a non-streamed response whole, then writes it.
-func (r *Router) relayBuffered(ctx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+// relayBuffered reads a non-streamed response whole, with at most
+// streamIdle of silence, then writes it.
+func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
 	name := d.endpoint.Metadata().Name
-	var b []byte
-	var err error
-	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedResponse {
-		b = make([]byte, resp.ContentLength)
-		_, err = io.ReadFull(resp.Body, b)
-	} else {
-		b, err = io.ReadAll(io.LimitReader(resp.Body, maxBufferedResponse))
+	idle := r.cfg.Timeouts.StreamIdle.Duration
+	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse)
+	wd.stop()
+	if err == nil && resp.ContentLength < 0 && int64(len(b)) > maxBufferedResponse {
+		err = fmt.Errorf("the response is larger than %d bytes", maxBufferedResponse)
 	}
 	if err != nil {
 		out.Err = err
 		if ctx.Err() != nil {
 			r.clientGone(c, name)
 			return attemptDone, nil
+		}
+		if cause := routerCause(actx); cause != nil {
+			return attemptRetry, r.timeoutError(name, cause)
 		}
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
@@ -234,9 +308,18 @@ func (r *Router) relayBuffered(ctx context.Context, w http.ResponseWriter, c *ca
 		d.pd.firstByte(firstByte, false)
 	}
 	h := w.Header()
-	copyHeaders(h, resp.Header)
+	if resp.StatusCode >= 400 {
+		if e := openai.FromUpstream(resp.StatusCode, b); e != nil {
+			b = e.Body()
+			h.Set("Content-Type", "application/json")
+		} else {
+			copyHeaders(h, resp.Header)
+		}
+	} else {
+		copyHeaders(h, resp.Header)
+	}
 	h.Set("Content-Length", strconv.Itoa(len(b)))
-	r.setExplainHeader(h, c, d, attempt)
+	r.setResponseHeaders(h, c, d, attempt)
 	w.WriteHeader(resp.StatusCode)
 	w.Write(b)
 	end := time.Now()
@@ -249,31 +332,33 @@ func (r *Router) relayBuffered(ctx context.Context, w http.ResponseWriter, c *ca
 	return attemptDone, nil
 }
 
+// idleReader re-arms the watchdog with the idle timeout after every read
+// that brought bytes.
+type idleReader struct {
+	r    io.Reader
+	wd   *watchdog
+	idle time.Duration
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.wd.arm(ir.idle, errIdleTimeout)
+	}
+	return n, err
+}
+
 // relayStream forwards an SSE response chunk by chunk, flushing each at
 // once. Nothing is written to the client before the first chunk arrives, so
 // an engine that fails before it can still be retried. An engine that fails
-// after it gets an SSE error event and the stream ends.
-func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, cancel context.CancelFunc, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+// after it gets an SSE error event and the stream ends. A stream is
+// complete once "data: [DONE]" went to the client, whatever happens after.
+func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
 	name := d.endpoint.Metadata().Name
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-
 	idle := r.cfg.Timeouts.StreamIdle.Duration
-	var idled bool
-	var idleMu sync.Mutex
-	timer := time.AfterFunc(idle, func() {
-		idleMu.Lock()
-		idled = true
-		idleMu.Unlock()
-		cancel()
-	})
-	defer timer.Stop()
-	timedOut := func() bool {
-		idleMu.Lock()
-		defer idleMu.Unlock()
-		return idled
-	}
 
 	n, err := readSome(resp.Body, buf)
 	if n == 0 {
@@ -285,11 +370,10 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 			r.clientGone(c, name)
 			return attemptDone, nil
 		}
-		ue := &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
-		if timedOut() {
-			ue.reason, ue.cause = "timeout", observability.CauseUpstreamTimeout
+		if cause := routerCause(actx); cause != nil {
+			return attemptRetry, r.timeoutError(name, cause)
 		}
-		return attemptRetry, ue
+		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
 	upFirst := time.Now()
 	if d.pd != nil {
@@ -297,25 +381,28 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 	}
 	h := w.Header()
 	copyHeaders(h, resp.Header)
-	r.setExplainHeader(h, c, d, attempt)
+	r.setResponseHeaders(h, c, d, attempt)
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
-	var usage usageScanner
-	usage.enabled = c.body.IncludeUsage
+	var sc streamScanner
+	sc.usage = c.body.IncludeUsage
+	accounted := false
+	accountUsage := func() {
+		if u, ok := sc.result(); ok && !accounted {
+			accounted = true
+			r.account(c, out, u)
+		}
+	}
 	first := true
 	for {
 		if n > 0 {
-			timer.Reset(idle)
-			usage.feed(buf[:n])
+			wd.arm(idle, errIdleTimeout)
+			sc.feed(buf[:n])
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				r.clientGone(c, name)
-				out.Err = werr
-				return attemptDone, nil
+				return r.streamClientGone(c, name, out, werr, &sc, accountUsage)
 			}
 			if ferr := rc.Flush(); ferr != nil {
-				r.clientGone(c, name)
-				out.Err = ferr
-				return attemptDone, nil
+				return r.streamClientGone(c, name, out, ferr, &sc, accountUsage)
 			}
 			if first {
 				first = false
@@ -328,17 +415,25 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 			break
 		}
 		if err != nil {
+			if sc.done {
+				break // complete: the engine or the client closed after [DONE]
+			}
 			out.Err = err
 			if ctx.Err() != nil {
+				accountUsage()
 				r.clientGone(c, name)
 				return attemptDone, nil
 			}
 			cause, ev := observability.CauseStreamBroken, openai.BadGateway("the model's endpoint failed in the middle of the stream")
-			if timedOut() {
+			switch why := routerCause(actx); {
+			case errors.Is(why, errShutdown):
+				cause, ev = observability.CauseShutdown, openai.ShuttingDown()
+			case why != nil:
 				cause, ev = observability.CauseUpstreamTimeout, openai.GatewayTimeout("the model's endpoint sent nothing for "+idle.String())
 			}
+			accountUsage()
 			r.metrics.Errors.WithLabelValues(c.route.Model, cause).Inc()
-			r.log.Warn("stream broken", "request_id", c.req.ID, "endpoint", name, "error", err)
+			r.log.Warn("stream broken", "request_id", c.req.ID, "endpoint", name, "error", err, "cause", cause)
 			w.Write(ev.SSE())
 			_ = rc.Flush()
 			r.metrics.Requests.WithLabelValues(c.route.Model, name, "stream_error").Inc()
@@ -346,14 +441,30 @@ func (r *Router) relayStream(ctx context.Context, w http.ResponseWriter, c *call
 		}
 		n, err = readSome(resp.Body, buf)
 	}
-	if u, ok := usage.result(); ok {
-		r.account(c, out, u)
-	}
+	wd.stop()
+	out.Err = nil
+	accountUsage()
 	if d.pd != nil {
 		d.pd.finished(time.Now())
 	}
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(time.Since(c.start).Seconds())
 	r.metrics.Requests.WithLabelValues(c.route.Model, name, strconv.Itoa(resp.StatusCode)).Inc()
+	return attemptDone, nil
+}
+
+// streamClientGone ends a stream whose client write failed: complete if the
+// client had [DONE] already, else a 499. Usage seen so far is counted: the
+// engine did that work.
+func (r *Router) streamClientGone(c *call, name string, out *framework.Outcome, err error, sc *streamScanner, accountUsage func()) (attemptResult, *upstreamError) {
+	accountUsage()
+	if sc.done {
+		out.Err = nil
+		r.metrics.E2E.WithLabelValues(c.route.Model).Observe(time.Since(c.start).Seconds())
+		r.metrics.Requests.WithLabelValues(c.route.Model, name, strconv.Itoa(http.StatusOK)).Inc()
+		return attemptDone, nil
+	}
+	out.Err = err
+	r.clientGone(c, name)
 	return attemptDone, nil
 }
 
@@ -409,26 +520,37 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// usageScanner watches SSE bytes go by and keeps the last usage object seen
-// in a data line. It copies only the current line.
-type usageScanner struct {
-	enabled bool
-	line    []byte
-	usage   openai.Usage
-	found   bool
+// streamScanner watches SSE bytes go by: it notes the end of the stream
+// ("data: [DONE]") and, when asked, keeps the last usage object seen in a
+// data line. It copies only the current line, and without usage only as
+// much of it as the end marker needs.
+type streamScanner struct {
+	usage bool // look for usage objects
+	line  []byte
+	u     openai.Usage
+	found bool
+	done  bool // "data: [DONE]" was seen
 }
 
-var dataPrefix = []byte("data:")
+var (
+	dataPrefix = []byte("data:")
+	doneMarker = []byte("[DONE]")
+)
 
-func (s *usageScanner) feed(b []byte) {
-	if !s.enabled {
-		return
-	}
+// doneLineMax is the longest line that can still be "data: [DONE]" (with
+// spaces and a carriage return around).
+const doneLineMax = 32
+
+func (s *streamScanner) feed(b []byte) {
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
-			if len(s.line) < maxUpstreamErrorBody*16 {
-				s.line = append(s.line, b...)
+			keep := maxUpstreamErrorBody * 16
+			if !s.usage {
+				keep = doneLineMax
+			}
+			if len(s.line) < keep {
+				s.line = append(s.line, b[:min(len(b), keep-len(s.line))]...)
 			}
 			return
 		}
@@ -443,15 +565,22 @@ func (s *usageScanner) feed(b []byte) {
 	}
 }
 
-func (s *usageScanner) scanLine(line []byte) {
+func (s *streamScanner) scanLine(line []byte) {
 	line = bytes.TrimRight(line, "\r")
 	if !bytes.HasPrefix(line, dataPrefix) {
 		return
 	}
 	payload := bytes.TrimLeft(line[len(dataPrefix):], " ")
+	if bytes.Equal(bytes.TrimRight(payload, " "), doneMarker) {
+		s.done = true
+		return
+	}
+	if !s.usage {
+		return
+	}
 	if u, ok := openai.FindUsage(payload); ok {
-		s.usage, s.found = u, true
+		s.u, s.found = u, true
 	}
 }
 
-func (s *usageScanner) result() (openai.Usage, bool) { return s.usage, s.found }
+func (s *streamScanner) result() (openai.Usage, bool) { return s.u, s.found }

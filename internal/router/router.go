@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"path"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,9 @@ type Options struct {
 	Routes discovery.RouteSource
 	// Scraper reads engine metrics; nil means enginemetrics over HTTP.
 	Scraper datastore.Scraper
+	// Prober checks engine readiness before each scrape; nil means GET
+	// router.health.path over HTTP (none when the path is "none").
+	Prober datastore.Prober
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock times the scrape loop and is given to plugins; nil means real.
@@ -81,6 +85,11 @@ type Router struct {
 	discovered chan struct{} // closed after the first discovery update
 	once       sync.Once
 
+	// hardStop is cancelled when the shutdown grace period ends: requests
+	// still in flight are then ended with an error (an SSE error event for
+	// a stream) before their connections are closed.
+	hardStop    context.Context
+	endHardStop context.CancelFunc
 	// state is the route table and profiles, swapped whole by SetRoutes
 	// (serialised by setMu); reg, handle, profileSpecs and presets build
 	// the profiles new routes name.
@@ -133,6 +142,7 @@ func New(opts Options) (*Router, error) {
 		health:     datastore.HealthPolicy{FailureThreshold: cfg.Router.Health.FailureThreshold, SuccessThreshold: cfg.Router.Health.SuccessThreshold},
 		discovered: make(chan struct{}),
 	}
+	r.hardStop, r.endHardStop = context.WithCancel(context.Background())
 	if r.prefix, err = newPrefixRouting(cfg, log, clock, r.metrics); err != nil {
 		return nil, err
 	}
@@ -196,12 +206,13 @@ func New(opts Options) (*Router, error) {
 
 	dialer := &net.Dialer{Timeout: cfg.Router.Timeouts.Connect.Duration, KeepAlive: 30 * time.Second}
 	r.transport = &http.Transport{
-		Proxy:                  nil,
-		DialContext:            dialer.DialContext,
-		MaxIdleConns:           4096,
-		MaxIdleConnsPerHost:    1024,
-		IdleConnTimeout:        90 * time.Second,
-		ResponseHeaderTimeout:  cfg.Router.Timeouts.ResponseHeader.Duration,
+		Proxy:               nil,
+		DialContext:         dialer.DialContext,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		// No ResponseHeaderTimeout: a non-streamed answer's headers come
+		// with the whole generation. attempt's watchdog bounds the waits.
 		DisableCompression:     true, // pass bodies through byte for byte
 		MaxResponseHeaderBytes: 1 << 20,
 		WriteBufferSize:        32 << 10,
@@ -209,14 +220,19 @@ func New(opts Options) (*Router, error) {
 	}
 	r.client = &http.Client{Transport: r.transport}
 
+	scrapeClient := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}}
 	scraper := opts.Scraper
 	if scraper == nil {
-		scrapeTransport := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}
-		scraper = &enginemetrics.Scraper{Client: &http.Client{Transport: scrapeTransport}, Now: clock.Now}
+		scraper = &enginemetrics.Scraper{Client: scrapeClient, Now: clock.Now}
+	}
+	prober := opts.Prober
+	if prober == nil && cfg.Router.Health.Path != config.HealthPathNone {
+		prober = httpProber{client: scrapeClient, path: cfg.Router.Health.Path}
 	}
 	r.collector = &datastore.Collector{
 		Store:          r.store,
 		Scraper:        scraper,
+		Prober:         prober,
 		Interval:       cfg.Router.ScrapeInterval.Duration,
 		Timeout:        cfg.Router.Timeouts.Scrape.Duration,
 		Health:         r.health,
@@ -239,7 +255,7 @@ func New(opts Options) (*Router, error) {
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
 	r.mux.HandleFunc("POST /debug/route", r.serveDebugRoute)
 	r.mux.HandleFunc("GET /debug/route", r.serveDebugRoute)
-	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/models"} {
+	for p := range allowedMethods {
 		r.mux.HandleFunc(p, r.serveMethodNotAllowed)
 	}
 	r.mux.HandleFunc("/", r.serveNotFound)
@@ -299,7 +315,22 @@ func (r *Router) ProfileNames() []string {
 }
 
 // Handler returns the router's HTTP handler.
-func (r *Router) Handler() http.Handler { return r.mux }
+func (r *Router) Handler() http.Handler { return http.HandlerFunc(r.serveHTTP) }
+
+// serveHTTP serves a request on its cleaned path: ServeMux would answer
+// "//v1/chat/completions" (a base URL with a trailing slash) with a
+// redirect, which clients do not follow for a POST body, so the router
+// merges the slashes and serves it, as Envoy's merge_slashes does.
+func (r *Router) serveHTTP(w http.ResponseWriter, hr *http.Request) {
+	if p := hr.URL.Path; p != "" && p != "/" && path.Clean(p) != p {
+		hr2 := *hr
+		u := *hr.URL
+		u.Path, u.RawPath = path.Clean(p), ""
+		hr2.URL = &u
+		hr = &hr2
+	}
+	r.mux.ServeHTTP(w, hr)
+}
 
 // Store returns the endpoint store (read-only use).
 func (r *Router) Store() *datastore.Store { return r.store }
@@ -373,11 +404,16 @@ func (r *Router) Run(ctx context.Context) error {
 	return cerr
 }
 
+// shutdownErrorWindow is how long requests cut at the end of the shutdown
+// grace period get to write their error answers before the connections
+// close.
+const shutdownErrorWindow = time.Second
+
 // Serve serves on ln and runs the background work until ctx is done, then
 // shuts down gracefully, giving in-flight requests up to grace to finish.
 func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := &http.Server{
-		Handler:           r.mux,
+		Handler:           r.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
@@ -403,8 +439,14 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	defer scancel()
 	if serr := srv.Shutdown(sctx); serr != nil {
 		// Streams still open after the grace period are cut.
-		r.log.Warn("requests still in flight after the shutdown grace period; closing them", "grace", grace, "error", serr)
-		_ = srv.Close()
+		r.log.Warn("requests still in flight after the shutdown grace period; ending them", "grace", grace, "error", serr)
+		r.endHardStop()
+		// Give the handlers a moment to write their error answers.
+		ectx, ecancel := context.WithTimeout(context.Background(), shutdownErrorWindow)
+		if srv.Shutdown(ectx) != nil {
+			_ = srv.Close()
+		}
+		ecancel()
 	}
 	cancel()
 	if !runDone {

@@ -348,7 +348,7 @@ func TestModelsHealthReadyMetrics(t *testing.T) {
 	h := newHarness(t, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 endpoints:
-  - {name: e0, url: "{{e0}}", model: llama}
+  - {name: e0, url: "{{e0}}", model: llama, adapters: [sql-lora]}
 routes:
   - {model: llama, targets: [{pool: llama}]}
   - {model: sql, adapter: sql-lora, targets: [{pool: llama}]}
@@ -390,7 +390,8 @@ routes:
 }
 
 func TestTimeouts(t *testing.T) {
-	doc := strings.Replace(oneModel, "router: {maxBodyBytes: 4096, maxAttempts: 3,", "router: {maxBodyBytes: 4096, maxAttempts: 2, timeouts: {streamIdle: 300ms, responseHeader: 300ms},", 1)
+	doc := strings.Replace(oneModel, "router: {maxBodyBytes: 4096, maxAttempts: 3,", "router: {maxBodyBytes: 4096, maxAttempts: 2, timeouts: {streamIdle: 300ms, responseHeader: 300ms, firstByte: 300ms},", 1)
+	retrying := strings.Replace(doc, "maxAttempts: 2,", "maxAttempts: 2, retryOnTimeout: true,", 1)
 	t.Run("stream idle", func(t *testing.T) {
 		h := newHarness(t, doc, twoEngines())
 		for _, e := range h.engines {
@@ -405,21 +406,33 @@ func TestTimeouts(t *testing.T) {
 			t.Errorf("want one chunk and an idle error event, got:\n%s", b)
 		}
 	})
-	t.Run("response header", func(t *testing.T) {
-		h := newHarness(t, doc, twoEngines())
-		release := make(chan struct{})
-		defer close(release)
-		for _, e := range h.engines {
-			e.stall = release
-		}
-		resp, b := h.post("/v1/chat/completions", chatBody)
-		if resp.StatusCode != 504 || !strings.Contains(string(b), "upstream_timeout") {
-			t.Errorf("status %d: %s", resp.StatusCode, b)
-		}
-		if n := h.engines["e0"].requests.Load() + h.engines["e1"].requests.Load(); n != 2 {
-			t.Errorf("%d attempts, want 2 (maxAttempts)", n)
-		}
-	})
+	for _, tt := range []struct {
+		name, doc, body string
+		attempts        int64
+	}{
+		// A stream's headers come at once: a hung engine, retried.
+		{"stream headers", doc, `{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true}`, 2},
+		// A non-streamed answer may be a long generation the engine
+		// admitted: not retried by default.
+		{"first byte", doc, chatBody, 1},
+		{"first byte with retryOnTimeout", retrying, chatBody, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.doc, twoEngines())
+			release := make(chan struct{})
+			defer close(release)
+			for _, e := range h.engines {
+				e.stall = release
+			}
+			resp, b := h.post("/v1/chat/completions", tt.body)
+			if resp.StatusCode != 504 || decodeError(t, b).Error.Code == nil || *decodeError(t, b).Error.Code != "upstream_timeout" {
+				t.Errorf("status %d: %s", resp.StatusCode, b)
+			}
+			if n := h.engines["e0"].requests.Load() + h.engines["e1"].requests.Load(); n != tt.attempts {
+				t.Errorf("%d attempts, want %d", n, tt.attempts)
+			}
+		})
+	}
 }
 
 func TestChunkedBodyOverLimitIs413(t *testing.T) {
@@ -465,7 +478,8 @@ func TestServeStopsWithinGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); !strings.HasPrefix(line, "data: ") {
+	br := bufio.NewReader(resp.Body)
+	if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "data: ") {
 		t.Fatalf("first line %q", line)
 	}
 	cancel()
@@ -476,5 +490,9 @@ func TestServeStopsWithinGrace(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return within 10s of cancel with a 200ms grace")
+	}
+	// The cut stream ends with an error event saying why.
+	if rest, _ := io.ReadAll(br); !strings.Contains(string(rest), `"code":"shutting_down"`) {
+		t.Errorf("the cut stream ended without a shutting_down error event: %q", rest)
 	}
 }

@@ -19,14 +19,20 @@ import (
 
 // Defaults of the router block.
 const (
-	DefaultListen           = "127.0.0.1:8080"
-	DefaultScrapeInterval   = 100 * time.Millisecond
-	DefaultMaxBodyBytes     = 16 << 20
-	DefaultMaxAttempts      = 3
-	DefaultSessionHeader    = "x-session-id"
-	DefaultConnectTimeout   = 2 * time.Second
-	DefaultResponseHeader   = 300 * time.Second
-	DefaultStreamIdle       = 60 * time.Second
+	DefaultListen         = "127.0.0.1:8080"
+	DefaultScrapeInterval = 100 * time.Millisecond
+	DefaultMaxBodyBytes   = 16 << 20
+	DefaultMaxAttempts    = 3
+	DefaultSessionHeader  = "x-session-id"
+	DefaultConnectTimeout = 2 * time.Second
+	DefaultResponseHeader = 30 * time.Second
+	DefaultFirstByte      = 300 * time.Second
+	DefaultStreamIdle     = 60 * time.Second
+	DefaultRequestBody    = 60 * time.Second
+	DefaultOutputTokens   = 256
+	DefaultHealthPath     = "/health"
+	// HealthPathNone turns health probing off.
+	HealthPathNone          = "none"
 	DefaultScrapeTimeout    = time.Second
 	DefaultFailureThreshold = 3
 	DefaultSuccessThreshold = 2
@@ -254,8 +260,16 @@ func (c *Config) Default() {
 	}
 	setDur(&r.Timeouts.Connect, DefaultConnectTimeout)
 	setDur(&r.Timeouts.ResponseHeader, DefaultResponseHeader)
+	setDur(&r.Timeouts.FirstByte, DefaultFirstByte)
 	setDur(&r.Timeouts.StreamIdle, DefaultStreamIdle)
+	setDur(&r.Timeouts.RequestBody, DefaultRequestBody)
 	setDur(&r.Timeouts.Scrape, DefaultScrapeTimeout)
+	if r.DefaultOutputTokens == 0 {
+		r.DefaultOutputTokens = DefaultOutputTokens
+	}
+	if r.Health.Path == "" {
+		r.Health.Path = DefaultHealthPath
+	}
 	if r.Health.FailureThreshold == 0 {
 		r.Health.FailureThreshold = DefaultFailureThreshold
 	}
@@ -353,7 +367,9 @@ func (c *Config) Validate() error {
 	positive("router.scrapeInterval", r.ScrapeInterval)
 	positive("router.timeouts.connect", r.Timeouts.Connect)
 	positive("router.timeouts.responseHeader", r.Timeouts.ResponseHeader)
+	positive("router.timeouts.firstByte", r.Timeouts.FirstByte)
 	positive("router.timeouts.streamIdle", r.Timeouts.StreamIdle)
+	positive("router.timeouts.requestBody", r.Timeouts.RequestBody)
 	positive("router.timeouts.scrape", r.Timeouts.Scrape)
 	if r.MaxBodyBytes < 0 {
 		add("router.maxBodyBytes", "must be positive, got %d", r.MaxBodyBytes)
@@ -366,6 +382,12 @@ func (c *Config) Validate() error {
 	}
 	if r.Health.SuccessThreshold < 0 {
 		add("router.health.successThreshold", "must be positive, got %d", r.Health.SuccessThreshold)
+	}
+	if p := r.Health.Path; p != HealthPathNone && !strings.HasPrefix(p, "/") {
+		add("router.health.path", "must start with / (or be %q), got %q", HealthPathNone, p)
+	}
+	if r.DefaultOutputTokens < 0 {
+		add("router.defaultOutputTokens", "must be positive, got %d", r.DefaultOutputTokens)
 	}
 	for _, name := range sortedKeys(r.Profiles) {
 		p := r.Profiles[name]

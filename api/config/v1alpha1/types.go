@@ -53,6 +53,19 @@ type RouterConfig struct {
 	// Health decides when an endpoint is taken out of rotation and when it
 	// comes back.
 	Health HealthConfig `json:"health,omitempty"`
+	// RetryOnTimeout also retries, on another endpoint, a request that timed
+	// out after the engine may have admitted it (timeouts.firstByte, or
+	// timeouts.streamIdle before anything reached the client). Off by
+	// default: such a retry can run the generation twice and adds load to a
+	// fleet that is already slow. Connect and responseHeader timeouts are
+	// always retried.
+	RetryOnTimeout bool `json:"retryOnTimeout,omitempty"`
+	// DefaultOutputTokens is the output length the router assumes, for its
+	// in-flight token accounting, when a request sets neither max_tokens nor
+	// max_completion_tokens. Default 256.
+	DefaultOutputTokens int `json:"defaultOutputTokens,omitempty"`
+	// Debug controls what the router reveals about its decisions.
+	Debug DebugConfig `json:"debug,omitempty"`
 	// Profiles are the scheduling profiles by name. A "default" profile is
 	// provided when absent.
 	Profiles map[string]ProfileSpec `json:"profiles,omitempty"`
@@ -61,30 +74,67 @@ type RouterConfig struct {
 	PrefixIndex *PrefixIndexConfig `json:"prefixIndex,omitempty"`
 }
 
-// TimeoutsConfig bounds upstream requests. Zero values take the defaults;
-// there is no way to ask for "no timeout" except a very large value.
+// TimeoutsConfig bounds the router's conversations with clients and
+// engines. Zero values take the defaults; there is no way to ask for "no
+// timeout" except a very large value. docs/router.md explains which are
+// retried.
 type TimeoutsConfig struct {
 	// Connect bounds dialling an engine. Default 2s.
 	Connect Duration `json:"connect,omitempty"`
-	// ResponseHeader bounds the wait for the engine's response headers after
-	// the request was sent (for a non-streamed request that is the whole
-	// generation). Default 300s.
+	// ResponseHeader bounds the wait for a streamed response's headers after
+	// the request was sent. vLLM and SGLang send them as soon as they accept
+	// a stream, before queueing or prefill, so missing headers mean a hung
+	// engine. A non-streamed answer brings its headers with it: FirstByte
+	// bounds that. Default 30s.
 	ResponseHeader Duration `json:"responseHeader,omitempty"`
-	// StreamIdle bounds the silence between two chunks of a streamed
-	// response; past it the stream is ended with an error event. Default 60s.
+	// FirstByte bounds the wait from sending a request to the first byte of
+	// its answer: a stream's first chunk (queueing plus prefill) or a
+	// non-streamed answer (the whole generation). Default 300s.
+	FirstByte Duration `json:"firstByte,omitempty"`
+	// StreamIdle bounds the silence after the first byte: between two chunks
+	// of a stream (the stream ends with an error event), or inside a
+	// non-streamed body (504). Default 60s.
 	StreamIdle Duration `json:"streamIdle,omitempty"`
-	// Scrape bounds one /metrics scrape. Default 1s.
+	// RequestBody bounds reading a client's request body. Default 60s.
+	RequestBody Duration `json:"requestBody,omitempty"`
+	// Scrape bounds one /metrics scrape and one health probe. Default 1s.
 	Scrape Duration `json:"scrape,omitempty"`
 }
 
-// HealthConfig sets the thresholds of endpoint health tracking.
+// DebugConfig controls the router's debugging aids on its public port.
+type DebugConfig struct {
+	// Explain enables explanations: the x-halyard-explain request header
+	// (answered with x-halyard-route) and /debug/route. Unset means on;
+	// the Helm chart turns it off. With it off, the header is ignored and
+	// /debug/route answers 404.
+	Explain *bool `json:"explain,omitempty"`
+	// EndpointHeader sets X-Halyard-Endpoint, the endpoint that served, on
+	// every proxied response. Unset means on.
+	EndpointHeader *bool `json:"endpointHeader,omitempty"`
+}
+
+// ExplainEnabled reports whether explanations are on (unset means on).
+func (d DebugConfig) ExplainEnabled() bool { return d.Explain == nil || *d.Explain }
+
+// EndpointHeaderEnabled reports whether X-Halyard-Endpoint is set (unset
+// means on).
+func (d DebugConfig) EndpointHeaderEnabled() bool {
+	return d.EndpointHeader == nil || *d.EndpointHeader
+}
+
+// HealthConfig sets how endpoint health is tracked.
 type HealthConfig struct {
-	// FailureThreshold is the number of consecutive failed scrapes or
-	// connection errors that take an endpoint out. Default 3.
+	// FailureThreshold is the number of consecutive failed checks (a health
+	// probe that is not 200, a failed scrape) or connection errors that take
+	// an endpoint out. Default 3.
 	FailureThreshold int `json:"failureThreshold,omitempty"`
-	// SuccessThreshold is the number of consecutive successful scrapes that
+	// SuccessThreshold is the number of consecutive successful checks that
 	// bring an unhealthy endpoint back. Default 2.
 	SuccessThreshold int `json:"successThreshold,omitempty"`
+	// Path is probed with GET before every scrape; anything but 200 is a
+	// failed check (vLLM and SGLang answer 200 once ready). Default
+	// /health; "none" turns probing off, leaving the scrape as the check.
+	Path string `json:"path,omitempty"`
 }
 
 // ProfileSpec is one scheduling profile: filters, weighted scorers, a picker.

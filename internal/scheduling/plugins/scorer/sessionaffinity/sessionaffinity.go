@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
@@ -41,13 +42,17 @@ type Scorer struct {
 
 	sessionsDesc *prometheus.Desc
 
-	mu       sync.Mutex
-	sessions map[string]*list.Element // of *session
+	mu sync.Mutex
+	// sessions are keyed by the 64-bit xxhash of the session key, so that
+	// memory does not grow with the keys' length (a session header may be
+	// 1 MiB, a body's user field far more). Two keys colliding share an
+	// endpoint preference, which is harmless.
+	sessions map[uint64]*list.Element // of *session
 	lru      list.List                // most recent at the front
 }
 
 type session struct {
-	key      string
+	key      uint64
 	endpoint string
 	expires  time.Time
 }
@@ -83,7 +88,7 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 		now:      now,
 		ttl:      ttl,
 		max:      p.MaxSessions,
-		sessions: make(map[string]*list.Element),
+		sessions: make(map[uint64]*list.Element),
 		sessionsDesc: prometheus.NewDesc(MetricSessions, "Sessions the session-affinity scorer remembers.",
 			nil, prometheus.Labels{"plugin": name}),
 	}, nil
@@ -118,9 +123,10 @@ func (s *Scorer) PreRequest(_ context.Context, _ *framework.CycleState, req *fra
 		return
 	}
 	now := s.now()
+	key := xxhash.Sum64String(req.SessionKey)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if el, ok := s.sessions[req.SessionKey]; ok {
+	if el, ok := s.sessions[key]; ok {
 		ss := el.Value.(*session)
 		ss.endpoint, ss.expires = picked.Metadata().Name, now.Add(s.ttl)
 		s.lru.MoveToFront(el)
@@ -136,7 +142,7 @@ func (s *Scorer) PreRequest(_ context.Context, _ *framework.CycleState, req *fra
 		}
 		break
 	}
-	s.sessions[req.SessionKey] = s.lru.PushFront(&session{key: req.SessionKey, endpoint: picked.Metadata().Name, expires: now.Add(s.ttl)})
+	s.sessions[key] = s.lru.PushFront(&session{key: key, endpoint: picked.Metadata().Name, expires: now.Add(s.ttl)})
 }
 
 // Len returns how many sessions are remembered (expired ones included until
@@ -147,8 +153,9 @@ func (s *Scorer) Len() int {
 	return s.lru.Len()
 }
 
-func (s *Scorer) lookup(key string) (string, bool) {
+func (s *Scorer) lookup(sessionKey string) (string, bool) {
 	now := s.now()
+	key := xxhash.Sum64String(sessionKey)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	el, ok := s.sessions[key]

@@ -2,6 +2,8 @@ package sessionaffinity_test
 
 import (
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,5 +127,30 @@ func TestFactoryValidates(t *testing.T) {
 		if _, err := sessionaffinity.Factory("s", []byte(params), plugintest.NewHandle()); err == nil {
 			t.Errorf("params %s accepted", params)
 		}
+	}
+}
+
+// TestLongKeysAreNotKept: the scorer remembers sessions by a hash, so its
+// memory does not grow with the length of the keys (QA: 30 requests with a
+// 10 MB user value kept 436 MB).
+func TestLongKeysAreNotKept(t *testing.T) {
+	s := plugintest.Build[*sessionaffinity.Scorer](t, sessionaffinity.Factory, `{}`, plugintest.NewHandle())
+	a := plugintest.NewEndpoint("a")
+	const n, size = 30, 1 << 20
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		key := strings.Repeat(string(rune('a'+i%26)), size) + fmt.Sprint(i)
+		s.PreRequest(t.Context(), nil, &framework.Request{SessionKey: key}, a)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > n*size/4 {
+		t.Errorf("heap grew %d MiB for %d sessions of 1 MiB keys", grown>>20, n)
+	}
+	key := strings.Repeat("b", size) + "1"
+	if got := plugintest.Score(s, nil, &framework.Request{SessionKey: key}, plugintest.Endpoints(a)); got[0] != 1 {
+		t.Error("a long session key was not remembered")
 	}
 }
