@@ -77,7 +77,7 @@ type Router struct {
 	source    discovery.Source
 	metrics   *observability.RouterMetrics
 	transport *http.Transport
-	client    *http.Client
+	upstream  *upstream
 	mux       *http.ServeMux
 	health    datastore.HealthPolicy
 	prefix    *prefixRouting
@@ -218,7 +218,7 @@ func New(opts Options) (*Router, error) {
 		WriteBufferSize:        32 << 10,
 		ReadBufferSize:         32 << 10,
 	}
-	r.client = &http.Client{Transport: r.transport}
+	r.upstream = newUpstream(r.transport)
 
 	scrapeClient := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}}
 	scraper := opts.Scraper
