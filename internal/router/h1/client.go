@@ -131,17 +131,21 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	if err := req.Write(pc.bw); err != nil {
-		return fail(fmt.Errorf("h1: write request: %w", err))
-	}
-	if err := pc.bw.Flush(); err != nil {
-		return fail(fmt.Errorf("h1: write request: %w", err))
+	werr := req.Write(pc.bw)
+	if werr == nil {
+		werr = pc.bw.Flush()
 	}
 	resp, err := c.readResponse(pc, req)
 	if err != nil {
+		if werr != nil {
+			return fail(fmt.Errorf("h1: write request: %w", werr))
+		}
 		return fail(err)
 	}
-	b := &body{client: c, pc: pc, rc: resp.Body, stop: stop, ctx: ctx, reuse: !resp.Close && !req.Close}
+	// A server may answer before reading the whole request (a 413, say) and
+	// close: its answer is returned, as the Transport does, and the
+	// connection is not reused.
+	b := &body{client: c, pc: pc, rc: resp.Body, stop: stop, ctx: ctx, reuse: werr == nil && !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil

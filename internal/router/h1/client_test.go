@@ -410,3 +410,21 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// TestEarlyAnswer: a server that answers without reading a large request
+// body and closes: the client returns its answer, not the write error.
+func TestEarlyAnswer(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	c := &Client{}
+	defer c.CloseIdleConnections()
+	resp, err := post(t, context.Background(), c, s.URL, strings.Repeat("x", 8<<20))
+	if err != nil {
+		t.Fatalf("error %v, want the server's 413", err)
+	}
+	if got := readAll(t, resp); resp.StatusCode != http.StatusRequestEntityTooLarge || got != "too large\n" {
+		t.Errorf("status %d body %q", resp.StatusCode, got)
+	}
+}
