@@ -119,6 +119,9 @@ func TestRouterOverhead(t *testing.T) {
 	fmt.Fprintf(&report, "| latency p99.9 at %d requests/s | %s | %s | |\n", rate, q(dl, 99.9), q(rl, 99.9))
 	own := ownAddedLatency(t, "http://"+router.addr+"/metrics")
 	fmt.Fprintf(&report, "| router's own added latency, arrival to upstream send (`halyard_router_added_latency_seconds{stage=\"request\"}`), share of all requests of the run | | %s | |\n", own)
+	if base := os.Getenv("HALYARD_PERF_BASE_BIN"); base != "" {
+		compareRouters(t, &report, base, cfg, sim, router)
+	}
 	t.Log("\n" + report.String())
 	if out := os.Getenv("HALYARD_PERF_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(report.String()), 0o644); err != nil {
@@ -360,4 +363,54 @@ func ownAddedLatency(t *testing.T, url string) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// compareRouters starts a second router from another build (baseBin) on the
+// same config and engine, and runs wrk against the engine, that router and
+// this tree's router in turn, HALYARD_PERF_ROUNDS times (default 6) for
+// HALYARD_PERF_AB_SECONDS each (default 5): requests/s and CPU per request
+// of each router, side by side.
+func compareRouters(t *testing.T, report *strings.Builder, baseBin, cfg string, sim, router *proc) {
+	t.Helper()
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Log("wrk not installed: skipping the comparison")
+		return
+	}
+	base := run(t, baseBin, "router serving", "router", "--config", cfg, "--listen", "127.0.0.1:0", "--log-level", "info")
+	baseURL := "http://" + base.addr + "/v1/chat/completions"
+	waitOK(t, baseURL)
+	script := filepath.Join(t.TempDir(), "post.lua")
+	lua := "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '" + body + "'\n"
+	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rounds, secs := envInt("HALYARD_PERF_ROUNDS", 6), envInt("HALYARD_PERF_AB_SECONDS", 5)
+	direct := "http://" + sim.addr + "/v1/chat/completions"
+	routed := "http://" + router.addr + "/v1/chat/completions"
+	pids := []int{sim.cmd.Process.Pid, base.cmd.Process.Pid, router.cmd.Process.Pid}
+	fmt.Fprintf(report, "\n| round | engine alone: requests/s | base router: requests/s, router CPU per request | this router: requests/s, router CPU per request |\n| --- | --- | --- | --- |\n")
+	var sumB, sumR, cpuB, cpuR float64
+	for i := range rounds {
+		d := runWrk(t, script, direct, 64, secs, pids)
+		b := runWrk(t, script, baseURL, 64, secs, pids)
+		r := runWrk(t, script, routed, 64, secs, pids)
+		cb, cr := perRequest(b, 1), perRequest(r, 2)
+		sumB, sumR, cpuB, cpuR = sumB+b.rps, sumR+r.rps, cpuB+cb.Seconds(), cpuR+cr.Seconds()
+		fmt.Fprintf(report, "| %d | %.0f | %.0f, %s | %.0f, %s |\n", i+1, d.rps, b.rps, cb, r.rps, cr)
+	}
+	n := float64(rounds)
+	fmt.Fprintf(report, "| mean | | %.0f, %s | %.0f, %s |\n", sumB/n, seconds(cpuB/n), sumR/n, seconds(cpuR/n))
+	fmt.Fprintf(report, "| this/base | | throughput %.2f | CPU per request %.2f |\n", sumR/sumB, cpuR/cpuB)
+}
+
+// perRequest is the CPU time of pids[i] per request of the run, 0 if unknown.
+func perRequest(r wrkResult, i int) time.Duration {
+	if r.cpu == nil || r.requests == 0 {
+		return 0
+	}
+	return (r.cpu[i] / time.Duration(r.requests)).Round(time.Microsecond)
+}
+
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Microsecond)
 }
