@@ -253,12 +253,21 @@ func (uniformTicks) Ticks(lo, hi float64) []plot.Tick {
 
 var _ plot.Ticker = uniformTicks{}
 
-// legendWidth is the strip to the right of the panels that holds the
-// legend.
+// legendWidth is the narrowest strip to the right of the panels that holds
+// the legend; legendStrip widens it to fit the longest label.
 const legendWidth = 1.6 * vg.Inch
+
+// legendStrip is the width of the strip that holds legend: its entries'
+// extent plus a margin each side, and at least legendWidth, so that long
+// labels (target URLs) are not cut at the image's edge.
+func legendStrip(legend plot.Legend) vg.Length {
+	r := legend.Rectangle(draw.Canvas{})
+	return max(legendWidth, r.Max.X-r.Min.X+vg.Millimeter*4)
+}
 
 func saveTiles(path string, plots [][]*plot.Plot, legend plot.Legend) error {
 	rows, cols := len(plots), len(plots[0])
+	legendWidth := legendStrip(legend)
 	img := vgimg.NewWith(vgimg.UseWH(vg.Length(cols)*4*vg.Inch+legendWidth, vg.Length(rows)*3.5*vg.Inch), vgimg.UseDPI(96))
 	dc := draw.New(img)
 	dc.SetColor(color.White)
