@@ -269,3 +269,33 @@ func TestLegendStripFitsLongLabels(t *testing.T) {
 		})
 	}
 }
+
+// TestGoodputPanelWithoutSLO: without --slo no goodput was measured, so the
+// goodput panel says so instead of drawing a line at zero.
+func TestGoodputPanelWithoutSLO(t *testing.T) {
+	r1, r2 := 5.0, 10.0
+	series := map[string][]*Run{"x": {
+		{Label: "x", RequestRate: &r1, Completed: 5, RequestThroughput: 5},
+		{Label: "x", RequestRate: &r2, Completed: 5, RequestThroughput: 9},
+	}}
+	tests := []struct {
+		slo, title string
+	}{
+		{"ttft=500ms", "goodput"},
+		{"", "goodput: not measured (no --slo)"},
+	}
+	for _, tt := range tests {
+		t.Run("slo="+tt.slo, func(t *testing.T) {
+			p, err := goodputPanel([]string{"x"}, series, tt.slo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Title.Text != tt.title {
+				t.Errorf("title %q, want %q", p.Title.Text, tt.title)
+			}
+			if p.X.Min != r1 || p.X.Max != r2 {
+				t.Errorf("x range [%v, %v], want the rates [%v, %v]", p.X.Min, p.X.Max, r1, r2)
+			}
+		})
+	}
+}
