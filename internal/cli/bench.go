@@ -67,7 +67,7 @@ table, a JSON file (--out) and PNG plots (--plots). See docs/bench.md.`,
 	f.IntVar(&c.Workload.QuestionTokens, "question-tokens", 0, "question length in tokens (default 200 shared-prefix, 100 multi-turn)")
 	f.IntVar(&c.Workload.OutputTokens, "output-tokens", 0, "output length in tokens (default 100)")
 	f.IntVar(&c.Workload.Turns, "turns", 0, "turns per conversation (default 1 shared-prefix, 5 multi-turn)")
-	f.StringVar(&c.Workload.Trace, "trace", "", "trace file for mooncake or azure (default the vendored traces/ file)")
+	f.StringVar(&c.Workload.Trace, "trace", "", "trace file for mooncake or azure (default the vendored traces/ file, relative to the working directory: the repository root)")
 	f.StringVar(&c.Workload.AzureTrace, "azure-trace", "", "azure: which vendored trace, code or conv (default conv)")
 	f.IntVar(&c.Workload.MaxTokens, "max-tokens-total", 0, "drop trace requests whose prompt plus output exceeds this many tokens (0 keeps all)")
 

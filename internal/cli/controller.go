@@ -75,7 +75,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "elect one active controller among replicas (a Lease)")
 	fl.StringVar(&f.leaderNS, "leader-election-namespace", "", "namespace of the leader election Lease; default the pod's namespace")
 	fl.StringVar(&f.namespace, "namespace", "", "watch only this namespace; default all")
-	fl.StringVar(&f.agentImage, "agent-image", "ghcr.io/halyard-dev/halyard:"+Version, "image of the injected `halyard agent` container")
+	fl.StringVar(&f.agentImage, "agent-image", "ghcr.io/halyard-dev/halyard:"+Version, "image of the injected halyard agent container")
 	fl.Int32Var(&f.agentPort, "agent-port", 8099, "port of the agent's /startup and /healthz in each pod")
 	fl.StringVar(&f.inPlace, "in-place", controller.InPlaceAuto, "in-place group restart: auto (probe the API server), on or off")
 	fl.StringVar(&f.probeNamespace, "probe-namespace", "", "namespace of the in-place probe's dry-run pod; default --namespace or default")

@@ -48,6 +48,7 @@ func TestSimRejectsBadFlags(t *testing.T) {
 		{[]string{"sim", "--model", "m", "--profile", "nope"}, "unknown profile"},
 		{[]string{"sim", "--model", "m", "--kv-events", "udp://127.0.0.1:0"}, "must be tcp://HOST:PORT"},
 		{[]string{"sim", "--model", "m", "--kv-events", "tcp://127.0.0.1:0", "--kv-events-format", "xml"}, "array or map"},
+		{[]string{"sim", "--model", "m", "--kv-events-format", "xml"}, "array or map"},
 		{[]string{"sim", "--model", "m", "--tokenizer", "/no/such/tokenizer.json"}, "tokenizer"},
 		{[]string{"sim", "--model", "m", "--role", "middle"}, "role: must be both, prefill or decode"},
 		{[]string{"sim", "--model", "m", "--role", "prefill", "--side-channel", "nocolon"}, "side channel"},

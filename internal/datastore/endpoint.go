@@ -43,6 +43,9 @@ type Endpoint struct {
 	metrics    atomic.Pointer[framework.Metrics]
 	reqs, toks atomic.Int64
 	healthy    atomic.Bool
+	// Outlier ejection (outlier.go): consecutive server errors, the end of
+	// the current ejection (unix ns, or 0) and the ejections so far.
+	consecutive5xx, ejectedUntil, ejections atomic.Int64
 
 	mu          sync.Mutex
 	failures    int

@@ -28,6 +28,9 @@ const (
 	demoQuestionToks = 40
 	demoMaxTokens    = 48
 	demoConcurrency  = 16
+	// demoScrapeTimeout bounds reading the engines' counters for the
+	// report, also after Ctrl-C.
+	demoScrapeTimeout = 5 * time.Second
 )
 
 type demoResult struct {
@@ -113,7 +116,11 @@ dispatch:
 		fmt.Fprintf(out, "\nInterrupted: %d of %d requests completed or failed before Ctrl-C.\n", len(kept), n)
 		results = kept
 	}
-	after := scrapeAll(ctx, scraper, engines)
+	// The engines outlive an interruption (they stop after the demo
+	// returns), so their counters are still read after Ctrl-C.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), demoScrapeTimeout)
+	defer cancel()
+	after := scrapeAll(sctx, scraper, engines)
 	report(out, results, wall, before, after)
 	return nil
 }

@@ -1,9 +1,11 @@
 package local
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -212,6 +214,18 @@ routes: [{model: m, targets: [{pool: m}]}]
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	// Interrupt once some requests have completed, so that the engines
+	// have counted prompt tokens the report must show.
+	metricsURL := routerURL(t, out.String()) + "/metrics"
+	for !servedSome(metricsURL) {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v\n%s", err, out)
+		case <-deadline:
+			t.Fatalf("no request completed within a minute:\n%s", out)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -227,10 +241,48 @@ routes: [{model: m, targets: [{pool: m}]}]
 	if i < 0 || !strings.Contains(got, "Interrupted: ") {
 		t.Fatalf("no interrupted report:\n%s", got)
 	}
+	// The engines' counters are read after the interruption too.
+	if !strings.Contains(got[i:], "prefix-cache hit ratio (engines' counters)") {
+		t.Errorf("interrupted report lacks the engines' prefix-cache hit ratio:\n%s", got[i:])
+	}
 	if _, err := fmt.Sscanf(got[i:], "Demo report (%d requests, %d failed", &ran, &failed); err != nil {
 		t.Fatalf("report header: %v\n%s", err, got)
 	}
 	if ran >= n || failed != 0 {
 		t.Errorf("report counts %d requests, %d failed; want fewer than %d and none failed", ran, failed, n)
 	}
+}
+
+// routerURL is the router's base URL from Run's "Halyard is up" line.
+func routerURL(t *testing.T, out string) string {
+	t.Helper()
+	const marker = "router on "
+	i := strings.Index(out, marker)
+	if i < 0 {
+		t.Fatalf("no router address in:\n%s", out)
+	}
+	url, _, _ := strings.Cut(out[i+len(marker):], ",")
+	return url
+}
+
+// servedSome reports whether the router at metricsURL has answered at least
+// one request with 200 besides the demo's first chat request.
+func servedSome(metricsURL string) bool {
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var n float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "halyard_router_requests_total{") && strings.Contains(line, `code="200"`) {
+			var v float64
+			if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
+				n += v
+			}
+		}
+	}
+	return n >= 2
 }

@@ -37,6 +37,7 @@ type RouterMetrics struct {
 	PrefixPredicted *prometheus.HistogramVec // model
 	Tokens          *prometheus.CounterVec   // model, kind
 	RouteTargets    *prometheus.CounterVec   // model, pool, fallback
+	Ejections       *prometheus.CounterVec   // endpoint
 }
 
 // latencyBuckets span 1 ms to 2 min.
@@ -104,6 +105,10 @@ func NewRouterMetrics() *RouterMetrics {
 			Name: "halyard_router_route_target_total",
 			Help: "Requests sent to each route target, by public model, pool and whether it was a fallback.",
 		}, []string{"model", "pool", "fallback"}),
+		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "halyard_router_outlier_ejections_total",
+			Help: "Times an endpoint was taken out of rotation for router.health.outlier.ejectionTime after consecutive 5xx answers, by endpoint.",
+		}, []string{"endpoint"}),
 	}
 	reg.MustRegister(m.Collectors()...)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -115,6 +120,6 @@ func NewRouterMetrics() *RouterMetrics {
 func (m *RouterMetrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.Requests, m.Errors, m.InFlight, m.TTFT, m.E2E, m.AddedLatency, m.SchedulingTime,
-		m.Retries, m.Picks, m.PrefixPredicted, m.Tokens, m.RouteTargets,
+		m.Retries, m.Picks, m.PrefixPredicted, m.Tokens, m.RouteTargets, m.Ejections,
 	}
 }

@@ -178,9 +178,16 @@ func (r *Request) parseStreamOptions(v []byte) *Error {
 	if v[0] != '{' {
 		return typeError("stream_options", "an object", v)
 	}
+	// vLLM's StreamOptions defaults include_usage to true: an engine sends
+	// the usage chunk for "stream_options": {}, so the router reads it.
+	r.IncludeUsage = true
 	var perr *Error
 	_ = topFields(v, func(f field) bool {
 		if string(f.key) == "include_usage" {
+			if isNull(v[f.start:f.end]) {
+				r.IncludeUsage = false
+				return true
+			}
 			b, ok := parseBool(v[f.start:f.end])
 			if !ok {
 				perr = typeError("stream_options.include_usage", "a boolean", v[f.start:f.end])

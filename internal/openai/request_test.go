@@ -24,6 +24,18 @@ func TestParse(t *testing.T) {
 			want: &Request{Kind: KindChat, Model: "m", Stream: true, IncludeUsage: true, MaxTokens: 7, User: "u1", PromptText: []byte("system: be brief\nuser: hi\n")},
 		},
 		{
+			name: "empty stream_options means usage, as vLLM",
+			kind: KindChat,
+			body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{}}`,
+			want: &Request{Kind: KindChat, Model: "m", Stream: true, IncludeUsage: true, PromptText: []byte("user: hi\n")},
+		},
+		{
+			name: "null include_usage means none",
+			kind: KindChat,
+			body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":null}}`,
+			want: &Request{Kind: KindChat, Model: "m", Stream: true, PromptText: []byte("user: hi\n")},
+		},
+		{
 			name: "chat content parts and null content",
 			kind: KindChat,
 			body: `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]},{"role":"assistant","content":null,"tool_calls":[]}]}`,

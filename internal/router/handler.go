@@ -275,6 +275,8 @@ func (r *Router) candidates(route *routing.Route, pool string, tried []*datastor
 	eps := r.store.Pool(pool)
 	out := make([]framework.Endpoint, 0, len(eps))
 	var excluded []exclusion
+	var ejected []framework.Endpoint
+	now := r.now()
 	for _, e := range eps {
 		reason := ""
 		switch {
@@ -284,6 +286,9 @@ func (r *Router) candidates(route *routing.Route, pool string, tried []*datastor
 			reason = "role " + string(e.Metadata().Role)
 		case route.Adapter != "" && !servesAdapter(e, route.Adapter):
 			reason = "adapter " + route.Adapter + " not listed"
+		case e.Ejected(now):
+			ejected = append(ejected, e)
+			reason = "ejected after consecutive 5xx"
 		}
 		if reason != "" {
 			if explain {
@@ -292,6 +297,10 @@ func (r *Router) candidates(route *routing.Route, pool string, tried []*datastor
 			continue
 		}
 		out = append(out, e)
+	}
+	if len(out) == 0 && len(ejected) > 0 {
+		// Every servable endpoint is ejected: use them rather than none.
+		out = append(out, ejected...)
 	}
 	if len(tried) == 0 || len(out) == 0 {
 		return out, excluded

@@ -247,6 +247,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
+	r.observeStatus(ep, resp.StatusCode)
 	if resp.StatusCode >= 500 {
 		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))

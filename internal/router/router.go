@@ -82,6 +82,8 @@ type Router struct {
 	upstream  *upstream
 	mux       *http.ServeMux
 	health    datastore.HealthPolicy
+	outlier   datastore.OutlierPolicy
+	now       func() time.Time
 	prefix    *prefixRouting
 
 	discovered chan struct{} // closed after the first discovery update
@@ -142,6 +144,8 @@ func New(opts Options) (*Router, error) {
 		store:      &datastore.Store{},
 		metrics:    observability.NewRouterMetrics(),
 		health:     datastore.HealthPolicy{FailureThreshold: cfg.Router.Health.FailureThreshold, SuccessThreshold: cfg.Router.Health.SuccessThreshold},
+		outlier:    datastore.OutlierPolicy{Consecutive5xx: max(cfg.Router.Health.Outlier.Consecutive5xx, 0), EjectionTime: cfg.Router.Health.Outlier.EjectionTime.Duration},
+		now:        clock.Now,
 		discovered: make(chan struct{}),
 	}
 	r.hardStop, r.endHardStop = context.WithCancel(context.Background())
@@ -273,6 +277,14 @@ func New(opts Options) (*Router, error) {
 	}
 	r.mux.HandleFunc("/", r.serveNotFound)
 	return r, nil
+}
+
+// observeStatus feeds an engine's answer status to outlier ejection.
+func (r *Router) observeStatus(ep *datastore.Endpoint, status int) {
+	if ep.ObserveStatus(r.outlier, status, r.now()) {
+		r.metrics.Ejections.WithLabelValues(ep.Metadata().Name).Inc()
+		r.log.Warn("endpoint ejected", "endpoint", ep.Metadata().Name, "consecutive5xx", r.outlier.Consecutive5xx, "for", r.outlier.EjectionTime)
+	}
 }
 
 // pluginLister is what a profile offers when it can list its plugins.

@@ -33,7 +33,9 @@ type Config struct {
 	// cleared out of the prefix cache. If it also implements StepObserver it
 	// is told when each step's changes are complete.
 	KVEvents kvcache.Hooks
-	// Logger receives the engine's logs; nil discards them.
+	// Logger receives the engine's logs; nil discards them. The engine adds
+	// no attribute naming itself: give a logger that carries them (the
+	// vLLM HTTP face adds the model).
 	Logger *slog.Logger
 }
 

@@ -114,6 +114,10 @@ type counters struct {
 	busyTime                     time.Duration
 	transferring                 int
 	resyncs                      uint64
+	// resyncWarned is when a resync was last logged at warning level and
+	// resyncsQuiet how many resyncs were logged only at debug since.
+	resyncWarned time.Time
+	resyncsQuiet uint64
 }
 
 // NewEngine returns an engine for cfg on clock. It validates cfg.
@@ -367,6 +371,28 @@ func (e *Engine) liveSorted() []*seq {
 // virtual one; beyond it, the engine could not keep up and takes real time.
 const MaxModelLag = 100 * time.Millisecond
 
+// ResyncLogInterval is the least time between two warnings that an engine
+// fell behind the real clock; the resyncs in between are logged at debug
+// level and counted in the next warning, so that a busy machine does not
+// flood the terminal (Snapshot.Resyncs counts every one).
+const ResyncLogInterval = time.Minute
+
+// logResync reports a resync of model time to the real clock at real, lag
+// behind it. Called with e.mu held.
+func (e *Engine) logResync(real time.Time, lag time.Duration) {
+	st := &e.stats
+	if !st.resyncWarned.IsZero() && real.Sub(st.resyncWarned) < ResyncLogInterval {
+		st.resyncsQuiet++
+		e.log.Debug("engine fell behind the real clock; resyncing model time",
+			"lag", lag.String(), "max_lag", MaxModelLag.String())
+		return
+	}
+	e.log.Warn("engine fell behind the real clock; resyncing model time",
+		"lag", lag.String(), "max_lag", MaxModelLag.String(),
+		"resyncs_since_last_warning", st.resyncsQuiet+1)
+	st.resyncWarned, st.resyncsQuiet = real, 0
+}
+
 // kickLocked makes sure a step is scheduled.
 func (e *Engine) kickLocked() { e.kickAtLocked(e.clock.Now()) }
 
@@ -408,8 +434,7 @@ func (e *Engine) tick() {
 		// The real clock ran too far ahead (a long stall, or steps shorter
 		// than the work of computing them): give up exactness and resync,
 		// so that new arrivals are not held back.
-		e.log.Warn("engine fell behind the real clock; resyncing model time",
-			"model", e.cfg.Model, "lag", real.Sub(now).String(), "max_lag", MaxModelLag.String())
+		e.logResync(real, real.Sub(now))
 		now = real
 		e.stats.resyncs++
 	}
@@ -862,7 +887,7 @@ func (e *Engine) preempt(s *seq) {
 	s.preemptions++
 	e.stats.preemptions++
 	if e.log.Enabled(context.Background(), slog.LevelDebug) {
-		e.log.Debug("request preempted", "model", e.cfg.Model, "request_id", s.req.ID,
+		e.log.Debug("request preempted", "request_id", s.req.ID,
 			"free_blocks", e.pool.NumFree(), "running", len(e.running))
 	}
 	e.waiting.pushFront(s)

@@ -1,9 +1,15 @@
 package simulator
 
 import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/halyard-dev/halyard/internal/simclock"
 )
@@ -94,6 +100,61 @@ func TestModelTimeResyncsAfterLongStall(t *testing.T) {
 	}
 	if s := e.Snapshot(); s.Resyncs != 1 {
 		t.Errorf("resyncs = %d, want 1", s.Resyncs)
+	}
+}
+
+// TestModelTimeResyncWarningsAreRateLimited: on a machine too busy for the
+// engine to keep up, resyncs are logged at warning level at most once per
+// ResyncLogInterval (the ones in between at debug level, counted in the next
+// warning), without a duplicate model attribute; Snapshot counts them all.
+func TestModelTimeResyncWarningsAreRateLimited(t *testing.T) {
+	var buf bytes.Buffer
+	cfg := testConfig()
+	cfg.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})).With("model", cfg.Model)
+	clock := &lateClock{now: t0}
+	e, err := NewEngine(cfg, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit(t, e, "a", prompt(100, 1), 6)
+	clock.fire(t, t0)
+	// Every step fires long after it was due: each one resyncs.
+	late := 20*time.Millisecond + MaxModelLag + time.Millisecond
+	at := t0
+	for _, gap := range []time.Duration{late, late, late, ResyncLogInterval, late} {
+		at = at.Add(gap)
+		clock.fire(t, at)
+	}
+	type entry struct {
+		Level   string `json:"level"`
+		Msg     string `json:"msg"`
+		Resyncs uint64 `json:"resyncs_since_last_warning"`
+	}
+	var got []entry
+	for line := range strings.Lines(buf.String()) {
+		if strings.Count(line, `"model":`) != 1 {
+			t.Errorf("log line without exactly one model attribute: %s", line)
+		}
+		var en entry
+		if err := json.Unmarshal([]byte(line), &en); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if strings.Contains(en.Msg, "fell behind") {
+			got = append(got, en)
+		}
+	}
+	want := []entry{
+		{"WARN", "engine fell behind the real clock; resyncing model time", 1},
+		{"DEBUG", "engine fell behind the real clock; resyncing model time", 0},
+		{"DEBUG", "engine fell behind the real clock; resyncing model time", 0},
+		{"WARN", "engine fell behind the real clock; resyncing model time", 3},
+		{"DEBUG", "engine fell behind the real clock; resyncing model time", 0},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("resync logs (-want +got):\n%s", diff)
+	}
+	if s := e.Snapshot(); s.Resyncs != 5 {
+		t.Errorf("resyncs = %d, want 5", s.Resyncs)
 	}
 }
 

@@ -36,8 +36,12 @@ const (
 	DefaultScrapeTimeout    = time.Second
 	DefaultFailureThreshold = 3
 	DefaultSuccessThreshold = 2
-	DefaultProfile          = "default"
-	DefaultEngineProfile    = "h100-llama3-8b"
+	// DefaultOutlierConsecutive5xx and DefaultOutlierEjectionTime are
+	// Envoy's outlier-detection defaults.
+	DefaultOutlierConsecutive5xx = 5
+	DefaultOutlierEjectionTime   = 30 * time.Second
+	DefaultProfile               = "default"
+	DefaultEngineProfile         = "h100-llama3-8b"
 )
 
 // Endpoint roles accepted in endpoints[].role and engines[].role.
@@ -276,6 +280,12 @@ func (c *Config) Default() {
 	if r.Health.SuccessThreshold == 0 {
 		r.Health.SuccessThreshold = DefaultSuccessThreshold
 	}
+	if r.Health.Outlier.Consecutive5xx == 0 {
+		r.Health.Outlier.Consecutive5xx = DefaultOutlierConsecutive5xx
+	}
+	if r.Health.Outlier.EjectionTime.Duration == 0 {
+		r.Health.Outlier.EjectionTime.Duration = DefaultOutlierEjectionTime
+	}
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		if e.Name == "" {
@@ -382,6 +392,12 @@ func (c *Config) Validate() error {
 	}
 	if r.Health.SuccessThreshold < 0 {
 		add("router.health.successThreshold", "must be positive, got %d", r.Health.SuccessThreshold)
+	}
+	if r.Health.Outlier.Consecutive5xx < -1 {
+		add("router.health.outlier.consecutive5xx", "must be positive, or -1 for off, got %d", r.Health.Outlier.Consecutive5xx)
+	}
+	if r.Health.Outlier.EjectionTime.Duration < 0 {
+		add("router.health.outlier.ejectionTime", "must not be negative, got %s", r.Health.Outlier.EjectionTime.Duration)
 	}
 	if p := r.Health.Path; p != HealthPathNone && !strings.HasPrefix(p, "/") {
 		add("router.health.path", "must start with / (or be %q), got %q", HealthPathNone, p)

@@ -135,6 +135,20 @@ type HealthConfig struct {
 	// failed check (vLLM and SGLang answer 200 once ready). Default
 	// /health; "none" turns probing off, leaving the scrape as the check.
 	Path string `json:"path,omitempty"`
+	// Outlier takes out, for a while, an endpoint whose engine answers
+	// server errors in a row while its health probe still passes.
+	Outlier OutlierConfig `json:"outlier,omitempty"`
+}
+
+// OutlierConfig is passive outlier ejection (as Envoy's consecutive_5xx).
+type OutlierConfig struct {
+	// Consecutive5xx is how many 5xx answers in a row eject an endpoint.
+	// Default 5; -1 turns ejection off.
+	Consecutive5xx int `json:"consecutive5xx,omitempty"`
+	// EjectionTime is how long an ejected endpoint stays out of rotation.
+	// Default 30s. When every candidate of a pool is ejected, they are all
+	// used anyway.
+	EjectionTime Duration `json:"ejectionTime,omitempty"`
 }
 
 // ProfileSpec is one scheduling profile: filters, weighted scorers, a picker.

@@ -65,7 +65,7 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 	}
 	var files []string
 	if len(series) > 0 {
-		f, err := writeRatePlots(dir, series)
+		f, err := writeRatePlots(dir, series, rep.SLO)
 		files = append(files, f...)
 		if err != nil {
 			return files, err
@@ -81,7 +81,7 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 	return files, nil
 }
 
-func writeRatePlots(dir string, series map[string][]*Run) ([]string, error) {
+func writeRatePlots(dir string, series map[string][]*Run, slo string) ([]string, error) {
 	labels := make([]string, 0, len(series))
 	for l, runs := range series {
 		labels = append(labels, l)
@@ -110,7 +110,7 @@ func writeRatePlots(dir string, series map[string][]*Run) ([]string, error) {
 		}
 		files = append(files, path)
 	}
-	good, err := linePlot("goodput", "request rate (req/s)", "requests/s meeting the SLO", labels, series, func(r *Run) float64 { return r.RequestGoodput }, nil)
+	good, err := goodputPanel(labels, series, slo)
 	if err != nil {
 		return files, err
 	}
@@ -127,6 +127,25 @@ func writeRatePlots(dir string, series map[string][]*Run) ([]string, error) {
 
 // linePlot draws one line per label; when legend is not nil it adds the
 // lines' entries to it.
+// goodputPanel plots goodput versus rate; without an SLO (slo "") nothing
+// was measured, so the panel says so and draws no line rather than a
+// misleading zero.
+func goodputPanel(labels []string, series map[string][]*Run, slo string) (*plot.Plot, error) {
+	const x, y = "request rate (req/s)", "requests/s meeting the SLO"
+	if slo == "" {
+		p := newPlot("goodput: not measured (no --slo)", x, y)
+		p.X.Min, p.X.Max = math.Inf(1), math.Inf(-1)
+		for _, l := range labels {
+			for _, r := range series[l] {
+				p.X.Min, p.X.Max = min(p.X.Min, *r.RequestRate), max(p.X.Max, *r.RequestRate)
+			}
+		}
+		p.Y.Min, p.Y.Max = 0, 1
+		return p, nil
+	}
+	return linePlot("goodput", x, y, labels, series, func(r *Run) float64 { return r.RequestGoodput }, nil)
+}
+
 func linePlot(title, x, y string, labels []string, series map[string][]*Run, f func(*Run) float64, legend *plot.Legend) (*plot.Plot, error) {
 	p := newPlot(title, x, y)
 	fill := legend != nil
@@ -253,12 +272,21 @@ func (uniformTicks) Ticks(lo, hi float64) []plot.Tick {
 
 var _ plot.Ticker = uniformTicks{}
 
-// legendWidth is the strip to the right of the panels that holds the
-// legend.
+// legendWidth is the narrowest strip to the right of the panels that holds
+// the legend; legendStrip widens it to fit the longest label.
 const legendWidth = 1.6 * vg.Inch
+
+// legendStrip is the width of the strip that holds legend: its entries'
+// extent plus a margin each side, and at least legendWidth, so that long
+// labels (target URLs) are not cut at the image's edge.
+func legendStrip(legend plot.Legend) vg.Length {
+	r := legend.Rectangle(draw.Canvas{})
+	return max(legendWidth, r.Max.X-r.Min.X+vg.Millimeter*4)
+}
 
 func saveTiles(path string, plots [][]*plot.Plot, legend plot.Legend) error {
 	rows, cols := len(plots), len(plots[0])
+	legendWidth := legendStrip(legend)
 	img := vgimg.NewWith(vgimg.UseWH(vg.Length(cols)*4*vg.Inch+legendWidth, vg.Length(rows)*3.5*vg.Inch), vgimg.UseDPI(96))
 	dc := draw.New(img)
 	dc.SetColor(color.White)

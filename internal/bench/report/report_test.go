@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/vg"
 
 	"github.com/halyard-dev/halyard/internal/bench/enginestats"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
@@ -234,5 +236,66 @@ func TestKeepPlotsForInspection(t *testing.T) {
 	}
 	if _, err := sampleReport().WritePlots(dir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLegendStripFitsLongLabels: the legend strip to the right of the
+// panels is wide enough for the longest label (a target URL used to be cut
+// at the image's edge), and never narrower than the default strip.
+func TestLegendStripFitsLongLabels(t *testing.T) {
+	tests := []struct {
+		name   string
+		labels []string
+	}{
+		{"short", []string{"default", "oracle"}},
+		{"url", []string{"http://127.0.0.1:8080"}},
+		{"long url", []string{"default", "http://router.example.internal:8080/v1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			legend := plot.NewLegend()
+			var widest vg.Length
+			for _, l := range tt.labels {
+				legend.Add(l)
+				widest = max(widest, legend.ThumbnailWidth+legend.TextStyle.Width(" "+l))
+			}
+			got := legendStrip(legend)
+			if got < legendWidth {
+				t.Errorf("strip %v is narrower than the minimum %v", got, legendWidth)
+			}
+			if got < widest+vg.Millimeter*2 {
+				t.Errorf("strip %v does not fit the widest entry %v plus its left margin", got, widest)
+			}
+		})
+	}
+}
+
+// TestGoodputPanelWithoutSLO: without --slo no goodput was measured, so the
+// goodput panel says so instead of drawing a line at zero.
+func TestGoodputPanelWithoutSLO(t *testing.T) {
+	r1, r2 := 5.0, 10.0
+	series := map[string][]*Run{"x": {
+		{Label: "x", RequestRate: &r1, Completed: 5, RequestThroughput: 5},
+		{Label: "x", RequestRate: &r2, Completed: 5, RequestThroughput: 9},
+	}}
+	tests := []struct {
+		slo, title string
+	}{
+		{"ttft=500ms", "goodput"},
+		{"", "goodput: not measured (no --slo)"},
+	}
+	for _, tt := range tests {
+		t.Run("slo="+tt.slo, func(t *testing.T) {
+			p, err := goodputPanel([]string{"x"}, series, tt.slo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Title.Text != tt.title {
+				t.Errorf("title %q, want %q", p.Title.Text, tt.title)
+			}
+			if p.X.Min != r1 || p.X.Max != r2 {
+				t.Errorf("x range [%v, %v], want the rates [%v, %v]", p.X.Min, p.X.Max, r1, r2)
+			}
+		})
 	}
 }

@@ -77,6 +77,11 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 	if err := sp.PD.Validate(sp.Role); err != nil {
 		return nil, err
 	}
+	switch sp.KVEventsFormat {
+	case "", "array", "map":
+	default: // checked here too, so that a bad value is refused without --kv-events
+		return nil, fmt.Errorf("kv-events format: must be array or map, got %q", sp.KVEventsFormat)
+	}
 	tok, err := tokenizer.Load(sp.Tokenizer)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
