@@ -25,38 +25,54 @@ var (
 )
 
 // watchdog cancels an attempt's context with a cause when the deadline it is
-// armed with passes. Re-arming with the same cause resets the timer without
-// allocating; a new cause replaces the timer, so that a timer firing while
-// being replaced reports the cause it was armed with.
+// armed with passes. It keeps one timer for the attempt: arming again
+// (with the same cause or another) moves the deadline and resets the timer,
+// without allocating. A firing that finds the deadline moved into the
+// future (it raced with arm) or the watchdog stopped does nothing.
 type watchdog struct {
 	cancel context.CancelCauseFunc
 
-	mu    sync.Mutex
-	timer *time.Timer
-	cause error
+	mu       sync.Mutex
+	timer    *time.Timer
+	cause    error
+	deadline time.Time
+	armed    bool
 }
 
 func newWatchdog(cancel context.CancelCauseFunc) *watchdog { return &watchdog{cancel: cancel} }
 
-// arm makes the context end with cause after d.
+// arm makes the context end with cause after d, replacing any earlier
+// deadline.
 func (w *watchdog) arm(d time.Duration, cause error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.timer != nil && errors.Is(w.cause, cause) {
-		w.timer.Reset(d)
+	// The deadline is taken before the timer starts, so that the timer
+	// never fires before it.
+	w.cause, w.deadline, w.armed = cause, time.Now().Add(d), true
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.fire)
 		return
 	}
-	if w.timer != nil {
-		w.timer.Stop()
+	w.timer.Reset(d)
+}
+
+func (w *watchdog) fire() {
+	w.mu.Lock()
+	if !w.armed || time.Now().Before(w.deadline) {
+		w.mu.Unlock()
+		return
 	}
-	w.cause = cause
-	w.timer = time.AfterFunc(d, func() { w.cancel(cause) })
+	w.armed = false
+	cause := w.cause
+	w.mu.Unlock()
+	w.cancel(cause)
 }
 
 // stop disarms the watchdog.
 func (w *watchdog) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.armed = false
 	if w.timer != nil {
 		w.timer.Stop()
 	}

@@ -116,7 +116,14 @@ func (r *Router) readBody(w http.ResponseWriter, hr *http.Request) ([]byte, *ope
 	rc := http.NewResponseController(w)
 	timeout := r.cfg.Timeouts.RequestBody.Duration
 	deadlineSet := timeout > 0 && rc.SetReadDeadline(time.Now().Add(timeout)) == nil
-	body, err := readGrowing(http.MaxBytesReader(w, hr.Body, limit), hr.ContentLength, limit)
+	// A declared length is already checked against the limit and net/http
+	// never reads past it: only a body of unknown length needs the
+	// MaxBytesReader.
+	var rd io.Reader = hr.Body
+	if hr.ContentLength < 0 {
+		rd = http.MaxBytesReader(w, hr.Body, limit)
+	}
+	body, err := readGrowing(rd, hr.ContentLength, limit)
 	if deadlineSet {
 		_ = rc.SetReadDeadline(time.Time{})
 	}

@@ -509,14 +509,13 @@ func (r *Router) nixlPrefill(ctx context.Context, hr *http.Request, c *call, pp 
 // prefillRequest builds a prefill request with the client's headers and
 // runs the prefill profile's PreRequest hooks.
 func (r *Router) prefillRequest(pctx context.Context, hr *http.Request, c *call, pp *pdPool, plan *pd.Plan, ep *datastore.Endpoint, body []byte) (*http.Request, error) {
-	up, err := http.NewRequestWithContext(pctx, http.MethodPost, ep.Metadata().Address+hr.URL.Path, bytes.NewReader(body))
+	up, err := r.upstream.newRequest(pctx, ep.Metadata().Address, hr.URL.Path, body, len(hr.Header)+1)
 	if err != nil {
 		return nil, err
 	}
 	copyHeaders(up.Header, hr.Header)
 	up.Header.Set(HeaderRequestID, c.req.ID)
 	up.Header.Set("Content-Type", "application/json")
-	up.ContentLength = int64(len(body))
 	pp.planner.PrefillSent(pctx, c.req, plan)
 	return up, nil
 }
@@ -527,7 +526,7 @@ func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, pp
 	md := ep.Metadata()
 	tokens := int64(c.req.PromptTokens + 1)
 	ep.Begin(tokens)
-	resp, err := r.client.Do(up)
+	resp, err := r.upstream.do(up)
 	out := framework.Outcome{Err: err}
 	if err != nil {
 		ep.End(tokens)

@@ -192,7 +192,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	defer stopOnShutdown()
 	wd := newWatchdog(cancel)
 	defer wd.stop()
-	up, err := http.NewRequestWithContext(actx, http.MethodPost, md.Address+hr.URL.Path, bytes.NewReader(body))
+	up, err := r.upstream.newRequest(actx, md.Address, hr.URL.Path, body, len(hr.Header)+1)
 	if err != nil {
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
 	}
@@ -201,7 +201,6 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	if up.Header.Get("Content-Type") == "" {
 		up.Header.Set("Content-Type", "application/json")
 	}
-	up.ContentLength = int64(len(body))
 
 	tokens := int64(c.req.PromptTokens + r.outputEstimate(c))
 	ep.Begin(tokens)
@@ -226,7 +225,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	} else {
 		wd.arm(tm.FirstByte.Duration, errFirstByteTimeout)
 	}
-	resp, err := r.client.Do(up)
+	resp, err := r.upstream.do(up)
 	if err != nil {
 		out.Err = err
 		if ctx.Err() != nil {
@@ -494,12 +493,15 @@ func (r *Router) clientGone(c *call, endpoint string) {
 	r.metrics.Requests.WithLabelValues(c.route.Model, endpoint, "499").Inc()
 }
 
+// copyHeaders copies src's end-to-end headers into dst. dst shares src's
+// value slices: both are only read or replaced whole (Set) afterwards,
+// never appended to, and a copy per header showed in the proxy's profile.
 func copyHeaders(dst, src http.Header) {
 	for k, vs := range src {
 		if hopHeaders[k] {
 			continue
 		}
-		dst[k] = append(dst[k][:0], vs...)
+		dst[k] = vs
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/enginemetrics"
 	"github.com/halyard-dev/halyard/internal/observability"
+	"github.com/halyard-dev/halyard/internal/router/h1"
 	"github.com/halyard-dev/halyard/internal/routing"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
@@ -77,7 +78,8 @@ type Router struct {
 	source    discovery.Source
 	metrics   *observability.RouterMetrics
 	transport *http.Transport
-	client    *http.Client
+	engines   *h1.Client
+	upstream  *upstream
 	mux       *http.ServeMux
 	health    datastore.HealthPolicy
 	outlier   datastore.OutlierPolicy
@@ -222,7 +224,18 @@ func New(opts Options) (*Router, error) {
 		WriteBufferSize:        32 << 10,
 		ReadBufferSize:         32 << 10,
 	}
-	r.client = &http.Client{Transport: r.transport}
+	// Plain-HTTP engines get the lean client (package h1); others (https)
+	// the Transport.
+	r.engines = &h1.Client{
+		DialContext:            dialer.DialContext,
+		MaxIdlePerHost:         1024,
+		IdleTimeout:            90 * time.Second,
+		ReadBufferSize:         32 << 10,
+		WriteBufferSize:        32 << 10,
+		MaxResponseHeaderBytes: 1 << 20,
+		Fallback:               r.transport,
+	}
+	r.upstream = newUpstream(r.engines)
 
 	scrapeClient := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}}
 	scraper := opts.Scraper
@@ -412,7 +425,7 @@ func (r *Router) Run(ctx context.Context) error {
 			return fmt.Errorf("discovery: %w", err)
 		}
 	}
-	r.transport.CloseIdleConnections()
+	r.engines.CloseIdleConnections() // the Transport's too
 	return cerr
 }
 

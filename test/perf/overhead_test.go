@@ -96,13 +96,18 @@ func TestRouterOverhead(t *testing.T) {
 			t.Fatal(err)
 		}
 		var d, r []wrkResult
+		pids := []int{sim.cmd.Process.Pid, router.cmd.Process.Pid}
 		for range 2 { // alternate, so both see the same machine
-			d = append(d, runWrk(t, script, direct, conns, dur))
-			r = append(r, runWrk(t, script, routed, conns, dur))
+			d = append(d, runWrk(t, script, direct, conns, dur, pids))
+			r = append(r, runWrk(t, script, routed, conns, dur, pids))
 		}
 		bd, br := best(d), best(r)
 		fmt.Fprintf(&report, "| max requests/s (wrk, 1 thread, %d connections, best of 2×%ds) | %.0f | %.0f | %.2f |\n", conns, dur, bd.rps, br.rps, br.rps/bd.rps)
 		fmt.Fprintf(&report, "| latency p50 / p99 at max load | %s / %s | %s / %s | |\n", bd.p50, bd.p99, br.p50, br.p99)
+		if cd, cr := cpuPerRequest(d), cpuPerRequest(r); cd != nil && cr != nil {
+			fmt.Fprintf(&report, "| CPU per request under wrk, engine (all wrk runs) | %s | %s | |\n", cd[0], cr[0])
+			fmt.Fprintf(&report, "| CPU per request under wrk, router | | %s | |\n", cr[1])
+		}
 	} else {
 		t.Log("wrk not installed: skipping the throughput measurement (apt-get install -y wrk)")
 	}
@@ -114,6 +119,9 @@ func TestRouterOverhead(t *testing.T) {
 	fmt.Fprintf(&report, "| latency p99.9 at %d requests/s | %s | %s | |\n", rate, q(dl, 99.9), q(rl, 99.9))
 	own := ownAddedLatency(t, "http://"+router.addr+"/metrics")
 	fmt.Fprintf(&report, "| router's own added latency, arrival to upstream send (`halyard_router_added_latency_seconds{stage=\"request\"}`), share of all requests of the run | | %s | |\n", own)
+	if base := os.Getenv("HALYARD_PERF_BASE_BIN"); base != "" {
+		compareRouters(t, &report, base, cfg, sim, router)
+	}
 	t.Log("\n" + report.String())
 	if out := os.Getenv("HALYARD_PERF_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(report.String()), 0o644); err != nil {
@@ -148,18 +156,31 @@ func waitOK(t *testing.T, url string) {
 type wrkResult struct {
 	rps      float64
 	p50, p99 string
+	requests int
+	// cpu is the CPU time each of the pids given to runWrk used during
+	// the run; nil when /proc cannot tell.
+	cpu []time.Duration
 }
 
-func runWrk(t *testing.T, script, url string, conns, secs int) wrkResult {
+func runWrk(t *testing.T, script, url string, conns, secs int, pids []int) wrkResult {
 	t.Helper()
+	before := cpuTimes(pids)
 	out, err := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s", "--latency", "-s", script, url).CombinedOutput()
+	after := cpuTimes(pids)
 	if err != nil {
 		t.Fatalf("wrk: %v\n%s", err, out)
 	}
 	var r wrkResult
+	if before != nil && after != nil {
+		for i := range pids {
+			r.cpu = append(r.cpu, after[i]-before[i])
+		}
+	}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		switch {
+		case len(f) >= 5 && f[1] == "requests" && f[2] == "in":
+			r.requests, _ = strconv.Atoi(f[0])
 		case len(f) == 2 && f[0] == "Requests/sec:":
 			r.rps, _ = strconv.ParseFloat(f[1], 64)
 		case len(f) == 2 && f[0] == "50%":
@@ -171,6 +192,55 @@ func runWrk(t *testing.T, script, url string, conns, secs int) wrkResult {
 		}
 	}
 	return r
+}
+
+// clockTick is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on
+// Linux).
+const clockTick = 10 * time.Millisecond
+
+// cpuTimes returns the user+system CPU time of each process, or nil.
+func cpuTimes(pids []int) []time.Duration {
+	var out []time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return nil
+		}
+		// Fields after the command name (which may hold spaces).
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			return nil
+		}
+		utime, err1 := strconv.ParseInt(f[11], 10, 64)
+		stime, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil
+		}
+		out = append(out, time.Duration(utime+stime)*clockTick)
+	}
+	return out
+}
+
+// cpuPerRequest is each process's CPU time per request over runs.
+func cpuPerRequest(rs []wrkResult) []time.Duration {
+	var total []time.Duration
+	n := 0
+	for _, r := range rs {
+		if r.cpu == nil || r.requests == 0 {
+			return nil
+		}
+		if total == nil {
+			total = make([]time.Duration, len(r.cpu))
+		}
+		for i, c := range r.cpu {
+			total[i] += c
+		}
+		n += r.requests
+	}
+	for i := range total {
+		total[i] = (total[i] / time.Duration(n)).Round(time.Microsecond)
+	}
+	return total
 }
 
 func best(rs []wrkResult) wrkResult {
@@ -293,4 +363,54 @@ func ownAddedLatency(t *testing.T, url string) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// compareRouters starts a second router from another build (baseBin) on the
+// same config and engine, and runs wrk against the engine, that router and
+// this tree's router in turn, HALYARD_PERF_ROUNDS times (default 6) for
+// HALYARD_PERF_AB_SECONDS each (default 5): requests/s and CPU per request
+// of each router, side by side.
+func compareRouters(t *testing.T, report *strings.Builder, baseBin, cfg string, sim, router *proc) {
+	t.Helper()
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Log("wrk not installed: skipping the comparison")
+		return
+	}
+	base := run(t, baseBin, "router serving", "router", "--config", cfg, "--listen", "127.0.0.1:0", "--log-level", "info")
+	baseURL := "http://" + base.addr + "/v1/chat/completions"
+	waitOK(t, baseURL)
+	script := filepath.Join(t.TempDir(), "post.lua")
+	lua := "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '" + body + "'\n"
+	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rounds, secs := envInt("HALYARD_PERF_ROUNDS", 6), envInt("HALYARD_PERF_AB_SECONDS", 5)
+	direct := "http://" + sim.addr + "/v1/chat/completions"
+	routed := "http://" + router.addr + "/v1/chat/completions"
+	pids := []int{sim.cmd.Process.Pid, base.cmd.Process.Pid, router.cmd.Process.Pid}
+	fmt.Fprintf(report, "\n| round | engine alone: requests/s | base router: requests/s, router CPU per request | this router: requests/s, router CPU per request |\n| --- | --- | --- | --- |\n")
+	var sumB, sumR, cpuB, cpuR float64
+	for i := range rounds {
+		d := runWrk(t, script, direct, 64, secs, pids)
+		b := runWrk(t, script, baseURL, 64, secs, pids)
+		r := runWrk(t, script, routed, 64, secs, pids)
+		cb, cr := perRequest(b, 1), perRequest(r, 2)
+		sumB, sumR, cpuB, cpuR = sumB+b.rps, sumR+r.rps, cpuB+cb.Seconds(), cpuR+cr.Seconds()
+		fmt.Fprintf(report, "| %d | %.0f | %.0f, %s | %.0f, %s |\n", i+1, d.rps, b.rps, cb, r.rps, cr)
+	}
+	n := float64(rounds)
+	fmt.Fprintf(report, "| mean | | %.0f, %s | %.0f, %s |\n", sumB/n, seconds(cpuB/n), sumR/n, seconds(cpuR/n))
+	fmt.Fprintf(report, "| this/base | | throughput %.2f | CPU per request %.2f |\n", sumR/sumB, cpuR/cpuB)
+}
+
+// perRequest is the CPU time of pids[i] per request of the run, 0 if unknown.
+func perRequest(r wrkResult, i int) time.Duration {
+	if r.cpu == nil || r.requests == 0 {
+		return 0
+	}
+	return (r.cpu[i] / time.Duration(r.requests)).Round(time.Microsecond)
+}
+
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Microsecond)
 }
