@@ -221,6 +221,21 @@ func (r *Router) forwardPD(w http.ResponseWriter, hr *http.Request, c *call, tar
 // pdCandidates splits a pool's healthy endpoints into prefill candidates
 // (roles prefill and both) and decode candidates (decode and both).
 func (r *Router) pdCandidates(route *routing.Route, pool string, explain bool) (prefill, decode []framework.Endpoint, excluded []exclusion) {
+	// Ejected endpoints (outlier ejection) are left out of a role only
+	// while that role keeps another candidate.
+	var ejPrefill, ejDecode []framework.Endpoint
+	now := r.now()
+	add := func(e *datastore.Endpoint, pre, dec *[]framework.Endpoint) {
+		switch e.Metadata().Role {
+		case framework.RolePrefill:
+			*pre = append(*pre, e)
+		case framework.RoleDecode:
+			*dec = append(*dec, e)
+		default:
+			*pre = append(*pre, e)
+			*dec = append(*dec, e)
+		}
+	}
 	for _, e := range r.store.Pool(pool) {
 		reason := ""
 		switch {
@@ -228,6 +243,9 @@ func (r *Router) pdCandidates(route *routing.Route, pool string, explain bool) (
 			reason = "unhealthy"
 		case route.Adapter != "" && !servesAdapter(e, route.Adapter):
 			reason = "adapter " + route.Adapter + " not listed"
+		case e.Ejected(now):
+			add(e, &ejPrefill, &ejDecode)
+			reason = "ejected after consecutive 5xx"
 		}
 		if reason != "" {
 			if explain {
@@ -235,15 +253,13 @@ func (r *Router) pdCandidates(route *routing.Route, pool string, explain bool) (
 			}
 			continue
 		}
-		switch e.Metadata().Role {
-		case framework.RolePrefill:
-			prefill = append(prefill, e)
-		case framework.RoleDecode:
-			decode = append(decode, e)
-		default:
-			prefill = append(prefill, e)
-			decode = append(decode, e)
-		}
+		add(e, &prefill, &decode)
+	}
+	if len(prefill) == 0 {
+		prefill = ejPrefill
+	}
+	if len(decode) == 0 {
+		decode = ejDecode
 	}
 	return prefill, decode, excluded
 }
@@ -536,6 +552,7 @@ func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, pp
 		}
 		return nil, prefillError(pctx, md.Name, err)
 	}
+	r.observeStatus(ep, resp.StatusCode)
 	// End the accounting when the body is closed.
 	resp.Body = &endOnClose{ReadCloser: resp.Body, end: func() {
 		ep.End(tokens)

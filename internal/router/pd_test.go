@@ -576,3 +576,33 @@ pools: [{name: m, pd: {mode: nixl, decodeProfile: nope}}]
 		t.Errorf("error = %v", err)
 	}
 }
+
+// A prefill engine that answers 500 while its /health passes is ejected
+// after router.health.outlier.consecutive5xx answers and then gets no
+// prefills; every client request is served through the other one.
+func TestPDEjectsFailingPrefill(t *testing.T) {
+	h := newPDHarness(t, "{mode: nixl}", "p0", "p1", "d0")
+	h.fakes["p0"].answer = badPrefill(500, `{"error":"boom"}`)
+	// p0 is picked first while it is in rotation: p1 carries a queue.
+	h.r.store.Get("p1").Begin(1)
+	defer h.r.store.Get("p1").End(1)
+	for i := 0; len(h.fakes["p0"].requests()) < config.DefaultOutlierConsecutive5xx; i++ {
+		if i == 50 {
+			t.Fatalf("p0 got %d prefills of 50 requests", len(h.fakes["p0"].requests()))
+		}
+		if resp, b := h.post(context.Background(), "/v1/completions", `{"model":"m","prompt":"hi","max_tokens":3}`); resp == nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %v %s", i, resp, b)
+		}
+	}
+	if n := h.counter("halyard_router_outlier_ejections_total", "endpoint", "p0"); n != 1 {
+		t.Fatalf("ejections of p0 = %v, want 1", n)
+	}
+	for i := range 10 {
+		if resp, b := h.post(context.Background(), "/v1/completions", `{"model":"m","prompt":"hi","max_tokens":3}`); resp == nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d after the ejection: %v %s", i, resp, b)
+		}
+	}
+	if n := len(h.fakes["p0"].requests()); n != config.DefaultOutlierConsecutive5xx {
+		t.Errorf("the ejected prefill engine got %d requests, want none after its %d", n, config.DefaultOutlierConsecutive5xx)
+	}
+}
