@@ -2,13 +2,11 @@ package discovery
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"reflect"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/datastore"
@@ -59,54 +56,20 @@ func (k *Kubernetes) Run(ctx context.Context, update func([]datastore.EndpointSp
 		informers.WithNamespace(k.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = servingv1.LabelModelServing }))
 	inf := factory.Core().V1().Pods()
-	informer := inf.Informer()
-	var (
-		mu   sync.Mutex
-		last []datastore.EndpointSpec
-	)
-	changed := make(chan struct{}, 1)
-	notify := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { notify() },
-		UpdateFunc: func(any, any) { notify() },
-		DeleteFunc: func(any) { notify() },
-	}); err != nil {
-		return fmt.Errorf("kubernetes discovery: %w", err)
-	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		return nil
-	}
-	publish := func() {
+	var last []datastore.EndpointSpec
+	return follow(ctx, "kubernetes discovery", factory, inf.Informer(), func() {
 		pods, err := inf.Lister().List(labels.Everything())
 		if err != nil {
 			log.Warn("kubernetes discovery: list pods", "error", err)
 			return
 		}
 		specs := k.endpoints(pods)
-		mu.Lock()
-		defer mu.Unlock()
 		if last != nil && reflect.DeepEqual(last, specs) {
 			return
 		}
 		last = specs
 		update(specs)
-	}
-	publish()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-			publish()
-		}
-	}
+	})
 }
 
 // endpoints turns the ready pods into endpoint specs, sorted by name.

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/tools/cache"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
@@ -57,31 +56,11 @@ func (m *ModelRoutes) Run(ctx context.Context, update func(RouteSet)) error {
 	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(m.Client, 10*time.Minute, m.Namespace, nil)
 	inf := factory.ForResource(ModelRouteResource)
-	informer := inf.Informer()
-	changed := make(chan struct{}, 1)
-	notify := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { notify() },
-		UpdateFunc: func(any, any) { notify() },
-		DeleteFunc: func(any) { notify() },
-	}); err != nil {
-		return fmt.Errorf("modelroute discovery: %w", err)
-	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		return nil
-	}
 	var (
 		last     *RouteSet
 		reported = map[string]string{} // origin → the skip message logged
 	)
-	publish := func() {
+	return follow(ctx, "modelroute discovery", factory, inf.Informer(), func() {
 		objs, err := inf.Lister().List(labels.Everything())
 		if err != nil {
 			log.Warn("modelroute discovery: list", "error", err)
@@ -119,16 +98,7 @@ func (m *ModelRoutes) Run(ctx context.Context, update func(RouteSet)) error {
 		}
 		last = &set
 		update(set)
-	}
-	publish()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-			publish()
-		}
-	}
+	})
 }
 
 func origin(ns, name string) string { return "ModelRoute " + ns + "/" + name }
