@@ -223,35 +223,15 @@ func (f *fleetRun) send(i int) {
 	ep.tokens.Add(cost)
 	f.oracle.routed(i, ep, ids, wr.OutputTokens)
 
-	var last time.Time
-	sink := simulator.SinkFuncs{
-		OnToken: func(_ uint32, index int, at time.Time) {
-			if index == 0 {
-				rec.TTFT = at.Sub(sentAt)
-				f.oracle.firstToken(i)
-			} else {
-				rec.ITL = append(rec.ITL, at.Sub(last))
-			}
-			last = at
-		},
-		OnDone: func(r simulator.Result) {
-			rec.E2E = r.Finished.Sub(sentAt)
-			rec.OutputTokens = r.OutputTokens
-			rec.CachedTokens = r.CachedTokens
-			out := framework.Outcome{PromptTokens: r.PromptTokens, CachedTokens: r.CachedTokens, CompletionTokens: r.OutputTokens}
-			if r.Reason == simulator.FinishAbort || r.OutputTokens == 0 {
-				rec.Err = "aborted"
-				out.Err = fmt.Errorf("request %s aborted", req.ID)
-			}
-			ep.requests.Add(-1)
-			ep.tokens.Add(-cost)
-			f.oracle.done(i)
-			rt.profile.ResponseComplete(f.ctx, req, ep, out)
-			f.state[i] = finished
-			f.left--
-			f.after(i)
-		},
-	}
+	sink := recordingSink(rec, sentAt, req.ID, func() { f.oracle.firstToken(i) }, func(out framework.Outcome) {
+		ep.requests.Add(-1)
+		ep.tokens.Add(-cost)
+		f.oracle.done(i)
+		rt.profile.ResponseComplete(f.ctx, req, ep, out)
+		f.state[i] = finished
+		f.left--
+		f.after(i)
+	})
 	err = ep.eng.Submit(simulator.Request{
 		ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink,
 	})
@@ -299,3 +279,36 @@ func shortErr(err error) string {
 }
 
 var _ framework.Endpoint = (*endpoint)(nil)
+
+// recordingSink fills rec from an engine's tokens and result, timed from
+// sentAt: TTFT, the inter-token gaps, E2E and the token counts; a request
+// that was aborted or produced nothing is an error. first runs at the first
+// token (nil: nothing), done at the end with the outcome the scheduler is
+// told.
+func recordingSink(rec *stats.Record, sentAt time.Time, id string, first func(), done func(framework.Outcome)) simulator.SinkFuncs {
+	var last time.Time
+	return simulator.SinkFuncs{
+		OnToken: func(_ uint32, index int, at time.Time) {
+			if index == 0 {
+				rec.TTFT = at.Sub(sentAt)
+				if first != nil {
+					first()
+				}
+			} else {
+				rec.ITL = append(rec.ITL, at.Sub(last))
+			}
+			last = at
+		},
+		OnDone: func(r simulator.Result) {
+			rec.E2E = r.Finished.Sub(sentAt)
+			rec.OutputTokens = r.OutputTokens
+			rec.CachedTokens = r.CachedTokens
+			out := framework.Outcome{PromptTokens: r.PromptTokens, CachedTokens: r.CachedTokens, CompletionTokens: r.OutputTokens}
+			if r.Reason == simulator.FinishAbort || r.OutputTokens == 0 {
+				rec.Err = "aborted"
+				out.Err = fmt.Errorf("request %s aborted", id)
+			}
+			done(out)
+		},
+	}
+}

@@ -123,33 +123,14 @@ func (f *fleetRun) sendPD(i int) {
 		cost := int64(len(ids) + wr.OutputTokens)
 		dec.requests.Add(1)
 		dec.tokens.Add(cost)
-		var last time.Time
-		sink := simulator.SinkFuncs{
-			OnToken: func(_ uint32, index int, at time.Time) {
-				if index == 0 {
-					rec.TTFT = at.Sub(sentAt)
-				} else {
-					rec.ITL = append(rec.ITL, at.Sub(last))
-				}
-				last = at
-			},
-			OnDone: func(r simulator.Result) {
-				rec.E2E = r.Finished.Sub(sentAt)
-				rec.OutputTokens = r.OutputTokens
-				rec.CachedTokens = r.CachedTokens
-				out := framework.Outcome{PromptTokens: r.PromptTokens, CachedTokens: r.CachedTokens, CompletionTokens: r.OutputTokens}
-				if r.Reason == simulator.FinishAbort || r.OutputTokens == 0 {
-					rec.Err = "aborted"
-					out.Err = fmt.Errorf("request %s aborted", req.ID)
-				}
-				dec.requests.Add(-1)
-				dec.tokens.Add(-cost)
-				f.pd.planner.DecodeDone(f.ctx, req, dec, out)
-				f.state[i] = finished
-				f.left--
-				f.after(i)
-			},
-		}
+		sink := recordingSink(rec, sentAt, req.ID, nil, func(out framework.Outcome) {
+			dec.requests.Add(-1)
+			dec.tokens.Add(-cost)
+			f.pd.planner.DecodeDone(f.ctx, req, dec, out)
+			f.state[i] = finished
+			f.left--
+			f.after(i)
+		})
 		err := dec.eng.Submit(simulator.Request{ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink, Remote: remote})
 		if err != nil {
 			dec.requests.Add(-1)
