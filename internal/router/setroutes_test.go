@@ -225,6 +225,11 @@ func TestSetRoutesKeepsRequestsInFlight(t *testing.T) {
 	// Swaps under concurrent requests: every request is answered by the
 	// pool of one table or the other, never an error.
 	tables := [][]config.RouteSpec{{route("llama", "a")}, {route("llama", "b")}}
+	// llama is routed again before any worker starts: the table above
+	// has only "other".
+	if err := h.r.SetRoutes(tables[0]); err != nil {
+		t.Fatal(err)
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
