@@ -5,7 +5,8 @@
 # (-test.fuzz takes one target per run), so a package with several targets
 # is not rebuilt for each. A crash fails the run; the input that caused it
 # is written to the package's testdata/fuzz/FuzzX/ and becomes a seed that
-# `go test` runs from then on. `make fuzz` and .ci/run call this.
+# `go test` runs from then on. `make fuzz` and .ci/run call this; package
+# directories as arguments (./internal/openai ...) limit it to those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-3s}
@@ -15,7 +16,11 @@ cache=${FUZZCACHE:-$out/cache}
 t0=$(date +%s)
 build=0
 n=0
-for dir in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do
+dirs=("$@")
+if [ ${#dirs[@]} -eq 0 ]; then
+	mapfile -t dirs < <(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u)
+fi
+for dir in "${dirs[@]}"; do
 	bin="$out/$(echo "${dir#./}" | tr / _).test"
 	b0=$(date +%s)
 	go test -c -fuzz=. -o "$bin" "$dir"
