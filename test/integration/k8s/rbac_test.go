@@ -96,7 +96,7 @@ func TestControllerRunsWithItsClusterRole(t *testing.T) {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "serving", Name: "default"}},
 	}
-	if err := c.Create(ctx, bind); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "escalat") {
+	if err := c.Create(ctx, bind); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "not currently held") {
 		t.Errorf("binding cluster-admin as the controller: %v, want forbidden (escalation)", err)
 	}
 	var list rbacv1.RoleBindingList
