@@ -10,8 +10,12 @@ import (
 
 // Config tunes an Engine.
 type Config struct {
-	// Fit configures the online step-time fit (its prior among others).
+	// Fit configures the engine's own online step-time fit (its prior
+	// among others) when Shared is nil.
 	Fit FitConfig
+	// Shared, when set, is a fit the engine shares with the other engines
+	// of its pool: it feeds it and predicts from it.
+	Shared *Fit
 	// MaxBatchedTokens is the engine's token budget per step (vLLM's
 	// max_num_batched_tokens), which chunks prefill. Default 8192.
 	MaxBatchedTokens int
@@ -55,7 +59,11 @@ func NewEngine(c Config) *Engine {
 	if c.MaxBatchedTokens <= 0 {
 		c.MaxBatchedTokens = 8192
 	}
-	return &Engine{fit: NewFit(c.Fit), budget: c.MaxBatchedTokens, reqs: map[string]*request{}}
+	fit := c.Shared
+	if fit == nil {
+		fit = NewFit(c.Fit)
+	}
+	return &Engine{fit: fit, budget: c.MaxBatchedTokens, reqs: map[string]*request{}}
 }
 
 // advance integrates the state up to now. Callers hold mu.

@@ -2,6 +2,7 @@ package latencymodel
 
 import (
 	"math"
+	"sync"
 
 	"github.com/halyard-dev/halyard/internal/steptime"
 )
@@ -15,9 +16,11 @@ var featureScale = [4]float64{1, 1e3, 1e2, 1e5}
 // exponential forgetting, started from a prior. Each observation is the mean
 // step time over an interval and the interval's mean batch composition. The
 // covariance is bounded by the prior's, so that a long run of uninformative
-// observations (an idle engine) cannot wind it up. Not safe for concurrent
-// use.
+// observations (an idle engine) cannot wind it up. It is safe for
+// concurrent use, so that engines of one pool (same model, same
+// accelerator) may share one fit.
 type Fit struct {
+	mu     sync.Mutex
 	theta  [4]float64    // scaled coefficients
 	p      [4][4]float64 // covariance of theta
 	p0     [4]float64    // prior variances (diagonal), also the bound
@@ -74,6 +77,8 @@ func (f *Fit) Observe(prefill, decode, context, stepMs float64) {
 	if !(stepMs >= 0) || math.IsInf(stepMs, 0) {
 		return
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	// Standard RLS update with forgetting lambda and unit noise variance.
 	var px [4]float64
 	for i := range 4 {
@@ -119,6 +124,8 @@ func (f *Fit) Observe(prefill, decode, context, stepMs float64) {
 // Coefficients returns the current estimate, each coefficient clamped at
 // zero (a step never gets faster with more work).
 func (f *Fit) Coefficients() steptime.Coefficients {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	var v [4]float64
 	for i := range v {
 		v[i] = max(0, f.theta[i]/featureScale[i])
@@ -127,4 +134,8 @@ func (f *Fit) Coefficients() steptime.Coefficients {
 }
 
 // Observations returns how many observations the fit has taken.
-func (f *Fit) Observations() int { return f.n }
+func (f *Fit) Observations() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
