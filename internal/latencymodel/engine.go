@@ -189,6 +189,9 @@ func (e *Engine) Predict(prompt, uncached int, sc Scraped) Prediction {
 	// Work the router did not send (other routers) shows in the scrape.
 	w := float64(max(wTokens, 0))
 	if extra := sc.Waiting - waiting; extra > 0 {
+		if meanU == 0 {
+			meanU = float64(prompt) // no history: requests like this one
+		}
 		w += float64(extra) * meanU
 	}
 	d := float64(decoding)

@@ -347,3 +347,7 @@ func (s *Scorer) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
 func (s *Scorer) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(s.desc, prometheus.CounterValue, float64(s.unmet.Load()))
 }
+
+// DefaultPriorBaseMs is the base step time of the default prior, for tests
+// that check the fit moved.
+func DefaultPriorBaseMs() float64 { return steptime.H100Llama3_8B.BaseMs }
