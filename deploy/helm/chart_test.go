@@ -58,6 +58,14 @@ func render(t *testing.T, values map[string]any) string {
 	return b.String()
 }
 
+// monitoringValues turn on everything the chart ships for monitoring:
+// ServiceMonitor, engines PodMonitor, PrometheusRule and dashboards.
+var monitoringValues = map[string]any{
+	"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus"}},
+	"prometheusRule": map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus"}},
+	"dashboards":     map[string]any{"enabled": true},
+}
+
 func TestTemplateGolden(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -70,6 +78,7 @@ func TestTemplateGolden(t *testing.T) {
 			"image":          map[string]any{"tag": "v9.9.9"},
 		}},
 		{name: "controller-only", values: map[string]any{"router": map[string]any{"enabled": false}}},
+		{name: "monitoring", values: monitoringValues},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
