@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -104,7 +105,7 @@ type Scorer struct {
 	stateKey framework.StateKey
 	params   Params
 	cfg      latencymodel.Config
-	h        framework.Handle
+	now      func() time.Time
 	engines  sync.Map // endpoint name -> *latencymodel.Engine
 	unmet    atomic.Uint64
 	desc     *prometheus.Desc
@@ -132,8 +133,9 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if h == nil {
-		return nil, fmt.Errorf("%s %q: nil handle (the scorer needs the host's clock)", Type, name)
+	var now func() time.Time = time.Now // a nil handle: the wall clock
+	if h != nil {
+		now = h.Now
 	}
 	fc := latencymodel.FitConfig{Forgetting: p.Forgetting}
 	if p.Prior != nil {
@@ -148,7 +150,7 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 		stateKey: framework.StateKey(Type + "/" + name + "/cycle"),
 		params:   p,
 		cfg:      cfg,
-		h:        h,
+		now:      now,
 		desc: prometheus.NewDesc(MetricSLOUnmeetable,
 			"Requests for which no candidate endpoint was predicted to meet the request's TTFT and TPOT objectives.",
 			nil, prometheus.Labels{"plugin": name}),
@@ -335,7 +337,7 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 	if out <= 0 {
 		out = s.params.DefaultOutputTokens
 	}
-	s.Engine(name).Sent(req.ID, s.h.Now(), req.PromptTokens, uncached, out)
+	s.Engine(name).Sent(req.ID, s.now(), req.PromptTokens, uncached, out)
 }
 
 // FirstToken records that the request's prefill on ep is over.
@@ -343,7 +345,7 @@ func (s *Scorer) FirstToken(_ context.Context, req *framework.Request, ep framew
 	if req == nil || ep == nil {
 		return
 	}
-	s.Engine(ep.Metadata().Name).FirstToken(req.ID, s.h.Now())
+	s.Engine(ep.Metadata().Name).FirstToken(req.ID, s.now())
 }
 
 // ResponseComplete records the end of the request on ep; a streamed
@@ -356,7 +358,7 @@ func (s *Scorer) ResponseComplete(_ context.Context, req *framework.Request, ep 
 	if out.Err != nil {
 		tokens = 0 // an aborted stream's timing says nothing of the step
 	}
-	s.Engine(ep.Metadata().Name).Done(req.ID, s.h.Now(), tokens)
+	s.Engine(ep.Metadata().Name).Done(req.ID, s.now(), tokens)
 }
 
 // Unmeetable returns how many requests found no endpoint predicted to meet
