@@ -335,6 +335,7 @@ func (c *Config) Default() {
 		}
 	}
 	c.defaultPrefix()
+	c.defaultAdmission()
 }
 
 func setDur(d *Duration, def time.Duration) {
@@ -507,6 +508,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validatePrefix(add)
+	c.validateAdmission(add)
 	if len(errs) > 0 {
 		return errs
 	}
