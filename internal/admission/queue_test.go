@@ -211,4 +211,3 @@ func TestPriorityHeaderIsBoundedByTheTenant(t *testing.T) {
 		}
 	}
 }
-

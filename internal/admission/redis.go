@@ -101,7 +101,7 @@ for i = 0, n - 1 do
   if deny == 0 then
     if conc > 0 then
       redis.call('ZADD', KEYS[k+3], expiry, id)
-      redis.call('PEXPIREAT', KEYS[k+3], expiry)
+      redis.call('PEXPIRE', KEYS[k+3], expiry - now)
     end
     if rpm > 0 then
       req[i] = req[i] - 1

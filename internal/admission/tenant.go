@@ -10,10 +10,10 @@ type Priority int
 
 // Priority classes.
 const (
-	Sheddable Priority = 0
-	Standard  Priority = 1
-	Critical  Priority = 2
-	numPriorities = 3
+	Sheddable     Priority = 0
+	Standard      Priority = 1
+	Critical      Priority = 2
+	numPriorities          = 3
 )
 
 func (p Priority) String() string {
