@@ -412,6 +412,9 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
+				if d.pd == nil {
+					c.profile.FirstToken(ctx, c.req, d.endpoint)
+				}
 			}
 		}
 		if errors.Is(err, io.EOF) {
