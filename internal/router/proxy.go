@@ -198,6 +198,9 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
 	}
 	copyHeaders(up.Header, hr.Header)
+	if r.authOn {
+		up.Header.Del("Authorization") // the caller's credential stays here
+	}
 	up.Header.Set(HeaderRequestID, c.req.ID)
 	if up.Header.Get("Content-Type") == "" {
 		up.Header.Set("Content-Type", "application/json")
