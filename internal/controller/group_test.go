@@ -341,3 +341,37 @@ func TestValidateReservedName(t *testing.T) {
 		t.Errorf("validate() = %v, want the field path", err)
 	}
 }
+
+// TestValidatePodBound: the controller refuses what the CRD's CEL rules
+// refuse (for objects stored before them), naming the field and the count.
+func TestValidatePodBound(t *testing.T) {
+	tests := []struct {
+		name     string
+		replicas int32
+		role     servingv1.RoleSpec
+		want     string
+	}{
+		{"at both bounds", 8, servingv1.RoleSpec{Replicas: 8, Workers: 63}, ""},
+		{"a group too large", 1, servingv1.RoleSpec{Replicas: 9, Workers: 63}, "spec.roles: a group would have 576 pods, at most 512"},
+		{"too many groups", 9, servingv1.RoleSpec{Replicas: 8, Workers: 63}, "spec.replicas: 9 groups of 512 pods make 4608 pods, at most 4096"},
+		{"defaults count one pod", 512, servingv1.RoleSpec{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ms := testServing()
+			tt.role.Name, tt.role.Template = "r", ms.Spec.Roles[0].Template
+			ms.Spec.Roles = []servingv1.RoleSpec{tt.role}
+			ms.Spec.Replicas = &tt.replicas
+			err := validate(&ms.Spec)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("validate() = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("validate() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -154,9 +155,12 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{o.Namespace: {}}
 	}
 	mgr, err := ctrl.NewManager(o.Config, ctrl.Options{
-		Scheme:                        scheme,
-		Logger:                        log,
-		Cache:                         cacheOpts,
+		Scheme: scheme,
+		Logger: log,
+		Cache:  cacheOpts,
+		// The agent's RoleBinding is read by name from the API server:
+		// caching RoleBindings would need list and watch on all of them.
+		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&rbacv1.RoleBinding{}}}},
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:        o.ProbeAddr,
 		LeaderElection:                o.LeaderElection,

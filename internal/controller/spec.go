@@ -66,6 +66,19 @@ func resolve(s *servingv1.ModelServingSpec) settings {
 // validate checks what the CRD schema cannot; its error becomes the Valid
 // condition's message.
 func validate(s *servingv1.ModelServingSpec) error {
+	// The CRD's CEL rules bound the pod count too; objects stored before
+	// those rules (or written with validation ratcheting) meet them here.
+	perGroup := s.PodsPerGroup()
+	if perGroup > servingv1.MaxPodsPerGroup {
+		return fmt.Errorf("spec.roles: a group would have %d pods, at most %d are allowed (the sum over roles of replicas × (1 + workers))", perGroup, servingv1.MaxPodsPerGroup)
+	}
+	groups := int64(1)
+	if s.Replicas != nil {
+		groups = int64(*s.Replicas)
+	}
+	if total := groups * perGroup; total > servingv1.MaxPods {
+		return fmt.Errorf("spec.replicas: %d groups of %d pods make %d pods, at most %d are allowed", groups, perGroup, total, servingv1.MaxPods)
+	}
 	for i, r := range s.Roles {
 		for _, t := range []struct {
 			path string
