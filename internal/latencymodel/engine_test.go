@@ -76,7 +76,7 @@ func TestFitConvergesToUnseenProfile(t *testing.T) {
 		MaxBatchedTokens: a100.Capacity.MaxNumBatchedTokens,
 	})
 	prior := est.Coefficients()
-	drive(t, "a100-llama3-8b", est, 1800, 7)
+	drive(t, "a100-llama3-8b", est, 1200, 7)
 	got := est.Coefficients()
 	want := a100.StepTime
 	t.Logf("prior %+v\nfitted %+v\ntruth  %+v", prior, got, want)
