@@ -265,8 +265,11 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
-	r.observeStatus(ep, resp.StatusCode)
 	if resp.StatusCode >= 500 {
+		r.observeStatus(ep, resp.StatusCode)
+		// Other statuses are observed once the body arrives
+		// (relayStream, relayBuffered): headers then a close is a
+		// failure, not a success.
 		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))
 		out.Err = fmt.Errorf("engine status %d", resp.StatusCode)
@@ -338,6 +341,7 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 		r.observeFailure(d.endpoint, ejectReasonTruncated)
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
+	r.observeStatus(d.endpoint, resp.StatusCode)
 	if u, ok := openai.FindUsage(b); ok {
 		r.account(c, out, u)
 	}
@@ -422,6 +426,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
 	upFirst := time.Now()
+	r.observeStatus(d.endpoint, resp.StatusCode)
 	if d.pd != nil {
 		d.pd.firstByte(upFirst, true)
 	}
