@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,7 +67,18 @@ type hostileRig struct {
 func startHostile(t *testing.T) *hostileRig {
 	t.Helper()
 	rig := &hostileRig{seen: make(chan http.Header, 16), stopped: make(chan struct{})}
-	rig.sim = startSim(t, "s0", "llama", "zero", "--max-model-len", "400000")
+	// s0 decodes a token every 0.2 ms: a stream fills the socket
+	// buffers to a client that does not read within seconds, and runs for
+	// a minute unless aborted.
+	zero, err := os.ReadFile("../../internal/simulator/profiles/zero.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := filepath.Join(t.TempDir(), "fast.yaml")
+	if err := os.WriteFile(fast, []byte(strings.Replace(strings.Replace(string(zero), "baseMs: 0", "baseMs: 0.2", 1), "name: zero", "name: fast", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rig.sim = startSim(t, "s0", "llama", fast, "--max-model-len", "400000")
 	s1 := startSim(t, "s1", "llama", "zero")
 	s2 := startSim(t, "s2", "llama", "zero")
 	s3 := startSim(t, "s3", "llama", "zero")
@@ -250,15 +262,17 @@ func TestHostileClients(t *testing.T) {
 		// Enough output to fill the socket buffers between the engine and
 		// the client many times over.
 		body := `{"model":"llama","prompt":"tell me everything","max_tokens":300000,"stream":true}`
+		start := time.Now()
 		fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 		// The engine runs it, then (buffers full, the stall time passed)
 		// no longer does, although the client keeps its socket open.
 		waitFor(t, 10*time.Second, "the engine to run the stream", func() bool {
 			return metricSum(t, rig.sim, "vllm:num_requests_running") == 1
 		})
-		waitFor(t, 20*time.Second, "the engine's request to be aborted", func() bool {
+		waitFor(t, 30*time.Second, "the engine's request to be aborted", func() bool {
 			return metricSum(t, rig.sim, "vllm:num_requests_running") == 0
 		})
+		t.Logf("the engine's request ended %s after it was sent", time.Since(start).Round(time.Millisecond))
 		if m := getBody(t, adminURL(t, rig.router)+"/metrics"); !strings.Contains(m, `cause="client_stalled"`) {
 			t.Errorf("no client_stalled error counted:\n%s\nrouter log:\n%s", grepLines(m, "errors_total"), rig.router.Logs())
 		}
