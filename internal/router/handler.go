@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
@@ -35,6 +36,13 @@ type call struct {
 	// tokenizedFor is the engine model req's token ids are for (prefix
 	// routing), "" before tokenisation.
 	tokenizedFor string
+	// ticket is the admission ticket (nil when admission is off), settled
+	// from usage, or chunks relayed when a stream reported no usage;
+	// answered is set once an engine answered.
+	ticket   *admission.Ticket
+	usage    admission.Usage
+	chunks   int
+	answered bool
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -46,6 +54,10 @@ func (r *Router) serveCompletion(w http.ResponseWriter, hr *http.Request) {
 }
 
 func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind openai.Kind) {
+	tenant, ok := r.authenticate(w, hr)
+	if !ok {
+		return
+	}
 	c, aerr, cause := r.prepare(w, hr, kind)
 	if c != nil {
 		defer c.held.release()
@@ -57,6 +69,12 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		}
 		r.fail(w, model, aerr, cause)
 		return
+	}
+	if !r.admit(w, hr, c, tenant) {
+		return
+	}
+	if c.ticket != nil {
+		defer r.settle(c)
 	}
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
@@ -323,7 +341,7 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.PromptTokens = len(o.PromptTokenIDs)
 	} else {
 		req.Prompt.Text = o.PromptText
-		req.PromptTokens = tokenizer.Pseudo{}.Count(string(o.PromptText))
+		req.PromptTokens = tokenizer.Pseudo{}.CountBytes(o.PromptText)
 	}
 	return req
 }
@@ -335,7 +353,8 @@ func init() {
 	for _, h := range []string{"Accept", "Accept-Encoding", "Authorization", "Content-Length", "Content-Type",
 		"Connection", "User-Agent", "X-Request-Id", "X-Session-Id", HeaderExplain, "X-Stainless-Lang",
 		"X-Stainless-Package-Version", "X-Stainless-Os", "X-Stainless-Arch", "X-Stainless-Runtime",
-		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project"} {
+		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project",
+		"X-Halyard-Slo-Ttft-Ms", "X-Halyard-Slo-Tpot-Ms"} {
 		commonHeaders[h] = strings.ToLower(h)
 	}
 }

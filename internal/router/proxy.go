@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
@@ -265,6 +266,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
+	c.answered = true
 	if resp.StatusCode >= 500 {
 		r.observeStatus(ep, resp.StatusCode)
 		// Other statuses are observed once the body arrives
@@ -440,6 +442,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 	rc := cw.rc
 	var sc streamScanner
 	sc.usage = c.body.IncludeUsage
+	defer func() { c.chunks += sc.chunks }()
 	accounted := false
 	accountUsage := func() {
 		if u, ok := sc.result(); ok && !accounted {
@@ -464,6 +467,9 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
+				if d.pd == nil {
+					c.profile.FirstToken(ctx, c.req, d.endpoint)
+				}
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -593,6 +599,7 @@ func readSome(body io.Reader, buf []byte) (int, error) {
 
 func (r *Router) account(c *call, out *framework.Outcome, u openai.Usage) {
 	out.PromptTokens, out.CompletionTokens, out.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens()
+	c.usage = admission.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens(), Known: true}
 	m := c.route.Model
 	r.metrics.Tokens.WithLabelValues(m, "prompt").Add(float64(u.PromptTokens))
 	r.metrics.Tokens.WithLabelValues(m, "completion").Add(float64(u.CompletionTokens))
@@ -665,6 +672,9 @@ type streamScanner struct {
 	u     openai.Usage
 	found bool
 	done  bool // "data: [DONE]" was seen
+	// chunks counts data events before [DONE]: about one token each, what
+	// a stream that reported no usage is charged.
+	chunks int
 }
 
 var (
@@ -710,6 +720,7 @@ func (s *streamScanner) scanLine(line []byte) {
 		s.done = true
 		return
 	}
+	s.chunks++
 	if !s.usage {
 		return
 	}
