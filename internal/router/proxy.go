@@ -208,7 +208,10 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
 	}
 	copyHeaders(up.Header, hr.Header)
-	if !r.cfg.ForwardAuthorization {
+	if r.authOn || !r.cfg.ForwardAuthorization {
+		// The caller's credential stays here: with authentication on it is
+		// Halyard's own key, and otherwise it is forwarded only when the
+		// operator asks for it (router.forwardAuthorization).
 		delete(up.Header, "Authorization")
 	}
 	up.Header.Set(HeaderRequestID, c.req.ID)
