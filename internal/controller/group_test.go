@@ -375,3 +375,30 @@ func TestValidatePodBound(t *testing.T) {
 		})
 	}
 }
+
+func TestBuildPodAgentPortAndEnv(t *testing.T) {
+	ms := testServing()
+	ms.Spec.Roles[0].Workers = 1
+	wt := ms.Spec.Roles[0].Template.DeepCopy()
+	wt.Annotations = map[string]string{servingv1.AnnotationAgentPort: "9123"}
+	ms.Spec.Roles[0].WorkerTemplate = wt
+	extra := corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: "127.0.0.1"}
+	agentPortOf := func(worker int32) (string, []corev1.EnvVar) {
+		pod, err := buildPod(podInput{ms: ms, member: member{role: "prefill", worker: worker}, agent: AgentOptions{Image: "a", Port: 8099, Env: []corev1.EnvVar{extra}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1]
+		return a.StartupProbe.HTTPGet.Port.String() + " " + strings.Join(a.Args, " "), a.Env
+	}
+	if got, env := agentPortOf(0); got != "8099 agent --port=8099" || env[len(env)-1] != extra {
+		t.Errorf("leader agent: %s, env %v", got, env)
+	}
+	if got, _ := agentPortOf(1); got != "9123 agent --port=9123" {
+		t.Errorf("worker agent (annotated template): %s", got)
+	}
+	wt.Annotations[servingv1.AnnotationAgentPort] = "99999"
+	if err := validate(&ms.Spec); err == nil || !strings.Contains(err.Error(), "spec.roles[0].workerTemplate: annotation serving.halyard.dev/agent-port") {
+		t.Errorf("validate() = %v, want the bad agent port named", err)
+	}
+}

@@ -54,6 +54,8 @@ type Options struct {
 	AgentImage string
 	// AgentPort is the agent's HTTP port in the pod.
 	AgentPort int32
+	// AgentEnv is added to the agent's environment (AgentOptions.Env).
+	AgentEnv []corev1.EnvVar
 	// InPlace is auto (probe), on or off.
 	InPlace string
 	// ProbeNamespace is where the in-place probe dry-runs its pod.
@@ -200,7 +202,7 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 		Recorder:      mgr.GetEventRecorder("halyard-controller"),
 		Clock:         o.Clock,
 		Logger:        o.Logger,
-		Agent:         AgentOptions{Image: o.AgentImage, Port: o.AgentPort, InPlace: inPlace},
+		Agent:         AgentOptions{Image: o.AgentImage, Port: o.AgentPort, InPlace: inPlace, Env: o.AgentEnv},
 		InPlaceReason: reason,
 		Volcano:       volcano.Present,
 		Metrics:       metrics,

@@ -20,10 +20,18 @@ type modelCard struct {
 	OwnedBy string `json:"owned_by"`
 }
 
-// serveModels lists the routes' public models.
-func (r *Router) serveModels(w http.ResponseWriter, _ *http.Request) {
+// serveModels lists the routes' public models (those the caller's tenant
+// may use when admission is on).
+func (r *Router) serveModels(w http.ResponseWriter, hr *http.Request) {
+	tenant, ok := r.authenticate(w, hr)
+	if !ok {
+		return
+	}
 	out := modelList{Object: "list", Data: []modelCard{}}
 	for _, m := range r.routes().table.Models() {
+		if tenant != nil && !tenant.Allows(m) {
+			continue
+		}
 		out.Data = append(out.Data, modelCard{ID: m, Object: "model", OwnedBy: "halyard"})
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
@@ -31,6 +32,13 @@ type call struct {
 	// tokenizedFor is the engine model req's token ids are for (prefix
 	// routing), "" before tokenisation.
 	tokenizedFor string
+	// ticket is the admission ticket (nil when admission is off), settled
+	// from usage, or chunks relayed when a stream reported no usage;
+	// answered is set once an engine answered.
+	ticket   *admission.Ticket
+	usage    admission.Usage
+	chunks   int
+	answered bool
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -42,6 +50,10 @@ func (r *Router) serveCompletion(w http.ResponseWriter, hr *http.Request) {
 }
 
 func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind openai.Kind) {
+	tenant, ok := r.authenticate(w, hr)
+	if !ok {
+		return
+	}
 	c, aerr, cause := r.prepare(w, hr, kind)
 	if aerr != nil {
 		model := ""
@@ -50,6 +62,12 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		}
 		r.fail(w, model, aerr, cause)
 		return
+	}
+	if !r.admit(w, hr, c, tenant) {
+		return
+	}
+	if c.ticket != nil {
+		defer r.settle(c)
 	}
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()

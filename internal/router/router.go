@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/enginemetrics"
@@ -119,6 +120,11 @@ type Router struct {
 	// pdPools are the disaggregated pools by name; pdm their metrics.
 	pdPools map[string]*pdPool
 	pdm     *pdMetrics
+
+	// admission authenticates, budgets and queues requests (nil: off);
+	// authOn is set when the config has an auth block.
+	admission *admission.Admission
+	authOn    bool
 }
 
 // New builds a router: the route table, the profiles and their plugins, the
@@ -238,6 +244,9 @@ func New(opts Options) (*Router, error) {
 		Fallback:               r.transport,
 	}
 	r.upstream = newUpstream(r.engines)
+	if err := r.newAdmission(cfg, opts); err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
 
 	scrapeClient := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}}
 	scraper := opts.Scraper
@@ -463,8 +472,14 @@ func (r *Router) Run(ctx context.Context) error {
 		defer close(monitored)
 		r.prefix.monitor(ctx, r.store, r.cfg.ScrapeInterval.Duration)
 	}()
+	admitted := make(chan struct{})
+	go func() {
+		defer close(admitted)
+		r.runAdmission(ctx)
+	}()
 	cerr := r.collector.Run(ctx)
 	<-monitored
+	<-admitted
 	for range sources {
 		if err := <-errc; err != nil {
 			return fmt.Errorf("discovery: %w", err)

@@ -353,6 +353,7 @@ func (c *Config) Default() {
 		}
 	}
 	c.defaultPrefix()
+	c.defaultAdmission()
 }
 
 func setDur(d *Duration, def time.Duration) {
@@ -544,6 +545,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validatePrefix(add)
+	c.validateAdmission(add)
 	if len(errs) > 0 {
 		return errs
 	}

@@ -33,6 +33,11 @@ type Config struct {
 	// Models say how the router tokenises each engine model's prompts, for
 	// precise prefix routing from KV events.
 	Models []ModelSpec `json:"models,omitempty"`
+	// Auth authenticates callers; absent means none (tenant "anonymous").
+	Auth *AuthConfig `json:"auth,omitempty"`
+	// Tenants are the callers, with their keys, models, budgets and
+	// fair-queue weights.
+	Tenants []TenantSpec `json:"tenants,omitempty"`
 }
 
 // RouterConfig configures the router process.
@@ -88,6 +93,9 @@ type RouterConfig struct {
 	// PrefixIndex tunes precise prefix routing from KV events and the
 	// prefix-hit drift alarm; absent means the defaults.
 	PrefixIndex *PrefixIndexConfig `json:"prefixIndex,omitempty"`
+	// Admission turns on budgets and the fair queue; absent means requests
+	// are admitted as they come (authentication still follows auth).
+	Admission *AdmissionConfig `json:"admission,omitempty"`
 }
 
 // TimeoutsConfig bounds the router's conversations with clients and
