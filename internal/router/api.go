@@ -108,16 +108,10 @@ var allowedMethods = map[string]string{
 	"/v1/models":           http.MethodGet,
 	"/health":              http.MethodGet,
 	"/ready":               http.MethodGet,
-	"/metrics":             http.MethodGet,
-	"/debug/route":         http.MethodGet + ", " + http.MethodPost,
 }
 
 func (r *Router) serveMethodNotAllowed(w http.ResponseWriter, hr *http.Request) {
 	allow := allowedMethods[hr.URL.Path]
-	if hr.URL.Path == "/debug/route" && !r.cfg.Debug.ExplainEnabled() {
-		r.serveNotFound(w, hr)
-		return
-	}
 	w.Header().Set("Allow", allow)
 	e := &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Code: openai.CodeMethodNotFound,
 		Message: "Method " + hr.Method + " is not allowed on " + hr.URL.Path + "; use " + allow + "."}

@@ -248,7 +248,7 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.PromptTokens = len(o.PromptTokenIDs)
 	} else {
 		req.Prompt.Text = o.PromptText
-		req.PromptTokens = tokenizer.Pseudo{}.Count(string(o.PromptText))
+		req.PromptTokens = tokenizer.Pseudo{}.CountBytes(o.PromptText)
 	}
 	return req
 }
@@ -260,7 +260,8 @@ func init() {
 	for _, h := range []string{"Accept", "Accept-Encoding", "Authorization", "Content-Length", "Content-Type",
 		"Connection", "User-Agent", "X-Request-Id", "X-Session-Id", HeaderExplain, "X-Stainless-Lang",
 		"X-Stainless-Package-Version", "X-Stainless-Os", "X-Stainless-Arch", "X-Stainless-Runtime",
-		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project"} {
+		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project",
+		"X-Halyard-Slo-Ttft-Ms", "X-Halyard-Slo-Tpot-Ms"} {
 		commonHeaders[h] = strings.ToLower(h)
 	}
 }
