@@ -7,6 +7,7 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
@@ -53,7 +54,7 @@ func benchPool(b *testing.B, p *scheduling.Profile, text bool, tokens int) ([]fr
 // 1,000-token) prompt, for the default profile and the baselines. Run with -benchmem; each cycle starts
 // from a fresh CycleState, as each request does.
 func BenchmarkSchedule(b *testing.B) {
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	cases := []struct {
 		profile string
 		spec    config.ProfileSpec

@@ -13,6 +13,7 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
@@ -86,7 +87,7 @@ func systemPrompt(seed, n int) string {
 }
 
 func TestPresetProfilesBuild(t *testing.T) {
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	for _, name := range []string{"default", "random", "round-robin", "least-request", "load", "prefill", "decode"} {
 		t.Run(name, func(t *testing.T) {
 			spec, ok := presets[name]
@@ -115,7 +116,7 @@ func TestPresetProfilesBuild(t *testing.T) {
 }
 
 func TestNewProfilesAddsTheDefault(t *testing.T) {
-	ps, err := scheduling.NewProfiles(map[string]config.ProfileSpec{"cheap": scheduling.PresetProfileSpecs()["least-request"]}, registry(t), plugintest.NewHandle())
+	ps, err := scheduling.NewProfiles(map[string]config.ProfileSpec{"cheap": presets.Specs()["least-request"]}, registry(t), plugintest.NewHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestNewProfilesAddsTheDefault(t *testing.T) {
 // request, first turns and second turns, lands on the endpoint that got the
 // system prompt first.
 func TestSharedSystemPromptSticksToOneEndpoint(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(8)
 	system := systemPrompt(1, 4000)
 	var first *plugintest.Endpoint
@@ -157,7 +158,7 @@ func TestSharedSystemPromptSticksToOneEndpoint(t *testing.T) {
 // keep to the endpoints holding its prefix and the groups spread over the
 // pool.
 func TestConversationsStayWithTheirPrefix(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(4)
 	groups := make([]string, 4)
 	for g := range groups {
@@ -192,7 +193,7 @@ func TestConversationsStayWithTheirPrefix(t *testing.T) {
 // least-loaded, then load wins and the prefix spreads, so no endpoint runs
 // more than queueGap+1 ahead of the idlest.
 func TestHotEndpointShedsLoad(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(4)
 	system := systemPrompt(3, 4000)
 	gap := int64(prefixcache.DefaultQueueGap)
@@ -228,7 +229,7 @@ func TestHotEndpointShedsLoad(t *testing.T) {
 // TestHotEndpointExplains shows the explanation when a scraped queue, not
 // only in-flight requests, makes the endpoint holding the prefix hot.
 func TestHotEndpointExplains(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(3)
 	req := chat(systemPrompt(4, 1000), "hi")
 	holder := route(t, p, req, eps)
@@ -249,7 +250,7 @@ func TestHotEndpointExplains(t *testing.T) {
 // TestEqualScoresSpread checks that the default profile does not herd when
 // nothing distinguishes the endpoints.
 func TestEqualScoresSpread(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(4)
 	counts := map[string]int{}
 	for i := 0; i < 2000; i++ {
@@ -270,7 +271,7 @@ func TestEqualScoresSpread(t *testing.T) {
 // e0 holds the prompt but is hot, e1 holds half of it and is busier than
 // e2, which holds nothing: e1 wins on affinity, e0 is overridden by load.
 func TestExplainGolden(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(3)
 	tok := make([]uint32, 640)
 	for i := range tok {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
@@ -33,6 +34,17 @@ func (e *endpoint) Metadata() *framework.EndpointMetadata { return &e.md }
 func (e *endpoint) Metrics() *framework.Metrics           { return e.metrics.Load() }
 func (e *endpoint) InFlight() (int64, int64)              { return e.requests.Load(), e.tokens.Load() }
 
+// Begin and End keep the in-flight counts (decision.Accountable).
+func (e *endpoint) Begin(tokens int64) {
+	e.requests.Add(1)
+	e.tokens.Add(tokens)
+}
+
+func (e *endpoint) End(tokens int64) {
+	e.requests.Add(-1)
+	e.tokens.Add(-tokens)
+}
+
 // scrape publishes the engine's state as the router's scraper would.
 func (e *endpoint) scrape() {
 	s := e.eng.Snapshot()
@@ -51,11 +63,13 @@ func (e *endpoint) scrape() {
 	})
 }
 
-// router is one router instance's view: its profile (with its own prefix
-// indexes) and its endpoints (with its own in-flight counts).
+// router is one router instance's view: its decision (package decision,
+// as the router's) with its profile (with its own prefix indexes), and its
+// endpoints (with its own in-flight counts).
 type router struct {
-	profile *scheduling.Profile
-	cands   []framework.Endpoint
+	director *decision.Director
+	profile  *scheduling.Profile
+	cands    []framework.Endpoint
 	// tracker is the router's precise index under a precise-* policy.
 	tracker *prefixtrack.Tracker
 }
@@ -85,6 +99,8 @@ type fleetRun struct {
 	next    int         // closed loop: next request to send
 	closed  bool        // closed loop
 	scrapes int
+	// onPick, when set, is told each request's endpoint (tests).
+	onPick func(i int, endpoint string)
 }
 
 type reqState uint8
@@ -205,44 +221,48 @@ func (f *fleetRun) send(i int) {
 	f.state[i] = inFlight
 
 	rt := f.routers[i%len(f.routers)]
-	cs := framework.NewCycleState()
-	res, err := rt.profile.Schedule(f.ctx, cs, req, rt.cands, false)
-	if err != nil {
-		f.fail(i, "schedule: "+err.Error())
+	call := &decision.Call{Req: req, Profile: rt.profile}
+	d, ok := rt.director.Decide(f.ctx, call, fleetTargets, nil)
+	if !ok {
+		f.fail(i, "schedule: "+scheduling.ErrNoEndpoint.Error())
 		return
 	}
-	ep, ok := res.Picked[0].(*endpoint)
+	ep, ok := d.Endpoint.(*endpoint)
 	if !ok {
 		f.fail(i, "schedule: picked a foreign endpoint")
 		return
 	}
-	rt.profile.PreRequest(f.ctx, cs, req, ep)
+	if f.onPick != nil {
+		f.onPick(i, ep.md.Name)
+	}
+	rt.director.Sent(f.ctx, call, &d)
 	rec.Endpoint = ep.md.Name
-	cost := int64(len(ids) + wr.OutputTokens)
-	ep.requests.Add(1)
-	ep.tokens.Add(cost)
 	f.oracle.routed(i, ep, ids, wr.OutputTokens)
 
-	sink := recordingSink(rec, sentAt, req.ID, func() { f.oracle.firstToken(i) }, func(out framework.Outcome) {
-		ep.requests.Add(-1)
-		ep.tokens.Add(-cost)
+	first := func() {
+		f.oracle.firstToken(i)
+		rt.director.FirstByte(f.ctx, call, &d)
+	}
+	sink := recordingSink(rec, sentAt, req.ID, first, func(out framework.Outcome) {
 		f.oracle.done(i)
-		rt.profile.ResponseComplete(f.ctx, req, ep, out)
+		rt.director.Done(f.ctx, call, &d, out)
 		f.state[i] = finished
 		f.left--
 		f.after(i)
 	})
-	err = ep.eng.Submit(simulator.Request{
+	err := ep.eng.Submit(simulator.Request{
 		ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink,
 	})
 	if err != nil {
-		ep.requests.Add(-1)
-		ep.tokens.Add(-cost)
 		f.oracle.done(i)
-		rt.profile.ResponseComplete(f.ctx, req, ep, framework.Outcome{Err: err})
+		rt.director.Done(f.ctx, call, &d, framework.Outcome{Err: err})
 		f.fail(i, "engine: "+shortErr(err))
 	}
 }
+
+// fleetTargets is the one target of a virtual route: the fleet (the
+// endpoints' pool name does not matter, a router view has one pool).
+var fleetTargets = []decision.Target{{Pool: "fleet"}}
 
 func (f *fleetRun) fail(i int, msg string) {
 	f.records[i].Err = msg

@@ -11,6 +11,7 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 )
@@ -51,7 +52,7 @@ func profiles(t *testing.T) (prefill, decode *scheduling.Profile) {
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
 	}
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	h := scheduling.Handle{}
 	build := func(name string) *scheduling.Profile {
 		spec := presets[name]
