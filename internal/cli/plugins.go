@@ -2,7 +2,6 @@ package cli
 
 import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"

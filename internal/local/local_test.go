@@ -12,7 +12,6 @@ import (
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"

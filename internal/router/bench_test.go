@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/halyard-dev/halyard/internal/routing"
 )
 
 // BenchmarkHandler measures the whole handler — parse, route, schedule,
@@ -43,8 +42,7 @@ func BenchmarkDecide(b *testing.B) {
 	if aerr != nil {
 		b.Fatal(aerr)
 	}
-	primary, fb := c.route.Pick(req.Header)
-	targets := append([]routing.Target{primary}, fb...)
+	targets := targetsOf(c.route.Pick(req.Header))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, ok := h.r.decide(req.Context(), c, targets, nil); !ok {

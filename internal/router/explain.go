@@ -272,37 +272,34 @@ func (r *Router) explainPD(w http.ResponseWriter, hr *http.Request, c *call, tar
 	if !ok {
 		return false
 	}
-	{
-		pp, t := ch.Pool, ch.Target
-		out.Excluded = append(out.Excluded, ch.Excluded...)
-		plan, err := r.director.Plan(hr.Context(), r.decisionCall(c), ch)
-		out.Explanation = plan.DecodeExplanation
-		out.Route.Profile = pp.Spec.DecodeProfile
-		if err != nil {
-			out.Error = err.Error()
-			writeRouteExplanation(w, out)
-			return true
-		}
-		cfg := pp.Planner().Config()
-		x := &PDExplanation{Mode: pp.Spec.Mode, PrefillProfile: pp.Spec.PrefillProfile, DecodeProfile: pp.Spec.DecodeProfile,
-			Decode: plan.Decode.Metadata().Name, Topology: plan.Topology, PrefillExplanation: plan.PrefillExplanation}
-		if plan.Prefill != nil {
-			x.Prefill = plan.Prefill.Metadata().Name
-		}
-		if plan.PrefillErr != nil {
-			x.PrefillError = plan.PrefillErr.Error()
-		}
-		x.DecodeFirst.Enabled, x.DecodeFirst.MinHeldShare = cfg.DecodeFirst, cfg.MinHeldShare
-		x.DecodeFirst.HeldBlocks, x.DecodeFirst.PromptBlocks, x.DecodeFirst.Skip = plan.HeldBlocks, plan.PromptBlocks, plan.Skip
-		out.PD = x
-		out.Target = &struct {
-			Pool     string `json:"pool"`
-			Model    string `json:"model"`
-			Fallback bool   `json:"fallback"`
-		}{t.Pool, decision.EngineModel(t, plan.Decode), ch.Fallback}
-		out.Picked = plan.Decode.Metadata().Name
+	pp, t := ch.Pool, ch.Target
+	out.Excluded = append(out.Excluded, ch.Excluded...)
+	plan, err := r.director.Plan(hr.Context(), r.decisionCall(c), ch)
+	out.Explanation = plan.DecodeExplanation
+	out.Route.Profile = pp.Spec.DecodeProfile
+	if err != nil {
+		out.Error = err.Error()
 		writeRouteExplanation(w, out)
 		return true
 	}
-	return false
+	cfg := pp.Planner().Config()
+	x := &PDExplanation{Mode: pp.Spec.Mode, PrefillProfile: pp.Spec.PrefillProfile, DecodeProfile: pp.Spec.DecodeProfile,
+		Decode: plan.Decode.Metadata().Name, Topology: plan.Topology, PrefillExplanation: plan.PrefillExplanation}
+	if plan.Prefill != nil {
+		x.Prefill = plan.Prefill.Metadata().Name
+	}
+	if plan.PrefillErr != nil {
+		x.PrefillError = plan.PrefillErr.Error()
+	}
+	x.DecodeFirst.Enabled, x.DecodeFirst.MinHeldShare = cfg.DecodeFirst, cfg.MinHeldShare
+	x.DecodeFirst.HeldBlocks, x.DecodeFirst.PromptBlocks, x.DecodeFirst.Skip = plan.HeldBlocks, plan.PromptBlocks, plan.Skip
+	out.PD = x
+	out.Target = &struct {
+		Pool     string `json:"pool"`
+		Model    string `json:"model"`
+		Fallback bool   `json:"fallback"`
+	}{t.Pool, decision.EngineModel(t, plan.Decode), ch.Fallback}
+	out.Picked = plan.Decode.Metadata().Name
+	writeRouteExplanation(w, out)
+	return true
 }

@@ -100,8 +100,9 @@ func (p *prefixRouting) sharedInstances() map[string]any {
 		return nil
 	}
 	return map[string]any{prefixcache.SharedIndexKey: prefixcache.SharedIndex{
-		BlockSize: p.cfg.BlockSize,
-		Wrap:      func(a *prefixindex.Approximate) prefixcache.Index { return p.tracker.View(a) },
+		BlockSize:     p.cfg.BlockSize,
+		BlockSizeFrom: "router.prefixIndex.blockSize",
+		Wrap:          func(a *prefixindex.Approximate) prefixcache.Index { return p.tracker.View(a) },
 	}}
 }
 

@@ -115,20 +115,6 @@ func TestPresetProfilesBuild(t *testing.T) {
 	}
 }
 
-func TestNewProfilesAddsTheDefault(t *testing.T) {
-	ps, err := scheduling.NewProfiles(map[string]config.ProfileSpec{"cheap": presets.Specs()["least-request"]}, registry(t), plugintest.NewHandle())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ps["default"] == nil || ps["cheap"] == nil || len(ps) != 2 {
-		t.Errorf("profiles %v, want cheap and default", ps)
-	}
-	_, err = scheduling.NewProfiles(map[string]config.ProfileSpec{"bad": {Scorers: []config.PluginSpec{{Type: "prefix-cache", Params: json.RawMessage(`{"blockSize":0}`)}}}}, registry(t), plugintest.NewHandle())
-	if want := "profiles.bad.scorers[0]: params.blockSize: must be positive, got 0"; err == nil || err.Error() != want {
-		t.Errorf("err = %v, want %q", err, want)
-	}
-}
-
 // TestSharedSystemPromptSticksToOneEndpoint sends conversations that share a
 // 4,000-token system prompt, one at a time (the load stays balanced): every
 // request, first turns and second turns, lands on the endpoint that got the

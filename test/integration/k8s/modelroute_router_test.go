@@ -27,7 +27,6 @@ import (
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/router"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"

@@ -175,6 +175,9 @@ type SharedIndex struct {
 	// BlockSize is the shared index's block size in tokens; a scorer's
 	// params.blockSize must be the same.
 	BlockSize int
+	// BlockSizeFrom names the setting BlockSize comes from, for errors
+	// ("router.prefixIndex.blockSize"); "" for "the shared index".
+	BlockSizeFrom string
 	// Wrap builds the index a scorer reads from its own approximate index.
 	Wrap WrapIndex
 }
@@ -194,7 +197,11 @@ func Factory(name string, params json.RawMessage, h framework.Handle) (framework
 				return nil, fmt.Errorf("prefix-cache %q: the handle's %s is a %T, not a SharedIndex", name, SharedIndexKey, v)
 			}
 			if p.BlockSize != si.BlockSize {
-				return nil, fmt.Errorf("params.blockSize: %d differs from %d, the block size of the shared (KV-event) index", p.BlockSize, si.BlockSize)
+				from := si.BlockSizeFrom
+				if from == "" {
+					from = "the shared index's block size"
+				}
+				return nil, fmt.Errorf("params.blockSize: %d differs from %s %d, the block size of the KV-event index", p.BlockSize, from, si.BlockSize)
 			}
 			return NewWrapped(name, p, h, si.Wrap)
 		}

@@ -233,7 +233,7 @@ func TestFactoryReadsTheSharedIndex(t *testing.T) {
 	if _, err := prefixcache.Factory("p", []byte(`{"blockSize":0}`), h); err == nil || !strings.Contains(err.Error(), "params.blockSize") {
 		t.Errorf("invalid params: error = %v", err)
 	}
-	if _, err := prefixcache.Factory("p", []byte(`{"blockSize":32}`), h); err == nil || !strings.Contains(err.Error(), "params.blockSize: 32 differs from 16") {
+	if _, err := prefixcache.Factory("p", []byte(`{"blockSize":32}`), h); err == nil || !strings.Contains(err.Error(), "params.blockSize: 32 differs from the shared index's block size 16") {
 		t.Errorf("block size unlike the shared index's: error = %v", err)
 	}
 	wrong := plugintest.NewHandle()
