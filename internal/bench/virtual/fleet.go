@@ -2,6 +2,7 @@ package virtual
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -139,6 +140,26 @@ func promptIDs(r *workload.Request, chat bool) ([]uint32, []byte) {
 	return tokenizer.Pseudo{}.Encode(renderChat(roles, contents)), routed
 }
 
+// schedulingRequest is the scheduling request the router makes of a
+// streamed request for model with prompt text (token ids ids) and
+// max_tokens maxTokens: the text, or with tokenIDs (a router configured
+// with the engines' tokenizer) the token ids.
+func schedulingRequest(id, model string, text []byte, ids []uint32, maxTokens int, tokenIDs bool) *framework.Request {
+	req := &framework.Request{
+		ID:           id,
+		Model:        model,
+		TargetModel:  model,
+		Prompt:       framework.Prompt{Text: text},
+		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
+		MaxTokens:    maxTokens,
+		Stream:       true,
+	}
+	if tokenIDs {
+		req.Prompt, req.PromptTokens = framework.Prompt{TokenIDs: ids}, len(ids)
+	}
+	return req
+}
+
 // arm schedules request i's arrival at offset at.
 func (f *fleetRun) arm(i int, at time.Duration) {
 	f.clock.AfterFunc(at, func() { f.arrive(i) })
@@ -201,18 +222,7 @@ func (f *fleetRun) send(i int) {
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
 	f.oracle.prompt = ids
-	req := &framework.Request{
-		ID:           fmt.Sprintf("%s#%d", wr.ID, i),
-		Model:        f.model,
-		TargetModel:  f.model,
-		Prompt:       framework.Prompt{Text: text},
-		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
-		MaxTokens:    wr.OutputTokens,
-		Stream:       true,
-	}
-	if f.tokenIDs {
-		req.Prompt, req.PromptTokens = framework.Prompt{TokenIDs: ids}, len(ids)
-	}
+	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, f.tokenIDs)
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = f.elapsed()
@@ -221,15 +231,9 @@ func (f *fleetRun) send(i int) {
 	f.state[i] = inFlight
 
 	rt := f.routers[i%len(f.routers)]
-	call := &decision.Call{Req: req, Profile: rt.profile}
-	d, ok := rt.director.Decide(f.ctx, call, fleetTargets, nil)
-	if !ok {
-		f.fail(i, "schedule: "+scheduling.ErrNoEndpoint.Error())
-		return
-	}
-	ep, ok := d.Endpoint.(*endpoint)
-	if !ok {
-		f.fail(i, "schedule: picked a foreign endpoint")
+	ep, call, d, err := rt.decide(f.ctx, req)
+	if err != nil {
+		f.fail(i, "schedule: "+err.Error())
 		return
 	}
 	if f.onPick != nil {
@@ -250,7 +254,7 @@ func (f *fleetRun) send(i int) {
 		f.left--
 		f.after(i)
 	})
-	err := ep.eng.Submit(simulator.Request{
+	err = ep.eng.Submit(simulator.Request{
 		ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink,
 	})
 	if err != nil {
@@ -258,6 +262,22 @@ func (f *fleetRun) send(i int) {
 		rt.director.Done(f.ctx, call, &d, framework.Outcome{Err: err})
 		f.fail(i, "engine: "+shortErr(err))
 	}
+}
+
+// decide is the router's decision for req (package decision, as in the
+// router): the endpoint, and the call and decision the accounting hooks
+// (Sent, FirstByte, Done) take.
+func (rt *router) decide(ctx context.Context, req *framework.Request) (*endpoint, *decision.Call, decision.Decision, error) {
+	call := &decision.Call{Req: req, Profile: rt.profile}
+	d, ok := rt.director.Decide(ctx, call, fleetTargets, nil)
+	if !ok {
+		return nil, nil, d, scheduling.ErrNoEndpoint
+	}
+	ep, ok := d.Endpoint.(*endpoint)
+	if !ok {
+		return nil, nil, d, errors.New("picked a foreign endpoint")
+	}
+	return ep, call, d, nil
 }
 
 // fleetTargets is the one target of a virtual route: the fleet (the

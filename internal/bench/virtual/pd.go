@@ -1,17 +1,17 @@
 package virtual
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/decision"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/pd"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
-	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
 // defaultTransferPerToken is the simulator's default KV transfer time.
@@ -66,6 +66,18 @@ func newPDFleet(sc *Scenario, eps []*endpoint, o *oracleState, clock func() time
 	return &pdFleet{director: d, transferPerToken: sc.PD.TransferPerToken.Duration}, nil
 }
 
+// plan is the router's decision for req in the disaggregated pool: the
+// pair, and the call and choice the accounting hooks take.
+func (p *pdFleet) plan(ctx context.Context, req *framework.Request) (*decision.Call, *decision.PDChoice, *pd.Plan, error) {
+	call := &decision.Call{Req: req}
+	ch, ok := p.director.ChoosePD(ctx, call, []decision.Target{{Pool: pdPool}})
+	if !ok {
+		return nil, nil, nil, pd.ErrNoDecode
+	}
+	plan, err := p.director.Plan(ctx, call, ch)
+	return call, ch, plan, err
+}
+
 // sendPD serves request i as the router's PD flow does: plan the pair; a
 // prefill on the prefill engine that keeps its blocks (max_tokens 1); the
 // decode engine pulls them (the prefill engine releases them) and waits the
@@ -74,15 +86,7 @@ func newPDFleet(sc *Scenario, eps []*endpoint, o *oracleState, clock func() time
 func (f *fleetRun) sendPD(i int) {
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
-	req := &framework.Request{
-		ID:           fmt.Sprintf("%s#%d", wr.ID, i),
-		Model:        f.model,
-		TargetModel:  f.model,
-		Prompt:       framework.Prompt{Text: text},
-		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
-		MaxTokens:    wr.OutputTokens,
-		Stream:       true,
-	}
+	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, false)
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = f.elapsed()
@@ -91,13 +95,7 @@ func (f *fleetRun) sendPD(i int) {
 	f.state[i] = inFlight
 
 	dir := f.pd.director
-	call := &decision.Call{Req: req}
-	ch, ok := dir.ChoosePD(f.ctx, call, []decision.Target{{Pool: pdPool}})
-	if !ok {
-		f.fail(i, "schedule: "+pd.ErrNoDecode.Error())
-		return
-	}
-	plan, err := dir.Plan(f.ctx, call, ch)
+	call, ch, plan, err := f.pd.plan(f.ctx, req)
 	if err != nil {
 		f.fail(i, "schedule: "+err.Error())
 		return

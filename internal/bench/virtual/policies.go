@@ -12,12 +12,12 @@ import (
 	"github.com/halyard-dev/halyard/internal/prefixindex"
 	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/maxscore"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/random"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 var inf = math.Inf(1)
