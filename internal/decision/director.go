@@ -202,10 +202,17 @@ func (d *Director) Sent(ctx context.Context, c *Call, dec *Decision) {
 	c.Profile.PreRequest(ctx, dec.State, c.Req, dec.Endpoint)
 }
 
-// FirstByte is the load accounting hook for the first byte (the first
-// token of a stream) of the answer from dec.Endpoint. No built-in plugin
-// needs it yet.
-func (d *Director) FirstByte(context.Context, *Call, *Decision) {}
+// FirstByte is the load accounting hook for the first token of a streamed
+// answer from dec.Endpoint: it runs the profile's FirstToken hooks. The
+// router calls it for streams only (a buffered answer's first byte comes
+// with its last token); a PD decode's first token includes the KV
+// transfer, so the decode profile is not told.
+func (d *Director) FirstByte(ctx context.Context, c *Call, dec *Decision) {
+	if dec.PD != nil {
+		return
+	}
+	c.Profile.FirstToken(ctx, c.Req, dec.Endpoint)
+}
 
 // Done is the load accounting hook for the end of a request sent with
 // Sent: it runs the profile's ResponseComplete hooks and ends the

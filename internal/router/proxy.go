@@ -288,7 +288,6 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 		r.account(c, out, u)
 	}
 	firstByte := time.Now()
-	r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
 	if d.pd != nil {
 		d.pd.firstByte(firstByte, false)
 	}
@@ -361,7 +360,6 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
 	upFirst := time.Now()
-	r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
 	if d.pd != nil {
 		d.pd.firstByte(upFirst, true)
 	}
@@ -395,6 +393,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
+				r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
 			}
 		}
 		if errors.Is(err, io.EOF) {

@@ -48,7 +48,7 @@ type Options struct {
 	// not define one. Nil means the config must define every profile used.
 	DefaultProfile *config.ProfileSpec
 	// PresetProfiles are profiles a route may name without the config
-	// defining them (scheduling.PresetProfileSpecs); the config's own
+	// defining them (presets.Specs); the config's own
 	// profiles of the same name win. Only the presets routes use are built.
 	PresetProfiles map[string]config.ProfileSpec
 	// Source gives the endpoints; nil means the config's endpoints block.

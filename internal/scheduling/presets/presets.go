@@ -11,6 +11,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/roundrobin"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/kvutilization"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/leastrequest"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/queuedepth"
 )
@@ -25,6 +26,9 @@ const (
 	Load         = "load"
 	Prefill      = "prefill"
 	Decode       = "decode"
+	// PredictedLatency picks by predicted latency (the predicted-latency
+	// scorer).
+	PredictedLatency = "predicted-latency"
 )
 
 // Weights of the default profile's scorers; docs/scheduling.md gives the
@@ -35,14 +39,14 @@ const (
 	DefaultKVWeight     = 1
 )
 
-// plugin is the spec of one plugin: its type, a weight (scorers; 0 for
-// none) and its typed params (nil for none), encoded as the plugin's
-// factory decodes them.
-func plugin(typ string, weight float64, params any) config.PluginSpec {
-	ps := config.PluginSpec{Type: typ}
-	if weight != 0 {
-		ps.Weight = &weight
-	}
+// weight is a scorer's weight.
+func weight(w float64) *float64 { return &w }
+
+// plugin is the spec of one plugin: its type, a weight (scorers; nil for
+// the default) and its typed params (nil for none), encoded as the
+// plugin's factory decodes them.
+func plugin(typ string, weight *float64, params any) config.PluginSpec {
+	ps := config.PluginSpec{Type: typ, Weight: weight}
 	if params != nil {
 		b, err := json.Marshal(params)
 		if err != nil {
@@ -54,7 +58,7 @@ func plugin(typ string, weight float64, params any) config.PluginSpec {
 }
 
 func picker(typ string) *config.PluginSpec {
-	p := plugin(typ, 0, nil)
+	p := plugin(typ, nil, nil)
 	return &p
 }
 
@@ -65,9 +69,26 @@ func picker(typ string) *config.PluginSpec {
 func DefaultSpec() config.ProfileSpec {
 	return config.ProfileSpec{
 		Scorers: []config.PluginSpec{
-			plugin(prefixcache.Type, DefaultPrefixWeight, prefixcache.DefaultParams()),
-			plugin(queuedepth.Type, DefaultQueueWeight, nil),
-			plugin(kvutilization.Type, DefaultKVWeight, nil),
+			plugin(prefixcache.Type, weight(DefaultPrefixWeight), prefixcache.DefaultParams()),
+			plugin(queuedepth.Type, weight(DefaultQueueWeight), nil),
+			plugin(kvutilization.Type, weight(DefaultKVWeight), nil),
+		},
+		Picker: picker(maxscore.Type),
+	}
+}
+
+// PredictedLatencySpec returns the predicted-latency preset: the
+// prefix-cache scorer at weight 0 (it only predicts what each endpoint
+// holds, for the next scorer; its load override is off) and
+// predicted-latency (weight 1), picked by max-score: the endpoint of least
+// predicted cost.
+func PredictedLatencySpec() config.ProfileSpec {
+	pp := prefixcache.DefaultParams()
+	pp.LoadOverride = prefixcache.LoadOverride{}
+	return config.ProfileSpec{
+		Scorers: []config.PluginSpec{
+			plugin(prefixcache.Type, weight(0), pp),
+			plugin(predictedlatency.Type, weight(1), nil),
 		},
 		Picker: picker(maxscore.Type),
 	}
@@ -80,30 +101,31 @@ func DefaultSpec() config.ProfileSpec {
 // requests). Each call returns fresh values.
 func Specs() map[string]config.ProfileSpec {
 	return map[string]config.ProfileSpec{
-		Default:    DefaultSpec(),
-		Random:     {Picker: picker(random.Type)},
-		RoundRobin: {Picker: picker(roundrobin.Type)},
+		Default:          DefaultSpec(),
+		PredictedLatency: PredictedLatencySpec(),
+		Random:           {Picker: picker(random.Type)},
+		RoundRobin:       {Picker: picker(roundrobin.Type)},
 		LeastRequest: {
-			Scorers: []config.PluginSpec{plugin(leastrequest.Type, 0, nil)},
+			Scorers: []config.PluginSpec{plugin(leastrequest.Type, nil, nil)},
 			Picker:  picker(maxscore.Type),
 		},
 		Load: {
-			Scorers: []config.PluginSpec{plugin(queuedepth.Type, 1, nil), plugin(kvutilization.Type, 1, nil)},
+			Scorers: []config.PluginSpec{plugin(queuedepth.Type, weight(1), nil), plugin(kvutilization.Type, weight(1), nil)},
 			Picker:  picker(maxscore.Type),
 		},
 		Prefill: {
-			Filters: []config.PluginSpec{plugin(role.Type, 0, role.Params{Role: framework.RolePrefill})},
+			Filters: []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RolePrefill})},
 			Scorers: []config.PluginSpec{
-				plugin(prefixcache.Type, DefaultPrefixWeight, nil),
-				plugin(queuedepth.Type, DefaultQueueWeight, nil),
+				plugin(prefixcache.Type, weight(DefaultPrefixWeight), nil),
+				plugin(queuedepth.Type, weight(DefaultQueueWeight), nil),
 			},
 			Picker: picker(maxscore.Type),
 		},
 		Decode: {
-			Filters: []config.PluginSpec{plugin(role.Type, 0, role.Params{Role: framework.RoleDecode})},
+			Filters: []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RoleDecode})},
 			Scorers: []config.PluginSpec{
-				plugin(kvutilization.Type, 1, nil),
-				plugin(leastrequest.Type, 1, nil),
+				plugin(kvutilization.Type, weight(1), nil),
+				plugin(leastrequest.Type, weight(1), nil),
 			},
 			Picker: picker(maxscore.Type),
 		},
