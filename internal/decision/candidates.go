@@ -10,8 +10,9 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/role"
 )
 
-// Pools gives the endpoints of a pool in a stable order. The router's
-// datastore and the virtual fleet implement it.
+// Pools gives the endpoints of a pool in a stable order, in a slice of its
+// own that the decision may reorder (the filters work in place). The
+// router's datastore and the virtual fleet implement it.
 type Pools interface {
 	Pool(name string) []framework.Endpoint
 }
@@ -106,7 +107,7 @@ func run(ctx context.Context, req *framework.Request, eps []framework.Endpoint, 
 // adapter, not ejected (unless all are). With explain, the others come
 // with their reason.
 func (d *Director) Candidates(ctx context.Context, req *framework.Request, pool string, explain bool) ([]framework.Endpoint, []Exclusion) {
-	eps := append([]framework.Endpoint(nil), d.pools.Pool(pool)...)
+	eps := d.pools.Pool(pool)
 	var excluded []Exclusion
 	f := d.filters
 	eps = run(ctx, req, eps, explain, &excluded, f.health, f.roleBoth, f.adapter, f.ejection)
@@ -118,7 +119,7 @@ func (d *Director) Candidates(ctx context.Context, req *framework.Request, pool 
 // candidates (decode and both): healthy, serving the adapter, and not
 // ejected while the role keeps another.
 func (d *Director) PDCandidates(ctx context.Context, req *framework.Request, pool string, explain bool) (prefill, decode []framework.Endpoint, excluded []Exclusion) {
-	eps := append([]framework.Endpoint(nil), d.pools.Pool(pool)...)
+	eps := d.pools.Pool(pool)
 	f := d.filters
 	eps = run(ctx, req, eps, explain, &excluded, f.health, f.adapter)
 	var ejected []Exclusion

@@ -3,6 +3,7 @@ package decision_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,7 +47,7 @@ func director(t *testing.T, pool []*ep) *decision.Director {
 		eps[i] = e
 	}
 	d, err := decision.New(decision.Options{
-		Pools:    decision.PoolsFunc(func(string) []framework.Endpoint { return eps }),
+		Pools:    decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(eps) }),
 		Profiles: decision.NewProfiles(nil, presets.Specs(), reg, plugintest.NewHandle()),
 		Handle:   plugintest.NewHandle(),
 	})

@@ -3,6 +3,7 @@ package virtual
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -56,7 +57,7 @@ func newPDFleet(sc *Scenario, eps []*endpoint, o *oracleState, clock func() time
 	for i, e := range eps {
 		cands[i] = e
 	}
-	pool := decision.PoolsFunc(func(string) []framework.Endpoint { return cands })
+	pool := decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) })
 	spec := config.PDSpec{TopologyKey: sc.PD.TopologyKey, DecodeFirst: sc.PD.DecodeFirst, MinPrefillTokens: sc.PD.MinPrefillTokens,
 		PrefillProfile: sc.PD.PrefillProfile, DecodeProfile: sc.PD.DecodeProfile}
 	d, err := newDirector(o, nil, 0, clock, pool, specs, map[string]config.PDSpec{pdPool: spec})

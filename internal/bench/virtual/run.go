@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -216,7 +217,7 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		}
 		for _, rt := range f.routers {
 			cands := rt.cands
-			pools := decision.PoolsFunc(func(string) []framework.Endpoint { return cands })
+			pools := decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) })
 			rt.director, err = newDirector(f.oracle, rt.tracker, cfg.Capacity.BlockSize, clock.Now, pools, map[string]config.ProfileSpec{policy: spec}, nil)
 			if err != nil {
 				return report.Run{}, err

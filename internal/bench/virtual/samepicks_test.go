@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -219,7 +220,7 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 			rt.cands = append(rt.cands, e)
 		}
 		cands := rt.cands
-		rt.director, err = newDirector(nil, nil, 16, time.Now, decision.PoolsFunc(func(string) []framework.Endpoint { return cands }),
+		rt.director, err = newDirector(nil, nil, 16, time.Now, decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) }),
 			map[string]config.ProfileSpec{PolicyDefault: spec}, nil)
 		if err != nil {
 			t.Fatal(err)
