@@ -176,14 +176,19 @@ func (d *Director) prepare(c *Call, t Target, first framework.Endpoint, i int) {
 	}
 }
 
-// InFlightTokens is what a request counts in flight: its prompt plus its
+// OutputTokens is the output a request is expected to produce: its
 // max_tokens, or Options.DefaultOutputTokens without one.
-func (d *Director) InFlightTokens(req *framework.Request) int64 {
-	out := req.MaxTokens
-	if out <= 0 {
-		out = d.output
+func (d *Director) OutputTokens(req *framework.Request) int {
+	if req.MaxTokens > 0 {
+		return req.MaxTokens
 	}
-	return int64(req.PromptTokens + out)
+	return d.output
+}
+
+// InFlightTokens is what a request counts in flight: its prompt plus
+// OutputTokens.
+func (d *Director) InFlightTokens(req *framework.Request) int64 {
+	return int64(req.PromptTokens + d.OutputTokens(req))
 }
 
 // Sent is the load accounting hook for a request about to be sent to

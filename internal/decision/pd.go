@@ -146,3 +146,14 @@ func (d *Director) CanServe(ctx context.Context, req *framework.Request, pool st
 	prefill, decode, _ := d.PDCandidates(ctx, req, pool, false)
 	return len(decode) > 0 && (len(prefill) > 0 || pp.Spec.FallbackToLocalPrefill)
 }
+
+// ServingEndpoints are the endpoints of pool a request could be sent to
+// now: its candidates, or a disaggregated pool's decode candidates.
+func (d *Director) ServingEndpoints(ctx context.Context, req *framework.Request, pool string) []framework.Endpoint {
+	if d.pd[pool] != nil {
+		_, decode, _ := d.PDCandidates(ctx, req, pool, false)
+		return decode
+	}
+	cands, _ := d.Candidates(ctx, req, pool, false)
+	return cands
+}

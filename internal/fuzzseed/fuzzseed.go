@@ -109,3 +109,61 @@ func YAMLDocuments() [][]byte {
 		[]byte("!!binary AAAA"),
 	}
 }
+
+// MsgpackValues returns hostile msgpack encodings: nesting Depth deep,
+// arrays, maps, strings and binaries that declare 2^32-1 members or bytes
+// and hold none, invalid UTF-8 in a string, NaN and infinities, the extreme
+// integers, a reserved byte (0xc1) and truncated headers.
+func MsgpackValues() [][]byte {
+	deep := bytes.Repeat([]byte{0x91}, Depth) // fixarray of 1, nested
+	return [][]byte{
+		append(deep, 0xc0),
+		bytes.Repeat([]byte{0x81, 0xa1, 'k'}, Depth),           // fixmap of 1, nested, unterminated
+		{0xdd, 0xff, 0xff, 0xff, 0xff},                         // array32 of 2^32-1
+		{0xdf, 0xff, 0xff, 0xff, 0xff},                         // map32 of 2^32-1
+		{0xdb, 0xff, 0xff, 0xff, 0xff},                         // str32 of 2^32-1 bytes
+		{0xc6, 0xff, 0xff, 0xff, 0xff},                         // bin32 of 2^32-1 bytes
+		{0xc9, 0xff, 0xff, 0xff, 0xff, 0x01},                   // ext32
+		{0xa3, 0xff, 0xfe, 0xc0},                               // invalid UTF-8 in a fixstr
+		{0xa3, 0xed, 0xa0, 0x80},                               // a surrogate in UTF-8
+		{0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0},                   // NaN
+		{0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0},                   // +Inf
+		{0xcb, 0xff, 0xf0, 0, 0, 0, 0, 0, 0},                   // -Inf
+		{0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, // uint64 max
+		{0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0},                      // int64 min
+		{0xc1}, {0xdd}, {0xcb, 0x00}, {},
+	}
+}
+
+// PrometheusText returns hostile lines of the Prometheus text format for
+// metric, a name the parser reads: values beyond float64, NaN and
+// infinities, labels with escapes, invalid UTF-8 and NUL bytes, a line of
+// 1 MiB, a sample without a value, and duplicate series.
+func PrometheusText(metric string) [][]byte {
+	lines := []string{
+		metric + " 1e400",
+		metric + " -1e400",
+		metric + " NaN",
+		metric + " +Inf",
+		metric + " -Inf",
+		metric + " " + strings.Repeat("9", 400),
+		metric + `{model_name="m\"} 1` + "\n" + metric + ` 2`,
+		metric + `{model_name="\xff\xfe"} 1`,
+		metric + "{model_name=\"\xff\xfe\"} 1",
+		metric + "{model_name=\"a\x00b\"} 1",
+		metric + "\x00 1",
+		metric + `{model_name="m",model_name="n"} 1`,
+		metric + `{model_name="m"}`,
+		metric + ` 1 ` + strings.Repeat("9", 400),
+		metric + `{` + strings.Repeat(`a="b",`, 10000) + `} 1`,
+		metric + ` 0.5` + "\n" + metric + ` 0.7`,
+		metric + `{model_name="` + strings.Repeat("x", 1<<20) + `"} 1`,
+		"# TYPE " + metric + " histogram\n" + metric + "_bucket{le=\"+Inf\"} NaN",
+		"# HELP " + metric + " \xff\n# TYPE " + metric + " gauge\n" + metric + " 1",
+	}
+	out := make([][]byte, len(lines))
+	for i, l := range lines {
+		out[i] = []byte(l + "\n")
+	}
+	return out
+}

@@ -180,8 +180,17 @@ type Prediction struct {
 // not cached, its TTFT and TPOT on the engine and the stall it imposes on
 // the streams there.
 func (e *Engine) Predict(prompt, uncached int, sc Scraped) Prediction {
+	return e.PredictWith(e.fit.Coefficients(), prompt, uncached, sc)
+}
+
+// Fit returns the step-time fit the engine feeds and predicts from (its
+// own, or its pool's shared one).
+func (e *Engine) Fit() *Fit { return e.fit }
+
+// PredictWith is Predict with the step-time model c instead of the fit's
+// current estimate, for callers that read a shared fit once per cycle.
+func (e *Engine) PredictWith(c steptime.Coefficients, prompt, uncached int, sc Scraped) Prediction {
 	e.mu.Lock()
-	c := e.fit.Coefficients()
 	waiting, wTokens, decoding, dctx := e.waiting, e.waitingTokens, e.decoding, e.decodeContext
 	rate, meanU := e.prefillRate, e.meanUncached
 	e.mu.Unlock()

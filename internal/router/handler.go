@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
@@ -34,6 +35,13 @@ type call struct {
 	tokenizedFor string
 	// dc is the request's passage through the decision (decisionCall).
 	dc *decision.Call
+	// ticket is the admission ticket (nil when admission is off), settled
+	// from usage, or chunks relayed when a stream reported no usage;
+	// answered is set once an engine answered.
+	ticket   *admission.Ticket
+	usage    admission.Usage
+	chunks   int
+	answered bool
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -45,6 +53,10 @@ func (r *Router) serveCompletion(w http.ResponseWriter, hr *http.Request) {
 }
 
 func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind openai.Kind) {
+	tenant, ok := r.authenticate(w, hr)
+	if !ok {
+		return
+	}
 	c, aerr, cause := r.prepare(w, hr, kind)
 	if aerr != nil {
 		model := ""
@@ -53,6 +65,12 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		}
 		r.fail(w, model, aerr, cause)
 		return
+	}
+	if !r.admit(w, hr, c, tenant) {
+		return
+	}
+	if c.ticket != nil {
+		defer r.settle(c)
 	}
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
@@ -233,7 +251,7 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.PromptTokens = len(o.PromptTokenIDs)
 	} else {
 		req.Prompt.Text = o.PromptText
-		req.PromptTokens = tokenizer.Pseudo{}.Count(string(o.PromptText))
+		req.PromptTokens = tokenizer.Pseudo{}.CountBytes(o.PromptText)
 	}
 	return req
 }
@@ -245,7 +263,8 @@ func init() {
 	for _, h := range []string{"Accept", "Accept-Encoding", "Authorization", "Content-Length", "Content-Type",
 		"Connection", "User-Agent", "X-Request-Id", "X-Session-Id", HeaderExplain, "X-Stainless-Lang",
 		"X-Stainless-Package-Version", "X-Stainless-Os", "X-Stainless-Arch", "X-Stainless-Runtime",
-		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project"} {
+		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project",
+		"X-Halyard-Slo-Ttft-Ms", "X-Halyard-Slo-Tpot-Ms"} {
 		commonHeaders[h] = strings.ToLower(h)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/decision"
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
@@ -231,6 +232,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
+	c.answered = true
 	r.observeStatus(ep, resp.StatusCode)
 	if resp.StatusCode >= 500 {
 		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
@@ -370,6 +372,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 	rc := http.NewResponseController(w)
 	var sc streamScanner
 	sc.usage = c.body.IncludeUsage
+	defer func() { c.chunks += sc.chunks }()
 	accounted := false
 	accountUsage := func() {
 		if u, ok := sc.result(); ok && !accounted {
@@ -465,6 +468,7 @@ func readSome(body io.Reader, buf []byte) (int, error) {
 
 func (r *Router) account(c *call, out *framework.Outcome, u openai.Usage) {
 	out.PromptTokens, out.CompletionTokens, out.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens()
+	c.usage = admission.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens(), Known: true}
 	m := c.route.Model
 	r.metrics.Tokens.WithLabelValues(m, "prompt").Add(float64(u.PromptTokens))
 	r.metrics.Tokens.WithLabelValues(m, "completion").Add(float64(u.CompletionTokens))
@@ -518,6 +522,9 @@ type streamScanner struct {
 	u     openai.Usage
 	found bool
 	done  bool // "data: [DONE]" was seen
+	// chunks counts data events before [DONE]: about one token each, what
+	// a stream that reported no usage is charged.
+	chunks int
 }
 
 var (
@@ -563,6 +570,7 @@ func (s *streamScanner) scanLine(line []byte) {
 		s.done = true
 		return
 	}
+	s.chunks++
 	if !s.usage {
 		return
 	}

@@ -104,3 +104,38 @@ func BenchmarkSchedule(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkScheduleLongPrompt schedules a 1M-token prompt sent as text (no
+// tokenizer: about 4 MiB), over 100 endpoints, counting the prompt's tokens
+// as the router does: the prefix scorer hashes only its first 32k tokens, so
+// the cost and the memory per cycle stay bounded by the count.
+func BenchmarkScheduleLongPrompt(b *testing.B) {
+	presets := presets.Specs()
+	ids := make([]uint32, 1_000_000)
+	for i := range ids {
+		ids[i] = uint32(i*7919) % 128000
+	}
+	text := []byte(tokenizer.Pseudo{}.Decode(ids))
+	for _, name := range []string{"default", "predicted-latency"} {
+		b.Run("profile="+name+"/endpoints=100/text=1Mtok", func(b *testing.B) {
+			p := profile(b, name, presets[name], plugintest.NewHandle())
+			eps, _ := benchPool(b, p, true, 1000)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(text)))
+			b.ResetTimer()
+			runtime.GC()
+			cpu := processCPU()
+			for b.Loop() {
+				req := &framework.Request{ID: "long", Model: "llama-3-8b", Prompt: framework.Prompt{Text: text}}
+				req.PromptTokens = tokenizer.Pseudo{}.CountBytes(text)
+				state := framework.NewCycleState()
+				res, err := p.Schedule(b.Context(), state, req, eps, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p.PreRequest(b.Context(), state, req, res.Picked[0])
+			}
+			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -104,7 +105,7 @@ type Scorer struct {
 	stateKey framework.StateKey
 	params   Params
 	cfg      latencymodel.Config
-	h        framework.Handle
+	now      func() time.Time
 	engines  sync.Map // endpoint name -> *latencymodel.Engine
 	unmet    atomic.Uint64
 	desc     *prometheus.Desc
@@ -132,8 +133,9 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if h == nil {
-		return nil, fmt.Errorf("%s %q: nil handle (the scorer needs the host's clock)", Type, name)
+	var now func() time.Time = time.Now // a nil handle: the wall clock
+	if h != nil {
+		now = h.Now
 	}
 	fc := latencymodel.FitConfig{Forgetting: p.Forgetting}
 	if p.Prior != nil {
@@ -148,7 +150,7 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 		stateKey: framework.StateKey(Type + "/" + name + "/cycle"),
 		params:   p,
 		cfg:      cfg,
-		h:        h,
+		now:      now,
 		desc: prometheus.NewDesc(MetricSLOUnmeetable,
 			"Requests for which no candidate endpoint was predicted to meet the request's TTFT and TPOT objectives.",
 			nil, prometheus.Labels{"plugin": name}),
@@ -182,9 +184,11 @@ type Candidate struct {
 	MeetsSLO bool
 }
 
-// cycle is what Score leaves for PreRequest.
+// cycle is what Score leaves for PreRequest: the uncached tokens
+// predicted on each endpoint.
 type cycle struct {
-	cands []Candidate
+	names    []string
+	uncached []int
 }
 
 // Objectives returns the request's TTFT and TPOT objectives in
@@ -218,9 +222,19 @@ func headerMs(h map[string]string, name string) (float64, bool) {
 // Predict returns the scorer's prediction for req on each endpoint, in
 // order. matched gives the tokens each endpoint holds (nil: none).
 func (s *Scorer) Predict(req *framework.Request, endpoints []framework.Endpoint, matched []int) []Candidate {
+	out := make([]Candidate, len(endpoints))
+	s.predict(req, endpoints, matched, func(i int, c Candidate) { out[i] = c })
+	return out
+}
+
+// predict calls each with the prediction of every endpoint, in order.
+func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint, matched []int, each func(int, Candidate)) {
 	ttftObj, tpotObj := s.Objectives(req)
 	prompt := req.PromptTokens
-	out := make([]Candidate, len(endpoints))
+	var shared steptime.Coefficients
+	if s.cfg.Shared != nil {
+		shared = s.cfg.Shared.Coefficients() // once per cycle, not per endpoint
+	}
 	for i, e := range endpoints {
 		m := 0
 		if i < len(matched) {
@@ -229,7 +243,12 @@ func (s *Scorer) Predict(req *framework.Request, endpoints []framework.Endpoint,
 		uncached := max(prompt-m, 0)
 		met := e.Metrics()
 		name := e.Metadata().Name
-		pr := s.Engine(name).Predict(prompt, uncached, latencymodel.Scraped{Running: met.RunningRequests, Waiting: met.WaitingRequests})
+		eng := s.Engine(name)
+		coef := shared
+		if s.cfg.Shared == nil {
+			coef = eng.Coefficients()
+		}
+		pr := eng.PredictWith(coef, prompt, uncached, latencymodel.Scraped{Running: met.RunningRequests, Waiting: met.WaitingRequests})
 		c := Candidate{Endpoint: name, Uncached: uncached, Prediction: pr, MeetsSLO: true}
 		c.CostMs = pr.TTFTMs + s.params.FutureWeight*pr.Step.PrefillTokenMs*float64(uncached) +
 			s.params.StallWeight*pr.StallMs*float64(pr.Decoding)
@@ -237,9 +256,8 @@ func (s *Scorer) Predict(req *framework.Request, endpoints []framework.Endpoint,
 			c.MeetsSLO = false
 			c.CostMs += sloPenaltyMs
 		}
-		out[i] = c
+		each(i, c)
 	}
-	return out
 }
 
 // Score writes minCost/cost per endpoint: 1 for the cheapest.
@@ -253,15 +271,22 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 			matched = m.Tokens
 		}
 	}
-	cands := s.Predict(req, endpoints, matched)
+	explain := framework.Explaining(state)
+	var cands []Candidate
+	cy := &cycle{names: make([]string, len(endpoints)), uncached: make([]int, len(endpoints))}
 	lo, anyMet := math.Inf(1), false
-	for _, c := range cands {
+	s.predict(req, endpoints, matched, func(i int, c Candidate) {
+		scores[i] = c.CostMs
+		cy.names[i], cy.uncached[i] = c.Endpoint, c.Uncached
 		lo = min(lo, c.CostMs)
 		anyMet = anyMet || c.MeetsSLO
-	}
+		if explain {
+			cands = append(cands, c)
+		}
+	})
 	const eps = 1e-3 // ms: keeps an all-zero cost finite
-	for i, c := range cands {
-		scores[i] = (lo + eps) / (c.CostMs + eps)
+	for i, cost := range scores[:len(endpoints)] {
+		scores[i] = (lo + eps) / (cost + eps)
 	}
 	if !anyMet {
 		s.unmet.Add(1)
@@ -269,8 +294,8 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	if state == nil {
 		return
 	}
-	state.Write(s.stateKey, &cycle{cands: cands})
-	if !framework.Explaining(state) {
+	state.Write(s.stateKey, cy)
+	if !explain {
 		return
 	}
 	if !anyMet {
@@ -300,9 +325,9 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 	uncached := req.PromptTokens
 	if state != nil {
 		if c, ok := framework.ReadAs[*cycle](state, s.stateKey); ok {
-			for _, cand := range c.cands {
-				if cand.Endpoint == name {
-					uncached = cand.Uncached
+			for i, n := range c.names {
+				if n == name {
+					uncached = c.uncached[i]
 					break
 				}
 			}
@@ -312,7 +337,7 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 	if out <= 0 {
 		out = s.params.DefaultOutputTokens
 	}
-	s.Engine(name).Sent(req.ID, s.h.Now(), req.PromptTokens, uncached, out)
+	s.Engine(name).Sent(req.ID, s.now(), req.PromptTokens, uncached, out)
 }
 
 // FirstToken records that the request's prefill on ep is over.
@@ -320,7 +345,7 @@ func (s *Scorer) FirstToken(_ context.Context, req *framework.Request, ep framew
 	if req == nil || ep == nil {
 		return
 	}
-	s.Engine(ep.Metadata().Name).FirstToken(req.ID, s.h.Now())
+	s.Engine(ep.Metadata().Name).FirstToken(req.ID, s.now())
 }
 
 // ResponseComplete records the end of the request on ep; a streamed
@@ -333,7 +358,7 @@ func (s *Scorer) ResponseComplete(_ context.Context, req *framework.Request, ep 
 	if out.Err != nil {
 		tokens = 0 // an aborted stream's timing says nothing of the step
 	}
-	s.Engine(ep.Metadata().Name).Done(req.ID, s.h.Now(), tokens)
+	s.Engine(ep.Metadata().Name).Done(req.ID, s.now(), tokens)
 }
 
 // Unmeetable returns how many requests found no endpoint predicted to meet
