@@ -200,7 +200,7 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 	t.Run("default profile, four endpoints", func(t *testing.T) {
 		names := []string{"e0", "e1", "e2", "e3"}
 		var doc strings.Builder
-		doc.WriteString("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  scrapeInterval: 20ms\nendpoints:\n")
+		doc.WriteString("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  scrapeInterval: 20ms\n  debug: {explain: true, endpointHeader: true}\nendpoints:\n")
 		specs := make([]vllmapi.Spec, len(names))
 		for i, n := range names {
 			fmt.Fprintf(&doc, "  - {name: %s, url: \"{{url%d}}\", model: m}\n", n, i)
@@ -258,7 +258,7 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 		roles := []framework.Role{framework.RolePrefill, framework.RolePrefill, framework.RoleDecode, framework.RoleDecode}
 		labels := make([]map[string]string, len(names))
 		var doc strings.Builder
-		doc.WriteString("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  scrapeInterval: 20ms\nendpoints:\n")
+		doc.WriteString("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  scrapeInterval: 20ms\n  debug: {explain: true, endpointHeader: true}\nendpoints:\n")
 		specs := make([]vllmapi.Spec, len(names))
 		for i, n := range names {
 			labels[i] = map[string]string{"zone": string(rune('a' + i%2))}
