@@ -2,9 +2,9 @@ package cli
 
 import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // pluginRegistry returns a registry with every built-in scheduling plugin

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes and reads of

@@ -5,7 +5,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
 )
 
 // BenchmarkHandler measures the whole handler — parse, route, schedule,

@@ -21,9 +21,9 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // pdFake is an engine for PD tests: a prefill answers with

@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/admission"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"

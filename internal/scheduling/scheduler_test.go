@@ -13,11 +13,11 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/scheduling"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 

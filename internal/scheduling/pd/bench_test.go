@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/halyard-dev/halyard/internal/scheduling"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // BenchmarkPlan measures one PD decision (decode profile, decode-first

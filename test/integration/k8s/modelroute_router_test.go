@@ -27,9 +27,9 @@ import (
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/router"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
