@@ -56,6 +56,7 @@ type waiter struct {
 // tenantQueue is one tenant's waiters and virtual token counter in one
 // model's queue.
 type tenantQueue struct {
+	weight  float64
 	counter float64
 	fifo    [numPriorities][]*waiter
 	n       int
@@ -106,7 +107,7 @@ func (q *Queue) model(name string) *modelQueue {
 func (mq *modelQueue) tenant(t *Tenant) *tenantQueue {
 	tq := mq.tenants[t.Name]
 	if tq == nil {
-		tq = &tenantQueue{}
+		tq = &tenantQueue{weight: t.Weight}
 		mq.tenants[t.Name] = tq
 	}
 	return tq
@@ -217,7 +218,10 @@ func (mq *modelQueue) next() *waiter {
 			if len(f) == 0 {
 				continue
 			}
-			if best == nil || tq.counter < best.counter || (tq.counter == best.counter && f[0].seq < bw.seq) {
+			// Ties (a tenant just lifted to the others' counter) go to the
+			// tenant with fewer waiting, then to the older request.
+			if best == nil || tq.counter < best.counter || (tq.counter == best.counter &&
+				(len(f) < len(best.fifo[p]) || (len(f) == len(best.fifo[p]) && f[0].seq < bw.seq))) {
 				best, bw = tq, f[0]
 			}
 		}
@@ -227,8 +231,8 @@ func (mq *modelQueue) next() *waiter {
 }
 
 // victim is the waiter to shed when the queue is over its bound: the
-// lowest class that waits, then the tenant with the highest counter, then
-// its newest request.
+// lowest class that waits, then the tenant with the most waiters for its
+// weight, then its newest request.
 func (mq *modelQueue) victim() *waiter {
 	for p := Priority(0); p < numPriorities; p++ {
 		if mq.band[p] == 0 {
@@ -236,7 +240,16 @@ func (mq *modelQueue) victim() *waiter {
 		}
 		var worst *tenantQueue
 		for _, tq := range mq.tenants {
-			if len(tq.fifo[p]) > 0 && (worst == nil || tq.counter > worst.counter) {
+			if len(tq.fifo[p]) == 0 {
+				continue
+			}
+			// The tenant holding the most of the queue for its weight,
+			// then the highest counter.
+			n, wn := float64(len(tq.fifo[p]))/weightOf(tq), 0.0
+			if worst != nil {
+				wn = float64(len(worst.fifo[p])) / weightOf(worst)
+			}
+			if worst == nil || n > wn || (n == wn && tq.counter > worst.counter) {
 				worst = tq
 			}
 		}
@@ -360,4 +373,11 @@ func (q *Queue) InFlight(model string) int {
 	mq.mu.Lock()
 	defer mq.mu.Unlock()
 	return mq.inflight
+}
+
+func weightOf(tq *tenantQueue) float64 {
+	if tq.weight <= 0 {
+		return 1
+	}
+	return tq.weight
 }

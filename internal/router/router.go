@@ -85,6 +85,7 @@ type Router struct {
 	upstream  *upstream
 	mux       *http.ServeMux
 	admin     *http.ServeMux // the admin listener's: metrics, debug, console
+	budget    *byteBudget    // router.limits.bufferBytes
 	health    datastore.HealthPolicy
 	outlier   datastore.OutlierPolicy
 	now       func() time.Time
@@ -157,6 +158,10 @@ func New(opts Options) (*Router, error) {
 		discovered: make(chan struct{}),
 	}
 	r.hardStop, r.endHardStop = context.WithCancel(context.Background())
+	r.budget = &byteBudget{limit: cfg.Router.Limits.BufferBytes}
+	if r.budget.limit <= 0 {
+		r.budget.limit = DefaultBufferBytes()
+	}
 	if r.prefix, err = newPrefixRouting(cfg, log, clock, r.metrics); err != nil {
 		return nil, err
 	}
@@ -414,7 +419,14 @@ func (r *Router) Handler() http.Handler { return http.HandlerFunc(r.serveHTTP) }
 // "//v1/chat/completions" (a base URL with a trailing slash) with a
 // redirect, which clients do not follow for a POST body, so the router
 // merges the slashes and serves it, as Envoy's merge_slashes does.
+//
+// A request with a Transfer-Encoding may also have carried a Content-Length
+// (net/http drops it before the handler sees it): its connection is closed
+// after the answer, as RFC 9112 §6.3 asks of such a message.
 func (r *Router) serveHTTP(w http.ResponseWriter, hr *http.Request) {
+	if len(hr.TransferEncoding) > 0 {
+		w.Header().Set("Connection", "close")
+	}
 	if p := hr.URL.Path; p != "" && p != "/" && path.Clean(p) != p {
 		hr2 := *hr
 		u := *hr.URL
@@ -530,12 +542,8 @@ const shutdownErrorWindow = time.Second
 // Serve serves on ln and runs the background work until ctx is done, then
 // shuts down gracefully, giving in-flight requests up to grace to finish.
 func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
-	srv := &http.Server{
-		Handler:           r.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
-	}
+	srv, ln := r.publicServer(ln)
+	srv.ErrorLog = slog.NewLogLogger(r.log.Handler(), slog.LevelWarn)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	runErr := make(chan error, 1)

@@ -238,7 +238,8 @@ func families(url string) (map[string]*dto.MetricFamily, error) {
 	if err != nil {
 		return nil, err
 	}
-	return expfmt.NewTextParser(model.UTF8Validation).TextToMetricFamilies(strings.NewReader(string(b)))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(strings.NewReader(string(b)))
 }
 
 // scrape sums the series of one family.
