@@ -11,6 +11,7 @@ import (
 
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
 	"github.com/halyard-dev/halyard/internal/routing"
@@ -36,6 +37,8 @@ type call struct {
 	// tokenizedFor is the engine model req's token ids are for (prefix
 	// routing), "" before tokenisation.
 	tokenizedFor string
+	// dc is the request's passage through the decision (decisionCall).
+	dc *decision.Call
 	// ticket is the admission ticket (nil when admission is off), settled
 	// from usage, or chunks relayed when a stream reported no usage;
 	// answered is set once an engine answered.
@@ -366,153 +369,48 @@ func lowerHeader(k string) string {
 	return strings.ToLower(k)
 }
 
-// engineModel is the model name sent to ep for target.
-func engineModel(t routing.Target, ep framework.Endpoint) string {
-	if t.Model != "" {
-		return t.Model
+// targetsOf converts a route's pick (the split's target, then the
+// fallbacks) into the decision's targets.
+func targetsOf(primary routing.Target, fallback []routing.Target) []decision.Target {
+	out := make([]decision.Target, 0, 1+len(fallback))
+	out = append(out, decision.Target{Pool: primary.Pool, Model: primary.Model})
+	for _, t := range fallback {
+		out = append(out, decision.Target{Pool: t.Pool, Model: t.Model})
 	}
-	return ep.Metadata().Model
+	return out
 }
 
-// exclusion says why an endpoint of a pool was not a candidate.
-type exclusion struct {
-	Name   string `json:"name"`
-	Reason string `json:"reason"`
+// decisionCall returns c's passage through the decision, made once.
+func (r *Router) decisionCall(c *call) *decision.Call {
+	if c.dc == nil {
+		c.dc = &decision.Call{Req: c.req, Profile: c.profile, Prepare: func(model string) { r.prefix.tokenize(c, model) }}
+	}
+	c.dc.Explain = c.explain
+	return c.dc
 }
 
-// candidates returns the healthy endpoints of pool that can serve the route,
-// leaving out those already tried when others remain, and never the last
-// tried one when another exists.
-func (r *Router) candidates(route *routing.Route, pool string, tried []*datastore.Endpoint, explain bool) ([]framework.Endpoint, []exclusion) {
-	eps := r.store.Pool(pool)
-	out := make([]framework.Endpoint, 0, len(eps))
-	var excluded []exclusion
-	var ejected []framework.Endpoint
-	now := r.now()
-	for _, e := range eps {
-		reason := ""
-		switch {
-		case !e.Healthy():
-			reason = "unhealthy"
-		case e.Metadata().Role != framework.RoleBoth && e.Metadata().Role != "":
-			reason = "role " + string(e.Metadata().Role)
-		case route.Adapter != "" && !servesAdapter(e, route.Adapter):
-			reason = "adapter " + route.Adapter + " not listed"
-		case e.Ejected(now):
-			ejected = append(ejected, e)
-			reason = "ejected after consecutive 5xx"
-		}
-		if reason != "" {
-			if explain {
-				excluded = append(excluded, exclusion{Name: e.Metadata().Name, Reason: reason})
-			}
-			continue
-		}
-		out = append(out, e)
-	}
-	if len(out) == 0 && len(ejected) > 0 {
-		// Every servable endpoint is ejected: use them rather than none.
-		out = append(out, ejected...)
-	}
-	if len(tried) == 0 || len(out) == 0 {
-		return out, excluded
-	}
-	fresh := make([]framework.Endpoint, 0, len(out))
-	for _, e := range out {
-		if !contains(tried, e) {
-			fresh = append(fresh, e)
-		}
-	}
-	if len(fresh) > 0 {
-		return fresh, excluded
-	}
-	last := tried[len(tried)-1]
-	for _, e := range out {
-		if e != framework.Endpoint(last) {
-			fresh = append(fresh, e)
-		}
-	}
-	if len(fresh) > 0 {
-		return fresh, excluded
-	}
-	return out, excluded
-}
-
-func contains(tried []*datastore.Endpoint, e framework.Endpoint) bool {
-	for _, t := range tried {
-		if framework.Endpoint(t) == e {
-			return true
-		}
-	}
-	return false
-}
-
-func servesAdapter(e framework.Endpoint, adapter string) bool {
-	for _, a := range e.Metadata().Adapters {
-		if a == adapter {
-			return true
-		}
-	}
-	for _, a := range e.Metrics().RunningAdapters {
-		if a == adapter {
-			return true
-		}
-	}
-	return false
-}
-
-// decision is the outcome of choosing an endpoint for one attempt.
-type decision struct {
-	endpoint    *datastore.Endpoint
-	target      routing.Target
-	fallback    bool
-	state       *framework.CycleState
-	explanation *framework.Explanation
-	excluded    []exclusion
-	prefix      float64
-	hasPrefix   bool
+// pick is the decision for one attempt, with what the router adds.
+type pick struct {
+	decision.Decision
+	endpoint *datastore.Endpoint
 	// body, when set, is sent instead of the client's body (PD flow).
 	body []byte
 	// pd is set for the decode request of a disaggregated pool.
 	pd *pdAttempt
 }
 
-// decide runs the route's targets in order (the split's pick, then the
-// fallbacks) until one has an endpoint the profile picks.
-func (r *Router) decide(ctx context.Context, c *call, targets []routing.Target, tried []*datastore.Endpoint) (decision, bool) {
-	var d decision
-	for i, t := range targets {
-		cands, excluded := r.candidates(c.route, t.Pool, tried, c.explain)
-		d.excluded = append(d.excluded, excluded...)
-		if len(cands) == 0 {
-			continue
-		}
-		if c.req.TargetModel == "" || i > 0 {
-			c.req.TargetModel = engineModel(t, cands[0])
-		}
-		r.prefix.tokenize(c, cands[0].Metadata().Model)
-		state := framework.NewCycleState()
-		t0 := time.Now()
-		res, err := c.profile.Schedule(ctx, state, c.req, cands, c.explain)
-		r.metrics.SchedulingTime.WithLabelValues(c.profile.Name()).Observe(time.Since(t0).Seconds())
-		if res.Explanation != nil {
-			r.prefix.explain(res.Explanation)
-			d.explanation = res.Explanation
-		}
-		if err != nil || len(res.Picked) == 0 {
-			continue
-		}
-		ep, ok := res.Picked[0].(*datastore.Endpoint)
-		if !ok {
-			continue
-		}
-		d.endpoint, d.target, d.fallback, d.state = ep, t, i > 0, state
-		if ps, ok := framework.ReadAs[*prefixScores](state, prefixScoresKey); ok {
-			d.prefix, d.hasPrefix = ps.scoreOf(ep)
-		}
-		return d, true
+// decide asks the director for an endpoint among the targets, leaving out
+// those tried when others remain.
+func (r *Router) decide(ctx context.Context, c *call, targets []decision.Target, tried []framework.Endpoint) (pick, bool) {
+	d, ok := r.director.Decide(ctx, r.decisionCall(c), targets, tried)
+	p := pick{Decision: d}
+	if !ok {
+		return p, false
 	}
-	return d, false
+	if p.endpoint, ok = d.Endpoint.(*datastore.Endpoint); !ok {
+		return p, false
+	}
+	return p, true
 }
 
 // fail writes an error response and counts it.

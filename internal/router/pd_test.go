@@ -21,9 +21,9 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // pdFake is an engine for PD tests: a prefill answers with
@@ -151,7 +151,7 @@ func newPDHarness(t testing.TB, pdBlock string, names ...string) *pdHarness {
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +574,7 @@ pools: [{name: m, pd: {mode: nixl, decodeProfile: nope}}]
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Logger: slog.New(slog.DiscardHandler)})
+	_, err = New(Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: slog.New(slog.DiscardHandler)})
 	if err == nil || !strings.Contains(err.Error(), `pools[m].pd.decodeProfile: "nope"`) {
 		t.Errorf("error = %v", err)
 	}

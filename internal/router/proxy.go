@@ -16,10 +16,9 @@ import (
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/admission"
-	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/routing"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -52,14 +51,12 @@ const (
 // maxAttempts, and streams the answer to the client.
 func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 	ctx := hr.Context()
-	primary, fallback := c.route.Pick(hr.Header)
-	targets := make([]routing.Target, 0, 1+len(fallback))
-	targets = append(append(targets, primary), fallback...)
-	if len(r.pdPools) > 0 && r.forwardPD(w, hr, c, targets) {
+	targets := targetsOf(c.route.Pick(hr.Header))
+	if r.director.PDPools() && r.forwardPD(w, hr, c, targets) {
 		return
 	}
 	var (
-		tried   []*datastore.Endpoint
+		tried   []framework.Endpoint
 		lastErr *upstreamError
 	)
 	attempts := max(r.cfg.MaxAttempts, 1)
@@ -69,13 +66,13 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 			break
 		}
 		r.metrics.Picks.WithLabelValues(c.profile.Name(), d.endpoint.Metadata().Name).Inc()
-		r.metrics.RouteTargets.WithLabelValues(c.route.Model, d.target.Pool, strconv.FormatBool(d.fallback)).Inc()
-		if d.hasPrefix {
-			r.metrics.PrefixPredicted.WithLabelValues(c.route.Model).Observe(d.prefix)
+		r.metrics.RouteTargets.WithLabelValues(c.route.Model, d.Target.Pool, strconv.FormatBool(d.Fallback)).Inc()
+		if d.HasPrefix {
+			r.metrics.PrefixPredicted.WithLabelValues(c.route.Model).Observe(d.Prefix)
 		}
 		if r.log.Enabled(ctx, -4) {
-			r.log.Debug("route decision", "request_id", c.req.ID, "model", c.route.Model, "pool", d.target.Pool,
-				"fallback", d.fallback, "endpoint", d.endpoint.Metadata().Name, "attempt", attempt, "profile", c.profile.Name())
+			r.log.Debug("route decision", "request_id", c.req.ID, "model", c.route.Model, "pool", d.Target.Pool,
+				"fallback", d.Fallback, "endpoint", d.endpoint.Metadata().Name, "attempt", attempt, "profile", c.profile.Name())
 		}
 		res, uerr := r.attempt(ctx, w, hr, c, &d, attempt)
 		if res == attemptDone {
@@ -174,23 +171,14 @@ func (r *Router) timeoutError(endpoint string, cause error) *upstreamError {
 	return ue
 }
 
-// outputEstimate is the output length counted in flight for c: its
-// max_tokens, or router.defaultOutputTokens.
-func (r *Router) outputEstimate(c *call) int {
-	if c.req.MaxTokens > 0 {
-		return c.req.MaxTokens
-	}
-	return r.cfg.DefaultOutputTokens
-}
-
 // attempt sends the request to d.endpoint and, if the engine answers, relays
 // the answer. It returns attemptRetry only when nothing reached the client.
-func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Request, c *call, d *decision, attempt int) (attemptResult, *upstreamError) {
+func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Request, c *call, d *pick, attempt int) (attemptResult, *upstreamError) {
 	ep := d.endpoint
 	md := ep.Metadata()
 	body := d.body
 	if body == nil {
-		body = c.body.WithModel(engineModel(d.target, ep))
+		body = c.body.WithModel(decision.EngineModel(d.Target, ep))
 	}
 
 	base := ctx
@@ -219,17 +207,13 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		up.Header.Set("Content-Type", "application/json")
 	}
 
-	tokens := int64(c.req.PromptTokens + r.outputEstimate(c))
-	ep.Begin(tokens)
-	defer ep.End(tokens)
+	// The load accounting hooks: sent now, done when the attempt ends.
+	dc := r.decisionCall(c)
+	r.director.Sent(ctx, dc, &d.Decision)
 	out := framework.Outcome{}
-	if d.pd != nil {
-		d.pd.pre(ctx)
-		defer func() { d.pd.done(ctx, out) }()
-	} else {
-		c.profile.PreRequest(ctx, d.state, c.req, ep)
-		r.prefix.predicted(d.state, md.Name)
-		defer func() { c.profile.ResponseComplete(ctx, c.req, ep, out) }()
+	defer func() { r.director.Done(ctx, dc, &d.Decision, out) }()
+	if d.pd == nil {
+		r.prefix.predicted(d.State, md.Name)
 	}
 
 	sent := time.Now()
@@ -307,7 +291,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 
 // relayBuffered reads a non-streamed response whole, with at most
 // streamIdle of silence, then writes it.
-func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter, c *call, d *pick, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
 	name := d.endpoint.Metadata().Name
 	idle := r.cfg.Timeouts.StreamIdle.Duration
 	if resp.ContentLength > maxBufferedResponse {
@@ -405,7 +389,7 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 // an engine that fails before it can still be retried. An engine that fails
 // after it gets an SSE error event and the stream ends. A stream is
 // complete once "data: [DONE]" went to the client, whatever happens after.
-func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c *call, d *pick, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
 	name := d.endpoint.Metadata().Name
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -470,9 +454,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
-				if d.pd == nil {
-					c.profile.FirstToken(ctx, c.req, d.endpoint)
-				}
+				r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
 			}
 		}
 		if errors.Is(err, io.EOF) {
