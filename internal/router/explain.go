@@ -25,7 +25,11 @@ func (r *Router) setResponseHeaders(h http.Header, c *call, d *pick, attempt int
 	if !c.explain {
 		return
 	}
-	h.Set(HeaderRoute, compactExplanation(c, d, attempt))
+	x := compactExplanation(c, d, attempt)
+	if c.ticket != nil {
+		x += "; " + c.ticket.Explain()
+	}
+	h.Set(HeaderRoute, x)
 }
 
 func compactExplanation(c *call, d *pick, attempt int) string {
