@@ -291,7 +291,7 @@ func TestAdmissionSharedBudgetThroughRedis(t *testing.T) {
 		}
 	}
 	for i, r := range []*process{r1, r2} {
-		if n := counter(t, r.URL()+"/metrics", "halyard_admission_store_errors_total"); n < 1 {
+		if n := counter(t, adminURL(t, r)+"/metrics", "halyard_admission_store_errors_total"); n < 1 {
 			t.Errorf("router %d counted %v store errors", i+1, n)
 		}
 	}
