@@ -49,12 +49,33 @@ func TestImportBoundaries(t *testing.T) {
 		{from: in("simulator"), deny: []string{in("router"), in("routing"), in("scheduling"), in("datastore"), in("bench"), in("controller")}},
 		{from: in("prefixindex"), deny: []string{in("router"), in("scheduling"), in("simulator"), in("bench")}},
 		{from: in("router"), deny: []string{in("simulator"), in("bench"), in("controller")}},
+		// The decision (DESIGN.md §16) is transport-free: the router and
+		// the virtual fleet drive it, it knows neither.
+		{from: in("decision"), deny: []string{in("router"), in("routing"), in("datastore"), in("discovery"), in("bench"), in("simulator"), in("controller"), in("cli")}},
+		// The virtual fleet decides through package decision, never
+		// through the router.
+		{from: in("bench/virtual"), deny: []string{in("router"), in("datastore"), in("discovery")}},
 	}
 	// The bench talks HTTP only, except its virtual-time mode.
 	for _, p := range []string{"arrival", "client", "enginestats", "report", "stats", "trace", "workload", "benchtest"} {
 		rules = append(rules, rule{from: in("bench/" + p), deny: []string{in("router"), in("scheduling"), in("simulator"), in("datastore")}})
 	}
+	// Transport-free packages do not speak HTTP themselves (their
+	// dependencies may: the Prometheus client imports net/http).
+	direct := map[string][]string{in("decision"): {"net/http"}, in("scheduling/pd"): {"net/http"}}
 	for _, p := range listPackages(t) {
+		for from, deny := range direct {
+			if !strings.HasPrefix(p.ImportPath, from) {
+				continue
+			}
+			for _, imp := range p.Imports {
+				for _, d := range deny {
+					if imp == d {
+						t.Errorf("%s imports %s: the decision is transport-free (DESIGN.md §16)", p.ImportPath, imp)
+					}
+				}
+			}
+		}
 		for _, r := range rules {
 			if !strings.HasPrefix(p.ImportPath, r.from) {
 				continue

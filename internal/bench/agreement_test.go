@@ -3,7 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +18,10 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/report"
 	"github.com/halyard-dev/halyard/internal/bench/virtual"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/router"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
 
@@ -142,4 +149,124 @@ func compare(t *testing.T, l, v report.Run) []string {
 		out = append(out, fmt.Sprintf("hit rate live %.3f virtual %.3f differ by %.3f", *l.PrefixCacheHitRate, *v.PrefixCacheHitRate, d))
 	}
 	return out
+}
+
+// TestLiveRouterAndVirtualAgree is the agreement test through the real
+// router: four simulated engines behind `halyard router`'s Router (real
+// sockets, the engines' /metrics scraped every 100 ms, the default profile)
+// against the virtual fleet of four engines under the default policy, which
+// decides through the same package (internal/decision). The tolerances are
+// TestLiveAndVirtualAgree's: medians of TTFT and E2E, mean TPOT and
+// request throughput within 25% plus 15 ms, the engines' prefix-cache hit
+// rate within 5 points, token counts exact.
+func TestLiveRouterAndVirtualAgree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a few seconds of real time")
+	}
+	profile, err := filepath.Abs(filepath.Join("testdata", "agreement-profile.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := workload.Spec{Kind: workload.KindSharedPrefix, Groups: 4, UsersPerGroup: 4,
+		SystemTokens: 1000, QuestionTokens: 1000, OutputTokens: 20, Turns: 1}
+	const seed, rate, engines = 11, 12.0, 4
+
+	sc := &virtual.Scenario{
+		Model:          "m",
+		Fleet:          virtual.Fleet{Engines: engines, Profile: profile},
+		ScrapeInterval: config.Duration{Duration: 100 * time.Millisecond},
+		Workload:       spec,
+		Arrival:        virtual.Arrival{Rates: []float64{rate}},
+		Seed:           seed,
+		Policies:       []string{virtual.PolicyDefault},
+	}
+	sc.Default()
+	if err := sc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	vrep, err := virtual.Run(context.Background(), sc, virtual.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := vrep.Runs[0]
+
+	b := &workload.Builder{Spec: spec, Seed: seed}
+	b.Spec.Default()
+	var problems []string
+	for attempt := 1; attempt <= liveAttempts; attempt++ {
+		l := liveRouterRun(t, profile, engines, b, rate, seed)
+		problems = compare(t, l, v)
+		if len(problems) == 0 {
+			return
+		}
+		t.Logf("live run %d of %d disagrees: %s", attempt, liveAttempts, strings.Join(problems, "; "))
+	}
+	t.Errorf("no live run through the router agreed with the virtual run; the last: %s", strings.Join(problems, "; "))
+}
+
+// liveRouterRun runs the scenario once through a real router in front of
+// n simulated engines.
+func liveRouterRun(t *testing.T, profile string, n int, b *workload.Builder, rate float64, seed uint64) report.Run {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var doc strings.Builder
+	doc.WriteString("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  scrapeInterval: 100ms\nendpoints:\n")
+	var metrics []string
+	for i := range n {
+		inst, err := vllmapi.Start(ctx, vllmapi.Spec{Listen: "127.0.0.1:0", Model: "m", Profile: profile, Seed: seed + uint64(i)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inst.Close()
+		fmt.Fprintf(&doc, "  - {name: e%d, url: %q, model: m}\n", i, inst.URL)
+		metrics = append(metrics, inst.URL+"/metrics")
+	}
+	doc.WriteString("routes:\n  - {model: m, targets: [{pool: m}]}\n")
+	cfg, err := config.Parse([]byte(doc.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := router.New(router.Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(ctx, ln, time.Second) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	base := "http://" + ln.Addr().String()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := http.Get(base + "/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("router not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+	}
+	runs, err := Run(ctx, Options{
+		Client:        &client.Client{BaseURL: base, Model: "m", IgnoreEOS: true},
+		NewWorkload:   b.Build,
+		Arrivals:      []arrival.Spec{{Kind: arrival.Poisson, Rate: rate, Seed: seed}},
+		EngineMetrics: metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runs[0]
 }

@@ -30,26 +30,44 @@ type gcSettings struct {
 	MemoryLimit int64
 }
 
+// machineMemoryShare of the machine's memory is the soft memory limit
+// outside a cgroup limit.
+const machineMemoryShare = 0.5
+
+// bufferHeadroom is added to twice the buffer budget for the soft memory
+// limit: the live heap beside buffered bodies (routes, indexes, conns).
+const bufferHeadroom = 256 << 20
+
 // routerGC decides the router's GC settings: gogc (the --gogc flag) unless
-// GOGC is set, and, when the cgroup limits memory and GOMEMLIMIT is not
-// set, a soft memory limit of 90 % of it. gogc <= 0 keeps Go's default.
-func routerGC(gogc int, getenv func(string) string, cgroupMax string) gcSettings {
+// GOGC is set; and unless GOMEMLIMIT is set, a soft memory limit of 90 % of
+// the cgroup's limit, or half the machine's memory without one, lowered to
+// twice the buffer budget (router.limits.bufferBytes) plus bufferHeadroom
+// when that is less: buffered bytes are bounded by the budget, and garbage
+// of as much again is collected before the heap grows past it. gogc <= 0
+// keeps Go's default percentage.
+func routerGC(gogc int, getenv func(string) string, cgroupMax string, machine, budget int64) gcSettings {
 	var s gcSettings
 	if getenv("GOGC") == "" && gogc > 0 {
 		s.Percent = gogc
 	}
-	if getenv("GOMEMLIMIT") == "" && s.Percent > 0 {
-		if n, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64); err == nil && n > 0 {
-			s.MemoryLimit = int64(float64(n) * memoryLimitShare)
-		}
+	if getenv("GOMEMLIMIT") != "" {
+		return s
+	}
+	if n, err := strconv.ParseInt(strings.TrimSpace(cgroupMax), 10, 64); err == nil && n > 0 {
+		s.MemoryLimit = int64(float64(n) * memoryLimitShare)
+	} else if machine > 0 {
+		s.MemoryLimit = int64(float64(machine) * machineMemoryShare)
+	}
+	if budget > 0 && (s.MemoryLimit == 0 || 2*budget+bufferHeadroom < s.MemoryLimit) {
+		s.MemoryLimit = 2*budget + bufferHeadroom
 	}
 	return s
 }
 
 // applyRouterGC applies routerGC's settings to this process.
-func applyRouterGC(gogc int, log *slog.Logger) {
+func applyRouterGC(gogc int, budget int64, log *slog.Logger) {
 	cgroupMax, _ := os.ReadFile(cgroupMemoryMax)
-	s := routerGC(gogc, os.Getenv, string(cgroupMax))
+	s := routerGC(gogc, os.Getenv, string(cgroupMax), machineMemory(), budget)
 	if s.Percent > 0 {
 		debug.SetGCPercent(s.Percent)
 	}
@@ -59,4 +77,21 @@ func applyRouterGC(gogc int, log *slog.Logger) {
 	if s.Percent > 0 || s.MemoryLimit > 0 {
 		log.Info("garbage collector tuned", "gogc", s.Percent, "memory_limit_bytes", s.MemoryLimit)
 	}
+}
+
+// machineMemory is MemTotal of /proc/meminfo in bytes, 0 if unknown.
+func machineMemory() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err == nil {
+				return n << 10
+			}
+		}
+	}
+	return 0
 }

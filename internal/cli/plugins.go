@@ -2,9 +2,9 @@ package cli
 
 import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // pluginRegistry returns a registry with every built-in scheduling plugin
@@ -14,5 +14,5 @@ func pluginRegistry() (*framework.Registry, map[string]config.ProfileSpec, error
 	if err := plugins.RegisterAll(reg); err != nil {
 		return nil, nil, err
 	}
-	return reg, scheduling.PresetProfileSpecs(), nil
+	return reg, presets.Specs(), nil
 }

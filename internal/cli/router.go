@@ -149,7 +149,11 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 			if err != nil {
 				return err
 			}
-			applyRouterGC(o.gogc, log)
+			budget := cfg.Router.Limits.BufferBytes
+			if budget <= 0 {
+				budget = router.DefaultBufferBytes()
+			}
+			applyRouterGC(o.gogc, budget, log)
 			ln, err := net.Listen("tcp", cfg.Router.Listen)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
@@ -190,7 +194,7 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --kubernetes: kubeconfig file; default $KUBECONFIG, in-cluster, ~/.kube/config")
 	f.StringVar(&o.namespace, "namespace", "", "with --kubernetes: only this namespace (pods and ModelRoutes); default all")
 	f.StringVar(&o.routesFrom, "routes-from", "", "where routes come from: config (the file's routes), kubernetes (ModelRoute objects, live) or both (the file's first, winning a model both name); default both with --kubernetes, else config")
-	f.IntVar(&o.gogc, "gogc", defaultRouterGOGC, "garbage collector target percentage (GOGC) unless the GOGC variable is set; 0 keeps Go's default. A cgroup memory limit then also sets a soft memory limit at 90% of it unless GOMEMLIMIT is set")
+	f.IntVar(&o.gogc, "gogc", defaultRouterGOGC, "garbage collector target percentage (GOGC) unless the GOGC variable is set; 0 keeps Go's default. Unless GOMEMLIMIT is set, a soft memory limit is set too: 90% of a cgroup memory limit, else half the machine's memory, or twice router.limits.bufferBytes plus 256 MiB when less")
 	f.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "time in-flight requests get to finish on shutdown")
 	return cmd
 }

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes and reads of
@@ -54,7 +54,7 @@ routes: [{model: m, targets: [{pool: m}]}]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, Demo: true, DemoRequests: 40})
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, Demo: true, DemoRequests: 40})
 	}()
 	deadline := time.After(time.Minute)
 	for !strings.Contains(out.String(), "Still serving") {
@@ -116,7 +116,7 @@ pools: [{name: m, pd: {mode: sglang}}]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, Demo: true, DemoRequests: 20})
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, Demo: true, DemoRequests: 20})
 	}()
 	deadline := time.After(time.Minute)
 	for !strings.Contains(out.String(), "Still serving") {
@@ -158,7 +158,7 @@ routes: [{model: sql, adapter: sql-lora, targets: [{pool: m}]}]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, ReadyTimeout: time.Minute})
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, ReadyTimeout: time.Minute})
 	}()
 	deadline := time.After(30 * time.Second)
 	for !strings.Contains(out.String(), "Waiting up to 1m0s for the engines to be ready (models not ready yet: sql)") {
@@ -202,7 +202,7 @@ routes: [{model: m, targets: [{pool: m}]}]
 	done := make(chan error, 1)
 	const n = 1000000
 	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Out: out, Demo: true, DemoRequests: n})
+		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, Demo: true, DemoRequests: n})
 	}()
 	deadline := time.After(time.Minute)
 	for !strings.Contains(out.String(), "Running a short load") {

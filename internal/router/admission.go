@@ -74,7 +74,7 @@ func (r *Router) admit(w http.ResponseWriter, hr *http.Request, c *call, tenant 
 	}
 	t, rej := r.admission.Admit(hr.Context(), admission.Request{
 		ID: c.req.ID, Tenant: tenant, Model: c.route.Model,
-		PromptTokens: c.req.PromptTokens, OutputTokens: r.outputEstimate(c),
+		PromptTokens: c.req.PromptTokens, OutputTokens: r.director.OutputTokens(c.req),
 		Priority: hr.Header.Get(HeaderPriority),
 	})
 	if rej != nil {
@@ -206,12 +206,7 @@ func (r *Router) capacity(model string) (int, int) {
 // servingEndpoints are the endpoints of t's pool a request of route could
 // be sent to: the candidates, or a disaggregated pool's decode candidates.
 func (r *Router) servingEndpoints(route *routing.Route, t routing.Target) []framework.Endpoint {
-	if r.pdPools[t.Pool] != nil {
-		_, decode, _ := r.pdCandidates(route, t.Pool, false)
-		return decode
-	}
-	cands, _ := r.candidates(route, t.Pool, nil, false)
-	return cands
+	return r.director.ServingEndpoints(context.Background(), &framework.Request{Model: route.Model, Adapter: route.Adapter}, t.Pool)
 }
 
 // runAdmission runs admission's background work (credential reloads, queue

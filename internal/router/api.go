@@ -1,11 +1,13 @@
 package router
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
 	"github.com/halyard-dev/halyard/internal/openai"
 	"github.com/halyard-dev/halyard/internal/routing"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
 type modelList struct {
@@ -76,13 +78,7 @@ func (r *Router) Ready() (bool, []string) {
 // right role listing the route's adapter; for a disaggregated pool a decode
 // candidate and a prefill candidate (unless it may prefill locally).
 func (r *Router) canServe(route *routing.Route, pool string) bool {
-	pp := r.pdPools[pool]
-	if pp == nil {
-		cands, _ := r.candidates(route, pool, nil, false)
-		return len(cands) > 0
-	}
-	prefill, decode, _ := r.pdCandidates(route, pool, false)
-	return len(decode) > 0 && (len(prefill) > 0 || pp.spec.FallbackToLocalPrefill)
+	return r.director.CanServe(context.Background(), &framework.Request{Model: route.Model, Adapter: route.Adapter}, pool)
 }
 
 // serveReady answers 200 when Ready, else 503, with the details as JSON.

@@ -5,8 +5,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/halyard-dev/halyard/internal/routing"
 )
 
 // BenchmarkHandler measures the whole handler — parse, route, schedule,
@@ -43,8 +41,7 @@ func BenchmarkDecide(b *testing.B) {
 	if aerr != nil {
 		b.Fatal(aerr)
 	}
-	primary, fb := c.route.Pick(req.Header)
-	targets := append([]routing.Target{primary}, fb...)
+	targets := targetsOf(c.route.Pick(req.Header))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, ok := h.r.decide(req.Context(), c, targets, nil); !ok {

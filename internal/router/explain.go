@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/routing"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -18,7 +18,7 @@ import (
 // and router.debug.explain is on, a compact explanation:
 //
 //	route=llama>stable; profile=default; picked=e1; attempt=1; e0=1.50(prefix-cache:0.50 queue-depth:1.00); e2=filtered(health)
-func (r *Router) setResponseHeaders(h http.Header, c *call, d *decision, attempt int) {
+func (r *Router) setResponseHeaders(h http.Header, c *call, d *pick, attempt int) {
 	if r.cfg.Debug.EndpointHeaderEnabled() {
 		h.Set(HeaderEndpoint, d.endpoint.Metadata().Name)
 	}
@@ -32,13 +32,13 @@ func (r *Router) setResponseHeaders(h http.Header, c *call, d *decision, attempt
 	h.Set(HeaderRoute, x)
 }
 
-func compactExplanation(c *call, d *decision, attempt int) string {
+func compactExplanation(c *call, d *pick, attempt int) string {
 	var b strings.Builder
 	b.WriteString("route=")
 	b.WriteString(c.route.Model)
 	b.WriteByte('>')
-	b.WriteString(d.target.Pool)
-	if d.fallback {
+	b.WriteString(d.Target.Pool)
+	if d.Fallback {
 		b.WriteString("(fallback)")
 	}
 	if a := d.pd; a != nil {
@@ -51,11 +51,11 @@ func compactExplanation(c *call, d *decision, attempt int) string {
 	b.WriteString(d.endpoint.Metadata().Name)
 	b.WriteString("; attempt=")
 	b.WriteString(strconv.Itoa(attempt))
-	writeExplanation(&b, d.explanation)
+	writeExplanation(&b, d.Explanation)
 	if d.pd != nil && d.pd.plan.Prefill != nil && d.pd.prefill != "" {
 		writeExplanation(&b, d.pd.plan.PrefillExplanation)
 	}
-	for _, x := range d.excluded {
+	for _, x := range d.Excluded {
 		b.WriteString("; ")
 		b.WriteString(x.Name)
 		b.WriteString("=excluded(")
@@ -71,9 +71,9 @@ func writePD(b *strings.Builder, a *pdAttempt) {
 	b.WriteString("; pd=")
 	b.WriteString(a.mode)
 	b.WriteString("; profiles=")
-	b.WriteString(a.pool.spec.PrefillProfile)
+	b.WriteString(a.pool.Spec.PrefillProfile)
 	b.WriteByte('/')
-	b.WriteString(a.pool.spec.DecodeProfile)
+	b.WriteString(a.pool.Spec.DecodeProfile)
 	b.WriteString("; prefill=")
 	if a.prefill == "" {
 		b.WriteString("none")
@@ -86,10 +86,10 @@ func writePD(b *strings.Builder, a *pdAttempt) {
 	switch {
 	case a.skip != "":
 		b.WriteString(a.skip)
-	case !a.pool.planner.Config().DecodeFirst:
+	case !a.pool.Planner().Config().DecodeFirst:
 		b.WriteString("off")
 	default:
-		fmt.Fprintf(b, "no(held=%.2f<%.2f)", a.plan.HeldShare(), a.pool.planner.Config().MinHeldShare)
+		fmt.Fprintf(b, "no(held=%.2f<%.2f)", a.plan.HeldShare(), a.pool.Planner().Config().MinHeldShare)
 	}
 	if a.fallback != "" {
 		b.WriteString("; local-prefill=fallback(")
@@ -156,7 +156,7 @@ type RouteExplanation struct {
 	} `json:"target,omitempty"`
 	// Excluded lists endpoints of the targets' pools left out before
 	// scheduling, with the reason.
-	Excluded    []exclusion            `json:"excluded,omitempty"`
+	Excluded    []decision.Exclusion   `json:"excluded,omitempty"`
 	Explanation *framework.Explanation `json:"explanation,omitempty"`
 	// PrefixIndex gives, when endpoints publish KV events, the prefix
 	// index each candidate is scored by: precise, or approximate (reason).
@@ -184,7 +184,9 @@ func (r *Router) serveDebugRoute(w http.ResponseWriter, hr *http.Request) {
 		r.explainCall(w, hr, c, aerr)
 		return
 	}
-	body, aerr := r.readBody(w, hr)
+	held := hold{b: r.budget}
+	defer held.release()
+	body, aerr := r.readBody(w, hr, &held)
 	if aerr != nil {
 		aerr.Write(w)
 		return
@@ -214,22 +216,21 @@ func (r *Router) explainCall(w http.ResponseWriter, hr *http.Request, c *call, a
 	out := RouteExplanation{Model: c.route.Model, Kind: c.kind.String(), PromptTokens: c.req.PromptTokens}
 	out.Route.Adapter = c.route.Adapter
 	out.Route.Profile = c.profile.Name()
-	primary, fallback := c.route.Pick(hr.Header)
-	targets := append([]routing.Target{primary}, fallback...)
-	if len(r.pdPools) > 0 && r.explainPD(w, hr, c, targets, &out) {
+	targets := targetsOf(c.route.Pick(hr.Header))
+	if r.director.PDPools() && r.explainPD(w, hr, c, targets, &out) {
 		return
 	}
 	d, ok := r.decide(hr.Context(), c, targets, nil)
-	out.Excluded = d.excluded
-	out.Explanation = d.explanation
-	out.PrefixIndex = r.prefix.modes(d.explanation)
+	out.Excluded = d.Excluded
+	out.Explanation = d.Explanation
+	out.PrefixIndex = r.prefix.modes(d.Explanation)
 	out.PromptTokens = c.req.PromptTokens // exact once tokenised for the engine's model
 	if ok {
 		out.Target = &struct {
 			Pool     string `json:"pool"`
 			Model    string `json:"model"`
 			Fallback bool   `json:"fallback"`
-		}{d.target.Pool, engineModel(d.target, d.endpoint), d.fallback}
+		}{d.Target.Pool, decision.EngineModel(d.Target, d.endpoint), d.Fallback}
 		out.Picked = d.endpoint.Metadata().Name
 	} else {
 		out.Error = "no endpoint is available"
@@ -268,51 +269,39 @@ type PDExplanation struct {
 
 // explainPD explains the decision of the first target that can serve, if
 // it is a disaggregated pool, and reports whether it did.
-func (r *Router) explainPD(w http.ResponseWriter, hr *http.Request, c *call, targets []routing.Target, out *RouteExplanation) bool {
-	for i, t := range targets {
-		pp := r.pdPools[t.Pool]
-		if pp == nil {
-			if cands, _ := r.candidates(c.route, t.Pool, nil, false); len(cands) > 0 {
-				return false
-			}
-			continue
-		}
-		prefill, decode, excluded := r.pdCandidates(c.route, t.Pool, true)
-		out.Excluded = append(out.Excluded, excluded...)
-		if len(decode) == 0 {
-			continue
-		}
-		if c.req.TargetModel == "" {
-			c.req.TargetModel = engineModel(t, decode[0])
-		}
-		plan, err := pp.planner.Plan(hr.Context(), c.req, prefill, decode, true)
-		out.Explanation = plan.DecodeExplanation
-		out.Route.Profile = pp.spec.DecodeProfile
-		if err != nil {
-			out.Error = err.Error()
-			writeRouteExplanation(w, out)
-			return true
-		}
-		cfg := pp.planner.Config()
-		x := &PDExplanation{Mode: pp.spec.Mode, PrefillProfile: pp.spec.PrefillProfile, DecodeProfile: pp.spec.DecodeProfile,
-			Decode: plan.Decode.Metadata().Name, Topology: plan.Topology, PrefillExplanation: plan.PrefillExplanation}
-		if plan.Prefill != nil {
-			x.Prefill = plan.Prefill.Metadata().Name
-		}
-		if plan.PrefillErr != nil {
-			x.PrefillError = plan.PrefillErr.Error()
-		}
-		x.DecodeFirst.Enabled, x.DecodeFirst.MinHeldShare = cfg.DecodeFirst, cfg.MinHeldShare
-		x.DecodeFirst.HeldBlocks, x.DecodeFirst.PromptBlocks, x.DecodeFirst.Skip = plan.HeldBlocks, plan.PromptBlocks, plan.Skip
-		out.PD = x
-		out.Target = &struct {
-			Pool     string `json:"pool"`
-			Model    string `json:"model"`
-			Fallback bool   `json:"fallback"`
-		}{t.Pool, engineModel(t, plan.Decode), i > 0}
-		out.Picked = plan.Decode.Metadata().Name
+func (r *Router) explainPD(w http.ResponseWriter, hr *http.Request, c *call, targets []decision.Target, out *RouteExplanation) bool {
+	ch, ok := r.director.ChoosePD(hr.Context(), r.decisionCall(c), targets)
+	if !ok {
+		return false
+	}
+	pp, t := ch.Pool, ch.Target
+	out.Excluded = append(out.Excluded, ch.Excluded...)
+	plan, err := r.director.Plan(hr.Context(), r.decisionCall(c), ch)
+	out.Explanation = plan.DecodeExplanation
+	out.Route.Profile = pp.Spec.DecodeProfile
+	if err != nil {
+		out.Error = err.Error()
 		writeRouteExplanation(w, out)
 		return true
 	}
-	return false
+	cfg := pp.Planner().Config()
+	x := &PDExplanation{Mode: pp.Spec.Mode, PrefillProfile: pp.Spec.PrefillProfile, DecodeProfile: pp.Spec.DecodeProfile,
+		Decode: plan.Decode.Metadata().Name, Topology: plan.Topology, PrefillExplanation: plan.PrefillExplanation}
+	if plan.Prefill != nil {
+		x.Prefill = plan.Prefill.Metadata().Name
+	}
+	if plan.PrefillErr != nil {
+		x.PrefillError = plan.PrefillErr.Error()
+	}
+	x.DecodeFirst.Enabled, x.DecodeFirst.MinHeldShare = cfg.DecodeFirst, cfg.MinHeldShare
+	x.DecodeFirst.HeldBlocks, x.DecodeFirst.PromptBlocks, x.DecodeFirst.Skip = plan.HeldBlocks, plan.PromptBlocks, plan.Skip
+	out.PD = x
+	out.Target = &struct {
+		Pool     string `json:"pool"`
+		Model    string `json:"model"`
+		Fallback bool   `json:"fallback"`
+	}{t.Pool, decision.EngineModel(t, plan.Decode), ch.Fallback}
+	out.Picked = plan.Decode.Metadata().Name
+	writeRouteExplanation(w, out)
+	return true
 }

@@ -71,7 +71,7 @@ func TestReadGrowing(t *testing.T) {
 		{"empty", "", 0, 0, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := readGrowing(strings.NewReader(tt.sent), tt.declared, 1<<20)
+			got, err := readGrowing(strings.NewReader(tt.sent), tt.declared, 1<<20, nil)
 			if (err != nil) != tt.err {
 				t.Fatalf("err %v", err)
 			}

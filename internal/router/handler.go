@@ -7,11 +7,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
 	"github.com/halyard-dev/halyard/internal/routing"
@@ -29,9 +29,16 @@ type call struct {
 	profile *scheduling.Profile
 	req     *framework.Request
 	explain bool
+	// clientID is the client's X-Request-Id, bounded and sanitised, for
+	// logs only (clientRequestID).
+	clientID string
+	// held is the request's share of the buffer budget.
+	held hold
 	// tokenizedFor is the engine model req's token ids are for (prefix
 	// routing), "" before tokenisation.
 	tokenizedFor string
+	// dc is the request's passage through the decision (decisionCall).
+	dc *decision.Call
 	// ticket is the admission ticket (nil when admission is off), settled
 	// from usage, or chunks relayed when a stream reported no usage;
 	// answered is set once an engine answered.
@@ -55,6 +62,9 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		return
 	}
 	c, aerr, cause := r.prepare(w, hr, kind)
+	if c != nil {
+		defer c.held.release()
+	}
 	if aerr != nil {
 		model := ""
 		if c != nil && c.route != nil { // never label by an unknown model name
@@ -78,20 +88,27 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 // scheduling request.
 func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Kind) (*call, *openai.Error, string) {
 	start := time.Now()
-	body, aerr := r.readBody(w, hr)
+	held := hold{b: r.budget}
+	body, aerr := r.readBody(w, hr, &held)
 	if aerr != nil {
+		held.release()
 		cause := observability.CauseBadRequest
 		switch aerr.Status {
 		case http.StatusRequestEntityTooLarge:
 			cause = observability.CauseTooLarge
 		case http.StatusRequestTimeout:
 			cause = observability.CauseRequestTimeout
+		case http.StatusServiceUnavailable:
+			cause = observability.CauseOverloaded
 		}
 		return nil, aerr, cause
 	}
 	c, aerr, cause := r.prepareBody(hr, kind, body)
 	if c != nil {
 		c.start = start
+		c.held = held
+	} else {
+		held.release()
 	}
 	return c, aerr, cause
 }
@@ -112,6 +129,9 @@ func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*
 	c.route = route
 	c.profile = routes.profiles[route.Profile]
 	c.req = r.schedulingRequest(hr, oreq, route)
+	if v := hr.Header.Get(HeaderRequestID); v != "" {
+		c.clientID = clientRequestID(v)
+	}
 	c.explain = r.cfg.Debug.ExplainEnabled() && explainRequested(hr.Header)
 	return c, nil, ""
 }
@@ -124,16 +144,27 @@ func explainRequested(h http.Header) bool {
 	return false
 }
 
-// readBody reads at most maxBodyBytes within timeouts.requestBody. Memory
-// grows with the bytes that arrive, never with the declared length alone.
-func (r *Router) readBody(w http.ResponseWriter, hr *http.Request) ([]byte, *openai.Error) {
+// readBody reads at most maxBodyBytes, reserving the bytes from the buffer
+// budget (into held) before reading them: the declared length at once, a
+// body of unknown length as its buffer grows. A body the budget cannot hold
+// gets 503 with Retry-After before it is read. The body must arrive within
+// timeouts.requestBody and, after minBodyRateGrace, at limits.minBodyRate
+// at least (bodyClock). Memory grows with the bytes that arrive, never with
+// the declared length alone. An answer before the whole body was read
+// closes the connection (Connection: close): the rest is never read.
+func (r *Router) readBody(w http.ResponseWriter, hr *http.Request, held *hold) ([]byte, *openai.Error) {
 	limit := r.cfg.MaxBodyBytes
 	if hr.ContentLength > limit {
+		w.Header().Set("Connection", "close")
 		return nil, openai.TooLarge(limit)
+	}
+	if hr.ContentLength > 0 && !held.grow(hr.ContentLength) {
+		return nil, r.overloaded(w)
 	}
 	rc := http.NewResponseController(w)
 	timeout := r.cfg.Timeouts.RequestBody.Duration
-	deadlineSet := timeout > 0 && rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+	bc := bodyClock{rc: rc, start: time.Now(), total: timeout, rate: r.cfg.Limits.MinBodyRate}
+	deadlineSet := bc.arm(0)
 	// A declared length is already checked against the limit and net/http
 	// never reads past it: only a body of unknown length needs the
 	// MaxBytesReader.
@@ -141,21 +172,89 @@ func (r *Router) readBody(w http.ResponseWriter, hr *http.Request) ([]byte, *ope
 	if hr.ContentLength < 0 {
 		rd = http.MaxBytesReader(w, hr.Body, limit)
 	}
-	body, err := readGrowing(rd, hr.ContentLength, limit)
-	if deadlineSet {
-		_ = rc.SetReadDeadline(time.Time{})
+	if deadlineSet && bc.rate > 0 {
+		rd = &pacedReader{r: rd, bc: &bc}
 	}
+	var grow func(int64) bool
+	if hr.ContentLength < 0 {
+		grow = held.grow
+	}
+	body, err := readGrowing(rd, hr.ContentLength, limit, grow)
 	if err != nil {
+		// The rest of the body is not read: the connection cannot carry
+		// another request. The read deadline stays (passed, for a
+		// timeout) so that nothing waits for the rest.
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
 			return nil, openai.TooLarge(limit)
+		case errors.Is(err, errBudget):
+			return nil, r.overloaded(w)
 		case isTimeout(err):
-			return nil, openai.RequestTimeout("The request body did not arrive within " + timeout.String() + ".")
+			_ = rc.SetReadDeadline(time.Now())
+			return nil, openai.RequestTimeout("The request body did not arrive in time.")
 		}
-		return nil, openai.BadRequest("", openai.CodeInvalidJSON, "could not read the request body: "+err.Error())
+		return nil, openai.BadRequest("", openai.CodeInvalidJSON, "Could not read the request body.")
+	}
+	if deadlineSet {
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	return body, nil
+}
+
+// overloaded answers a request the buffer budget cannot hold: 503 with
+// Retry-After, and the connection closed since its body is not read.
+func (r *Router) overloaded(w http.ResponseWriter) *openai.Error {
+	w.Header().Set("Retry-After", budgetRetryAfter)
+	w.Header().Set("Connection", "close")
+	return openai.Overloaded("The router is holding as many request bytes as it may (router.limits.bufferBytes); retry shortly.")
+}
+
+// minBodyRateGrace is the time a request body gets before
+// limits.minBodyRate applies (Apache's mod_reqtimeout model: a first
+// timeout, extended by one second per minBodyRate bytes received).
+const minBodyRateGrace = 2 * time.Second
+
+// bodyClock sets the read deadline of a request body: start + total, or
+// sooner with a minimum rate: start + minBodyRateGrace + received/rate.
+type bodyClock struct {
+	rc       *http.ResponseController
+	start    time.Time
+	total    time.Duration
+	rate     int64 // bytes per second; <= 0 off
+	received int64
+}
+
+// arm sets the deadline after n more bytes arrived; false when the
+// connection has no deadlines (not a net.Conn the server controls).
+func (bc *bodyClock) arm(n int64) bool {
+	if bc.total <= 0 {
+		return false
+	}
+	bc.received += n
+	d := bc.start.Add(bc.total)
+	if bc.rate > 0 {
+		paced := bc.start.Add(minBodyRateGrace + time.Duration(float64(bc.received)/float64(bc.rate)*float64(time.Second)))
+		if paced.Before(d) {
+			d = paced
+		}
+	}
+	return bc.rc.SetReadDeadline(d) == nil
+}
+
+// pacedReader moves the body's read deadline on as bytes arrive.
+type pacedReader struct {
+	r  io.Reader
+	bc *bodyClock
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 && err == nil {
+		p.bc.arm(int64(n))
+	}
+	return n, err
 }
 
 // Sizes of the request body buffer: its first allocation, and for a body of
@@ -168,8 +267,9 @@ const (
 // readGrowing reads rd to the end. The buffer starts small and doubles only
 // when the bytes received fill it, up to the declared length (when known)
 // or limit+1, so a client that declares 16 MiB and sends one byte costs
-// bodyChunk, not 16 MiB.
-func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
+// bodyChunk, not 16 MiB. grow, when set, reserves each new buffer's extra
+// capacity first; a refusal ends the read with errBudget.
+func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool) ([]byte, error) {
 	capacity := int64(bodyUnknownFirst)
 	if declared >= 0 {
 		capacity = min(declared, bodyChunk)
@@ -177,6 +277,9 @@ func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
 	most := limit + 1 // one byte more than the limit, to see it exceeded
 	if declared >= 0 {
 		most = declared
+	}
+	if grow != nil && !grow(capacity) {
+		return nil, errBudget
 	}
 	buf := make([]byte, 0, capacity)
 	for {
@@ -193,7 +296,11 @@ func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
 				}
 				return buf, nil
 			}
-			next := make([]byte, len(buf), min(max(2*int64(cap(buf)), bodyChunk), most))
+			size := min(max(2*int64(cap(buf)), bodyChunk), most)
+			if grow != nil && !grow(size) {
+				return nil, errBudget
+			}
+			next := make([]byte, len(buf), size)
 			copy(next, buf)
 			buf = next
 		}
@@ -211,23 +318,12 @@ func readGrowing(rd io.Reader, declared, limit int64) ([]byte, error) {
 	}
 }
 
-var requestSeq atomic.Uint64
-
-var requestPrefix = "halyard-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + "-"
-
-func newRequestID() string {
-	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
-}
-
 // schedulingRequest fills the framework.Request once after parsing.
 func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *routing.Route) *framework.Request {
-	id := hr.Header.Get(HeaderRequestID)
-	if id == "" {
-		id = newRequestID()
-	}
+	id := newRequestID()
 	headers := make(map[string]string, len(hr.Header))
 	for k, v := range hr.Header {
-		if len(v) > 0 {
+		if len(v) > 0 && k != HeaderRequestID {
 			headers[lowerHeader(k)] = v[0]
 		}
 	}
@@ -273,153 +369,48 @@ func lowerHeader(k string) string {
 	return strings.ToLower(k)
 }
 
-// engineModel is the model name sent to ep for target.
-func engineModel(t routing.Target, ep framework.Endpoint) string {
-	if t.Model != "" {
-		return t.Model
+// targetsOf converts a route's pick (the split's target, then the
+// fallbacks) into the decision's targets.
+func targetsOf(primary routing.Target, fallback []routing.Target) []decision.Target {
+	out := make([]decision.Target, 0, 1+len(fallback))
+	out = append(out, decision.Target{Pool: primary.Pool, Model: primary.Model})
+	for _, t := range fallback {
+		out = append(out, decision.Target{Pool: t.Pool, Model: t.Model})
 	}
-	return ep.Metadata().Model
+	return out
 }
 
-// exclusion says why an endpoint of a pool was not a candidate.
-type exclusion struct {
-	Name   string `json:"name"`
-	Reason string `json:"reason"`
+// decisionCall returns c's passage through the decision, made once.
+func (r *Router) decisionCall(c *call) *decision.Call {
+	if c.dc == nil {
+		c.dc = &decision.Call{Req: c.req, Profile: c.profile, Prepare: func(model string) { r.prefix.tokenize(c, model) }}
+	}
+	c.dc.Explain = c.explain
+	return c.dc
 }
 
-// candidates returns the healthy endpoints of pool that can serve the route,
-// leaving out those already tried when others remain, and never the last
-// tried one when another exists.
-func (r *Router) candidates(route *routing.Route, pool string, tried []*datastore.Endpoint, explain bool) ([]framework.Endpoint, []exclusion) {
-	eps := r.store.Pool(pool)
-	out := make([]framework.Endpoint, 0, len(eps))
-	var excluded []exclusion
-	var ejected []framework.Endpoint
-	now := r.now()
-	for _, e := range eps {
-		reason := ""
-		switch {
-		case !e.Healthy():
-			reason = "unhealthy"
-		case e.Metadata().Role != framework.RoleBoth && e.Metadata().Role != "":
-			reason = "role " + string(e.Metadata().Role)
-		case route.Adapter != "" && !servesAdapter(e, route.Adapter):
-			reason = "adapter " + route.Adapter + " not listed"
-		case e.Ejected(now):
-			ejected = append(ejected, e)
-			reason = "ejected after consecutive 5xx"
-		}
-		if reason != "" {
-			if explain {
-				excluded = append(excluded, exclusion{Name: e.Metadata().Name, Reason: reason})
-			}
-			continue
-		}
-		out = append(out, e)
-	}
-	if len(out) == 0 && len(ejected) > 0 {
-		// Every servable endpoint is ejected: use them rather than none.
-		out = append(out, ejected...)
-	}
-	if len(tried) == 0 || len(out) == 0 {
-		return out, excluded
-	}
-	fresh := make([]framework.Endpoint, 0, len(out))
-	for _, e := range out {
-		if !contains(tried, e) {
-			fresh = append(fresh, e)
-		}
-	}
-	if len(fresh) > 0 {
-		return fresh, excluded
-	}
-	last := tried[len(tried)-1]
-	for _, e := range out {
-		if e != framework.Endpoint(last) {
-			fresh = append(fresh, e)
-		}
-	}
-	if len(fresh) > 0 {
-		return fresh, excluded
-	}
-	return out, excluded
-}
-
-func contains(tried []*datastore.Endpoint, e framework.Endpoint) bool {
-	for _, t := range tried {
-		if framework.Endpoint(t) == e {
-			return true
-		}
-	}
-	return false
-}
-
-func servesAdapter(e framework.Endpoint, adapter string) bool {
-	for _, a := range e.Metadata().Adapters {
-		if a == adapter {
-			return true
-		}
-	}
-	for _, a := range e.Metrics().RunningAdapters {
-		if a == adapter {
-			return true
-		}
-	}
-	return false
-}
-
-// decision is the outcome of choosing an endpoint for one attempt.
-type decision struct {
-	endpoint    *datastore.Endpoint
-	target      routing.Target
-	fallback    bool
-	state       *framework.CycleState
-	explanation *framework.Explanation
-	excluded    []exclusion
-	prefix      float64
-	hasPrefix   bool
+// pick is the decision for one attempt, with what the router adds.
+type pick struct {
+	decision.Decision
+	endpoint *datastore.Endpoint
 	// body, when set, is sent instead of the client's body (PD flow).
 	body []byte
 	// pd is set for the decode request of a disaggregated pool.
 	pd *pdAttempt
 }
 
-// decide runs the route's targets in order (the split's pick, then the
-// fallbacks) until one has an endpoint the profile picks.
-func (r *Router) decide(ctx context.Context, c *call, targets []routing.Target, tried []*datastore.Endpoint) (decision, bool) {
-	var d decision
-	for i, t := range targets {
-		cands, excluded := r.candidates(c.route, t.Pool, tried, c.explain)
-		d.excluded = append(d.excluded, excluded...)
-		if len(cands) == 0 {
-			continue
-		}
-		if c.req.TargetModel == "" || i > 0 {
-			c.req.TargetModel = engineModel(t, cands[0])
-		}
-		r.prefix.tokenize(c, cands[0].Metadata().Model)
-		state := framework.NewCycleState()
-		t0 := time.Now()
-		res, err := c.profile.Schedule(ctx, state, c.req, cands, c.explain)
-		r.metrics.SchedulingTime.WithLabelValues(c.profile.Name()).Observe(time.Since(t0).Seconds())
-		if res.Explanation != nil {
-			r.prefix.explain(res.Explanation)
-			d.explanation = res.Explanation
-		}
-		if err != nil || len(res.Picked) == 0 {
-			continue
-		}
-		ep, ok := res.Picked[0].(*datastore.Endpoint)
-		if !ok {
-			continue
-		}
-		d.endpoint, d.target, d.fallback, d.state = ep, t, i > 0, state
-		if ps, ok := framework.ReadAs[*prefixScores](state, prefixScoresKey); ok {
-			d.prefix, d.hasPrefix = ps.scoreOf(ep)
-		}
-		return d, true
+// decide asks the director for an endpoint among the targets, leaving out
+// those tried when others remain.
+func (r *Router) decide(ctx context.Context, c *call, targets []decision.Target, tried []framework.Endpoint) (pick, bool) {
+	d, ok := r.director.Decide(ctx, r.decisionCall(c), targets, tried)
+	p := pick{Decision: d}
+	if !ok {
+		return p, false
 	}
-	return d, false
+	if p.endpoint, ok = d.Endpoint.(*datastore.Endpoint); !ok {
+		return p, false
+	}
+	return p, true
 }
 
 // fail writes an error response and counts it.

@@ -19,10 +19,9 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/routing"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/pd"
 )
@@ -50,13 +49,6 @@ const (
 	codePrefillFailed  = "prefill_failed"
 	codeTransferFailed = "kv_transfer_failed"
 )
-
-// pdPool is a disaggregated pool: its config and planner.
-type pdPool struct {
-	name    string
-	spec    config.PDSpec
-	planner *pd.Planner
-}
 
 // pdMetrics are the halyard_router_pd_* metrics (docs/router.md, docs/pd.md).
 type pdMetrics struct {
@@ -108,46 +100,12 @@ func newPDMetrics(reg prometheus.Registerer) *pdMetrics {
 	}
 }
 
-// buildPDPools makes a planner for each pool with a pd block.
-func (r *Router) buildPDPools(cfg *config.Config, profiles map[string]*scheduling.Profile) error {
-	r.pdPools = map[string]*pdPool{}
-	for _, ps := range cfg.Pools {
-		if ps.PD == nil {
-			continue
-		}
-		spec := *ps.PD
-		prefill, decode := profiles[spec.PrefillProfile], profiles[spec.DecodeProfile]
-		for _, n := range []struct{ field, name string }{{"prefillProfile", spec.PrefillProfile}, {"decodeProfile", spec.DecodeProfile}} {
-			if profiles[n.name] == nil {
-				return fmt.Errorf("router: pools[%s].pd.%s: %q is neither in router.profiles nor a preset", ps.Name, n.field, n.name)
-			}
-		}
-		planner, err := pd.New(pd.FromSpec(&spec), prefill, decode, pd.NewApproximateIndex())
-		if err != nil {
-			return fmt.Errorf("router: pools[%s].pd: %w", ps.Name, err)
-		}
-		r.pdPools[ps.Name] = &pdPool{name: ps.Name, spec: spec, planner: planner}
-	}
-	return nil
-}
-
-// pdProfileNames returns the profiles the config's pd blocks name.
-func pdProfileNames(cfg *config.Config) []string {
-	var out []string
-	for _, ps := range cfg.Pools {
-		if ps.PD != nil {
-			out = append(out, ps.PD.PrefillProfile, ps.PD.DecodeProfile)
-		}
-	}
-	return out
-}
-
 // pdAttempt is the state of one decode request of the PD flow; attempt()
 // calls its hooks.
 type pdAttempt struct {
 	r     *Router
 	c     *call
-	pool  *pdPool
+	pool  *decision.PDPool
 	plan  *pd.Plan
 	upCtx context.Context // cancelled when the room's prefill fails (sglang)
 
@@ -162,12 +120,6 @@ type pdAttempt struct {
 	skip     string // the decode-first decision, when it skipped the prefill
 	fallback string // the local-prefill fallback, when taken
 	attempts int    // prefill attempts so far
-}
-
-func (a *pdAttempt) pre(ctx context.Context) { a.pool.planner.DecodeSent(ctx, a.c.req, a.plan) }
-
-func (a *pdAttempt) done(ctx context.Context, out framework.Outcome) {
-	a.pool.planner.DecodeDone(ctx, a.c.req, a.plan.Decode, out)
 }
 
 func (a *pdAttempt) firstByte(t time.Time, streamed bool) {
@@ -199,91 +151,30 @@ type pdFailure struct {
 
 // forwardPD serves the request if the first target that can serve it is a
 // disaggregated pool, and reports whether it did.
-func (r *Router) forwardPD(w http.ResponseWriter, hr *http.Request, c *call, targets []routing.Target) bool {
-	for i, t := range targets {
-		pp := r.pdPools[t.Pool]
-		if pp == nil {
-			if cands, _ := r.candidates(c.route, t.Pool, nil, false); len(cands) > 0 {
-				return false
-			}
-			continue
-		}
-		prefill, decode, excluded := r.pdCandidates(c.route, t.Pool, c.explain)
-		if len(decode) == 0 {
-			continue
-		}
-		r.servePD(w, hr, c, pp, t, i > 0, prefill, decode, excluded)
-		return true
+func (r *Router) forwardPD(w http.ResponseWriter, hr *http.Request, c *call, targets []decision.Target) bool {
+	ch, ok := r.director.ChoosePD(hr.Context(), r.decisionCall(c), targets)
+	if !ok {
+		return false
 	}
-	return false
-}
-
-// pdCandidates splits a pool's healthy endpoints into prefill candidates
-// (roles prefill and both) and decode candidates (decode and both).
-func (r *Router) pdCandidates(route *routing.Route, pool string, explain bool) (prefill, decode []framework.Endpoint, excluded []exclusion) {
-	// Ejected endpoints (outlier ejection) are left out of a role only
-	// while that role keeps another candidate.
-	var ejPrefill, ejDecode []framework.Endpoint
-	now := r.now()
-	add := func(e *datastore.Endpoint, pre, dec *[]framework.Endpoint) {
-		switch e.Metadata().Role {
-		case framework.RolePrefill:
-			*pre = append(*pre, e)
-		case framework.RoleDecode:
-			*dec = append(*dec, e)
-		default:
-			*pre = append(*pre, e)
-			*dec = append(*dec, e)
-		}
-	}
-	for _, e := range r.store.Pool(pool) {
-		reason := ""
-		switch {
-		case !e.Healthy():
-			reason = "unhealthy"
-		case route.Adapter != "" && !servesAdapter(e, route.Adapter):
-			reason = "adapter " + route.Adapter + " not listed"
-		case e.Ejected(now):
-			add(e, &ejPrefill, &ejDecode)
-			reason = "ejected after consecutive 5xx"
-		}
-		if reason != "" {
-			if explain {
-				excluded = append(excluded, exclusion{Name: e.Metadata().Name, Reason: reason})
-			}
-			continue
-		}
-		add(e, &prefill, &decode)
-	}
-	if len(prefill) == 0 {
-		prefill = ejPrefill
-	}
-	if len(decode) == 0 {
-		decode = ejDecode
-	}
-	return prefill, decode, excluded
+	r.servePD(w, hr, c, ch)
+	return true
 }
 
 // servePD runs the PD flow: plan the pair, prefill (unless decode-first),
 // decode with the transfer parameters, retry prefill and decode failures
 // within their bounds, and fall back to a local prefill only when
 // configured.
-func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *pdPool, t routing.Target, fallback bool,
-	prefill, decode []framework.Endpoint, excluded []exclusion) {
+func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, ch *decision.PDChoice) {
 	ctx := hr.Context()
 	model := c.route.Model
-	if c.req.TargetModel == "" {
-		c.req.TargetModel = engineModel(t, decode[0])
-	}
-	t0 := time.Now()
-	plan, err := pp.planner.Plan(ctx, c.req, prefill, decode, c.explain)
-	r.metrics.SchedulingTime.WithLabelValues(pp.spec.DecodeProfile).Observe(time.Since(t0).Seconds())
+	pp, t, fallback, prefill, decode := ch.Pool, ch.Target, ch.Fallback, ch.Prefill, ch.Decode
+	plan, err := r.director.Plan(ctx, r.decisionCall(c), ch)
 	if err != nil {
 		r.fail(w, model, openai.Unavailable(fmt.Sprintf("no decode endpoint is available for model %q: %v", model, err)), observability.CauseNoEndpoint)
 		return
 	}
 	r.metrics.RouteTargets.WithLabelValues(model, t.Pool, strconv.FormatBool(fallback)).Inc()
-	mode := pp.spec.Mode
+	mode := pp.Spec.Mode
 	local := plan.Skip != ""
 	skip, fallbackNote := "", ""
 	if local {
@@ -292,7 +183,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 		r.log.Debug("decode-first: remote prefill skipped", "request_id", c.req.ID, "decode", plan.Decode.Metadata().Name,
 			"reason", plan.Skip, "held_blocks", plan.HeldBlocks, "prompt_blocks", plan.PromptBlocks)
 	} else if plan.Prefill == nil {
-		if !pp.spec.FallbackToLocalPrefill {
+		if !pp.Spec.FallbackToLocalPrefill {
 			r.fail(w, model, openai.Unavailable(fmt.Sprintf("no prefill endpoint is available for model %q: %v", model, plan.PrefillErr)), observability.CauseNoEndpoint)
 			return
 		}
@@ -317,7 +208,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 		prefillFails++
 		failures = append(failures, f)
 		r.pdm.prefillErrors.WithLabelValues(model, f.endpoint, f.reason).Inc()
-		if prefillFails < pp.spec.MaxPrefillAttempts && pp.planner.NextPrefill(ctx, c.req, plan, prefill, c.explain) == nil {
+		if prefillFails < pp.Spec.MaxPrefillAttempts && pp.Planner().NextPrefill(ctx, c.req, plan, prefill, c.explain) == nil {
 			r.pdm.prefillRetries.WithLabelValues(model, f.reason).Inc()
 			r.log.Info("prefill failed; retrying on another prefill endpoint", "request_id", c.req.ID, "endpoint", f.endpoint,
 				"reason", f.reason, "error", f.err, "next", plan.Prefill.Metadata().Name)
@@ -337,8 +228,9 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 			return
 		}
 		a := &pdAttempt{r: r, c: c, pool: pp, plan: plan, mode: mode, skip: skip, fallback: fallbackNote, attempts: attempts}
-		d := decision{endpoint: dep, target: t, fallback: fallback, state: plan.DecodeState, explanation: plan.DecodeExplanation, excluded: excluded, pd: a}
-		base := c.body.WithModel(engineModel(t, dep))
+		d := pick{Decision: r.director.Decode(ch, plan), endpoint: dep, pd: a}
+		d.Fallback = fallback
+		base := c.body.WithModel(decision.EngineModel(t, dep))
 		var prefillDone <-chan *pdFailure
 		var stopPrefill context.CancelFunc
 		switch {
@@ -349,7 +241,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 				attempts++
 				a.attempts = attempts
 				r.pdm.pairs.WithLabelValues(model, mode, plan.Topology).Inc()
-				r.metrics.Picks.WithLabelValues(pp.spec.PrefillProfile, plan.Prefill.Metadata().Name).Inc()
+				r.metrics.Picks.WithLabelValues(pp.Spec.PrefillProfile, plan.Prefill.Metadata().Name).Inc()
 				var f *pdFailure
 				params, f = r.nixlPrefill(ctx, hr, c, pp, plan, t)
 				if f != nil {
@@ -364,7 +256,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 					if prefillFailed(f) {
 						continue
 					}
-					if !pp.spec.FallbackToLocalPrefill {
+					if !pp.Spec.FallbackToLocalPrefill {
 						r.failPD(w, c, failures)
 						return
 					}
@@ -376,7 +268,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 			a.prefill = plan.Prefill.Metadata().Name
 			body, err := openai.Patch{Set: []openai.Member{{Key: "kv_transfer_params", Value: params}}}.Apply(base)
 			if err != nil {
-				r.fail(w, model, openai.BadGateway("cannot add kv_transfer_params to the request: "+err.Error()), pdCauseTransfer)
+				r.fail(w, model, openai.BadGateway("Cannot add kv_transfer_params to the request."), pdCauseTransfer)
 				return
 			}
 			d.body = body
@@ -384,9 +276,9 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 			attempts++
 			a.attempts = attempts
 			r.pdm.pairs.WithLabelValues(model, mode, plan.Topology).Inc()
-			r.metrics.Picks.WithLabelValues(pp.spec.PrefillProfile, plan.Prefill.Metadata().Name).Inc()
+			r.metrics.Picks.WithLabelValues(pp.Spec.PrefillProfile, plan.Prefill.Metadata().Name).Inc()
 			a.prefill = plan.Prefill.Metadata().Name
-			body, err := sglangBody(base, plan.Prefill, pp.spec.BootstrapPort)
+			body, err := sglangBody(base, plan.Prefill, pp.Spec.BootstrapPort)
 			if err != nil {
 				f := &pdFailure{endpoint: a.prefill, reason: pdReasonRejected, err: err}
 				if prefillFailed(f) {
@@ -401,7 +293,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 			prefillDone, stopPrefill = r.sglangPrefill(ctx, hr, c, pp, plan, t, body, a, cancelDecode)
 			defer cancelDecode() // (at most MaxPrefillAttempts+MaxAttempts of them)
 		}
-		r.metrics.Picks.WithLabelValues(pp.spec.DecodeProfile, dep.Metadata().Name).Inc()
+		r.metrics.Picks.WithLabelValues(pp.Spec.DecodeProfile, dep.Metadata().Name).Inc()
 		res, uerr := r.attempt(ctx, w, hr, c, &d, 1+prefillFails+decodeFails)
 		if res == attemptDone {
 			if ctx.Err() != nil && stopPrefill != nil {
@@ -438,7 +330,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 			if prefillFailed(pf) {
 				continue
 			}
-			if !pp.spec.FallbackToLocalPrefill {
+			if !pp.Spec.FallbackToLocalPrefill {
 				r.failPD(w, c, failures)
 				return
 			}
@@ -455,7 +347,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 				r.failDecode(w, c, lastDecodeErr)
 				return
 			}
-			if err := pp.planner.NextDecode(ctx, c.req, plan, decode, triedDecode, c.explain); err != nil {
+			if err := pp.Planner().NextDecode(ctx, c.req, plan, decode, triedDecode, c.explain); err != nil {
 				r.failDecode(w, c, lastDecodeErr)
 				return
 			}
@@ -469,7 +361,7 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, pp *p
 
 // nixlPrefill sends the NixlConnector prefill request and returns the
 // answer's kv_transfer_params, unchanged.
-func (r *Router) nixlPrefill(ctx context.Context, hr *http.Request, c *call, pp *pdPool, plan *pd.Plan, t routing.Target) (json.RawMessage, *pdFailure) {
+func (r *Router) nixlPrefill(ctx context.Context, hr *http.Request, c *call, pp *decision.PDPool, plan *pd.Plan, t decision.Target) (json.RawMessage, *pdFailure) {
 	ep, _ := plan.Prefill.(*datastore.Endpoint)
 	if ep == nil {
 		return nil, &pdFailure{reason: pdReasonRejected, err: errors.New("foreign prefill endpoint")}
@@ -483,14 +375,14 @@ func (r *Router) nixlPrefill(ctx context.Context, hr *http.Request, c *call, pp 
 	if c.kind == openai.KindChat || bytes.Contains(c.body.Raw, []byte(`"max_completion_tokens"`)) {
 		set = append(set, openai.Member{Key: "max_completion_tokens", Value: json.RawMessage(`1`)})
 	}
-	body, err := openai.Patch{Set: set, Delete: []string{"stream_options"}}.Apply(c.body.WithModel(engineModel(t, ep)))
+	body, err := openai.Patch{Set: set, Delete: []string{"stream_options"}}.Apply(c.body.WithModel(decision.EngineModel(t, ep)))
 	if err != nil {
 		return nil, &pdFailure{endpoint: name, reason: pdReasonRejected, err: err}
 	}
-	pctx, cancel := context.WithTimeout(ctx, pp.spec.PrefillTimeout.Duration)
+	pctx, cancel := context.WithTimeout(ctx, pp.Spec.PrefillTimeout.Duration)
 	defer cancel()
 	start := time.Now()
-	up, err := r.prefillRequest(pctx, hr, c, pp, plan, ep, body)
+	up, err := r.prefillRequest(pctx, hr, c, ep, body)
 	if err != nil {
 		return nil, &pdFailure{endpoint: name, reason: "connect", err: err}
 	}
@@ -522,9 +414,8 @@ func (r *Router) nixlPrefill(ctx context.Context, hr *http.Request, c *call, pp 
 	return append(json.RawMessage(nil), kv...), nil
 }
 
-// prefillRequest builds a prefill request with the client's headers and
-// runs the prefill profile's PreRequest hooks.
-func (r *Router) prefillRequest(pctx context.Context, hr *http.Request, c *call, pp *pdPool, plan *pd.Plan, ep *datastore.Endpoint, body []byte) (*http.Request, error) {
+// prefillRequest builds a prefill request with the client's headers.
+func (r *Router) prefillRequest(pctx context.Context, hr *http.Request, c *call, ep *datastore.Endpoint, body []byte) (*http.Request, error) {
 	up, err := r.upstream.newRequest(pctx, ep.Metadata().Address, hr.URL.Path, body, len(hr.Header)+1)
 	if err != nil {
 		return nil, err
@@ -532,21 +423,19 @@ func (r *Router) prefillRequest(pctx context.Context, hr *http.Request, c *call,
 	copyHeaders(up.Header, hr.Header)
 	up.Header.Set(HeaderRequestID, c.req.ID)
 	up.Header.Set("Content-Type", "application/json")
-	pp.planner.PrefillSent(pctx, c.req, plan)
 	return up, nil
 }
 
 // sendPrefill sends a prefill request and returns a 2xx response, or the
 // failure. The caller closes the body.
-func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, pp *pdPool, plan *pd.Plan, ep *datastore.Endpoint) (*http.Response, *pdFailure) {
+func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, pp *decision.PDPool, plan *pd.Plan, ep *datastore.Endpoint) (*http.Response, *pdFailure) {
 	md := ep.Metadata()
-	tokens := int64(c.req.PromptTokens + 1)
-	ep.Begin(tokens)
+	dc := r.decisionCall(c)
+	r.director.PrefillSent(pctx, dc, pp, plan)
 	resp, err := r.upstream.do(up)
 	out := framework.Outcome{Err: err}
 	if err != nil {
-		ep.End(tokens)
-		pp.planner.PrefillDone(pctx, c.req, ep, out)
+		r.director.PrefillDone(pctx, dc, pp, ep, out)
 		if isDialError(err) {
 			r.collector.ReportFailure(ep, err)
 		}
@@ -555,8 +444,7 @@ func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, pp
 	r.observeStatus(ep, resp.StatusCode)
 	// End the accounting when the body is closed.
 	resp.Body = &endOnClose{ReadCloser: resp.Body, end: func() {
-		ep.End(tokens)
-		pp.planner.PrefillDone(context.WithoutCancel(pctx), c.req, ep, out)
+		r.director.PrefillDone(context.WithoutCancel(pctx), dc, pp, ep, out)
 	}}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
@@ -622,7 +510,7 @@ func sglangBody(body []byte, p framework.Endpoint, defaultPort int) ([]byte, err
 // request. The result arrives on the channel (nil on success); a failure
 // before the decode endpoint answered cancels the decode request. stop
 // cancels the prefill.
-func (r *Router) sglangPrefill(ctx context.Context, hr *http.Request, c *call, pp *pdPool, plan *pd.Plan, t routing.Target, body []byte,
+func (r *Router) sglangPrefill(ctx context.Context, hr *http.Request, c *call, pp *decision.PDPool, plan *pd.Plan, t decision.Target, body []byte,
 	a *pdAttempt, cancelDecode context.CancelFunc) (<-chan *pdFailure, context.CancelFunc) {
 	ch := make(chan *pdFailure, 1)
 	ep, _ := plan.Prefill.(*datastore.Endpoint)
@@ -630,7 +518,7 @@ func (r *Router) sglangPrefill(ctx context.Context, hr *http.Request, c *call, p
 		ch <- &pdFailure{reason: pdReasonRejected, err: errors.New("foreign prefill endpoint")}
 		return ch, func() {}
 	}
-	if m := engineModel(t, ep); m != c.body.Model {
+	if m := decision.EngineModel(t, ep); m != c.body.Model {
 		// Both ends get the same body, but each its own model name.
 		var err error
 		if body, err = (openai.Patch{Set: []openai.Member{{Key: "model", Value: mustJSON(m)}}}).Apply(body); err != nil {
@@ -640,8 +528,8 @@ func (r *Router) sglangPrefill(ctx context.Context, hr *http.Request, c *call, p
 	}
 	// The prefill outlives the handler when the decode finishes first;
 	// it is bounded by the prefill timeout and stopped if the client leaves.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pp.spec.PrefillTimeout.Duration)
-	up, err := r.prefillRequest(pctx, hr, c, pp, plan, ep, body)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pp.Spec.PrefillTimeout.Duration)
+	up, err := r.prefillRequest(pctx, hr, c, ep, body)
 	if err != nil {
 		cancel()
 		ch <- &pdFailure{endpoint: ep.Metadata().Name, reason: "connect", err: err}
@@ -732,5 +620,5 @@ func (r *Router) failPD(w http.ResponseWriter, c *call, failures []*pdFailure) {
 // failDecode answers a request whose decode attempts all failed, as the
 // single-engine path does.
 func (r *Router) failDecode(w http.ResponseWriter, c *call, ue *upstreamError) {
-	r.failUpstream(w, c, ue, "the decode endpoints failed: ")
+	r.failUpstream(w, c, ue)
 }

@@ -9,9 +9,9 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // TestDefaultProfileWithRealPlugins builds the router with the built-in
@@ -42,7 +42,7 @@ routes:
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
 	}
-	def := scheduling.DefaultProfileSpec()
+	def := presets.DefaultSpec()
 	r, err := New(Options{Config: cfg, Registry: reg, DefaultProfile: &def, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ routes: [{model: m, profile: ` + profile + `, targets: [{pool: m}]}]
 		if err != nil {
 			return err
 		}
-		r, err := New(Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Logger: slog.New(slog.DiscardHandler)})
+		r, err := New(Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: slog.New(slog.DiscardHandler)})
 		if err == nil {
 			if got := r.ProfileNames(); len(got) != 2 {
 				t.Errorf("profiles built %v, want only the route's and default", got)

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -93,24 +92,18 @@ func newPrefixRouting(c *config.Config, log *slog.Logger, clock simclock.Clock, 
 	return p, nil
 }
 
-// scorerFactory builds prefix-cache scorers over the tracker's view, or
-// returns nil (the registry's own scorer) without a tracker.
-func (p *prefixRouting) scorerFactory() framework.Factory {
+// sharedInstances are the instances the profiles' plugins share: with a
+// tracker, the prefix-cache scorers read its view (the precise index where
+// an endpoint's events are trusted) through their handle.
+func (p *prefixRouting) sharedInstances() map[string]any {
 	if p.tracker == nil {
 		return nil
 	}
-	return func(name string, params json.RawMessage, h framework.Handle) (framework.Plugin, error) {
-		pp := prefixcache.DefaultParams()
-		if err := framework.DecodeParams(params, &pp); err != nil {
-			return nil, err
-		}
-		if pp.BlockSize != p.cfg.BlockSize {
-			return nil, fmt.Errorf("params.blockSize: %d differs from router.prefixIndex.blockSize %d, the block size of the KV-event index", pp.BlockSize, p.cfg.BlockSize)
-		}
-		return prefixcache.NewWrapped(name, pp, h, func(a *prefixindex.Approximate) prefixcache.Index {
-			return p.tracker.View(a)
-		})
-	}
+	return map[string]any{prefixcache.SharedIndexKey: prefixcache.SharedIndex{
+		BlockSize:     p.cfg.BlockSize,
+		BlockSizeFrom: "router.prefixIndex.blockSize",
+		Wrap:          func(a *prefixindex.Approximate) prefixcache.Index { return p.tracker.View(a) },
+	}}
 }
 
 // start starts following the publishers.

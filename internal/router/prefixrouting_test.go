@@ -13,9 +13,9 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/kvevents"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
@@ -57,7 +57,7 @@ routes:
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Options{Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

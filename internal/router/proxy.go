@@ -8,16 +8,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/admission"
-	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/routing"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -50,14 +51,12 @@ const (
 // maxAttempts, and streams the answer to the client.
 func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 	ctx := hr.Context()
-	primary, fallback := c.route.Pick(hr.Header)
-	targets := make([]routing.Target, 0, 1+len(fallback))
-	targets = append(append(targets, primary), fallback...)
-	if len(r.pdPools) > 0 && r.forwardPD(w, hr, c, targets) {
+	targets := targetsOf(c.route.Pick(hr.Header))
+	if r.director.PDPools() && r.forwardPD(w, hr, c, targets) {
 		return
 	}
 	var (
-		tried   []*datastore.Endpoint
+		tried   []framework.Endpoint
 		lastErr *upstreamError
 	)
 	attempts := max(r.cfg.MaxAttempts, 1)
@@ -67,13 +66,13 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 			break
 		}
 		r.metrics.Picks.WithLabelValues(c.profile.Name(), d.endpoint.Metadata().Name).Inc()
-		r.metrics.RouteTargets.WithLabelValues(c.route.Model, d.target.Pool, strconv.FormatBool(d.fallback)).Inc()
-		if d.hasPrefix {
-			r.metrics.PrefixPredicted.WithLabelValues(c.route.Model).Observe(d.prefix)
+		r.metrics.RouteTargets.WithLabelValues(c.route.Model, d.Target.Pool, strconv.FormatBool(d.Fallback)).Inc()
+		if d.HasPrefix {
+			r.metrics.PrefixPredicted.WithLabelValues(c.route.Model).Observe(d.Prefix)
 		}
 		if r.log.Enabled(ctx, -4) {
-			r.log.Debug("route decision", "request_id", c.req.ID, "model", c.route.Model, "pool", d.target.Pool,
-				"fallback", d.fallback, "endpoint", d.endpoint.Metadata().Name, "attempt", attempt, "profile", c.profile.Name())
+			r.log.Debug("route decision", "request_id", c.req.ID, "model", c.route.Model, "pool", d.Target.Pool,
+				"fallback", d.Fallback, "endpoint", d.endpoint.Metadata().Name, "attempt", attempt, "profile", c.profile.Name())
 		}
 		res, uerr := r.attempt(ctx, w, hr, c, &d, attempt)
 		if res == attemptDone {
@@ -91,18 +90,26 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 		}
 	}
 	if lastErr == nil {
+		w.Header().Set("Retry-After", noEndpointRetryAfter)
 		r.fail(w, c.route.Model, openai.Unavailable(fmt.Sprintf("no endpoint is available for model %q", c.route.Model)), observability.CauseNoEndpoint)
 		return
 	}
-	r.failUpstream(w, c, lastErr, "the model's endpoints failed: ")
+	r.failUpstream(w, c, lastErr)
 }
+
+// noEndpointRetryAfter is the Retry-After (seconds) of a 503
+// no_endpoint_available: endpoints come back on the next health checks.
+const noEndpointRetryAfter = "2"
 
 // failUpstream answers a request whose last attempt failed before anything
 // reached the client: the engine's own error when it answered one (made
 // OpenAI-shaped if it was not), else a 502, a 504 for a timeout, or a 503
 // when the router is stopping.
-func (r *Router) failUpstream(w http.ResponseWriter, c *call, ue *upstreamError, prefix string) {
+func (r *Router) failUpstream(w http.ResponseWriter, c *call, ue *upstreamError) {
 	r.metrics.Errors.WithLabelValues(c.route.Model, ue.cause).Inc()
+	// The details (addresses, Go errors) go to the log, not to the client.
+	r.log.Warn("request failed", "request_id", c.req.ID, "client_request_id", c.clientID, "model", c.route.Model,
+		"endpoint", ue.endpoint, "reason", ue.reason, "cause", ue.cause, "error", ue.err)
 	if ue.status >= 500 && ue.body != nil {
 		writeUpstreamError(w, ue.status, ue.header, ue.body)
 		r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(ue.status)).Inc()
@@ -113,9 +120,9 @@ func (r *Router) failUpstream(w http.ResponseWriter, c *call, ue *upstreamError,
 	case errors.Is(ue.err, errShutdown):
 		e = openai.ShuttingDown()
 	case ue.cause == observability.CauseUpstreamTimeout:
-		e = openai.GatewayTimeout("the model's endpoint did not answer in time: " + ue.err.Error())
+		e = openai.GatewayTimeout("The model's endpoint did not answer in time.")
 	default:
-		e = openai.BadGateway(prefix + ue.err.Error())
+		e = openai.UpstreamUnavailable("The model's endpoints could not be reached or gave no usable answer.")
 	}
 	r.metrics.Requests.WithLabelValues(c.route.Model, ue.endpoint, strconv.Itoa(e.Status)).Inc()
 	e.Write(w)
@@ -164,23 +171,14 @@ func (r *Router) timeoutError(endpoint string, cause error) *upstreamError {
 	return ue
 }
 
-// outputEstimate is the output length counted in flight for c: its
-// max_tokens, or router.defaultOutputTokens.
-func (r *Router) outputEstimate(c *call) int {
-	if c.req.MaxTokens > 0 {
-		return c.req.MaxTokens
-	}
-	return r.cfg.DefaultOutputTokens
-}
-
 // attempt sends the request to d.endpoint and, if the engine answers, relays
 // the answer. It returns attemptRetry only when nothing reached the client.
-func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Request, c *call, d *decision, attempt int) (attemptResult, *upstreamError) {
+func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Request, c *call, d *pick, attempt int) (attemptResult, *upstreamError) {
 	ep := d.endpoint
 	md := ep.Metadata()
 	body := d.body
 	if body == nil {
-		body = c.body.WithModel(engineModel(d.target, ep))
+		body = c.body.WithModel(decision.EngineModel(d.Target, ep))
 	}
 
 	base := ctx
@@ -198,25 +196,24 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
 	}
 	copyHeaders(up.Header, hr.Header)
-	if r.authOn {
-		up.Header.Del("Authorization") // the caller's credential stays here
+	if r.authOn || !r.cfg.ForwardAuthorization {
+		// The caller's credential stays here: with authentication on it is
+		// Halyard's own key, and otherwise it is forwarded only when the
+		// operator asks for it (router.forwardAuthorization).
+		delete(up.Header, "Authorization")
 	}
 	up.Header.Set(HeaderRequestID, c.req.ID)
 	if up.Header.Get("Content-Type") == "" {
 		up.Header.Set("Content-Type", "application/json")
 	}
 
-	tokens := int64(c.req.PromptTokens + r.outputEstimate(c))
-	ep.Begin(tokens)
-	defer ep.End(tokens)
+	// The load accounting hooks: sent now, done when the attempt ends.
+	dc := r.decisionCall(c)
+	r.director.Sent(ctx, dc, &d.Decision)
 	out := framework.Outcome{}
-	if d.pd != nil {
-		d.pd.pre(ctx)
-		defer func() { d.pd.done(ctx, out) }()
-	} else {
-		c.profile.PreRequest(ctx, d.state, c.req, ep)
-		r.prefix.predicted(d.state, md.Name)
-		defer func() { c.profile.ResponseComplete(ctx, c.req, ep, out) }()
+	defer func() { r.director.Done(ctx, dc, &d.Decision, out) }()
+	if d.pd == nil {
+		r.prefix.predicted(d.State, md.Name)
 	}
 
 	sent := time.Now()
@@ -237,6 +234,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 			return attemptDone, nil
 		}
 		if cause := routerCause(actx); cause != nil {
+			r.observeTimeout(ep, cause)
 			return attemptRetry, r.timeoutError(md.Name, cause)
 		}
 		ue := &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
@@ -245,15 +243,22 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 			// Only a failed dial counts against health: an error on a
 			// reused keep-alive connection may be a stale connection.
 			r.collector.ReportFailure(ep, err)
+			r.observeFailure(ep, ejectReasonConnect)
 		case isTimeout(err):
 			ue.reason, ue.cause = "timeout", observability.CauseUpstreamTimeout
+			r.observeFailure(ep, ejectReasonTimeout)
+		default:
+			r.observeFailure(ep, ejectReasonReset)
 		}
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
 	c.answered = true
-	r.observeStatus(ep, resp.StatusCode)
 	if resp.StatusCode >= 500 {
+		r.observeStatus(ep, resp.StatusCode)
+		// Other statuses are observed once the body arrives
+		// (relayStream, relayBuffered): headers then a close is a
+		// failure, not a success.
 		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBody))
 		out.Err = fmt.Errorf("engine status %d", resp.StatusCode)
@@ -286,13 +291,31 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 
 // relayBuffered reads a non-streamed response whole, with at most
 // streamIdle of silence, then writes it.
-func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter, c *call, d *pick, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
 	name := d.endpoint.Metadata().Name
 	idle := r.cfg.Timeouts.StreamIdle.Duration
-	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse)
+	if resp.ContentLength > maxBufferedResponse {
+		wd.stop()
+		out.Err = fmt.Errorf("the response declares %d bytes, more than %d", resp.ContentLength, maxBufferedResponse)
+		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: out.Err}
+	}
+	if resp.ContentLength > 0 && !c.held.grow(resp.ContentLength) {
+		wd.stop()
+		r.failOverloaded(w, c)
+		return attemptDone, nil
+	}
+	var grow func(int64) bool
+	if resp.ContentLength < 0 {
+		grow = c.held.grow
+	}
+	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse, grow)
 	wd.stop()
 	if err == nil && resp.ContentLength < 0 && int64(len(b)) > maxBufferedResponse {
 		err = fmt.Errorf("the response is larger than %d bytes", maxBufferedResponse)
+	}
+	if errors.Is(err, errBudget) {
+		r.failOverloaded(w, c)
+		return attemptDone, nil
 	}
 	if err != nil {
 		out.Err = err
@@ -301,10 +324,13 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 			return attemptDone, nil
 		}
 		if cause := routerCause(actx); cause != nil {
+			r.observeTimeout(d.endpoint, cause)
 			return attemptRetry, r.timeoutError(name, cause)
 		}
+		r.observeFailure(d.endpoint, ejectReasonTruncated)
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
+	r.observeStatus(d.endpoint, resp.StatusCode)
 	if u, ok := openai.FindUsage(b); ok {
 		r.account(c, out, u)
 	}
@@ -325,8 +351,13 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 	}
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	r.setResponseHeaders(h, c, d, attempt)
+	cw := r.newClientWriter(w)
+	cw.arm(firstByte)
 	w.WriteHeader(resp.StatusCode)
-	w.Write(b)
+	if _, werr := w.Write(b); werr != nil {
+		r.clientWriteFailed(c, name, werr)
+	}
+	cw.done()
 	end := time.Now()
 	r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(firstByte.Sub(c.start).Seconds())
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(end.Sub(c.start).Seconds())
@@ -358,7 +389,7 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 // an engine that fails before it can still be retried. An engine that fails
 // after it gets an SSE error event and the stream ends. A stream is
 // complete once "data: [DONE]" went to the client, whatever happens after.
-func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c *call, d *decision, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
+func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c *call, d *pick, resp *http.Response, wd *watchdog, out *framework.Outcome, attempt int) (attemptResult, *upstreamError) {
 	name := d.endpoint.Metadata().Name
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -376,19 +407,26 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 			return attemptDone, nil
 		}
 		if cause := routerCause(actx); cause != nil {
+			r.observeTimeout(d.endpoint, cause)
 			return attemptRetry, r.timeoutError(name, cause)
 		}
+		// Headers, then the connection closed or reset: a gateway failure.
+		r.observeFailure(d.endpoint, ejectReasonTruncated)
 		return attemptRetry, &upstreamError{endpoint: name, reason: "body", cause: observability.CauseStreamBroken, err: err}
 	}
 	upFirst := time.Now()
+	r.observeStatus(d.endpoint, resp.StatusCode)
 	if d.pd != nil {
 		d.pd.firstByte(upFirst, true)
 	}
 	h := w.Header()
 	copyHeaders(h, resp.Header)
 	r.setResponseHeaders(h, c, d, attempt)
+	cw := r.newClientWriter(w)
+	defer cw.done()
+	cw.arm(upFirst)
 	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
+	rc := cw.rc
 	var sc streamScanner
 	sc.usage = c.body.IncludeUsage
 	defer func() { c.chunks += sc.chunks }()
@@ -404,6 +442,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 		if n > 0 {
 			wd.arm(idle, errIdleTimeout)
 			sc.feed(buf[:n])
+			cw.arm(time.Now())
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return r.streamClientGone(c, name, out, werr, &sc, accountUsage)
 			}
@@ -415,9 +454,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
-				if d.pd == nil {
-					c.profile.FirstToken(ctx, c.req, d.endpoint)
-				}
+				r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -473,8 +510,66 @@ func (r *Router) streamClientGone(c *call, name string, out *framework.Outcome, 
 		return attemptDone, nil
 	}
 	out.Err = err
-	r.clientGone(c, name)
+	r.clientWriteFailed(c, name, err)
 	return attemptDone, nil
+}
+
+// clientWriteFailed counts a write to the client that failed: a client that
+// read nothing for limits.writeStall (the engine request is then cancelled
+// as the attempt returns), or one that left.
+func (r *Router) clientWriteFailed(c *call, name string, err error) {
+	if !isTimeout(err) {
+		r.clientGone(c, name)
+		return
+	}
+	r.metrics.Errors.WithLabelValues(c.route.Model, observability.CauseClientStalled).Inc()
+	r.metrics.Requests.WithLabelValues(c.route.Model, name, "499").Inc()
+	r.log.Info("client stalled; request cancelled", "request_id", c.req.ID, "client_request_id", c.clientID, "endpoint", name, "writeStall", r.cfg.Limits.WriteStall.Duration)
+}
+
+// failOverloaded answers a request whose engine answer the buffer budget
+// cannot hold.
+func (r *Router) failOverloaded(w http.ResponseWriter, c *call) {
+	r.fail(w, c.route.Model, r.overloaded(w), observability.CauseOverloaded)
+}
+
+// observeTimeout feeds an attempt the router timed out (not the shutdown)
+// to outlier ejection: a hung engine leaves rotation.
+func (r *Router) observeTimeout(ep *datastore.Endpoint, cause error) {
+	if !errors.Is(cause, errShutdown) {
+		r.observeFailure(ep, ejectReasonTimeout)
+	}
+}
+
+// clientWriter bounds writes to a client (limits.writeStall): a write
+// deadline, moved on as writes succeed. It re-arms only when half the
+// stall time has passed since it last did, so a fast stream pays one
+// deadline change per writeStall/2, and a stall is seen within writeStall.
+type clientWriter struct {
+	rc      *http.ResponseController
+	stall   time.Duration
+	armedAt time.Time
+	armed   bool
+}
+
+func (r *Router) newClientWriter(w http.ResponseWriter) *clientWriter {
+	return &clientWriter{rc: http.NewResponseController(w), stall: r.cfg.Limits.WriteStall.Duration}
+}
+
+func (cw *clientWriter) arm(now time.Time) {
+	if cw.stall <= 0 || (cw.armed && now.Sub(cw.armedAt) < cw.stall/2) {
+		return
+	}
+	if cw.rc.SetWriteDeadline(now.Add(cw.stall)) == nil {
+		cw.armedAt, cw.armed = now, true
+	}
+}
+
+// done clears the deadline for the connection's next request.
+func (cw *clientWriter) done() {
+	if cw.armed {
+		_ = cw.rc.SetWriteDeadline(time.Time{})
+	}
 }
 
 // readSome reads at least one byte unless the body ends or fails.
@@ -506,13 +601,32 @@ func (r *Router) clientGone(c *call, endpoint string) {
 // copyHeaders copies src's end-to-end headers into dst. dst shares src's
 // value slices: both are only read or replaced whole (Set) afterwards,
 // never appended to, and a copy per header showed in the proxy's profile.
+//
+// Headers that src's Connection header names are hop-by-hop too and are not
+// copied (RFC 9110 §7.6.1).
 func copyHeaders(dst, src http.Header) {
+	named := src["Connection"]
 	for k, vs := range src {
-		if hopHeaders[k] {
+		if hopHeaders[k] || (len(named) > 0 && connectionNames(named, k)) {
 			continue
 		}
 		dst[k] = vs
 	}
+}
+
+// connectionNames reports whether the Connection header values name the
+// canonical header k.
+func connectionNames(values []string, k string) bool {
+	for _, v := range values {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(textproto.TrimString(tok), k) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isEventStream(h http.Header) bool {

@@ -21,6 +21,7 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/enginemetrics"
 	"github.com/halyard-dev/halyard/internal/observability"
@@ -49,7 +50,7 @@ type Options struct {
 	// not define one. Nil means the config must define every profile used.
 	DefaultProfile *config.ProfileSpec
 	// PresetProfiles are profiles a route may name without the config
-	// defining them (scheduling.PresetProfileSpecs); the config's own
+	// defining them (presets.Specs); the config's own
 	// profiles of the same name win. Only the presets routes use are built.
 	PresetProfiles map[string]config.ProfileSpec
 	// Source gives the endpoints; nil means the config's endpoints block.
@@ -84,6 +85,7 @@ type Router struct {
 	upstream  *upstream
 	mux       *http.ServeMux
 	admin     *http.ServeMux // the admin listener's: metrics, debug, console
+	budget    *byteBudget    // router.limits.bufferBytes
 	health    datastore.HealthPolicy
 	outlier   datastore.OutlierPolicy
 	now       func() time.Time
@@ -98,15 +100,15 @@ type Router struct {
 	hardStop    context.Context
 	endHardStop context.CancelFunc
 	// state is the route table and profiles, swapped whole by SetRoutes
-	// (serialised by setMu); reg, handle, profileSpecs and presets build
+	// (serialised by setMu); profiles (the director's) resolves and builds
 	// the profiles new routes name.
-	state        atomic.Pointer[routeState]
-	setMu        sync.Mutex
-	reg          *framework.Registry
-	handle       scheduling.Handle
-	profileSpecs map[string]config.ProfileSpec
-	presets      map[string]config.ProfileSpec
-	rm           *routeMetrics
+	state    atomic.Pointer[routeState]
+	setMu    sync.Mutex
+	profiles *decision.Profiles
+	// director decides where requests go (package decision); the router
+	// keeps HTTP, relaying and retries.
+	director *decision.Director
+	rm       *routeMetrics
 	// routeSource and configRoutes: see Options.Routes.
 	routeSource  discovery.RouteSource
 	configRoutes []config.RouteSpec
@@ -117,9 +119,8 @@ type Router struct {
 	sourceEndpoints []datastore.EndpointSpec
 	routeEndpoints  []datastore.EndpointSpec
 
-	// pdPools are the disaggregated pools by name; pdm their metrics.
-	pdPools map[string]*pdPool
-	pdm     *pdMetrics
+	// pdm are the metrics of the disaggregated pools.
+	pdm *pdMetrics
 
 	// admission authenticates, budgets and queues requests (nil: off);
 	// authOn is set when the config has an auth block.
@@ -157,11 +158,14 @@ func New(opts Options) (*Router, error) {
 		discovered: make(chan struct{}),
 	}
 	r.hardStop, r.endHardStop = context.WithCancel(context.Background())
+	r.budget = &byteBudget{limit: cfg.Router.Limits.BufferBytes}
+	if r.budget.limit <= 0 {
+		r.budget.limit = DefaultBufferBytes()
+	}
 	if r.prefix, err = newPrefixRouting(cfg, log, clock, r.metrics); err != nil {
 		return nil, err
 	}
-	reg := recordingRegistry(opts.Registry, r.prefix.scorerFactory())
-	handle := scheduling.Handle{Clock: clock.Now, Log: log}
+	handle := scheduling.Handle{Clock: clock.Now, Log: log, Instances: r.prefix.sharedInstances()}
 	specs := map[string]config.ProfileSpec{}
 	for name, p := range cfg.Router.Profiles {
 		specs[name] = p
@@ -169,54 +173,57 @@ func New(opts Options) (*Router, error) {
 	if _, ok := specs[config.DefaultProfile]; !ok && opts.DefaultProfile != nil {
 		specs[config.DefaultProfile] = *opts.DefaultProfile
 	}
-	r.reg, r.handle, r.presets = reg, handle, opts.PresetProfiles
-	r.profileSpecs = maps.Clone(specs)
+	r.profiles = decision.NewProfiles(specs, opts.PresetProfiles, opts.Registry, handle)
 	r.routeSource, r.configRoutes = opts.Routes, slices.Clone(cfg.Routes)
+	// Build the profiles the routes, the default and the pd blocks name
+	// (those of pd blocks when the director makes its planners).
+	names := []string{config.DefaultProfile}
 	for _, m := range table.Models() {
 		rt, _ := table.Lookup(m)
-		if _, ok := specs[rt.Profile]; !ok {
-			if p, ok := opts.PresetProfiles[rt.Profile]; ok {
-				specs[rt.Profile] = p
-			}
-		}
+		names = append(names, rt.Profile)
 	}
-	if _, ok := specs[config.DefaultProfile]; !ok {
-		if p, ok := opts.PresetProfiles[config.DefaultProfile]; ok {
-			specs[config.DefaultProfile] = p
+	for _, name := range names {
+		if !r.profiles.Has(name) {
+			continue
 		}
-	}
-	for _, name := range pdProfileNames(cfg) {
-		if _, ok := specs[name]; !ok {
-			if p, ok := opts.PresetProfiles[name]; ok {
-				specs[name] = p
-			}
-		}
-	}
-	profiles := map[string]*scheduling.Profile{}
-	for name, spec := range specs {
-		p, err := scheduling.NewProfile(name, spec, reg, handle)
-		if err != nil {
+		if _, err := r.profiles.Get(name); err != nil {
 			return nil, fmt.Errorf("router: %w", err)
 		}
-		profiles[name] = p
-	}
-	if err := r.registerPluginMetrics(profiles, slices.Sorted(maps.Keys(profiles))); err != nil {
-		return nil, err
 	}
 	for _, m := range table.Models() {
 		rt, _ := table.Lookup(m)
-		if profiles[rt.Profile] == nil {
+		if !r.profiles.Has(rt.Profile) {
 			return nil, r.unknownProfile(m, rt.Profile)
 		}
+	}
+	r.pdm = newPDMetrics(r.metrics.Registry)
+	pdSpecs := map[string]config.PDSpec{}
+	for _, ps := range cfg.Pools {
+		if ps.PD != nil {
+			pdSpecs[ps.Name] = *ps.PD
+		}
+	}
+	r.director, err = decision.New(decision.Options{
+		Pools:               storePools{r.store},
+		Profiles:            r.profiles,
+		Handle:              handle,
+		PD:                  pdSpecs,
+		DefaultOutputTokens: cfg.Router.DefaultOutputTokens,
+		Scheduled: func(profile string, took time.Duration) {
+			r.metrics.SchedulingTime.WithLabelValues(profile).Observe(took.Seconds())
+		},
+		Explain: r.prefix.explain,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	profiles := r.profiles.BuiltProfiles()
+	if err := r.registerPluginMetrics(profiles, slices.Sorted(maps.Keys(profiles))); err != nil {
+		return nil, err
 	}
 	r.state.Store(&routeState{table: table, profiles: profiles})
 	r.rm = newRouteMetrics(r.metrics.Registry)
 	r.rm.routes.Set(float64(len(table.Models())))
-
-	r.pdm = newPDMetrics(r.metrics.Registry)
-	if err := r.buildPDPools(cfg, profiles); err != nil {
-		return nil, err
-	}
 
 	dialer := &net.Dialer{Timeout: cfg.Router.Timeouts.Connect.Duration, KeepAlive: 30 * time.Second}
 	r.transport = &http.Transport{
@@ -318,6 +325,18 @@ func (r *Router) observeStatus(ep *datastore.Endpoint, status int) {
 	}
 }
 
+// storePools gives the director the datastore's pools.
+type storePools struct{ store *datastore.Store }
+
+func (p storePools) Pool(name string) []framework.Endpoint {
+	eps := p.store.Pool(name)
+	out := make([]framework.Endpoint, len(eps))
+	for i, e := range eps {
+		out[i] = e
+	}
+	return out
+}
+
 // Reasons of outlier ejections (the reason label of
 // halyard_router_outlier_ejections_total).
 const (
@@ -400,7 +419,14 @@ func (r *Router) Handler() http.Handler { return http.HandlerFunc(r.serveHTTP) }
 // "//v1/chat/completions" (a base URL with a trailing slash) with a
 // redirect, which clients do not follow for a POST body, so the router
 // merges the slashes and serves it, as Envoy's merge_slashes does.
+//
+// A request with a Transfer-Encoding may also have carried a Content-Length
+// (net/http drops it before the handler sees it): its connection is closed
+// after the answer, as RFC 9112 §6.3 asks of such a message.
 func (r *Router) serveHTTP(w http.ResponseWriter, hr *http.Request) {
+	if len(hr.TransferEncoding) > 0 {
+		w.Header().Set("Connection", "close")
+	}
 	if p := hr.URL.Path; p != "" && p != "/" && path.Clean(p) != p {
 		hr2 := *hr
 		u := *hr.URL
@@ -516,12 +542,8 @@ const shutdownErrorWindow = time.Second
 // Serve serves on ln and runs the background work until ctx is done, then
 // shuts down gracefully, giving in-flight requests up to grace to finish.
 func (r *Router) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
-	srv := &http.Server{
-		Handler:           r.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
-	}
+	srv, ln := r.publicServer(ln)
+	srv.ErrorLog = slog.NewLogLogger(r.log.Handler(), slog.LevelWarn)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	runErr := make(chan error, 1)

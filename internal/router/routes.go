@@ -109,11 +109,10 @@ func (r *Router) buildRoutes(routes []config.RouteSpec) (*routeState, []string, 
 		if profiles[rt.Profile] != nil {
 			continue
 		}
-		spec, ok := r.profileSpec(rt.Profile)
-		if !ok {
+		if !r.profiles.Has(rt.Profile) {
 			return nil, nil, r.unknownProfile(m, rt.Profile)
 		}
-		p, err := scheduling.NewProfile(rt.Profile, spec, r.reg, r.handle)
+		p, err := r.profiles.Get(rt.Profile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("router: %w", err)
 		}
@@ -138,29 +137,14 @@ func (r *Router) checkRoute(rs config.RouteSpec) error {
 	if r.routes().profiles[rt.Profile] != nil {
 		return nil
 	}
-	if _, ok := r.profileSpec(rt.Profile); !ok {
+	if !r.profiles.Has(rt.Profile) {
 		return r.unknownProfile(rs.Model, rt.Profile)
 	}
 	return nil
 }
 
-// profileSpec finds the spec of a profile: the config's (or the default
-// profile given in Options), else a preset.
-func (r *Router) profileSpec(name string) (config.ProfileSpec, bool) {
-	if p, ok := r.profileSpecs[name]; ok {
-		return p, true
-	}
-	p, ok := r.presets[name]
-	return p, ok
-}
-
 func (r *Router) unknownProfile(model, profile string) error {
-	known := make([]string, 0, len(r.presets))
-	for n := range r.presets {
-		known = append(known, n)
-	}
-	sort.Strings(known)
-	return fmt.Errorf("router: route %q uses profile %q, which is neither in router.profiles nor a preset (presets: %v)", model, profile, known)
+	return fmt.Errorf("router: route %q uses profile %q, which is neither in router.profiles nor a preset (presets: %v)", model, profile, r.profiles.PresetNames())
 }
 
 func cloneProfiles(m map[string]*scheduling.Profile) map[string]*scheduling.Profile {

@@ -9,6 +9,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
@@ -54,7 +55,7 @@ func benchPool(b *testing.B, p *scheduling.Profile, text bool, tokens int) ([]fr
 // baselines. Run with -benchmem; each cycle starts
 // from a fresh CycleState, as each request does.
 func BenchmarkSchedule(b *testing.B) {
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	cases := []struct {
 		profile string
 		spec    config.ProfileSpec
@@ -109,7 +110,7 @@ func BenchmarkSchedule(b *testing.B) {
 // as the router does: the prefix scorer hashes only its first 32k tokens, so
 // the cost and the memory per cycle stay bounded by the count.
 func BenchmarkScheduleLongPrompt(b *testing.B) {
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	ids := make([]uint32, 1_000_000)
 	for i := range ids {
 		ids[i] = uint32(i*7919) % 128000

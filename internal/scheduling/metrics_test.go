@@ -15,11 +15,12 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 func TestRegisterMetricsGolden(t *testing.T) {
 	h := plugintest.NewHandle()
-	def := profile(t, "default", scheduling.DefaultProfileSpec(), h)
+	def := profile(t, "default", presets.DefaultSpec(), h)
 	sticky := profile(t, "sticky", config.ProfileSpec{
 		Scorers: []config.PluginSpec{
 			{Type: "session-affinity", Params: json.RawMessage(`{"maxSessions":10}`)},

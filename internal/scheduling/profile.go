@@ -286,6 +286,16 @@ type Handle struct {
 	Clock func() time.Time
 	// Log is the logger; nil means slog.Default().
 	Log *slog.Logger
+	// Instances are the instances shared by the plugins built with this
+	// handle, by the key of the plugin package that reads them (for
+	// example prefixcache.SharedIndexKey); nil means none.
+	Instances map[string]any
+}
+
+// Shared returns the shared instance stored under key.
+func (h Handle) Shared(key string) (any, bool) {
+	v, ok := h.Instances[key]
+	return v, ok
 }
 
 // Now returns the handle's current time.
@@ -304,4 +314,4 @@ func (h Handle) Logger() *slog.Logger {
 	return h.Log
 }
 
-var _ framework.Handle = Handle{}
+var _ framework.SharedHandle = Handle{}

@@ -17,6 +17,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
@@ -86,7 +87,7 @@ func systemPrompt(seed, n int) string {
 }
 
 func TestPresetProfilesBuild(t *testing.T) {
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	for _, name := range []string{"default", "random", "round-robin", "least-request", "load", "prefill", "decode"} {
 		t.Run(name, func(t *testing.T) {
 			spec, ok := presets[name]
@@ -114,26 +115,12 @@ func TestPresetProfilesBuild(t *testing.T) {
 	}
 }
 
-func TestNewProfilesAddsTheDefault(t *testing.T) {
-	ps, err := scheduling.NewProfiles(map[string]config.ProfileSpec{"cheap": scheduling.PresetProfileSpecs()["least-request"]}, registry(t), plugintest.NewHandle())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ps["default"] == nil || ps["cheap"] == nil || len(ps) != 2 {
-		t.Errorf("profiles %v, want cheap and default", ps)
-	}
-	_, err = scheduling.NewProfiles(map[string]config.ProfileSpec{"bad": {Scorers: []config.PluginSpec{{Type: "prefix-cache", Params: json.RawMessage(`{"blockSize":0}`)}}}}, registry(t), plugintest.NewHandle())
-	if want := "profiles.bad.scorers[0]: params.blockSize: must be positive, got 0"; err == nil || err.Error() != want {
-		t.Errorf("err = %v, want %q", err, want)
-	}
-}
-
 // TestSharedSystemPromptSticksToOneEndpoint sends conversations that share a
 // 4,000-token system prompt, one at a time (the load stays balanced): every
 // request, first turns and second turns, lands on the endpoint that got the
 // system prompt first.
 func TestSharedSystemPromptSticksToOneEndpoint(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(8)
 	system := systemPrompt(1, 4000)
 	var first *plugintest.Endpoint
@@ -157,7 +144,7 @@ func TestSharedSystemPromptSticksToOneEndpoint(t *testing.T) {
 // keep to the endpoints holding its prefix and the groups spread over the
 // pool.
 func TestConversationsStayWithTheirPrefix(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(4)
 	groups := make([]string, 4)
 	for g := range groups {
@@ -192,7 +179,7 @@ func TestConversationsStayWithTheirPrefix(t *testing.T) {
 // least-loaded, then load wins and the prefix spreads, so no endpoint runs
 // more than queueGap+1 ahead of the idlest.
 func TestHotEndpointShedsLoad(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(4)
 	system := systemPrompt(3, 4000)
 	gap := int64(prefixcache.DefaultQueueGap)
@@ -228,7 +215,7 @@ func TestHotEndpointShedsLoad(t *testing.T) {
 // TestHotEndpointExplains shows the explanation when a scraped queue, not
 // only in-flight requests, makes the endpoint holding the prefix hot.
 func TestHotEndpointExplains(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(3)
 	req := chat(systemPrompt(4, 1000), "hi")
 	holder := route(t, p, req, eps)
@@ -249,7 +236,7 @@ func TestHotEndpointExplains(t *testing.T) {
 // TestEqualScoresSpread checks that the default profile does not herd when
 // nothing distinguishes the endpoints.
 func TestEqualScoresSpread(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(4)
 	counts := map[string]int{}
 	for i := 0; i < 2000; i++ {
@@ -270,7 +257,7 @@ func TestEqualScoresSpread(t *testing.T) {
 // e0 holds the prompt but is hot, e1 holds half of it and is busier than
 // e2, which holds nothing: e1 wins on affinity, e0 is overridden by load.
 func TestExplainGolden(t *testing.T) {
-	p := profile(t, "default", scheduling.DefaultProfileSpec(), plugintest.NewHandle())
+	p := profile(t, "default", presets.DefaultSpec(), plugintest.NewHandle())
 	eps := endpoints(3)
 	tok := make([]uint32, 640)
 	for i := range tok {

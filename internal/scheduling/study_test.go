@@ -33,6 +33,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simclock"
 )
 
@@ -389,7 +390,7 @@ func TestStudy(t *testing.T) {
 	if !ok {
 		t.Fatalf("-study.workload: unknown %q", *studyLoad)
 	}
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	seeded := func(s config.ProfileSpec) config.ProfileSpec {
 		if s.Picker != nil && (s.Picker.Type == "max-score" || s.Picker.Type == "random") {
 			p := *s.Picker

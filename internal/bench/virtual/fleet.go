@@ -2,12 +2,14 @@ package virtual
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
@@ -33,6 +35,17 @@ func (e *endpoint) Metadata() *framework.EndpointMetadata { return &e.md }
 func (e *endpoint) Metrics() *framework.Metrics           { return e.metrics.Load() }
 func (e *endpoint) InFlight() (int64, int64)              { return e.requests.Load(), e.tokens.Load() }
 
+// Begin and End keep the in-flight counts (decision.Accountable).
+func (e *endpoint) Begin(tokens int64) {
+	e.requests.Add(1)
+	e.tokens.Add(tokens)
+}
+
+func (e *endpoint) End(tokens int64) {
+	e.requests.Add(-1)
+	e.tokens.Add(-tokens)
+}
+
 // scrape publishes the engine's state as the router's scraper would.
 func (e *endpoint) scrape() {
 	s := e.eng.Snapshot()
@@ -51,11 +64,13 @@ func (e *endpoint) scrape() {
 	})
 }
 
-// router is one router instance's view: its profile (with its own prefix
-// indexes) and its endpoints (with its own in-flight counts).
+// router is one router instance's view: its decision (package decision,
+// as the router's) with its profile (with its own prefix indexes), and its
+// endpoints (with its own in-flight counts).
 type router struct {
-	profile *scheduling.Profile
-	cands   []framework.Endpoint
+	director *decision.Director
+	profile  *scheduling.Profile
+	cands    []framework.Endpoint
 	// tracker is the router's precise index under a precise-* policy.
 	tracker *prefixtrack.Tracker
 }
@@ -85,6 +100,8 @@ type fleetRun struct {
 	next    int         // closed loop: next request to send
 	closed  bool        // closed loop
 	scrapes int
+	// onPick, when set, is told each request's endpoint (tests).
+	onPick func(i int, endpoint string)
 }
 
 type reqState uint8
@@ -121,6 +138,26 @@ func promptIDs(r *workload.Request, chat bool) ([]uint32, []byte) {
 		routed = append(routed, '\n')
 	}
 	return tokenizer.Pseudo{}.Encode(renderChat(roles, contents)), routed
+}
+
+// schedulingRequest is the scheduling request the router makes of a
+// streamed request for model with prompt text (token ids ids) and
+// max_tokens maxTokens: the text, or with tokenIDs (a router configured
+// with the engines' tokenizer) the token ids.
+func schedulingRequest(id, model string, text []byte, ids []uint32, maxTokens int, tokenIDs bool) *framework.Request {
+	req := &framework.Request{
+		ID:           id,
+		Model:        model,
+		TargetModel:  model,
+		Prompt:       framework.Prompt{Text: text},
+		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
+		MaxTokens:    maxTokens,
+		Stream:       true,
+	}
+	if tokenIDs {
+		req.Prompt, req.PromptTokens = framework.Prompt{TokenIDs: ids}, len(ids)
+	}
+	return req
 }
 
 // arm schedules request i's arrival at offset at.
@@ -185,18 +222,7 @@ func (f *fleetRun) send(i int) {
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
 	f.oracle.prompt = ids
-	req := &framework.Request{
-		ID:           fmt.Sprintf("%s#%d", wr.ID, i),
-		Model:        f.model,
-		TargetModel:  f.model,
-		Prompt:       framework.Prompt{Text: text},
-		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
-		MaxTokens:    wr.OutputTokens,
-		Stream:       true,
-	}
-	if f.tokenIDs {
-		req.Prompt, req.PromptTokens = framework.Prompt{TokenIDs: ids}, len(ids)
-	}
+	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, f.tokenIDs)
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = f.elapsed()
@@ -205,32 +231,25 @@ func (f *fleetRun) send(i int) {
 	f.state[i] = inFlight
 
 	rt := f.routers[i%len(f.routers)]
-	cs := framework.NewCycleState()
-	res, err := rt.profile.Schedule(f.ctx, cs, req, rt.cands, false)
+	ep, call, d, err := rt.decide(f.ctx, req)
 	if err != nil {
 		f.fail(i, "schedule: "+err.Error())
 		return
 	}
-	ep, ok := res.Picked[0].(*endpoint)
-	if !ok {
-		f.fail(i, "schedule: picked a foreign endpoint")
-		return
+	if f.onPick != nil {
+		f.onPick(i, ep.md.Name)
 	}
-	rt.profile.PreRequest(f.ctx, cs, req, ep)
+	rt.director.Sent(f.ctx, call, &d)
 	rec.Endpoint = ep.md.Name
-	cost := int64(len(ids) + wr.OutputTokens)
-	ep.requests.Add(1)
-	ep.tokens.Add(cost)
 	f.oracle.routed(i, ep, ids, wr.OutputTokens)
 
-	sink := recordingSink(rec, sentAt, req.ID, func() {
+	first := func() {
 		f.oracle.firstToken(i)
-		rt.profile.FirstToken(f.ctx, req, ep)
-	}, func(out framework.Outcome) {
-		ep.requests.Add(-1)
-		ep.tokens.Add(-cost)
+		rt.director.FirstByte(f.ctx, call, &d)
+	}
+	sink := recordingSink(rec, sentAt, req.ID, first, func(out framework.Outcome) {
 		f.oracle.done(i)
-		rt.profile.ResponseComplete(f.ctx, req, ep, out)
+		rt.director.Done(f.ctx, call, &d, out)
 		f.state[i] = finished
 		f.left--
 		f.after(i)
@@ -239,13 +258,31 @@ func (f *fleetRun) send(i int) {
 		ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink,
 	})
 	if err != nil {
-		ep.requests.Add(-1)
-		ep.tokens.Add(-cost)
 		f.oracle.done(i)
-		rt.profile.ResponseComplete(f.ctx, req, ep, framework.Outcome{Err: err})
+		rt.director.Done(f.ctx, call, &d, framework.Outcome{Err: err})
 		f.fail(i, "engine: "+shortErr(err))
 	}
 }
+
+// decide is the router's decision for req (package decision, as in the
+// router): the endpoint, and the call and decision the accounting hooks
+// (Sent, FirstByte, Done) take.
+func (rt *router) decide(ctx context.Context, req *framework.Request) (*endpoint, *decision.Call, decision.Decision, error) {
+	call := &decision.Call{Req: req, Profile: rt.profile}
+	d, ok := rt.director.Decide(ctx, call, fleetTargets, nil)
+	if !ok {
+		return nil, nil, d, scheduling.ErrNoEndpoint
+	}
+	ep, ok := d.Endpoint.(*endpoint)
+	if !ok {
+		return nil, nil, d, errors.New("picked a foreign endpoint")
+	}
+	return ep, call, d, nil
+}
+
+// fleetTargets is the one target of a virtual route: the fleet (the
+// endpoints' pool name does not matter, a router view has one pool).
+var fleetTargets = []decision.Target{{Pool: "fleet"}}
 
 func (f *fleetRun) fail(i int, msg string) {
 	f.records[i].Err = msg

@@ -1,30 +1,28 @@
 package virtual
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
-	"log/slog"
+	"slices"
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/pd"
-	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/maxscore"
-	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/random"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
-	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
 // defaultTransferPerToken is the simulator's default KV transfer time.
 const defaultTransferPerToken = vllmapi.DefaultKVTransferPerToken
 
-// pdFleet is the disaggregated side of a run: the planner the router uses,
-// over the run's prefill and decode endpoints.
+// pdFleet is the disaggregated side of a run: the decision the router
+// makes for a disaggregated pool (its PD planner), over the run's prefill
+// and decode endpoints.
 type pdFleet struct {
-	planner          *pd.Planner
-	prefill, decode  []framework.Endpoint
+	director         *decision.Director
 	transferPerToken time.Duration
 	// Counts of the run, for the log.
 	pairs, skipped, failed int
@@ -38,48 +36,47 @@ func (sc *Scenario) role(i int) framework.Role {
 	return framework.RoleDecode
 }
 
-// pdProfile builds a PD profile, seeding a max-score or random picker as
-// the other policies' pickers are.
-func pdProfile(sc *Scenario, name string, reg *framework.Registry, h framework.Handle) (*scheduling.Profile, error) {
-	spec, ok := sc.Profiles[name]
-	if !ok {
-		if spec, ok = scheduling.PresetProfileSpecs()[name]; !ok {
-			return nil, fmt.Errorf("pd profile %q: neither under profiles nor a preset", name)
+// pdPool is the name of the virtual disaggregated pool.
+const pdPool = "pd"
+
+// newPDFleet builds the decision of a disaggregated pool over the run's
+// endpoints: the scenario's pd block, its profiles (the scenario's or
+// presets, pickers seeded as the other policies').
+func newPDFleet(sc *Scenario, eps []*endpoint, o *oracleState, clock func() time.Time) (*pdFleet, error) {
+	specs := map[string]config.ProfileSpec{}
+	for _, name := range []string{sc.PD.PrefillProfile, sc.PD.DecodeProfile} {
+		spec, ok := sc.Profiles[name]
+		if !ok {
+			if spec, ok = presets.Specs()[name]; !ok {
+				return nil, fmt.Errorf("pd profile %q: neither under profiles nor a preset", name)
+			}
 		}
+		specs[name] = seeded(spec, sc.Seed)
 	}
-	if p := spec.Picker; p != nil && len(p.Params) == 0 && (p.Type == random.Type || p.Type == maxscore.Type) {
-		seeded := *p
-		seeded.Params, _ = json.Marshal(map[string]uint64{"seed": sc.Seed + 1})
-		spec.Picker = &seeded
+	cands := make([]framework.Endpoint, len(eps))
+	for i, e := range eps {
+		cands[i] = e
 	}
-	return scheduling.NewProfile(name, spec, reg, h)
+	pool := decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) })
+	spec := config.PDSpec{TopologyKey: sc.PD.TopologyKey, DecodeFirst: sc.PD.DecodeFirst, MinPrefillTokens: sc.PD.MinPrefillTokens,
+		PrefillProfile: sc.PD.PrefillProfile, DecodeProfile: sc.PD.DecodeProfile}
+	d, err := newDirector(o, nil, 0, clock, pool, specs, map[string]config.PDSpec{pdPool: spec})
+	if err != nil {
+		return nil, err
+	}
+	return &pdFleet{director: d, transferPerToken: sc.PD.TransferPerToken.Duration}, nil
 }
 
-// newPDFleet builds the planner over the run's endpoints, split by role.
-func newPDFleet(sc *Scenario, eps []*endpoint, reg *framework.Registry) (*pdFleet, error) {
-	h := scheduling.Handle{Clock: eps[0].eng.Clock().Now, Log: slog.New(slog.DiscardHandler)}
-	pf, err := pdProfile(sc, sc.PD.PrefillProfile, reg, h)
-	if err != nil {
-		return nil, err
+// plan is the router's decision for req in the disaggregated pool: the
+// pair, and the call and choice the accounting hooks take.
+func (p *pdFleet) plan(ctx context.Context, req *framework.Request) (*decision.Call, *decision.PDChoice, *pd.Plan, error) {
+	call := &decision.Call{Req: req}
+	ch, ok := p.director.ChoosePD(ctx, call, []decision.Target{{Pool: pdPool}})
+	if !ok {
+		return nil, nil, nil, pd.ErrNoDecode
 	}
-	dc, err := pdProfile(sc, sc.PD.DecodeProfile, reg, h)
-	if err != nil {
-		return nil, err
-	}
-	spec := config.PDSpec{TopologyKey: sc.PD.TopologyKey, DecodeFirst: sc.PD.DecodeFirst, MinPrefillTokens: sc.PD.MinPrefillTokens}
-	planner, err := pd.New(pd.FromSpec(&spec), pf, dc, pd.NewApproximateIndex())
-	if err != nil {
-		return nil, err
-	}
-	f := &pdFleet{planner: planner, transferPerToken: sc.PD.TransferPerToken.Duration}
-	for _, e := range eps {
-		if e.md.Role == framework.RolePrefill {
-			f.prefill = append(f.prefill, e)
-		} else {
-			f.decode = append(f.decode, e)
-		}
-	}
-	return f, nil
+	plan, err := p.director.Plan(ctx, call, ch)
+	return call, ch, plan, err
 }
 
 // sendPD serves request i as the router's PD flow does: plan the pair; a
@@ -90,15 +87,7 @@ func newPDFleet(sc *Scenario, eps []*endpoint, reg *framework.Registry) (*pdFlee
 func (f *fleetRun) sendPD(i int) {
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
-	req := &framework.Request{
-		ID:           fmt.Sprintf("%s#%d", wr.ID, i),
-		Model:        f.model,
-		TargetModel:  f.model,
-		Prompt:       framework.Prompt{Text: text},
-		PromptTokens: tokenizer.Pseudo{}.Count(string(text)),
-		MaxTokens:    wr.OutputTokens,
-		Stream:       true,
-	}
+	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, false)
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = f.elapsed()
@@ -106,7 +95,8 @@ func (f *fleetRun) sendPD(i int) {
 	sentAt := f.clock.Now()
 	f.state[i] = inFlight
 
-	plan, err := f.pd.planner.Plan(f.ctx, req, f.pd.prefill, f.pd.decode, false)
+	dir := f.pd.director
+	call, ch, plan, err := f.pd.plan(f.ctx, req)
 	if err != nil {
 		f.fail(i, "schedule: "+err.Error())
 		return
@@ -117,25 +107,26 @@ func (f *fleetRun) sendPD(i int) {
 		return
 	}
 	dec := plan.Decode.(*endpoint)
+	if f.onPick != nil {
+		name := dec.md.Name
+		if plan.Prefill != nil && plan.Skip == "" {
+			name = plan.Prefill.Metadata().Name + ">" + name
+		}
+		f.onPick(i, name)
+	}
 	decode := func(remote *simulator.RemoteKV) {
-		f.pd.planner.DecodeSent(f.ctx, req, plan)
+		d := dir.Decode(ch, plan)
+		dir.Sent(f.ctx, call, &d)
 		rec.Endpoint = dec.md.Name
-		cost := int64(len(ids) + wr.OutputTokens)
-		dec.requests.Add(1)
-		dec.tokens.Add(cost)
-		sink := recordingSink(rec, sentAt, req.ID, nil, func(out framework.Outcome) {
-			dec.requests.Add(-1)
-			dec.tokens.Add(-cost)
-			f.pd.planner.DecodeDone(f.ctx, req, dec, out)
+		sink := recordingSink(rec, sentAt, req.ID, func() { dir.FirstByte(f.ctx, call, &d) }, func(out framework.Outcome) {
+			dir.Done(f.ctx, call, &d, out)
 			f.state[i] = finished
 			f.left--
 			f.after(i)
 		})
 		err := dec.eng.Submit(simulator.Request{ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink, Remote: remote})
 		if err != nil {
-			dec.requests.Add(-1)
-			dec.tokens.Add(-cost)
-			f.pd.planner.DecodeDone(f.ctx, req, dec, framework.Outcome{Err: err})
+			dir.Done(f.ctx, call, &d, framework.Outcome{Err: err})
 			f.fail(i, "engine: "+shortErr(err))
 		}
 	}
@@ -146,25 +137,20 @@ func (f *fleetRun) sendPD(i int) {
 	}
 	f.pd.pairs++
 	pre := plan.Prefill.(*endpoint)
-	f.pd.planner.PrefillSent(f.ctx, req, plan)
-	cost := int64(len(ids) + 1)
-	pre.requests.Add(1)
-	pre.tokens.Add(cost)
+	dir.PrefillSent(f.ctx, call, ch.Pool, plan)
 	pid := req.ID + "/prefill"
 	err = pre.eng.Submit(simulator.Request{
 		ID: pid, Prompt: ids, MaxTokens: 1, IgnoreEOS: true, KeepBlocks: true,
 		Sink: simulator.SinkFuncs{OnDone: func(r simulator.Result) {
-			pre.requests.Add(-1)
-			pre.tokens.Add(-cost)
 			out := framework.Outcome{PromptTokens: r.PromptTokens, CachedTokens: r.CachedTokens, CompletionTokens: r.OutputTokens}
 			if r.Reason == simulator.FinishAbort || r.Held == nil {
 				out.Err = fmt.Errorf("prefill %s aborted", pid)
-				f.pd.planner.PrefillDone(f.ctx, req, pre, out)
+				dir.PrefillDone(f.ctx, call, ch.Pool, pre, out)
 				f.pd.failed++
 				f.fail(i, "prefill aborted")
 				return
 			}
-			f.pd.planner.PrefillDone(f.ctx, req, pre, out)
+			dir.PrefillDone(f.ctx, call, ch.Pool, pre, out)
 			// The decode engine pulls the kept blocks: the prefill
 			// engine frees them, the decode engine waits the transfer.
 			pre.eng.Release(pid)
@@ -172,9 +158,7 @@ func (f *fleetRun) sendPD(i int) {
 		}},
 	})
 	if err != nil {
-		pre.requests.Add(-1)
-		pre.tokens.Add(-cost)
-		f.pd.planner.PrefillDone(f.ctx, req, pre, framework.Outcome{Err: err})
+		dir.PrefillDone(f.ctx, call, ch.Pool, pre, framework.Outcome{Err: err})
 		f.fail(i, "prefill engine: "+shortErr(err))
 	}
 }

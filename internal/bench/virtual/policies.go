@@ -3,9 +3,12 @@ package virtual
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
+	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/prefixindex"
 	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling"
@@ -14,6 +17,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/maxscore"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/random"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 var inf = math.Inf(1)
@@ -74,45 +78,62 @@ func policySpec(name string, seed uint64) (config.ProfileSpec, error) {
 			preset = PolicyDefault
 		}
 		var ok bool
-		spec, ok = scheduling.PresetProfileSpecs()[preset]
+		spec, ok = presets.Specs()[preset]
 		if !ok {
 			return spec, fmt.Errorf("policy %q: the scheduler has no such preset", name)
 		}
 	default:
 		return spec, fmt.Errorf("unknown policy %q (built-in: %v; or define it under profiles)", name, BuiltinPolicies())
 	}
-	if p := spec.Picker; p != nil && len(p.Params) == 0 && (p.Type == random.Type || p.Type == maxscore.Type) {
-		seeded := *p
-		seeded.Params, _ = json.Marshal(map[string]uint64{"seed": seed + 1}) // 0 means unseeded
-		spec.Picker = &seeded
-	}
-	return spec, nil
+	return seeded(spec, seed), nil
 }
 
 // newRegistry registers every built-in scheduling plugin, explicitly, plus
-// the oracle bound to this run. With a tracker, the prefix-cache scorers it
-// builds read the tracker's view (the precise index) instead of their
-// approximate index alone.
-func newRegistry(o *oracleState, tracker *prefixtrack.Tracker) (*framework.Registry, error) {
+// the oracle bound to this run.
+func newRegistry(o *oracleState) (*framework.Registry, error) {
 	reg := &framework.Registry{}
-	if tracker != nil {
-		err := reg.Register(prefixcache.Type, prefixcache.FactoryWith(func(a *prefixindex.Approximate) prefixcache.Index {
-			return tracker.View(a)
-		}))
-		if err != nil {
-			return nil, err
-		}
-	}
-	for typ, f := range plugins.BuiltIn() {
-		if tracker != nil && typ == prefixcache.Type {
-			continue
-		}
-		if err := reg.Register(typ, f); err != nil {
-			return nil, err
-		}
+	if err := plugins.RegisterAll(reg); err != nil {
+		return nil, err
 	}
 	if err := reg.Register(OracleType, o.factory); err != nil {
 		return nil, err
 	}
 	return reg, nil
+}
+
+// seeded returns spec with its random or max-score picker seeded (when it
+// has no params), so that runs repeat exactly.
+func seeded(spec config.ProfileSpec, seed uint64) config.ProfileSpec {
+	if p := spec.Picker; p != nil && len(p.Params) == 0 && (p.Type == random.Type || p.Type == maxscore.Type) {
+		s := *p
+		s.Params, _ = json.Marshal(map[string]uint64{"seed": seed + 1}) // 0 means unseeded
+		spec.Picker = &s
+	}
+	return spec
+}
+
+// newDirector builds one router's decision over the endpoints pools gives:
+// the registry with the oracle, the profiles specs names (resolved by
+// package decision as the router resolves its config's, presets beside
+// them), and with a tracker the prefix-cache scorers reading its view
+// through their handle, as in the router.
+func newDirector(o *oracleState, tracker *prefixtrack.Tracker, blockSize int, clock func() time.Time, pools decision.Pools,
+	specs map[string]config.ProfileSpec, pd map[string]config.PDSpec) (*decision.Director, error) {
+	reg, err := newRegistry(o)
+	if err != nil {
+		return nil, err
+	}
+	h := scheduling.Handle{Clock: clock, Log: slog.New(slog.DiscardHandler)}
+	if tracker != nil {
+		h.Instances = map[string]any{prefixcache.SharedIndexKey: prefixcache.SharedIndex{
+			BlockSize: blockSize,
+			Wrap:      func(a *prefixindex.Approximate) prefixcache.Index { return tracker.View(a) },
+		}}
+	}
+	return decision.New(decision.Options{
+		Pools:    pools,
+		Profiles: decision.NewProfiles(specs, presets.Specs(), reg, h),
+		Handle:   h,
+		PD:       pd,
+	})
 }

@@ -4,17 +4,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/bench/arrival"
 	"github.com/halyard-dev/halyard/internal/bench/enginestats"
 	"github.com/halyard-dev/halyard/internal/bench/report"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/kvevents"
 	"github.com/halyard-dev/halyard/internal/prefixtrack"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/simclock"
 	"github.com/halyard-dev/halyard/internal/simulator"
@@ -101,17 +103,13 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 	return rep, nil
 }
 
-// profileFor builds the policy's scheduling profile.
-func profileFor(sc *Scenario, policy string, reg *framework.Registry, h framework.Handle) (*scheduling.Profile, error) {
-	spec, ok := sc.Profiles[policy]
-	if !ok {
-		var err error
-		spec, err = policySpec(policy, sc.Seed)
-		if err != nil {
-			return nil, err
-		}
+// policyProfile returns the spec of the policy's profile: the scenario's
+// own, else the built-in policy's (its picker seeded).
+func policyProfile(sc *Scenario, policy string) (config.ProfileSpec, error) {
+	if spec, ok := sc.Profiles[policy]; ok {
+		return spec, nil
 	}
-	return scheduling.NewProfile(policy, spec, reg, h)
+	return policySpec(policy, sc.Seed)
 }
 
 // deliverEvents returns the emit function of an engine's event hooks: each
@@ -206,22 +204,25 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		}
 	}
 	if policy == PolicyPD && !isCustom {
-		// One PD planner over the first router's view of the fleet.
-		reg, err := newRegistry(f.oracle, nil)
-		if err != nil {
-			return report.Run{}, err
-		}
-		if f.pd, err = newPDFleet(sc, f.eps, reg); err != nil {
+		// One router's decision over the first router's view of the fleet,
+		// with the scenario's pd block as the pool's.
+		var err error
+		if f.pd, err = newPDFleet(sc, f.eps, f.oracle, clock.Now); err != nil {
 			return report.Run{}, err
 		}
 	} else {
+		spec, err := policyProfile(sc, policy)
+		if err != nil {
+			return report.Run{}, err
+		}
 		for _, rt := range f.routers {
-			reg, err := newRegistry(f.oracle, rt.tracker)
+			cands := rt.cands
+			pools := decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) })
+			rt.director, err = newDirector(f.oracle, rt.tracker, cfg.Capacity.BlockSize, clock.Now, pools, map[string]config.ProfileSpec{policy: spec}, nil)
 			if err != nil {
 				return report.Run{}, err
 			}
-			rt.profile, err = profileFor(sc, policy, reg, scheduling.Handle{Clock: clock.Now, Log: slog.New(slog.DiscardHandler)})
-			if err != nil {
+			if rt.profile, err = rt.director.Profiles().Get(policy); err != nil {
 				return report.Run{}, err
 			}
 		}

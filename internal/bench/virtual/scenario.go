@@ -14,7 +14,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/arrival"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
-	"github.com/halyard-dev/halyard/internal/scheduling"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator"
 )
 
@@ -293,7 +293,7 @@ func (s *Scenario) Validate() error {
 		}
 		for _, n := range []struct{ field, name string }{{"pd.prefillProfile", pd.PrefillProfile}, {"pd.decodeProfile", pd.DecodeProfile}} {
 			if _, ok := s.Profiles[n.name]; !ok {
-				if _, ok := scheduling.PresetProfileSpecs()[n.name]; !ok {
+				if _, ok := presets.Specs()[n.name]; !ok {
 					errs = append(errs, fmt.Errorf("%s: %q is neither under profiles nor a scheduler preset", n.field, n.name))
 				}
 			}

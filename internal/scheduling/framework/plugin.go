@@ -99,3 +99,15 @@ type Handle interface {
 	// Logger returns the logger for the plugin.
 	Logger() *slog.Logger
 }
+
+// SharedHandle is a Handle that also offers instances its host shares
+// between the plugins it builds (as the llm-d router's plugin handle does):
+// the view of the prefix index that KV events keep, for instance. A plugin
+// looks its instance up by a key its own package defines, and builds its
+// own when the handle has none. Hosts without shared instances implement
+// Handle alone.
+type SharedHandle interface {
+	Handle
+	// Shared returns the instance stored under key.
+	Shared(key string) (any, bool)
+}

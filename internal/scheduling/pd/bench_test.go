@@ -9,6 +9,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // BenchmarkPlan measures one PD decision (decode profile, decode-first
@@ -52,7 +53,7 @@ func BenchmarkPlan(b *testing.B) {
 		if err := plugins.RegisterAll(reg); err != nil {
 			b.Fatal(err)
 		}
-		prof, err := scheduling.NewProfile("default", scheduling.DefaultProfileSpec(), reg, scheduling.Handle{})
+		prof, err := scheduling.NewProfile("default", presets.DefaultSpec(), reg, scheduling.Handle{})
 		if err != nil {
 			b.Fatal(err)
 		}

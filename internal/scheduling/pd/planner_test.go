@@ -13,6 +13,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // endpoint is a framework.Endpoint with settable load.
@@ -51,7 +52,7 @@ func profiles(t *testing.T) (prefill, decode *scheduling.Profile) {
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
 	}
-	presets := scheduling.PresetProfileSpecs()
+	presets := presets.Specs()
 	h := scheduling.Handle{}
 	build := func(name string) *scheduling.Profile {
 		spec := presets[name]

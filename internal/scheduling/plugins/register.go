@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/ejection"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/health"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/loracapable"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/role"
@@ -25,6 +26,7 @@ func BuiltIn() map[string]framework.Factory {
 		health.Type:           health.Factory,
 		role.Type:             role.Factory,
 		loracapable.Type:      loracapable.Factory,
+		ejection.Type:         ejection.Factory,
 		queuedepth.Type:       queuedepth.Factory,
 		kvutilization.Type:    kvutilization.Factory,
 		leastrequest.Type:     leastrequest.Factory,

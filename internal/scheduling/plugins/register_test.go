@@ -16,7 +16,7 @@ func TestRegisterAll(t *testing.T) {
 	if err := plugins.RegisterAll(&reg); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"health", "kv-utilization", "least-request", "lora-affinity", "lora-capable", "max-score",
+	want := []string{"health", "kv-utilization", "least-request", "lora-affinity", "lora-capable", "max-score", "outlier-ejection",
 		"predicted-latency", "prefix-cache", "queue-depth", "random", "role", "round-robin", "session-affinity"}
 	if diff := cmp.Diff(want, reg.Types()); diff != "" {
 		t.Errorf("registered types (-want +got):\n%s", diff)

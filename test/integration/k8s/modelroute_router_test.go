@@ -27,9 +27,9 @@ import (
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/router"
-	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
@@ -162,7 +162,7 @@ func TestRouterFollowsModelRoutes(t *testing.T) {
 		logOut = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
 	r, err := router.New(router.Options{
-		Config: cfg, Registry: reg, PresetProfiles: scheduling.PresetProfileSpecs(), Logger: logOut,
+		Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: logOut,
 		Source: &discovery.Kubernetes{Client: cs, Namespace: ns, Log: logOut},
 		Routes: &discovery.ModelRoutes{Client: dc, Namespace: ns, Log: logOut},
 	})

@@ -24,6 +24,7 @@ import (
 // router is a `halyard router` process with a static config.
 type router struct {
 	url       string
+	admin     string // the admin listener (/metrics)
 	mu        sync.Mutex
 	unhealthy map[string]bool // endpoints seen out of rotation
 	stopWatch context.CancelFunc
@@ -31,7 +32,7 @@ type router struct {
 
 func startRouter(t *testing.T, engines map[string]int) *router {
 	t.Helper()
-	port := freePort(t)
+	port, adminPort := freePort(t), freePort(t)
 	var eps []string
 	names := make([]string, 0, len(engines))
 	for n := range engines {
@@ -45,20 +46,22 @@ func startRouter(t *testing.T, engines map[string]int) *router {
 kind: Config
 router:
   listen: 127.0.0.1:%d
+  adminListen: 127.0.0.1:%d
   scrapeInterval: 100ms
   health: {failureThreshold: 2, successThreshold: 2}
+  debug: {endpointHeader: true}
 endpoints:
 %s
 routes:
   - model: %s
     targets: [{pool: %s}]
-`, port, strings.Join(eps, "\n"), modelName, modelName)
+`, port, adminPort, strings.Join(eps, "\n"), modelName, modelName)
 	path := filepath.Join(t.TempDir(), "router.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startProcess(t, "router", "--config", path)
-	r := &router{url: fmt.Sprintf("http://127.0.0.1:%d", port), unhealthy: map[string]bool{}}
+	r := &router{url: fmt.Sprintf("http://127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), unhealthy: map[string]bool{}}
 	eventually(t, 30*time.Second, "router serving", func() (bool, string) {
 		resp, err := http.Get(r.url + "/health")
 		if err != nil {
@@ -95,7 +98,7 @@ routes:
 
 // health reads halyard_router_endpoint_healthy by endpoint.
 func (r *router) health() (map[string]float64, error) {
-	fams, err := families(r.url + "/metrics")
+	fams, err := families(r.admin + "/metrics")
 	if err != nil {
 		return nil, err
 	}

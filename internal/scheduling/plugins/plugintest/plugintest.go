@@ -121,9 +121,17 @@ func (c *Clock) Advance(d time.Duration) {
 type Handle struct {
 	Clock *Clock
 	Log   *slog.Logger
+	// Instances are the shared instances it offers, by key.
+	Instances map[string]any
 }
 
-var _ framework.Handle = Handle{}
+var _ framework.SharedHandle = Handle{}
+
+// Shared returns the shared instance stored under key.
+func (h Handle) Shared(key string) (any, bool) {
+	v, ok := h.Instances[key]
+	return v, ok
+}
 
 // NewHandle returns a handle with a fresh clock.
 func NewHandle() Handle { return Handle{Clock: &Clock{}} }

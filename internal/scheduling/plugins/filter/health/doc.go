@@ -1,6 +1,9 @@
-// Package health is the health filter: it removes endpoints whose metrics
-// have gone stale, a backstop behind the datastore, which already hands the
-// scheduler only endpoints it considers ready. Scores computed from a
+// Package health is the health filter: it removes endpoints that report
+// themselves unhealthy (an endpoint with a Healthy() bool method, as the
+// router's datastore endpoints have: scraped and answering) and endpoints
+// whose metrics have gone stale. The decision package runs it first when
+// it selects a pool's candidates, with the staleness bound off
+// (maxMetricsAge "0"). Scores computed from a
 // snapshot older than maxMetricsAge (default 5s, fifty scrapes at the
 // default interval) describe an engine that may no longer exist or be
 // wedged; such an endpoint is better left out.

@@ -41,14 +41,28 @@ func (f *Filter) Filter(_ context.Context, _ *framework.CycleState, req *framewo
 	}
 	out := endpoints[:0]
 	for _, e := range endpoints {
-		m := e.Metrics()
-		if slices.Contains(e.Metadata().Adapters, req.Adapter) ||
-			slices.Contains(m.RunningAdapters, req.Adapter) ||
-			slices.Contains(m.WaitingAdapters, req.Adapter) {
+		if f.Reason(req, e) == "" {
 			out = append(out, e)
 		}
 	}
 	return out
+}
+
+// Reason says why the filter leaves e out for req ("adapter A not listed"),
+// or "". An adapter the engine reports running or waiting counts as served:
+// an engine queues only requests for adapters it knows (vLLM answers an
+// unknown one with a 404 at once).
+func (f *Filter) Reason(req *framework.Request, e framework.Endpoint) string {
+	if req == nil || req.Adapter == "" {
+		return ""
+	}
+	m := e.Metrics()
+	if slices.Contains(e.Metadata().Adapters, req.Adapter) ||
+		slices.Contains(m.RunningAdapters, req.Adapter) ||
+		slices.Contains(m.WaitingAdapters, req.Adapter) {
+		return ""
+	}
+	return "adapter " + req.Adapter + " not listed"
 }
 
 var _ framework.Filter = (*Filter)(nil)

@@ -49,15 +49,23 @@ func (f *Filter) TypedName() framework.TypedName { return f.tn }
 func (f *Filter) Filter(_ context.Context, _ *framework.CycleState, _ *framework.Request, endpoints []framework.Endpoint) []framework.Endpoint {
 	out := endpoints[:0]
 	for _, e := range endpoints {
-		r := e.Metadata().Role
-		if r == "" {
-			r = framework.RoleBoth
-		}
-		if r == f.role || r == framework.RoleBoth {
+		if f.Reason(nil, e) == "" {
 			out = append(out, e)
 		}
 	}
 	return out
+}
+
+// Reason says why the filter leaves e out ("role decode"), or "".
+func (f *Filter) Reason(_ *framework.Request, e framework.Endpoint) string {
+	r := e.Metadata().Role
+	if r == "" {
+		r = framework.RoleBoth
+	}
+	if r == f.role || r == framework.RoleBoth {
+		return ""
+	}
+	return "role " + string(r)
 }
 
 var _ framework.Filter = (*Filter)(nil)

@@ -133,7 +133,7 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	var now func() time.Time = time.Now // a nil handle: the wall clock
+	now := time.Now // a nil handle: the wall clock
 	if h != nil {
 		now = h.Now
 	}

@@ -177,11 +177,47 @@ type cycle struct {
 	text  bool // hashed as byte chunks
 }
 
-// Factory builds a Scorer with its own approximate index from JSON params.
+// SharedIndexKey is the key under which a host's handle
+// (framework.SharedHandle) offers a SharedIndex.
+const SharedIndexKey = "prefix-cache/index"
+
+// SharedIndex is an index a host shares between its prefix-cache scorers:
+// the router's and the virtual fleet's KV-event tracker, whose views answer
+// from the precise index the engines' events keep.
+type SharedIndex struct {
+	// BlockSize is the shared index's block size in tokens; a scorer's
+	// params.blockSize must be the same.
+	BlockSize int
+	// BlockSizeFrom names the setting BlockSize comes from, for errors
+	// ("router.prefixIndex.blockSize"); "" for "the shared index".
+	BlockSizeFrom string
+	// Wrap builds the index a scorer reads from its own approximate index.
+	Wrap WrapIndex
+}
+
+// Factory builds a Scorer from JSON params. It reads the handle's
+// SharedIndex when the handle offers one (a framework.SharedHandle with
+// SharedIndexKey), else gives the scorer its own approximate index.
 func Factory(name string, params json.RawMessage, h framework.Handle) (framework.Plugin, error) {
 	p := DefaultParams()
 	if err := framework.DecodeParams(params, &p); err != nil {
 		return nil, err
+	}
+	if sh, ok := h.(framework.SharedHandle); ok {
+		if v, ok := sh.Shared(SharedIndexKey); ok {
+			si, ok := v.(SharedIndex)
+			if !ok {
+				return nil, fmt.Errorf("prefix-cache %q: the handle's %s is a %T, not a SharedIndex", name, SharedIndexKey, v)
+			}
+			if p.BlockSize != si.BlockSize {
+				from := si.BlockSizeFrom
+				if from == "" {
+					from = "the shared index's block size"
+				}
+				return nil, fmt.Errorf("params.blockSize: %d differs from %s %d, the block size of the KV-event index", p.BlockSize, from, si.BlockSize)
+			}
+			return NewWrapped(name, p, h, si.Wrap)
+		}
 	}
 	return New(name, p, h)
 }
@@ -195,18 +231,6 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 // approximate index: for example a view that answers some endpoints from a
 // precise index fed by KV events and the others from approx.
 type WrapIndex func(approx *prefixindex.Approximate) Index
-
-// FactoryWith returns a factory like Factory whose scorers read
-// wrap(their approximate index); nil wrap is Factory.
-func FactoryWith(wrap WrapIndex) framework.Factory {
-	return func(name string, params json.RawMessage, h framework.Handle) (framework.Plugin, error) {
-		p := DefaultParams()
-		if err := framework.DecodeParams(params, &p); err != nil {
-			return nil, err
-		}
-		return NewWrapped(name, p, h, wrap)
-	}
-}
 
 // NewWrapped returns a Scorer named name with its own approximate index
 // (sized by p, reported by Stats), reading wrap(that index); nil wrap reads

@@ -204,13 +204,14 @@ func (r *recordingIndex) Add(ep string, capacity int, c []prefixindex.BlockHash)
 	r.Index.Add(ep, capacity, c)
 }
 
-func TestFactoryWithWrapsTheApproximateIndex(t *testing.T) {
+func TestFactoryReadsTheSharedIndex(t *testing.T) {
 	var wrapped *recordingIndex
-	f := prefixcache.FactoryWith(func(approx *prefixindex.Approximate) prefixcache.Index {
+	h := plugintest.NewHandle()
+	h.Instances = map[string]any{prefixcache.SharedIndexKey: prefixcache.SharedIndex{BlockSize: 16, Wrap: func(approx *prefixindex.Approximate) prefixcache.Index {
 		wrapped = &recordingIndex{Index: approx}
 		return wrapped
-	})
-	s := plugintest.Build[*prefixcache.Scorer](t, f, `{"blockSize":16}`, plugintest.NewHandle())
+	}}}
+	s := plugintest.Build[*prefixcache.Scorer](t, prefixcache.Factory, `{"blockSize":16}`, h)
 	e0 := plugintest.NewEndpoint("e0")
 	req := tokReq("m", ids(1, 64))
 	send(t, s, req, e0)
@@ -224,11 +225,21 @@ func TestFactoryWithWrapsTheApproximateIndex(t *testing.T) {
 	if s.Stats().Index.Blocks != 4 {
 		t.Errorf("stats report %d blocks of the approximate index, want 4", s.Stats().Index.Blocks)
 	}
-	if _, err := prefixcache.FactoryWith(func(*prefixindex.Approximate) prefixcache.Index { return nil })("p", nil, plugintest.NewHandle()); err == nil {
+	nilWrap := plugintest.NewHandle()
+	nilWrap.Instances = map[string]any{prefixcache.SharedIndexKey: prefixcache.SharedIndex{BlockSize: 16, Wrap: func(*prefixindex.Approximate) prefixcache.Index { return nil }}}
+	if _, err := prefixcache.Factory("p", nil, nilWrap); err == nil {
 		t.Error("a wrapper returning nil was accepted")
 	}
-	if _, err := f("p", []byte(`{"blockSize":0}`), plugintest.NewHandle()); err == nil || !strings.Contains(err.Error(), "params.blockSize") {
+	if _, err := prefixcache.Factory("p", []byte(`{"blockSize":0}`), h); err == nil || !strings.Contains(err.Error(), "params.blockSize") {
 		t.Errorf("invalid params: error = %v", err)
+	}
+	if _, err := prefixcache.Factory("p", []byte(`{"blockSize":32}`), h); err == nil || !strings.Contains(err.Error(), "params.blockSize: 32 differs from the shared index's block size 16") {
+		t.Errorf("block size unlike the shared index's: error = %v", err)
+	}
+	wrong := plugintest.NewHandle()
+	wrong.Instances = map[string]any{prefixcache.SharedIndexKey: 1}
+	if _, err := prefixcache.Factory("p", nil, wrong); err == nil {
+		t.Error("a shared instance of the wrong type was accepted")
 	}
 }
 

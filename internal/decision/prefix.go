@@ -1,4 +1,4 @@
-package router
+package decision
 
 import (
 	"context"
@@ -9,12 +9,14 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
-// PrefixScorerType is the plugin type whose score of the picked endpoint is
-// reported as halyard_router_prefix_hit_ratio_predicted.
+// PrefixScorerType is the plugin type whose score of the picked endpoint a
+// Decision reports (Decision.Prefix): the prefix hit the scheduler
+// predicted, observed by the router as
+// halyard_router_prefix_hit_ratio_predicted.
 const PrefixScorerType = "prefix-cache"
 
 // prefixScoresKey holds the prefix scorer's scores of the current cycle.
-const prefixScoresKey framework.StateKey = "router/prefix-scores"
+const prefixScoresKey framework.StateKey = "decision/prefix-scores"
 
 type prefixScores struct {
 	endpoints []framework.Endpoint
@@ -33,20 +35,14 @@ func (p *prefixScores) scoreOf(e framework.Endpoint) (float64, bool) {
 
 // recordingRegistry returns a registry that builds plugins through src and
 // wraps scorers of type PrefixScorerType so that their scores are kept in
-// the cycle state, where the router reads the picked endpoint's. A non-nil
-// prefix factory builds the PrefixScorerType scorers instead of src (the
-// prefix-cache scorer over the KV-event view).
-func recordingRegistry(src *framework.Registry, prefix framework.Factory) *framework.Registry {
+// the cycle state, where the decision reads the picked endpoint's. The
+// scorers reach a shared index through their handle, not through a
+// swapped factory.
+func recordingRegistry(src *framework.Registry) *framework.Registry {
 	out := &framework.Registry{}
 	for _, typ := range src.Types() {
 		_ = out.Register(typ, func(name string, params json.RawMessage, h framework.Handle) (framework.Plugin, error) {
-			var pl framework.Plugin
-			var err error
-			if typ == PrefixScorerType && prefix != nil {
-				pl, err = prefix(name, params, h)
-			} else {
-				pl, err = src.New(typ, name, params, h)
-			}
+			pl, err := src.New(typ, name, params, h)
 			if err != nil || typ != PrefixScorerType {
 				return pl, err
 			}

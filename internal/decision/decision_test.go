@@ -1,0 +1,157 @@
+package decision_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/decision"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
+)
+
+// ep is a test endpoint with a health and an ejection state.
+type ep struct {
+	*plugintest.Endpoint
+	sick, ejected bool
+}
+
+func (e *ep) Healthy() bool          { return !e.sick }
+func (e *ep) Ejected(time.Time) bool { return e.ejected }
+func (e *ep) Begin(int64)            {}
+func (e *ep) End(int64)              {}
+func mk(name string, role framework.Role, mod func(*ep)) *ep {
+	e := &ep{Endpoint: plugintest.NewEndpoint(name)}
+	e.Metadata().Role = role
+	if mod != nil {
+		mod(e)
+	}
+	return e
+}
+
+func director(t *testing.T, pool []*ep) *decision.Director {
+	t.Helper()
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	eps := make([]framework.Endpoint, len(pool))
+	for i, e := range pool {
+		eps[i] = e
+	}
+	d, err := decision.New(decision.Options{
+		Pools:    decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(eps) }),
+		Profiles: decision.NewProfiles(nil, presets.Specs(), reg, plugintest.NewHandle()),
+		Handle:   plugintest.NewHandle(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestCandidatesAreTheFilters(t *testing.T) {
+	sick := func(e *ep) { e.sick = true }
+	ejected := func(e *ep) { e.ejected = true }
+	waiting := func(e *ep) { e.Endpoint.SetMetrics(framework.Metrics{WaitingAdapters: []string{"sql"}}) }
+	listed := func(e *ep) { e.Metadata().Adapters = []string{"sql"} }
+	tests := []struct {
+		name     string
+		pool     []*ep
+		adapter  string
+		want     []string
+		excluded []decision.Exclusion
+	}{
+		{"healthy both", []*ep{mk("a", framework.RoleBoth, nil), mk("b", "", nil)}, "", []string{"a", "b"}, nil},
+		{"unhealthy and role", []*ep{mk("a", framework.RoleBoth, sick), mk("b", framework.RolePrefill, nil), mk("c", framework.RoleBoth, nil)}, "",
+			[]string{"c"}, []decision.Exclusion{{"a", "unhealthy"}, {"b", "role prefill"}}},
+		{"adapter listed or waiting", []*ep{mk("a", framework.RoleBoth, listed), mk("b", framework.RoleBoth, waiting), mk("c", framework.RoleBoth, nil)}, "sql",
+			[]string{"a", "b"}, []decision.Exclusion{{"c", "adapter sql not listed"}}},
+		{"ejected left out", []*ep{mk("a", framework.RoleBoth, ejected), mk("b", framework.RoleBoth, nil)}, "",
+			[]string{"b"}, []decision.Exclusion{{"a", "ejected after consecutive 5xx"}}},
+		{"all ejected kept", []*ep{mk("a", framework.RoleBoth, ejected), mk("b", framework.RoleBoth, ejected)}, "", []string{"a", "b"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := director(t, tt.pool)
+			got, excluded := d.Candidates(context.Background(), &framework.Request{Adapter: tt.adapter}, "p", true)
+			var names []string
+			for _, e := range got {
+				names = append(names, e.Metadata().Name)
+			}
+			if diff := cmp.Diff(tt.want, names); diff != "" {
+				t.Errorf("candidates (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.excluded, excluded); diff != "" {
+				t.Errorf("exclusions (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPDCandidatesSplitByRole(t *testing.T) {
+	ejected := func(e *ep) { e.ejected = true }
+	d := director(t, []*ep{mk("p0", framework.RolePrefill, ejected), mk("p1", framework.RolePrefill, nil), mk("d0", framework.RoleDecode, ejected), mk("b", framework.RoleBoth, nil)})
+	prefill, decode, excluded := d.PDCandidates(context.Background(), &framework.Request{}, "p", true)
+	names := func(eps []framework.Endpoint) (out []string) {
+		for _, e := range eps {
+			out = append(out, e.Metadata().Name)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"p1", "b"}, names(prefill)); diff != "" {
+		t.Errorf("prefill (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"b"}, names(decode)); diff != "" {
+		t.Errorf("decode (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]decision.Exclusion{{"p0", "ejected after consecutive 5xx"}, {"d0", "ejected after consecutive 5xx"}}, excluded); diff != "" {
+		t.Errorf("exclusions (-want +got):\n%s", diff)
+	}
+}
+
+func TestDecideRetriesElsewhere(t *testing.T) {
+	a, b := mk("a", framework.RoleBoth, nil), mk("b", framework.RoleBoth, nil)
+	d := director(t, []*ep{a, b})
+	prof, err := d.Profiles().Get(presets.RoundRobin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &decision.Call{Req: &framework.Request{Model: "m"}, Profile: prof}
+	for _, tried := range [][]framework.Endpoint{{a}, {b}, {a, b}} {
+		dec, ok := d.Decide(context.Background(), c, []decision.Target{{Pool: "p"}}, tried)
+		if !ok || dec.Endpoint == tried[len(tried)-1] {
+			t.Errorf("tried %v: picked %v (ok %v), want another than the last tried", tried, dec.Endpoint, ok)
+		}
+	}
+}
+
+func TestProfilesResolveOnce(t *testing.T) {
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	own := presets.Specs()[presets.LeastRequest]
+	p := decision.NewProfiles(map[string]config.ProfileSpec{"default": own}, presets.Specs(), reg, plugintest.NewHandle())
+	first, err := p.Get("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := p.Get("default")
+	if first != again {
+		t.Error("a profile was built twice")
+	}
+	if spec, _ := p.Spec("default"); !cmp.Equal(spec, own) {
+		t.Error("the configured profile did not win over the preset")
+	}
+	if _, err := p.Get("fancy"); !errors.Is(err, decision.ErrUnknownProfile) {
+		t.Errorf("unknown profile: err = %v", err)
+	}
+}

@@ -1,0 +1,133 @@
+package presets
+
+import (
+	"encoding/json"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/role"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/maxscore"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/random"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/roundrobin"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/kvutilization"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/leastrequest"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/queuedepth"
+)
+
+// Names of the presets.
+const (
+	// Default is the profile routes use unless they name another.
+	Default      = config.DefaultProfile
+	Random       = "random"
+	RoundRobin   = "round-robin"
+	LeastRequest = "least-request"
+	Load         = "load"
+	Prefill      = "prefill"
+	Decode       = "decode"
+	// PredictedLatency picks by predicted latency (the predicted-latency
+	// scorer).
+	PredictedLatency = "predicted-latency"
+)
+
+// Weights of the default profile's scorers; docs/scheduling.md gives the
+// reasoning and the figures behind them.
+const (
+	DefaultPrefixWeight = 3
+	DefaultQueueWeight  = 1
+	DefaultKVWeight     = 1
+)
+
+// weight is a scorer's weight.
+func weight(w float64) *float64 { return &w }
+
+// plugin is the spec of one plugin: its type, a weight (scorers; nil for
+// the default) and its typed params (nil for none), encoded as the
+// plugin's factory decodes them.
+func plugin(typ string, weight *float64, params any) config.PluginSpec {
+	ps := config.PluginSpec{Type: typ, Weight: weight}
+	if params != nil {
+		b, err := json.Marshal(params)
+		if err != nil {
+			panic("presets: " + typ + " params do not encode: " + err.Error()) // a programming error: typed params always encode
+		}
+		ps.Params = b
+	}
+	return ps
+}
+
+func picker(typ string) *config.PluginSpec {
+	p := plugin(typ, nil, nil)
+	return &p
+}
+
+// DefaultSpec returns the default profile: prefix-cache (weight 3, with
+// its parameters, load-over-affinity thresholds included, written out),
+// queue-depth (1) and kv-utilization (1), picked by max-score. No filter:
+// candidates are chosen before the profile runs (package decision).
+func DefaultSpec() config.ProfileSpec {
+	return config.ProfileSpec{
+		Scorers: []config.PluginSpec{
+			plugin(prefixcache.Type, weight(DefaultPrefixWeight), prefixcache.DefaultParams()),
+			plugin(queuedepth.Type, weight(DefaultQueueWeight), nil),
+			plugin(kvutilization.Type, weight(DefaultKVWeight), nil),
+		},
+		Picker: picker(maxscore.Type),
+	}
+}
+
+// PredictedLatencySpec returns the predicted-latency preset: the
+// prefix-cache scorer at weight 0 (it only predicts what each endpoint
+// holds, for the next scorer; its load override is off) and
+// predicted-latency (weight 1), picked by max-score: the endpoint of least
+// predicted cost.
+func PredictedLatencySpec() config.ProfileSpec {
+	pp := prefixcache.DefaultParams()
+	pp.LoadOverride = prefixcache.LoadOverride{}
+	return config.ProfileSpec{
+		Scorers: []config.PluginSpec{
+			plugin(prefixcache.Type, weight(0), pp),
+			plugin(predictedlatency.Type, weight(1), nil),
+		},
+		Picker: picker(maxscore.Type),
+	}
+}
+
+// Specs returns the built-in profiles by name: Default; the baselines
+// Random, RoundRobin and LeastRequest; Load (queue-depth and
+// kv-utilization, no affinity); and Prefill and Decode for disaggregated
+// pools (prefill by prefix and queue, decode by KV headroom and running
+// requests). Each call returns fresh values.
+func Specs() map[string]config.ProfileSpec {
+	return map[string]config.ProfileSpec{
+		Default:          DefaultSpec(),
+		PredictedLatency: PredictedLatencySpec(),
+		Random:           {Picker: picker(random.Type)},
+		RoundRobin:       {Picker: picker(roundrobin.Type)},
+		LeastRequest: {
+			Scorers: []config.PluginSpec{plugin(leastrequest.Type, nil, nil)},
+			Picker:  picker(maxscore.Type),
+		},
+		Load: {
+			Scorers: []config.PluginSpec{plugin(queuedepth.Type, weight(1), nil), plugin(kvutilization.Type, weight(1), nil)},
+			Picker:  picker(maxscore.Type),
+		},
+		Prefill: {
+			Filters: []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RolePrefill})},
+			Scorers: []config.PluginSpec{
+				plugin(prefixcache.Type, weight(DefaultPrefixWeight), nil),
+				plugin(queuedepth.Type, weight(DefaultQueueWeight), nil),
+			},
+			Picker: picker(maxscore.Type),
+		},
+		Decode: {
+			Filters: []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RoleDecode})},
+			Scorers: []config.PluginSpec{
+				plugin(kvutilization.Type, weight(1), nil),
+				plugin(leastrequest.Type, weight(1), nil),
+			},
+			Picker: picker(maxscore.Type),
+		},
+	}
+}
