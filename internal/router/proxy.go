@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/admission"
+	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
