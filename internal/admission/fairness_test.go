@@ -67,8 +67,7 @@ tenants:
 	rate := fr.load * capacity
 	rng := rand.New(rand.NewPCG(1, 2))
 	var fifo []func()
-	var start func(tn *Tenant, arrived time.Time, done func())
-	start = func(tn *Tenant, arrived time.Time, done func()) {
+	start := func(tn *Tenant, arrived time.Time, done func()) {
 		ttft := clock.Now().Sub(arrived) + fr.prefill
 		if tn == light {
 			res.lightTTFT = append(res.lightTTFT, ttft)
@@ -104,8 +103,7 @@ tenants:
 			})
 			res.maxQueue = max(res.maxQueue, a.Queue().Len("m"))
 		} else {
-			var begin func()
-			begin = func() {
+			begin := func() {
 				inUse++
 				start(tn, arrived, func() {
 					inUse--
