@@ -386,7 +386,7 @@ func (r *Router) nixlPrefill(ctx context.Context, hr *http.Request, c *call, pp 
 	if err != nil {
 		return nil, &pdFailure{endpoint: name, reason: "connect", err: err}
 	}
-	resp, f := r.sendPrefill(pctx, up, c, pp, plan, ep)
+	resp, f := r.sendPrefill(pctx, up, c, r.decisionCall(c), pp, plan, ep)
 	if f != nil {
 		return nil, f
 	}
@@ -428,9 +428,10 @@ func (r *Router) prefillRequest(pctx context.Context, hr *http.Request, c *call,
 
 // sendPrefill sends a prefill request and returns a 2xx response, or the
 // failure. The caller closes the body.
-func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, pp *decision.PDPool, plan *pd.Plan, ep *datastore.Endpoint) (*http.Response, *pdFailure) {
+// dc is taken by the caller before any goroutine starts: SGLang's prefill
+// runs beside the decode, and decisionCall writes to the shared call.
+func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, dc *decision.Call, pp *decision.PDPool, plan *pd.Plan, ep *datastore.Endpoint) (*http.Response, *pdFailure) {
 	md := ep.Metadata()
-	dc := r.decisionCall(c)
 	r.director.PrefillSent(pctx, dc, pp, plan)
 	resp, err := r.upstream.do(up)
 	out := framework.Outcome{Err: err}
@@ -535,10 +536,11 @@ func (r *Router) sglangPrefill(ctx context.Context, hr *http.Request, c *call, p
 		ch <- &pdFailure{endpoint: ep.Metadata().Name, reason: "connect", err: err}
 		return ch, func() {}
 	}
+	dc := r.decisionCall(c)
 	go func() {
 		defer cancel()
 		start := time.Now()
-		resp, f := r.sendPrefill(pctx, up, c, pp, plan, ep)
+		resp, f := r.sendPrefill(pctx, up, c, dc, pp, plan, ep)
 		if f == nil {
 			_, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBufferedResponse))
 			resp.Body.Close()
