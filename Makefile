@@ -24,7 +24,7 @@ run: build
 # HALYARD_REQUIRE_K8S=1 those tests fail instead of skipping if anything is
 # missing). .ci/run calls this target.
 test: test-deps
-	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_K8S=1 $(GO) test -race -timeout 60m ./...
+	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_K8S=1 HALYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -timeout 60m ./...
 
 # What the tests need besides Go: kubectl (Debian's package) and the control
 # plane binaries (built from the Go module proxy into .k8scp/bin; about 9
@@ -32,6 +32,8 @@ test: test-deps
 test-deps:
 	@command -v kubectl >/dev/null 2>&1 || { echo "installing kubectl (Debian package)"; \
 	  (apt-get update -qq && apt-get install -y -qq kubectl) >/dev/null || { echo "could not install kubectl: install it and retry" >&2; exit 1; }; }
+	@command -v prometheus >/dev/null 2>&1 || { echo "installing prometheus (Debian package)"; \
+	  (apt-get update -qq && apt-get install -y -qq prometheus) >/dev/null || { echo "could not install prometheus: install it and retry" >&2; exit 1; }; }
 	@t0=$$(date +%s); hack/controlplane.sh build; echo "control plane build: $$(( $$(date +%s) - t0 ))s"
 
 test-short:

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/observability"
@@ -31,6 +34,8 @@ type call struct {
 	// tokenizedFor is the engine model req's token ids are for (prefix
 	// routing), "" before tokenisation.
 	tokenizedFor string
+	// span is the request's trace span; nil when tracing is off.
+	span trace.Span
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -42,6 +47,13 @@ func (r *Router) serveCompletion(w http.ResponseWriter, hr *http.Request) {
 }
 
 func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind openai.Kind) {
+	hr, span := r.startRequestSpan(hr)
+	if span != nil || r.log.Enabled(hr.Context(), slog.LevelDebug) {
+		sr := &statusRecorder{ResponseWriter: w}
+		w = sr
+		start := time.Now()
+		defer func() { r.logAccess(hr, sr.status, start, span) }()
+	}
 	c, aerr, cause := r.prepare(w, hr, kind)
 	if aerr != nil {
 		model := ""
@@ -51,9 +63,27 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		r.fail(w, model, aerr, cause)
 		return
 	}
+	c.span = span
+	if span != nil {
+		span.SetAttributes(attrModel.String(c.route.Model), attrRequestID.String(c.req.ID))
+	}
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
 	r.forward(w, hr, c)
+}
+
+// logAccess writes the access log line of an inference request (level
+// debug; info when tracing is on), with its trace id, and ends its span.
+func (r *Router) logAccess(hr *http.Request, status int, start time.Time, span trace.Span) {
+	level := slog.LevelDebug
+	if span != nil {
+		level = slog.LevelInfo
+		endSpan(span, nil, attrStatus.Int(status))
+	}
+	if r.log.Enabled(hr.Context(), level) {
+		r.log.Log(hr.Context(), level, "request", "method", hr.Method, "path", hr.URL.Path, "status", status,
+			"duration", time.Since(start).Round(time.Microsecond).String(), "trace_id", traceID(hr.Context()))
+	}
 }
 
 // prepare reads and parses the body, finds the route and fills the
@@ -380,24 +410,27 @@ func (r *Router) decide(ctx context.Context, c *call, targets []routing.Target, 
 		}
 		r.prefix.tokenize(c, cands[0].Metadata().Model)
 		state := framework.NewCycleState()
+		sctx, span := r.startSpan(ctx, "halyard.schedule", trace.SpanKindInternal, attrProfile.String(c.profile.Name()), attrPool.String(t.Pool))
 		t0 := time.Now()
-		res, err := c.profile.Schedule(ctx, state, c.req, cands, c.explain)
+		res, err := c.profile.Schedule(sctx, state, c.req, cands, c.explain || span != nil)
 		r.metrics.SchedulingTime.WithLabelValues(c.profile.Name()).Observe(time.Since(t0).Seconds())
-		if res.Explanation != nil {
+		if res.Explanation != nil && c.explain {
 			r.prefix.explain(res.Explanation)
 			d.explanation = res.Explanation
 		}
-		if err != nil || len(res.Picked) == 0 {
-			continue
+		var ep *datastore.Endpoint
+		if err == nil && len(res.Picked) > 0 {
+			ep, _ = res.Picked[0].(*datastore.Endpoint)
 		}
-		ep, ok := res.Picked[0].(*datastore.Endpoint)
-		if !ok {
+		if ep == nil {
+			endScheduleSpan(span, nil, res.Explanation, len(cands), 0, false)
 			continue
 		}
 		d.endpoint, d.target, d.fallback, d.state = ep, t, i > 0, state
 		if ps, ok := framework.ReadAs[*prefixScores](state, prefixScoresKey); ok {
 			d.prefix, d.hasPrefix = ps.scoreOf(ep)
 		}
+		endScheduleSpan(span, ep, res.Explanation, len(cands), d.prefix, d.hasPrefix)
 		return d, true
 	}
 	return d, false

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
@@ -186,6 +188,16 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	if d.pd != nil && d.pd.upCtx != nil {
 		base = d.pd.upCtx // the PD flow cancels a decode whose prefill failed
 	}
+	spanName := "halyard.upstream"
+	if d.pd != nil {
+		spanName = "halyard.pd.decode"
+	}
+	base, span := r.startSpan(base, spanName, trace.SpanKindClient, attrEndpoint.String(md.Name), attrAttempt.Int(attempt), attrPool.String(d.target.Pool))
+	var spanErr error
+	var spanStatus int
+	if span != nil {
+		defer func() { endSpan(span, spanErr, attrStatus.Int(spanStatus)) }()
+	}
 	actx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	stopOnShutdown := context.AfterFunc(r.hardStop, func() { cancel(errShutdown) })
@@ -198,6 +210,9 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	}
 	copyHeaders(up.Header, hr.Header)
 	up.Header.Set(HeaderRequestID, c.req.ID)
+	if span != nil {
+		injectTrace(actx, up.Header)
+	}
 	if up.Header.Get("Content-Type") == "" {
 		up.Header.Set("Content-Type", "application/json")
 	}
@@ -227,7 +242,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	}
 	resp, err := r.upstream.do(up)
 	if err != nil {
-		out.Err = err
+		out.Err, spanErr = err, err
 		if ctx.Err() != nil {
 			r.clientGone(c, md.Name)
 			return attemptDone, nil
@@ -247,6 +262,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
+	spanStatus = resp.StatusCode
 	r.observeStatus(ep, resp.StatusCode)
 	if resp.StatusCode >= 500 {
 		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
@@ -324,6 +340,7 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 	w.Write(b)
 	end := time.Now()
 	r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(firstByte.Sub(c.start).Seconds())
+	c.traceFirstToken(firstByte)
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(end.Sub(c.start).Seconds())
 	if d.pd != nil {
 		d.pd.finished(end)
@@ -409,6 +426,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
+				c.traceFirstToken(now)
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -483,6 +501,9 @@ func (r *Router) account(c *call, out *framework.Outcome, u openai.Usage) {
 	m := c.route.Model
 	r.metrics.Tokens.WithLabelValues(m, "prompt").Add(float64(u.PromptTokens))
 	r.metrics.Tokens.WithLabelValues(m, "completion").Add(float64(u.CompletionTokens))
+	if c.span != nil {
+		c.span.SetAttributes(attrInput.Int(u.PromptTokens), attrOutput.Int(u.CompletionTokens))
+	}
 	if ct := u.CachedTokens(); ct > 0 {
 		r.metrics.Tokens.WithLabelValues(m, "cached").Add(float64(ct))
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/datastore"
@@ -66,6 +67,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock times the scrape loop and is given to plugins; nil means real.
 	Clock simclock.Clock
+	// TracerProvider, when set, traces requests (docs/observability.md);
+	// nil: no spans, no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Router serves the OpenAI-compatible API. Create it with New, start its
@@ -117,6 +121,9 @@ type Router struct {
 	// pdPools are the disaggregated pools by name; pdm their metrics.
 	pdPools map[string]*pdPool
 	pdm     *pdMetrics
+
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 }
 
 // New builds a router: the route table, the profiles and their plugins, the
@@ -149,6 +156,9 @@ func New(opts Options) (*Router, error) {
 		discovered: make(chan struct{}),
 	}
 	r.hardStop, r.endHardStop = context.WithCancel(context.Background())
+	if opts.TracerProvider != nil {
+		r.tracer = opts.TracerProvider.Tracer(TracerName)
+	}
 	if r.prefix, err = newPrefixRouting(cfg, log, clock, r.metrics); err != nil {
 		return nil, err
 	}
