@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -210,7 +211,8 @@ pools:
 		}
 		rec := httptest.NewRecorder()
 		srv.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodGet, "/metrics", nil))
-		fams, err := new(expfmt.TextParser).TextToMetricFamilies(rec.Body)
+		tp := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := tp.TextToMetricFamilies(rec.Body)
 		if err != nil {
 			t.Fatalf("sim /metrics: %v", err)
 		}

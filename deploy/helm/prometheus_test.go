@@ -337,7 +337,13 @@ scrape_configs:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("alerts %v not firing after 20s (firing: %v)", missing, firing)
+			resp, err := http.Get(api.base + "/api/v1/rules")
+			var rules []byte
+			if err == nil {
+				rules, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			t.Fatalf("alerts %v not firing after 20s (firing: %v)\nrules: %.3000s\nprometheus log:\n%s", missing, firing, rules, promLog.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

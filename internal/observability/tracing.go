@@ -3,6 +3,7 @@ package observability
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -64,7 +65,14 @@ func SetupTracing(ctx context.Context, t Tracing) (shutdown func(context.Context
 	}
 	var opts []otlptracehttp.Option
 	if t.Endpoint != "" {
-		opts = append(opts, otlptracehttp.WithEndpointURL(t.Endpoint))
+		u, err := url.Parse(t.Endpoint)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("tracing: endpoint %q: want a URL such as http://127.0.0.1:4318", t.Endpoint)
+		}
+		if u.Path == "" || u.Path == "/" {
+			u.Path = "/v1/traces" // a collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT
+		}
+		opts = append(opts, otlptracehttp.WithEndpointURL(u.String()))
 	}
 	exp, err := otlptracehttp.New(ctx, opts...)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -82,7 +84,14 @@ func (rc *otlpReceiver) trace(traceID string) map[string][]*tracepb.Span {
 func attr(s *tracepb.Span, key string) (string, bool) {
 	for _, a := range s.Attributes {
 		if a.Key == key {
-			return fmt.Sprint(a.Value.GetValue()), true
+			switch v := a.Value.GetValue().(type) {
+			case *commonpb.AnyValue_IntValue:
+				return strconv.FormatInt(v.IntValue, 10), true
+			case *commonpb.AnyValue_DoubleValue:
+				return strconv.FormatFloat(v.DoubleValue, 'g', -1, 64), true
+			default:
+				return a.Value.GetStringValue(), true
+			}
 		}
 	}
 	return "", false
