@@ -7,7 +7,7 @@ LDFLAGS := -X github.com/halyard-dev/halyard/internal/cli.Version=$(VERSION)
 LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
 CONTROLLER_GEN := $(GO) tool -modfile=tools/go.mod controller-gen
 
-.PHONY: all build run test test-deps test-short lint vet fmt fuzz bench clean generate verify-generate k8s-controlplane test-k8s
+.PHONY: all build run test test-deps test-short lint vet fmt fuzz bench clean generate verify-generate k8s-controlplane test-k8s kubelet test-kubelet
 
 all: build
 
@@ -22,9 +22,10 @@ run: build
 # Every test, with the race detector, including the Kubernetes control-plane
 # tests (test-deps installs kubectl and builds the control plane first; with
 # HALYARD_REQUIRE_K8S=1 those tests fail instead of skipping if anything is
-# missing). .ci/run calls this target.
+# missing; HALYARD_REQUIRE_E2E=1 does the same for the end-to-end tests that
+# need the halyard binary). .ci/run calls this target.
 test: test-deps
-	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_K8S=1 HALYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -timeout 60m ./...
+	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_K8S=1 HALYARD_REQUIRE_E2E=1 HALYARD_REQUIRE_REDIS=1 HALYARD_REQUIRE_PROMETHEUS=1 HALYARD_REQUIRE_KUBELET=$(KUBELET_REQUIRED) $(GO) test -race -timeout 60m ./...
 
 # What the tests need besides Go: kubectl (Debian's package) and the control
 # plane binaries (built from the Go module proxy into .k8scp/bin; about 9
@@ -34,7 +35,10 @@ test-deps:
 	  (apt-get update -qq && apt-get install -y -qq kubectl) >/dev/null || { echo "could not install kubectl: install it and retry" >&2; exit 1; }; }
 	@command -v prometheus >/dev/null 2>&1 || { echo "installing prometheus (Debian package)"; \
 	  (apt-get update -qq && apt-get install -y -qq prometheus) >/dev/null || { echo "could not install prometheus: install it and retry" >&2; exit 1; }; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server (Debian package)"; \
+	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || { echo "could not install redis-server: install it and retry" >&2; exit 1; }; }
 	@t0=$$(date +%s); hack/controlplane.sh build; echo "control plane build: $$(( $$(date +%s) - t0 ))s"
+	@if [ "$(KUBELET_REQUIRED)" = 1 ]; then $(MAKE) --no-print-directory kubelet; else echo "not root: the real-kubelet test (test/integration/kubelet) will skip"; fi
 
 test-short:
 	$(GO) test -short ./...
@@ -48,14 +52,11 @@ fmt:
 lint: fmt vet
 	$(LINT) run --allow-parallel-runners ./...
 
-# Short fuzzing of every parser; FUZZTIME=1m for longer.
+# Fuzzing of every native fuzz target, FUZZTIME each (hack/fuzz.sh builds
+# each package once); FUZZTIME=1m for longer. .ci/run runs it with 3s.
 FUZZTIME ?= 20s
 fuzz:
-	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
-	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$t/*_test.go | cut -d' ' -f2); do \
-	    echo "== $$t $$f"; $(GO) test $$t -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -82,6 +83,21 @@ verify-generate: generate
 # proxy into .k8scp/bin.
 k8s-controlplane:
 	hack/controlplane.sh build
+
+# The real-kubelet test (test/integration/kubelet) runs where we are root
+# (containerd and the kubelet need it); there `make test` requires it.
+KUBELET_REQUIRED := $(shell [ "$$(id -u)" = 0 ] && echo 1)
+
+# containerd, runc, CNI plugins and iptables from Debian (idempotent), the
+# kubelet built from the Go module proxy (about 60 s with warm caches) and
+# the halyard and pause images as archives, all into .kubelet/.
+kubelet:
+	@hack/kubelet.sh deps
+	@t0=$$(date +%s); hack/kubelet.sh build; echo "kubelet and images build: $$(( $$(date +%s) - t0 ))s"
+
+# In-place group recovery on a real kubelet; fails rather than skips here.
+test-kubelet: k8s-controlplane kubelet
+	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_KUBELET=1 $(GO) test -race -count=1 -timeout 20m -v ./test/integration/kubelet/...
 
 # Only the control-plane integration tests; they fail rather than skip here.
 test-k8s: k8s-controlplane

@@ -38,6 +38,11 @@ const (
 	AnnotationDomain = "serving.halyard.dev/domain"
 	// AnnotationVolcanoGroupName ties a pod to its Volcano PodGroup.
 	AnnotationVolcanoGroupName = "scheduling.k8s.io/group-name"
+	// AnnotationAgentPort, on a role's pod template, sets the port of the
+	// agent injected into the pods of that template (default the
+	// controller's --agent-port). Pods with hostNetwork that share a node
+	// need distinct ports.
+	AnnotationAgentPort = "serving.halyard.dev/agent-port"
 )
 
 // Agent wiring shared by the controller, which injects the agent, and the

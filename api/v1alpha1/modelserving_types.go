@@ -189,7 +189,34 @@ type RolloutSpec struct {
 	Partition *int32 `json:"partition,omitempty"`
 }
 
+// MaxPodsPerGroup and MaxPods bound the pods of one ModelServing: a group
+// holds, for each role, replicas × (1 + workers) pods; the ModelServing
+// holds spec.replicas groups. Without them the field maxima allow
+// 512 × 8 × 64 × 64, about 16.7 million pods. The CRD's CEL rules on
+// ModelServingSpec repeat these numbers (a test keeps them equal) and the
+// controller checks them again (the Valid condition).
+const (
+	MaxPodsPerGroup = 512
+	MaxPods         = 4096
+)
+
+// PodsPerGroup is the number of pods in one serving group: for each role,
+// its replicas (instances) times one leader plus its workers.
+func (s *ModelServingSpec) PodsPerGroup() int64 {
+	var n int64
+	for _, r := range s.Roles {
+		replicas := int64(r.Replicas)
+		if replicas == 0 {
+			replicas = 1 // the default
+		}
+		n += replicas * (1 + int64(r.Workers))
+	}
+	return n
+}
+
 // ModelServingSpec is the desired state of a ModelServing.
+// +kubebuilder:validation:XValidation:rule="self.roles.map(r, (has(r.replicas) ? r.replicas : 1) * (1 + (has(r.workers) ? r.workers : 0))).sum() <= 512",message="a group may have at most 512 pods: the sum over roles of replicas × (1 + workers) is above it"
+// +kubebuilder:validation:XValidation:rule="(has(self.replicas) ? self.replicas : 1) * self.roles.map(r, (has(r.replicas) ? r.replicas : 1) * (1 + (has(r.workers) ? r.workers : 0))).sum() <= 4096",message="a ModelServing may have at most 4096 pods: replicas × the pods of one group (the sum over roles of replicas × (1 + workers)) is above it"
 type ModelServingSpec struct {
 	// Model is what the engines serve.
 	Model ModelSpec `json:"model"`

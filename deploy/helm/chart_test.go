@@ -153,18 +153,65 @@ func TestControllerRBACMatchesMarkers(t *testing.T) {
 	}
 }
 
-// normalize flattens rules to sorted "group/resource verb" strings.
+// normalize flattens rules to sorted "group/resource verb [names]" strings.
 func normalize(rules []rbacv1.PolicyRule) []string {
 	var out []string
 	for _, r := range rules {
+		names := append([]string(nil), r.ResourceNames...)
+		sort.Strings(names)
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
-					out = append(out, g+"/"+res+" "+v)
+					out = append(out, g+"/"+res+" "+v+" "+strings.Join(names, ","))
 				}
 			}
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// chartClusterRole returns the chart's ClusterRole of that name.
+func chartClusterRole(t *testing.T, name string) *rbacv1.ClusterRole {
+	t.Helper()
+	for _, doc := range strings.Split(render(t, nil), "\n---\n") {
+		var cr rbacv1.ClusterRole
+		if err := yaml.Unmarshal([]byte(doc), &cr); err == nil && cr.Kind == "ClusterRole" && cr.Name == name {
+			return &cr
+		}
+	}
+	t.Fatalf("no %s ClusterRole in the chart", name)
+	return nil
+}
+
+// TestControllerRBACIsLeastPrivilege: the controller may write no Roles or
+// ClusterRoles, may bind and escalate nothing but the halyard-agent
+// ClusterRole, and may read or change RoleBindings only under the name
+// halyard-agent (creating one cannot be limited by name); the chart's
+// halyard-agent ClusterRole is config/rbac/agent_role.yaml.
+func TestControllerRBACIsLeastPrivilege(t *testing.T) {
+	for _, rule := range normalize(chartClusterRole(t, "halyard-controller").Rules) {
+		if !strings.HasPrefix(rule, "rbac.authorization.k8s.io/") {
+			continue
+		}
+		switch rule {
+		case "rbac.authorization.k8s.io/rolebindings create ",
+			"rbac.authorization.k8s.io/rolebindings get halyard-agent",
+			"rbac.authorization.k8s.io/rolebindings update halyard-agent",
+			"rbac.authorization.k8s.io/clusterroles bind halyard-agent":
+		default:
+			t.Errorf("the controller's ClusterRole grants %q", rule)
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "agent_role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want rbacv1.ClusterRole
+	if err := yaml.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(normalize(want.Rules), normalize(chartClusterRole(t, "halyard-agent").Rules)); diff != "" {
+		t.Errorf("chart halyard-agent ClusterRole differs from config/rbac/agent_role.yaml (-config +chart):\n%s", diff)
+	}
 }

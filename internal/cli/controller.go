@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -23,6 +24,7 @@ type controllerFlags struct {
 	namespace      string
 	agentImage     string
 	agentPort      int32
+	agentEnv       []string
 	inPlace        string
 	probeNamespace string
 	concurrency    int
@@ -50,6 +52,10 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 			if err != nil {
 				return err
 			}
+			agentEnv, err := envVars(f.agentEnv)
+			if err != nil {
+				return err
+			}
 			return controller.Run(cmd.Context(), controller.Options{
 				Config:                  cfg,
 				MetricsAddr:             f.metricsAddr,
@@ -59,6 +65,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 				Namespace:               f.namespace,
 				AgentImage:              f.agentImage,
 				AgentPort:               f.agentPort,
+				AgentEnv:                agentEnv,
 				InPlace:                 f.inPlace,
 				ProbeNamespace:          f.probeNamespace,
 				Concurrency:             f.concurrency,
@@ -77,6 +84,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.namespace, "namespace", "", "watch only this namespace; default all")
 	fl.StringVar(&f.agentImage, "agent-image", "ghcr.io/halyard-dev/halyard:"+Version, "image of the injected halyard agent container")
 	fl.Int32Var(&f.agentPort, "agent-port", 8099, "port of the agent's /startup and /healthz in each pod")
+	fl.StringArrayVar(&f.agentEnv, "agent-env", nil, "NAME=VALUE added to the agent's environment (repeatable), e.g. KUBERNETES_SERVICE_HOST where the service network does not reach the API server")
 	fl.StringVar(&f.inPlace, "in-place", controller.InPlaceAuto, "in-place group restart: auto (probe the API server), on or off")
 	fl.StringVar(&f.probeNamespace, "probe-namespace", "", "namespace of the in-place probe's dry-run pod; default --namespace or default")
 	fl.IntVar(&f.concurrency, "concurrency", 4, "ModelServings reconciled at once")
@@ -85,6 +93,19 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
+}
+
+// envVars parses NAME=VALUE pairs.
+func envVars(pairs []string) ([]corev1.EnvVar, error) {
+	var out []corev1.EnvVar
+	for _, p := range pairs {
+		name, value, ok := strings.Cut(p, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--agent-env %q: want NAME=VALUE", p)
+		}
+		out = append(out, corev1.EnvVar{Name: name, Value: value})
+	}
+	return out, nil
 }
 
 // restConfig loads the API server config from path, or the usual places.

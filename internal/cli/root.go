@@ -56,6 +56,7 @@ func NewRootCommand() *cobra.Command {
 		newBenchCommand(),
 		newControllerCommand(),
 		newAgentCommand(),
+		newFetchCommand(),
 	)
 	return root
 }

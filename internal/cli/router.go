@@ -22,6 +22,7 @@ import (
 type routerOptions struct {
 	configPath string
 	listen     string
+	admin      string
 	logLevel   string
 	logFormat  string
 	grace      time.Duration
@@ -70,7 +71,9 @@ func newRouterCommand() *cobra.Command {
 		Short: "Run the OpenAI-compatible router",
 		Long: `Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions,
 /v1/models) in front of the engines of the config file's endpoints block,
-with /health, /ready, /metrics and /debug/route. See docs/router.md.
+with /health and /ready; /metrics and /debug/route are on the admin listener
+(--admin-listen, 127.0.0.1 on the public port plus one by default). See
+docs/router.md.
 
 With --kubernetes the endpoints are the ready pods of ModelServings (pool
 "<namespace>/<name>"), and routes come from ModelRoute objects, followed live,
@@ -96,6 +99,9 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 			}
 			if o.listen != "" {
 				cfg.Router.Listen = o.listen
+			}
+			if o.admin != "" {
+				cfg.Router.AdminListen = o.admin
 			}
 			log, err := observability.NewLogger(os.Stderr, o.logLevel, o.logFormat)
 			if err != nil {
@@ -161,7 +167,20 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 					return err
 				}
 			}
-			log.Info("router serving", "addr", ln.Addr().String(), "config", o.configPath, "routes", len(cfg.Routes), "endpoints", len(cfg.Endpoints), "modelRoutes", fromKubernetes)
+			adminAddr := "off"
+			if a := cfg.Router.AdminAddress(); a != "" {
+				aln, err := net.Listen("tcp", a)
+				if err != nil {
+					return fmt.Errorf("admin listen: %w", err)
+				}
+				adminAddr = aln.Addr().String()
+				go func() {
+					if err := r.ServeAdmin(cmd.Context(), aln); err != nil {
+						log.Error("admin listener stopped", "error", err)
+					}
+				}()
+			}
+			log.Info("router serving", "addr", ln.Addr().String(), "admin_addr", adminAddr, "config", o.configPath, "routes", len(cfg.Routes), "endpoints", len(cfg.Endpoints), "modelRoutes", fromKubernetes)
 			err = r.Serve(cmd.Context(), ln, o.grace)
 			log.Info("router stopped")
 			return err
@@ -170,6 +189,7 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 	f := cmd.Flags()
 	f.StringVar(&o.configPath, "config", "", "configuration file (required)")
 	f.StringVar(&o.listen, "listen", "", "address to serve on (default: router.listen of the config)")
+	f.StringVar(&o.admin, "admin-listen", "", `admin listener (/metrics, /debug/route, pprof with router.debug.pprof): default router.adminListen, else 127.0.0.1 on the public port plus one; "off" for none`)
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.BoolVar(&o.check, "check", false, "load the config, build the profiles, report and exit without serving")

@@ -90,6 +90,9 @@ func bindSimFlags(f *pflag.FlagSet, sp *vllmapi.Spec) {
 	f.DurationVar(&sp.Faults.SpikeDuration.Duration, "fault-spike-duration", 0, "extra time of a latency spike")
 	f.IntVar(&sp.Faults.CrashAfterTokens, "fault-crash-after-tokens", 0, "drop the connection after this many tokens (0: never)")
 	f.Float64Var(&sp.Faults.CrashRate, "fault-crash-rate", 0, "fraction of requests that crash after --fault-crash-after-tokens (0: all)")
+	f.StringVar(&sp.ModelDir, "model-dir", "", "model directory (e.g. from halyard fetch): KV cache sized from its config.json with --gpu-memory-gib, tokenizer from its tokenizer.json")
+	f.Float64Var(&sp.GPUMemoryGiB, "gpu-memory-gib", 0, "with --model-dir: GPU memory of the simulated engine; KV blocks = (GiB × utilization − weights) / KV bytes per block")
+	f.Float64Var(&sp.GPUMemoryUtilization, "gpu-memory-utilization", 0.9, "with --model-dir: fraction of GPU memory the engine may use (vLLM's --gpu-memory-utilization)")
 	bindKVEventFlags(f, sp)
 }
 

@@ -15,6 +15,7 @@ import (
 type upOptions struct {
 	configPath   string
 	listen       string
+	admin        string
 	demo         bool
 	demoRequests int
 	logLevel     string
@@ -52,6 +53,9 @@ request, runs a short load and prints a report. Ctrl-C stops everything.`,
 			if o.listen != "" {
 				cfg.Router.Listen = o.listen
 			}
+			if o.admin != "" {
+				cfg.Router.AdminListen = o.admin
+			}
 			log, err := observability.NewLogger(os.Stderr, o.logLevel, o.logFormat)
 			if err != nil {
 				return err
@@ -75,6 +79,7 @@ request, runs a short load and prints a report. Ctrl-C stops everything.`,
 	f := cmd.Flags()
 	f.StringVar(&o.configPath, "config", "", "configuration file (default: one model on four simulated engines)")
 	f.StringVar(&o.listen, "listen", "", "router address (default: router.listen, 127.0.0.1:8080)")
+	f.StringVar(&o.admin, "admin-listen", "", `admin listener for /metrics and /debug/route (default: router.adminListen, else 127.0.0.1 on the router's port plus one, 8081); "off" for none`)
 	f.BoolVar(&o.demo, "demo", false, "send one request, run a short load and print a report, then keep serving")
 	f.IntVar(&o.demoRequests, "demo-requests", 300, "requests of the demo's load")
 	f.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")

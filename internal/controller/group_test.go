@@ -341,3 +341,64 @@ func TestValidateReservedName(t *testing.T) {
 		t.Errorf("validate() = %v, want the field path", err)
 	}
 }
+
+// TestValidatePodBound: the controller refuses what the CRD's CEL rules
+// refuse (for objects stored before them), naming the field and the count.
+func TestValidatePodBound(t *testing.T) {
+	tests := []struct {
+		name     string
+		replicas int32
+		role     servingv1.RoleSpec
+		want     string
+	}{
+		{"at both bounds", 8, servingv1.RoleSpec{Replicas: 8, Workers: 63}, ""},
+		{"a group too large", 1, servingv1.RoleSpec{Replicas: 9, Workers: 63}, "spec.roles: a group would have 576 pods, at most 512"},
+		{"too many groups", 9, servingv1.RoleSpec{Replicas: 8, Workers: 63}, "spec.replicas: 9 groups of 512 pods make 4608 pods, at most 4096"},
+		{"defaults count one pod", 512, servingv1.RoleSpec{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ms := testServing()
+			tt.role.Name, tt.role.Template = "r", ms.Spec.Roles[0].Template
+			ms.Spec.Roles = []servingv1.RoleSpec{tt.role}
+			ms.Spec.Replicas = &tt.replicas
+			err := validate(&ms.Spec)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("validate() = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("validate() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestBuildPodAgentPortAndEnv(t *testing.T) {
+	ms := testServing()
+	ms.Spec.Roles[0].Workers = 1
+	wt := ms.Spec.Roles[0].Template.DeepCopy()
+	wt.Annotations = map[string]string{servingv1.AnnotationAgentPort: "9123"}
+	ms.Spec.Roles[0].WorkerTemplate = wt
+	extra := corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: "127.0.0.1"}
+	agentPortOf := func(worker int32) (string, []corev1.EnvVar) {
+		pod, err := buildPod(podInput{ms: ms, member: member{role: "prefill", worker: worker}, agent: AgentOptions{Image: "a", Port: 8099, Env: []corev1.EnvVar{extra}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1]
+		return a.StartupProbe.HTTPGet.Port.String() + " " + strings.Join(a.Args, " "), a.Env
+	}
+	if got, env := agentPortOf(0); got != "8099 agent --port=8099" || env[len(env)-1] != extra {
+		t.Errorf("leader agent: %s, env %v", got, env)
+	}
+	if got, _ := agentPortOf(1); got != "9123 agent --port=9123" {
+		t.Errorf("worker agent (annotated template): %s", got)
+	}
+	wt.Annotations[servingv1.AnnotationAgentPort] = "99999"
+	if err := validate(&ms.Spec); err == nil || !strings.Contains(err.Error(), "spec.roles[0].workerTemplate: annotation serving.halyard.dev/agent-port") {
+		t.Errorf("validate() = %v, want the bad agent port named", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -53,6 +54,8 @@ type Options struct {
 	AgentImage string
 	// AgentPort is the agent's HTTP port in the pod.
 	AgentPort int32
+	// AgentEnv is added to the agent's environment (AgentOptions.Env).
+	AgentEnv []corev1.EnvVar
 	// InPlace is auto (probe), on or off.
 	InPlace string
 	// ProbeNamespace is where the in-place probe dry-runs its pod.
@@ -154,9 +157,12 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{o.Namespace: {}}
 	}
 	mgr, err := ctrl.NewManager(o.Config, ctrl.Options{
-		Scheme:                        scheme,
-		Logger:                        log,
-		Cache:                         cacheOpts,
+		Scheme: scheme,
+		Logger: log,
+		Cache:  cacheOpts,
+		// The agent's RoleBinding is read by name from the API server:
+		// caching RoleBindings would need list and watch on all of them.
+		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&rbacv1.RoleBinding{}}}},
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:        o.ProbeAddr,
 		LeaderElection:                o.LeaderElection,
@@ -196,7 +202,7 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 		Recorder:      mgr.GetEventRecorder("halyard-controller"),
 		Clock:         o.Clock,
 		Logger:        o.Logger,
-		Agent:         AgentOptions{Image: o.AgentImage, Port: o.AgentPort, InPlace: inPlace},
+		Agent:         AgentOptions{Image: o.AgentImage, Port: o.AgentPort, InPlace: inPlace, Env: o.AgentEnv},
 		InPlaceReason: reason,
 		Volcano:       volcano.Present,
 		Metrics:       metrics,

@@ -9,6 +9,8 @@ import (
 
 	configv1alpha1 "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 func TestCheckRoute(t *testing.T) {
@@ -54,12 +56,18 @@ func TestRoutePools(t *testing.T) {
 func FuzzCheckRoute(f *testing.F) {
 	f.Add([]byte(`{"model":"m","rules":[{"headers":[{"name":"x","value":"((","type":"RegularExpression"}]}],"targets":[{"pool":"a"}]}`))
 	f.Add([]byte(`{"model":"m","targets":[{"pool":"a","weight":3}],"endpoints":[{"url":"http://x","model":"m"}]}`))
+	for _, base := range []string{`{"model":"m","targets":[{"pool":"a","weight":`, `{"model":"m","rules":[{"headers":[{"name":"x","type":"RegularExpression","value":`, `{"model":`} {
+		for _, d := range fuzzseed.JSONDocuments(base) {
+			f.Add(d)
+		}
+	}
+	f.Add([]byte(`{"model":"m","rules":[{"headers":[{"name":"x","value":"` + strings.Repeat("(a*)*", 2000) + `","type":"RegularExpression"}]}],"targets":[{"pool":"a"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var s servingv1.ModelRouteSpec
 		if json.Unmarshal(b, &s) != nil {
 			return
 		}
-		if err := CheckRoute(&s); err != nil && !strings.HasPrefix(err.Error(), "spec.rules[") {
+		if err := CheckRoute(&s); err != nil && !strings.HasPrefix(err.Error(), "spec.") {
 			t.Errorf("error without a field path: %v", err)
 		}
 		_ = routePools(&s.RouteSpec)

@@ -62,7 +62,13 @@ type ModelServingReconciler struct {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=scheduling.volcano.sh,resources=podgroups,verbs=get;create;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update
+// The agent's RoleBinding: created in each namespace that has a
+// ModelServing (create cannot be limited by name), read and updated only
+// under its one name, bound only to the halyard-agent ClusterRole. No Role
+// writes and no list or watch of RBAC objects (see ensureAgentRBAC).
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;update,resourceNames=halyard-agent
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=halyard-agent
 
 // Reconcile implements reconcile.Reconciler.
 func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -560,9 +566,18 @@ func servicePorts(cs []corev1.Container) []corev1.ServicePort {
 }
 
 // Agent RBAC: the agent watches its own pod, so the pods' service accounts
-// may get, list and watch pods in their namespace.
+// may get, list and watch pods in their namespace. The permissions are the
+// ClusterRole halyard-agent, installed with the controller (config/rbac,
+// the Helm chart); the controller binds it per namespace with a RoleBinding
+// of the same name. It writes no Roles: with only `bind` on that one
+// ClusterRole, the API server's escalation check keeps it from binding any
+// role whose permissions it does not hold itself.
 const agentRBACName = "halyard-agent"
 
+// ensureAgentRBAC creates or extends the namespace's halyard-agent
+// RoleBinding. RoleBindings are not cached (the manager's client reads them
+// from the API server), so the controller needs get on that name only, not
+// list and watch on every RoleBinding in the cluster.
 func (r *ModelServingReconciler) ensureAgentRBAC(ctx context.Context, ms *servingv1.ModelServing) error {
 	sas := map[string]bool{}
 	for _, role := range ms.Spec.Roles {
@@ -572,24 +587,12 @@ func (r *ModelServingReconciler) ensureAgentRBAC(ctx context.Context, ms *servin
 		}
 	}
 	key := types.NamespacedName{Namespace: ms.Namespace, Name: agentRBACName}
-	var role rbacv1.Role
-	if err := r.Client.Get(ctx, key, &role); apierrors.IsNotFound(err) {
-		role = rbacv1.Role{
-			ObjectMeta: metav1.ObjectMeta{Name: agentRBACName, Namespace: ms.Namespace},
-			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}}},
-		}
-		if err := r.Client.Create(ctx, &role); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create agent role: %w", err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("get agent role: %w", err)
-	}
 	var rb rbacv1.RoleBinding
 	err := r.Client.Get(ctx, key, &rb)
 	if apierrors.IsNotFound(err) {
 		rb = rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: agentRBACName, Namespace: ms.Namespace},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: agentRBACName},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: agentRBACName},
 		}
 		addSubjects(&rb, ms.Namespace, sas)
 		if err := r.Client.Create(ctx, &rb); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -22,6 +22,10 @@ type AgentOptions struct {
 	// InPlace adds the RestartAllContainers rule; false where the cluster
 	// lacks the feature (the agent then only holds the barrier).
 	InPlace bool
+	// Env is added to the agent's environment, e.g. KUBERNETES_SERVICE_HOST
+	// and KUBERNETES_SERVICE_PORT where the service network does not reach
+	// the API server (a kubelet without kube-proxy).
+	Env []corev1.EnvVar
 }
 
 // podInput is everything buildPod needs.
@@ -120,7 +124,15 @@ func buildPod(in podInput) (*corev1.Pod, error) {
 	for i := range spec.Containers {
 		spec.Containers[i].Env = mergeEnv(spec.Containers[i].Env, env)
 	}
-	spec.InitContainers = append(spec.InitContainers, agentContainer(in.agent))
+	agent := in.agent
+	if v, ok := tmpl.Annotations[servingv1.AnnotationAgentPort]; ok {
+		port, err := agentPort(v)
+		if err != nil {
+			return nil, fmt.Errorf("annotation %s: %w", servingv1.AnnotationAgentPort, err)
+		}
+		agent.Port = port
+	}
+	spec.InitContainers = append(spec.InitContainers, agentContainer(agent))
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -165,10 +177,10 @@ func agentContainer(o AgentOptions) corev1.Container {
 		Image:         o.Image,
 		Args:          []string{"agent", "--port=" + strconv.Itoa(int(port))},
 		RestartPolicy: &always,
-		Env: []corev1.EnvVar{
+		Env: append([]corev1.EnvVar{
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-		},
+		}, o.Env...),
 		StartupProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: "/startup", Port: intstr.FromInt32(port),

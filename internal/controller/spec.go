@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"time"
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
@@ -66,7 +67,28 @@ func resolve(s *servingv1.ModelServingSpec) settings {
 // validate checks what the CRD schema cannot; its error becomes the Valid
 // condition's message.
 func validate(s *servingv1.ModelServingSpec) error {
+	// The CRD's CEL rules bound the pod count too; objects stored before
+	// those rules (or written with validation ratcheting) meet them here.
+	perGroup := s.PodsPerGroup()
+	if perGroup > servingv1.MaxPodsPerGroup {
+		return fmt.Errorf("spec.roles: a group would have %d pods, at most %d are allowed (the sum over roles of replicas × (1 + workers))", perGroup, servingv1.MaxPodsPerGroup)
+	}
+	groups := int64(1)
+	if s.Replicas != nil {
+		groups = int64(*s.Replicas)
+	}
+	if total := groups * perGroup; total > servingv1.MaxPods {
+		return fmt.Errorf("spec.replicas: %d groups of %d pods make %d pods, at most %d are allowed", groups, perGroup, total, servingv1.MaxPods)
+	}
 	for i, r := range s.Roles {
+		if err := checkAgentPort(fmt.Sprintf("spec.roles[%d].template", i), r.Template.Annotations); err != nil {
+			return err
+		}
+		if r.WorkerTemplate != nil {
+			if err := checkAgentPort(fmt.Sprintf("spec.roles[%d].workerTemplate", i), r.WorkerTemplate.Annotations); err != nil {
+				return err
+			}
+		}
 		for _, t := range []struct {
 			path string
 			ok   bool
@@ -88,6 +110,27 @@ func validate(s *servingv1.ModelServingSpec) error {
 		}
 	}
 	return nil
+}
+
+// checkAgentPort checks a template's agent port annotation, if any.
+func checkAgentPort(path string, ann map[string]string) error {
+	v, ok := ann[servingv1.AnnotationAgentPort]
+	if !ok {
+		return nil
+	}
+	if _, err := agentPort(v); err != nil {
+		return fmt.Errorf("%s: annotation %s: %w", path, servingv1.AnnotationAgentPort, err)
+	}
+	return nil
+}
+
+// agentPort parses the agent port annotation.
+func agentPort(v string) (int32, error) {
+	p, err := strconv.ParseInt(v, 10, 32)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("%q is not a port number", v)
+	}
+	return int32(p), nil
 }
 
 // revisionInput is everything that shapes a pod; its hash is the revision.

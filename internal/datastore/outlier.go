@@ -32,6 +32,14 @@ func (e *Endpoint) ObserveStatus(p OutlierPolicy, status int, now time.Time) boo
 	return true
 }
 
+// ObserveGatewayFailure records, at now, an attempt that got no usable answer (a
+// gateway failure, as Envoy's consecutive_gateway_failure: a connection
+// refused or reset, headers then a close, a timeout, a short body). It
+// counts as a 5xx does and reports whether it ejected the endpoint.
+func (e *Endpoint) ObserveGatewayFailure(p OutlierPolicy, now time.Time) bool {
+	return e.ObserveStatus(p, 599, now)
+}
+
 // Ejected reports whether the endpoint is ejected at now.
 func (e *Endpoint) Ejected(now time.Time) bool {
 	u := e.ejectedUntil.Load()

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -97,6 +98,11 @@ func FuzzParse(f *testing.F) {
 	for _, p := range files {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)
+		}
+	}
+	for _, metric := range []string{"vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "vllm:cache_config_info", "sglang:token_usage"} {
+		for _, l := range fuzzseed.PrometheusText(metric) {
+			f.Add(l)
 		}
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 // readHex parses a testdata/*.hex golden file (see testdata/README.md). It
@@ -286,6 +288,12 @@ func FuzzDecodeBatch(f *testing.F) {
 		f.Add(readHex(f, name))
 	}
 	f.Add([]byte{0x92, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0x90})
+	for _, v := range fuzzseed.MsgpackValues() {
+		f.Add(v)
+		// As the batch's events and as one event's fields.
+		f.Add(append([]byte{0x92, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0}, v...))
+		f.Add(append([]byte{0x92, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0x91, 0x92, 0xab, 'B', 'l', 'o', 'c', 'k', 'S', 't', 'o', 'r', 'e', 'd'}, v...))
+	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		b, err := DecodeBatch(payload)
 		if err != nil {

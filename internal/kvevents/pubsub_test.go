@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 	"github.com/halyard-dev/halyard/internal/simclock"
 )
 
@@ -565,6 +566,10 @@ func TestStreamIDChangeIsARestart(t *testing.T) {
 
 func FuzzSubscriberHandle(f *testing.F) {
 	f.Add([]byte("kv@"), []byte{0, 0, 0, 0, 0, 0, 0, 1}, []byte{0x92, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0x90}, uint8(3))
+	for _, v := range fuzzseed.MsgpackValues() {
+		f.Add([]byte("kv@\xff@\x00"), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, v, uint8(3))
+		f.Add([]byte("kv@"), []byte{0, 1}, v, uint8(3)) // a short sequence number
+	}
 	f.Fuzz(func(t *testing.T, topic, seq, payload []byte, n uint8) {
 		s, err := NewSubscriber(SubscriberConfig{Name: "e0", Endpoint: "tcp://127.0.0.1:1", Consumer: nopConsumer{}, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {

@@ -176,6 +176,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	decisionHeadersOn(cfg)
 	r, err := router.New(router.Options{
 		Config: cfg, Registry: o.Registry, PresetProfiles: o.PresetProfiles, Logger: log,
 		Source: &discovery.Static{Endpoints: specs}, TracerProvider: o.TracerProvider,
@@ -190,9 +191,23 @@ func Run(ctx context.Context, o Options) error {
 	url := "http://" + ln.Addr().String()
 	rctx, stopRouter := context.WithCancel(ctx)
 	defer stopRouter()
+	adminURL := ""
+	if a := cfg.Router.AdminAddress(); a != "" {
+		aln, err := net.Listen("tcp", a)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("router admin listen: %w", err)
+		}
+		adminURL = "http://" + aln.Addr().String()
+		go func() {
+			if err := r.ServeAdmin(rctx, aln); err != nil {
+				log.Warn("admin listener stopped", "error", err)
+			}
+		}()
+	}
 	served := make(chan error, 1)
 	go func() { served <- r.Serve(rctx, ln, 5*time.Second) }()
-	log.Info("router serving", "addr", ln.Addr().String(), "engines", len(instances))
+	log.Info("router serving", "addr", ln.Addr().String(), "admin_addr", adminURL, "engines", len(instances))
 
 	if stopped, err := waitReady(ctx, out, r, o.ReadyTimeout, served); err != nil {
 		stopRouter()
@@ -210,7 +225,14 @@ func Run(ctx context.Context, o Options) error {
 	model := cfg.Routes[0].Model
 	fmt.Fprintf(out, "Halyard is up: router on %s, %d simulated engine(s), models: %s\n", url, len(instances), strings.Join(publicModels(cfg), ", "))
 	fmt.Fprintf(out, "Try:\n  curl -s %s/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":32}'\n", url, model)
-	fmt.Fprintf(out, "Metrics: %s/metrics   Explain a decision: add -H 'x-halyard-explain: 1' and -i   Stop: Ctrl-C\n", url)
+	if adminURL != "" {
+		fmt.Fprintf(out, "Admin: %s (metrics: %s/metrics, decisions: %s/debug/route?model=%s&prompt=hi)\n", adminURL, adminURL, adminURL, model)
+	}
+	explain := ""
+	if cfg.Router.Debug.ExplainEnabled() {
+		explain = "Explain a decision: add -H 'x-halyard-explain: 1' and -i   "
+	}
+	fmt.Fprintf(out, "%sStop: Ctrl-C\n", explain)
 
 	if o.Demo {
 		n := o.DemoRequests
@@ -232,6 +254,19 @@ func Run(ctx context.Context, o Options) error {
 	case serveErr = <-served:
 	}
 	return serveErr
+}
+
+// decisionHeadersOn turns on, unless the config set them, the decision
+// headers (X-Halyard-Endpoint, and x-halyard-explain answered): local mode
+// is for looking at decisions, on one's own machine.
+func decisionHeadersOn(cfg *config.Config) {
+	on := true
+	if cfg.Router.Debug.Explain == nil {
+		cfg.Router.Debug.Explain = &on
+	}
+	if cfg.Router.Debug.EndpointHeader == nil {
+		cfg.Router.Debug.EndpointHeader = &on
+	}
 }
 
 func publicModels(cfg *config.Config) []string {

@@ -216,7 +216,7 @@ routes: [{model: m, targets: [{pool: m}]}]
 	}
 	// Interrupt once some requests have completed, so that the engines
 	// have counted prompt tokens the report must show.
-	metricsURL := routerURL(t, out.String()) + "/metrics"
+	metricsURL := adminURL(t, out.String()) + "/metrics"
 	for !servedSome(metricsURL) {
 		select {
 		case err := <-done:
@@ -262,6 +262,18 @@ func routerURL(t *testing.T, out string) string {
 		t.Fatalf("no router address in:\n%s", out)
 	}
 	url, _, _ := strings.Cut(out[i+len(marker):], ",")
+	return url
+}
+
+// adminURL is the router's admin base URL from Run's "Admin: " line.
+func adminURL(t *testing.T, out string) string {
+	t.Helper()
+	const marker = "Admin: "
+	i := strings.Index(out, marker)
+	if i < 0 {
+		t.Fatalf("no admin address in:\n%s", out)
+	}
+	url, _, _ := strings.Cut(out[i+len(marker):], " ")
 	return url
 }
 

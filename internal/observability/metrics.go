@@ -18,6 +18,12 @@ const (
 	CauseClientGone      = "client_canceled"
 	CauseRequestTimeout  = "request_timeout"
 	CauseShutdown        = "shutdown"
+	// CauseOverloaded: the router's buffer budget could not hold the
+	// request's body or the engine's answer (503 with Retry-After).
+	CauseOverloaded = "overloaded"
+	// CauseClientStalled: the client read nothing of its answer for
+	// router.limits.writeStall; the engine request was cancelled.
+	CauseClientStalled = "client_stalled"
 )
 
 // RouterMetrics are the router's own metrics. Names and labels are
@@ -37,7 +43,7 @@ type RouterMetrics struct {
 	PrefixPredicted *prometheus.HistogramVec // model
 	Tokens          *prometheus.CounterVec   // model, kind
 	RouteTargets    *prometheus.CounterVec   // model, pool, fallback
-	Ejections       *prometheus.CounterVec   // endpoint
+	Ejections       *prometheus.CounterVec   // endpoint, reason
 }
 
 // latencyBuckets span 1 ms to 2 min.
@@ -107,8 +113,8 @@ func NewRouterMetrics() *RouterMetrics {
 		}, []string{"model", "pool", "fallback"}),
 		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "halyard_router_outlier_ejections_total",
-			Help: "Times an endpoint was taken out of rotation for router.health.outlier.ejectionTime after consecutive 5xx answers, by endpoint.",
-		}, []string{"endpoint"}),
+			Help: "Times an endpoint was taken out of rotation for router.health.outlier.ejectionTime after consecutive failures (5xx answers or gateway failures), by endpoint and the failure that ejected it: 5xx, connect, reset, timeout, truncated.",
+		}, []string{"endpoint", "reason"}),
 	}
 	reg.MustRegister(m.Collectors()...)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -14,18 +14,23 @@ const (
 	TypeServer         = "server_error"
 	TypeUnavailable    = "service_unavailable_error"
 
-	CodeModelNotFound   = "model_not_found"
-	CodeTooLarge        = "request_too_large"
-	CodeInvalidJSON     = "invalid_json"
-	CodeInvalidType     = "invalid_type"
-	CodeMissing         = "missing_required_parameter"
-	CodeInvalidValue    = "invalid_value"
-	CodeNoEndpoint      = "no_endpoint_available"
-	CodeUpstream        = "upstream_error"
-	CodeMethodNotFound  = "method_not_allowed"
-	CodeUpstreamTimeout = "upstream_timeout"
-	CodeRequestTimeout  = "request_timeout"
-	CodeShuttingDown    = "shutting_down"
+	CodeModelNotFound = "model_not_found"
+	CodeTooLarge      = "request_too_large"
+	CodeInvalidJSON   = "invalid_json"
+	CodeInvalidType   = "invalid_type"
+	CodeMissing       = "missing_required_parameter"
+	CodeInvalidValue  = "invalid_value"
+	CodeNoEndpoint    = "no_endpoint_available"
+	CodeUpstream      = "upstream_error"
+	// CodeUpstreamUnavailable: no engine could be reached or none answered
+	// usably; the details are in the router's log, not in the answer.
+	CodeUpstreamUnavailable = "upstream_unavailable"
+	CodeDuplicateKey        = "duplicate_key"
+	CodeOverloaded          = "overloaded"
+	CodeMethodNotFound      = "method_not_allowed"
+	CodeUpstreamTimeout     = "upstream_timeout"
+	CodeRequestTimeout      = "request_timeout"
+	CodeShuttingDown        = "shutting_down"
 )
 
 // Error is an OpenAI-shaped API error with its HTTP status.
@@ -115,6 +120,18 @@ func TooLarge(limit int64) *Error {
 // Unavailable returns a 503 for when no endpoint can serve.
 func Unavailable(msg string) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeNoEndpoint, Message: msg}
+}
+
+// Overloaded returns a 503 for a router that cannot take the request now
+// (the caller sets Retry-After).
+func Overloaded(msg string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeOverloaded, Message: msg}
+}
+
+// UpstreamUnavailable returns a 502 for engines that could not be reached
+// or gave no usable answer. msg must not carry addresses or Go error text.
+func UpstreamUnavailable(msg string) *Error {
+	return &Error{Status: http.StatusBadGateway, Type: TypeServer, Code: CodeUpstreamUnavailable, Message: msg}
 }
 
 // BadGateway returns a 502 for an engine failure the router could not hide.

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 // FuzzParse checks that no body makes Parse panic, that an accepted body is
@@ -22,6 +24,13 @@ func FuzzParse(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(uint8(1), []byte(s))
 		f.Add(uint8(2), []byte(s))
+	}
+	// Hostile values in the places the router reads.
+	for _, base := range []string{`{"model":"m","prompt":`, `{"model":"m","messages":`, `{"model":`, `{"model":"m","stream":true,"max_tokens":`, `{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":`} {
+		for _, d := range fuzzseed.JSONDocuments(base) {
+			f.Add(uint8(1), d)
+			f.Add(uint8(2), d)
+		}
 	}
 	f.Fuzz(func(t *testing.T, kind uint8, body []byte) {
 		k := KindChat

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 func TestMessages(t *testing.T) {
@@ -48,6 +50,11 @@ func FuzzMessages(f *testing.F) {
 	f.Add(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	f.Add(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}`)
 	f.Add(`{"model":"m","messages":[{"role":"user","content":[1,{"type":"text"}]}]}`)
+	for _, base := range []string{`{"model":"m","messages":`, `{"model":"m","messages":[{"role":"user","content":`, `{"model":"m","messages":[{"content":"x","role":`} {
+		for _, d := range fuzzseed.JSONDocuments(base) {
+			f.Add(string(d))
+		}
+	}
 	f.Fuzz(func(t *testing.T, body string) {
 		r, perr := Parse(KindChat, []byte(body))
 		if perr != nil {

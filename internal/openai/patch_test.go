@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 func TestPatchApply(t *testing.T) {
@@ -96,6 +98,10 @@ func TestTopLevel(t *testing.T) {
 func FuzzPatch(f *testing.F) {
 	for _, s := range []string{`{"model":"m","stream":true,"stream_options":{}}`, `{}`, ` {"a" :1 } `, `{"a":[1,{"b":"}"}]}`, `[]`} {
 		f.Add([]byte(s), "stream", "stream_options")
+	}
+	for _, d := range fuzzseed.JSONDocuments(`{"model":"m","stream":`) {
+		f.Add(d, "stream", "stream_options")
+		f.Add(d, "model", "\xed\xa0\x80")
 	}
 	f.Fuzz(func(t *testing.T, doc []byte, setKey, delKey string) {
 		if !utf8.ValidString(setKey) {

@@ -70,7 +70,15 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 		seenPrompt        bool
 		maxTokens, maxCmp = -1, -1
 	)
+	var keys dupKeys
 	err := topFields(body, func(f field) bool {
+		if keys.seen(f.key) {
+			// The engine may read the other value than the router
+			// routed on (Python's json keeps the last, others the first).
+			k := string(f.key)
+			perr = BadRequest(k, CodeDuplicateKey, "The key \""+k+"\" appears more than once at the top level of the request body.")
+			return false
+		}
 		v := body[f.start:f.end]
 		switch string(f.key) {
 		case "model":
@@ -142,6 +150,39 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 		r.MaxTokens = maxTokens
 	}
 	return r, nil
+}
+
+// dupKeys finds a repeated top-level key: by comparison while there are few
+// (the usual body has under ten), then with a set.
+type dupKeys struct {
+	few  [16][]byte
+	n    int
+	many map[string]struct{}
+}
+
+// seen records k and reports whether it was recorded before.
+func (d *dupKeys) seen(k []byte) bool {
+	if d.many == nil {
+		for _, s := range d.few[:d.n] {
+			if string(s) == string(k) {
+				return true
+			}
+		}
+		if d.n < len(d.few) {
+			d.few[d.n] = k
+			d.n++
+			return false
+		}
+		d.many = make(map[string]struct{}, 2*len(d.few))
+		for _, s := range d.few {
+			d.many[string(s)] = struct{}{}
+		}
+	}
+	if _, ok := d.many[string(k)]; ok {
+		return true
+	}
+	d.many[string(k)] = struct{}{}
+	return false
 }
 
 // MaxNesting is the deepest nesting of objects and arrays a body may have:

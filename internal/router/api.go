@@ -20,10 +20,18 @@ type modelCard struct {
 	OwnedBy string `json:"owned_by"`
 }
 
-// serveModels lists the routes' public models.
-func (r *Router) serveModels(w http.ResponseWriter, _ *http.Request) {
+// serveModels lists the routes' public models (those the caller's tenant
+// may use when admission is on).
+func (r *Router) serveModels(w http.ResponseWriter, hr *http.Request) {
+	tenant, ok := r.authenticate(w, hr)
+	if !ok {
+		return
+	}
 	out := modelList{Object: "list", Data: []modelCard{}}
 	for _, m := range r.routes().table.Models() {
+		if tenant != nil && !tenant.Allows(m) {
+			continue
+		}
 		out.Data = append(out.Data, modelCard{ID: m, Object: "model", OwnedBy: "halyard"})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -100,16 +108,10 @@ var allowedMethods = map[string]string{
 	"/v1/models":           http.MethodGet,
 	"/health":              http.MethodGet,
 	"/ready":               http.MethodGet,
-	"/metrics":             http.MethodGet,
-	"/debug/route":         http.MethodGet + ", " + http.MethodPost,
 }
 
 func (r *Router) serveMethodNotAllowed(w http.ResponseWriter, hr *http.Request) {
 	allow := allowedMethods[hr.URL.Path]
-	if hr.URL.Path == "/debug/route" && !r.cfg.Debug.ExplainEnabled() {
-		r.serveNotFound(w, hr)
-		return
-	}
 	w.Header().Set("Allow", allow)
 	e := &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Code: openai.CodeMethodNotFound,
 		Message: "Method " + hr.Method + " is not allowed on " + hr.URL.Path + "; use " + allow + "."}

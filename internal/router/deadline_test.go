@@ -33,8 +33,15 @@ func TestWatchdog(t *testing.T) {
 			wd.arm(time.Millisecond, errIdleTimeout)
 		}, errIdleTimeout},
 		{"re-armed after firing was due uses the new deadline", func(wd *watchdog) {
-			wd.arm(time.Millisecond, errFirstByteTimeout)
-			wd.arm(2*time.Millisecond, errIdleTimeout)
+			// The first deadline has passed but its timer (an hour
+			// away) has not fired: re-arming replaces it. Setting the
+			// deadline by hand keeps the first cause from firing
+			// between the two arms on a slow machine.
+			wd.arm(long, errFirstByteTimeout)
+			wd.mu.Lock()
+			wd.deadline = time.Now().Add(-time.Millisecond)
+			wd.mu.Unlock()
+			wd.arm(time.Millisecond, errIdleTimeout)
 		}, errIdleTimeout},
 		{"re-armed after stop fires again", func(wd *watchdog) {
 			wd.arm(long, errFirstByteTimeout)

@@ -14,8 +14,8 @@ import (
 )
 
 // setResponseHeaders sets X-Halyard-Endpoint (the endpoint that served,
-// unless router.debug.endpointHeader is off) and, when the client asked for
-// it, a compact explanation:
+// when router.debug.endpointHeader is on) and, when the client asked for it
+// and router.debug.explain is on, a compact explanation:
 //
 //	route=llama>stable; profile=default; picked=e1; attempt=1; e0=1.50(prefix-cache:0.50 queue-depth:1.00); e2=filtered(health)
 func (r *Router) setResponseHeaders(h http.Header, c *call, d *decision, attempt int) {
@@ -168,12 +168,8 @@ type RouteExplanation struct {
 
 // serveDebugRoute explains where a request would go without sending it. POST
 // takes a chat or completion body (chat if it has "messages"; ?kind= forces
-// one); GET takes ?model=&prompt=.
+// one); GET takes ?model=&prompt=. It is served on the admin listener only.
 func (r *Router) serveDebugRoute(w http.ResponseWriter, hr *http.Request) {
-	if !r.cfg.Debug.ExplainEnabled() {
-		r.serveNotFound(w, hr)
-		return
-	}
 	kind := openai.KindCompletion
 	if hr.Method == http.MethodGet {
 		q := hr.URL.Query()

@@ -13,6 +13,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
@@ -36,6 +37,13 @@ type call struct {
 	tokenizedFor string
 	// span is the request's trace span; nil when tracing is off.
 	span trace.Span
+	// ticket is the admission ticket (nil when admission is off), settled
+	// from usage, or chunks relayed when a stream reported no usage;
+	// answered is set once an engine answered.
+	ticket   *admission.Ticket
+	usage    admission.Usage
+	chunks   int
+	answered bool
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -54,6 +62,10 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		start := time.Now()
 		defer func() { r.logAccess(hr, sr.status, start, span) }()
 	}
+	tenant, ok := r.authenticate(w, hr)
+	if !ok {
+		return
+	}
 	c, aerr, cause := r.prepare(w, hr, kind)
 	if aerr != nil {
 		model := ""
@@ -66,6 +78,12 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 	c.span = span
 	if span != nil {
 		span.SetAttributes(attrModel.String(c.route.Model), attrRequestID.String(c.req.ID))
+	}
+	if !r.admit(w, hr, c, tenant) {
+		return
+	}
+	if c.ticket != nil {
+		defer r.settle(c)
 	}
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
@@ -260,7 +278,7 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.PromptTokens = len(o.PromptTokenIDs)
 	} else {
 		req.Prompt.Text = o.PromptText
-		req.PromptTokens = tokenizer.Pseudo{}.Count(string(o.PromptText))
+		req.PromptTokens = tokenizer.Pseudo{}.CountBytes(o.PromptText)
 	}
 	return req
 }
@@ -272,7 +290,8 @@ func init() {
 	for _, h := range []string{"Accept", "Accept-Encoding", "Authorization", "Content-Length", "Content-Type",
 		"Connection", "User-Agent", "X-Request-Id", "X-Session-Id", HeaderExplain, "X-Stainless-Lang",
 		"X-Stainless-Package-Version", "X-Stainless-Os", "X-Stainless-Arch", "X-Stainless-Runtime",
-		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project"} {
+		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout", "Openai-Organization", "Openai-Project",
+		"X-Halyard-Slo-Ttft-Ms", "X-Halyard-Slo-Tpot-Ms"} {
 		commonHeaders[h] = strings.ToLower(h)
 	}
 }

@@ -113,6 +113,7 @@ type harness struct {
 	t       testing.TB
 	r       *Router
 	srv     *httptest.Server
+	admin   *httptest.Server // the admin listener
 	engines map[string]*fakeEngine
 }
 
@@ -142,6 +143,7 @@ func newHarnessWith(t testing.TB, doc string, engineModels map[string]string, be
 	if err != nil {
 		t.Fatal(err)
 	}
+	decisionHeadersOn(cfg)
 	r, err := New(Options{Config: cfg, Registry: testRegistry(t), DefaultProfile: &testDefaultProfile, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +153,18 @@ func newHarnessWith(t testing.TB, doc string, engineModels map[string]string, be
 	r.collector.ScrapeOnce(context.Background())
 	h.srv = httptest.NewServer(r.Handler())
 	t.Cleanup(h.srv.Close)
+	h.admin = httptest.NewServer(r.AdminHandler())
+	t.Cleanup(h.admin.Close)
 	return h
+}
+
+// url is where path is served: the admin listener for /metrics and
+// /debug/, else the public one.
+func (h *harness) url(path string) string {
+	if h.admin != nil && (strings.HasPrefix(path, "/metrics") || strings.HasPrefix(path, "/debug/")) {
+		return h.admin.URL + path
+	}
+	return h.srv.URL + path
 }
 
 func newFakeEngineTB(t testing.TB, name, model string) *fakeEngine {
@@ -163,7 +176,7 @@ func newFakeEngineTB(t testing.TB, name, model string) *fakeEngine {
 
 func (h *harness) post(path string, body string, headers ...string) (*http.Response, []byte) {
 	h.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, h.srv.URL+path, strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, h.url(path), strings.NewReader(body))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -185,7 +198,7 @@ func (h *harness) post(path string, body string, headers ...string) (*http.Respo
 
 func (h *harness) get(path string) (*http.Response, []byte) {
 	h.t.Helper()
-	resp, err := http.Get(h.srv.URL + path)
+	resp, err := http.Get(h.url(path))
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestOutlierEjection(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, b)
 		}
 	}
-	if v := metricValue(t, h, `halyard_router_outlier_ejections_total{endpoint="e0"}`); v != 1 {
+	if v := metricValue(t, h, `halyard_router_outlier_ejections_total{endpoint="e0",reason="5xx"}`); v != 1 {
 		t.Errorf("ejections of e0 = %v, want 1", v)
 	}
 	for i := range 30 {
@@ -58,7 +58,7 @@ func TestOutlierEjectionNeverEmptiesAPool(t *testing.T) {
 	if resp, b := h.post("/v1/chat/completions", chatBody); resp.StatusCode != http.StatusOK {
 		t.Fatalf("with every endpoint ejected: %d %s, want the request served", resp.StatusCode, b)
 	}
-	if v := metricValue(t, h, `halyard_router_outlier_ejections_total{endpoint="e0"}`) + metricValue(t, h, `halyard_router_outlier_ejections_total{endpoint="e1"}`); v < 2 {
+	if v := metricValue(t, h, `halyard_router_outlier_ejections_total{endpoint="e0",reason="5xx"}`) + metricValue(t, h, `halyard_router_outlier_ejections_total{endpoint="e1",reason="5xx"}`); v < 2 {
 		t.Errorf("ejections = %v, want both endpoints ejected", v)
 	}
 }

@@ -146,6 +146,7 @@ func newPDHarness(t testing.TB, pdBlock string, names ...string) *pdHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	decisionHeadersOn(cfg)
 	reg := &framework.Registry{}
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
@@ -157,7 +158,7 @@ func newPDHarness(t testing.TB, pdBlock string, names ...string) *pdHarness {
 	h.r = r
 	r.store.Sync(discovery.Specs(cfg.Endpoints))
 	r.collector.ScrapeOnce(context.Background())
-	h.srv = httptest.NewServer(r.Handler())
+	h.srv = httptest.NewServer(publicAndAdmin(r))
 	t.Cleanup(h.srv.Close)
 	return h
 }

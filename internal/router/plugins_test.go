@@ -37,6 +37,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
+	decisionHeadersOn(cfg)
 	reg := &framework.Registry{}
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
@@ -48,7 +49,7 @@ routes:
 	}
 	r.store.Sync(discovery.Specs(cfg.Endpoints))
 	r.collector.ScrapeOnce(context.Background())
-	srv := httptest.NewServer(r.Handler())
+	srv := httptest.NewServer(publicAndAdmin(r))
 	defer srv.Close()
 	h := &harness{t: t, r: r, srv: srv, engines: engines}
 

@@ -52,6 +52,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
+	decisionHeadersOn(cfg)
 	reg := &framework.Registry{}
 	if err := plugins.RegisterAll(reg); err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ routes:
 	r.store.Sync(specs)
 	r.prefix.sync(specs, nil)
 	r.collector.ScrapeOnce(context.Background())
-	srv := httptest.NewServer(r.Handler())
+	srv := httptest.NewServer(publicAndAdmin(r))
 	t.Cleanup(srv.Close)
 	waitUntil(t, "e0 precise", func() bool {
 		r.prefix.tracker.Evaluate(time.Now())

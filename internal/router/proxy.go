@@ -15,6 +15,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/observability"
 	"github.com/halyard-dev/halyard/internal/openai"
@@ -209,6 +210,9 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, &upstreamError{endpoint: md.Name, reason: "connect", cause: observability.CauseUpstreamConnect, err: err}
 	}
 	copyHeaders(up.Header, hr.Header)
+	if r.authOn {
+		up.Header.Del("Authorization") // the caller's credential stays here
+	}
 	up.Header.Set(HeaderRequestID, c.req.ID)
 	if span != nil {
 		injectTrace(actx, up.Header)
@@ -263,6 +267,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	}
 	defer resp.Body.Close()
 	spanStatus = resp.StatusCode
+	c.answered = true
 	r.observeStatus(ep, resp.StatusCode)
 	if resp.StatusCode >= 500 {
 		wd.arm(tm.StreamIdle.Duration, errIdleTimeout)
@@ -403,6 +408,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 	rc := http.NewResponseController(w)
 	var sc streamScanner
 	sc.usage = c.body.IncludeUsage
+	defer func() { c.chunks += sc.chunks }()
 	accounted := false
 	accountUsage := func() {
 		if u, ok := sc.result(); ok && !accounted {
@@ -427,6 +433,9 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
 				c.traceFirstToken(now)
+				if d.pd == nil {
+					c.profile.FirstToken(ctx, c.req, d.endpoint)
+				}
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -498,6 +507,7 @@ func readSome(body io.Reader, buf []byte) (int, error) {
 
 func (r *Router) account(c *call, out *framework.Outcome, u openai.Usage) {
 	out.PromptTokens, out.CompletionTokens, out.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens()
+	c.usage = admission.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, CachedTokens: u.CachedTokens(), Known: true}
 	m := c.route.Model
 	r.metrics.Tokens.WithLabelValues(m, "prompt").Add(float64(u.PromptTokens))
 	r.metrics.Tokens.WithLabelValues(m, "completion").Add(float64(u.CompletionTokens))
@@ -554,6 +564,9 @@ type streamScanner struct {
 	u     openai.Usage
 	found bool
 	done  bool // "data: [DONE]" was seen
+	// chunks counts data events before [DONE]: about one token each, what
+	// a stream that reported no usage is charged.
+	chunks int
 }
 
 var (
@@ -599,6 +612,7 @@ func (s *streamScanner) scanLine(line []byte) {
 		s.done = true
 		return
 	}
+	s.chunks++
 	if !s.usage {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path"
 	"slices"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/enginemetrics"
@@ -85,6 +87,7 @@ type Router struct {
 	engines   *h1.Client
 	upstream  *upstream
 	mux       *http.ServeMux
+	admin     *http.ServeMux // the admin listener's: metrics, debug, console
 	health    datastore.HealthPolicy
 	outlier   datastore.OutlierPolicy
 	now       func() time.Time
@@ -124,6 +127,10 @@ type Router struct {
 
 	// tracer is nil when tracing is off.
 	tracer trace.Tracer
+	// admission authenticates, budgets and queues requests (nil: off);
+	// authOn is set when the config has an auth block.
+	admission *admission.Admission
+	authOn    bool
 }
 
 // New builds a router: the route table, the profiles and their plugins, the
@@ -246,6 +253,9 @@ func New(opts Options) (*Router, error) {
 		Fallback:               r.transport,
 	}
 	r.upstream = newUpstream(r.engines)
+	if err := r.newAdmission(cfg, opts); err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
 
 	scrapeClient := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second}}
 	scraper := opts.Scraper
@@ -279,22 +289,65 @@ func New(opts Options) (*Router, error) {
 	r.mux.HandleFunc("GET /v1/models", r.serveModels)
 	r.mux.HandleFunc("GET /health", r.serveHealth)
 	r.mux.HandleFunc("GET /ready", r.serveReady)
-	r.mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
-	r.mux.HandleFunc("POST /debug/route", r.serveDebugRoute)
-	r.mux.HandleFunc("GET /debug/route", r.serveDebugRoute)
 	for p := range allowedMethods {
 		r.mux.HandleFunc(p, r.serveMethodNotAllowed)
 	}
 	r.mux.HandleFunc("/", r.serveNotFound)
+
+	r.admin = http.NewServeMux()
+	r.admin.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
+	r.admin.HandleFunc("POST /debug/route", r.serveDebugRoute)
+	r.admin.HandleFunc("GET /debug/route", r.serveDebugRoute)
+	r.admin.HandleFunc("GET /health", r.serveHealth)
+	r.admin.HandleFunc("GET /ready", r.serveReady)
+	if cfg.Router.Debug.Pprof {
+		r.admin.HandleFunc("/debug/pprof/", pprof.Index)
+		r.admin.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		r.admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.admin.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		r.admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return r, nil
 }
+
+// AdminHandler returns the admin listener's handler: /metrics,
+// /debug/route, /health, /ready, /debug/pprof/ when router.debug.pprof is
+// on, and what AdminHandle mounted. Never mount it on the public listener.
+func (r *Router) AdminHandler() http.Handler { return r.admin }
+
+// AdminHandle mounts h on the admin listener at pattern (http.ServeMux
+// syntax, e.g. "/ui/"). It may be called before or while serving; a
+// pattern already mounted panics, as ServeMux.Handle does.
+func (r *Router) AdminHandle(pattern string, h http.Handler) { r.admin.Handle(pattern, h) }
 
 // observeStatus feeds an engine's answer status to outlier ejection.
 func (r *Router) observeStatus(ep *datastore.Endpoint, status int) {
 	if ep.ObserveStatus(r.outlier, status, r.now()) {
-		r.metrics.Ejections.WithLabelValues(ep.Metadata().Name).Inc()
-		r.log.Warn("endpoint ejected", "endpoint", ep.Metadata().Name, "consecutive5xx", r.outlier.Consecutive5xx, "for", r.outlier.EjectionTime)
+		r.ejected(ep, ejectReason5xx)
 	}
+}
+
+// Reasons of outlier ejections (the reason label of
+// halyard_router_outlier_ejections_total).
+const (
+	ejectReason5xx       = "5xx"
+	ejectReasonConnect   = "connect"
+	ejectReasonReset     = "reset"
+	ejectReasonTimeout   = "timeout"
+	ejectReasonTruncated = "truncated"
+)
+
+// observeFailure feeds a gateway failure (no usable answer) to outlier
+// ejection; reason is one of the ejectReason constants.
+func (r *Router) observeFailure(ep *datastore.Endpoint, reason string) {
+	if ep.ObserveGatewayFailure(r.outlier, r.now()) {
+		r.ejected(ep, reason)
+	}
+}
+
+func (r *Router) ejected(ep *datastore.Endpoint, reason string) {
+	r.metrics.Ejections.WithLabelValues(ep.Metadata().Name, reason).Inc()
+	r.log.Warn("endpoint ejected", "endpoint", ep.Metadata().Name, "reason", reason, "consecutiveFailures", r.outlier.Consecutive5xx, "for", r.outlier.EjectionTime)
 }
 
 // pluginLister is what a profile offers when it can list its plugins.
@@ -428,8 +481,14 @@ func (r *Router) Run(ctx context.Context) error {
 		defer close(monitored)
 		r.prefix.monitor(ctx, r.store, r.cfg.ScrapeInterval.Duration)
 	}()
+	admitted := make(chan struct{})
+	go func() {
+		defer close(admitted)
+		r.runAdmission(ctx)
+	}()
 	cerr := r.collector.Run(ctx)
 	<-monitored
+	<-admitted
 	for range sources {
 		if err := <-errc; err != nil {
 			return fmt.Errorf("discovery: %w", err)
@@ -437,6 +496,25 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	r.engines.CloseIdleConnections() // the Transport's too
 	return cerr
+}
+
+// ServeAdmin serves the admin handler (AdminHandler) on ln until ctx is
+// done. The admin listener is for operators: bind it to loopback or a
+// private network.
+func (r *Router) ServeAdmin(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           r.admin,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       r.cfg.Limits.IdleTimeout.Duration,
+		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+	}
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }
 
 // shutdownErrorWindow is how long requests cut at the end of the shutdown

@@ -125,23 +125,30 @@ func TestStreamFlushesEachChunkAndKeepsUsage(t *testing.T) {
 	}
 }
 
-// readEventAfterGate reads the next event; the gate send happened before.
+// readEventAfterGate reads the next event, opening the engines' gates
+// until it comes. One deadline covers the whole wait, so a stalled stream
+// fails the test after 10 s instead of hanging until the test binary's
+// timeout.
 func readEventAfterGate(t *testing.T, h *harness, read func() string) string {
 	t.Helper()
 	done := make(chan string, 1)
 	go func() { done <- read() }()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		select {
 		case ev := <-done:
 			return ev
-		case <-time.After(10 * time.Millisecond):
+		case <-tick.C:
 			for _, e := range h.engines {
 				select {
 				case e.gate <- struct{}{}:
 				default:
 				}
 			}
-		case <-time.After(10 * time.Second):
+		case <-deadline.C:
 			t.Fatal("no event within 10s")
 		}
 	}
@@ -390,10 +397,16 @@ routes:
 }
 
 func TestTimeouts(t *testing.T) {
+	// Each case makes short only the timeout that its engines can never
+	// meet (they stall until the test ends), so a slow machine can only
+	// make a case slower, never fire a timeout on a healthy engine.
 	doc := strings.Replace(oneModel, "router: {maxBodyBytes: 4096, maxAttempts: 3,", "router: {maxBodyBytes: 4096, maxAttempts: 2, timeouts: {streamIdle: 300ms, responseHeader: 300ms, firstByte: 300ms},", 1)
 	retrying := strings.Replace(doc, "maxAttempts: 2,", "maxAttempts: 2, retryOnTimeout: true,", 1)
+	// The first chunk is sent at once and the stream stalls after it: only
+	// streamIdle is short.
+	idle := strings.Replace(doc, "responseHeader: 300ms, firstByte: 300ms", "responseHeader: 10m, firstByte: 10m", 1)
 	t.Run("stream idle", func(t *testing.T) {
-		h := newHarness(t, doc, twoEngines())
+		h := newHarness(t, idle, twoEngines())
 		for _, e := range h.engines {
 			e.gate = make(chan struct{}) // never released: silence after the first chunk
 		}

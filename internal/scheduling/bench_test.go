@@ -50,7 +50,8 @@ func benchPool(b *testing.B, p *scheduling.Profile, text bool, tokens int) ([]fr
 
 // BenchmarkSchedule measures one scheduling cycle (hashing included) and
 // the PreRequest hooks over 100 endpoints with an 8,000-token (and a
-// 1,000-token) prompt, for the default profile and the baselines. Run with -benchmem; each cycle starts
+// 1,000-token) prompt, for the default profile, predicted-latency and the
+// baselines. Run with -benchmem; each cycle starts
 // from a fresh CycleState, as each request does.
 func BenchmarkSchedule(b *testing.B) {
 	presets := scheduling.PresetProfileSpecs()
@@ -66,6 +67,9 @@ func BenchmarkSchedule(b *testing.B) {
 		{"default", presets["default"], false, true, 8000},
 		{"default", presets["default"], false, false, 1000},
 		{"default", presets["default"], true, false, 1000},
+		{"predicted-latency", presets["predicted-latency"], false, false, 8000},
+		{"predicted-latency", presets["predicted-latency"], true, false, 8000},
+		{"predicted-latency", presets["predicted-latency"], false, true, 8000},
 		{"least-request", presets["least-request"], false, false, 8000},
 		{"round-robin", presets["round-robin"], false, false, 8000},
 		{"random", presets["random"], false, false, 8000},
@@ -90,6 +94,41 @@ func BenchmarkSchedule(b *testing.B) {
 			for b.Loop() {
 				state := framework.NewCycleState()
 				res, err := p.Schedule(b.Context(), state, req, eps, c.explain)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p.PreRequest(b.Context(), state, req, res.Picked[0])
+			}
+			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// BenchmarkScheduleLongPrompt schedules a 1M-token prompt sent as text (no
+// tokenizer: about 4 MiB), over 100 endpoints, counting the prompt's tokens
+// as the router does: the prefix scorer hashes only its first 32k tokens, so
+// the cost and the memory per cycle stay bounded by the count.
+func BenchmarkScheduleLongPrompt(b *testing.B) {
+	presets := scheduling.PresetProfileSpecs()
+	ids := make([]uint32, 1_000_000)
+	for i := range ids {
+		ids[i] = uint32(i*7919) % 128000
+	}
+	text := []byte(tokenizer.Pseudo{}.Decode(ids))
+	for _, name := range []string{"default", "predicted-latency"} {
+		b.Run("profile="+name+"/endpoints=100/text=1Mtok", func(b *testing.B) {
+			p := profile(b, name, presets[name], plugintest.NewHandle())
+			eps, _ := benchPool(b, p, true, 1000)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(text)))
+			b.ResetTimer()
+			runtime.GC()
+			cpu := processCPU()
+			for b.Loop() {
+				req := &framework.Request{ID: "long", Model: "llama-3-8b", Prompt: framework.Prompt{Text: text}}
+				req.PromptTokens = tokenizer.Pseudo{}.CountBytes(text)
+				state := framework.NewCycleState()
+				res, err := p.Schedule(b.Context(), state, req, eps, false)
 				if err != nil {
 					b.Fatal(err)
 				}

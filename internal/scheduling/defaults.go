@@ -13,6 +13,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/roundrobin"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/kvutilization"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/leastrequest"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/queuedepth"
 )
@@ -48,6 +49,24 @@ func DefaultProfileSpec() config.ProfileSpec {
 	}
 }
 
+// PredictedLatencyProfile is the name of the preset that picks by predicted
+// latency.
+const PredictedLatencyProfile = "predicted-latency"
+
+// PredictedLatencyProfileSpec returns the predicted-latency preset: the
+// prefix-cache scorer at weight 0 (it only predicts what each endpoint holds,
+// for the next scorer; its load override is off) and predicted-latency
+// (weight 1), picked by max-score: the endpoint of least predicted cost.
+func PredictedLatencyProfileSpec() config.ProfileSpec {
+	return config.ProfileSpec{
+		Scorers: []config.PluginSpec{
+			{Type: prefixcache.Type, Weight: weightOf(0), Params: json.RawMessage(`{"loadOverride":{"queueGap":0,"kvUsageGap":0}}`)},
+			{Type: predictedlatency.Type, Weight: weightOf(1)},
+		},
+		Picker: &config.PluginSpec{Type: maxscore.Type},
+	}
+}
+
 // PresetProfileSpecs returns the built-in profiles by name: "default"; the
 // baselines "random", "round-robin" and "least-request"; "load"
 // (queue-depth and kv-utilization, no affinity); and "prefill" and "decode"
@@ -55,9 +74,10 @@ func DefaultProfileSpec() config.ProfileSpec {
 // and running requests). Each call returns fresh values.
 func PresetProfileSpecs() map[string]config.ProfileSpec {
 	return map[string]config.ProfileSpec{
-		DefaultProfile: DefaultProfileSpec(),
-		"random":       {Picker: &config.PluginSpec{Type: random.Type}},
-		"round-robin":  {Picker: &config.PluginSpec{Type: roundrobin.Type}},
+		DefaultProfile:          DefaultProfileSpec(),
+		PredictedLatencyProfile: PredictedLatencyProfileSpec(),
+		"random":                {Picker: &config.PluginSpec{Type: random.Type}},
+		"round-robin":           {Picker: &config.PluginSpec{Type: roundrobin.Type}},
 		"least-request": {
 			Scorers: []config.PluginSpec{{Type: leastrequest.Type}},
 			Picker:  &config.PluginSpec{Type: maxscore.Type},

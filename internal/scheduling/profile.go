@@ -27,6 +27,7 @@ type Profile struct {
 	picker      framework.Picker
 	preRequest  []framework.PreRequest
 	onComplete  []framework.ResponseComplete
+	onFirst     []framework.FirstToken
 	scratchPool sync.Pool
 }
 
@@ -61,6 +62,9 @@ func NewProfile(name string, spec config.ProfileSpec, reg *framework.Registry, h
 		}
 		if rc, ok := pl.(framework.ResponseComplete); ok {
 			p.onComplete = append(p.onComplete, rc)
+		}
+		if ft, ok := pl.(framework.FirstToken); ok {
+			p.onFirst = append(p.onFirst, ft)
 		}
 	}
 	for i, fs := range spec.Filters {
@@ -241,6 +245,14 @@ func (p *Profile) Schedule(ctx context.Context, state *framework.CycleState, req
 func (p *Profile) PreRequest(ctx context.Context, state *framework.CycleState, req *framework.Request, picked framework.Endpoint) {
 	for _, pr := range p.preRequest {
 		pr.PreRequest(ctx, state, req, picked)
+	}
+}
+
+// FirstToken tells the profile's plugins that the first token of a request
+// came back from ep.
+func (p *Profile) FirstToken(ctx context.Context, req *framework.Request, ep framework.Endpoint) {
+	for _, ft := range p.onFirst {
+		ft.FirstToken(ctx, req, ep)
 	}
 }
 

@@ -58,7 +58,7 @@ func (c Config) Validate() error {
 	if c.Model == "" {
 		errs = append(errs, errors.New("model: must not be empty"))
 	}
-	errs = append(errs, c.StepTime.validate("stepTime"), c.Capacity.validate("capacity"))
+	errs = append(errs, c.StepTime.Validate("stepTime"), c.Capacity.validate("capacity"))
 	if c.EOSProbability < 0 || c.EOSProbability >= 1 || c.EOSProbability != c.EOSProbability {
 		errs = append(errs, fmt.Errorf("eosProbability: must be in [0, 1), got %v", c.EOSProbability))
 	}

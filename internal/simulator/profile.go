@@ -4,14 +4,14 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path"
 	"sort"
 	"strings"
-	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/halyard-dev/halyard/internal/steptime"
 )
 
 // DefaultProfile is the profile used when none is named.
@@ -34,43 +34,9 @@ type Profile struct {
 	Capacity Capacity `json:"capacity"`
 }
 
-// StepTime is the linear step-time model of DESIGN.md §7:
-//
-//	step_ms = BaseMs + PrefillTokenMs·prefill_tokens + DecodeSeqMs·decode_seqs
-//	          + ContextTokenMs·Σcontext_tokens
-//
-// where prefill_tokens counts the prompt (or recomputed) tokens of the batch,
-// decode_seqs the sequences that decode one token, and Σcontext_tokens the
-// context length of every sequence in the batch after the step.
-type StepTime struct {
-	BaseMs         float64 `json:"baseMs"`
-	PrefillTokenMs float64 `json:"prefillTokenMs"`
-	DecodeSeqMs    float64 `json:"decodeSeqMs"`
-	ContextTokenMs float64 `json:"contextTokenMs"`
-}
-
-// Duration returns the time of a step with the given batch composition.
-func (s StepTime) Duration(prefillTokens, decodeSeqs, contextTokens int) time.Duration {
-	ms := s.BaseMs + s.PrefillTokenMs*float64(prefillTokens) +
-		s.DecodeSeqMs*float64(decodeSeqs) + s.ContextTokenMs*float64(contextTokens)
-	return time.Duration(math.Round(ms * float64(time.Millisecond)))
-}
-
-// IsZero reports whether every coefficient is zero.
-func (s StepTime) IsZero() bool { return s == StepTime{} }
-
-func (s StepTime) validate(field string) error {
-	var errs []error
-	for _, c := range []struct {
-		name string
-		v    float64
-	}{{"baseMs", s.BaseMs}, {"prefillTokenMs", s.PrefillTokenMs}, {"decodeSeqMs", s.DecodeSeqMs}, {"contextTokenMs", s.ContextTokenMs}} {
-		if c.v < 0 || c.v != c.v {
-			errs = append(errs, fmt.Errorf("%s.%s: must be a number >= 0, got %v", field, c.name, c.v))
-		}
-	}
-	return errors.Join(errs...)
-}
+// StepTime is the linear step-time model of DESIGN.md §7, shared with the
+// scheduler's latency model through the leaf package steptime.
+type StepTime = steptime.Coefficients
 
 // Capacity is the KV cache size and the scheduler limits, named as vLLM's
 // options (num_gpu_blocks, block_size, max_num_seqs, max_num_batched_tokens,
@@ -106,7 +72,7 @@ func (p Profile) Validate() error {
 	if p.Name == "" {
 		errs = append(errs, errors.New("name: must not be empty"))
 	}
-	errs = append(errs, p.StepTime.validate("stepTime"), p.Capacity.validate("capacity"))
+	errs = append(errs, p.StepTime.Validate("stepTime"), p.Capacity.validate("capacity"))
 	return errors.Join(errs...)
 }
 

@@ -1,6 +1,7 @@
 package simulator
 
 import (
+	"github.com/halyard-dev/halyard/internal/steptime"
 	"strings"
 	"testing"
 
@@ -84,5 +85,17 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Validate error %v does not mention %q", err, w)
 		}
+	}
+}
+
+// The scheduler's latency model starts from steptime.H100Llama3_8B; it must
+// stay the h100 profile's step time.
+func TestH100PriorMatchesProfile(t *testing.T) {
+	p, err := LoadProfile("h100-llama3-8b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.StepTime != steptime.H100Llama3_8B {
+		t.Fatalf("steptime.H100Llama3_8B = %+v, profile h100-llama3-8b has %+v", steptime.H100Llama3_8B, p.StepTime)
 	}
 }

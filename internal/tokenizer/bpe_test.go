@@ -389,6 +389,11 @@ func TestLoadErrors(t *testing.T) {
 		{"no pre-tokenizer", "t.json", `{"model":{"type":"BPE","vocab":{"a":0}}}`, "pre_tokenizer"},
 		{"metaspace", "t.json", `{"pre_tokenizer":{"type":"Metaspace"},"model":{"type":"BPE","vocab":{"a":0}}}`, "pre_tokenizer.type"},
 		{"bad merge", "t.json", `{"pre_tokenizer":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":0},"merges":["a"]}}`, "model.merges[0]"},
+		// Ids index a slice: one of 2^32-1 would allocate 64 GiB (found by
+		// FuzzLoadHF's seeds).
+		{"huge rank", "a.tiktoken", "IQ== 4294967295\n", "line 1: rank"},
+		{"huge vocab id", "t.json", `{"pre_tokenizer":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":4294967295}}}`, "not below 2^21"},
+		{"huge added token id", "t.json", `{"added_tokens":[{"id":4294967295,"content":"x"}],"pre_tokenizer":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":0}}}`, "added_tokens[0].id"},
 		{"bad special", "b.tiktoken", allBytes.String(), ""},
 	}
 	for _, tt := range tests {

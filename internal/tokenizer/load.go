@@ -80,6 +80,12 @@ var knownRankFiles = map[int]TiktokenOptions{
 	}},
 }
 
+// maxTokenID bounds token ids (ranks) in loaded files: the token table is a
+// slice indexed by id, so an id of 2^32-1 in a file would allocate 64 GiB
+// (and one of 2^24, as rank files were once allowed, 256 MiB). The largest
+// vocabularies in use are about 2^18.
+const maxTokenID = 1 << 21
+
 // LoadTiktoken reads a tiktoken rank file: one "<base64 token> <rank>" per
 // line.
 func LoadTiktoken(r io.Reader, opts TiktokenOptions) (*BPE, error) {
@@ -103,8 +109,8 @@ func LoadTiktoken(r io.Reader, opts TiktokenOptions) (*BPE, error) {
 			return nil, fmt.Errorf("line %d: token: %w", line, err)
 		}
 		rank, err := strconv.ParseUint(string(bytes.TrimSpace(num)), 10, 32)
-		if err != nil || rank >= 1<<24 {
-			return nil, fmt.Errorf("line %d: rank %q is not an integer below 2^24", line, num)
+		if err != nil || rank >= maxTokenID {
+			return nil, fmt.Errorf("line %d: rank %q is not an integer below 2^21", line, num)
 		}
 		if len(tok) == 0 {
 			return nil, fmt.Errorf("line %d: empty token", line)
@@ -263,6 +269,9 @@ func LoadHF(r io.Reader) (*BPE, error) {
 	decode := byteLevelDecoder()
 	t := &BPE{ranks: make(map[string]uint32, len(hf.Model.Vocab)), wholePiece: hf.Model.IgnoreMerges, nfc: nfc}
 	for s, id := range hf.Model.Vocab {
+		if id >= maxTokenID {
+			return nil, fmt.Errorf("model.vocab: %q has id %d, not below 2^21", s, id)
+		}
 		raw, ok := decode(s)
 		if !ok {
 			return nil, fmt.Errorf("model.vocab: %q is not in the byte-level alphabet", s)
@@ -288,7 +297,10 @@ func LoadHF(r io.Reader) (*BPE, error) {
 		t.pairs.putIfAbsent(pairKey(ida, idb), merge{rank: uint32(i), id: idm})
 	}
 	specials := make(map[string]uint32, len(hf.AddedTokens))
-	for _, at := range hf.AddedTokens {
+	for i, at := range hf.AddedTokens {
+		if at.ID >= maxTokenID {
+			return nil, fmt.Errorf("added_tokens[%d].id: %d is not below 2^21", i, at.ID)
+		}
 		specials[at.Content] = at.ID
 	}
 	if err := t.finish(pattern, specials); err != nil {

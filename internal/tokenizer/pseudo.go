@@ -50,10 +50,35 @@ func (p Pseudo) AppendEncode(dst []uint32, text string) []uint32 {
 	return dst
 }
 
-// Count returns len(Encode(text)) without allocating.
-func (p Pseudo) Count(text string) int {
-	n := 0
-	p.scan(text, func(uint32) { n++ })
+// Count returns len(Encode(text)) without allocating. It only finds the
+// pieces' bounds (no piece ids), about an order of magnitude faster than
+// Encode on long prompts.
+func (Pseudo) Count(text string) int { return countPieces(text) }
+
+// CountBytes is Count of a prompt held as bytes, without copying it to a
+// string (a 1M-token prompt is about 4 MiB).
+func (Pseudo) CountBytes(text []byte) int { return countPieces(text) }
+
+// countPieces counts the pieces scan would emit.
+func countPieces[T string | []byte](text T) int {
+	n, i := 0, 0
+	for i < len(text) {
+		c := text[i]
+		switch {
+		case isSpace(c):
+			i++
+			continue
+		case isAlnum(c):
+			j := i + 1
+			for j < len(text) && j-i < maxPieceLen && isAlnum(text[j]) {
+				j++
+			}
+			i = j
+		default:
+			i++
+		}
+		n++
+	}
 	return n
 }
 

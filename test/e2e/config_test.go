@@ -10,9 +10,7 @@ import (
 // TestRouterCheckAcceptsTheExamples runs `halyard router --check` on every
 // file in examples/.
 func TestRouterCheckAcceptsTheExamples(t *testing.T) {
-	if binary == "" {
-		t.Skip("needs the binary")
-	}
+	needBinary(t)
 	files, err := filepath.Glob("../../examples/*.yaml")
 	if err != nil || len(files) < 4 {
 		t.Fatalf("examples: %v %v", files, err)
@@ -30,9 +28,7 @@ func TestRouterCheckAcceptsTheExamples(t *testing.T) {
 // TestRouterRejectsABadConfig: a config with mistakes makes the router exit
 // 1 at once, naming every field at fault.
 func TestRouterRejectsABadConfig(t *testing.T) {
-	if binary == "" {
-		t.Skip("needs the binary")
-	}
+	needBinary(t)
 	path := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := writeFile(path, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config

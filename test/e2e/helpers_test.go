@@ -6,11 +6,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"sigs.k8s.io/yaml"
 
 	"github.com/halyard-dev/halyard/internal/enginemetrics"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
@@ -34,12 +36,55 @@ func startRouter(t *testing.T, doc string, sims map[string]*process) *process {
 		doc = strings.ReplaceAll(doc, "{{"+name+"}}", s.URL())
 	}
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(decisionHeadersOn(t, doc)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := start(t, "router", "router serving", "router", "--config", path, "--listen", "127.0.0.1:0", "--log-level", "info")
+	r := start(t, "router", "router serving", "router", "--config", path, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info")
 	waitHTTP(t, r.URL()+"/ready")
 	return r
+}
+
+// decisionHeadersOn sets router.debug.explain and endpointHeader in the
+// config document unless it sets them: they are off by default and these
+// tests read the decisions.
+func decisionHeadersOn(t *testing.T, doc string) string {
+	t.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+		return doc // an invalid document is the test's subject
+	}
+	router, _ := m["router"].(map[string]any)
+	if router == nil {
+		router = map[string]any{}
+	}
+	debug, _ := router["debug"].(map[string]any)
+	if debug == nil {
+		debug = map[string]any{}
+	}
+	for _, k := range []string{"explain", "endpointHeader"} {
+		if _, ok := debug[k]; !ok {
+			debug[k] = true
+		}
+	}
+	router["debug"], m["router"] = debug, router
+	b, err := yaml.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+var adminAddrRE = regexp.MustCompile(`\badmin_addr=(\S+)`)
+
+// adminURL is a router's admin listener base URL, from its "router
+// serving" log line.
+func adminURL(t *testing.T, p *process) string {
+	t.Helper()
+	m := adminAddrRE.FindStringSubmatch(p.Logs())
+	if m == nil {
+		t.Fatalf("%s logged no admin_addr:\n%s", p.name, p.Logs())
+	}
+	return "http://" + m[1]
 }
 
 func client(p *process) openai.Client {

@@ -65,7 +65,7 @@ func chatJSON(model, system, question string) string {
 
 func debugRoute(t *testing.T, r *process, body string) route {
 	t.Helper()
-	resp, err := http.Post(r.URL()+"/debug/route", "application/json", strings.NewReader(body))
+	resp, err := http.Post(adminURL(t, r)+"/debug/route", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ routes:
 				for _, s := range []*process{e0, e1} {
 					engine += engineMetrics(t, s).PrefixCacheHits
 				}
-				fams = scrapeFamilies(t, r.URL()+"/metrics")
+				fams = scrapeFamilies(t, adminURL(t, r)+"/metrics")
 				var seen float64
 				for _, v := range byEndpoint(fams["halyard_router_prefix_engine_hit_tokens_total"]) {
 					seen += v

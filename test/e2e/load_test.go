@@ -195,8 +195,8 @@ routes:
 	// Let load build, kill e1 while it has requests in flight, keep going.
 	waitUntil(t, func() bool { return okCount.Load() >= 30 })
 	waitUntil(t, func() bool {
-		return strings.Contains(getBody(t, r.URL()+"/metrics"), `halyard_router_endpoint_in_flight_requests{endpoint="e1",pool="llama"} `) &&
-			!strings.Contains(getBody(t, r.URL()+"/metrics"), `halyard_router_endpoint_in_flight_requests{endpoint="e1",pool="llama"} 0`)
+		return strings.Contains(getBody(t, adminURL(t, r)+"/metrics"), `halyard_router_endpoint_in_flight_requests{endpoint="e1",pool="llama"} `) &&
+			!strings.Contains(getBody(t, adminURL(t, r)+"/metrics"), `halyard_router_endpoint_in_flight_requests{endpoint="e1",pool="llama"} 0`)
 	})
 	sims["e1"].kill()
 	killedAt := okCount.Load()
@@ -212,7 +212,7 @@ routes:
 	}
 	// The dead engine is out of rotation.
 	if !waitCond(func() bool {
-		return strings.Contains(getBody(t, r.URL()+"/metrics"), `halyard_router_endpoint_healthy{endpoint="e1",pool="llama"} 0`)
+		return strings.Contains(getBody(t, adminURL(t, r)+"/metrics"), `halyard_router_endpoint_healthy{endpoint="e1",pool="llama"} 0`)
 	}) {
 		t.Error("e1 still healthy after it was killed")
 	}

@@ -23,11 +23,15 @@ import (
 const body = `{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello."}],"max_tokens":1}`
 
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
+	cmd   *exec.Cmd
+	addr  string
+	admin string // the router's admin listener
 }
 
-var addrRE = regexp.MustCompile(`\baddr=(\S+)`)
+var (
+	addrRE  = regexp.MustCompile(`\baddr=(\S+)`)
+	adminRE = regexp.MustCompile(`\badmin_addr=(\S+)`)
+)
 
 func run(t *testing.T, bin, readyMsg string, args ...string) *proc {
 	t.Helper()
@@ -43,21 +47,25 @@ func run(t *testing.T, bin, readyMsg string, args ...string) *proc {
 		_ = cmd.Process.Signal(syscall.SIGINT)
 		_ = cmd.Wait()
 	})
-	addr := make(chan string, 1)
+	addr := make(chan *proc, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil && strings.Contains(sc.Text(), readyMsg) {
+				p := &proc{cmd: cmd, addr: m[1]}
+				if a := adminRE.FindStringSubmatch(sc.Text()); a != nil {
+					p.admin = a[1]
+				}
 				select {
-				case addr <- m[1]:
+				case addr <- p:
 				default:
 				}
 			}
 		}
 	}()
 	select {
-	case a := <-addr:
-		return &proc{cmd: cmd, addr: a}
+	case p := <-addr:
+		return p
 	case <-time.After(time.Minute):
 		t.Fatalf("%v not ready", args)
 		return nil
@@ -117,7 +125,7 @@ func TestRouterOverhead(t *testing.T) {
 	fmt.Fprintf(&report, "| latency p50 at %d requests/s (open loop, %d×1s windows each, alternating) | %s | %s | added %s |\n", rate, windows, q(dl, 50), q(rl, 50), q(rl, 50)-q(dl, 50))
 	fmt.Fprintf(&report, "| latency p99 at %d requests/s | %s | %s | added %s |\n", rate, q(dl, 99), q(rl, 99), q(rl, 99)-q(dl, 99))
 	fmt.Fprintf(&report, "| latency p99.9 at %d requests/s | %s | %s | |\n", rate, q(dl, 99.9), q(rl, 99.9))
-	own := ownAddedLatency(t, "http://"+router.addr+"/metrics")
+	own := ownAddedLatency(t, "http://"+router.admin+"/metrics")
 	fmt.Fprintf(&report, "| router's own added latency, arrival to upstream send (`halyard_router_added_latency_seconds{stage=\"request\"}`), share of all requests of the run | | %s | |\n", own)
 	if base := os.Getenv("HALYARD_PERF_BASE_BIN"); base != "" {
 		compareRouters(t, &report, base, cfg, sim, router)

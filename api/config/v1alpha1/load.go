@@ -29,8 +29,15 @@ const (
 	DefaultFirstByte      = 300 * time.Second
 	DefaultStreamIdle     = 60 * time.Second
 	DefaultRequestBody    = 60 * time.Second
-	DefaultOutputTokens   = 256
-	DefaultHealthPath     = "/health"
+	// AdminListenOff turns the admin listener off.
+	AdminListenOff            = "off"
+	DefaultMaxConnections     = 10000
+	DefaultMaxIdleConnections = 1000
+	DefaultClientIdleTimeout  = 30 * time.Second
+	DefaultMinBodyRate        = 1024
+	DefaultWriteStall         = 30 * time.Second
+	DefaultOutputTokens       = 256
+	DefaultHealthPath         = "/health"
 	// HealthPathNone turns health probing off.
 	HealthPathNone          = "none"
 	DefaultScrapeTimeout    = time.Second
@@ -268,6 +275,17 @@ func (c *Config) Default() {
 	setDur(&r.Timeouts.StreamIdle, DefaultStreamIdle)
 	setDur(&r.Timeouts.RequestBody, DefaultRequestBody)
 	setDur(&r.Timeouts.Scrape, DefaultScrapeTimeout)
+	if r.Limits.MaxConnections == 0 {
+		r.Limits.MaxConnections = DefaultMaxConnections
+	}
+	if r.Limits.MaxIdleConnections == 0 {
+		r.Limits.MaxIdleConnections = DefaultMaxIdleConnections
+	}
+	setDur(&r.Limits.IdleTimeout, DefaultClientIdleTimeout)
+	if r.Limits.MinBodyRate == 0 {
+		r.Limits.MinBodyRate = DefaultMinBodyRate
+	}
+	setDur(&r.Limits.WriteStall, DefaultWriteStall)
 	if r.DefaultOutputTokens == 0 {
 		r.DefaultOutputTokens = DefaultOutputTokens
 	}
@@ -335,6 +353,7 @@ func (c *Config) Default() {
 		}
 	}
 	c.defaultPrefix()
+	c.defaultAdmission()
 }
 
 func setDur(d *Duration, def time.Duration) {
@@ -369,6 +388,23 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(r.Listen); err != nil {
 		add("router.listen", "must be host:port: %v", err)
 	}
+	if a := r.AdminListen; a != "" && a != AdminListenOff {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add("router.adminListen", "must be host:port or %q: %v", AdminListenOff, err)
+		}
+	}
+	if r.Limits.MaxConnections < 0 {
+		add("router.limits.maxConnections", "must be positive, got %d", r.Limits.MaxConnections)
+	}
+	if r.Limits.MaxIdleConnections < 0 {
+		add("router.limits.maxIdleConnections", "must be positive, got %d", r.Limits.MaxIdleConnections)
+	}
+	if r.Limits.BufferBytes < 0 {
+		add("router.limits.bufferBytes", "must be positive, got %d", r.Limits.BufferBytes)
+	}
+	if r.Limits.MinBodyRate < -1 {
+		add("router.limits.minBodyRate", "must be positive, or -1 for off, got %d", r.Limits.MinBodyRate)
+	}
 	positive := func(path string, d Duration) {
 		if d.Duration <= 0 {
 			add(path, "must be positive, got %s", d.Duration)
@@ -381,6 +417,8 @@ func (c *Config) Validate() error {
 	positive("router.timeouts.streamIdle", r.Timeouts.StreamIdle)
 	positive("router.timeouts.requestBody", r.Timeouts.RequestBody)
 	positive("router.timeouts.scrape", r.Timeouts.Scrape)
+	positive("router.limits.idleTimeout", r.Limits.IdleTimeout)
+	positive("router.limits.writeStall", r.Limits.WriteStall)
 	if r.MaxBodyBytes < 0 {
 		add("router.maxBodyBytes", "must be positive, got %d", r.MaxBodyBytes)
 	}
@@ -507,6 +545,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validatePrefix(add)
+	c.validateAdmission(add)
 	if len(errs) > 0 {
 		return errs
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -103,6 +105,22 @@ func TestParseErrorsNameTheField(t *testing.T) {
 	}
 }
 
+// TestParseRefusesAliasBomb: a "billion laughs" document (nine levels of
+// nine aliases, 387 million strings if expanded) is refused with an error
+// that names the aliasing, not expanded: the YAML library bounds alias
+// expansion relative to the document's size.
+func TestParseRefusesAliasBomb(t *testing.T) {
+	for _, doc := range [][]byte{
+		fuzzseed.YAMLAliasBomb(),
+		append([]byte("router: {maxAttempts: 2}\n"), fuzzseed.YAMLAliasBomb()...),
+	} {
+		_, err := Parse(doc)
+		if err == nil || !strings.Contains(err.Error(), "excessive aliasing") {
+			t.Errorf("err = %v, want the YAML library's excessive aliasing error", err)
+		}
+	}
+}
+
 // FuzzParse checks that no document makes Parse panic, and that whatever it
 // accepts is valid and survives a marshal round trip.
 func FuzzParse(f *testing.F) {
@@ -115,6 +133,12 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("{}"))
 	f.Add([]byte("router: {profiles: {x: {scorers: [{type: a, params: [1]}]}}}"))
+	for _, d := range fuzzseed.YAMLDocuments() {
+		f.Add(d)
+	}
+	for _, d := range fuzzseed.JSONDocuments(`{"router":{"maxAttempts":1},"endpoints":`) {
+		f.Add(d)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {

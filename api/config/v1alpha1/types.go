@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 )
 
@@ -31,6 +33,11 @@ type Config struct {
 	// Models say how the router tokenises each engine model's prompts, for
 	// precise prefix routing from KV events.
 	Models []ModelSpec `json:"models,omitempty"`
+	// Auth authenticates callers; absent means none (tenant "anonymous").
+	Auth *AuthConfig `json:"auth,omitempty"`
+	// Tenants are the callers, with their keys, models, budgets and
+	// fair-queue weights.
+	Tenants []TenantSpec `json:"tenants,omitempty"`
 	// Tracing sends OpenTelemetry traces of the router (and, under
 	// `halyard up`, of the simulated engines) over OTLP/HTTP. Absent:
 	// off unless the standard OTEL_* environment variables turn it on.
@@ -56,6 +63,20 @@ type TracingConfig struct {
 type RouterConfig struct {
 	// Listen is the address to serve on. Default 127.0.0.1:8080.
 	Listen string `json:"listen,omitempty"`
+	// AdminListen is the address of the admin listener: /metrics,
+	// /debug/route, pprof when debug.pprof is on, and whatever else is
+	// mounted there (the console). These are never on the public listener.
+	// Default: 127.0.0.1 and the public port plus one (127.0.0.1:8081 for
+	// the default listen; 127.0.0.1:0 when the public port is 0); "off"
+	// serves no admin listener. See AdminAddress.
+	AdminListen string `json:"adminListen,omitempty"`
+	// ForwardAuthorization sends the client's Authorization header on to
+	// the engines. Off by default: the router's clients' credentials are
+	// not the engines' business.
+	ForwardAuthorization bool `json:"forwardAuthorization,omitempty"`
+	// Limits bound what clients can make the router hold: connections,
+	// buffered bytes, slow and stalled clients.
+	Limits LimitsConfig `json:"limits,omitempty"`
 	// ScrapeInterval is how often engine /metrics are scraped. Default 100ms.
 	ScrapeInterval Duration `json:"scrapeInterval,omitempty"`
 	// MaxBodyBytes caps request bodies; larger ones get 413. Default 16 MiB.
@@ -91,6 +112,9 @@ type RouterConfig struct {
 	// PrefixIndex tunes precise prefix routing from KV events and the
 	// prefix-hit drift alarm; absent means the defaults.
 	PrefixIndex *PrefixIndexConfig `json:"prefixIndex,omitempty"`
+	// Admission turns on budgets and the fair queue; absent means requests
+	// are admitted as they come (authentication still follows auth).
+	Admission *AdmissionConfig `json:"admission,omitempty"`
 }
 
 // TimeoutsConfig bounds the router's conversations with clients and
@@ -120,25 +144,56 @@ type TimeoutsConfig struct {
 	Scrape Duration `json:"scrape,omitempty"`
 }
 
-// DebugConfig controls the router's debugging aids on its public port.
+// DebugConfig controls what the router reveals about its decisions on its
+// public port. /debug/route is on the admin listener whatever these say.
 type DebugConfig struct {
-	// Explain enables explanations: the x-halyard-explain request header
-	// (answered with x-halyard-route) and /debug/route. Unset means on;
-	// the Helm chart turns it off. With it off, the header is ignored and
-	// /debug/route answers 404.
+	// Explain honours the x-halyard-explain request header on the public
+	// listener (answered with x-halyard-route). Unset means off; `halyard
+	// up` turns it on.
 	Explain *bool `json:"explain,omitempty"`
-	// EndpointHeader sets X-Halyard-Endpoint, the endpoint that served, on
-	// every proxied response. Unset means on.
+	// EndpointHeader sets X-Halyard-Endpoint, the endpoint that served (a
+	// pod name on Kubernetes), on every proxied response. Unset means off;
+	// `halyard up` turns it on.
 	EndpointHeader *bool `json:"endpointHeader,omitempty"`
+	// Pprof serves Go's /debug/pprof/ on the admin listener. Default off.
+	Pprof bool `json:"pprof,omitempty"`
 }
 
-// ExplainEnabled reports whether explanations are on (unset means on).
-func (d DebugConfig) ExplainEnabled() bool { return d.Explain == nil || *d.Explain }
+// ExplainEnabled reports whether explanations are on (unset means off).
+func (d DebugConfig) ExplainEnabled() bool { return d.Explain != nil && *d.Explain }
 
 // EndpointHeaderEnabled reports whether X-Halyard-Endpoint is set (unset
-// means on).
+// means off).
 func (d DebugConfig) EndpointHeaderEnabled() bool {
-	return d.EndpointHeader == nil || *d.EndpointHeader
+	return d.EndpointHeader != nil && *d.EndpointHeader
+}
+
+// LimitsConfig bounds what clients can make the router hold. docs/router.md
+// ("Limits and timeouts") says what a client sees when each trips.
+type LimitsConfig struct {
+	// MaxConnections caps the client connections open at once; beyond it
+	// new connections wait in the kernel's accept queue. Default 10000.
+	MaxConnections int `json:"maxConnections,omitempty"`
+	// MaxIdleConnections caps the idle keep-alive client connections; the
+	// oldest idle ones are closed beyond it. Default 1000.
+	MaxIdleConnections int `json:"maxIdleConnections,omitempty"`
+	// IdleTimeout closes a keep-alive client connection idle this long.
+	// Default 30s.
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// BufferBytes is the budget of request and response bytes the router
+	// buffers at once (bodies being read, non-streamed answers). A request
+	// whose declared body does not fit gets 503 with Retry-After before its
+	// body is read. Default: a quarter of the cgroup's memory limit, or of
+	// the machine's memory without one (at least 64 MiB).
+	BufferBytes int64 `json:"bufferBytes,omitempty"`
+	// MinBodyRate is the slowest a request body may arrive, in bytes per
+	// second, after its first second (a trickled body); slower gets 408.
+	// Default 1024; -1 turns it off (timeouts.requestBody still bounds it).
+	MinBodyRate int64 `json:"minBodyRate,omitempty"`
+	// WriteStall bounds one write to a client: a stream whose client reads
+	// nothing for this long is ended and its engine request cancelled.
+	// Default 30s.
+	WriteStall Duration `json:"writeStall,omitempty"`
 }
 
 // HealthConfig sets how endpoint health is tracked.
@@ -334,4 +389,25 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	d.Duration = v
 	return nil
+}
+
+// AdminAddress is the address the admin listener serves on, "" when it is
+// off: AdminListen when set, else 127.0.0.1 with the public listener's
+// port plus one (port 0 when the public port is 0, so that tests and
+// several local routers never collide).
+func (r RouterConfig) AdminAddress() string {
+	switch r.AdminListen {
+	case "off":
+		return ""
+	case "":
+	default:
+		return r.AdminListen
+	}
+	port := 0
+	if _, p, err := net.SplitHostPort(r.Listen); err == nil {
+		if n, err := strconv.Atoi(p); err == nil && n > 0 && n < 65535 {
+			port = n + 1
+		}
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }

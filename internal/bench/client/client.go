@@ -198,6 +198,12 @@ func (c *Client) readStream(body io.Reader, start time.Time, rec *stats.Record) 
 	done, finished := false, false
 	for {
 		line, err := br.ReadBytes('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			// The read failed mid-line (a timeout, a reset): what came of
+			// the line is a fragment, not a chunk to parse.
+			rec.Err = transportError(err)
+			break
+		}
 		if len(line) > 0 {
 			line = bytes.TrimRight(line, "\r\n")
 			if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
@@ -243,10 +249,7 @@ func (c *Client) readStream(body io.Reader, start time.Time, rec *stats.Record) 
 				}
 			}
 		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				rec.Err = transportError(err)
-			}
+		if err != nil { // io.EOF: the last line, if any, was read above
 			break
 		}
 	}
@@ -286,12 +289,19 @@ func transportError(err error) string {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return "timeout"
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed mid-stream"
 	}
 	return "transport: " + shorten(err.Error())
+}
+
+// isTimeout tells whether err is a timeout: http.Client.Timeout firing
+// while the body is read, or a network deadline.
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }
 
 // shorten keeps error texts short enough to group failures by message.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 // stepClock is a clock the test server moves: the client stamps every data
@@ -287,10 +288,58 @@ func TestCanceled(t *testing.T) {
 	}
 }
 
+// TestTimeoutMidLine: a server that sends one whole chunk and half of the
+// next, then stalls, is cut by the client's own timeout (--request-timeout
+// is http.Client.Timeout; a context deadline does the same); the record
+// says "timeout", not "bad stream chunk" for the half line. The server
+// stalls until the request ends, so the timeout always fires.
+func TestTimeoutMidLine(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = fmt.Fprint(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n")
+		_, _ = fmt.Fprint(w, `data: {"choices":[{"index":0,"delta":{"cont`)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	for _, tt := range []struct {
+		name string
+		hc   *http.Client
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"http.Client.Timeout", &http.Client{Timeout: 200 * time.Millisecond}, func() (context.Context, context.CancelFunc) {
+			return context.WithCancel(context.Background())
+		}},
+		{"context deadline", &http.Client{}, func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 200*time.Millisecond)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := tt.ctx()
+			defer cancel()
+			c := &Client{BaseURL: srv.URL, Model: "m", HTTP: tt.hc}
+			got := c.Do(ctx, chatReq())
+			if got.Err != "timeout" {
+				t.Errorf("Err = %q, want timeout", got.Err)
+			}
+			if got.OK() {
+				t.Error("a timed-out request counted as OK")
+			}
+		})
+	}
+}
+
 func FuzzReadStream(f *testing.F) {
 	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n"))
 	f.Add([]byte("data: {\"usage\":{\"prompt_tokens\":1}}\n"))
 	f.Add([]byte("event: x\ndata: {\"error\":{\"message\":\"m\"}}\n"))
+	for _, d := range fuzzseed.JSONDocuments(`{"choices":[{"index":0,"delta":{"content":"x"}}],"usage":`) {
+		f.Add(append(append([]byte("data: "), d...), "\n\n"...))
+		f.Add(append(append([]byte("data:"), d...), "\r\ndata: [DONE]"...))
+	}
+	f.Add([]byte("data: " + strings.Repeat("x", 1<<20) + "\n")) // one line beyond the 32 KiB buffer
+	f.Add([]byte("data: {\"usage\":{\"completion_tokens\":-5}}\n\ndata: [DONE]\n\n"))
+	f.Add([]byte("\x00data: [DONE]\r\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := &Client{}
 		var rec stats.Record

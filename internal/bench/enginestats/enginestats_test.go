@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 const page = `# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.
@@ -110,6 +112,11 @@ func TestScrape(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add(page)
 	f.Add("x{a=\"\\\"}\"} 1\n")
+	for _, metric := range wanted {
+		for _, l := range fuzzseed.PrometheusText(metric) {
+			f.Add(string(l))
+		}
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := Parse(strings.NewReader(s))
 		if err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
 func TestReadMooncake(t *testing.T) {
@@ -162,6 +164,11 @@ func FuzzReadMooncake(f *testing.F) {
 	f.Add([]byte(`{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [0, 1]}` + "\n"))
 	f.Add([]byte("{}\n\n{\"timestamp\":1}"))
 	f.Add([]byte(`{"timestamp": 0, "input_length": 1e9, "output_length": 5, "hash_ids": []}`))
+	for _, base := range []string{`{"timestamp": 0, "output_length": 5, "hash_ids": [0], "input_length": `, `{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": `, `{"input_length": 600, "output_length": 5, "hash_ids": [0], "timestamp": `} {
+		for _, d := range fuzzseed.JSONDocuments(base) {
+			f.Add(append(d, '\n'))
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		entries, err := ReadMooncake(strings.NewReader(string(data)))
 		if err != nil {
@@ -183,6 +190,15 @@ func FuzzReadAzure(f *testing.F) {
 	f.Add([]byte("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,4808,10\n"))
 	f.Add([]byte("TIMESTAMP,ContextTokens,GeneratedTokens\n\"x\n"))
 	f.Add([]byte(""))
+	const head = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+	for _, row := range []string{
+		"2023-11-16 18:17:03.9799600," + strings.Repeat("9", 400) + ",10",
+		"2023-11-16 18:17:03.9799600,1e400,10", "2023-11-16 18:17:03.9799600,-1,-1", "9999-99-99 99:99:99,1,1",
+		"2023-11-16 18:17:03.9799600,4808,10,extra", "\xff\xfe,1,1", "2023-11-16 18:17:03\x00,1,1", "\"a\"\"b,1,1",
+		"2023-11-16 18:17:03.9799600,4808,10\n2023-11-16 18:17:02.0,4808,10", // back in time
+	} {
+		f.Add([]byte(head + row + "\n"))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		entries, err := ReadAzure(strings.NewReader(string(data)))
 		if err != nil {

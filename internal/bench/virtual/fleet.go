@@ -223,7 +223,10 @@ func (f *fleetRun) send(i int) {
 	ep.tokens.Add(cost)
 	f.oracle.routed(i, ep, ids, wr.OutputTokens)
 
-	sink := recordingSink(rec, sentAt, req.ID, func() { f.oracle.firstToken(i) }, func(out framework.Outcome) {
+	sink := recordingSink(rec, sentAt, req.ID, func() {
+		f.oracle.firstToken(i)
+		rt.profile.FirstToken(f.ctx, req, ep)
+	}, func(out framework.Outcome) {
 		ep.requests.Add(-1)
 		ep.tokens.Add(-cost)
 		f.oracle.done(i)

@@ -26,7 +26,9 @@ const (
 	PolicyLoad         = "load"
 	PolicyPrefixCache  = "prefix-cache"
 	PolicyDefault      = "default"
-	PolicyOracle       = "oracle"
+	// PolicyPredicted is the scheduler's predicted-latency preset.
+	PolicyPredicted = "predicted-latency"
+	PolicyOracle    = "oracle"
 	// PolicyPrecisePrefix is prefix-cache alone over the precise index fed
 	// by the engines' KV events; PolicyPreciseDefault the default profile
 	// over it.
@@ -50,7 +52,7 @@ func precise(policy string) bool {
 // prefix scorer reading the precise index fed by the engines' KV events),
 // and the oracle.
 func BuiltinPolicies() []string {
-	return []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyPrefixCache, PolicyDefault,
+	return []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyPrefixCache, PolicyDefault, PolicyPredicted,
 		PolicyPrecisePrefix, PolicyPreciseDefault, PolicyOracle}
 }
 
@@ -66,7 +68,7 @@ func policySpec(name string, seed uint64) (config.ProfileSpec, error) {
 		}
 	case PolicyOracle:
 		spec = config.ProfileSpec{Picker: &config.PluginSpec{Type: OracleType}}
-	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault, PolicyPreciseDefault:
+	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault, PolicyPreciseDefault, PolicyPredicted:
 		preset := name
 		if name == PolicyPreciseDefault {
 			preset = PolicyDefault

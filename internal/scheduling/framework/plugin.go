@@ -70,6 +70,16 @@ type ResponseComplete interface {
 	ResponseComplete(ctx context.Context, req *Request, endpoint Endpoint, outcome Outcome)
 }
 
+// FirstToken is implemented by plugins that want to know when the first
+// token (or, for a response that is not streamed, its first byte) of a
+// request came back from an endpoint: its prefill is over and it decodes.
+// The host calls it at most once per request and endpoint, before
+// ResponseComplete; a request may end without it.
+type FirstToken interface {
+	Plugin
+	FirstToken(ctx context.Context, req *Request, endpoint Endpoint)
+}
+
 // Outcome summarises how a request ended on an endpoint.
 type Outcome struct {
 	// Err is nil on success.

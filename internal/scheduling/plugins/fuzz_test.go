@@ -6,6 +6,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
@@ -21,6 +22,11 @@ func FuzzFactories(f *testing.F) {
 		`{"maxMetricsAge":"1ns","dropUnscraped":true}`, `{"count":1e9}`, `[1,2]`, `"x"`, `{"blockSize":-5}`, `{} {}`,
 	} {
 		f.Add(seed)
+	}
+	for _, base := range []string{`{"count":`, `{"blockSize":`, `{"ttl":`, `{"loadOverride":`, `{"role":`} {
+		for _, d := range fuzzseed.JSONDocuments(base) {
+			f.Add(string(d))
+		}
 	}
 	builtIn := plugins.BuiltIn()
 	types := make([]string, 0, len(builtIn))

@@ -13,6 +13,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/kvutilization"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/leastrequest"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/loraaffinity"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/queuedepth"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/sessionaffinity"
@@ -21,18 +22,19 @@ import (
 // BuiltIn lists every built-in plugin type with its factory.
 func BuiltIn() map[string]framework.Factory {
 	return map[string]framework.Factory{
-		health.Type:          health.Factory,
-		role.Type:            role.Factory,
-		loracapable.Type:     loracapable.Factory,
-		queuedepth.Type:      queuedepth.Factory,
-		kvutilization.Type:   kvutilization.Factory,
-		leastrequest.Type:    leastrequest.Factory,
-		prefixcache.Type:     prefixcache.Factory,
-		loraaffinity.Type:    loraaffinity.Factory,
-		sessionaffinity.Type: sessionaffinity.Factory,
-		maxscore.Type:        maxscore.Factory,
-		random.Type:          random.Factory,
-		roundrobin.Type:      roundrobin.Factory,
+		health.Type:           health.Factory,
+		role.Type:             role.Factory,
+		loracapable.Type:      loracapable.Factory,
+		queuedepth.Type:       queuedepth.Factory,
+		kvutilization.Type:    kvutilization.Factory,
+		leastrequest.Type:     leastrequest.Factory,
+		prefixcache.Type:      prefixcache.Factory,
+		loraaffinity.Type:     loraaffinity.Factory,
+		predictedlatency.Type: predictedlatency.Factory,
+		sessionaffinity.Type:  sessionaffinity.Factory,
+		maxscore.Type:         maxscore.Factory,
+		random.Type:           random.Factory,
+		roundrobin.Type:       roundrobin.Factory,
 	}
 }
 

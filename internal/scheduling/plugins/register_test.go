@@ -17,7 +17,7 @@ func TestRegisterAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"health", "kv-utilization", "least-request", "lora-affinity", "lora-capable", "max-score",
-		"prefix-cache", "queue-depth", "random", "role", "round-robin", "session-affinity"}
+		"predicted-latency", "prefix-cache", "queue-depth", "random", "role", "round-robin", "session-affinity"}
 	if diff := cmp.Diff(want, reg.Types()); diff != "" {
 		t.Errorf("registered types (-want +got):\n%s", diff)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -315,4 +317,36 @@ func TestSpecTokenizer(t *testing.T) {
 	if _, err := (Spec{Model: "m", Profile: "zero", Tokenizer: "/no/such.tiktoken"}).Build(simclock.Real{}, nil); err == nil || !strings.Contains(err.Error(), "tokenizer") {
 		t.Errorf("missing tokenizer file: error = %v", err)
 	}
+}
+
+// TestSpecModelDir: --model-dir with --gpu-memory-gib sizes the KV cache
+// from the directory's config.json.
+func TestSpecModelDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_size":256,"torch_dtype":"bfloat16"}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// 2 layers × 2 KV heads × 64 × 2 bytes × (K,V) = 1 KiB per token,
+	// 16 KiB per block; 1 GiB × 0.5 / 16 KiB = 32768 blocks.
+	inst := startSim(t, Spec{Profile: "zero", ModelDir: dir, GPUMemoryGiB: 1, GPUMemoryUtilization: 0.5, BlockSize: 16})
+	resp, err := http.Get(inst.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if !strings.Contains(string(body), `num_gpu_blocks="32768"`) {
+		t.Errorf("metrics do not show num_gpu_blocks=32768:\n%s", grepLines(string(body), "num_gpu_blocks"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

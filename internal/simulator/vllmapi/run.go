@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -48,6 +50,14 @@ type Spec struct {
 	// Tokenizer is "pseudo" (default), a tiktoken rank file or a
 	// tokenizer.json (tokenizer.Load).
 	Tokenizer string
+	// ModelDir is a model directory (config.json, tokenizer.json); when
+	// set, the KV block count comes from its architecture and
+	// GPUMemoryGiB (unless NumGPUBlocks is given) and the tokenizer from
+	// its tokenizer.json (unless Tokenizer is given).
+	ModelDir string
+	// GPUMemoryGiB and GPUMemoryUtilization size the KV cache of ModelDir's
+	// model: (GiB × utilization − weights) / KV bytes per block.
+	GPUMemoryGiB, GPUMemoryUtilization float64
 	// LoRAs are adapters loaded at start, as name or name=path.
 	LoRAs []string
 	// Seed makes output deterministic.
@@ -86,6 +96,19 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 	default: // checked here too, so that a bad value is refused without --kv-events
 		return nil, fmt.Errorf("kv-events format: must be array or map, got %q", sp.KVEventsFormat)
 	}
+	var arch *simulator.ModelArch
+	if sp.ModelDir != "" {
+		a, err := simulator.LoadModelArch(sp.ModelDir)
+		if err != nil {
+			return nil, err
+		}
+		arch = &a
+		if tj := filepath.Join(sp.ModelDir, "tokenizer.json"); sp.Tokenizer == "" {
+			if _, err := os.Stat(tj); err == nil {
+				sp.Tokenizer = tj
+			}
+		}
+	}
 	tok, err := tokenizer.Load(sp.Tokenizer)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
@@ -106,6 +129,20 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 	}
 	override(&cfg.Capacity.NumGPUBlocks, sp.NumGPUBlocks)
 	override(&cfg.Capacity.BlockSize, sp.BlockSize)
+	if arch != nil && sp.NumGPUBlocks == 0 && sp.GPUMemoryGiB > 0 {
+		util := sp.GPUMemoryUtilization
+		if util <= 0 {
+			util = 0.9
+		}
+		blocks, err := arch.KVBlocks(int64(sp.GPUMemoryGiB*(1<<30)), util, cfg.Capacity.BlockSize)
+		if err != nil {
+			return nil, fmt.Errorf("model dir %s: %w", sp.ModelDir, err)
+		}
+		cfg.Capacity.NumGPUBlocks = blocks
+		log.Info("sim: KV cache sized from the model", "dir", sp.ModelDir, "layers", arch.Layers,
+			"kv_heads", arch.KVHeads, "head_dim", arch.HeadDim, "dtype", arch.DType,
+			"kv_bytes_per_token", arch.KVBytesPerToken(), "weight_bytes", arch.WeightBytes, "kv_blocks", blocks)
+	}
 	override(&cfg.Capacity.MaxNumSeqs, sp.MaxNumSeqs)
 	override(&cfg.Capacity.MaxNumBatchedTokens, sp.MaxNumBatchedTokens)
 	override(&cfg.Capacity.MaxModelLen, sp.MaxModelLen)

@@ -44,14 +44,20 @@ func repoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
-// requireControlPlane skips (or, with HALYARD_REQUIRE_K8S=1, fails) when the
-// control-plane binaries are not available.
+// requireK8s tells whether a missing control plane fails the tests instead
+// of skipping them: with HALYARD_REQUIRE_K8S=1 (`make test`) or in CI.
+func requireK8s() bool {
+	return os.Getenv("HALYARD_REQUIRE_K8S") == "1" || os.Getenv("CI") == "true"
+}
+
+// requireControlPlane skips (or, with HALYARD_REQUIRE_K8S=1 or CI=true,
+// fails) when the control-plane binaries are not available.
 func requireControlPlane(t *testing.T) string {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
-		if os.Getenv("HALYARD_REQUIRE_K8S") == "1" {
-			t.Fatal("KUBEBUILDER_ASSETS is unset but HALYARD_REQUIRE_K8S=1: build the control plane with hack/controlplane.sh build and export KUBEBUILDER_ASSETS=.k8scp/bin")
+		if requireK8s() {
+			t.Fatal("KUBEBUILDER_ASSETS is unset but HALYARD_REQUIRE_K8S=1 or CI=true: build the control plane with hack/controlplane.sh build and export KUBEBUILDER_ASSETS=.k8scp/bin")
 		}
 		t.Skip("KUBEBUILDER_ASSETS is unset: run hack/controlplane.sh build and export KUBEBUILDER_ASSETS=$PWD/.k8scp/bin to run the control-plane tests")
 	}
@@ -67,8 +73,8 @@ func requireTool(t *testing.T, name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	if os.Getenv("HALYARD_REQUIRE_K8S") == "1" {
-		t.Fatalf("%s not found in KUBEBUILDER_ASSETS or PATH but HALYARD_REQUIRE_K8S=1", name)
+	if requireK8s() {
+		t.Fatalf("%s not found in KUBEBUILDER_ASSETS or PATH but HALYARD_REQUIRE_K8S=1 or CI=true", name)
 	}
 	t.Skipf("%s not found in KUBEBUILDER_ASSETS or PATH", name)
 	return ""

@@ -114,6 +114,50 @@ func (k *cluster) setAllRestarting(t *testing.T, pod *corev1.Pod, on bool) {
 	}
 }
 
+// restartingAll writes what a 1.35 kubelet reports while it restarts every
+// container of a pod in place (RestartAllContainers), as observed on a real
+// kubelet (test/integration/kubelet, docs/kubernetes.md): condition
+// AllContainersRestarting True, phase Pending, not ready, every container,
+// the agent included, waiting with its restart count one up and lastState
+// empty (a restart-all leaves no terminated record, unlike a single
+// container's restart).
+func (k *cluster) restartingAll(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	ctx := context.Background()
+	cur := &corev1.Pod{}
+	if err := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); err != nil {
+		t.Fatalf("get %s: %v", pod.Name, err)
+	}
+	now := metav1.Now()
+	cur.Status.Phase = corev1.PodPending
+	conds := []corev1.PodCondition{{Type: "AllContainersRestarting", Status: corev1.ConditionTrue, LastTransitionTime: now}}
+	for _, c := range cur.Status.Conditions {
+		switch c.Type {
+		case "AllContainersRestarting":
+		case corev1.PodReady, corev1.ContainersReady:
+			c.Status = corev1.ConditionFalse
+			conds = append(conds, c)
+		default:
+			conds = append(conds, c)
+		}
+	}
+	cur.Status.Conditions = conds
+	waiting := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+	for _, list := range [][]corev1.ContainerStatus{cur.Status.InitContainerStatuses, cur.Status.ContainerStatuses} {
+		for i := range list {
+			list[i].RestartCount++
+			list[i].State = waiting
+			list[i].LastTerminationState = corev1.ContainerState{}
+			list[i].Ready = false
+			started := false
+			list[i].Started = &started
+		}
+	}
+	if err := k.c.Status().Update(ctx, cur); err != nil {
+		t.Fatalf("status of %s: %v", pod.Name, err)
+	}
+}
+
 // startAll binds every unscheduled pod of a ModelServing to node and marks
 // every pod running and ready; it returns how many pods it touched.
 func (k *cluster) startAll(t *testing.T, ns, ms, node string) int {

@@ -367,6 +367,25 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"placement mode", func(m *servingv1.ModelServing) { m.Spec.Placement.Mode = "Sometimes" }, "spec.placement.mode: Unsupported value"},
 		{"recovery policy", func(m *servingv1.ModelServing) { m.Spec.Recovery.Policy = "Pray" }, "spec.recovery.policy: Unsupported value"},
 		{"max unavailable 0", func(m *servingv1.ModelServing) { m.Spec.Rollout.MaxUnavailable = ptrInt32(0) }, "spec.rollout.maxUnavailable"},
+		// Every field at its maximum asked for 512 × 8 × 64 × 64 pods.
+		{"every field at its maximum", func(m *servingv1.ModelServing) {
+			m.Spec.Replicas = ptrInt32(512)
+			for len(m.Spec.Roles) < 8 {
+				r := m.Spec.Roles[0]
+				r.Name = fmt.Sprintf("role%d", len(m.Spec.Roles))
+				m.Spec.Roles = append(m.Spec.Roles, r)
+			}
+			for i := range m.Spec.Roles {
+				m.Spec.Roles[i].Replicas, m.Spec.Roles[i].Workers = 64, 63
+			}
+		}, "a group may have at most 512 pods"},
+		{"too many pods per group", func(m *servingv1.ModelServing) {
+			m.Spec.Roles[0].Replicas, m.Spec.Roles[0].Workers = 9, 63 // 576 pods
+		}, "a group may have at most 512 pods"},
+		{"too many pods in all", func(m *servingv1.ModelServing) {
+			m.Spec.Replicas = ptrInt32(512)
+			m.Spec.Roles[0].Replicas, m.Spec.Roles[0].Workers = 4, 1 // 8 + decode's pods per group
+		}, "a ModelServing may have at most 4096 pods"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -382,6 +401,17 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("the largest allowed pod count is accepted", func(t *testing.T) {
+		ms := pdServing(ns, "largest", 8) // 8 groups of 512 pods: 4096
+		ms.Spec.Roles = ms.Spec.Roles[:1]
+		ms.Spec.Roles[0].Replicas, ms.Spec.Roles[0].Workers = 8, 63
+		// A dry run: the API server validates (CEL included) and
+		// stores nothing, so the controller creates no pods.
+		if err := k.c.Create(context.Background(), ms, client.DryRunAll); err != nil {
+			t.Fatalf("create (dry run): %v", err)
+		}
+	})
 
 	t.Run("engine is immutable", func(t *testing.T) {
 		create(t, k, pdServing(ns, "immutable", 1))

@@ -112,13 +112,12 @@ func TestInPlaceGroupRestart(t *testing.T) {
 	held := k.startAgent(t, ns, survivors[0])
 	held.waitStartup(t, http.StatusServiceUnavailable)
 
-	// The kubelet restarts every container of the survivors in place.
+	// The kubelet restarts every container of the survivors in place: while
+	// it does, the pod is Pending with every restart count already up and
+	// AllContainersRestarting True.
 	node := before[survivors[0]].Spec.NodeName
 	for _, name := range survivors {
-		p := k.pod(t, ns, name)
-		k.setAllRestarting(t, p, true)
-		k.markRunning(t, p, 1, false)
-		k.setAllRestarting(t, p, true)
+		k.restartingAll(t, k.pod(t, ns, name))
 	}
 	fresh := k.pod(t, ns, failed)
 	k.bind(t, fresh, node)
@@ -130,6 +129,7 @@ func TestInPlaceGroupRestart(t *testing.T) {
 	}
 	for _, name := range survivors {
 		k.setAllRestarting(t, k.pod(t, ns, name), false)
+		k.markRunning(t, k.pod(t, ns, name), 1, false)
 	}
 
 	eventually(t, waitLong, "barrier released", func() (bool, string) {

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
@@ -30,6 +31,12 @@ func FuzzParseGeneration(f *testing.F) {
 	} {
 		f.Add([]byte(seed), false)
 		f.Add([]byte(seed), true)
+	}
+	for _, base := range []string{`{"model":"m","prompt":`, `{"model":"m","messages":`, `{"model":"m","prompt":"x","max_tokens":`, `{"model":"m","prompt":"x","stop":`, `{"model":"m","prompt":"x","kv_transfer_params":`} {
+		for _, d := range fuzzseed.JSONDocuments(base) {
+			f.Add(d, false)
+			f.Add(d, true)
+		}
 	}
 	lim := Limits{MaxModelLen: 64, VocabSize: 1000, DefaultMaxTokens: 16, DefaultChatMaxTokens: 32}
 	f.Fuzz(func(t *testing.T, body []byte, chat bool) {

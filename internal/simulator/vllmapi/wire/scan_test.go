@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
-	"unicode/utf8"
+
+	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
-// FuzzScanObject: on valid JSON the scanner splits objects and arrays
-// exactly as encoding/json does.
+// FuzzScanObject: on what json.Valid accepts (production's check, which
+// lets invalid UTF-8 through) the scanner splits objects and arrays exactly
+// as encoding/json does, keys with invalid UTF-8 included.
 func FuzzScanObject(f *testing.F) {
 	for _, seed := range []string{
 		`{}`, `{"a":1}`, `{"a" : [1, {"b":"}"}], "c":"x\"y", "d":null, "a":2}`,
@@ -16,8 +18,13 @@ func FuzzScanObject(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
+	for _, d := range fuzzseed.JSONDocuments(`{"a":1,"\xff":2,"b":`) {
+		f.Add(d)
+	}
+	f.Add([]byte("{\"k\xff\":1,\"k\ufffd\":2}"))
+	f.Add([]byte("{\"\xed\xa0\x80\":[\"\xc0\xaf\"]}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if !json.Valid(data) || !utf8.Valid(data) {
+		if !json.Valid(data) {
 			return
 		}
 		var want map[string]json.RawMessage

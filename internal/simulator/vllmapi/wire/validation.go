@@ -360,8 +360,11 @@ func asString(v json.RawMessage) (string, bool) {
 		return "", false
 	}
 	// v is a valid JSON string (it came out of a decoded body): without
-	// escapes its content is the bytes between the quotes.
-	if len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0 {
+	// escapes, and in valid UTF-8, its content is the bytes between the
+	// quotes. json.Valid lets invalid UTF-8 through and encoding/json then
+	// reads each bad byte as U+FFFD, so such a string takes the slow path to
+	// agree with it.
+	if len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v[1:len(v)-1]) {
 		return string(v[1 : len(v)-1]), true
 	}
 	var s string

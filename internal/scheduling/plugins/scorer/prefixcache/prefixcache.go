@@ -130,6 +130,19 @@ type PredictedHit struct {
 	MatchedTokens int
 }
 
+// MatchedKey is the CycleState key of the Matched that Score leaves for
+// scorers that run after it (predicted-latency reads it to count the
+// uncached tokens on each endpoint).
+const MatchedKey framework.StateKey = "prefix-cache/matched"
+
+// Matched is, per endpoint of the cycle's Score call (same order), how many
+// leading prompt tokens the index predicts cached there: blocks × blockSize,
+// or for a prompt hashed as text its matched share of the prompt's bytes
+// times the request's PromptTokens.
+type Matched struct {
+	Tokens []int
+}
+
 // Scorer scores endpoints by predicted prefix-cache hits. It is safe for
 // concurrent use.
 type Scorer struct {
@@ -281,6 +294,17 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 		scores[i] = float64(m) / float64(n)
 		anyMatch = anyMatch || m > 0
 	}
+	if state != nil {
+		tokens := make([]int, len(matched))
+		for i, m := range matched {
+			tokens[i] = s.matchedTokens(m, c.text)
+			if c.text && len(req.Prompt.Text) > 0 && req.PromptTokens > 0 {
+				// The prompt's own bytes per token, not the average.
+				tokens[i] = min(req.PromptTokens, int(float64(m*s.params.ChunkBytes)/float64(len(req.Prompt.Text))*float64(req.PromptTokens)))
+			}
+		}
+		state.Write(MatchedKey, Matched{Tokens: tokens})
+	}
 	if anyMatch {
 		s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)
 	}
@@ -356,10 +380,7 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 		s.index.Match(c.chain, buf[:], m[:])
 		buf[0] = ""
 		s.nameBuffer.Put(buf)
-		tokens := m[0] * s.params.BlockSize
-		if c.text {
-			tokens = m[0] * s.params.ChunkBytes / bytesPerToken
-		}
+		tokens := s.matchedTokens(m[0], c.text)
 		state.Write(PredictedHitKey, PredictedHit{
 			Endpoint:      name,
 			MatchedBlocks: m[0],
@@ -369,6 +390,14 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 		})
 	}
 	s.index.Add(name, s.capacityBlocks(picked, c.text), c.chain)
+}
+
+// matchedTokens converts matched blocks into tokens.
+func (s *Scorer) matchedTokens(blocks int, text bool) int {
+	if text {
+		return blocks * s.params.ChunkBytes / bytesPerToken
+	}
+	return blocks * s.params.BlockSize
 }
 
 // capacityBlocks converts an endpoint's KV capacity into blocks of the kind

@@ -1,0 +1,212 @@
+package admission
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/simclock"
+)
+
+// fixedGate is a Gate with settable room.
+type fixedGate struct{ slots, endpoints int }
+
+func (g *fixedGate) Capacity(string) (int, int) { return g.slots, g.endpoints }
+
+func newTestAdmission(t *testing.T, doc string, gate Gate, clock simclock.Clock) *Admission {
+	t.Helper()
+	cfg, err := config.Parse([]byte("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\n" + doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{Config: cfg, Gate: gate, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+const queueDoc = `
+router:
+  admission:
+    queue: {maxPerModel: 4, maxWait: 10s, noEndpointWait: 2s}
+tenants:
+  - {name: heavy}
+  - {name: light}
+  - {name: vip, priority: critical}
+  - {name: cheap, priority: sheddable}
+`
+
+// outcome records how a submitted request ended.
+type outcome struct {
+	name   string
+	ticket *Ticket
+	rej    *Rejection
+}
+
+func submit(a *Admission, got *[]outcome, name, tenant string, tokens int) {
+	tn, _ := a.Tenant(tenant)
+	a.Submit(Request{Tenant: tn, Model: "m", PromptTokens: tokens, OutputTokens: 0}, func(t *Ticket, r *Rejection) {
+		*got = append(*got, outcome{name: name, ticket: t, rej: r})
+	})
+}
+
+func names(os []outcome) []string {
+	var out []string
+	for _, o := range os {
+		s := o.name
+		if o.rej != nil {
+			s += ":" + string(o.rej.Reason)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func TestQueueServesTheTenantWithTheLowestCounterFirst(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 1, endpoints: 1}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var got []outcome
+	submit(a, &got, "h0", "heavy", 100) // admitted at once
+	submit(a, &got, "h1", "heavy", 100)
+	submit(a, &got, "h2", "heavy", 100)
+	submit(a, &got, "l0", "light", 100)
+	if diff := cmp.Diff([]string{"h0"}, names(got)); diff != "" {
+		t.Fatalf("admitted at once (-want +got):\n%s", diff)
+	}
+	// Each completion frees the one slot. Light is lifted to heavy's
+	// counter (100, h0's service) when it arrives: no credit for idling.
+	// The tie goes to the tenant with fewer waiting (light).
+	for i := 0; i < 3; i++ {
+		got[len(got)-1].ticket.Done(Usage{PromptTokens: 100, Known: true})
+	}
+	if diff := cmp.Diff([]string{"h0", "l0", "h1", "h2"}, names(got)); diff != "" {
+		t.Fatalf("service order (-want +got):\n%s", diff)
+	}
+	if got[1].ticket.position != 3 || !got[1].ticket.queued {
+		t.Errorf("light's queue position = %d, queued %v; want 3, true", got[1].ticket.position, got[1].ticket.queued)
+	}
+}
+
+func TestQueueWeightsShareService(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 1, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 100}
+tenants:
+  - {name: a, weight: 3}
+  - {name: b, weight: 1}
+`, gate, clock)
+	var got []outcome
+	submit(a, &got, "first", "b", 10)
+	for i := 0; i < 20; i++ {
+		submit(a, &got, "a", "a", 10)
+		submit(a, &got, "b", "b", 10)
+	}
+	for i := 0; i < 16; i++ {
+		got[len(got)-1].ticket.Done(Usage{PromptTokens: 10, Known: true})
+	}
+	served := map[string]int{}
+	for _, o := range got[1:] {
+		served[o.name]++
+	}
+	// Weight 3 against 1: a gets three of every four slots, within one.
+	if served["a"] < 11 || served["a"] > 13 || served["a"]+served["b"] != 16 {
+		t.Errorf("served %v; want a:12 b:4 within one", served)
+	}
+}
+
+func TestQueuePrioritiesAndShedding(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 1, endpoints: 1}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var got []outcome
+	submit(a, &got, "run", "heavy", 1)
+	submit(a, &got, "c1", "cheap", 1)
+	submit(a, &got, "h1", "heavy", 1)
+	submit(a, &got, "c2", "cheap", 1)
+	submit(a, &got, "h2", "heavy", 1)
+	// The queue holds 4: a fifth (critical) sheds the newest sheddable.
+	submit(a, &got, "v1", "vip", 1)
+	if diff := cmp.Diff([]string{"run", "c2:shed"}, names(got)); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	if !strings.Contains(got[1].rej.Explain, "shed=queue_full") {
+		t.Errorf("explanation %q does not say why", got[1].rej.Explain)
+	}
+	for i := 0; i < 4; i++ {
+		var last *Ticket
+		for _, o := range got {
+			if o.ticket != nil {
+				last = o.ticket
+			}
+		}
+		last.Done(Usage{})
+	}
+	if diff := cmp.Diff([]string{"run", "c2:shed", "v1", "h1", "h2", "c1"}, names(got)); diff != "" {
+		t.Fatalf("critical first, sheddable last (-want +got):\n%s", diff)
+	}
+}
+
+func TestQueueWaitIsBounded(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 0, endpoints: 1}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var got []outcome
+	submit(a, &got, "w", "heavy", 1)
+	clock.Advance(9 * time.Second)
+	if len(got) != 0 {
+		t.Fatalf("shed before maxWait: %v", names(got))
+	}
+	clock.Advance(time.Second)
+	if diff := cmp.Diff([]string{"w:shed"}, names(got)); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	if s := got[0].rej.Status(); s != 429 {
+		t.Errorf("status %d, want 429", s)
+	}
+	if a.Queue().Len("m") != 0 {
+		t.Errorf("queue length %d after the shed", a.Queue().Len("m"))
+	}
+}
+
+func TestQueueNoEndpointWaitsThen503(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: -1, endpoints: 0}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var got []outcome
+	submit(a, &got, "a", "heavy", 1)
+	submit(a, &got, "b", "heavy", 1)
+	clock.Advance(time.Second)
+	// An endpoint appears: the first re-check admits both.
+	gate.endpoints = 1
+	a.Queue().Dispatch()
+	if diff := cmp.Diff([]string{"a", "b"}, names(got)); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	gate.endpoints = 0
+	submit(a, &got, "c", "heavy", 1)
+	clock.Advance(2 * time.Second)
+	if diff := cmp.Diff([]string{"a", "b", "c:no_endpoint"}, names(got)); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	if s := got[2].rej.Status(); s != 503 {
+		t.Errorf("status %d, want 503", s)
+	}
+}
+
+func TestPriorityHeaderIsBoundedByTheTenant(t *testing.T) {
+	tn := newTenant(config.TenantSpec{Name: "x", Priority: "standard", MaxPriority: "standard"})
+	for asked, want := range map[string]Priority{"": Standard, "sheddable": Sheddable, "critical": Standard, "bogus": Standard} {
+		if got := tn.priorityFor(asked); got != want {
+			t.Errorf("priorityFor(%q) = %v, want %v", asked, got, want)
+		}
+	}
+}

@@ -1,0 +1,102 @@
+package latencymodel_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/latencymodel"
+	"github.com/halyard-dev/halyard/internal/simclock"
+	"github.com/halyard-dev/halyard/internal/simulator"
+	"github.com/halyard-dev/halyard/internal/steptime"
+)
+
+// drive runs a simulated engine of profile on a virtual clock under a
+// Poisson load whose rate changes every phase, and feeds the estimate what
+// a router sees: the send, the first token and the end of each request.
+func drive(t *testing.T, profile string, est *latencymodel.Engine, requests int, seed uint64) {
+	t.Helper()
+	p, err := simulator.LoadProfile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	eng, err := simulator.NewEngine(p.Config("m"), clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	// Phases of different rates and prompt lengths, so that the batch's
+	// decode count and context vary apart.
+	phases := []struct {
+		rate           float64 // requests per second
+		prompt, spread int     // prompt tokens: prompt + [0, spread)
+	}{{2, 4000, 4000}, {12, 200, 800}, {6, 1000, 3000}, {20, 100, 300}, {3, 6000, 2000}, {9, 500, 2500}}
+	at := time.Duration(0)
+	for i := range requests {
+		ph := phases[i*len(phases)/requests]
+		at += time.Duration(rng.ExpFloat64() / ph.rate * float64(time.Second))
+		promptLen := ph.prompt + rng.IntN(ph.spread)
+		output := 20 + rng.IntN(300)
+		prompt := make([]uint32, promptLen)
+		for j := range prompt {
+			prompt[j] = uint32(i)<<14 | uint32(j) // unique: nothing is cached
+		}
+		id := fmt.Sprint(i)
+		clock.AfterFunc(at, func() {
+			est.Sent(id, clock.Now(), promptLen, promptLen, output)
+			err := eng.Submit(simulator.Request{ID: id, Prompt: prompt, MaxTokens: output, IgnoreEOS: true, Sink: simulator.SinkFuncs{
+				OnToken: func(_ uint32, index int, now time.Time) {
+					if index == 0 {
+						est.FirstToken(id, now)
+					}
+				},
+				OnDone: func(r simulator.Result) { est.Done(id, r.Finished, r.OutputTokens) },
+			}})
+			if err != nil {
+				t.Errorf("submit %s: %v", id, err)
+			}
+		})
+	}
+	clock.Run()
+}
+
+// The fit starts from the H100 prior and, fed an A100 engine's traffic,
+// converges to the A100's step time within 10 % over the batches such an
+// engine runs (up to 64 sequences and 128k tokens of context).
+func TestFitConvergesToUnseenProfile(t *testing.T) {
+	a100, err := simulator.LoadProfile("a100-llama3-8b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	est := latencymodel.NewEngine(latencymodel.Config{
+		Fit:              latencymodel.FitConfig{Prior: steptime.H100Llama3_8B},
+		MaxBatchedTokens: a100.Capacity.MaxNumBatchedTokens,
+	})
+	prior := est.Coefficients()
+	drive(t, "a100-llama3-8b", est, 1200, 7)
+	got := est.Coefficients()
+	want := a100.StepTime
+	t.Logf("prior %+v\nfitted %+v\ntruth  %+v", prior, got, want)
+	worstPrior, worstFit := 0.0, 0.0
+	for _, pre := range []float64{0, 256, 1024, 2048} {
+		for _, dec := range []float64{1, 8, 32, 64} {
+			for _, ctxPerSeq := range []float64{500, 2000, 4000} {
+				if dec*ctxPerSeq > 128_000 {
+					continue // beyond the batches the workload makes
+				}
+				truth := want.Ms(pre, dec, dec*ctxPerSeq)
+				errFit := math.Abs(got.Ms(pre, dec, dec*ctxPerSeq)-truth) / truth
+				errPrior := math.Abs(prior.Ms(pre, dec, dec*ctxPerSeq)-truth) / truth
+				worstFit, worstPrior = max(worstFit, errFit), max(worstPrior, errPrior)
+				if errFit > 0.10 {
+					t.Errorf("step(prefill %v, decode %v, context %v): fitted %.2f ms, a100 %.2f ms (%.0f%% off)",
+						pre, dec, dec*ctxPerSeq, got.Ms(pre, dec, dec*ctxPerSeq), truth, 100*errFit)
+				}
+			}
+		}
+	}
+	t.Logf("worst relative step-time error: prior %.0f%%, fitted %.1f%%", 100*worstPrior, 100*worstFit)
+}

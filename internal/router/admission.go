@@ -1,0 +1,223 @@
+package router
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/admission"
+	"github.com/halyard-dev/halyard/internal/openai"
+	"github.com/halyard-dev/halyard/internal/routing"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+)
+
+// HeaderPriority asks for a priority class (critical, standard,
+// sheddable); a tenant may lower its class and raise it up to its
+// maxPriority.
+const HeaderPriority = "X-Halyard-Priority"
+
+// Admission error codes (OpenAI's where it has one).
+const (
+	codeInvalidAPIKey    = "invalid_api_key"
+	codeModelNotAllowed  = "model_not_allowed"
+	codeRateLimit        = "rate_limit_exceeded"
+	codeOverloaded       = "model_overloaded"
+	codeStoreUnavailable = "budget_store_unavailable"
+	typePermission       = "permission_error"
+)
+
+// newAdmission builds the admission stage from the configuration; nil when
+// the configuration asks for none.
+func (r *Router) newAdmission(cfg *config.Config, opts Options) error {
+	a, err := admission.New(admission.Options{Config: cfg, Gate: admission.GateFunc(r.capacity), Clock: opts.Clock,
+		Log: r.log, Registerer: r.metrics.Registry})
+	if err != nil {
+		return err
+	}
+	r.admission, r.authOn = a, cfg.Auth != nil
+	return nil
+}
+
+// Admission returns the admission stage (nil when off).
+func (r *Router) Admission() *admission.Admission { return r.admission }
+
+// authenticate maps the caller to a tenant before the body is read; nil
+// tenant and no rejection when admission is off.
+func (r *Router) authenticate(w http.ResponseWriter, hr *http.Request) (*admission.Tenant, bool) {
+	if r.admission == nil {
+		return nil, true
+	}
+	t, rej := r.admission.Authenticate(hr.Header.Get("Authorization"))
+	if rej != nil {
+		r.reject(w, "", nil, rej, false)
+		return nil, false
+	}
+	return t, true
+}
+
+// admit runs admission for a parsed and routed request: the model
+// allow-list, the budgets and the fair queue. It answers the client itself
+// when the request is refused.
+func (r *Router) admit(w http.ResponseWriter, hr *http.Request, c *call, tenant *admission.Tenant) bool {
+	if r.admission == nil {
+		return true
+	}
+	if !tenant.CanExplain && r.authOn {
+		c.explain = false
+	}
+	if rej := r.admission.Authorize(tenant, c.route.Model); rej != nil {
+		r.reject(w, c.route.Model, c, rej, c.explain)
+		return false
+	}
+	t, rej := r.admission.Admit(hr.Context(), admission.Request{
+		ID: c.req.ID, Tenant: tenant, Model: c.route.Model,
+		PromptTokens: c.req.PromptTokens, OutputTokens: r.outputEstimate(c),
+		Priority: hr.Header.Get(HeaderPriority),
+	})
+	if rej != nil {
+		r.reject(w, c.route.Model, c, rej, c.explain)
+		return false
+	}
+	c.ticket = t
+	c.start = time.Now() // added latency and TTFT are counted after the queue
+	if rate := t.Rate(); rate != nil {
+		setRateHeaders(w.Header(), rate)
+	}
+	return true
+}
+
+// settle ends the request's admission ticket with the engine's usage: the
+// reported usage, else (a stream without usage) the prompt and the chunks
+// relayed, else nothing at all when no engine answered.
+func (r *Router) settle(c *call) {
+	u := c.usage
+	switch {
+	case u.Known:
+	case c.chunks > 0:
+		u = admission.Usage{PromptTokens: c.req.PromptTokens, CompletionTokens: c.chunks, Known: true}
+	case !c.answered:
+		u = admission.Usage{Known: true} // never reached an engine: a full refund
+	}
+	c.ticket.Done(u)
+}
+
+// reject answers a refused request, OpenAI-shaped, with Retry-After and
+// the x-ratelimit-* headers when they apply.
+func (r *Router) reject(w http.ResponseWriter, model string, c *call, rej *admission.Rejection, explain bool) {
+	e := &openai.Error{Status: rej.Status(), Message: rej.Message}
+	switch rej.Status() {
+	case http.StatusUnauthorized:
+		e.Type, e.Code = openai.TypeInvalidRequest, codeInvalidAPIKey
+	case http.StatusForbidden:
+		e.Type, e.Code = typePermission, codeModelNotAllowed
+	case http.StatusTooManyRequests:
+		e.Type, e.Code = openai.TypeRateLimit, codeOverloaded
+		if rej.Reason == admission.ReasonOverBudget {
+			e.Code = codeRateLimit
+		}
+	case http.StatusServiceUnavailable:
+		e.Type, e.Code = openai.TypeUnavailable, openai.CodeNoEndpoint
+		if rej.Reason == admission.ReasonStoreUnavailable {
+			e.Code = codeStoreUnavailable
+		}
+	}
+	h := w.Header()
+	if rej.Rate != nil {
+		setRateHeaders(h, rej.Rate)
+	}
+	if rej.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(int64(math.Ceil(rej.RetryAfter.Seconds())), 10))
+	}
+	if explain && rej.Explain != "" {
+		h.Set(HeaderRoute, "admission=refused; "+rej.Explain)
+	}
+	if rej.Reason == admission.ReasonClientGone {
+		r.metrics.Requests.WithLabelValues(model, "", "499").Inc()
+		return
+	}
+	r.fail(w, model, e, "admission_"+string(rej.Reason))
+}
+
+// setRateHeaders writes OpenAI's x-ratelimit-* headers.
+func setRateHeaders(h http.Header, ri *admission.RateInfo) {
+	if ri.LimitRequests > 0 {
+		h["X-Ratelimit-Limit-Requests"] = []string{strconv.FormatInt(ri.LimitRequests, 10)}
+		h["X-Ratelimit-Remaining-Requests"] = []string{strconv.FormatInt(ri.RemainingRequests, 10)}
+		h["X-Ratelimit-Reset-Requests"] = []string{resetString(ri.ResetRequests)}
+	}
+	if ri.LimitTokens > 0 {
+		h["X-Ratelimit-Limit-Tokens"] = []string{strconv.FormatInt(ri.LimitTokens, 10)}
+		h["X-Ratelimit-Remaining-Tokens"] = []string{strconv.FormatInt(ri.RemainingTokens, 10)}
+		h["X-Ratelimit-Reset-Tokens"] = []string{resetString(ri.ResetTokens)}
+	}
+}
+
+// resetString writes a reset time as OpenAI does ("1s", "6m0s", "20ms").
+func resetString(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// capacity is the fair queue's Gate: how many requests of this router may
+// be in flight to model's endpoints now, and how many endpoints could
+// serve it. An endpoint is saturated when the router already sends it
+// router.admission.queue.endpointConcurrency requests, or its engine
+// reports engineWaiting waiting requests or KV usage at kvUtilization; a
+// saturated endpoint offers only the requests it has. -1 slots: no bound.
+func (r *Router) capacity(model string) (int, int) {
+	route, ok := r.routes().table.Lookup(model)
+	if !ok {
+		return -1, 1 // the route went away: let it fail in scheduling
+	}
+	q := r.cfg.Admission.Queue
+	slots, endpoints, unbounded := 0, 0, false
+	seen := map[string]bool{}
+	for _, t := range route.Targets() {
+		if seen[t.Pool] {
+			continue
+		}
+		seen[t.Pool] = true
+		for _, ep := range r.servingEndpoints(route, t) {
+			endpoints++
+			inflight, _ := ep.InFlight()
+			m := ep.Metrics()
+			saturated := (q.EngineWaiting > 0 && m.WaitingRequests >= q.EngineWaiting) || m.KVCacheUsage >= q.KVUtilization
+			switch {
+			case saturated:
+				slots += int(inflight)
+			case q.EndpointConcurrency > 0:
+				slots += max(q.EndpointConcurrency, int(inflight))
+			default:
+				unbounded = true
+			}
+		}
+	}
+	if unbounded {
+		return -1, endpoints
+	}
+	return slots, endpoints
+}
+
+// servingEndpoints are the endpoints of t's pool a request of route could
+// be sent to: the candidates, or a disaggregated pool's decode candidates.
+func (r *Router) servingEndpoints(route *routing.Route, t routing.Target) []framework.Endpoint {
+	if r.pdPools[t.Pool] != nil {
+		_, decode, _ := r.pdCandidates(route, t.Pool, false)
+		return decode
+	}
+	cands, _ := r.candidates(route, t.Pool, nil, false)
+	return cands
+}
+
+// runAdmission runs admission's background work (credential reloads, queue
+// re-checks at the scrape interval) until ctx is done.
+func (r *Router) runAdmission(ctx context.Context) {
+	if r.admission != nil {
+		r.admission.Run(ctx, r.cfg.ScrapeInterval.Duration)
+	}
+}

@@ -1,0 +1,378 @@
+package predictedlatency
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/halyard-dev/halyard/internal/latencymodel"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+	"github.com/halyard-dev/halyard/internal/steptime"
+)
+
+// Type is the registered plugin type.
+const Type = "predicted-latency"
+
+// Request headers carrying a request's objectives, in milliseconds.
+const (
+	HeaderSLOTTFT = "x-halyard-slo-ttft-ms"
+	HeaderSLOTPOT = "x-halyard-slo-tpot-ms"
+)
+
+// MetricSLOUnmeetable counts requests for which no candidate was predicted
+// to meet the request's objectives.
+const MetricSLOUnmeetable = "halyard_router_slo_unmeetable_total"
+
+// sloPenaltyMs is added to the cost of an endpoint predicted to miss an
+// objective: any endpoint that meets them wins, and among those that miss,
+// the cheapest.
+const sloPenaltyMs = 1e7
+
+// Params configure a Scorer.
+type Params struct {
+	// Prior is the step-time model the online fit starts from. Default the
+	// simulator's h100-llama3-8b (steptime.H100Llama3_8B).
+	Prior *steptime.Coefficients `json:"prior,omitempty"`
+	// MaxBatchedTokens is the engines' step token budget (vLLM's
+	// max_num_batched_tokens), which chunks prefill. Default 8192.
+	MaxBatchedTokens int `json:"maxBatchedTokens"`
+	// Forgetting is the online fit's forgetting factor per observation, in
+	// (0,1]. Default 0.999.
+	Forgetting float64 `json:"forgetting"`
+	// PerEndpointFit fits each endpoint's step time on its own
+	// observations; by default the scorer's endpoints share one fit (a pool
+	// serves one model on one kind of accelerator), which learns from
+	// every endpoint's traffic and so varies less.
+	PerEndpointFit bool `json:"perEndpointFit"`
+	// FutureWeight weighs the prefill time a request's uncached tokens
+	// take from every request queued after it (the oracle's second term).
+	// Default 1.
+	FutureWeight float64 `json:"futureWeight"`
+	// StallWeight weighs the time the request's prefill adds to each
+	// stream decoding on the endpoint, per stream. Default 0.
+	StallWeight float64 `json:"stallWeight"`
+	// DefaultOutputTokens is the output length assumed when a request sets
+	// no max_tokens. Default 256.
+	DefaultOutputTokens int `json:"defaultOutputTokens"`
+	// TTFTObjectiveMs and TPOTObjectiveMs are the objectives of requests
+	// that carry no header; 0 means none.
+	TTFTObjectiveMs float64 `json:"ttftObjectiveMs"`
+	TPOTObjectiveMs float64 `json:"tpotObjectiveMs"`
+}
+
+// DefaultParams returns the defaults.
+func DefaultParams() Params {
+	return Params{MaxBatchedTokens: 8192, Forgetting: 0.999, FutureWeight: 1, DefaultOutputTokens: 256}
+}
+
+// Validate reports the first invalid field, named by its path.
+func (p Params) Validate() error {
+	if p.Prior != nil {
+		if err := p.Prior.Validate("params.prior"); err != nil {
+			return err
+		}
+	}
+	switch {
+	case p.MaxBatchedTokens <= 0:
+		return fmt.Errorf("params.maxBatchedTokens: must be positive, got %d", p.MaxBatchedTokens)
+	case !(p.Forgetting > 0 && p.Forgetting <= 1):
+		return fmt.Errorf("params.forgetting: must be in (0,1], got %v", p.Forgetting)
+	case !(p.FutureWeight >= 0) || math.IsInf(p.FutureWeight, 0):
+		return fmt.Errorf("params.futureWeight: must be a finite number >= 0, got %v", p.FutureWeight)
+	case !(p.StallWeight >= 0) || math.IsInf(p.StallWeight, 0):
+		return fmt.Errorf("params.stallWeight: must be a finite number >= 0, got %v", p.StallWeight)
+	case p.DefaultOutputTokens <= 0:
+		return fmt.Errorf("params.defaultOutputTokens: must be positive, got %d", p.DefaultOutputTokens)
+	case !(p.TTFTObjectiveMs >= 0) || math.IsInf(p.TTFTObjectiveMs, 0):
+		return fmt.Errorf("params.ttftObjectiveMs: must be a finite number >= 0, got %v", p.TTFTObjectiveMs)
+	case !(p.TPOTObjectiveMs >= 0) || math.IsInf(p.TPOTObjectiveMs, 0):
+		return fmt.Errorf("params.tpotObjectiveMs: must be a finite number >= 0, got %v", p.TPOTObjectiveMs)
+	}
+	return nil
+}
+
+// Scorer is the predicted-latency scorer. It is safe for concurrent use.
+type Scorer struct {
+	tn       framework.TypedName
+	stateKey framework.StateKey
+	params   Params
+	cfg      latencymodel.Config
+	now      func() time.Time
+	engines  sync.Map // endpoint name -> *latencymodel.Engine
+	unmet    atomic.Uint64
+	desc     *prometheus.Desc
+}
+
+var (
+	_ framework.Scorer           = (*Scorer)(nil)
+	_ framework.PreRequest       = (*Scorer)(nil)
+	_ framework.FirstToken       = (*Scorer)(nil)
+	_ framework.ResponseComplete = (*Scorer)(nil)
+	_ prometheus.Collector       = (*Scorer)(nil)
+)
+
+// Factory builds a Scorer from JSON params.
+func Factory(name string, params json.RawMessage, h framework.Handle) (framework.Plugin, error) {
+	p := DefaultParams()
+	if err := framework.DecodeParams(params, &p); err != nil {
+		return nil, err
+	}
+	return New(name, p, h)
+}
+
+// New returns a Scorer named name.
+func New(name string, p Params, h framework.Handle) (*Scorer, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var now func() time.Time = time.Now // a nil handle: the wall clock
+	if h != nil {
+		now = h.Now
+	}
+	fc := latencymodel.FitConfig{Forgetting: p.Forgetting}
+	if p.Prior != nil {
+		fc.Prior = *p.Prior
+	}
+	cfg := latencymodel.Config{Fit: fc, MaxBatchedTokens: p.MaxBatchedTokens}
+	if !p.PerEndpointFit {
+		cfg.Shared = latencymodel.NewFit(fc)
+	}
+	return &Scorer{
+		tn:       framework.TypedName{Type: Type, Name: name},
+		stateKey: framework.StateKey(Type + "/" + name + "/cycle"),
+		params:   p,
+		cfg:      cfg,
+		now:      now,
+		desc: prometheus.NewDesc(MetricSLOUnmeetable,
+			"Requests for which no candidate endpoint was predicted to meet the request's TTFT and TPOT objectives.",
+			nil, prometheus.Labels{"plugin": name}),
+	}, nil
+}
+
+// TypedName returns the plugin's type and name.
+func (s *Scorer) TypedName() framework.TypedName { return s.tn }
+
+// Engine returns the scorer's estimate of endpoint name, creating it.
+func (s *Scorer) Engine(name string) *latencymodel.Engine {
+	if e, ok := s.engines.Load(name); ok {
+		return e.(*latencymodel.Engine)
+	}
+	e, _ := s.engines.LoadOrStore(name, latencymodel.NewEngine(s.cfg))
+	return e.(*latencymodel.Engine)
+}
+
+// Candidate is the scorer's prediction for one endpoint.
+type Candidate struct {
+	Endpoint string
+	Uncached int
+	latencymodel.Prediction
+	// CostMs is what the scorer minimises: TTFT, plus FutureWeight times
+	// the request's own prefill time, plus StallWeight times the stall it
+	// imposes on each stream decoding there, plus a penalty when an
+	// objective is predicted missed.
+	CostMs float64
+	// MeetsSLO reports whether the request's objectives (if any) are
+	// predicted met.
+	MeetsSLO bool
+}
+
+// cycle is what Score leaves for PreRequest: the uncached tokens
+// predicted on each endpoint.
+type cycle struct {
+	names    []string
+	uncached []int
+}
+
+// Objectives returns the request's TTFT and TPOT objectives in
+// milliseconds: from its headers, else the params' defaults; 0 is none.
+func (s *Scorer) Objectives(req *framework.Request) (ttftMs, tpotMs float64) {
+	ttftMs, tpotMs = s.params.TTFTObjectiveMs, s.params.TPOTObjectiveMs
+	if req == nil {
+		return
+	}
+	if v, ok := headerMs(req.Headers, HeaderSLOTTFT); ok {
+		ttftMs = v
+	}
+	if v, ok := headerMs(req.Headers, HeaderSLOTPOT); ok {
+		tpotMs = v
+	}
+	return
+}
+
+func headerMs(h map[string]string, name string) (float64, bool) {
+	v, ok := h[name]
+	if !ok {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f > 0) || math.IsInf(f, 0) {
+		return 0, false
+	}
+	return f, true
+}
+
+// Predict returns the scorer's prediction for req on each endpoint, in
+// order. matched gives the tokens each endpoint holds (nil: none).
+func (s *Scorer) Predict(req *framework.Request, endpoints []framework.Endpoint, matched []int) []Candidate {
+	out := make([]Candidate, len(endpoints))
+	s.predict(req, endpoints, matched, func(i int, c Candidate) { out[i] = c })
+	return out
+}
+
+// predict calls each with the prediction of every endpoint, in order.
+func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint, matched []int, each func(int, Candidate)) {
+	ttftObj, tpotObj := s.Objectives(req)
+	prompt := req.PromptTokens
+	var shared steptime.Coefficients
+	if s.cfg.Shared != nil {
+		shared = s.cfg.Shared.Coefficients() // once per cycle, not per endpoint
+	}
+	for i, e := range endpoints {
+		m := 0
+		if i < len(matched) {
+			m = matched[i]
+		}
+		uncached := max(prompt-m, 0)
+		met := e.Metrics()
+		name := e.Metadata().Name
+		eng := s.Engine(name)
+		coef := shared
+		if s.cfg.Shared == nil {
+			coef = eng.Coefficients()
+		}
+		pr := eng.PredictWith(coef, prompt, uncached, latencymodel.Scraped{Running: met.RunningRequests, Waiting: met.WaitingRequests})
+		c := Candidate{Endpoint: name, Uncached: uncached, Prediction: pr, MeetsSLO: true}
+		c.CostMs = pr.TTFTMs + s.params.FutureWeight*pr.Step.PrefillTokenMs*float64(uncached) +
+			s.params.StallWeight*pr.StallMs*float64(pr.Decoding)
+		if (ttftObj > 0 && pr.TTFTMs > ttftObj) || (tpotObj > 0 && pr.TPOTMs > tpotObj) {
+			c.MeetsSLO = false
+			c.CostMs += sloPenaltyMs
+		}
+		each(i, c)
+	}
+}
+
+// Score writes minCost/cost per endpoint: 1 for the cheapest.
+func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *framework.Request, endpoints []framework.Endpoint, scores []float64) {
+	if req == nil || len(endpoints) == 0 {
+		return
+	}
+	var matched []int
+	if state != nil {
+		if m, ok := framework.ReadAs[prefixcache.Matched](state, prefixcache.MatchedKey); ok && len(m.Tokens) == len(endpoints) {
+			matched = m.Tokens
+		}
+	}
+	explain := framework.Explaining(state)
+	var cands []Candidate
+	cy := &cycle{names: make([]string, len(endpoints)), uncached: make([]int, len(endpoints))}
+	lo, anyMet := math.Inf(1), false
+	s.predict(req, endpoints, matched, func(i int, c Candidate) {
+		scores[i] = c.CostMs
+		cy.names[i], cy.uncached[i] = c.Endpoint, c.Uncached
+		lo = min(lo, c.CostMs)
+		anyMet = anyMet || c.MeetsSLO
+		if explain {
+			cands = append(cands, c)
+		}
+	})
+	const eps = 1e-3 // ms: keeps an all-zero cost finite
+	for i, cost := range scores[:len(endpoints)] {
+		scores[i] = (lo + eps) / (cost + eps)
+	}
+	if !anyMet {
+		s.unmet.Add(1)
+	}
+	if state == nil {
+		return
+	}
+	state.Write(s.stateKey, cy)
+	if !explain {
+		return
+	}
+	if !anyMet {
+		ttft, tpot := s.Objectives(req)
+		framework.AddNote(state, fmt.Sprintf("%s: no endpoint is predicted to meet the objectives (ttft %gms, tpot %gms)", s.tn, ttft, tpot))
+	}
+	for _, c := range cands {
+		framework.AddNote(state, fmt.Sprintf("%s: %s predicted ttft %.1fms tpot %.1fms, %d uncached tokens, %d queued prefill tokens, stall %.1fms on %d streams, cost %.1fms%s",
+			s.tn, c.Endpoint, c.TTFTMs, c.TPOTMs, c.Uncached, c.WaitingTokens, c.StallMs, c.Decoding, c.CostMs, sloNote(c.MeetsSLO)))
+	}
+}
+
+func sloNote(met bool) string {
+	if met {
+		return ""
+	}
+	return ", misses the objectives"
+}
+
+// PreRequest records the request as sent to picked, with the uncached
+// tokens predicted there.
+func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req *framework.Request, picked framework.Endpoint) {
+	if req == nil || picked == nil {
+		return
+	}
+	name := picked.Metadata().Name
+	uncached := req.PromptTokens
+	if state != nil {
+		if c, ok := framework.ReadAs[*cycle](state, s.stateKey); ok {
+			for i, n := range c.names {
+				if n == name {
+					uncached = c.uncached[i]
+					break
+				}
+			}
+		}
+	}
+	out := req.MaxTokens
+	if out <= 0 {
+		out = s.params.DefaultOutputTokens
+	}
+	s.Engine(name).Sent(req.ID, s.now(), req.PromptTokens, uncached, out)
+}
+
+// FirstToken records that the request's prefill on ep is over.
+func (s *Scorer) FirstToken(_ context.Context, req *framework.Request, ep framework.Endpoint) {
+	if req == nil || ep == nil {
+		return
+	}
+	s.Engine(ep.Metadata().Name).FirstToken(req.ID, s.now())
+}
+
+// ResponseComplete records the end of the request on ep; a streamed
+// request's inter-token time feeds the endpoint's step-time fit.
+func (s *Scorer) ResponseComplete(_ context.Context, req *framework.Request, ep framework.Endpoint, out framework.Outcome) {
+	if req == nil || ep == nil {
+		return
+	}
+	tokens := out.CompletionTokens
+	if out.Err != nil {
+		tokens = 0 // an aborted stream's timing says nothing of the step
+	}
+	s.Engine(ep.Metadata().Name).Done(req.ID, s.now(), tokens)
+}
+
+// Unmeetable returns how many requests found no endpoint predicted to meet
+// their objectives.
+func (s *Scorer) Unmeetable() uint64 { return s.unmet.Load() }
+
+// Describe sends the scorer's metric description.
+func (s *Scorer) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
+
+// Collect sends the scorer's metrics.
+func (s *Scorer) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(s.desc, prometheus.CounterValue, float64(s.unmet.Load()))
+}
+
+// DefaultPriorBaseMs is the base step time of the default prior, for tests
+// that check the fit moved.
+func DefaultPriorBaseMs() float64 { return steptime.H100Llama3_8B.BaseMs }

@@ -1,0 +1,199 @@
+package predictedlatency_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+)
+
+type sent struct {
+	endpoint         int
+	prompt, uncached int
+	first            bool // its first token came
+}
+
+// decoding returns n requests of prompt tokens decoding on endpoint.
+func decoding(endpoint, n, prompt int) []sent {
+	out := make([]sent, n)
+	for i := range out {
+		out[i] = sent{endpoint: endpoint, prompt: prompt, uncached: prompt, first: true}
+	}
+	return out
+}
+
+func TestScore(t *testing.T) {
+	tests := []struct {
+		name    string
+		params  string
+		before  []sent              // requests already on the endpoints
+		metrics []framework.Metrics // scraped, per endpoint (nil: empty)
+		matched []int               // prefix-cache's matches for the request
+		headers map[string]string   // request headers
+		prompt  int                 // the request's prompt tokens
+		want    int                 // the endpoint that must score 1
+		notes   []string            // substrings the explanation must hold
+	}{
+		{name: "idle fleet: first endpoint", prompt: 1000, want: 0},
+		{
+			name:   "queued prefill pushes away",
+			before: []sent{{endpoint: 0, prompt: 8000, uncached: 8000}},
+			prompt: 1000, want: 1,
+		},
+		{
+			name:    "a cached prefix wins over an empty idle endpoint",
+			before:  []sent{{endpoint: 0, prompt: 500, uncached: 500}},
+			matched: []int{6000, 0},
+			prompt:  7000, want: 0,
+		},
+		{
+			name:    "but not when the prefill queued there costs more than the prefix saves",
+			before:  []sent{{endpoint: 0, prompt: 30000, uncached: 30000}},
+			matched: []int{6000, 0},
+			prompt:  7000, want: 1,
+		},
+		{
+			name:    "the scrape shows another router's queue",
+			metrics: []framework.Metrics{{WaitingRequests: 8}, {}},
+			before:  []sent{{endpoint: 1, prompt: 200, uncached: 200}},
+			prompt:  1000, want: 1,
+		},
+		{
+			name:    "an objective that only the slower endpoint meets",
+			params:  `{"stallWeight":0}`,
+			before:  append([]sent{{endpoint: 0, prompt: 4000, uncached: 4000}}, decoding(1, 20, 4000)...),
+			headers: map[string]string{predictedlatency.HeaderSLOTTFT: "10000", predictedlatency.HeaderSLOTPOT: "7"},
+			prompt:  1000, want: 0,
+			notes: []string{"misses the objectives"},
+		},
+		{
+			name:    "no endpoint meets the objective: said so",
+			headers: map[string]string{predictedlatency.HeaderSLOTTFT: "1"},
+			prompt:  8000, want: 0,
+			notes: []string{"no endpoint is predicted to meet the objectives (ttft 1ms, tpot 0ms)", "predicted ttft"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := plugintest.NewHandle()
+			pl, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := pl.(*predictedlatency.Scorer)
+			eps := []*plugintest.Endpoint{plugintest.NewEndpoint("a"), plugintest.NewEndpoint("b")}
+			for i, m := range tt.metrics {
+				eps[i].SetMetrics(m)
+			}
+			ctx := context.Background()
+			for i, b := range tt.before {
+				req := &framework.Request{ID: fmt.Sprint("before-", i), PromptTokens: b.prompt, MaxTokens: 100}
+				st := framework.NewCycleState()
+				m := make([]int, len(eps))
+				m[b.endpoint] = b.prompt - b.uncached
+				st.Write(prefixcache.MatchedKey, prefixcache.Matched{Tokens: m})
+				s.Score(ctx, st, req, plugintest.Endpoints(eps...), make([]float64, len(eps)))
+				s.PreRequest(ctx, st, req, eps[b.endpoint])
+				if b.first {
+					s.FirstToken(ctx, req, eps[b.endpoint])
+				}
+			}
+			req := &framework.Request{ID: "new", PromptTokens: tt.prompt, MaxTokens: 100, Headers: tt.headers}
+			st := framework.NewCycleState()
+			framework.SetExplaining(st)
+			if tt.matched != nil {
+				st.Write(prefixcache.MatchedKey, prefixcache.Matched{Tokens: tt.matched})
+			}
+			scores := make([]float64, len(eps))
+			s.Score(ctx, st, req, plugintest.Endpoints(eps...), scores)
+			if scores[tt.want] != 1 {
+				t.Errorf("scores %v: endpoint %d should score 1\nnotes:\n%s", scores, tt.want, strings.Join(framework.Notes(st), "\n"))
+			}
+			notes := strings.Join(framework.Notes(st), "\n")
+			for _, n := range tt.notes {
+				if !strings.Contains(notes, n) {
+					t.Errorf("explanation lacks %q:\n%s", n, notes)
+				}
+			}
+		})
+	}
+}
+
+// The hooks keep the estimate: sent, first token, done; a streamed request
+// feeds the fit.
+func TestHooksKeepTheEstimate(t *testing.T) {
+	h := plugintest.NewHandle()
+	s, err := predictedlatency.New("pl", predictedlatency.DefaultParams(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := plugintest.NewEndpoint("a")
+	ctx := context.Background()
+	req := &framework.Request{ID: "r", PromptTokens: 1000, MaxTokens: 10}
+	s.PreRequest(ctx, nil, req, ep)
+	type counts struct{ Waiting, Decoding int }
+	get := func() counts { w, d := s.Engine("a").InFlight(); return counts{w, d} }
+	if diff := cmp.Diff(counts{1, 0}, get()); diff != "" {
+		t.Fatalf("after sending (-want +got):\n%s", diff)
+	}
+	h.Clock.Advance(30 * time.Millisecond)
+	s.FirstToken(ctx, req, ep)
+	if diff := cmp.Diff(counts{0, 1}, get()); diff != "" {
+		t.Fatalf("after the first token (-want +got):\n%s", diff)
+	}
+	h.Clock.Advance(90 * time.Millisecond)
+	s.ResponseComplete(ctx, req, ep, framework.Outcome{CompletionTokens: 10})
+	if diff := cmp.Diff(counts{0, 0}, get()); diff != "" {
+		t.Fatalf("after the end (-want +got):\n%s", diff)
+	}
+	if got := s.Engine("a").Coefficients(); got.BaseMs == predictedlatency.DefaultPriorBaseMs() {
+		t.Errorf("the fit did not move from its prior after a 10 ms/token stream: %+v", got)
+	}
+}
+
+func TestFactoryRejects(t *testing.T) {
+	for _, tt := range []struct{ params, want string }{
+		{`{"maxBatchedTokens":0}`, "params.maxBatchedTokens"},
+		{`{"forgetting":1.5}`, "params.forgetting"},
+		{`{"prior":{"baseMs":-1}}`, "params.prior.baseMs"},
+		{`{"ttftObjectiveMs":-3}`, "params.ttftObjectiveMs"},
+		{`{"bogus":1}`, "bogus"},
+	} {
+		_, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), plugintest.NewHandle())
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("params %s: error %v, want one naming %s", tt.params, err, tt.want)
+		}
+	}
+}
+
+func BenchmarkScore(b *testing.B) {
+	s, err := predictedlatency.New("pl", predictedlatency.DefaultParams(), plugintest.NewHandle())
+	if err != nil {
+		b.Fatal(err)
+	}
+	eps := make([]*plugintest.Endpoint, 100)
+	for i := range eps {
+		eps[i] = plugintest.NewEndpoint(string(rune('A'+i%26)) + string(rune('a'+i/26)))
+	}
+	all := plugintest.Endpoints(eps...)
+	ctx := context.Background()
+	for i := range 500 {
+		req := &framework.Request{ID: fmt.Sprint("w", i), PromptTokens: 4000, MaxTokens: 200}
+		s.PreRequest(ctx, nil, req, eps[i%len(eps)])
+	}
+	req := &framework.Request{ID: "new", PromptTokens: 8000, MaxTokens: 200}
+	scores := make([]float64, len(eps))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Score(ctx, framework.NewCycleState(), req, all, scores)
+	}
+}

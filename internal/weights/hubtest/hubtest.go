@@ -1,0 +1,398 @@
+// Package hubtest runs local stand-ins for the origins `halyard fetch`
+// talks to, for tests and benchmarks: a Hugging Face Hub (the revision and
+// tree APIs, resolve URLs with ETag/X-Repo-Commit/X-Linked-* headers and
+// redirects of LFS files to a separate storage host, ranges, gated
+// repositories) and an S3-compatible object store (ListObjectsV2 and
+// GetObject). Both count the body bytes they serve and can cut a transfer
+// short or corrupt it, to test resume and verification.
+//
+// They implement only what halyard uses of those protocols; they are not
+// models of the services' full behaviour.
+package hubtest
+
+import (
+	"bytes"
+	"crypto/sha1" //nolint:gosec // git blob ids are sha1
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// LFSThreshold: files at least this large (or named *.safetensors, *.bin)
+// are stored as LFS objects and redirected to the storage host.
+const LFSThreshold = 64 << 10
+
+// Repo is one model repository.
+type Repo struct {
+	// Commit is the 40-hex commit "main" points at.
+	Commit string
+	// Files maps paths to contents.
+	Files map[string][]byte
+	// Token, when set, makes the repository gated: requests need
+	// "Authorization: Bearer <Token>".
+	Token string
+}
+
+// Hub is a running stand-in: the hub on URL, LFS storage on a second server.
+type Hub struct {
+	// URL is the hub's endpoint (HF_ENDPOINT).
+	URL string
+	// StorageURL is the LFS storage host's base URL.
+	StorageURL string
+	// PageSize is the number of tree entries per page (Link pagination).
+	PageSize int
+
+	hub, storage *httptest.Server
+	mu           sync.Mutex
+	repos        map[string]*Repo
+	objects      map[string][]byte // sha256 → content
+	cutAfter     map[string]int64  // path → bytes served before the connection drops (once)
+	corrupt      map[string]int    // path → number of corrupted answers left
+	gate         chan struct{}     // when not nil, storage answers wait for it to close
+
+	// BodyBytes counts body bytes of files served (hub and storage).
+	bodyBytes atomic.Int64
+	// AuthOnStorage counts storage requests that carried an Authorization
+	// header (must stay 0: the token never leaves the hub).
+	authOnStorage atomic.Int64
+	requests      sync.Map // "METHOD path" → *atomic.Int64
+}
+
+// NewHub starts a hub stand-in; Close stops it.
+func NewHub() *Hub {
+	h := &Hub{PageSize: 50, repos: map[string]*Repo{}, objects: map[string][]byte{},
+		cutAfter: map[string]int64{}, corrupt: map[string]int{}}
+	h.storage = httptest.NewServer(http.HandlerFunc(h.serveStorage))
+	h.hub = httptest.NewServer(http.HandlerFunc(h.serveHub))
+	h.URL, h.StorageURL = h.hub.URL, h.storage.URL
+	return h
+}
+
+// Close stops both servers.
+func (h *Hub) Close() {
+	h.hub.Close()
+	h.storage.Close()
+}
+
+// AddRepo adds or replaces repository name (owner/repo).
+func (h *Hub) AddRepo(name string, r Repo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Commit == "" {
+		sum := sha1.Sum([]byte(name + fmt.Sprint(len(r.Files)))) //nolint:gosec // a made-up commit id
+		r.Commit = hex.EncodeToString(sum[:])
+	}
+	for p, b := range r.Files {
+		if isLFS(p, b) {
+			sum := sha256.Sum256(b)
+			h.objects[hex.EncodeToString(sum[:])] = b
+		}
+	}
+	h.repos[name] = &r
+}
+
+// CutAfter makes the next transfer of path drop its connection after n body
+// bytes.
+func (h *Hub) CutAfter(path string, n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cutAfter[path] = n
+}
+
+// Corrupt makes the next n transfers of path serve flipped bytes.
+func (h *Hub) Corrupt(path string, n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.corrupt[path] = n
+}
+
+// Hold makes storage requests wait until Release.
+func (h *Hub) Hold() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gate = make(chan struct{})
+}
+
+// Release lets held storage requests go on.
+func (h *Hub) Release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gate != nil {
+		close(h.gate)
+		h.gate = nil
+	}
+}
+
+// BodyBytes returns the file body bytes served so far.
+func (h *Hub) BodyBytes() int64 { return h.bodyBytes.Load() }
+
+// AuthOnStorage returns how many storage requests carried Authorization.
+func (h *Hub) AuthOnStorage() int64 { return h.authOnStorage.Load() }
+
+// Requests returns how many requests matched "METHOD /path-prefix".
+func (h *Hub) Requests(prefix string) int64 {
+	var n int64
+	h.requests.Range(func(k, v any) bool {
+		if strings.HasPrefix(k.(string), prefix) {
+			n += v.(*atomic.Int64).Load()
+		}
+		return true
+	})
+	return n
+}
+
+func (h *Hub) count(r *http.Request) {
+	v, _ := h.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+func isLFS(path string, b []byte) bool {
+	return len(b) >= LFSThreshold || strings.HasSuffix(path, ".safetensors") || strings.HasSuffix(path, ".bin")
+}
+
+// GitBlobID is the git object id of content b.
+func GitBlobID(b []byte) string {
+	h := sha1.New() //nolint:gosec // git's id
+	fmt.Fprintf(h, "blob %d\x00", len(b))
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// SHA256 is the hex sha256 of b (an LFS object's id).
+func SHA256(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+type treeEntry struct {
+	Type string    `json:"type"`
+	Path string    `json:"path"`
+	Size int64     `json:"size"`
+	OID  string    `json:"oid"`
+	LFS  *lfsEntry `json:"lfs,omitempty"`
+}
+
+type lfsEntry struct {
+	OID         string `json:"oid"`
+	Size        int64  `json:"size"`
+	PointerSize int    `json:"pointerSize"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Error-Message", msg)
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// repo finds the repository of owner/name and checks the token.
+func (h *Hub) repo(w http.ResponseWriter, r *http.Request, name string) *Repo {
+	h.mu.Lock()
+	repo := h.repos[name]
+	h.mu.Unlock()
+	if repo == nil {
+		w.Header().Set("X-Error-Code", "RepoNotFound")
+		writeError(w, http.StatusNotFound, "Repository not found")
+		return nil
+	}
+	if repo.Token != "" {
+		auth := r.Header.Get("Authorization")
+		if auth == "" {
+			w.Header().Set("X-Error-Code", "GatedRepo")
+			writeError(w, http.StatusUnauthorized, "Access to model "+name+" is restricted. You must have access to it and be authenticated to access it.")
+			return nil
+		}
+		if auth != "Bearer "+repo.Token {
+			writeError(w, http.StatusForbidden, "Access to model "+name+" is restricted and you are not in the authorized list.")
+			return nil
+		}
+	}
+	return repo
+}
+
+func (h *Hub) serveHub(w http.ResponseWriter, r *http.Request) {
+	h.count(r)
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/api/models/"):
+		rest := strings.TrimPrefix(p, "/api/models/")
+		parts := strings.SplitN(rest, "/", 4) // owner, repo, revision|tree, rev...
+		if len(parts) < 4 {
+			writeError(w, http.StatusNotFound, "not found")
+			return
+		}
+		repo := h.repo(w, r, parts[0]+"/"+parts[1])
+		if repo == nil {
+			return
+		}
+		rev, _ := url.PathUnescape(parts[3])
+		if rev != "main" && rev != repo.Commit {
+			w.Header().Set("X-Error-Code", "RevisionNotFound")
+			writeError(w, http.StatusNotFound, "Invalid rev id: "+rev)
+			return
+		}
+		switch parts[2] {
+		case "revision":
+			sib := []map[string]string{}
+			for f := range repo.Files {
+				sib = append(sib, map[string]string{"rfilename": f})
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"id": parts[0] + "/" + parts[1], "sha": repo.Commit, "siblings": sib})
+		case "tree":
+			h.serveTree(w, r, repo)
+		default:
+			writeError(w, http.StatusNotFound, "not found")
+		}
+	default:
+		// /{owner}/{repo}/resolve/{rev}/{path}
+		parts := strings.SplitN(strings.TrimPrefix(p, "/"), "/", 5)
+		if len(parts) < 5 || parts[2] != "resolve" {
+			writeError(w, http.StatusNotFound, "not found")
+			return
+		}
+		repo := h.repo(w, r, parts[0]+"/"+parts[1])
+		if repo == nil {
+			return
+		}
+		if parts[3] != "main" && parts[3] != repo.Commit {
+			w.Header().Set("X-Error-Code", "RevisionNotFound")
+			writeError(w, http.StatusNotFound, "Invalid rev id")
+			return
+		}
+		file := parts[4]
+		b, ok := repo.Files[file]
+		if !ok {
+			w.Header().Set("X-Error-Code", "EntryNotFound")
+			writeError(w, http.StatusNotFound, "Entry not found")
+			return
+		}
+		w.Header().Set("X-Repo-Commit", repo.Commit)
+		if isLFS(file, b) {
+			sum := SHA256(b)
+			w.Header().Set("X-Linked-Etag", `"`+sum+`"`)
+			w.Header().Set("X-Linked-Size", strconv.Itoa(len(b)))
+			w.Header().Set("ETag", `"`+sum+`"`)
+			w.Header().Set("Location", h.StorageURL+"/objects/"+sum+"?file="+url.QueryEscape(file)+"&X-Amz-Signature=stand-in")
+			w.WriteHeader(http.StatusFound)
+			return
+		}
+		w.Header().Set("ETag", `"`+GitBlobID(b)+`"`)
+		h.serveBody(w, r, file, b)
+	}
+}
+
+func (h *Hub) serveTree(w http.ResponseWriter, r *http.Request, repo *Repo) {
+	var entries []treeEntry
+	for _, f := range sortedKeys(repo.Files) {
+		b := repo.Files[f]
+		e := treeEntry{Type: "file", Path: f, Size: int64(len(b)), OID: GitBlobID(b)}
+		if isLFS(f, b) {
+			e.LFS = &lfsEntry{OID: SHA256(b), Size: int64(len(b)), PointerSize: 134}
+			e.Size = int64(len(b))
+			e.OID = GitBlobID([]byte("pointer " + SHA256(b)))
+		}
+		entries = append(entries, e)
+	}
+	start, _ := strconv.Atoi(r.URL.Query().Get("cursor"))
+	end := min(start+h.PageSize, len(entries))
+	if start > len(entries) {
+		start = len(entries)
+	}
+	if end < len(entries) {
+		q := r.URL.Query()
+		q.Set("cursor", strconv.Itoa(end))
+		w.Header().Set("Link", `<`+h.URL+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(entries[start:end])
+}
+
+func (h *Hub) serveStorage(w http.ResponseWriter, r *http.Request) {
+	h.count(r)
+	if r.Header.Get("Authorization") != "" {
+		// As S3 does for a presigned URL given a second credential.
+		h.authOnStorage.Add(1)
+		writeError(w, http.StatusBadRequest, "Only one auth mechanism allowed")
+		return
+	}
+	sum := strings.TrimPrefix(r.URL.Path, "/objects/")
+	h.mu.Lock()
+	b, ok := h.objects[sum]
+	gate := h.gate
+	h.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, "NoSuchKey")
+		return
+	}
+	h.serveBody(w, r, r.URL.Query().Get("file"), b)
+}
+
+// serveBody serves b with ranges, applying a pending cut or corruption.
+func (h *Hub) serveBody(w http.ResponseWriter, r *http.Request, file string, b []byte) {
+	h.mu.Lock()
+	cut, hasCut := h.cutAfter[file]
+	delete(h.cutAfter, file)
+	corrupt := h.corrupt[file] > 0
+	if corrupt {
+		h.corrupt[file]--
+	}
+	h.mu.Unlock()
+	if corrupt {
+		c := append([]byte(nil), b...)
+		for i := range c {
+			c[i] ^= 0x5a
+		}
+		b = c
+	}
+	cw := &countingWriter{ResponseWriter: w, n: &h.bodyBytes, limit: -1}
+	if hasCut {
+		cw.limit = cut
+	}
+	http.ServeContent(cw, r, "", time.Time{}, bytes.NewReader(b))
+	if cw.cut {
+		// Drop the connection mid-body, as a killed transfer would.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n     *atomic.Int64
+	limit int64
+	sent  int64
+	cut   bool
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.limit >= 0 && c.sent+int64(len(b)) > c.limit {
+		b = b[:c.limit-c.sent]
+		c.cut = true
+	}
+	n, err := c.ResponseWriter.Write(b)
+	c.sent += int64(n)
+	c.n.Add(int64(n))
+	if c.cut {
+		if f, ok := c.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		return n, http.ErrAbortHandler
+	}
+	return n, err
+}

@@ -1,0 +1,109 @@
+package weights
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Source is a parsed model source.
+type Source struct {
+	// Scheme is hf, http, https, s3 or gs.
+	Scheme string
+	// Repo is owner/name for hf.
+	Repo string
+	// Revision is the hf revision (branch, tag or commit); empty means main.
+	Revision string
+	// Bucket and Prefix are the object store location for s3 and gs.
+	Bucket, Prefix string
+	// URL is the full URL for http and https.
+	URL *url.URL
+	raw string
+}
+
+func (s Source) String() string { return s.raw }
+
+var repoPart = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// ParseSource parses hf://owner/repo[@revision], http(s)://..., s3://bucket/prefix
+// and gs://bucket/prefix.
+func ParseSource(s string) (Source, error) {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return Source{}, fmt.Errorf("source %q: want scheme://..., one of hf, http, https, s3, gs", s)
+	}
+	src := Source{Scheme: scheme, raw: s}
+	switch scheme {
+	case "hf":
+		repo, rev, _ := strings.Cut(rest, "@")
+		parts := strings.Split(repo, "/")
+		if len(parts) != 2 || !repoPart.MatchString(parts[0]) || !repoPart.MatchString(parts[1]) || strings.Contains(repo, "..") {
+			return Source{}, fmt.Errorf("source %q: want hf://owner/repo[@revision]", s)
+		}
+		if strings.ContainsAny(rev, " \t\n") || strings.Contains(rev, "..") {
+			return Source{}, fmt.Errorf("source %q: bad revision %q", s, rev)
+		}
+		src.Repo, src.Revision = repo, rev
+	case "http", "https":
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return Source{}, fmt.Errorf("source %q: not a URL", s)
+		}
+		src.URL = u
+	case "s3", "gs":
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		if bucket == "" {
+			return Source{}, fmt.Errorf("source %q: want %s://bucket/prefix", s, scheme)
+		}
+		src.Bucket, src.Prefix = bucket, prefix
+	default:
+		return Source{}, fmt.Errorf("source %q: scheme %q: %w", s, scheme, errUnsupportedScheme)
+	}
+	return src, nil
+}
+
+var errUnsupportedScheme = errors.New("not supported by halyard fetch (hf, http, https, s3, gs are)")
+
+// CacheKey is the directory name the source gets in the fetch directory:
+// models--owner--repo for hf (the Hub cache's name), and a flattened
+// scheme--host--path for the others.
+func (s Source) CacheKey() string {
+	switch s.Scheme {
+	case "hf":
+		return "models--" + strings.ReplaceAll(s.Repo, "/", "--")
+	case "http", "https":
+		return flatten(s.Scheme + "/" + s.URL.Host + "/" + strings.TrimSuffix(s.URL.Path, "/"))
+	default:
+		return flatten(s.Scheme + "/" + s.Bucket + "/" + strings.TrimSuffix(s.Prefix, "/"))
+	}
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+func flatten(p string) string {
+	parts := strings.Split(p, "/")
+	out := parts[:0]
+	for _, part := range parts {
+		part = unsafeName.ReplaceAllString(part, "_")
+		if part != "" && part != "." && part != ".." {
+			out = append(out, part)
+		}
+	}
+	return strings.Join(out, "--")
+}
+
+// safeRelPath reports whether p (a path inside a model, from a listing) is a
+// clean relative path that stays inside the model directory.
+func safeRelPath(p string) bool {
+	if p == "" || strings.HasPrefix(p, "/") || strings.Contains(p, "\\") {
+		return false
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == "" || part == "." || part == ".." {
+			return false
+		}
+	}
+	return true
+}
