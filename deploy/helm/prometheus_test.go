@@ -158,7 +158,16 @@ pools:
 	go func() { served <- r.Serve(ctx, rln, time.Second) }()
 	t.Cleanup(func() { cancel(); <-served })
 	routerURL := "http://" + rln.Addr().String()
-	targets = append(targets, rln.Addr().String())
+	// /metrics is on the router's admin handler, off the public listener.
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asrv := &http.Server{Handler: r.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = asrv.Serve(aln) }()
+	t.Cleanup(func() { _ = asrv.Close() })
+	adminURL := "http://" + aln.Addr().String()
+	targets = append(targets, aln.Addr().String())
 
 	// The controller's metrics, as its Metrics type registers them, moved
 	// as a recovering fleet would move them.
@@ -272,7 +281,10 @@ scrape_configs:
 	}
 	wg.Wait()
 	// Prometheus has the load once a scrape after it shows every request.
-	sent := metricValue(t, routerURL, "halyard_router_requests_total")
+	sent := metricValue(t, adminURL, "halyard_router_requests_total")
+	if sent == 0 {
+		t.Fatalf("the router's %s/metrics counts no requests", adminURL)
+	}
 	deadline = time.Now().Add(20 * time.Second)
 	for {
 		got := api.scalar(`sum(halyard_router_requests_total)`)
