@@ -112,6 +112,14 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 				return err
 			}
 			ropts := router.Options{Config: cfg, Registry: reg, PresetProfiles: presets, Logger: log}
+			if !o.check {
+				tp, flush, err := setupTracing(cmd.Context(), cfg.Tracing, "halyard-router", log)
+				if err != nil {
+					return err
+				}
+				defer flush()
+				ropts.TracerProvider = tp
+			}
 			if o.check {
 				// Everything the file says, without serving or reaching
 				// a Kubernetes API server; engines[] as halyard up would

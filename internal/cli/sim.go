@@ -44,6 +44,13 @@ See docs/simulator.md.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			// Engine spans when the OTEL_* variables turn tracing on.
+			tp, flush, err := setupTracing(cmd.Context(), nil, "halyard-sim", log)
+			if err != nil {
+				return err
+			}
+			defer flush()
+			sp.TracerProvider = tp
 			return vllmapi.Run(cmd.Context(), sp, log)
 		},
 	}

@@ -64,9 +64,15 @@ request, runs a short load and prints a report. Ctrl-C stops everything.`,
 			if err != nil {
 				return err
 			}
+			tp, flush, err := setupTracing(cmd.Context(), cfg.Tracing, "halyard", log)
+			if err != nil {
+				return err
+			}
+			defer flush()
 			return local.Run(cmd.Context(), local.Options{
 				Config: cfg, Registry: reg, PresetProfiles: presets, Logger: log,
 				Out: cmd.OutOrStdout(), Demo: o.demo, DemoRequests: o.demoRequests,
+				TracerProvider: tp,
 			})
 		},
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/discovery"
@@ -60,6 +62,9 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the router to become ready; default
 	// 30s.
 	ReadyTimeout time.Duration
+	// TracerProvider, when set, traces the router's requests and the
+	// engines' work; nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // CheckEngines reports what Run would refuse in the config's engines block:
@@ -113,34 +118,52 @@ func Run(ctx context.Context, o Options) error {
 	if err := CheckEngines(cfg); err != nil {
 		return err
 	}
+	// An engine on the address of a static endpoint takes its place: its
+	// name, labels and KV-event addresses (the engine publishes there).
+	static := map[string]datastore.EndpointSpec{}
+	for _, s := range discovery.Specs(cfg.Endpoints) {
+		static[strings.TrimSuffix(s.Metadata.Address, "/")] = s
+	}
 	for i, es := range cfg.Engines {
 		for r := range es.Replicas {
 			name := fmt.Sprintf("%s-%d", es.Pool, perPool[es.Pool])
 			perPool[es.Pool]++
 			listen := "127.0.0.1:0"
+			sp := vllmapi.Spec{
+				Model: es.Model, Profile: es.Profile, Role: es.Role,
+				LoRAs: es.Adapters, Seed: uint64(1000*i + r + 1), TracerProvider: o.TracerProvider,
+			}
+			var labels map[string]string
+			var kv *datastore.KVEvents
 			if es.BasePort != 0 {
 				listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(es.BasePort+r))
+				if st, ok := static["http://"+listen]; ok {
+					name, labels, kv = st.Metadata.Name, maps.Clone(st.Metadata.Labels), st.KVEvents
+					if kv != nil {
+						sp.KVEvents, sp.KVEventsReplay, sp.Name = kv.Endpoint, kv.ReplayEndpoint, name
+						if sp.KVEventsReplay == "" {
+							sp.KVEventsReplay = "off"
+						}
+					}
+				}
 			}
-			inst, err := vllmapi.Start(ectx, vllmapi.Spec{
-				Listen: listen, Model: es.Model, Profile: es.Profile, Role: es.Role,
-				LoRAs: es.Adapters, Seed: uint64(1000*i + r + 1),
-			}, log.With("engine", name))
+			sp.Listen = listen
+			inst, err := vllmapi.Start(ectx, sp, log.With("engine", name))
 			if err != nil {
 				return fmt.Errorf("engines[%d] replica %d: %w", i, r, err)
 			}
 			instances = append(instances, inst)
 			engineURLs[inst.URL] = true
-			labels := es.Labels
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			maps.Copy(labels, es.Labels)
 			if st := inst.Server.PDStatus(); st.Bootstrap != "" {
 				// A prefill engine's bootstrap server is on a free port.
-				labels = maps.Clone(labels)
-				if labels == nil {
-					labels = map[string]string{}
-				}
 				_, port, _ := net.SplitHostPort(st.Bootstrap)
 				labels[config.LabelBootstrapPort] = port
 			}
-			specs = append(specs, datastore.EndpointSpec{Pool: es.Pool, Metadata: framework.EndpointMetadata{
+			specs = append(specs, datastore.EndpointSpec{Pool: es.Pool, KVEvents: kv, Metadata: framework.EndpointMetadata{
 				Name: name, Address: inst.URL, Model: es.Model,
 				Role: framework.Role(es.Role), Labels: labels, Adapters: es.Adapters,
 			}})
@@ -156,7 +179,7 @@ func Run(ctx context.Context, o Options) error {
 	decisionHeadersOn(cfg)
 	r, err := router.New(router.Options{
 		Config: cfg, Registry: o.Registry, PresetProfiles: o.PresetProfiles, Logger: log,
-		Source: &discovery.Static{Endpoints: specs},
+		Source: &discovery.Static{Endpoints: specs}, TracerProvider: o.TracerProvider,
 	})
 	if err != nil {
 		return err
@@ -254,8 +277,40 @@ func publicModels(cfg *config.Config) []string {
 	return out
 }
 
-// readyProgressEvery is how often waitReady says what it still waits for.
-var readyProgressEvery = 5 * time.Second
+// readyProgressEvery is how often waitReady says what it still waits for;
+// silentEndpointsAfter is when it first names the endpoints that do not
+// answer.
+var (
+	readyProgressEvery   = 5 * time.Second
+	silentEndpointsAfter = 2 * time.Second
+)
+
+// silentEndpoints describes the endpoints that do not answer (not healthy)
+// and how to start a simulated engine in their place; "" when all answer.
+func silentEndpoints(r *router.Router) string {
+	var b strings.Builder
+	for _, e := range r.Store().All() {
+		if e.Healthy() {
+			continue
+		}
+		md := e.Metadata()
+		host := strings.TrimPrefix(strings.TrimPrefix(md.Address, "http://"), "https://")
+		why := e.LastError()
+		if why == "" {
+			why = "not checked yet"
+		}
+		role := ""
+		if md.Role != "" && md.Role != framework.RoleBoth {
+			role = " --role " + string(md.Role)
+		}
+		fmt.Fprintf(&b, "  %s at %s (model %s) does not answer: %s\n    start it: halyard sim --model %s --listen %s%s\n",
+			md.Name, md.Address, md.Model, why, md.Model, host, role)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return b.String() + "  or give the config an engines block to have halyard up start simulated engines (see examples/one-model.yaml).\n"
+}
 
 // waitReady waits until every route can be served, saying so on out at
 // once and every readyProgressEvery. stopped tells that the router's Serve
@@ -272,6 +327,8 @@ func waitReady(ctx context.Context, out io.Writer, r *router.Router, timeout tim
 	defer tick.Stop()
 	progress := time.NewTicker(readyProgressEvery)
 	defer progress.Stop()
+	silent := time.NewTimer(silentEndpointsAfter)
+	defer silent.Stop()
 	if ok, missing := r.Ready(); !ok {
 		fmt.Fprintf(out, "Waiting up to %s for the engines to be ready (models not ready yet: %s) ...\n", timeout, strings.Join(missing, ", "))
 	}
@@ -286,7 +343,14 @@ func waitReady(ctx context.Context, out io.Writer, r *router.Router, timeout tim
 			return true, fmt.Errorf("router stopped before it was ready: %w", err)
 		case <-deadline.C:
 			_, missing := r.Ready()
+			if s := silentEndpoints(r); s != "" {
+				fmt.Fprint(out, "Endpoints that do not answer:\n"+s)
+			}
 			return false, fmt.Errorf("router not ready within %s: no endpoint can serve %s (see the router's /ready and log)", timeout, strings.Join(missing, ", "))
+		case <-silent.C:
+			if s := silentEndpoints(r); s != "" {
+				fmt.Fprint(out, "Endpoints that do not answer:\n"+s)
+			}
 		case <-progress.C:
 			_, missing := r.Ready()
 			fmt.Fprintf(out, "  still waiting after %s: not ready: %s\n", time.Since(start).Round(time.Second), strings.Join(missing, ", "))

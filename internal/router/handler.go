@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
@@ -39,6 +42,8 @@ type call struct {
 	tokenizedFor string
 	// dc is the request's passage through the decision (decisionCall).
 	dc *decision.Call
+	// span is the request's trace span; nil when tracing is off.
+	span trace.Span
 	// ticket is the admission ticket (nil when admission is off), settled
 	// from usage, or chunks relayed when a stream reported no usage;
 	// answered is set once an engine answered.
@@ -57,6 +62,13 @@ func (r *Router) serveCompletion(w http.ResponseWriter, hr *http.Request) {
 }
 
 func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind openai.Kind) {
+	hr, span := r.startRequestSpan(hr)
+	if span != nil || r.log.Enabled(hr.Context(), slog.LevelDebug) {
+		sr := &statusRecorder{ResponseWriter: w}
+		w = sr
+		start := time.Now()
+		defer func() { r.logAccess(hr, sr.status, start, span) }()
+	}
 	tenant, ok := r.authenticate(w, hr)
 	if !ok {
 		return
@@ -73,6 +85,10 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		r.fail(w, model, aerr, cause)
 		return
 	}
+	c.span = span
+	if span != nil {
+		span.SetAttributes(attrModel.String(c.route.Model), attrRequestID.String(c.req.ID))
+	}
 	if !r.admit(w, hr, c, tenant) {
 		return
 	}
@@ -82,6 +98,20 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
 	r.forward(w, hr, c)
+}
+
+// logAccess writes the access log line of an inference request (level
+// debug; info when tracing is on), with its trace id, and ends its span.
+func (r *Router) logAccess(hr *http.Request, status int, start time.Time, span trace.Span) {
+	level := slog.LevelDebug
+	if span != nil {
+		level = slog.LevelInfo
+		endSpan(span, nil, attrStatus.Int(status))
+	}
+	if r.log.Enabled(hr.Context(), level) {
+		r.log.Log(hr.Context(), level, "request", "method", hr.Method, "path", hr.URL.Path, "status", status,
+			"duration", time.Since(start).Round(time.Microsecond).String(), "trace_id", traceID(hr.Context()))
+	}
 }
 
 // prepare reads and parses the body, finds the route and fills the
@@ -385,7 +415,9 @@ func (r *Router) decisionCall(c *call) *decision.Call {
 	if c.dc == nil {
 		c.dc = &decision.Call{Req: c.req, Profile: c.profile, Prepare: func(model string) { r.prefix.tokenize(c, model) }}
 	}
-	c.dc.Explain = c.explain
+	// A traced request is explained too: its scheduling span carries the
+	// scores (the response headers still follow c.explain).
+	c.dc.Explain = c.explain || c.span != nil
 	return c.dc
 }
 
@@ -400,17 +432,16 @@ type pick struct {
 }
 
 // decide asks the director for an endpoint among the targets, leaving out
-// those tried when others remain.
+// those tried when others remain; the scheduling span covers it.
 func (r *Router) decide(ctx context.Context, c *call, targets []decision.Target, tried []framework.Endpoint) (pick, bool) {
-	d, ok := r.director.Decide(ctx, r.decisionCall(c), targets, tried)
+	sctx, span := r.startSpan(ctx, "halyard.schedule", trace.SpanKindInternal, attrProfile.String(c.profile.Name()))
+	d, ok := r.director.Decide(sctx, r.decisionCall(c), targets, tried)
 	p := pick{Decision: d}
-	if !ok {
-		return p, false
+	if ok {
+		p.endpoint, ok = d.Endpoint.(*datastore.Endpoint)
 	}
-	if p.endpoint, ok = d.Endpoint.(*datastore.Endpoint); !ok {
-		return p, false
-	}
-	return p, true
+	endScheduleSpan(span, p.endpoint, d.Explanation, d.Prefix, d.HasPrefix)
+	return p, ok
 }
 
 // fail writes an error response and counts it.

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -432,8 +434,19 @@ func (r *Router) prefillRequest(pctx context.Context, hr *http.Request, c *call,
 // runs beside the decode, and decisionCall writes to the shared call.
 func (r *Router) sendPrefill(pctx context.Context, up *http.Request, c *call, dc *decision.Call, pp *decision.PDPool, plan *pd.Plan, ep *datastore.Endpoint) (*http.Response, *pdFailure) {
 	md := ep.Metadata()
+	sctx, span := r.startSpan(pctx, "halyard.pd.prefill", trace.SpanKindClient, attrEndpoint.String(md.Name), attrModel.String(c.route.Model))
+	if span != nil {
+		injectTrace(sctx, up.Header)
+	}
 	r.director.PrefillSent(pctx, dc, pp, plan)
 	resp, err := r.upstream.do(up)
+	if span != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		endSpan(span, err, attrStatus.Int(status))
+	}
 	out := framework.Outcome{Err: err}
 	if err != nil {
 		r.director.PrefillDone(pctx, dc, pp, ep, out)

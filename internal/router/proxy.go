@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/decision"
@@ -186,6 +188,16 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	if d.pd != nil && d.pd.upCtx != nil {
 		base = d.pd.upCtx // the PD flow cancels a decode whose prefill failed
 	}
+	spanName := "halyard.upstream"
+	if d.pd != nil {
+		spanName = "halyard.pd.decode"
+	}
+	base, span := r.startSpan(base, spanName, trace.SpanKindClient, attrEndpoint.String(md.Name), attrAttempt.Int(attempt), attrPool.String(d.Target.Pool))
+	var spanErr error
+	var spanStatus int
+	if span != nil {
+		defer func() { endSpan(span, spanErr, attrStatus.Int(spanStatus)) }()
+	}
 	actx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	stopOnShutdown := context.AfterFunc(r.hardStop, func() { cancel(errShutdown) })
@@ -204,6 +216,9 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		delete(up.Header, "Authorization")
 	}
 	up.Header.Set(HeaderRequestID, c.req.ID)
+	if span != nil {
+		injectTrace(actx, up.Header)
+	}
 	if up.Header.Get("Content-Type") == "" {
 		up.Header.Set("Content-Type", "application/json")
 	}
@@ -229,7 +244,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	}
 	resp, err := r.upstream.do(up)
 	if err != nil {
-		out.Err = err
+		out.Err, spanErr = err, err
 		if ctx.Err() != nil {
 			r.clientGone(c, md.Name)
 			return attemptDone, nil
@@ -254,6 +269,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 		return attemptRetry, ue
 	}
 	defer resp.Body.Close()
+	spanStatus = resp.StatusCode
 	c.answered = true
 	if resp.StatusCode >= 500 {
 		r.observeStatus(ep, resp.StatusCode)
@@ -361,6 +377,7 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 	cw.done()
 	end := time.Now()
 	r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(firstByte.Sub(c.start).Seconds())
+	c.traceFirstToken(firstByte)
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(end.Sub(c.start).Seconds())
 	if d.pd != nil {
 		d.pd.finished(end)
@@ -455,6 +472,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
+				c.traceFirstToken(now)
 				r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
 			}
 		}
@@ -589,6 +607,9 @@ func (r *Router) account(c *call, out *framework.Outcome, u openai.Usage) {
 	m := c.route.Model
 	r.metrics.Tokens.WithLabelValues(m, "prompt").Add(float64(u.PromptTokens))
 	r.metrics.Tokens.WithLabelValues(m, "completion").Add(float64(u.CompletionTokens))
+	if c.span != nil {
+		c.span.SetAttributes(attrInput.Int(u.PromptTokens), attrOutput.Int(u.CompletionTokens))
+	}
 	if ct := u.CachedTokens(); ct > 0 {
 		r.metrics.Tokens.WithLabelValues(m, "cached").Add(float64(ct))
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
@@ -69,6 +70,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock times the scrape loop and is given to plugins; nil means real.
 	Clock simclock.Clock
+	// TracerProvider, when set, traces requests (docs/observability.md);
+	// nil: no spans, no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Router serves the OpenAI-compatible API. Create it with New, start its
@@ -122,6 +126,8 @@ type Router struct {
 	// pdm are the metrics of the disaggregated pools.
 	pdm *pdMetrics
 
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 	// admission authenticates, budgets and queues requests (nil: off);
 	// authOn is set when the config has an auth block.
 	admission *admission.Admission
@@ -161,6 +167,9 @@ func New(opts Options) (*Router, error) {
 	r.budget = &byteBudget{limit: cfg.Router.Limits.BufferBytes}
 	if r.budget.limit <= 0 {
 		r.budget.limit = DefaultBufferBytes()
+	}
+	if opts.TracerProvider != nil {
+		r.tracer = opts.TracerProvider.Tracer(TracerName)
 	}
 	if r.prefix, err = newPrefixRouting(cfg, log, clock, r.metrics); err != nil {
 		return nil, err

@@ -38,6 +38,25 @@ type Config struct {
 	// Tenants are the callers, with their keys, models, budgets and
 	// fair-queue weights.
 	Tenants []TenantSpec `json:"tenants,omitempty"`
+	// Tracing sends OpenTelemetry traces of the router (and, under
+	// `halyard up`, of the simulated engines) over OTLP/HTTP. Absent:
+	// off unless the standard OTEL_* environment variables turn it on.
+	Tracing *TracingConfig `json:"tracing,omitempty"`
+}
+
+// TracingConfig configures OpenTelemetry tracing (docs/observability.md).
+// The OTEL_* environment variables fill what is not set here.
+type TracingConfig struct {
+	// Enabled turns tracing on.
+	Enabled bool `json:"enabled,omitempty"`
+	// Endpoint is the OTLP/HTTP collector URL, e.g.
+	// http://127.0.0.1:4318 (traces go to /v1/traces). Default:
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.
+	Endpoint string `json:"endpoint,omitempty"`
+	// SampleRatio is the share of new traces sampled, 0 to 1; a request
+	// whose traceparent is sampled is always traced (parent-based).
+	// Default: OTEL_TRACES_SAMPLER(_ARG), else 1.
+	SampleRatio *float64 `json:"sampleRatio,omitempty"`
 }
 
 // RouterConfig configures the router process.

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/halyard-dev/halyard/internal/kvevents"
 	"github.com/halyard-dev/halyard/internal/simclock"
 	"github.com/halyard-dev/halyard/internal/simulator"
@@ -74,6 +76,8 @@ type Spec struct {
 	EnableLoRA bool
 	// OnResult is Options.OnResult (a hook for code, not a flag).
 	OnResult func(simulator.Result)
+	// TracerProvider is Options.TracerProvider.
+	TracerProvider trace.TracerProvider
 	// PD configures the prefill and decode roles (engine id, side channel,
 	// bootstrap port, timeouts, transfer time).
 	PD PDSpec
@@ -175,7 +179,7 @@ func (sp Spec) Build(clock simclock.Clock, log *slog.Logger) (*Server, error) {
 		ReadyDelay: sp.ReadyDelay, Faults: sp.Faults, FaultSeed: sp.Seed,
 		DefaultMaxTokens: sp.DefaultMaxTokens, DefaultChatMaxTokens: sp.DefaultChatMaxTokens,
 		LoRAPaths: paths, EnableLoRA: sp.EnableLoRA || sp.MaxLoras > 0, Logger: log, OnResult: sp.OnResult,
-		Role: sp.Role, PD: sp.PD,
+		Role: sp.Role, PD: sp.PD, TracerProvider: sp.TracerProvider,
 	})
 	if err != nil {
 		eng.Close()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi/wire"
@@ -70,6 +71,10 @@ type Options struct {
 	// handler goroutine before its response ends, so concurrently for
 	// different requests. Times are on the engine clock.
 	OnResult func(simulator.Result)
+	// TracerProvider, when set, emits the spans of each finished request
+	// (engine.request, engine.queue, engine.prefill, engine.decode) in the
+	// trace its traceparent header names; nil: none.
+	TracerProvider trace.TracerProvider
 	// Logger receives request logs; nil discards them.
 	Logger *slog.Logger
 	// Role is the engine's disaggregation role: RoleBoth (default),
@@ -105,6 +110,8 @@ type Server struct {
 	loraOn atomic.Bool
 	// allow maps each served path to its methods (for 405 answers).
 	allow map[string][]string
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 }
 
 // New returns a server for eng.
@@ -120,6 +127,10 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	}
 	if opts.Tokenizer == nil {
 		opts.Tokenizer = tokenizer.Pseudo{}
+	}
+	var tracer trace.Tracer
+	if opts.TracerProvider != nil {
+		tracer = opts.TracerProvider.Tracer(TracerName)
 	}
 	if opts.VocabSize <= 0 {
 		opts.VocabSize = tokenizer.DefaultVocabSize
@@ -140,6 +151,7 @@ func New(eng *simulator.Engine, opts Options) (*Server, error) {
 	s := &Server{
 		engine:    eng,
 		opts:      opts,
+		tracer:    tracer,
 		log:       log,
 		mux:       http.NewServeMux(),
 		readyAt:   eng.Clock().Now().Add(opts.ReadyDelay),
@@ -591,6 +603,7 @@ func (g *generation) finish(res *simulator.Result) map[string]any {
 	if g.s.opts.OnResult != nil {
 		g.s.opts.OnResult(*res)
 	}
+	g.s.traceResult(g.r, res)
 	g.s.log.Debug("request finished", "request_id", g.id, "reason", string(res.Reason),
 		"prompt_tokens", res.PromptTokens, "cached_tokens", res.CachedTokens, "output_tokens", res.OutputTokens)
 	return kv
