@@ -613,8 +613,15 @@ func (r *Router) passPrefillError(w http.ResponseWriter, c *call, f *pdFailure) 
 func (r *Router) failPD(w http.ResponseWriter, c *call, failures []*pdFailure) {
 	var parts []string
 	timeout, transfer := true, false
-	for _, f := range failures {
-		parts = append(parts, fmt.Sprintf("%s: %s (%v)", f.endpoint, f.reason, f.err))
+	for i, f := range failures {
+		// The client learns what went wrong, not where: endpoint names
+		// (pod names on Kubernetes) and dial errors (addresses) are in the
+		// router's log line for each failure.
+		detail := f.reason
+		if f.err != nil && f.reason != "connect" && f.reason != "timeout" {
+			detail += " (" + f.err.Error() + ")"
+		}
+		parts = append(parts, fmt.Sprintf("attempt %d: %s", i+1, detail))
 		timeout = timeout && f.reason == "timeout"
 		transfer = transfer || f.reason == pdReasonTransfer
 	}
