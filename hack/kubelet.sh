@@ -330,7 +330,8 @@ cleanup_iptables() {
     command -v "$ipt" >/dev/null 2>&1 || continue
     for table in filter nat mangle; do
       # jumps into KUBE-* chains from the built-in chains
-      "$ipt" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | while read -r rule; do
+      # (grep finds nothing in most tables: not an error under pipefail)
+      "$ipt" -t "$table" -S 2>/dev/null | { grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } | while read -r rule; do
         # shellcheck disable=SC2086
         "$ipt" -t "$table" ${rule/-A/-D} 2>/dev/null || true
       done
