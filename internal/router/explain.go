@@ -19,6 +19,9 @@ import (
 //
 //	route=llama>stable; profile=default; picked=e1; attempt=1; e0=1.50(prefix-cache:0.50 queue-depth:1.00); e2=filtered(health)
 func (r *Router) setResponseHeaders(h http.Header, c *call, d *pick, attempt int) {
+	// The router's own id (the engine's X-Request-Id), for the caller to
+	// quote; a client-sent id is only in the router's logs.
+	h.Set(HeaderRequestID, c.req.ID)
 	if r.cfg.Debug.EndpointHeaderEnabled() {
 		h.Set(HeaderEndpoint, d.endpoint.Metadata().Name)
 	}

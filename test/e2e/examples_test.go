@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/openai/openai-go/v3/option"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -94,11 +95,17 @@ func TestEveryExampleServesUnderUp(t *testing.T) {
 			}
 			model := cfg.Routes[0].Model
 			cl := client(p)
+			// An example with API keys names one of them in a comment
+			// (`# key "..."`); the request authenticates with it.
+			var opts []option.RequestOption
+			if m := regexp.MustCompile(`# key "([^"]+)"`).FindStringSubmatch(string(b)); m != nil {
+				opts = append(opts, option.WithAPIKey(m[1]))
+			}
 			chat, err := cl.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
 				Model:     model,
 				Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello from " + filepath.Base(f))},
 				MaxTokens: openai.Int(4),
-			})
+			}, opts...)
 			if err != nil {
 				t.Fatalf("chat with %s: %v\n%s", model, err, p.Logs())
 			}

@@ -145,7 +145,15 @@ func pdClientRequests(t *testing.T, c openai.Client, n int, prefix string) []str
 	var ids []string
 	for i := range n {
 		id := fmt.Sprintf("%s-%d", prefix, i)
-		ids = append(ids, id)
+		// The router keeps the client's X-Request-Id for its logs and
+		// sends its own to the engines; it answers with that one.
+		var hr *http.Response
+		routerID := func() string {
+			if hr == nil || hr.Header.Get("X-Request-Id") == "" {
+				t.Fatalf("%s: no X-Request-Id in the router's answer", id)
+			}
+			return hr.Header.Get("X-Request-Id")
+		}
 		prompt := words(100+i, 300)
 		if i%2 == 0 {
 			stream := c.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
@@ -153,7 +161,7 @@ func pdClientRequests(t *testing.T, c openai.Client, n int, prefix string) []str
 				Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
 				MaxCompletionTokens: openai.Int(12),
 				StreamOptions:       openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-			}, option.WithHeader("X-Request-Id", id))
+			}, option.WithHeader("X-Request-Id", id), option.WithResponseInto(&hr))
 			var text strings.Builder
 			var usage openai.CompletionUsage
 			for stream.Next() {
@@ -171,17 +179,19 @@ func pdClientRequests(t *testing.T, c openai.Client, n int, prefix string) []str
 			if usage.CompletionTokens != 12 || usage.PromptTokens < 300 || len(strings.Fields(text.String())) != 12 {
 				t.Errorf("%s: %q, usage %+v", id, text.String(), usage)
 			}
+			ids = append(ids, routerID())
 			continue
 		}
 		comp, err := c.Completions.New(context.Background(), openai.CompletionNewParams{
 			Model: "llama", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(prompt)}, MaxTokens: openai.Int(7),
-		}, option.WithHeader("X-Request-Id", id))
+		}, option.WithHeader("X-Request-Id", id), option.WithResponseInto(&hr))
 		if err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
 		if comp.Usage.CompletionTokens != 7 || comp.Usage.PromptTokens != 300 || len(strings.Fields(comp.Choices[0].Text)) != 7 {
 			t.Errorf("%s: %q, usage %+v", id, comp.Choices[0].Text, comp.Usage)
 		}
+		ids = append(ids, routerID())
 	}
 	return ids
 }
@@ -264,15 +274,22 @@ func splitHostPort(t *testing.T, addr string) (string, int) {
 	return addr[:i], port
 }
 
-// metricSum sums the values of a sim's series whose name (with labels, if
+// metricSum sums the values of a sim's or a router's series whose name (with labels, if
 // given) starts with series.
 func metricSum(t *testing.T, p *process, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(p.URL() + "/metrics")
+	base := p.URL()
+	if adminAddrRE.MatchString(p.Logs()) {
+		base = adminURL(t, p) // a router serves /metrics on its admin listener
+	}
+	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s/metrics: %s", base, resp.Status)
+	}
 	b := make([]byte, 4<<20)
 	n, _ := readAll(resp, b)
 	total := 0.0
