@@ -243,7 +243,9 @@ func liveRouterRun(t *testing.T, profile string, n int, b *workload.Builder, rat
 	go func() { served <- r.Serve(ctx, ln, time.Second) }()
 	defer func() {
 		cancel()
-		<-served
+		if err := <-served; err != nil {
+			t.Errorf("router: %v", err)
+		}
 	}()
 	base := "http://" + ln.Addr().String()
 	for deadline := time.Now().Add(30 * time.Second); ; {

@@ -60,7 +60,7 @@ func director(t *testing.T, pool []*ep) *decision.Director {
 func TestCandidatesAreTheFilters(t *testing.T) {
 	sick := func(e *ep) { e.sick = true }
 	ejected := func(e *ep) { e.ejected = true }
-	waiting := func(e *ep) { e.Endpoint.SetMetrics(framework.Metrics{WaitingAdapters: []string{"sql"}}) }
+	waiting := func(e *ep) { e.SetMetrics(framework.Metrics{WaitingAdapters: []string{"sql"}}) }
 	listed := func(e *ep) { e.Metadata().Adapters = []string{"sql"} }
 	tests := []struct {
 		name     string

@@ -253,18 +253,6 @@ routes: [{model: m, targets: [{pool: m}]}]
 	}
 }
 
-// routerURL is the router's base URL from Run's "Halyard is up" line.
-func routerURL(t *testing.T, out string) string {
-	t.Helper()
-	const marker = "router on "
-	i := strings.Index(out, marker)
-	if i < 0 {
-		t.Fatalf("no router address in:\n%s", out)
-	}
-	url, _, _ := strings.Cut(out[i+len(marker):], ",")
-	return url
-}
-
 // adminURL is the router's admin base URL from Run's "Admin: " line.
 func adminURL(t *testing.T, out string) string {
 	t.Helper()

@@ -114,7 +114,9 @@ func liveRouter(t *testing.T, doc string, engines []vllmapi.Spec, profiles map[s
 	go func() { done <- r.Serve(ctx, ln, time.Second) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("router: %v", err)
+		}
 	})
 	base := "http://" + ln.Addr().String()
 	deadline := time.Now().Add(30 * time.Second)

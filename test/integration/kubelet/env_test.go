@@ -223,7 +223,10 @@ func (e *env) startController(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Logf("controller manager: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 		}
 	})
