@@ -156,7 +156,12 @@ pools:
 	}
 	served := make(chan error, 1)
 	go func() { served <- r.Serve(ctx, rln, time.Second) }()
-	t.Cleanup(func() { cancel(); <-served })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("router: %v", err)
+		}
+	})
 	routerURL := "http://" + rln.Addr().String()
 	// /metrics is on the router's admin handler, off the public listener.
 	aln, err := net.Listen("tcp", "127.0.0.1:0")
