@@ -34,6 +34,10 @@ const (
 	hostileWriteStall  = 2 * time.Second
 	hostileBuffer      = 128 << 20
 	hostileMaxIdle     = 500
+	// hostileRSSBound bounds the router's resident memory under the
+	// memory cases: the soft memory limit (512 MiB) plus what is not Go
+	// heap or not yet returned to the system.
+	hostileRSSBound = 768 << 20
 )
 
 // misbehaving is an engine that answers GETs (health, metrics) through a
@@ -310,9 +314,13 @@ func TestHostileClients(t *testing.T) {
 		wg.Wait()
 		hwm := rig.status(t, "VmHWM")
 		t.Logf("answers %v; router peak RSS %d MiB", statuses, hwm>>20)
-		const bound = 512 << 20 // budget 128 MiB, soft memory limit 512 MiB
-		if hwm > bound {
-			t.Errorf("router peak RSS %d MiB, want under %d MiB", hwm>>20, bound>>20)
+		// Budget 128 MiB, soft memory limit 512 MiB for the Go heap; the
+		// process also holds its text, stacks and memory the runtime has
+		// not yet returned, and GOMEMLIMIT is soft (528 MiB peak was seen
+		// under a full -race test run). Unbounded, this load took the
+		// router to 1.6-1.96 GiB.
+		if hwm > hostileRSSBound {
+			t.Errorf("router peak RSS %d MiB, want under %d MiB", hwm>>20, hostileRSSBound>>20)
 		}
 		// Admitted bodies are read (404, the model is unknown) or, on a
 		// loaded machine, cut by the 2 s body timeout (408); the others
@@ -367,8 +375,10 @@ func TestHostileClients(t *testing.T) {
 		if closed < n-hostileMaxIdle {
 			t.Errorf("router closed %d idle connections, want at least %d (maxIdleConnections %d)", closed, n-hostileMaxIdle, hostileMaxIdle)
 		}
-		if rss > 512<<20 {
-			t.Errorf("router RSS %d MiB with %d idle connections, want under 512 MiB", rss>>20, n)
+		// The same rig ran the 40 x 15 MiB case before: the runtime
+		// returns that memory lazily, so the bound is the same one.
+		if rss > hostileRSSBound {
+			t.Errorf("router RSS %d MiB with %d idle connections, want under %d MiB", rss>>20, n, hostileRSSBound>>20)
 		}
 	})
 
@@ -429,12 +439,19 @@ func TestHostileClients(t *testing.T) {
 	// after three response-header timeouts.
 	t.Run("hung engine", func(t *testing.T) {
 		c := client(rig.router)
-		for i := range 8 {
+		// Until the hung engine is ejected, at most 30 requests: how many
+		// the picker sends it in a row depends on the load estimate, which
+		// a loaded machine moves.
+		var m string
+		for i := range 30 {
 			if _, err := streamOnce(c, "hung", 100+i); err != nil {
 				t.Fatalf("request %d: %v", i, err)
 			}
+			m = getBody(t, adminURL(t, rig.router)+"/metrics")
+			if strings.Contains(m, `halyard_router_outlier_ejections_total{endpoint="hung",reason="timeout"} 1`) {
+				break
+			}
 		}
-		m := getBody(t, adminURL(t, rig.router)+"/metrics")
 		if !strings.Contains(m, `halyard_router_outlier_ejections_total{endpoint="hung",reason="timeout"} 1`) {
 			t.Errorf("hung engine not ejected for timeouts:\n%s", grepLines(m, "outlier_ejections"))
 		}
