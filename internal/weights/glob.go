@@ -36,6 +36,9 @@ func anyMatch(res []*regexp.Regexp, s string) bool {
 func compileGlobs(globs []string) []*regexp.Regexp {
 	out := make([]*regexp.Regexp, 0, len(globs))
 	for _, g := range globs {
+		// regexp refuses invalid UTF-8, even quoted; no path matches such
+		// bytes anyway, so they stand for U+FFFD (found by FuzzGlob).
+		g = strings.ToValidUTF8(g, "\uFFFD")
 		if strings.HasSuffix(g, "/") {
 			g += "*"
 		}
