@@ -3,6 +3,7 @@ package helm
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -188,15 +189,7 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := router.New(router.Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	describe(r.Metrics().Registry)
+	describe(newTestRouter(t, cfg, slog.New(slog.DiscardHandler)).Metrics().Registry)
 
 	creg := prometheus.NewRegistry()
 	if _, err := controller.NewMetrics(creg); err != nil {
@@ -249,4 +242,19 @@ func TestMonitoringUsesRegisteredMetrics(t *testing.T) {
 	if used < 50 {
 		t.Errorf("only %d metric references found in %d queries: is the extraction broken?", used, len(qs))
 	}
+}
+
+// newTestRouter builds a router with every plugin and the preset profiles,
+// as the halyard binary does, for the monitoring tests.
+func newTestRouter(t *testing.T, cfg *config.Config, log *slog.Logger) *router.Router {
+	t.Helper()
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := router.New(router.Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -25,9 +25,6 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
 	"github.com/halyard-dev/halyard/internal/router"
-	"github.com/halyard-dev/halyard/internal/scheduling/framework"
-	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
 
@@ -142,14 +139,7 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := router.New(router.Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newTestRouter(t, cfg, log)
 	rln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
