@@ -1,0 +1,174 @@
+package autoscale
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"time"
+)
+
+// HitLedger keeps, per engine, how much each cached prefix block was hit
+// recently: a hit counts 1 and decays with a half-life, so a block hit often
+// and lately is hot. A router feeds it from what it routes (the blocks of a
+// request the engine reported cached); ChooseVictims reads it.
+//
+// Memory is bounded: an engine keeps at most MaxBlocks blocks, the coldest
+// go first.
+type HitLedger struct {
+	// HalfLife is the decay half-life; default 5m.
+	HalfLife time.Duration
+	// MaxBlocks bounds the blocks kept per engine; default 65536.
+	MaxBlocks int
+
+	origin  time.Time
+	engines map[string]map[uint64]float64
+}
+
+// scale is the factor stored values carry at now (values are stored
+// relative to origin so that decay costs nothing per block).
+func (l *HitLedger) scale(now time.Time) float64 {
+	if l.HalfLife <= 0 {
+		l.HalfLife = 5 * time.Minute
+	}
+	if l.origin.IsZero() {
+		l.origin = now
+	}
+	x := now.Sub(l.origin).Seconds() / l.HalfLife.Seconds()
+	if x > 30 { // renormalise before the factors overflow
+		f := math.Exp2(-x)
+		for _, blocks := range l.engines {
+			for h, v := range blocks {
+				if v *= f; v < 1e-6 {
+					delete(blocks, h)
+				} else {
+					blocks[h] = v
+				}
+			}
+		}
+		l.origin, x = now, 0
+	}
+	return math.Exp2(x)
+}
+
+// Hit credits one hit to each of blocks on engine at now.
+func (l *HitLedger) Hit(engine string, now time.Time, blocks []uint64) {
+	if len(blocks) == 0 {
+		return
+	}
+	if l.engines == nil {
+		l.engines = map[string]map[uint64]float64{}
+	}
+	if l.MaxBlocks <= 0 {
+		l.MaxBlocks = 1 << 16
+	}
+	f := l.scale(now)
+	m := l.engines[engine]
+	if m == nil {
+		m = map[uint64]float64{}
+		l.engines[engine] = m
+	}
+	for _, h := range blocks {
+		m[h] += f
+	}
+	if len(m) > l.MaxBlocks {
+		type kv struct {
+			h uint64
+			v float64
+		}
+		all := make([]kv, 0, len(m))
+		for h, v := range m {
+			all = append(all, kv{h, v})
+		}
+		slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(b.v, a.v) })
+		for _, e := range all[max(l.MaxBlocks*3/4, 1):] {
+			delete(m, e.h)
+		}
+	}
+}
+
+// Forget drops an engine's statistics (it was removed).
+func (l *HitLedger) Forget(engine string) { delete(l.engines, engine) }
+
+// Hot returns the engine's blocks and their decayed hit counts at now. The
+// map is a copy.
+func (l *HitLedger) Hot(engine string, now time.Time) map[uint64]float64 {
+	m := l.engines[engine]
+	if len(m) == 0 {
+		return nil
+	}
+	f := 1 / l.scale(now)
+	out := make(map[uint64]float64, len(m))
+	for h, v := range m {
+		out[h] = v * f
+	}
+	return out
+}
+
+// GroupEngines names a group and its engines.
+type GroupEngines struct {
+	Group   string
+	Engines []string
+}
+
+// Victim is a group chosen for removal and what its removal costs: the
+// decayed hits of the blocks no remaining group holds.
+type Victim struct {
+	Group     string
+	UniqueHot float64
+}
+
+// ChooseVictims returns n groups to remove, cheapest first: each time the
+// group whose engines hold the least unique hot prefix cache (hits on
+// blocks no other remaining group holds), recomputed after each removal
+// since a block two groups shared becomes unique to the survivor. hot gives
+// an engine's blocks and their hit counts. Ties go to the group listed last
+// (callers list groups oldest first, so the newest goes).
+func ChooseVictims(groups []GroupEngines, hot func(engine string) map[uint64]float64, n int) []Victim {
+	n = min(n, len(groups))
+	if n <= 0 {
+		return nil
+	}
+	type gc struct {
+		name   string
+		blocks map[uint64]float64
+		alive  bool
+	}
+	gs := make([]gc, len(groups))
+	holders := map[uint64]int{}
+	for i, g := range groups {
+		blocks := map[uint64]float64{}
+		for _, e := range g.Engines {
+			for h, v := range hot(e) {
+				blocks[h] += v
+			}
+		}
+		for h := range blocks {
+			holders[h]++
+		}
+		gs[i] = gc{g.Group, blocks, true}
+	}
+	out := make([]Victim, 0, n)
+	for range n {
+		best, bestCost := -1, math.Inf(1)
+		for i := range gs {
+			if !gs[i].alive {
+				continue
+			}
+			cost := 0.0
+			for h, v := range gs[i].blocks {
+				if holders[h] == 1 {
+					cost += v
+				}
+			}
+			if cost <= bestCost {
+				best, bestCost = i, cost
+			}
+		}
+		gs[best].alive = false
+		for h := range gs[best].blocks {
+			holders[h]--
+		}
+		out = append(out, Victim{Group: gs[best].name, UniqueHot: bestCost})
+	}
+	return out
+}
