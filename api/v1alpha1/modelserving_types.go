@@ -217,6 +217,7 @@ func (s *ModelServingSpec) PodsPerGroup() int64 {
 // ModelServingSpec is the desired state of a ModelServing.
 // +kubebuilder:validation:XValidation:rule="self.roles.map(r, (has(r.replicas) ? r.replicas : 1) * (1 + (has(r.workers) ? r.workers : 0))).sum() <= 512",message="a group may have at most 512 pods: the sum over roles of replicas × (1 + workers) is above it"
 // +kubebuilder:validation:XValidation:rule="(has(self.replicas) ? self.replicas : 1) * self.roles.map(r, (has(r.replicas) ? r.replicas : 1) * (1 + (has(r.workers) ? r.workers : 0))).sum() <= 4096",message="a ModelServing may have at most 4096 pods: replicas × the pods of one group (the sum over roles of replicas × (1 + workers)) is above it"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.pd) || (self.roles.exists(r, r.name == 'prefill') && self.roles.exists(r, r.name == 'decode'))",message="autoscaling.pd needs roles named prefill and decode"
 type ModelServingSpec struct {
 	// Model is what the engines serve.
 	Model ModelSpec `json:"model"`
@@ -244,6 +245,10 @@ type ModelServingSpec struct {
 	// Rollout of template changes.
 	// +optional
 	Rollout RolloutSpec `json:"rollout,omitempty"`
+	// Autoscaling sets replicas from the routers' load signals
+	// (autoscaling_types.go, docs/autoscaling.md).
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 }
 
 // GroupPhase is where a serving group is in its life.
@@ -367,7 +372,12 @@ type ModelServingStatus struct {
 	// +listMapKey=index
 	// +optional
 	Groups []GroupStatus `json:"groups,omitempty"`
-	// Conditions: Available, Progressing, Recovering, Valid.
+	// Autoscaling is the autoscaler's last decision, when spec.autoscaling
+	// is set.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+	// Conditions: Available, Progressing, Recovering, Valid, and with
+	// autoscaling ScalingActive and ScalingLimited.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -388,6 +398,8 @@ type ModelServingStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=`.status.updatedReplicas`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].reason`
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.autoscaling.desiredGroups`
+// +kubebuilder:printcolumn:name="Scaling",type=string,priority=1,JSONPath=`.status.autoscaling.reason`
 // +kubebuilder:printcolumn:name="Revision",type=string,priority=1,JSONPath=`.status.updateRevision`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must start with a letter and hold only lowercase letters, digits and '-' (it names services)"
