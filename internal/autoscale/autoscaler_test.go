@@ -4,6 +4,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -312,5 +317,24 @@ func TestPolicyValidate(t *testing.T) {
 				t.Fatalf("error %v, want one naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestFromSpec(t *testing.T) {
+	i32 := func(v int32) *int32 { return &v }
+	s := &servingv1.AutoscalingSpec{
+		MinGroups: i32(0), MaxGroups: 8,
+		Targets:               &servingv1.AutoscalingTargets{WaitingPerEngine: i32(4), KVUsagePercent: i32(70), AttainmentPercent: i32(95)},
+		PanicThresholdPercent: i32(250),
+		ScaleDown:             servingv1.AutoscalingScaleDown{StabilizationWindow: &metav1.Duration{Duration: 2 * time.Minute}},
+	}
+	p := FromSpec(s, 2)
+	want := Policy{MinGroups: 0, MaxGroups: 8, EnginesPerGroup: 2, PanicThreshold: 2.5,
+		ScaleDownStabilization: 2 * time.Minute, Targets: Targets{WaitingPerEngine: 4, KVUsage: 0.7, Attainment: 0.95}}
+	if d := cmp.Diff(want, p); d != "" {
+		t.Errorf("policy (-want +got):\n%s", d)
+	}
+	if _, err := New(p); err != nil {
+		t.Errorf("converted policy invalid: %v", err)
 	}
 }
