@@ -7,13 +7,19 @@ import (
 // AutoscalingTargets are the load one engine should carry; the autoscaler
 // asks for as many engines as the routers' observed totals divided by these.
 // Unset targets are not used; at least one load target is required.
-// +kubebuilder:validation:XValidation:rule="has(self.waitingPerEngine) || has(self.kvUsagePercent) || has(self.prefillTokensPerEngine) || has(self.tokensPerSecondPerEngine)",message="at least one of waitingPerEngine, kvUsagePercent, prefillTokensPerEngine, tokensPerSecondPerEngine is required"
+// +kubebuilder:validation:XValidation:rule="has(self.waitingPerEngine) || has(self.runningPerEngine) || has(self.kvUsagePercent) || has(self.prefillTokensPerEngine) || has(self.tokensPerSecondPerEngine)",message="at least one of waitingPerEngine, runningPerEngine, kvUsagePercent, prefillTokensPerEngine, tokensPerSecondPerEngine is required"
 type AutoscalingTargets struct {
 	// WaitingPerEngine is the requests waiting in an engine's queue.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	WaitingPerEngine *int32 `json:"waitingPerEngine,omitempty"`
+	// RunningPerEngine is the requests an engine runs at once (its
+	// concurrency).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	RunningPerEngine *int32 `json:"runningPerEngine,omitempty"`
 	// KVUsagePercent is the share of an engine's KV cache in use.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
@@ -166,6 +172,8 @@ type AutoscalingSignals struct {
 	Engines int32 `json:"engines"`
 	// Waiting is requests waiting in the engines' queues.
 	Waiting string `json:"waiting,omitempty"`
+	// Running is requests the engines run.
+	Running string `json:"running,omitempty"`
 	// KVUsage is the sum of the engines' KV-cache usage (0–1 each).
 	KVUsage string `json:"kvUsage,omitempty"`
 	// PrefillTokens is prompt tokens not yet prefilled.

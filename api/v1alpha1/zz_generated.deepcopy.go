@@ -221,6 +221,11 @@ func (in *AutoscalingTargets) DeepCopyInto(out *AutoscalingTargets) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.RunningPerEngine != nil {
+		in, out := &in.RunningPerEngine, &out.RunningPerEngine
+		*out = new(int32)
+		**out = **in
+	}
 	if in.KVUsagePercent != nil {
 		in, out := &in.KVUsagePercent, &out.KVUsagePercent
 		*out = new(int32)

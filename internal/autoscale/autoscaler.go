@@ -63,6 +63,7 @@ type Autoscaler struct {
 	starts    int
 	lastBusy  time.Time
 	panicEnd  time.Time
+	decided   bool
 }
 
 // New returns an autoscaler for a policy, defaulted and validated.
@@ -102,7 +103,7 @@ func (a *Autoscaler) Observe(now time.Time, s Signals) {
 		a.lastBusy = now
 	}
 	a.samples = append(a.samples, sample{now, s})
-	keep := max(a.p.StableWindow, a.p.PanicWindow)
+	keep := max(a.p.StableWindow, a.p.PanicWindow, a.p.TrendWindow)
 	i := 0
 	for i < len(a.samples) && now.Sub(a.samples[i].at) > keep {
 		i++
@@ -186,6 +187,7 @@ func needed(s Signals, t Targets) (float64, string) {
 		}
 	}
 	try("waiting", s.Waiting+s.WaitingRoom, t.WaitingPerEngine)
+	try("running", s.Running, t.RunningPerEngine)
 	try("kv", s.KVUsage, t.KVUsage)
 	try("prefill-tokens", s.PrefillTokens, t.PrefillTokensPerEngine)
 	try("tokens/s", s.TokensPerSecond, t.TokensPerSecondPerEngine)
@@ -229,9 +231,12 @@ func (a *Autoscaler) engines(now time.Time, stable, panicAvg Signals, t Targets,
 	stableNeed, why = needed(stable, t)
 	forecast = stableNeed
 	if *a.p.Forecast {
-		if sl := a.slope(now, a.p.StableWindow, t, role); sl > 0 {
+		if sl := a.slope(now, a.p.TrendWindow, t, role); sl > 0 {
+			// From the stable window's centre to one cold start ahead.
 			horizon := a.p.StableWindow/2 + a.coldStart
-			forecast = stableNeed + sl*horizon.Seconds()
+			// A trend adds at most half the demand (or one engine): an
+			// overloaded queue grows faster than the load behind it.
+			forecast = stableNeed + min(sl*horizon.Seconds(), math.Max(stableNeed/2, 1))
 		}
 	}
 	panicNeed, _ = needed(panicAvg, t)
@@ -300,6 +305,12 @@ func (a *Autoscaler) Decide(now time.Time, st State) Decision {
 		}
 	}
 	d.Recommended = want
+	if !a.decided {
+		// The groups that exist count as a recommendation: no scale-down
+		// in the first stabilisation window.
+		a.decided = true
+		a.recs = append(a.recs, stamped{now, st.Groups})
+	}
 	a.recs = append(a.recs, stamped{now, want})
 	a.prune(now)
 

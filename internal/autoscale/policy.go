@@ -14,6 +14,9 @@ type Targets struct {
 	// WaitingPerEngine is the number of requests waiting in an engine's
 	// queue (vllm:num_requests_waiting) an engine should carry.
 	WaitingPerEngine float64 `json:"waitingPerEngine,omitempty"`
+	// RunningPerEngine is the requests an engine runs at once
+	// (vllm:num_requests_running; Knative's concurrency target).
+	RunningPerEngine float64 `json:"runningPerEngine,omitempty"`
 	// KVUsage is the share of an engine's KV cache (0–1) in use.
 	KVUsage float64 `json:"kvUsage,omitempty"`
 	// PrefillTokensPerEngine is the prompt tokens sent to an engine and
@@ -34,7 +37,7 @@ func (t Targets) validate(path string) error {
 		name string
 		v    float64
 	}{
-		{"waitingPerEngine", t.WaitingPerEngine}, {"kvUsage", t.KVUsage},
+		{"waitingPerEngine", t.WaitingPerEngine}, {"runningPerEngine", t.RunningPerEngine}, {"kvUsage", t.KVUsage},
 		{"prefillTokensPerEngine", t.PrefillTokensPerEngine}, {"tokensPerSecondPerEngine", t.TokensPerSecondPerEngine},
 		{"attainment", t.Attainment},
 	} {
@@ -48,7 +51,7 @@ func (t Targets) validate(path string) error {
 	if t.Attainment > 1 {
 		errs = append(errs, fmt.Errorf("%s.attainment: must be at most 1, got %v", path, t.Attainment))
 	}
-	if len(errs) == 0 && t.WaitingPerEngine == 0 && t.KVUsage == 0 && t.PrefillTokensPerEngine == 0 && t.TokensPerSecondPerEngine == 0 {
+	if len(errs) == 0 && t.WaitingPerEngine == 0 && t.RunningPerEngine == 0 && t.KVUsage == 0 && t.PrefillTokensPerEngine == 0 && t.TokensPerSecondPerEngine == 0 {
 		errs = append(errs, fmt.Errorf("%s: at least one load target is required", path))
 	}
 	return errors.Join(errs...)
@@ -115,6 +118,10 @@ type Policy struct {
 	// ahead. Forecast false turns that off.
 	ColdStart time.Duration `json:"coldStart,omitempty"`
 	Forecast  *bool         `json:"forecast,omitempty"`
+	// TrendWindow is the window the trend is fitted over (a least-squares
+	// line through what each observation asks for); default 5m, at least
+	// StableWindow. Longer windows are steadier on bursty traffic.
+	TrendWindow time.Duration `json:"trendWindow,omitempty"`
 	// IdleToZero is how long a model with MinGroups 0 must see no request
 	// before its last group goes; default 10m.
 	IdleToZero time.Duration `json:"idleToZero,omitempty"`
@@ -154,6 +161,7 @@ func (p *Policy) Default() {
 		p.Forecast = &on
 	}
 	def(&p.IdleToZero, 10*time.Minute)
+	def(&p.TrendWindow, max(5*time.Minute, p.StableWindow))
 	if pd := p.PD; pd != nil {
 		if pd.MinPerRole == 0 {
 			pd.MinPerRole = 1
@@ -203,7 +211,7 @@ func (p *Policy) Validate() error {
 		{"stableWindow", p.StableWindow}, {"panicWindow", p.PanicWindow},
 		{"scaleUpStabilization", p.ScaleUpStabilization}, {"scaleDownStabilization", p.ScaleDownStabilization},
 		{"scaleUpPeriod", p.ScaleUpPeriod}, {"scaleDownPeriod", p.ScaleDownPeriod},
-		{"coldStart", p.ColdStart}, {"idleToZero", p.IdleToZero},
+		{"coldStart", p.ColdStart}, {"idleToZero", p.IdleToZero}, {"trendWindow", p.TrendWindow},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", d.name, d.v))
@@ -211,6 +219,9 @@ func (p *Policy) Validate() error {
 	}
 	if p.PanicThreshold > 0 && (p.PanicWindow <= 0 || p.PanicWindow > p.StableWindow) {
 		errs = append(errs, fmt.Errorf("panicWindow: must be positive and at most stableWindow (%s), got %s", p.StableWindow, p.PanicWindow))
+	}
+	if p.TrendWindow < p.StableWindow {
+		errs = append(errs, fmt.Errorf("trendWindow: must be at least stableWindow (%s), got %s", p.StableWindow, p.TrendWindow))
 	}
 	if p.PanicThreshold > 0 && p.PanicThreshold <= 1 {
 		errs = append(errs, fmt.Errorf("panicThreshold: must be above 1 (or negative: off), got %v", p.PanicThreshold))

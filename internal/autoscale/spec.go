@@ -61,6 +61,7 @@ func targets(t servingv1.AutoscalingTargets) Targets {
 	}
 	return Targets{
 		WaitingPerEngine:         float64(num(t.WaitingPerEngine)),
+		RunningPerEngine:         float64(num(t.RunningPerEngine)),
 		KVUsage:                  pct(t.KVUsagePercent),
 		PrefillTokensPerEngine:   float64(num(t.PrefillTokensPerEngine)),
 		TokensPerSecondPerEngine: float64(num(t.TokensPerSecondPerEngine)),

@@ -100,6 +100,22 @@ type Run struct {
 	P90E2ELMs    float64 `json:"p90_e2el_ms"`
 	P99E2ELMs    float64 `json:"p99_e2el_ms"`
 
+	// Autoscaling (virtual mode with an autoscaling block): the fleet
+	// policy, the engine-hours it used (cold starts included), the most
+	// engines alive at once, the scale decisions that changed the fleet,
+	// the requests that met the SLO, and, for the drain-* policies, the
+	// prefix hit rate (cached / prompt tokens) of requests sent after the
+	// scale-down.
+	Fleet                 string   `json:"fleet,omitempty"`
+	EngineHours           float64  `json:"engine_hours,omitempty"`
+	MaxEngines            int      `json:"max_engines,omitempty"`
+	ScaleEvents           int      `json:"scale_events,omitempty"`
+	GoodRequests          int      `json:"good_requests,omitempty"`
+	HitRateAfterScaleDown *float64 `json:"hit_rate_after_scale_down,omitempty"`
+	// ScaleDecisions are the autoscaler's decisions that changed the
+	// fleet, in time order.
+	ScaleDecisions []ScaleDecision `json:"scale_decisions,omitempty"`
+
 	// RequestsPerEndpoint counts completed requests by serving engine, when
 	// the target said which (virtual mode, or the router's response header).
 	RequestsPerEndpoint map[string]int `json:"requests_per_endpoint,omitempty"`
@@ -119,6 +135,16 @@ type Run struct {
 	// WallSeconds is how long the run took to compute (virtual mode) or to
 	// run (live mode).
 	WallSeconds float64 `json:"wall_seconds"`
+}
+
+// ScaleDecision is one autoscaling decision of a virtual run: at Time
+// seconds, from From groups to To, and why.
+type ScaleDecision struct {
+	Time   float64 `json:"time"`
+	From   int     `json:"from"`
+	To     int     `json:"to"`
+	Ready  int     `json:"ready"`
+	Reason string  `json:"reason"`
 }
 
 // NewRun fills a Run from a summary.

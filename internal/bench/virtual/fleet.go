@@ -29,6 +29,22 @@ type endpoint struct {
 	metrics  *atomic.Pointer[framework.Metrics]
 	requests atomic.Int64
 	tokens   atomic.Int64
+
+	// Autoscaled fleets (autoscaling.go), on the first router's view:
+	// the engine's life and every router's view of it.
+	state   engineState
+	created time.Time
+	removed time.Time
+	views   []*endpoint
+}
+
+// inFlight is the requests every router has in flight on the engine.
+func (e *endpoint) inFlight() int64 {
+	var n int64
+	for _, v := range e.views {
+		n += v.requests.Load()
+	}
+	return n
 }
 
 func (e *endpoint) Metadata() *framework.EndpointMetadata { return &e.md }
@@ -80,9 +96,10 @@ type fleetRun struct {
 	ctx      context.Context
 	clock    *simclock.Virtual
 	start    time.Time
-	eps      []*endpoint // the first router's; scraping and engine statistics
-	routers  []*router   // request i goes through routers[i % len]
-	pd       *pdFleet    // set for the "pd" policy (one planner, over eps)
+	eps      []*endpoint  // the first router's; scraping and engine statistics
+	routers  []*router    // request i goes through routers[i % len]
+	pd       *pdFleet     // set for the "pd" policy (one planner, over eps)
+	scaler   *fleetScaler // set under an autoscaling scenario
 	oracle   *oracleState
 	model    string
 	chat     bool
@@ -219,18 +236,30 @@ func (f *fleetRun) send(i int) {
 		f.sendPD(i)
 		return
 	}
+	rt := f.routers[i%len(f.routers)]
+	sentAt := f.clock.Now()
+	if s := f.scaler; s != nil {
+		if len(rt.cands) == 0 { // no engine ready: the waiting room
+			if _, ok := s.waitedFrom[i]; !ok {
+				s.waitedFrom[i] = sentAt
+				s.wait(i)
+			}
+			return
+		}
+		if at, ok := s.waitedFrom[i]; ok {
+			sentAt = at
+			delete(s.waitedFrom, i)
+		}
+	}
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
 	f.oracle.prompt = ids
 	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, f.tokenIDs)
 	rec := &f.records[i]
 	rec.ID = wr.ID
-	rec.Start = f.elapsed()
+	rec.Start = sentAt.Sub(f.start)
 	rec.PromptTokens = len(ids)
-	sentAt := f.clock.Now()
 	f.state[i] = inFlight
-
-	rt := f.routers[i%len(f.routers)]
 	ep, call, d, err := rt.decide(f.ctx, req)
 	if err != nil {
 		f.fail(i, "schedule: "+err.Error())
@@ -243,14 +272,30 @@ func (f *fleetRun) send(i int) {
 	rec.Endpoint = ep.md.Name
 	f.oracle.routed(i, ep, ids, wr.OutputTokens)
 
+	scaler := f.scaler
+	if scaler != nil {
+		scaler.prefill += int64(len(ids))
+	}
 	first := func() {
 		f.oracle.firstToken(i)
 		rt.director.FirstByte(f.ctx, call, &d)
+		if scaler != nil {
+			scaler.prefill -= int64(len(ids))
+		}
 	}
 	sink := recordingSink(rec, sentAt, req.ID, first, func(out framework.Outcome) {
 		f.oracle.done(i)
 		rt.director.Done(f.ctx, call, &d, out)
 		f.state[i] = finished
+		if scaler != nil {
+			if rec.TTFT == 0 {
+				scaler.prefill -= int64(len(ids))
+			}
+			scaler.tokens += int64(out.CompletionTokens)
+			scaler.done = append(scaler.done, i)
+			scaler.hit(ep.views[0], ids, out.CachedTokens)
+			scaler.ended(ep.views[0])
+		}
 		f.left--
 		f.after(i)
 	})
@@ -295,7 +340,9 @@ func (f *fleetRun) fail(i int, msg string) {
 // requests remain.
 func (f *fleetRun) scrapeLoop(interval time.Duration) {
 	for _, e := range f.eps {
-		e.scrape()
+		if e.state != engineGone {
+			e.scrape()
+		}
 	}
 	f.scrapes++
 	if f.scrapes%10 == 0 {

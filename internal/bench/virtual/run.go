@@ -81,23 +81,51 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 			return nil, err
 		}
 		w = workload.Head(w, sc.MaxRequests)
-		sched, err := arrival.Schedule(spec, w)
+		var sched []time.Duration
+		if sh := sc.Arrival.Shape; sh != nil {
+			if sh.Repeat > 1 {
+				parts := []workload.Workload{w}
+				for k := 1; k < sh.Repeat; k++ {
+					p, err := b.Build(si + k*len(steps))
+					if err != nil {
+						return nil, err
+					}
+					parts = append(parts, p)
+				}
+				if w, err = newRepeated(parts); err != nil {
+					return nil, err
+				}
+			}
+			sched, err = sh.schedule(w, sc.Seed+uint64(si))
+			w = workload.Head(w, len(sched))
+		} else {
+			sched, err = arrival.Schedule(spec, w)
+		}
 		if err != nil {
 			return nil, err
 		}
+		fleets := []string{""}
+		if sc.Autoscaling != nil {
+			fleets = sc.Autoscaling.Policies
+		}
 		for _, policy := range sc.Policies {
-			if err := ctx.Err(); err != nil {
-				return nil, err
+			for _, fleet := range fleets {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				wall := time.Now()
+				r, err := runOne(ctx, sc, cfg, policy, fleet, w, spec, sched, slo)
+				if err != nil {
+					return nil, fmt.Errorf("policy %s, %s: %w", policy, spec, err)
+				}
+				if sh := sc.Arrival.Shape; sh != nil {
+					r.Arrival = sh.String()
+				}
+				r.WallSeconds = time.Since(wall).Seconds()
+				log.Info("virtual run done", "policy", policy, "fleet", fleet, "arrival", r.Arrival, "completed", r.Completed,
+					"failed", r.Failed, "median_ttft_ms", r.MedianTTFTMs, "engine_hours", r.EngineHours, "virtual_seconds", r.Duration, "wall_seconds", r.WallSeconds)
+				rep.Runs = append(rep.Runs, r)
 			}
-			wall := time.Now()
-			r, err := runOne(ctx, sc, cfg, policy, w, spec, sched, slo)
-			if err != nil {
-				return nil, fmt.Errorf("policy %s, %s: %w", policy, spec, err)
-			}
-			r.WallSeconds = time.Since(wall).Seconds()
-			log.Info("virtual run done", "policy", policy, "arrival", spec.String(), "completed", r.Completed,
-				"failed", r.Failed, "median_ttft_ms", r.MedianTTFTMs, "virtual_seconds", r.Duration, "wall_seconds", r.WallSeconds)
-			rep.Runs = append(rep.Runs, r)
 		}
 	}
 	return rep, nil
@@ -134,7 +162,7 @@ func deliverEvents(clock simclock.Clock, delay time.Duration, consumers []kveven
 	}
 }
 
-func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy string, w workload.Workload,
+func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy, fleet string, w workload.Workload,
 	spec arrival.Spec, sched []time.Duration, slo stats.SLO) (report.Run, error) {
 	clock := simclock.NewVirtual(epoch)
 	n := w.Len()
@@ -168,7 +196,16 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 			f.routers[r].tracker, f.tokenIDs = tracker, true
 		}
 	}
-	for i := range sc.Fleet.Engines {
+	// addEngine creates engine i with a view of it in every router; the
+	// first router's view is returned (and kept in f.eps).
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	addEngine := func(inCands bool) (*endpoint, error) {
+		i := len(f.eps)
 		ecfg := cfg
 		name := fmt.Sprintf("sim-%d", i)
 		var consumers []kvevents.Consumer
@@ -183,9 +220,9 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		}
 		eng, err := simulator.NewEngine(ecfg, clock)
 		if err != nil {
-			return report.Run{}, fmt.Errorf("engine %d: %w", i, err)
+			return nil, fmt.Errorf("engine %d: %w", i, err)
 		}
-		defer eng.Close()
+		closers = append(closers, eng.Close)
 		md := framework.EndpointMetadata{Name: name, Address: "virtual://" + name, Model: sc.Model, Role: framework.RoleBoth}
 		if policy == PolicyPD && !isCustom {
 			md.Role = sc.role(i)
@@ -195,13 +232,36 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		}
 		metrics := &atomic.Pointer[framework.Metrics]{}
 		metrics.Store(&framework.Metrics{})
+		views := make([]*endpoint, len(f.routers))
 		for r, rt := range f.routers {
-			ep := &endpoint{md: md, idx: i, eng: eng, metrics: metrics}
-			if r == 0 {
-				f.eps = append(f.eps, ep)
+			ep := &endpoint{md: md, idx: i, eng: eng, metrics: metrics, created: clock.Now(), state: engineReady}
+			views[r] = ep
+			if inCands {
+				rt.cands = append(rt.cands, ep)
 			}
-			rt.cands = append(rt.cands, ep)
 		}
+		for _, v := range views {
+			v.views = views
+		}
+		f.eps = append(f.eps, views[0])
+		return views[0], nil
+	}
+	engines := sc.Fleet.Engines
+	if fleet != "" {
+		var err error
+		f.scaler, engines, err = newFleetScaler(f, fleet, sc.Autoscaling, slo, sc.Seed)
+		if err != nil {
+			return report.Run{}, err
+		}
+		f.scaler.add = func() (*endpoint, error) { return addEngine(false) }
+	}
+	for range engines {
+		if _, err := addEngine(true); err != nil {
+			return report.Run{}, err
+		}
+	}
+	if f.scaler != nil {
+		f.scaler.maxLive = engines
 	}
 	if policy == PolicyPD && !isCustom {
 		// One router's decision over the first router's view of the fleet,
@@ -216,8 +276,9 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 			return report.Run{}, err
 		}
 		for _, rt := range f.routers {
-			cands := rt.cands
-			pools := decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) })
+			// The pool is read per decision: an autoscaled fleet's
+			// candidates change.
+			pools := decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(rt.cands) })
 			rt.director, err = newDirector(f.oracle, rt.tracker, cfg.Capacity.BlockSize, clock.Now, pools, map[string]config.ProfileSpec{policy: spec}, nil)
 			if err != nil {
 				return report.Run{}, err
@@ -229,6 +290,9 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 	}
 
 	f.scrapeLoop(sc.ScrapeInterval.Duration)
+	if f.scaler != nil {
+		f.scaler.loop()
+	}
 	if sched == nil {
 		f.closed = true
 		f.next = min(spec.Concurrency, n)
@@ -267,8 +331,18 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		recs = append(recs, f.records[i])
 		end = max(end, f.records[i].Start+f.records[i].E2E)
 	}
-	r := report.NewRun(policy, stats.Summarize(recs, end, slo))
+	label := policy
+	if fleet != "" {
+		label = fleet
+		if len(sc.Policies) > 1 {
+			label = fleet + "/" + policy
+		}
+	}
+	r := report.NewRun(label, stats.Summarize(recs, end, slo))
 	r.Policy = policy
+	if s := f.scaler; s != nil {
+		s.summarize(&r, recs, epoch.Add(end), slo)
+	}
 	r.Arrival = spec.String()
 	if spec.Kind == arrival.Poisson {
 		r.SetRate(spec.Rate)

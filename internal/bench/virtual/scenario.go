@@ -60,6 +60,9 @@ type Scenario struct {
 	// the first PD.Prefill engines of the fleet prefill, the others decode,
 	// through the router's PD planner.
 	PD *PDScenario `json:"pd,omitempty"`
+	// Autoscaling, when set, compares fleet policies (static fleets and
+	// autoscalers, autoscaling.go) under each routing policy.
+	Autoscaling *AutoscalingScenario `json:"autoscaling,omitempty"`
 }
 
 // KVEvents configures the precise-* policies.
@@ -118,6 +121,9 @@ type Arrival struct {
 	Concurrency int       `json:"concurrency,omitempty"`
 	Trace       bool      `json:"trace,omitempty"`
 	TimeScale   float64   `json:"timeScale,omitempty"`
+	// Shape time-warps the workload onto a changing rate (shape.go);
+	// not with rates or concurrency.
+	Shape *Shape `json:"shape,omitempty"`
 }
 
 // Load reads a scenario file strictly, defaults and validates it.
@@ -216,6 +222,9 @@ func (s *Scenario) Default() {
 		s.KVEvents.PendingTTL = &config.Duration{Duration: config.DefaultPendingTTL}
 	}
 	s.Workload.Default()
+	if s.Autoscaling != nil {
+		s.Autoscaling.defaults()
+	}
 }
 
 // Validate checks the scenario; errors name the field path.
@@ -297,6 +306,22 @@ func (s *Scenario) Validate() error {
 					errs = append(errs, fmt.Errorf("%s: %q is neither under profiles nor a scheduler preset", n.field, n.name))
 				}
 			}
+		}
+	}
+	if sh := a.Shape; sh != nil {
+		if len(a.Rates) > 0 || a.Concurrency > 0 {
+			errs = append(errs, errors.New("arrival.shape: not with rates or concurrency"))
+		}
+		if err := sh.validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if as := s.Autoscaling; as != nil {
+		if err := as.validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if s.PD != nil || slices.Contains(s.Policies, PolicyOracle) || slices.Contains(s.Policies, PolicyPD) {
+			errs = append(errs, errors.New("autoscaling: not with pd or the oracle policy (their fleets are fixed)"))
 		}
 	}
 	seen := map[string]bool{}
