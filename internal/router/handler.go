@@ -51,6 +51,9 @@ type call struct {
 	usage    admission.Usage
 	chunks   int
 	answered bool
+	// firstByte is when the current attempt's first token reached the
+	// client (autoscaling signals); zero before.
+	firstByte time.Time
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {

@@ -228,6 +228,11 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	r.director.Sent(ctx, dc, &d.Decision)
 	out := framework.Outcome{}
 	defer func() { r.director.Done(ctx, dc, &d.Decision, out) }()
+	// Autoscaling signals (autoscale.go): outstanding prefill until the
+	// first token, the outcome against the objectives at the end.
+	c.firstByte = time.Time{}
+	r.signals.sent(d.Target.Pool, c.req.PromptTokens)
+	defer func() { r.signalAttempt(c, d.Target.Pool, out) }()
 	if d.pd == nil {
 		r.prefix.predicted(d.State, md.Name)
 	}
@@ -377,6 +382,7 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 	cw.done()
 	end := time.Now()
 	r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(firstByte.Sub(c.start).Seconds())
+	r.signalFirstToken(c, d.Target.Pool, firstByte)
 	c.traceFirstToken(firstByte)
 	r.metrics.E2E.WithLabelValues(c.route.Model).Observe(end.Sub(c.start).Seconds())
 	if d.pd != nil {
@@ -472,6 +478,7 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				now := time.Now()
 				r.metrics.AddedLatency.WithLabelValues("response").Observe(now.Sub(upFirst).Seconds())
 				r.metrics.TTFT.WithLabelValues(c.route.Model).Observe(now.Sub(c.start).Seconds())
+				r.signalFirstToken(c, d.Target.Pool, now)
 				c.traceFirstToken(now)
 				r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
 			}

@@ -45,6 +45,9 @@ const (
 type Options struct {
 	// Config is a loaded (defaulted and validated) configuration.
 	Config *config.Config
+	// WaitingRoom, when set, reports requests held for pools without a
+	// ready endpoint (the autoscaling signal waitingRoom).
+	WaitingRoom WaitingRoom
 	// Registry builds the profiles' plugins.
 	Registry *framework.Registry
 	// DefaultProfile is used as the "default" profile when the config does
@@ -78,6 +81,9 @@ type Options struct {
 // Router serves the OpenAI-compatible API. Create it with New, start its
 // background work with Run (or Serve), and mount Handler.
 type Router struct {
+	// signals and waitingRoom feed autoscalers (autoscale.go).
+	signals     *signalBook
+	waitingRoom WaitingRoom
 	cfg       config.RouterConfig
 	log       *slog.Logger
 	store     *datastore.Store
@@ -289,6 +295,8 @@ func New(opts Options) (*Router, error) {
 		r.source = &discovery.Static{Endpoints: discovery.Specs(cfg.Endpoints)}
 	}
 	r.metrics.Registry.MustRegister(&endpointCollector{store: r.store})
+	r.signals, r.waitingRoom = newSignalBook(cfg.Router.Autoscaling, clock.Now), opts.WaitingRoom
+	r.metrics.Registry.MustRegister(signalCollector{r})
 
 	r.mux = http.NewServeMux()
 	r.mux.HandleFunc("POST /v1/chat/completions", r.serveChat)
@@ -305,6 +313,7 @@ func New(opts Options) (*Router, error) {
 	r.admin.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.Registry, promhttp.HandlerOpts{}))
 	r.admin.HandleFunc("POST /debug/route", r.serveDebugRoute)
 	r.admin.HandleFunc("GET /debug/route", r.serveDebugRoute)
+	r.admin.HandleFunc("GET /autoscale/signals", r.serveAutoscaleSignals)
 	r.admin.HandleFunc("GET /health", r.serveHealth)
 	r.admin.HandleFunc("GET /ready", r.serveReady)
 	if cfg.Router.Debug.Pprof {

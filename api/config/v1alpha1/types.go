@@ -115,6 +115,9 @@ type RouterConfig struct {
 	// Admission turns on budgets and the fair queue; absent means requests
 	// are admitted as they come (authentication still follows auth).
 	Admission *AdmissionConfig `json:"admission,omitempty"`
+	// Autoscaling sets the objectives and window of the autoscaling
+	// signals the admin listener serves (autoscaling.go).
+	Autoscaling AutoscalingSignalsConfig `json:"autoscaling,omitempty"`
 }
 
 // TimeoutsConfig bounds the router's conversations with clients and

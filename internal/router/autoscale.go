@@ -1,0 +1,260 @@
+package router
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/autoscale"
+	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+)
+
+// WaitingRoom reports the requests the router holds for a pool because no
+// endpoint of it is ready (demand from zero). Admission's queue provides
+// it when it holds such requests; without one the signal is 0.
+type WaitingRoom interface {
+	Waiting(pool string) int
+}
+
+// signalBook keeps, per pool, what autoscalers read besides the engines'
+// scraped state: the outcomes of finished requests (against the TTFT and
+// TPOT objectives), generated tokens, and prompt tokens sent whose first
+// token has not come back (outstanding prefill), over a sliding window of
+// two buckets.
+type signalBook struct {
+	ttft, tpot, window time.Duration
+	now                func() time.Time
+
+	mu    sync.Mutex
+	pools map[string]*poolBook
+}
+
+type poolBook struct {
+	cur, prev bucket
+	curStart  time.Time
+	prefill   int64
+}
+
+type bucket struct {
+	finished, ttftOK, tpotOK int
+	tokens                   int64
+	valid                    bool
+}
+
+func newSignalBook(cfg config.AutoscalingSignalsConfig, now func() time.Time) *signalBook {
+	or := func(d, def time.Duration) time.Duration {
+		if d <= 0 {
+			return def
+		}
+		return d
+	}
+	return &signalBook{
+		ttft: or(cfg.TTFT.Duration, config.DefaultAutoscalingTTFT), tpot: or(cfg.TPOT.Duration, config.DefaultAutoscalingTPOT),
+		window: or(cfg.Window.Duration, config.DefaultAutoscalingWindow), now: now, pools: map[string]*poolBook{},
+	}
+}
+
+// pool returns the pool's book, its buckets rotated to now; mu is held.
+func (b *signalBook) pool(name string, now time.Time) *poolBook {
+	p := b.pools[name]
+	if p == nil {
+		p = &poolBook{curStart: now}
+		b.pools[name] = p
+	}
+	if age := now.Sub(p.curStart); age >= b.window {
+		if age >= 2*b.window {
+			p.prev = bucket{}
+		} else {
+			p.prev = p.cur
+			p.prev.valid = true
+		}
+		p.cur, p.curStart = bucket{}, now
+	}
+	return p
+}
+
+// sent counts a request's prompt tokens as outstanding prefill on pool.
+func (b *signalBook) sent(pool string, promptTokens int) {
+	b.mu.Lock()
+	b.pool(pool, b.now()).prefill += int64(promptTokens)
+	b.mu.Unlock()
+}
+
+// firstToken ends a request's outstanding prefill.
+func (b *signalBook) firstToken(pool string, promptTokens int) {
+	b.mu.Lock()
+	p := b.pool(pool, b.now())
+	p.prefill = max(p.prefill-int64(promptTokens), 0)
+	b.mu.Unlock()
+}
+
+// finished records a request that ended: its TTFT (0: no token came) and
+// TPOT, and its generated tokens.
+func (b *signalBook) finished(pool string, ttft, tpot time.Duration, tokens int) {
+	b.mu.Lock()
+	p := b.pool(pool, b.now())
+	p.cur.finished++
+	if ttft > 0 && ttft <= b.ttft {
+		p.cur.ttftOK++
+	}
+	if ttft > 0 && tpot <= b.tpot {
+		p.cur.tpotOK++
+	}
+	p.cur.tokens += int64(tokens)
+	b.mu.Unlock()
+}
+
+// signals summarises pool: its healthy endpoints' scraped state plus the
+// book's window.
+func (b *signalBook) signals(pool string, eps []*datastore.Endpoint, room WaitingRoom) autoscale.Signals {
+	s := autoscale.Signals{TTFTAttainment: autoscale.Unknown, TPOTAttainment: autoscale.Unknown}
+	for _, e := range eps {
+		if !e.Healthy() {
+			continue
+		}
+		m := e.Metrics()
+		s.Engines++
+		s.Waiting += float64(m.WaitingRequests)
+		s.Running += float64(m.RunningRequests)
+		s.KVUsage += m.KVCacheUsage
+	}
+	now := b.now()
+	b.mu.Lock()
+	p := b.pool(pool, now)
+	s.PrefillTokens = float64(p.prefill)
+	sum := p.cur
+	span := now.Sub(p.curStart)
+	if p.prev.valid {
+		sum.finished += p.prev.finished
+		sum.ttftOK += p.prev.ttftOK
+		sum.tpotOK += p.prev.tpotOK
+		sum.tokens += p.prev.tokens
+		span += b.window
+	}
+	b.mu.Unlock()
+	if span > 0 {
+		s.TokensPerSecond = float64(sum.tokens) / span.Seconds()
+	}
+	if sum.finished > 0 {
+		s.TTFTAttainment = float64(sum.ttftOK) / float64(sum.finished)
+		s.TPOTAttainment = float64(sum.tpotOK) / float64(sum.finished)
+	}
+	if room != nil {
+		s.WaitingRoom = float64(room.Waiting(pool))
+	}
+	return s
+}
+
+// allSignals returns every pool's signals.
+func (r *Router) allSignals() map[string]autoscale.Signals {
+	out := map[string]autoscale.Signals{}
+	for _, pool := range r.store.Pools() {
+		out[pool] = r.signals.signals(pool, r.store.Pool(pool), r.waitingRoom)
+	}
+	return out
+}
+
+// serveAutoscaleSignals answers GET /autoscale/signals (admin listener):
+// {"pools": {POOL: Signals}}, or one pool with ?pool=NAME.
+func (r *Router) serveAutoscaleSignals(w http.ResponseWriter, hr *http.Request) {
+	all := r.allSignals()
+	if p := hr.URL.Query().Get("pool"); p != "" {
+		s, ok := all[p]
+		if !ok {
+			http.Error(w, `{"error":{"message":"unknown pool","type":"invalid_request_error","param":"pool","code":"unknown_pool"}}`, http.StatusNotFound)
+			return
+		}
+		all = map[string]autoscale.Signals{p: s}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(struct {
+		Pools map[string]autoscale.Signals `json:"pools"`
+	}{all})
+}
+
+// signalCollector exports the signals as halyard_router_autoscale_*
+// gauges, one series per pool, for HPA or KEDA (docs/autoscaling.md).
+type signalCollector struct{ r *Router }
+
+var signalDescs = func() map[string]*prometheus.Desc {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("halyard_router_autoscale_"+name, help, []string{"pool"}, nil)
+	}
+	return map[string]*prometheus.Desc{
+		"engines":          d("engines", "Healthy endpoints of the pool."),
+		"waiting":          d("waiting_requests", "Requests waiting in the pool's engines' queues (sum at the last scrape)."),
+		"running":          d("running_requests", "Requests the pool's engines run (sum at the last scrape)."),
+		"kv":               d("kv_cache_usage", "Sum of the pool's engines' KV-cache usage (0-1 each)."),
+		"prefill":          d("prefill_tokens", "Prompt tokens sent to the pool whose first token has not come back."),
+		"tokens":           d("generated_tokens_per_second", "Tokens generated per second over the signal window."),
+		"ttft":             d("ttft_attainment", "Share of requests finished in the window that met the TTFT objective (-1: none finished)."),
+		"tpot":             d("tpot_attainment", "Share of requests finished in the window that met the TPOT objective (-1: none finished)."),
+		"room":             d("waiting_room_requests", "Requests held because no endpoint of the pool is ready."),
+		"waiting_per_peer": d("waiting_requests_per_engine", "Waiting requests per healthy endpoint (0 without one): an HPA AverageValue target."),
+	}
+}()
+
+func (c signalCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range signalDescs {
+		ch <- d
+	}
+}
+
+func (c signalCollector) Collect(ch chan<- prometheus.Metric) {
+	all := c.r.allSignals()
+	pools := make([]string, 0, len(all))
+	for p := range all {
+		pools = append(pools, p)
+	}
+	sort.Strings(pools)
+	for _, p := range pools {
+		s := all[p]
+		perEngine := 0.0
+		if s.Engines > 0 {
+			perEngine = s.Waiting / float64(s.Engines)
+		}
+		for k, v := range map[string]float64{
+			"engines": float64(s.Engines), "waiting": s.Waiting, "running": s.Running, "kv": s.KVUsage,
+			"prefill": s.PrefillTokens, "tokens": s.TokensPerSecond, "ttft": s.TTFTAttainment, "tpot": s.TPOTAttainment,
+			"room": s.WaitingRoom, "waiting_per_peer": perEngine,
+		} {
+			ch <- prometheus.MustNewConstMetric(signalDescs[k], prometheus.GaugeValue, v, p)
+		}
+	}
+}
+
+var _ prometheus.Collector = signalCollector{}
+
+// signalFirstToken ends the attempt's outstanding prefill at its first
+// token.
+func (r *Router) signalFirstToken(c *call, pool string, at time.Time) {
+	if c.firstByte.IsZero() {
+		c.firstByte = at
+		r.signals.firstToken(pool, c.req.PromptTokens)
+	}
+}
+
+// signalAttempt records an attempt's end: a failure (no token) or its TTFT
+// and TPOT.
+func (r *Router) signalAttempt(c *call, pool string, out framework.Outcome) {
+	if c.firstByte.IsZero() {
+		r.signals.firstToken(pool, c.req.PromptTokens)
+		r.signals.finished(pool, 0, 0, 0)
+		return
+	}
+	var tpot time.Duration
+	if n := out.CompletionTokens; n > 1 {
+		tpot = r.now().Sub(c.firstByte) / time.Duration(n-1)
+	}
+	ttft := c.firstByte.Sub(c.start)
+	if out.Err != nil {
+		ttft = 0
+	}
+	r.signals.finished(pool, ttft, tpot, out.CompletionTokens)
+}

@@ -1,0 +1,105 @@
+package router
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/halyard-dev/halyard/internal/autoscale"
+)
+
+// TestAutoscaleSignals sends requests through the router to two fake
+// engines over real sockets and reads the signals from the admin
+// listener, as JSON and as Prometheus metrics.
+func TestAutoscaleSignals(t *testing.T) {
+	h := newHarness(t, `apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router:
+  autoscaling: {ttft: 10s, tpot: 10s, window: 1m}
+endpoints:
+  - {name: e0, url: "{{e0}}", model: llama}
+  - {name: e1, url: "{{e1}}", model: llama}
+routes:
+  - {model: llama, targets: [{pool: llama}]}
+`, map[string]string{"e0": "llama", "e1": "llama"})
+	for i := range 4 {
+		body := `{"model":"llama","messages":[{"role":"user","content":"hi"}]}`
+		if i%2 == 1 {
+			body = `{"model":"llama","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`
+		}
+		if resp, b := h.post("/v1/chat/completions", body); resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	resp, err := http.Get(h.admin.URL + "/autoscale/signals")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Pools map[string]autoscale.Signals `json:"pools"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	s, ok := got.Pools["llama"]
+	if !ok {
+		t.Fatalf("no pool llama in %+v", got)
+	}
+	if s.Engines != 2 || s.KVUsage < 0.19 || s.KVUsage > 0.21 {
+		t.Errorf("engines %d, kv %v; want 2 engines and their scraped 0.1 each summed", s.Engines, s.KVUsage)
+	}
+	if s.TTFTAttainment != 1 || s.TPOTAttainment != 1 {
+		t.Errorf("attainment ttft %v tpot %v, want 1 (generous objectives)", s.TTFTAttainment, s.TPOTAttainment)
+	}
+	if s.TokensPerSecond <= 0 || s.PrefillTokens != 0 {
+		t.Errorf("tokens/s %v (want > 0), outstanding prefill %v (want 0 after every request ended)", s.TokensPerSecond, s.PrefillTokens)
+	}
+	if resp, _ := h.get("/autoscale/signals"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("public listener answers /autoscale/signals with %d, want 404", resp.StatusCode)
+	}
+	if resp, err := http.Get(h.admin.URL + "/autoscale/signals?pool=nope"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown pool: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	_, metrics := h.get("/metrics")
+	for _, want := range []string{
+		`halyard_router_autoscale_engines{pool="llama"} 2`,
+		`halyard_router_autoscale_ttft_attainment{pool="llama"} 1`,
+		`halyard_router_autoscale_waiting_requests_per_engine{pool="llama"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// TestSignalBookWindow checks the two-bucket window and the objectives.
+func TestSignalBookWindow(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := &signalBook{ttft: time.Second, tpot: 50 * time.Millisecond, window: 10 * time.Second, now: func() time.Time { return now }, pools: map[string]*poolBook{}}
+	b.sent("p", 100)
+	if s := b.signals("p", nil, nil); s.PrefillTokens != 100 || s.TTFTAttainment != autoscale.Unknown {
+		t.Fatalf("after send: %+v", s)
+	}
+	b.firstToken("p", 100)
+	b.finished("p", 500*time.Millisecond, 20*time.Millisecond, 50) // meets both
+	b.finished("p", 2*time.Second, 20*time.Millisecond, 50)        // misses TTFT
+	b.finished("p", 0, 0, 0)                                       // failed
+	now = now.Add(5 * time.Second)
+	s := b.signals("p", nil, nil)
+	if s.PrefillTokens != 0 || s.TTFTAttainment != 1.0/3 || s.TPOTAttainment != 2.0/3 || s.TokensPerSecond != 20 {
+		t.Errorf("in the window: %+v, want prefill 0, ttft 1/3, tpot 2/3, 100 tokens / 5 s", s)
+	}
+	now = now.Add(10 * time.Second) // the first bucket is now the previous one
+	if s := b.signals("p", nil, nil); s.TTFTAttainment != 1.0/3 {
+		t.Errorf("one window later: ttft %v, want the previous bucket's 1/3", s.TTFTAttainment)
+	}
+	now = now.Add(25 * time.Second) // both buckets expired
+	if s := b.signals("p", nil, nil); s.TTFTAttainment != autoscale.Unknown || s.TokensPerSecond != 0 {
+		t.Errorf("after two windows: %+v, want unknown attainment and no tokens", s)
+	}
+}
