@@ -84,22 +84,22 @@ type Router struct {
 	// signals and waitingRoom feed autoscalers (autoscale.go).
 	signals     *signalBook
 	waitingRoom WaitingRoom
-	cfg       config.RouterConfig
-	log       *slog.Logger
-	store     *datastore.Store
-	collector *datastore.Collector
-	source    discovery.Source
-	metrics   *observability.RouterMetrics
-	transport *http.Transport
-	engines   *h1.Client
-	upstream  *upstream
-	mux       *http.ServeMux
-	admin     *http.ServeMux // the admin listener's: metrics, debug, console
-	budget    *byteBudget    // router.limits.bufferBytes
-	health    datastore.HealthPolicy
-	outlier   datastore.OutlierPolicy
-	now       func() time.Time
-	prefix    *prefixRouting
+	cfg         config.RouterConfig
+	log         *slog.Logger
+	store       *datastore.Store
+	collector   *datastore.Collector
+	source      discovery.Source
+	metrics     *observability.RouterMetrics
+	transport   *http.Transport
+	engines     *h1.Client
+	upstream    *upstream
+	mux         *http.ServeMux
+	admin       *http.ServeMux // the admin listener's: metrics, debug, console
+	budget      *byteBudget    // router.limits.bufferBytes
+	health      datastore.HealthPolicy
+	outlier     datastore.OutlierPolicy
+	now         func() time.Time
+	prefix      *prefixRouting
 
 	discovered chan struct{} // closed after the first discovery update
 	once       sync.Once
