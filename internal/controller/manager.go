@@ -75,6 +75,11 @@ type Options struct {
 	Burst int
 	// SkipNameValidation lets one process build several managers (tests).
 	SkipNameValidation bool
+	// AutoscaleSignals, when set, runs the autoscaler (autoscaling.go) on
+	// every ModelServing with spec.autoscaling, every AutoscaleInterval
+	// (default 5s).
+	AutoscaleSignals  SignalSource
+	AutoscaleInterval time.Duration
 }
 
 type realClock struct{}
@@ -209,6 +214,12 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 	}
 	if err := msr.SetupWithManager(mgr, o.Concurrency); err != nil {
 		return nil, fmt.Errorf("set up modelserving controller: %w", err)
+	}
+	if o.AutoscaleSignals != nil {
+		ar := &AutoscalingReconciler{Client: mgr.GetClient(), Signals: o.AutoscaleSignals, Clock: o.Clock, Logger: o.Logger, Interval: o.AutoscaleInterval}
+		if err := ar.SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("set up autoscaler: %w", err)
+		}
 	}
 	if err := (&ModelRouteReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up modelroute controller: %w", err)

@@ -2,7 +2,12 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/autoscale"
+	"github.com/halyard-dev/halyard/internal/controller"
 )
 
 // TestAutoscalingSpecValidation checks spec.autoscaling's CEL rules and
@@ -77,4 +84,111 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// signalServer stands in for the routers' admin listeners: it serves
+// GET /autoscale/signals?pool= in the router's wire format, with the
+// signals a test sets per pool, over a real socket.
+var signalServer struct {
+	once  sync.Once
+	srv   *httptest.Server
+	mu    sync.Mutex
+	pools map[string]autoscale.Signals
+}
+
+// testRouterSignals is the shared controller's signal source: the real
+// HTTP client (controller.RouterSignals) reading signalServer.
+func testRouterSignals() controller.SignalSource {
+	signalServer.once.Do(func() {
+		signalServer.pools = map[string]autoscale.Signals{}
+		signalServer.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			signalServer.mu.Lock()
+			defer signalServer.mu.Unlock()
+			pool := r.URL.Query().Get("pool")
+			s, ok := signalServer.pools[pool]
+			if r.URL.Path != "/autoscale/signals" || !ok {
+				http.NotFound(w, r)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"pools": map[string]autoscale.Signals{pool: s}})
+		}))
+	})
+	return &controller.RouterSignals{URLs: []string{signalServer.srv.URL}}
+}
+
+func setSignals(pool string, s autoscale.Signals) {
+	signalServer.mu.Lock()
+	signalServer.pools[pool] = s
+	signalServer.mu.Unlock()
+}
+
+func scalingCondition(ms *servingv1.ModelServing) *metav1.Condition {
+	for i := range ms.Status.Conditions {
+		if ms.Status.Conditions[i].Type == servingv1.ConditionScalingActive {
+			return &ms.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// TestAutoscalerScalesAndYieldsToManualScale runs the controller's
+// autoscaler against the real API server: signals asking for 9 engines
+// (3 groups of 3) scale a ModelServing from 1 to 3 groups and their pods
+// appear; a kubectl scale to 2 is kept (ManualOverride) while the
+// autoscaler keeps deciding; after the override and the scale-down
+// window, low signals bring it down to minGroups.
+func TestAutoscalerScalesAndYieldsToManualScale(t *testing.T) {
+	k, clock := sharedCluster(t)
+	ns := k.namespace(t, "autoscaler")
+	pool := ns + "/as"
+	unknown := float64(autoscale.Unknown)
+	setSignals(pool, autoscale.Signals{Engines: 3, Running: 90, TTFTAttainment: unknown, TPOTAttainment: unknown})
+	ms := pdServing(ns, "as", 1) // prefill ×2 + decode ×1: 3 engines per group
+	ms.Spec.Autoscaling = &servingv1.AutoscalingSpec{
+		MinGroups: ptr.To[int32](1), MaxGroups: 4,
+		Targets:     &servingv1.AutoscalingTargets{RunningPerEngine: ptr.To[int32](10)},
+		PanicWindow: &metav1.Duration{},
+		ScaleDown:   servingv1.AutoscalingScaleDown{MaxGroups: ptr.To[int32](4), Period: &metav1.Duration{Duration: time.Second}},
+	}
+	create(t, k, ms)
+	eventually(t, waitLong, "3 groups asked and 9 pods", func() (bool, string) {
+		ms := k.get(t, ns, "as")
+		n := len(k.pods(t, ns, "as"))
+		c := scalingCondition(ms)
+		ok := *ms.Spec.Replicas == 3 && n == 9 && c != nil && c.Status == metav1.ConditionTrue && ms.Status.Autoscaling != nil &&
+			ms.Status.Autoscaling.DesiredGroups == 3 && strings.Contains(ms.Status.Autoscaling.Reason, "running")
+		return ok, fmt.Sprintf("replicas %d, %d pods, condition %+v, status %+v", *ms.Spec.Replicas, n, c, ms.Status.Autoscaling)
+	})
+
+	// kubectl scale --replicas=2 while autoscaling is on.
+	cur := k.get(t, ns, "as")
+	scale := &autoscalingScale{}
+	if err := k.c.SubResource("scale").Get(context.Background(), cur, scale.obj()); err != nil {
+		t.Fatalf("get scale: %v", err)
+	}
+	scale.s.Spec.Replicas = 2
+	if err := k.c.SubResource("scale").Update(context.Background(), cur, client.WithSubResourceBody(scale.obj())); err != nil {
+		t.Fatalf("update scale: %v", err)
+	}
+	eventually(t, waitLong, "manual override kept", func() (bool, string) {
+		ms := k.get(t, ns, "as")
+		c := scalingCondition(ms)
+		return c != nil && c.Reason == controller.ReasonManualOverride && *ms.Spec.Replicas == 2,
+			fmt.Sprintf("replicas %d, condition %+v", *ms.Spec.Replicas, c)
+	})
+	// The condition is written by the autoscaler after it saw the manual
+	// value and chose to keep it (signals still ask for 3).
+
+	// Past the override (10m) and the scale-down window (5m), demand for
+	// 3 engines (1 group) brings it down.
+	setSignals(pool, autoscale.Signals{Engines: 6, Running: 20, TTFTAttainment: unknown, TPOTAttainment: unknown})
+	clock.Advance(11 * time.Minute)
+	eventually(t, waitLong, "scaled down to 1 group", func() (bool, string) {
+		ms := k.get(t, ns, "as")
+		c := scalingCondition(ms)
+		if *ms.Spec.Replicas != 1 {
+			clock.Advance(10 * time.Second) // the windows count on the controller's clock
+		}
+		return *ms.Spec.Replicas == 1 && len(k.pods(t, ns, "as")) <= 3 || false, fmt.Sprintf("replicas %d, condition %+v", *ms.Spec.Replicas, c)
+	})
 }

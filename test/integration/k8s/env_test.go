@@ -233,6 +233,7 @@ func (k *cluster) startController(clock controller.Clock, inPlace string, logs i
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Clock: clock,
 		Registerer: prometheus.NewRegistry(), SkipNameValidation: true,
 		QPS: testQPS, Burst: 2 * int(testQPS),
+		AutoscaleSignals: testRouterSignals(), AutoscaleInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		cancel()
