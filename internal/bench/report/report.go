@@ -104,8 +104,8 @@ type Run struct {
 	// policy, the engine-hours it used (cold starts included), the most
 	// engines alive at once, the scale decisions that changed the fleet,
 	// the requests that met the SLO, and, for the drain-* policies, the
-	// prefix hit rate (cached / prompt tokens) of requests sent after the
-	// scale-down.
+	// prefix hit rate (cached / prompt tokens) of requests sent in the
+	// window after the scale-down.
 	Fleet                 string   `json:"fleet,omitempty"`
 	EngineHours           float64  `json:"engine_hours,omitempty"`
 	MaxEngines            int      `json:"max_engines,omitempty"`

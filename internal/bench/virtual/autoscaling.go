@@ -81,6 +81,9 @@ type HPARule struct {
 type ScaleDownAt struct {
 	At     config.Duration `json:"at,omitempty"`
 	Groups int             `json:"groups,omitempty"`
+	// Window is how long after At the hit rate is measured (requests
+	// sent in [At, At+Window)); default 3m.
+	Window config.Duration `json:"window,omitempty"`
 }
 
 func (a *AutoscalingScenario) defaults() {
@@ -97,6 +100,7 @@ func (a *AutoscalingScenario) defaults() {
 	def(&a.DrainGrace, 5*time.Minute)
 	def(&a.WaitingRoom, 5*time.Minute)
 	def(&a.HPA.SyncPeriod, 15*time.Second)
+	def(&a.ScaleDown.Window, 3*time.Minute)
 	if a.HPA.KVUsagePercent == 0 {
 		a.HPA.KVUsagePercent = 70
 	}
@@ -492,7 +496,7 @@ func (s *fleetScaler) summarize(r *report.Run, recs []stats.Record, end time.Tim
 	if isDrain(s.policy) && s.scaleDownAt > 0 {
 		var cached, prompt float64
 		for i := range recs {
-			if recs[i].OK() && recs[i].Start >= s.scaleDownAt {
+			if recs[i].OK() && recs[i].Start >= s.scaleDownAt && recs[i].Start < s.scaleDownAt+s.sc.ScaleDown.Window.Duration {
 				cached += float64(recs[i].CachedTokens)
 				prompt += float64(recs[i].PromptTokens)
 			}
