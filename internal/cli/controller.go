@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +33,8 @@ type controllerFlags struct {
 	burst          int
 	logFormat      string
 	logLevel       string
+	routerSignals  []string
+	autoscaleEvery time.Duration
 }
 
 func newControllerCommand() *cobra.Command {
@@ -56,7 +59,18 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 			if err != nil {
 				return err
 			}
+			var signals controller.SignalSource
+			for _, u := range f.routerSignals {
+				if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+					return fmt.Errorf("--router-signals %q: want an http(s) URL of a router's admin listener", u)
+				}
+			}
+			if len(f.routerSignals) > 0 {
+				signals = &controller.RouterSignals{URLs: f.routerSignals}
+			}
 			return controller.Run(cmd.Context(), controller.Options{
+				AutoscaleSignals:        signals,
+				AutoscaleInterval:       f.autoscaleEvery,
 				Config:                  cfg,
 				MetricsAddr:             f.metricsAddr,
 				ProbeAddr:               f.probeAddr,
@@ -92,6 +106,8 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.IntVar(&f.burst, "kube-api-burst", 200, "API requests in a burst")
 	fl.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringArrayVar(&f.routerSignals, "router-signals", nil, "admin listener URL of a router (repeatable), e.g. http://halyard-router-admin:8081; turns on the autoscaler for ModelServings with spec.autoscaling")
+	fl.DurationVar(&f.autoscaleEvery, "autoscale-interval", 5*time.Second, "time between autoscaling decisions")
 	return cmd
 }
 
