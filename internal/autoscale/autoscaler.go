@@ -304,6 +304,21 @@ func (a *Autoscaler) Decide(now time.Time, st State) Decision {
 			want = max(want, pw, st.Groups)
 		}
 	}
+	// Groups asked for and still starting have not absorbed the load
+	// yet, and a backlog overstates the demand while they start (Little's
+	// law: latency, hence concurrency, grows under overload). Until they
+	// serve, add more only when the demand is still a step above what was
+	// asked (the panic threshold, 2 when panic mode is off).
+	if starting := st.Groups - st.Ready; starting > 0 && want > st.Groups {
+		step := p.PanicThreshold
+		if step <= 1 {
+			step = 2
+		}
+		if float64(want) < step*float64(st.Groups) {
+			want = st.Groups
+			reasons = append(reasons, fmt.Sprintf("%d groups still starting", starting))
+		}
+	}
 	d.Recommended = want
 	if !a.decided {
 		// The groups that exist count as a recommendation: no scale-down

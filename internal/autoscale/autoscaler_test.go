@@ -339,3 +339,27 @@ func TestFromSpec(t *testing.T) {
 		t.Errorf("converted policy invalid: %v", err)
 	}
 }
+
+func TestStartingGroupsHoldModestScaleUps(t *testing.T) {
+	p := Policy{MinGroups: 1, MaxGroups: 20, Targets: Targets{WaitingPerEngine: 1}, Forecast: off(), PanicThreshold: -1, MaxScaleUpGroups: 10}
+	for _, tc := range []struct {
+		name    string
+		waiting float64
+		want    int
+	}{
+		{"demand within twice the asked groups waits for them", 6, 4},
+		{"demand of twice the asked groups or more scales on", 9, 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Observe(t0, waiting(tc.waiting, State{Ready: 2}))
+			d := a.Decide(t0, State{Groups: 4, Ready: 2})
+			if d.Groups != tc.want {
+				t.Errorf("groups %d (%s), want %d", d.Groups, d.Reason, tc.want)
+			}
+		})
+	}
+}
