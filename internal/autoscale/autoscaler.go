@@ -309,7 +309,7 @@ func (a *Autoscaler) Decide(now time.Time, st State) Decision {
 	// law: latency, hence concurrency, grows under overload). Until they
 	// serve, add more only when the demand is still a step above what was
 	// asked (the panic threshold, 2 when panic mode is off).
-	if starting := st.Groups - st.Ready; starting > 0 && want > st.Groups {
+	if starting := st.Groups - st.Ready; *p.HoldWhileStarting && starting > 0 && want > st.Groups {
 		step := p.PanicThreshold
 		if step <= 1 {
 			step = 2

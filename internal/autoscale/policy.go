@@ -122,6 +122,10 @@ type Policy struct {
 	// line through what each observation asks for); default 5m, at least
 	// StableWindow. Longer windows are steadier on bursty traffic.
 	TrendWindow time.Duration `json:"trendWindow,omitempty"`
+	// HoldWhileStarting (default on): while groups asked for are still
+	// starting, add more only when the demand is a step (the panic
+	// threshold, or 2) above the groups asked for.
+	HoldWhileStarting *bool `json:"holdWhileStarting,omitempty"`
 	// IdleToZero is how long a model with MinGroups 0 must see no request
 	// before its last group goes; default 10m.
 	IdleToZero time.Duration `json:"idleToZero,omitempty"`
@@ -161,6 +165,10 @@ func (p *Policy) Default() {
 		p.Forecast = &on
 	}
 	def(&p.IdleToZero, 10*time.Minute)
+	if p.HoldWhileStarting == nil {
+		on := true
+		p.HoldWhileStarting = &on
+	}
 	def(&p.TrendWindow, max(5*time.Minute, p.StableWindow))
 	if pd := p.PD; pd != nil {
 		if pd.MinPerRole == 0 {

@@ -166,8 +166,9 @@ func hpaPolicy(a *AutoscalingScenario) autoscale.Policy {
 		ScaleDownStabilization: 5 * time.Minute,
 		MaxScaleUpGroups:       max(4, a.PeakEngines), ScaleUpPeriod: 15 * time.Second,
 		MaxScaleDownGroups: a.PeakEngines, ScaleDownPeriod: 15 * time.Second,
-		Tolerance: 0.1,
-		Forecast:  &off,
+		Tolerance:         0.1,
+		Forecast:          &off,
+		HoldWhileStarting: &off,
 	}
 }
 
