@@ -7,7 +7,7 @@ import (
 // AutoscalingTargets are the load one engine should carry; the autoscaler
 // asks for as many engines as the routers' observed totals divided by these.
 // Unset targets are not used; at least one load target is required.
-// +kubebuilder:validation:XValidation:rule="has(self.waitingPerEngine) || has(self.runningPerEngine) || has(self.kvUsagePercent) || has(self.prefillTokensPerEngine) || has(self.tokensPerSecondPerEngine)",message="at least one of waitingPerEngine, runningPerEngine, kvUsagePercent, prefillTokensPerEngine, tokensPerSecondPerEngine is required"
+// +kubebuilder:validation:XValidation:rule="has(self.waitingPerEngine) || has(self.runningPerEngine) || has(self.kvUsagePercent) || has(self.prefillTokensPerEngine) || has(self.tokensPerSecondPerEngine) || has(self.requestsPerSecondPerEngineMilli)",message="at least one of waitingPerEngine, runningPerEngine, kvUsagePercent, prefillTokensPerEngine, tokensPerSecondPerEngine, requestsPerSecondPerEngineMilli is required"
 type AutoscalingTargets struct {
 	// WaitingPerEngine is the requests waiting in an engine's queue.
 	// +kubebuilder:validation:Minimum=1
@@ -35,6 +35,13 @@ type AutoscalingTargets struct {
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	TokensPerSecondPerEngine *int32 `json:"tokensPerSecondPerEngine,omitempty"`
+	// RequestsPerSecondPerEngineMilli is the arrival rate one engine
+	// serves within the objectives, in thousandths of a request per
+	// second (5000: 5 req/s); unlike running and waiting requests, a
+	// backlog during a cold start does not inflate it.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	RequestsPerSecondPerEngineMilli *int32 `json:"requestsPerSecondPerEngineMilli,omitempty"`
 	// AttainmentPercent is the share of requests that must meet the TTFT
 	// and TPOT objectives (the routers' SLO): below it a group is added
 	// even when the load targets are met, and none is removed.
@@ -180,6 +187,8 @@ type AutoscalingSignals struct {
 	PrefillTokens string `json:"prefillTokens,omitempty"`
 	// TokensPerSecond is generated tokens per second.
 	TokensPerSecond string `json:"tokensPerSecond,omitempty"`
+	// RequestsPerSecond is requests arriving per second.
+	RequestsPerSecond string `json:"requestsPerSecond,omitempty"`
 	// Attainment is the share of requests meeting the objectives.
 	Attainment string `json:"attainment,omitempty"`
 	// WaitingRoom is requests held while no engine was ready.

@@ -241,6 +241,11 @@ func (in *AutoscalingTargets) DeepCopyInto(out *AutoscalingTargets) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.RequestsPerSecondPerEngineMilli != nil {
+		in, out := &in.RequestsPerSecondPerEngineMilli, &out.RequestsPerSecondPerEngineMilli
+		*out = new(int32)
+		**out = **in
+	}
 	if in.AttainmentPercent != nil {
 		in, out := &in.AttainmentPercent, &out.AttainmentPercent
 		*out = new(int32)

@@ -130,6 +130,7 @@ func (a *Autoscaler) average(now time.Time, w time.Duration) (Signals, int) {
 		out.KVUsage += s.KVUsage
 		out.PrefillTokens += s.PrefillTokens
 		out.TokensPerSecond += s.TokensPerSecond
+		out.RequestsPerSecond += s.RequestsPerSecond
 		out.WaitingRoom += s.WaitingRoom
 		if s.TTFTAttainment >= 0 {
 			ttft += s.TTFTAttainment
@@ -154,6 +155,7 @@ func (a *Autoscaler) average(now time.Time, w time.Duration) (Signals, int) {
 	out.KVUsage /= f
 	out.PrefillTokens /= f
 	out.TokensPerSecond /= f
+	out.RequestsPerSecond /= f
 	out.WaitingRoom /= f
 	if na > 0 {
 		out.TTFTAttainment = ttft / float64(na)
@@ -191,6 +193,7 @@ func needed(s Signals, t Targets) (float64, string) {
 	try("kv", s.KVUsage, t.KVUsage)
 	try("prefill-tokens", s.PrefillTokens, t.PrefillTokensPerEngine)
 	try("tokens/s", s.TokensPerSecond, t.TokensPerSecondPerEngine)
+	try("requests/s", s.RequestsPerSecond, t.RequestsPerSecondPerEngine)
 	if s.WaitingRoom > 0 && best < 1 {
 		best, why = 1, fmt.Sprintf("waiting room holds %.3g requests", s.WaitingRoom)
 	}

@@ -25,6 +25,10 @@ type Targets struct {
 	// TokensPerSecondPerEngine is the generated tokens per second of one
 	// engine.
 	TokensPerSecondPerEngine float64 `json:"tokensPerSecondPerEngine,omitempty"`
+	// RequestsPerSecondPerEngine is the arrival rate one engine serves
+	// within the objectives (measured: the smallest static fleet that
+	// meets them at a known rate).
+	RequestsPerSecondPerEngine float64 `json:"requestsPerSecondPerEngine,omitempty"`
 	// Attainment is the share of requests (0–1) that must meet the TTFT and
 	// TPOT objectives; below it the autoscaler adds a group even when the
 	// load targets are met, and never removes one.
@@ -38,7 +42,7 @@ func (t Targets) validate(path string) error {
 		v    float64
 	}{
 		{"waitingPerEngine", t.WaitingPerEngine}, {"runningPerEngine", t.RunningPerEngine}, {"kvUsage", t.KVUsage},
-		{"prefillTokensPerEngine", t.PrefillTokensPerEngine}, {"tokensPerSecondPerEngine", t.TokensPerSecondPerEngine},
+		{"prefillTokensPerEngine", t.PrefillTokensPerEngine}, {"tokensPerSecondPerEngine", t.TokensPerSecondPerEngine}, {"requestsPerSecondPerEngine", t.RequestsPerSecondPerEngine},
 		{"attainment", t.Attainment},
 	} {
 		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
@@ -51,7 +55,7 @@ func (t Targets) validate(path string) error {
 	if t.Attainment > 1 {
 		errs = append(errs, fmt.Errorf("%s.attainment: must be at most 1, got %v", path, t.Attainment))
 	}
-	if len(errs) == 0 && t.WaitingPerEngine == 0 && t.RunningPerEngine == 0 && t.KVUsage == 0 && t.PrefillTokensPerEngine == 0 && t.TokensPerSecondPerEngine == 0 {
+	if len(errs) == 0 && t.WaitingPerEngine == 0 && t.RunningPerEngine == 0 && t.KVUsage == 0 && t.PrefillTokensPerEngine == 0 && t.TokensPerSecondPerEngine == 0 && t.RequestsPerSecondPerEngine == 0 {
 		errs = append(errs, fmt.Errorf("%s: at least one load target is required", path))
 	}
 	return errors.Join(errs...)

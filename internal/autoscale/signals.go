@@ -22,6 +22,10 @@ type Signals struct {
 	PrefillTokens float64 `json:"prefillTokens"`
 	// TokensPerSecond is generated tokens per second.
 	TokensPerSecond float64 `json:"tokensPerSecond"`
+	// RequestsPerSecond is requests arriving per second (sent to the
+	// pool's engines, or held in its waiting room): demand that a backlog
+	// does not inflate.
+	RequestsPerSecond float64 `json:"requestsPerSecond"`
 	// TTFTAttainment and TPOTAttainment are the shares of recently finished
 	// requests that met the objectives.
 	TTFTAttainment float64 `json:"ttftAttainment"`
@@ -40,7 +44,7 @@ const Unknown = -1
 
 // busy reports whether s shows any traffic.
 func (s Signals) busy() bool {
-	if s.Waiting > 0 || s.Running > 0 || s.PrefillTokens > 0 || s.TokensPerSecond > 0 || s.WaitingRoom > 0 {
+	if s.Waiting > 0 || s.Running > 0 || s.PrefillTokens > 0 || s.TokensPerSecond > 0 || s.RequestsPerSecond > 0 || s.WaitingRoom > 0 {
 		return true
 	}
 	for _, r := range s.Roles {

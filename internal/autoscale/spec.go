@@ -65,7 +65,13 @@ func targets(t servingv1.AutoscalingTargets) Targets {
 		KVUsage:                  pct(t.KVUsagePercent),
 		PrefillTokensPerEngine:   float64(num(t.PrefillTokensPerEngine)),
 		TokensPerSecondPerEngine: float64(num(t.TokensPerSecondPerEngine)),
-		Attainment:               pct(t.AttainmentPercent),
+		RequestsPerSecondPerEngine: func() float64 {
+			if t.RequestsPerSecondPerEngineMilli == nil {
+				return 0
+			}
+			return float64(*t.RequestsPerSecondPerEngineMilli) / 1000
+		}(),
+		Attainment: pct(t.AttainmentPercent),
 	}
 }
 

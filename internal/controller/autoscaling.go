@@ -85,6 +85,7 @@ func (s *RouterSignals) Signals(ctx context.Context, pool string) (autoscale.Sig
 		}
 		out.PrefillTokens += sig.PrefillTokens
 		out.TokensPerSecond += sig.TokensPerSecond
+		out.RequestsPerSecond += sig.RequestsPerSecond
 		out.WaitingRoom += sig.WaitingRoom
 		out.TTFTAttainment = lowestKnown(out.TTFTAttainment, sig.TTFTAttainment)
 		out.TPOTAttainment = lowestKnown(out.TPOTAttainment, sig.TPOTAttainment)
@@ -339,7 +340,7 @@ func signalStatus(s autoscale.Signals) servingv1.AutoscalingSignals {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 	out := servingv1.AutoscalingSignals{
 		Engines: int32(s.Engines), Waiting: f(s.Waiting), Running: f(s.Running), KVUsage: f(s.KVUsage),
-		PrefillTokens: f(s.PrefillTokens), TokensPerSecond: f(s.TokensPerSecond), WaitingRoom: f(s.WaitingRoom),
+		PrefillTokens: f(s.PrefillTokens), TokensPerSecond: f(s.TokensPerSecond), RequestsPerSecond: f(s.RequestsPerSecond), WaitingRoom: f(s.WaitingRoom),
 	}
 	if a := lowestKnown(s.TTFTAttainment, s.TPOTAttainment); a >= 0 {
 		out.Attainment = f(a)

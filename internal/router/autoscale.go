@@ -42,9 +42,9 @@ type poolBook struct {
 }
 
 type bucket struct {
-	finished, ttftOK, tpotOK int
-	tokens                   int64
-	valid                    bool
+	finished, ttftOK, tpotOK, sent int
+	tokens                         int64
+	valid                          bool
 }
 
 func newSignalBook(cfg config.AutoscalingSignalsConfig, now func() time.Time) *signalBook {
@@ -82,7 +82,9 @@ func (b *signalBook) pool(name string, now time.Time) *poolBook {
 // sent counts a request's prompt tokens as outstanding prefill on pool.
 func (b *signalBook) sent(pool string, promptTokens int) {
 	b.mu.Lock()
-	b.pool(pool, b.now()).prefill += int64(promptTokens)
+	p := b.pool(pool, b.now())
+	p.prefill += int64(promptTokens)
+	p.cur.sent++
 	b.mu.Unlock()
 }
 
@@ -135,11 +137,13 @@ func (b *signalBook) signals(pool string, eps []*datastore.Endpoint, room Waitin
 		sum.ttftOK += p.prev.ttftOK
 		sum.tpotOK += p.prev.tpotOK
 		sum.tokens += p.prev.tokens
+		sum.sent += p.prev.sent
 		span += b.window
 	}
 	b.mu.Unlock()
 	if span > 0 {
 		s.TokensPerSecond = float64(sum.tokens) / span.Seconds()
+		s.RequestsPerSecond = float64(sum.sent) / span.Seconds()
 	}
 	if sum.finished > 0 {
 		s.TTFTAttainment = float64(sum.ttftOK) / float64(sum.finished)
@@ -193,6 +197,7 @@ var signalDescs = func() map[string]*prometheus.Desc {
 		"kv":               d("kv_cache_usage", "Sum of the pool's engines' KV-cache usage (0-1 each)."),
 		"prefill":          d("prefill_tokens", "Prompt tokens sent to the pool whose first token has not come back."),
 		"tokens":           d("generated_tokens_per_second", "Tokens generated per second over the signal window."),
+		"requests":         d("requests_per_second", "Requests sent to the pool per second over the signal window (attempts)."),
 		"ttft":             d("ttft_attainment", "Share of requests finished in the window that met the TTFT objective (-1: none finished)."),
 		"tpot":             d("tpot_attainment", "Share of requests finished in the window that met the TPOT objective (-1: none finished)."),
 		"room":             d("waiting_room_requests", "Requests held because no endpoint of the pool is ready."),
@@ -221,7 +226,7 @@ func (c signalCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for k, v := range map[string]float64{
 			"engines": float64(s.Engines), "waiting": s.Waiting, "running": s.Running, "kv": s.KVUsage,
-			"prefill": s.PrefillTokens, "tokens": s.TokensPerSecond, "ttft": s.TTFTAttainment, "tpot": s.TPOTAttainment,
+			"prefill": s.PrefillTokens, "tokens": s.TokensPerSecond, "requests": s.RequestsPerSecond, "ttft": s.TTFTAttainment, "tpot": s.TPOTAttainment,
 			"room": s.WaitingRoom, "waiting_per_peer": perEngine,
 		} {
 			ch <- prometheus.MustNewConstMetric(signalDescs[k], prometheus.GaugeValue, v, p)

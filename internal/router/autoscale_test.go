@@ -91,8 +91,8 @@ func TestSignalBookWindow(t *testing.T) {
 	b.finished("p", 0, 0, 0)                                       // failed
 	now = now.Add(5 * time.Second)
 	s := b.signals("p", nil, nil)
-	if s.PrefillTokens != 0 || s.TTFTAttainment != 1.0/3 || s.TPOTAttainment != 2.0/3 || s.TokensPerSecond != 20 {
-		t.Errorf("in the window: %+v, want prefill 0, ttft 1/3, tpot 2/3, 100 tokens / 5 s", s)
+	if s.PrefillTokens != 0 || s.TTFTAttainment != 1.0/3 || s.TPOTAttainment != 2.0/3 || s.TokensPerSecond != 20 || s.RequestsPerSecond != 0.2 {
+		t.Errorf("in the window: %+v, want prefill 0, ttft 1/3, tpot 2/3, 100 tokens and 1 request / 5 s", s)
 	}
 	now = now.Add(10 * time.Second) // the first bucket is now the previous one
 	if s := b.signals("p", nil, nil); s.TTFTAttainment != 1.0/3 {

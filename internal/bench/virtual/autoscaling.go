@@ -197,6 +197,7 @@ type fleetScaler struct {
 	add     func() (*endpoint, error)
 	last    time.Time
 	tokens  int64 // generated tokens since the last reading
+	arrived int   // requests arrived since the last reading
 	prefill int64 // prompt tokens sent and not yet at their first token
 	done    []int // requests finished since the last reading
 	room    []int // requests waiting for an engine
@@ -357,6 +358,7 @@ func (s *fleetScaler) signals(now time.Time) autoscale.Signals {
 	if !s.last.IsZero() {
 		if dt := now.Sub(s.last).Seconds(); dt > 0 {
 			sig.TokensPerSecond = float64(s.tokens) / dt
+			sig.RequestsPerSecond = float64(s.arrived) / dt
 		}
 	}
 	if len(s.done) > 0 && !s.slo.IsZero() {
@@ -374,7 +376,7 @@ func (s *fleetScaler) signals(now time.Time) autoscale.Signals {
 		sig.TTFTAttainment, sig.TPOTAttainment = float64(ttft)/float64(n), float64(tpot)/float64(n)
 	}
 	sig.WaitingRoom = float64(len(s.room))
-	s.tokens, s.done, s.last = 0, s.done[:0], now
+	s.tokens, s.arrived, s.done, s.last = 0, 0, s.done[:0], now
 	return sig
 }
 
@@ -457,13 +459,14 @@ func (s *fleetScaler) remove(n int) {
 	}
 }
 
-// hit records a finished request's cached blocks on its engine (the
-// router reads cached tokens from the response's usage).
-func (s *fleetScaler) hit(ep *endpoint, ids []uint32, cached int) {
-	if cached <= 0 || cached > len(ids) {
+// hit records a finished request's prompt blocks as used on its engine:
+// those it hit and those it just stored, which the session's next turn
+// will hit (what the router routed there, as its prefix index knows).
+func (s *fleetScaler) hit(ep *endpoint, ids []uint32, n int) {
+	if n <= 0 || n > len(ids) {
 		return
 	}
-	s.ledger.Hit(ep.md.Name, s.f.clock.Now(), s.f.oracle.chain(ids[:cached]))
+	s.ledger.Hit(ep.md.Name, s.f.clock.Now(), s.f.oracle.chain(ids[:n]))
 }
 
 // engineHours sums every engine's life (cold start included: the GPU is

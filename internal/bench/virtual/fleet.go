@@ -239,6 +239,9 @@ func (f *fleetRun) send(i int) {
 	rt := f.routers[i%len(f.routers)]
 	sentAt := f.clock.Now()
 	if s := f.scaler; s != nil {
+		if _, waited := s.waitedFrom[i]; !waited {
+			s.arrived++
+		}
 		if len(rt.cands) == 0 { // no engine ready: the waiting room
 			if _, ok := s.waitedFrom[i]; !ok {
 				s.waitedFrom[i] = sentAt
@@ -293,7 +296,7 @@ func (f *fleetRun) send(i int) {
 			}
 			scaler.tokens += int64(out.CompletionTokens)
 			scaler.done = append(scaler.done, i)
-			scaler.hit(ep.views[0], ids, out.CachedTokens)
+			scaler.hit(ep.views[0], ids, len(ids))
 			scaler.ended(ep.views[0])
 		}
 		f.left--
