@@ -67,6 +67,10 @@ type AutoscalingScenario struct {
 	// HPA configures FleetHPA: the KV-usage target (default 70 %) and the
 	// sync period (default 15s).
 	HPA HPARule `json:"hpa,omitempty"`
+	// HitHalfLife is the half-life of the prefix-use ledger behind
+	// cache-aware victim choice; default 1m (of the order of how long a
+	// block stays in a busy engine's cache).
+	HitHalfLife config.Duration `json:"hitHalfLife,omitempty"`
 	// ScaleDown configures the drain-* policies.
 	ScaleDown ScaleDownAt `json:"scaleDown,omitempty"`
 }
@@ -101,6 +105,7 @@ func (a *AutoscalingScenario) defaults() {
 	def(&a.WaitingRoom, 5*time.Minute)
 	def(&a.HPA.SyncPeriod, 15*time.Second)
 	def(&a.ScaleDown.Window, 3*time.Minute)
+	def(&a.HitHalfLife, time.Minute)
 	if a.HPA.KVUsagePercent == 0 {
 		a.HPA.KVUsagePercent = 70
 	}
@@ -214,7 +219,7 @@ type fleetScaler struct {
 
 func newFleetScaler(f *fleetRun, policy string, sc *AutoscalingScenario, slo stats.SLO, seed uint64) (*fleetScaler, int, error) {
 	s := &fleetScaler{f: f, policy: policy, sc: sc, slo: slo, period: sc.Interval.Duration, rng: rand.New(rand.NewPCG(seed, 0xa5)), waitedFrom: map[int]time.Time{}}
-	s.ledger.HalfLife = 5 * time.Minute
+	s.ledger.HalfLife = sc.HitHalfLife.Duration
 	initial := sc.PeakEngines
 	var err error
 	switch policy {
