@@ -275,6 +275,9 @@ func (c *Config) Default() {
 	setDur(&r.Timeouts.StreamIdle, DefaultStreamIdle)
 	setDur(&r.Timeouts.RequestBody, DefaultRequestBody)
 	setDur(&r.Timeouts.Scrape, DefaultScrapeTimeout)
+	setDur(&r.Autoscaling.TTFT, DefaultAutoscalingTTFT)
+	setDur(&r.Autoscaling.TPOT, DefaultAutoscalingTPOT)
+	setDur(&r.Autoscaling.Window, DefaultAutoscalingWindow)
 	if r.Limits.MaxConnections == 0 {
 		r.Limits.MaxConnections = DefaultMaxConnections
 	}
@@ -417,6 +420,9 @@ func (c *Config) Validate() error {
 	positive("router.timeouts.streamIdle", r.Timeouts.StreamIdle)
 	positive("router.timeouts.requestBody", r.Timeouts.RequestBody)
 	positive("router.timeouts.scrape", r.Timeouts.Scrape)
+	positive("router.autoscaling.ttft", r.Autoscaling.TTFT)
+	positive("router.autoscaling.tpot", r.Autoscaling.TPOT)
+	positive("router.autoscaling.window", r.Autoscaling.Window)
 	positive("router.limits.idleTimeout", r.Limits.IdleTimeout)
 	positive("router.limits.writeStall", r.Limits.WriteStall)
 	if r.MaxBodyBytes < 0 {
