@@ -113,8 +113,10 @@ func endScheduleSpan(span trace.Span, ep *datastore.Endpoint, x *framework.Expla
 	span.End()
 }
 
-// traceFirstToken records the time to first token on the request span.
+// traceFirstToken records the time to first token, and on the request
+// span.
 func (c *call) traceFirstToken(t time.Time) {
+	c.firstToken = t
 	if c.span != nil {
 		c.span.SetAttributes(attrTTFT.Float64(float64(t.Sub(c.start).Microseconds()) / 1000))
 	}
