@@ -2,7 +2,6 @@ package router
 
 import (
 	"cmp"
-	"net/http"
 	"slices"
 	"time"
 
@@ -52,7 +51,9 @@ func (s consoleSource) Fleet() []console.Endpoint {
 		}
 		out = append(out, v)
 	}
-	slices.SortFunc(out, func(a, b console.Endpoint) int { return cmp.Or(cmp.Compare(a.Pool, b.Pool), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(out, func(a, b console.Endpoint) int {
+		return cmp.Or(cmp.Compare(a.Pool, b.Pool), cmp.Compare(a.Name, b.Name))
+	})
 	return out
 }
 
@@ -126,11 +127,3 @@ func (r *Router) publishOutcome(c *call, status int, start time.Time) {
 }
 
 func msSince(from, to time.Time) float64 { return float64(to.Sub(from).Microseconds()) / 1000 }
-
-// statusOf is the status a response writer recorded (0 when not wrapped).
-func statusOf(w http.ResponseWriter) int {
-	if sr, ok := w.(*statusRecorder); ok {
-		return sr.status
-	}
-	return 0
-}
