@@ -42,7 +42,8 @@ type call struct {
 	tokenizedFor string
 	// dc is the request's passage through the decision (decisionCall).
 	dc *decision.Call
-	// span is the request's trace span; nil when tracing is off.
+	// span is the request's trace span; nil when tracing is off or the
+	// request is not sampled.
 	span trace.Span
 	// ticket is the admission ticket (nil when admission is off), settled
 	// from usage, or chunks relayed when a stream reported no usage;
@@ -99,8 +100,10 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		r.fail(w, model, aerr, cause)
 		return
 	}
-	c.span = span
-	if span != nil {
+	if span != nil && span.IsRecording() {
+		// An unsampled request's span only carries the trace context to
+		// the engines: no attributes, no explanation for it.
+		c.span = span
 		span.SetAttributes(attrModel.String(c.route.Model), attrRequestID.String(c.req.ID))
 	}
 	if !r.admit(w, hr, c, tenant) {

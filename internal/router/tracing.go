@@ -46,9 +46,25 @@ func (r *Router) startRequestSpan(hr *http.Request) (*http.Request, trace.Span) 
 		return hr, nil
 	}
 	ctx := traceContext.Extract(hr.Context(), propagation.HeaderCarrier(hr.Header))
-	ctx, span := r.tracer.Start(ctx, "halyard.request "+hr.URL.Path, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("http.request.method", hr.Method), attribute.String("url.path", hr.URL.Path)))
+	ctx, span := r.tracer.Start(ctx, requestSpanName(hr.URL.Path), requestSpanKind)
+	if span.IsRecording() { // attributes only for sampled requests
+		span.SetAttributes(attribute.String("http.request.method", hr.Method), attribute.String("url.path", hr.URL.Path))
+	}
 	return hr.WithContext(ctx), span
+}
+
+var requestSpanKind = trace.WithSpanKind(trace.SpanKindServer)
+
+// requestSpanName names the request span without allocating for the
+// inference paths.
+func requestSpanName(path string) string {
+	switch path {
+	case "/v1/chat/completions":
+		return "halyard.request /v1/chat/completions"
+	case "/v1/completions":
+		return "halyard.request /v1/completions"
+	}
+	return "halyard.request " + path
 }
 
 // startSpan starts a child span of ctx's when tracing is on and ctx's
