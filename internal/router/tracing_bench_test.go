@@ -1,10 +1,8 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -28,29 +26,9 @@ const tracingBenchBody = `{"model":"llama","messages":[{"role":"system","content
 // 100%, side by side in one run (docs/benchmarks.md, "Tracing"), with the
 // process's CPU time per request (cpu-ns/op, getrusage): wall time on a
 // shared machine is noise. The fake engine runs in the process, so
-// cpu-ns/op is the router's and the engine's; engine-direct sends the same
-// request straight to the engine (an HTTP client and the engine, no
-// router), to subtract.
+// cpu-ns/op is the router's and the engine's.
 func BenchmarkTracing(b *testing.B) {
 	h := newHarness(b, oneModel, twoEngines())
-	engine := h.engines["e0"].srv.URL + "/v1/chat/completions"
-	b.Run("engine-direct", func(b *testing.B) {
-		client := &http.Client{}
-		b.ReportAllocs()
-		cpu0 := processCPU()
-		for b.Loop() {
-			resp, err := client.Post(engine, "application/json", bytes.NewReader([]byte(tracingBenchBody)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				b.Fatalf("status %d", resp.StatusCode)
-			}
-		}
-		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-	})
 	for _, bc := range []struct {
 		name  string
 		ratio float64 // <0: off
