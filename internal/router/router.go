@@ -133,6 +133,9 @@ type Router struct {
 	// authOn is set when the config has an auth block.
 	admission *admission.Admission
 	authOn    bool
+	// budgetRemaining is halyard_router_admission_budget_remaining_ratio
+	// (nil when admission is off).
+	budgetRemaining *prometheus.GaugeVec
 	// feed is the console's feed of recent decisions (console.go).
 	feed *console.Feed
 }

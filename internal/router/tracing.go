@@ -32,6 +32,11 @@ const (
 	attrOutput     = attribute.Key("gen_ai.usage.output_tokens")
 	attrInput      = attribute.Key("gen_ai.usage.input_tokens")
 	attrStatus     = attribute.Key("http.response.status_code")
+	// Admission's span (admission.go).
+	attrTenant          = attribute.Key("halyard.tenant")
+	attrAdmission       = attribute.Key("halyard.admission.decision")
+	attrAdmissionReason = attribute.Key("halyard.admission.reason")
+	attrQueueWait       = attribute.Key("halyard.admission.queue_wait_ms")
 )
 
 // traceContext is the W3C trace context propagator (traceparent,
