@@ -113,7 +113,7 @@ func TestAdmissionSpan(t *testing.T) {
 		}
 		a := map[string]string{"parent": s.Parent().SpanID().String()}
 		for _, kv := range s.Attributes() {
-			a[string(kv.Key)] = kv.Value.Emit()
+			a[string(kv.Key)] = kv.Value.String()
 		}
 		got = append(got, a)
 	}
