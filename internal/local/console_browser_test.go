@@ -71,7 +71,8 @@ func lineValue(out, marker string) string {
 // Run: the router and two simulated engines on real sockets) in headless
 // Chromium: the page loads without console errors or exceptions, lists the
 // endpoints, shows a request's decision within a second of the request,
-// and the playground's answer streams beside its decision. It saves a
+// the playground's answer streams beside its decision, and the fleet shows
+// predicted and actual prefix hit ratios. It saves a
 // screenshot (console.png in $HALYARD_ARTIFACTS_DIR).
 func TestConsoleInChromium(t *testing.T) {
 	chrome := chromium(t)
@@ -234,6 +235,10 @@ routes: [{model: llama-3-8b, targets: [{pool: llama-3-8b}]}]
 	if !strings.Contains(decision, "picked llama-3-8b-") || !strings.Contains(decision, "candidates:") {
 		t.Errorf("the playground shows no decision: %q", decision)
 	}
+
+	// The endpoints that served show predicted and actual prefix hit
+	// ratios once the engines' counters are scraped.
+	poll("the fleet's prefix hit ratios", `[...document.querySelectorAll('#fleet tbody tr')].some(r => /\d+% \/ \d+%/.test(r.lastChild.textContent))`, 5*time.Second)
 
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
