@@ -127,9 +127,7 @@ func Handler(o Options) http.Handler {
 	mux.Handle("GET "+Prefix+"api/decisions", &eventStream{feed: o.Feed, keepAlive: o.KeepAlive, log: o.Logger})
 	mux.Handle("POST "+Prefix+"api/playground", playground(o.Playground))
 	mux.HandleFunc("GET "+Prefix+"api/", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = w.Write([]byte(`{"error":{"message":"no such console API","type":"invalid_request_error","param":null,"code":"not_found"}}` + "\n"))
+		writeError(w, http.StatusNotFound, "invalid_request_error", "no such console API")
 	})
 	return mux
 }
@@ -164,14 +162,33 @@ func writeJSON(w http.ResponseWriter, v any) {
 // came to /v1/chat/completions, asking for the explanation. The caller's
 // Authorization header goes along: with authentication on, the page must
 // give an API key like any client (no bypass).
+//
+// Another site's page in the operator's browser must not use it: a
+// request a browser marks cross-site (Sec-Fetch-Site) is refused, and only
+// application/json is taken, which a cross-origin page cannot send
+// without a CORS preflight that the console never answers.
 func playground(public http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("Sec-Fetch-Site") {
+		case "", "same-origin", "none":
+		default:
+			writeError(w, http.StatusForbidden, "permission_error", "the playground takes requests from the console's own page only")
+			return
+		}
+		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			writeError(w, http.StatusUnsupportedMediaType, "invalid_request_error", "the playground takes Content-Type: application/json")
+			return
+		}
 		req := r.Clone(r.Context())
 		req.URL.Path, req.URL.RawPath, req.RequestURI = "/v1/chat/completions", "", ""
 		req.Header.Set("X-Halyard-Explain", "1")
-		if !strings.HasPrefix(req.Header.Get("Content-Type"), "application/json") {
-			req.Header.Set("Content-Type", "application/json")
-		}
 		public.ServeHTTP(w, req)
 	})
+}
+
+// writeError writes an OpenAI-shaped error.
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}})
 }

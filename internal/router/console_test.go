@@ -173,6 +173,24 @@ func TestConsolePlaygroundTakesThePublicPath(t *testing.T) {
 	if resp.Header.Get(HeaderRequestID) == "" {
 		t.Error("no X-Request-Id on the playground's answer")
 	}
+	// Another site's page cannot use it.
+	for _, tt := range []struct {
+		header, value string
+		want          int
+	}{{"Sec-Fetch-Site", "cross-site", http.StatusForbidden}, {"Content-Type", "text/plain", http.StatusUnsupportedMediaType}} {
+		req, _ := http.NewRequest(http.MethodPost, h.admin.URL+"/ui/api/playground", strings.NewReader(chatBody))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer key-a")
+		req.Header.Set(tt.header, tt.value)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s: %s: %d, want %d", tt.header, tt.value, resp.StatusCode, tt.want)
+		}
+	}
 	var info struct{ AuthRequired bool }
 	getJSON(t, h.admin.URL+"/ui/api/info", &info)
 	if !info.AuthRequired {
