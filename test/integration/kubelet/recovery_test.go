@@ -131,6 +131,11 @@ func TestInPlaceRecoveryOnRealKubelet(t *testing.T) {
 	ns := e.namespace(t, "recovery")
 	rec := watchPods(t, e, ns)
 	g := newGroup(t, e, ns, "ip", servingv1.RecoveryInPlace)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("observed pod statuses:\n%s", rec.summary(g.pods[:]).log)
+		}
+	})
 	eventually(t, 3*time.Minute, "group running on the kubelet", func() (bool, string) { return g.ready(t, e, ns) })
 	before := e.pods(t, ns, g.name)
 
