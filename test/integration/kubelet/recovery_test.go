@@ -205,6 +205,9 @@ func TestInPlaceRecoveryOnRealKubelet(t *testing.T) {
 		if !obs.allRestarting[n] {
 			t.Errorf("pod %s: condition AllContainersRestarting never seen True", n)
 		}
+		if !obs.agentExit88[n] {
+			t.Errorf("pod %s: its agent was never seen terminated with exit code %d", n, servingv1.ExitCodeRestartGroup)
+		}
 	}
 	// The barrier: no engine started before both agents had restarted.
 	agentsUp, enginesUp := startedAfter(after, g.pods[:], failedAt)
@@ -400,6 +403,7 @@ func watchPods(t *testing.T, e *env, ns string) *podRecorder {
 // observation is what the kubelet reported about the restart.
 type observation struct {
 	allRestarting map[string]bool
+	agentExit88   map[string]bool // the agent seen terminated with ExitCodeRestartGroup
 	log           string
 }
 
@@ -408,7 +412,7 @@ type observation struct {
 func (r *podRecorder) summary(names []string) observation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o := observation{allRestarting: map[string]bool{}}
+	o := observation{allRestarting: map[string]bool{}, agentExit88: map[string]bool{}}
 	var b strings.Builder
 	last := map[string]string{}
 	t0 := time.Time{}
@@ -427,6 +431,11 @@ func (r *podRecorder) summary(names []string) observation {
 			}
 			if c.Status == corev1.ConditionTrue {
 				parts = append(parts, string(c.Type))
+			}
+		}
+		for _, s := range p.Status.InitContainerStatuses {
+			if st := s.State.Terminated; s.Name == servingv1.AgentContainerName && st != nil && st.ExitCode == servingv1.ExitCodeRestartGroup {
+				o.agentExit88[p.Name] = true
 			}
 		}
 		for _, s := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
