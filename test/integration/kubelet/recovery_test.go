@@ -283,7 +283,13 @@ func writeResult(t *testing.T, inPlace, recreate time.Duration) {
 		return
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "%s in_place_s=%.2f recreate_s=%.2f\n", time.Now().UTC().Format(time.RFC3339), inPlace.Seconds(), recreate.Seconds())
+	load, _ := os.ReadFile("/proc/loadavg")
+	fields := strings.Fields(string(load))
+	if len(fields) > 3 {
+		fields = fields[:3]
+	}
+	fmt.Fprintf(f, "%s in_place_s=%.2f recreate_s=%.2f load=%s\n", time.Now().UTC().Format(time.RFC3339),
+		inPlace.Seconds(), recreate.Seconds(), strings.Join(fields, ","))
 }
 
 func restartCount(p *corev1.Pod, container string) int32 {
