@@ -15,7 +15,7 @@
 #   NODE_NAME (halyard-kubelet), KUBELET_PORT / KUBELET_HEALTHZ_PORT (free ports),
 #   K8S_VERSION (1.35.4), K8SCP_ROOT (<repo>/.k8scp: its module dir seeds go.sum).
 # One kubelet per machine: start takes $LOCK (a directory holding the owner's
-# KROOT) and refuses while another live kubelet holds it.
+# KROOT), waiting up to LOCK_WAIT seconds (900) while another run holds it.
 # Requires root, cgroup v1 or v2 with cgroupfs, and the Debian packages of `deps`.
 set -euo pipefail
 
@@ -158,6 +158,23 @@ free_port() {
 }
 
 # lock takes the one-kubelet-per-machine lock or fails naming its holder.
+# wait_lock takes the lock, waiting up to LOCK_WAIT seconds (default 900)
+# while another kubelet run holds it, so that two runs on one machine (two
+# checkouts' make test) take turns instead of failing.
+wait_lock() {
+  local deadline=$((SECONDS + ${LOCK_WAIT:-900})) said=
+  until lock 2>"$KROOT/lock.err"; do
+    if ((SECONDS >= deadline)); then
+      cat "$KROOT/lock.err" >&2
+      log "gave up waiting for $LOCK after ${LOCK_WAIT:-900}s"
+      return 1
+    fi
+    [[ -n $said ]] || { cat "$KROOT/lock.err" >&2; log "waiting for it (up to ${LOCK_WAIT:-900}s)"; said=1; }
+    sleep 2
+  done
+  rm -f "$KROOT/lock.err"
+}
+
 lock() {
   mkdir -p "$(dirname "$LOCK")"
   if mkdir "$LOCK" 2>/dev/null; then
@@ -218,7 +235,7 @@ start() {
   why=$(check) || { log "cannot run here: $why"; return 1; }
   [[ -n ${KUBECONFIG:-} && -f $KUBECONFIG ]] || { log "KUBECONFIG must name the API server's kubeconfig"; return 1; }
   [[ ! -f $RUN/kubelet.pid && ! -f $RUN/containerd.pid ]] || { log "left over from an earlier run; stopping it first"; stop; }
-  lock
+  wait_lock
   mkdir -p "$RUN"/{containerd/root,containerd/state,runc,kubelet,certs,logs/pods,cni/net.d,cni/bin}
   cp "$KUBECONFIG" "$RUN/kubeconfig"
   # What exists before the kubelet runs, so stop removes only what it made.
