@@ -42,6 +42,21 @@ func runningGroup(t *testing.T, k *cluster, ns, name string, mutate func(*servin
 	return out
 }
 
+// runningGroupWithAgents is runningGroup plus a real agent process per pod,
+// each past its barrier (generation 0, barrier 0).
+func runningGroupWithAgents(t *testing.T, k *cluster, ns, name string) (map[string]corev1.Pod, map[string]*agentProc) {
+	t.Helper()
+	before := runningGroup(t, k, ns, name, nil)
+	agents := map[string]*agentProc{}
+	for pod := range before {
+		agents[pod] = k.startAgent(t, ns, pod)
+	}
+	for _, a := range agents {
+		a.waitStartup(t, http.StatusOK)
+	}
+	return before, agents
+}
+
 func forceDelete(t *testing.T, k *cluster, ns, name string) {
 	t.Helper()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
@@ -67,15 +82,7 @@ func (k *cluster) pod(t *testing.T, ns, name string) *corev1.Pod {
 func TestInPlaceGroupRestart(t *testing.T) {
 	k, _ := sharedCluster(t)
 	ns := k.namespace(t, "inplace")
-	before := runningGroup(t, k, ns, "ip", nil)
-
-	agents := map[string]*agentProc{}
-	for name := range before {
-		agents[name] = k.startAgent(t, ns, name)
-	}
-	for _, a := range agents {
-		a.waitStartup(t, http.StatusOK) // generation 0, barrier 0: released
-	}
+	before, agents := runningGroupWithAgents(t, k, ns, "ip")
 
 	failed := "ip-0-decode-0"
 	survivors := []string{"ip-0-prefill-0", "ip-0-prefill-1"}
@@ -191,14 +198,7 @@ func waitMembers(t *testing.T, k *cluster, ns, ms string, pods ...string) {
 func TestInPlaceRestartAfterEngineCrash(t *testing.T) {
 	k, _ := sharedCluster(t)
 	ns := k.namespace(t, "crash")
-	before := runningGroup(t, k, ns, "cr", nil)
-	agents := map[string]*agentProc{}
-	for name := range before {
-		agents[name] = k.startAgent(t, ns, name)
-	}
-	for _, a := range agents {
-		a.waitStartup(t, http.StatusOK)
-	}
+	before, agents := runningGroupWithAgents(t, k, ns, "cr")
 
 	failed := "cr-0-decode-0"
 	survivors := []string{"cr-0-prefill-0", "cr-0-prefill-1"}
