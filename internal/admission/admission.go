@@ -186,7 +186,7 @@ func New(opts Options) (*Admission, error) {
 			return nil, errors.New("admission: the fair queue needs a Gate")
 		}
 		a.queue = &Queue{MaxPerModel: ac.Queue.MaxPerModel, MaxWait: ac.Queue.MaxWait.Duration,
-			NoEndpointWait: ac.Queue.NoEndpointWait.Duration, Gate: opts.Gate, Clock: a.clock, Metrics: a.metrics}
+			NoEndpointWait: ac.Queue.NoEndpointWait.Duration, Reserve: ac.Queue.Reserve, Gate: opts.Gate, Clock: a.clock, Metrics: a.metrics}
 	}
 	return a, nil
 }

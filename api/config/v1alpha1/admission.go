@@ -53,6 +53,14 @@ type QueueConfig struct {
 	// KVUtilization: an endpoint whose KV cache is at least this full
 	// (0-1) is saturated. Default 0.95.
 	KVUtilization float64 `json:"kvUtilization,omitempty"`
+	// Reserve is the share (0-0.5) of a model's slots, and of maxPerModel,
+	// kept for tenants under their weighted fair share of the slots: a
+	// tenant holding its share or more is admitted only below
+	// (1-reserve) of the slots and refused on arrival past (1-reserve) of
+	// the queue, so that a light tenant is admitted on arrival while a
+	// heavy one saturates the model. Default 0.05 (rounded up to whole
+	// slots).
+	Reserve float64 `json:"reserve,omitempty"`
 	// Disabled turns the queue off: requests go straight to scheduling.
 	Disabled bool `json:"disabled,omitempty"`
 }
@@ -163,6 +171,7 @@ const (
 	DefaultNoEndpointWait    = 5 * time.Second
 	DefaultEngineWaiting     = 1
 	DefaultKVUtilization     = 0.95
+	DefaultQueueReserve      = 0.05
 	DefaultAuthReload        = 10 * time.Second
 	DefaultJWKSRefresh       = 5 * time.Minute
 	DefaultJWTLeeway         = 30 * time.Second
@@ -195,6 +204,9 @@ func (c *Config) defaultAdmission() {
 		}
 		if q.KVUtilization == 0 {
 			q.KVUtilization = DefaultKVUtilization
+		}
+		if q.Reserve == 0 {
+			q.Reserve = DefaultQueueReserve
 		}
 	}
 	if a := c.Auth; a != nil {
@@ -270,6 +282,9 @@ func (c *Config) validateAdmission(add func(string, string, ...any)) {
 		}
 		if q.KVUtilization <= 0 || q.KVUtilization > 1 {
 			add("router.admission.queue.kvUtilization", "must be in (0,1], got %v", q.KVUtilization)
+		}
+		if q.Reserve < 0 || q.Reserve > 0.5 {
+			add("router.admission.queue.reserve", "must be in [0,0.5], got %v", q.Reserve)
 		}
 	}
 	if a := c.Auth; a != nil {
