@@ -210,10 +210,18 @@ func (q *Queue) refuseOnArrival(mq *modelQueue, tq *tenantQueue, w *waiter, endp
 			return ShedQueueFull
 		}
 	}
+	ahead := mq.ahead(tq, w)
 	if rate := mq.rate(now); rate > 0 && q.MaxWait > 0 {
-		if ahead := mq.ahead(tq, w); float64(ahead)/rate > waitMargin*q.MaxWait.Seconds() {
+		if float64(ahead)/rate > waitMargin*q.MaxWait.Seconds() {
 			return ShedExpectedWait
 		}
+		return ""
+	}
+	// No completion rate yet (the model just started taking traffic):
+	// nothing says how fast the queue drains, so it holds no more than
+	// the reserve's worth of slots ahead of an arrival.
+	if slots, _ := q.Gate.Capacity(mq.model); slots >= 0 && ahead >= max(1, int(math.Ceil(float64(slots)*q.Reserve))) {
+		return ShedExpectedWait
 	}
 	return ""
 }

@@ -47,8 +47,8 @@ type QueueConfig struct {
 	// engine's metrics alone decide.
 	EndpointConcurrency int `json:"endpointConcurrency,omitempty"`
 	// EngineWaiting: an endpoint whose engine reports at least this many
-	// waiting requests is saturated. Default 1; -1 ignores the engine's
-	// queue.
+	// waiting requests is saturated. Default 1 without
+	// endpointConcurrency, -1 (ignore the engine's queue) with it.
 	EngineWaiting int `json:"engineWaiting,omitempty"`
 	// KVUtilization: an endpoint whose KV cache is at least this full
 	// (0-1) is saturated. Default 0.95.
@@ -201,6 +201,12 @@ func (c *Config) defaultAdmission() {
 		setDur(&q.NoEndpointWait, DefaultNoEndpointWait)
 		if q.EngineWaiting == 0 {
 			q.EngineWaiting = DefaultEngineWaiting
+			if q.EndpointConcurrency > 0 {
+				// The router's own bound holds the excess; the engine's
+				// queue then holds only prefills past one step's token
+				// budget, a normal state that must not stall the queue.
+				q.EngineWaiting = -1
+			}
 		}
 		if q.KVUtilization == 0 {
 			q.KVUtilization = DefaultKVUtilization
