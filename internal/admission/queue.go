@@ -83,6 +83,7 @@ type modelQueue struct {
 	relAt    time.Time
 	relSince time.Time // first release
 	releases int
+	firstAt  time.Time // first admission
 }
 
 // minReleases is how many releases the rate estimate needs.
@@ -210,18 +211,10 @@ func (q *Queue) refuseOnArrival(mq *modelQueue, tq *tenantQueue, w *waiter, endp
 			return ShedQueueFull
 		}
 	}
-	ahead := mq.ahead(tq, w)
 	if rate := mq.rate(now); rate > 0 && q.MaxWait > 0 {
-		if float64(ahead)/rate > waitMargin*q.MaxWait.Seconds() {
+		if ahead := mq.ahead(tq, w); float64(ahead)/rate > waitMargin*q.MaxWait.Seconds() {
 			return ShedExpectedWait
 		}
-		return ""
-	}
-	// No completion rate yet (the model just started taking traffic):
-	// nothing says how fast the queue drains, so it holds no more than
-	// the reserve's worth of slots ahead of an arrival.
-	if slots, _ := q.Gate.Capacity(mq.model); slots >= 0 && ahead >= max(1, int(math.Ceil(float64(slots)*q.Reserve))) {
-		return ShedExpectedWait
 	}
 	return ""
 }
@@ -280,10 +273,17 @@ func (mq *modelQueue) decayed(now time.Time) float64 {
 
 // rate is the model's recent completion rate per second: the decayed
 // count over the decayed window (which is shorter than rateTau while the
-// first releases are recent), 0 before minReleases releases.
+// first releases are recent). Before minReleases releases it is the
+// releases plus one over the time since the model first admitted a
+// request: a model that has served nothing yet for a while drains its
+// queue slowly as far as anyone knows, one that just started may drain it
+// fast (0: nothing admitted yet, no estimate).
 func (mq *modelQueue) rate(now time.Time) float64 {
 	if mq.releases < minReleases {
-		return 0
+		if mq.firstAt.IsZero() {
+			return 0
+		}
+		return float64(mq.releases+1) / max(now.Sub(mq.firstAt).Seconds(), 1e-3)
 	}
 	window := rateTau.Seconds() * (1 - math.Exp(-now.Sub(mq.relSince).Seconds()/rateTau.Seconds()))
 	if window <= 0 {
@@ -449,6 +449,9 @@ func (q *Queue) dispatchLocked(mq *modelQueue, now time.Time, self *waiter, self
 		}
 		mq.remove(w)
 		tq := mq.tenants[w.tenant.Name]
+		if mq.firstAt.IsZero() {
+			mq.firstAt = now
+		}
 		mq.inflight++
 		tq.inflight++
 		tq.counter += w.cost / w.tenant.Weight

@@ -210,3 +210,92 @@ func TestPriorityHeaderIsBoundedByTheTenant(t *testing.T) {
 		}
 	}
 }
+
+// TestReserveAdmitsAnUnderShareTenantAtOnce: a heavy tenant fills the
+// model's slots but the reserve; a light tenant (under its share) is
+// admitted on arrival into the reserve while heavy's next request waits.
+func TestReserveAdmitsAnUnderShareTenantAtOnce(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 20, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 100, reserve: 0.1}
+tenants:
+  - {name: heavy}
+  - {name: light}
+`, gate, clock)
+	var got []outcome
+	for range 20 {
+		submit(a, &got, "h", "heavy", 10) // heavy alone: its share is every slot
+	}
+	if len(got) != 20 {
+		t.Fatalf("heavy alone got %d of 20 slots", len(got))
+	}
+	got[0].ticket.Done(Usage{})
+	got[1].ticket.Done(Usage{})
+	got = got[2:]
+	submit(a, &got, "l", "light", 10) // light arrives: the slots are its too
+	submit(a, &got, "h", "heavy", 10)
+	submit(a, &got, "l", "light", 10)
+	if diff := cmp.Diff([]string{"h", "l", "l"}, names(got[17:])); diff != "" {
+		t.Fatalf("after 18 heavy in flight (-want +got):\n%s", diff)
+	}
+	if n := a.Queue().Len("m"); n != 1 {
+		t.Errorf("%d waiting, want heavy's one", n)
+	}
+	// 20 in flight. Heavy (over its share of 10) is admitted only below
+	// 20-2 slots: not at 19, nor at 18, at 17.
+	for i := range 2 {
+		got[i].ticket.Done(Usage{})
+		if n := a.Queue().Len("m"); n != 1 {
+			t.Errorf("heavy admitted into the reserve at %d in flight", 19-i)
+		}
+	}
+	got[2].ticket.Done(Usage{})
+	if n := a.Queue().Len("m"); n != 0 {
+		t.Errorf("heavy not admitted below the reserve: %d waiting", n)
+	}
+}
+
+// TestRefusedOnArrivalWhenTheWaitWouldBeTooLong: once the model's
+// completion rate is known, a request whose expected wait exceeds maxWait
+// (with its margin) gets its 429 at once, not after waiting maxWait.
+func TestRefusedOnArrivalWhenTheWaitWouldBeTooLong(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 10, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 1000, maxWait: 2s}
+tenants:
+  - {name: heavy}
+`, gate, clock)
+	var got []outcome
+	for range 10 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	// Ten completions a second for 10 seconds: the rate is known.
+	for i := 0; i < 100; i++ {
+		clock.Advance(100 * time.Millisecond)
+		got[len(got)-10].ticket.Done(Usage{})
+		submit(a, &got, "h", "heavy", 10)
+	}
+	// 2s × 0.3 margin × 10/s: about 6 may wait; the rest are refused now.
+	before := len(got)
+	for range 20 {
+		submit(a, &got, "w", "heavy", 10)
+	}
+	var refused []string
+	for _, o := range got[before:] {
+		if o.rej != nil {
+			if !strings.Contains(o.rej.Explain, "shed=expected_wait") || o.rej.Status() != 429 {
+				t.Errorf("refusal %q (status %d), want 429 shed=expected_wait", o.rej.Explain, o.rej.Status())
+			}
+			refused = append(refused, o.name)
+		}
+	}
+	if w := a.Queue().Len("m"); len(refused) < 12 || w > 8 || w+len(refused) != 20 {
+		t.Errorf("%d refused on arrival, %d waiting; want about 14 and 6", len(refused), w)
+	}
+}
