@@ -221,6 +221,38 @@ func (a *Admission) Run(ctx context.Context, tick time.Duration) {
 	}
 }
 
+// KeySecret is a Kubernetes Secret holding a tenant's API keys
+// (keysFrom.secret).
+type KeySecret struct {
+	Tenant, Namespace, Name string
+}
+
+// KeySecrets lists the Secrets the configuration takes keys from.
+func KeySecrets(cfg *config.Config) []KeySecret {
+	var out []KeySecret
+	for _, t := range cfg.Tenants {
+		if kf := t.KeysFrom; kf != nil && kf.Secret != nil {
+			out = append(out, KeySecret{Tenant: t.Name, Namespace: kf.Secret.Namespace, Name: kf.Secret.Name})
+		}
+	}
+	return out
+}
+
+// KeySource pushes tenants' API keys as they change (a Kubernetes Secret
+// informer, package secretkeys): Run calls set with a tenant's plain keys
+// after each change, until ctx ends.
+type KeySource interface {
+	Run(ctx context.Context, set func(tenant string, keys [][]byte)) error
+}
+
+// SetTenantKeys replaces the keys a KeySource pushed for tenant (nothing
+// when authentication is off).
+func (a *Admission) SetTenantKeys(tenant string, keys [][]byte) {
+	if a.auth != nil && !a.auth.SetKeys(tenant, keys) {
+		a.log.Warn("keys pushed for an unknown tenant", "tenant", tenant)
+	}
+}
+
 // Queue returns the fair queue (nil when off).
 func (a *Admission) Queue() *Queue { return a.queue }
 

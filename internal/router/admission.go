@@ -37,7 +37,7 @@ func (r *Router) newAdmission(cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	r.admission, r.authOn = a, cfg.Auth != nil
+	r.admission, r.authOn, r.keySource = a, cfg.Auth != nil, opts.KeySource
 	return nil
 }
 
@@ -183,7 +183,15 @@ func (r *Router) capacity(model string) (int, int) {
 // runAdmission runs admission's background work (credential reloads, queue
 // re-checks at the scrape interval) until ctx is done.
 func (r *Router) runAdmission(ctx context.Context) {
-	if r.admission != nil {
-		r.admission.Run(ctx, r.cfg.ScrapeInterval.Duration)
+	if r.admission == nil {
+		return
 	}
+	if r.keySource != nil {
+		go func() {
+			if err := r.keySource.Run(ctx, r.admission.SetTenantKeys); err != nil {
+				r.log.Error("following tenants' key secrets stopped", "error", err)
+			}
+		}()
+	}
+	r.admission.Run(ctx, r.cfg.ScrapeInterval.Duration)
 }

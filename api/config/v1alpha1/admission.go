@@ -149,11 +149,23 @@ type APIKeySpec struct {
 	SHA256 string `json:"sha256"`
 }
 
-// KeysFromSpec names where more keys of a tenant are.
+// KeysFromSpec names where more keys of a tenant are: a file (or a
+// directory) or a Kubernetes Secret, one of them.
 type KeysFromSpec struct {
 	// File holds one key hash (hex SHA-256) per line; "#" starts a comment.
 	// Lines "key: <plain key>" are hashed on load (a Secret's data).
-	File string `json:"file"`
+	File string `json:"file,omitempty"`
+	// Secret is a Kubernetes Secret followed through an informer (the
+	// router needs get, list and watch on it): each data entry is one
+	// plain key, hashed on arrival. Rotating it (editing the Secret)
+	// changes the keys without a restart; deleting it revokes them.
+	Secret *SecretRef `json:"secret,omitempty"`
+}
+
+// SecretRef names a Kubernetes Secret.
+type SecretRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
 }
 
 // LimitsSpec are budgets. Zero means unlimited.
@@ -331,8 +343,15 @@ func (c *Config) validateAdmission(add func(string, string, ...any)) {
 			}
 			hashes[key.SHA256] = t.Name
 		}
-		if t.KeysFrom != nil && t.KeysFrom.File == "" {
-			add(path+".keysFrom.file", "required")
+		if kf := t.KeysFrom; kf != nil {
+			switch {
+			case kf.File == "" && kf.Secret == nil:
+				add(path+".keysFrom", "give file or secret")
+			case kf.File != "" && kf.Secret != nil:
+				add(path+".keysFrom", "give file or secret, not both")
+			case kf.Secret != nil && (kf.Secret.Name == "" || kf.Secret.Namespace == ""):
+				add(path+".keysFrom.secret", "namespace and name are required")
+			}
 		}
 		if t.Weight < 0 {
 			add(path+".weight", "must be positive, got %v", t.Weight)
