@@ -109,6 +109,11 @@ type Queue struct {
 	Gate    Gate
 	Clock   simclock.Clock
 	Metrics *Metrics
+	// OnWaitingRoom, when set, is called (outside the queue's locks) each
+	// time a request starts waiting for a model that has no endpoint at
+	// all: the hook for scale-from-zero to start an engine at once rather
+	// than at its next look at Demand.
+	OnWaitingRoom func(model string)
 
 	mu     sync.Mutex
 	models map[string]*modelQueue
@@ -170,6 +175,9 @@ func (q *Queue) submit(model string, w *waiter) bool {
 	}
 	_, endpoints := q.Gate.Capacity(model)
 	q.Metrics.queueLen(model, w.prio, 1)
+	if endpoints == 0 && q.OnWaitingRoom != nil {
+		notify = append(notify, func() { q.OnWaitingRoom(model) })
+	}
 	switch why := q.refuseOnArrival(mq, tq, w, endpoints, now); {
 	case why != "":
 		mq.remove(w)
@@ -549,6 +557,28 @@ func (q *Queue) Dispatch() {
 			f()
 		}
 	}
+}
+
+// Demand returns, for each model with requests waiting, how many wait:
+// the demand an autoscaler sees before any engine does (requests for a
+// model with no endpoint wait here, in the waiting room, up to
+// noEndpointWait and maxPerModel).
+func (q *Queue) Demand() map[string]int {
+	q.mu.Lock()
+	mqs := make([]*modelQueue, 0, len(q.models))
+	for _, mq := range q.models {
+		mqs = append(mqs, mq)
+	}
+	q.mu.Unlock()
+	out := map[string]int{}
+	for _, mq := range mqs {
+		mq.mu.Lock()
+		if mq.n > 0 {
+			out[mq.model] = mq.n
+		}
+		mq.mu.Unlock()
+	}
+	return out
 }
 
 // Len returns how many requests wait for model.

@@ -299,3 +299,28 @@ tenants:
 		t.Errorf("%d refused on arrival, %d waiting; want about 14 and 6", len(refused), w)
 	}
 }
+
+// TestWaitingRoomShowsDemand: requests for a model with no endpoint wait
+// (bounded by noEndpointWait), the hook hears of each, and Demand counts
+// them until an endpoint appears.
+func TestWaitingRoomShowsDemand(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: -1, endpoints: 0}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var heard []string
+	a.Queue().OnWaitingRoom = func(model string) { heard = append(heard, model) }
+	var got []outcome
+	submit(a, &got, "a", "heavy", 1)
+	submit(a, &got, "b", "light", 1)
+	if diff := cmp.Diff(map[string]int{"m": 2}, a.Queue().Demand()); diff != "" {
+		t.Errorf("demand (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"m", "m"}, heard); diff != "" {
+		t.Errorf("hook (-want +got):\n%s", diff)
+	}
+	gate.endpoints = 1
+	a.Queue().Dispatch()
+	if len(got) != 2 || len(a.Queue().Demand()) != 0 {
+		t.Errorf("after an endpoint appeared: %v admitted, demand %v", names(got), a.Queue().Demand())
+	}
+}

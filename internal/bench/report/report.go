@@ -419,3 +419,27 @@ func (rep *Report) writeTenantTable(w io.Writer) error {
 	}
 	return tw.Flush()
 }
+
+// CompareAlone fills, in runs of one policy or target and step, each
+// tenant's TTFT p90 alone (from the run whose Admission is
+// "alone:<tenant>") and the ratio to it.
+func CompareAlone(runs []Run) {
+	alone := map[string]float64{}
+	for _, r := range runs {
+		if name, ok := strings.CutPrefix(r.Admission, "alone:"); ok {
+			for _, t := range r.Tenants {
+				if t.Name == name {
+					alone[name] = t.P90TTFTMs
+				}
+			}
+		}
+	}
+	for i := range runs {
+		for j := range runs[i].Tenants {
+			t := &runs[i].Tenants[j]
+			if a, ok := alone[t.Name]; ok && a > 0 {
+				t.AloneP90TTFTMs, t.P90TTFTVsAlone = a, t.P90TTFTMs/a
+			}
+		}
+	}
+}

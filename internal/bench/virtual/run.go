@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -105,7 +104,7 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 					"failed", r.Failed, "median_ttft_ms", r.MedianTTFTMs, "virtual_seconds", r.Duration, "wall_seconds", r.WallSeconds)
 				rep.Runs = append(rep.Runs, r)
 			}
-			compareAlone(rep.Runs[group:])
+			report.CompareAlone(rep.Runs[group:])
 		}
 	}
 	return rep, nil
@@ -377,45 +376,10 @@ func (s *Scenario) variants() []string {
 // assignTenants draws each of n requests' tenant by share, seeded by the
 // scenario's seed and the step; nil without tenants.
 func (s *Scenario) assignTenants(n, step int) []int {
-	if len(s.Tenants) == 0 {
-		return nil
+	shares := make([]float64, len(s.Tenants))
+	for i, t := range s.Tenants {
+		shares[i] = t.Share
 	}
-	var total float64
-	for _, t := range s.Tenants {
-		total += t.Share
-	}
-	rng := rand.New(rand.NewPCG(s.Seed, uint64(step)+0x7e4a))
-	out := make([]int, n)
-	for i := range out {
-		x := rng.Float64() * total
-		k := 0
-		for ; k < len(s.Tenants)-1 && x >= s.Tenants[k].Share; k++ {
-			x -= s.Tenants[k].Share
-		}
-		out[i] = k
-	}
-	return out
+	return workload.AssignTenants(shares, s.Seed, step, n)
 }
 
-// compareAlone fills, in the runs of one policy and step, each tenant's
-// TTFT p90 alone (from its "alone:" run) and the ratio to it.
-func compareAlone(runs []report.Run) {
-	alone := map[string]float64{}
-	for _, r := range runs {
-		if name, ok := strings.CutPrefix(r.Admission, "alone:"); ok {
-			for _, t := range r.Tenants {
-				if t.Name == name {
-					alone[name] = t.P90TTFTMs
-				}
-			}
-		}
-	}
-	for i := range runs {
-		for j := range runs[i].Tenants {
-			t := &runs[i].Tenants[j]
-			if a, ok := alone[t.Name]; ok && a > 0 {
-				t.AloneP90TTFTMs, t.P90TTFTVsAlone = a, t.P90TTFTMs/a
-			}
-		}
-	}
-}
