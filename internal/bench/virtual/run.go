@@ -382,4 +382,3 @@ func (s *Scenario) assignTenants(n, step int) []int {
 	}
 	return workload.AssignTenants(shares, s.Seed, step, n)
 }
-
