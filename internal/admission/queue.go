@@ -220,7 +220,14 @@ func (q *Queue) refuseOnArrival(mq *modelQueue, tq *tenantQueue, w *waiter, endp
 		}
 	}
 	if rate := mq.rate(now); rate > 0 && q.MaxWait > 0 {
-		if ahead := mq.ahead(tq, w); float64(ahead)/rate > waitMargin*q.MaxWait.Seconds() {
+		// Completions as a Poisson process: the wait for ahead+1 of them
+		// exceeds maxWait with probability P(N(maxWait) <= ahead). An
+		// arrival is refused now when that is over 1%, or when ahead
+		// takes more than waitMargin of maxWait at the mean rate (the
+		// completion rate varies more than Poisson's when a tenant's
+		// admissions stall behind the reserve).
+		m := rate * q.MaxWait.Seconds()
+		if ahead := mq.ahead(tq, w); float64(ahead) > waitMargin*m || poissonCDF(ahead, m) > 0.01 {
 			return ShedExpectedWait
 		}
 	}
@@ -251,13 +258,16 @@ func (mq *modelQueue) ahead(tq *tenantQueue, w *waiter) int {
 	for p := w.prio + 1; p < numPriorities; p++ {
 		n += mq.band[p]
 	}
-	k := float64(len(tq.fifo[w.prio]))
-	n += int(k) - 1
+	// w is the k-th of its tenant: before it, its tenant's k-1 and about
+	// (k-1)·weight_j/weight of each other tenant j (a tenant that starts
+	// waiting is lifted to the lowest counter and wins the tie).
+	k := float64(len(tq.fifo[w.prio]) - 1)
+	n += int(k)
 	for _, x := range mq.tenants {
 		if x == tq {
 			continue
 		}
-		n += int(math.Min(float64(len(x.fifo[w.prio])), k*weightOf(x)/weightOf(tq)))
+		n += int(math.Min(float64(len(x.fifo[w.prio])), math.Ceil(k*weightOf(x)/weightOf(tq))))
 	}
 	return n
 }
@@ -321,9 +331,22 @@ func (q *Queue) room(mq *modelQueue, tq *tenantQueue, slots int) bool {
 	}
 	limit := slots
 	if float64(tq.inflight) >= mq.slotShare(tq, slots) {
-		limit -= int(math.Ceil(float64(slots) * q.Reserve))
+		limit -= q.reserveSlots(slots)
 	}
 	return mq.inflight < limit
+}
+
+// minReserveSlots is the fewest slots the reserve holds (at most a quarter
+// of the slots): in a small fleet a reserve of one slot is taken by one
+// light request, and the next light arrival before a completion waits.
+const minReserveSlots = 3
+
+// reserveSlots is how many of slots an over-share tenant may not take.
+func (q *Queue) reserveSlots(slots int) int {
+	if q.Reserve <= 0 {
+		return 0
+	}
+	return max(int(math.Ceil(float64(slots)*q.Reserve)), min(minReserveSlots, slots/4))
 }
 
 func (q *Queue) shedFn(mq *modelQueue, w *waiter, why ShedReason, now time.Time) func() {
@@ -604,7 +627,20 @@ func weightOf(tq *tenantQueue) float64 {
 	return tq.weight
 }
 
-// waitMargin is the share of maxWait an arrival's expected wait may take:
-// the completion rate varies, so a request expected to wait close to
-// maxWait would often wait all of it and be refused late instead of early.
+// waitMargin is the share of maxWait an arrival's expected wait may take.
 const waitMargin = 0.3
+
+// poissonCDF is P(N <= k) for N Poisson of mean m (normal approximation
+// with continuity correction past m = 50).
+func poissonCDF(k int, m float64) float64 {
+	if m > 50 {
+		return 0.5 * math.Erfc(-(float64(k)+0.5-m)/math.Sqrt(2*m))
+	}
+	term := math.Exp(-m)
+	sum := term
+	for i := 1; i <= k && sum < 1; i++ {
+		term *= m / float64(i)
+		sum += term
+	}
+	return min(sum, 1)
+}

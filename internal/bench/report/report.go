@@ -404,6 +404,10 @@ func (rep *Report) writeTenantTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "run\tarrival\tadmission\ttenant\tsent\tok\trefused\tTTFT p90\talone p90\tratio\tgoodput/demand\t429 p99\t")
 	for _, r := range rep.Runs {
+		adm := r.Admission
+		if adm == "" {
+			adm = "-"
+		}
 		for _, t := range r.Tenants {
 			alone, ratio := "-", "-"
 			if t.AloneP90TTFTMs > 0 {
@@ -413,7 +417,7 @@ func (rep *Report) writeTenantTable(w io.Writer) error {
 			if t.Refused > 0 {
 				ref = msCell(t.P99RefusalMs)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%.1f%%\t%s\t\n", r.Label, r.Arrival, orDash(r.Admission), t.Name,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%.1f%%\t%s\t\n", r.Label, r.Arrival, adm, t.Name,
 				t.Sent, t.Completed, t.Refused, msCell(t.P90TTFTMs), alone, ratio, 100*t.GoodputShare, ref)
 		}
 	}
