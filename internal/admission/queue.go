@@ -83,7 +83,7 @@ type modelQueue struct {
 	relAt    time.Time
 	relSince time.Time // first release
 	releases int
-	firstAt  time.Time // first admission
+	firstAt  time.Time // first admission since the model was last idle
 }
 
 // minReleases is how many releases the rate estimate needs.
@@ -480,8 +480,10 @@ func (q *Queue) dispatchLocked(mq *modelQueue, now time.Time, self *waiter, self
 		}
 		mq.remove(w)
 		tq := mq.tenants[w.tenant.Name]
-		if mq.firstAt.IsZero() {
-			mq.firstAt = now
+		if mq.inflight == 0 && (mq.firstAt.IsZero() || now.Sub(mq.relAt) > rateTau) {
+			// Busy after idle (or for the first time): the old rate says
+			// nothing about now; start the estimate again.
+			mq.firstAt, mq.releases, mq.relCount, mq.relSince, mq.relAt = now, 0, 0, time.Time{}, time.Time{}
 		}
 		mq.inflight++
 		tq.inflight++

@@ -325,3 +325,37 @@ func TestWaitingRoomShowsDemand(t *testing.T) {
 		t.Errorf("after an endpoint appeared: %v admitted, demand %v", names(got), a.Queue().Demand())
 	}
 }
+
+// TestRateEstimateRestartsAfterIdle: a model idle for a while then busy
+// again does not refuse its first queued requests on a rate decayed to
+// nothing while it was idle.
+func TestRateEstimateRestartsAfterIdle(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 2, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 100, maxWait: 2s}
+tenants:
+  - {name: heavy}
+`, gate, clock)
+	var got []outcome
+	for range 40 { // a busy minute: the rate is known
+		submit(a, &got, "h", "heavy", 10)
+		submit(a, &got, "h", "heavy", 10)
+		clock.Advance(time.Second)
+		for _, o := range got[len(got)-2:] {
+			if o.ticket != nil {
+				o.ticket.Done(Usage{})
+			}
+		}
+	}
+	clock.Advance(10 * time.Minute) // idle
+	got = got[:0]
+	for range 3 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	if diff := cmp.Diff([]string{"h", "h"}, names(got)); diff != "" || a.Queue().Len("m") != 1 {
+		t.Errorf("after idle (-want +got):\n%s\nwaiting %d, want 1 (queued, not refused)", diff, a.Queue().Len("m"))
+	}
+}
