@@ -506,6 +506,8 @@ func (a *Admission) finish(t *Ticket, r queueResult) (*Ticket, *Rejection) {
 		retry = 5 * time.Second
 	case ShedTimeout:
 		msg = fmt.Sprintf("The model %q is overloaded: the request waited %s in the queue.", t.req.Model, r.waited.Round(time.Millisecond))
+	case ShedExpectedWait:
+		msg = fmt.Sprintf("The model %q is overloaded: the request would wait past the queue's time limit.", t.req.Model)
 	default:
 		msg = fmt.Sprintf("The model %q is overloaded: its queue is full and this request had the lowest priority.", t.req.Model)
 	}
