@@ -30,10 +30,10 @@ type fetchFlags struct {
 	// Dragonfly.
 	dfProxy, dfTag, dfApplication, dfFilteredParams string
 	// Reporting to the controller (the injected init container).
-	report                                         bool
-	reportInterval                                 time.Duration
+	report                                          bool
+	reportInterval                                  time.Duration
 	kubeconfig, podName, namespace, podUID, serving string
-	terminationPath                                string
+	terminationPath                                 string
 }
 
 func newFetchCommand() *cobra.Command {
