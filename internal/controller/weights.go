@@ -242,8 +242,10 @@ func weightsOf(pod *corev1.Pod, report *corev1.Event) podWeights {
 			continue
 		}
 		t := s.State.Terminated
-		if t == nil && s.LastTerminationState.Terminated != nil && s.State.Running == nil {
-			t = s.LastTerminationState.Terminated // waiting to be restarted (backoff)
+		if t == nil {
+			// Waiting for a restart (back-off) or running again after a
+			// failure: the last failure stands until a run succeeds.
+			t = s.LastTerminationState.Terminated
 		}
 		switch {
 		case t != nil && t.ExitCode == 0:
@@ -258,8 +260,6 @@ func weightsOf(pod *corev1.Pod, report *corev1.Event) podWeights {
 				reason, msg = weights.ReasonFetchFailed, fmt.Sprintf("exit code %d: %s", t.ExitCode, strings.TrimSpace(t.Message))
 			}
 			w.reason, w.message = reason, msg
-		case s.State.Running != nil:
-			w.failed = false
 		}
 	}
 	if w.ready && w.total > 0 {
