@@ -99,10 +99,11 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 	t.Run("direct", func(t *testing.T) {
 		files := model(1)
 		hub.AddRepo("acme/tiny", hubtest.Repo{Files: files, Token: "right-token"})
-		ms := weightsServing(ns, "tiny", "hf://acme/tiny", 4)
+		ms := weightsServing(ns, "tiny", "hf://acme/tiny", 1)
+		ms.Spec.Replicas = ptr.To(int32(8)) // 8 groups of one pod
 		ms.Spec.Model.Fetch = &servingv1.FetchSpec{CredentialsSecret: "hf", Exclude: []string{"*.md"}}
 		create(t, k, ms)
-		pods := waitPods(t, k, ns, "tiny", 4)
+		pods := waitPods(t, k, ns, "tiny", 8)
 
 		// The pod spec: the fetch runs first, then the agent; the node
 		// cache is a hostPath, read-write for the fetch, read-only for the
@@ -152,19 +153,56 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		runFetches(t, k, pods, nodes, 0)
 		waitWeights(t, k, ns, "tiny", metav1.ConditionTrue, controller.ReasonWeightsFetched)
 		got := k.get(t, ns, "tiny").Status.Weights
-		if got == nil || got.Pods != 4 || got.Ready != 4 || got.TotalBytes != 4*size(files) || got.DoneBytes != got.TotalBytes {
-			t.Errorf("status.weights = %+v, want 4/4 pods and %d bytes done of %d", got, 4*size(files), 4*size(files))
+		if got == nil || got.Pods != 8 || got.Ready != 8 || got.TotalBytes != 8*size(files) || got.DoneBytes != got.TotalBytes {
+			t.Errorf("status.weights = %+v, want 8/8 pods and %d bytes done of %d", got, 8*size(files), 8*size(files))
 		}
-		if g := group(k.get(t, ns, "tiny"), 0); g == nil || g.Weights == nil || g.Weights.Ready != 4 {
-			t.Errorf("group 0 weights = %+v, want 4 ready", g)
+		for i := range int32(8) {
+			if g := group(k.get(t, ns, "tiny"), i); g == nil || g.Weights == nil || g.Weights.Ready != 1 || g.Weights.Pods != 1 {
+				t.Errorf("group %d weights = %+v, want 1 of 1 ready", i, g)
+			}
 		}
-		// 4 pods on 2 nodes: two copies from the origin, not four.
+		// 8 groups on 2 nodes: two copies from the origin, not eight.
 		if d := hub.BodyBytes() - before; d != 2*size(files) {
-			t.Errorf("origin served %d bytes for 4 pods on 2 nodes, want 2 copies (%d)", d, 2*size(files))
+			t.Errorf("origin served %d bytes for 8 pods on 2 nodes, want 2 copies (%d)", d, 2*size(files))
 		}
 		if ev := k.events(t, ns, "tiny", controller.ReasonWeightsFetched); len(ev) == 0 {
 			t.Error("no WeightsFetched event")
 		}
+	})
+
+	t.Run("progress", func(t *testing.T) {
+		files := model(5)
+		hub.AddRepo("acme/slow", hubtest.Repo{Files: files})
+		create(t, k, weightsServing(ns, "slow", "hf://acme/slow", 1))
+		pods := waitPods(t, k, ns, "slow", 1)
+		hub.Hold() // the LFS file's storage answer waits
+		released := false
+		defer func() {
+			if !released {
+				hub.Release()
+			}
+		}()
+		k.bind(t, &pods[0], "node-a")
+		done := make(chan error, 1)
+		go func() { done <- k.runFetch(t, &pods[0], t.TempDir(), 0) }()
+		// Mid-fetch the status shows the bytes so far of the known total.
+		eventually(t, waitLong, "progress mid-fetch", func() (bool, string) {
+			ms := k.get(t, ns, "slow")
+			w := ms.Status.Weights
+			c := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionWeightsReady)
+			if w == nil || c == nil {
+				return false, "no weights status"
+			}
+			ok := c.Reason == controller.ReasonFetching && w.TotalBytes == size(files) && w.DoneBytes > 0 && w.DoneBytes < w.TotalBytes &&
+				strings.Contains(w.Progress, "0/1 pods")
+			return ok, fmt.Sprintf("%s %+v", c.Reason, *w)
+		})
+		hub.Release()
+		released = true
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		waitWeights(t, k, ns, "slow", metav1.ConditionTrue, controller.ReasonWeightsFetched)
 	})
 
 	t.Run("failures", func(t *testing.T) {
@@ -216,6 +254,11 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		before := hub.BodyBytes()
 		create(t, k, ms)
 		pods := waitPods(t, k, ns, "p2p", 4)
+		// The controller creates the preheat job in the reconcile that
+		// creates the revision's first pods, before it creates them.
+		if n := len(mgr.Jobs()); n != 1 {
+			t.Fatalf("pods exist and %d preheat jobs, want the job created first", n)
+		}
 		// The preheat job names every file's resolve URL and the tag the
 		// fetches use; it ends before the pods fetch.
 		eventually(t, waitLong, "preheat Success", func() (bool, string) {
