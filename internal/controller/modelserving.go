@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -55,6 +56,9 @@ type ModelServingReconciler struct {
 	Metrics *Metrics
 	// Weights wires the fetch of model weights into the node cache.
 	Weights WeightsOptions
+	// preheats remembers the preheat jobs created, by ModelServing UID,
+	// revision and source (see preheat).
+	preheats sync.Map
 }
 
 // +kubebuilder:rbac:groups=serving.halyard.dev,resources=modelservings,verbs=get;list;watch;update;patch

@@ -104,7 +104,15 @@ func (r *ModelServingReconciler) preheat(ctx context.Context, ms *servingv1.Mode
 		return
 	}
 	cur := st.Weights.Preheat
+	key := string(ms.UID) + "/" + p.rev + "/" + ms.Spec.Model.Source
 	if cur == nil || cur.Revision != p.rev || cur.Source != ms.Spec.Model.Source {
+		// A job created by a reconcile whose status write was lost (a
+		// conflict) is not created twice.
+		if v, ok := r.preheats.Load(key); ok {
+			st.Weights.Preheat = v.(*servingv1.PreheatStatus).DeepCopy()
+			p.wake(p.now.Add(preheatPoll))
+			return
+		}
 		cctx, cancel := context.WithTimeout(ctx, preheatTimeout)
 		id, files, err := r.Weights.Preheater.Preheat(cctx, ms.Spec.Model.Source, ms.Spec.Model.Fetch)
 		cancel()
@@ -123,6 +131,7 @@ func (r *ModelServingReconciler) preheat(ctx context.Context, ms *servingv1.Mode
 			p.wake(p.now.Add(preheatPoll))
 		}
 		st.Weights.Preheat = ph
+		r.preheats.Store(key, ph.DeepCopy())
 		return
 	}
 	if cur.State != "Pending" || cur.JobID == 0 {
