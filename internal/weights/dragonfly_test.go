@@ -12,6 +12,18 @@ import (
 	"github.com/halyard-dev/halyard/internal/weights/hubtest"
 )
 
+// p2pFixture is a hub with the test model as org/tiny and a dfdaemon
+// proxy stand-in.
+func p2pFixture(t *testing.T) (*hubtest.Hub, map[string][]byte, *hubtest.Dfdaemon) {
+	t.Helper()
+	h := newHub(t)
+	files := testModel()
+	h.AddRepo("org/tiny", hubtest.Repo{Files: files})
+	df := hubtest.NewDfdaemon()
+	t.Cleanup(df.Close)
+	return h, files, df
+}
+
 func dfOptions(t *testing.T, proxy string) *weights.DragonflyOptions {
 	t.Helper()
 	u, err := url.Parse(proxy)
@@ -25,11 +37,7 @@ func dfOptions(t *testing.T, proxy string) *weights.DragonflyOptions {
 // it from the origin once; every file request carries the Dragonfly headers;
 // the files are verified as from the origin.
 func TestFetchThroughDragonflyPullsOnce(t *testing.T) {
-	h := newHub(t)
-	files := testModel()
-	h.AddRepo("org/tiny", hubtest.Repo{Files: files})
-	df := hubtest.NewDfdaemon()
-	t.Cleanup(df.Close)
+	h, files, df := p2pFixture(t)
 	for node := range 3 {
 		o := opts(h, t.TempDir())
 		o.Dragonfly = dfOptions(t, df.URL)
@@ -75,11 +83,7 @@ func TestFetchFallsBackToOriginWhenThePeerFails(t *testing.T) {
 		{"unreachable", func(*hubtest.Dfdaemon) string { return closed() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHub(t)
-			files := testModel()
-			h.AddRepo("org/tiny", hubtest.Repo{Files: files})
-			df := hubtest.NewDfdaemon()
-			t.Cleanup(df.Close)
+			h, files, df := p2pFixture(t)
 			o := opts(h, t.TempDir())
 			o.Dragonfly = dfOptions(t, tc.proxy(df))
 			res, err := weights.Fetch(t.Context(), "hf://org/tiny", o)
@@ -103,11 +107,7 @@ func TestFetchFallsBackToOriginWhenThePeerFails(t *testing.T) {
 // A file the peer serves corrupted (the daemon keeps the task, so asking
 // it again would give the same bytes) is fetched again from the origin.
 func TestFetchThroughDragonflyRefetchesACorruptTaskFromTheOrigin(t *testing.T) {
-	h := newHub(t)
-	files := testModel()
-	h.AddRepo("org/tiny", hubtest.Repo{Files: files})
-	df := hubtest.NewDfdaemon()
-	t.Cleanup(df.Close)
+	h, files, df := p2pFixture(t)
 	o := opts(h, t.TempDir())
 	o.Dragonfly = dfOptions(t, df.URL)
 	h.Corrupt("model-00001-of-00002.safetensors", 1)

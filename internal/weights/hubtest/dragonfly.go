@@ -194,20 +194,29 @@ func (d *Dfdaemon) forward(w http.ResponseWriter, r *http.Request) {
 
 // Manager is a stand-in for the Dragonfly manager's Open API job endpoints
 // (POST /oapi/v1/jobs with type preheat, GET /oapi/v1/jobs/{id}) with a
-// personal access token. A job answers PENDING for Polls reads, then runs
-// the preheat on Seed (when set) and answers SUCCESS, or FAILURE when it
-// fails or Fail is set.
+// personal access token. A job answers PENDING for a number of reads
+// (SetPolls), then runs the preheat on a seed (SetSeed, when set) and
+// answers SUCCESS, or FAILURE when that fails or SetFail(true) was called.
 type Manager struct {
 	URL   string
 	Token string
-	Polls int
-	Fail  bool
-	Seed  *Dfdaemon
 
-	srv  *httptest.Server
-	mu   sync.Mutex
-	jobs []ManagerJob
+	srv   *httptest.Server
+	mu    sync.Mutex
+	jobs  []ManagerJob
+	polls int
+	fail  bool
+	seed  *Dfdaemon
 }
+
+// SetPolls sets how many reads a job answers PENDING.
+func (m *Manager) SetPolls(n int) { m.mu.Lock(); m.polls = n; m.mu.Unlock() }
+
+// SetFail makes jobs that end from now on fail.
+func (m *Manager) SetFail(fail bool) { m.mu.Lock(); m.fail = fail; m.mu.Unlock() }
+
+// SetSeed makes ending jobs preheat their URLs into d.
+func (m *Manager) SetSeed(d *Dfdaemon) { m.mu.Lock(); m.seed = d; m.mu.Unlock() }
 
 // ManagerJob is a created job.
 type ManagerJob struct {
@@ -277,15 +286,15 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request) {
 		j := &m.jobs[id-1]
 		j.reads++
 		state := "PENDING"
-		if j.reads > m.Polls {
+		if j.reads > m.polls {
 			if j.done == "" {
 				j.done = "SUCCESS"
-				if m.Fail {
+				if m.fail {
 					j.done = "FAILURE"
-				} else if m.Seed != nil {
+				} else if m.seed != nil {
 					tag, _ := j.Args["tag"].(string)
 					app, _ := j.Args["application"].(string)
-					if err := m.Seed.Preheat(j.URLs(), tag, app); err != nil {
+					if err := m.seed.Preheat(j.URLs(), tag, app); err != nil {
 						j.done = "FAILURE"
 					}
 				}

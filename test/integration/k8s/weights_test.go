@@ -42,8 +42,8 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 	df := hubtest.NewDfdaemon()
 	t.Cleanup(df.Close)
 	mgr := hubtest.NewManager("pat-secret")
-	mgr.Polls = 1
-	mgr.Seed = df
+	mgr.SetPolls(1)
+	mgr.SetSeed(df)
 	t.Cleanup(mgr.Close)
 	dfURL, err := url.Parse(df.URL)
 	if err != nil {
