@@ -104,7 +104,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.IntVar(&f.burst, "kube-api-burst", 200, "API requests in a burst")
 	fl.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fl.StringVar(&f.nodeCacheDir, "node-cache-dir", "/var/cache/halyard", "node directory (hostPath) the injected `halyard fetch` init container fetches model weights into; empty: no fetch")
+	fl.StringVar(&f.nodeCacheDir, "node-cache-dir", "/var/cache/halyard", "node directory (hostPath) the injected halyard-fetch init container fetches model weights into; empty: no fetch")
 	fl.StringVar(&f.fetchImage, "fetch-image", "", "image of the fetch init container; default --agent-image")
 	fl.StringVar(&f.hfEndpoint, "hf-endpoint", "", "HF_ENDPOINT given to the fetches (and to the preheat's listing); default the public hub")
 	fl.StringVar(&f.nodeCacheMax, "node-cache-max-bytes", "", "bound of the node cache (e.g. 500Gi): the fetch evicts least recently used models")
