@@ -88,7 +88,8 @@ func systemPrompt(seed, n int) string {
 
 func TestPresetProfilesBuild(t *testing.T) {
 	presets := presets.Specs()
-	for _, name := range []string{"default", "random", "round-robin", "least-request", "load", "prefill", "decode"} {
+	for _, name := range []string{"default", "random", "round-robin", "least-request", "load", "prefill", "decode", "predicted-latency",
+		"llm-d", "kthena", "sglang", "aibrix"} {
 		t.Run(name, func(t *testing.T) {
 			spec, ok := presets[name]
 			if !ok {

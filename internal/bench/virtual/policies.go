@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
@@ -14,6 +15,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/peerpolicy"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/maxscore"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/random"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
@@ -41,6 +43,11 @@ const (
 	// PolicyPD serves the workload disaggregated (the scenario's pd block):
 	// the router's PD planner over prefill and decode engines.
 	PolicyPD = "pd"
+	// The peers' default policies (presets.PeerSpecs).
+	PolicyLLMD   = presets.PeerLLMD
+	PolicyKthena = presets.PeerKthena
+	PolicySGLang = presets.PeerSGLang
+	PolicyAIBrix = presets.PeerAIBrix
 )
 
 // precise reports whether policy reads the precise index.
@@ -54,10 +61,10 @@ func precise(policy string) bool {
 // scorer with its default load override, nothing else), precise-prefix and
 // precise-default (prefix-cache alone and the default profile, their
 // prefix scorer reading the precise index fed by the engines' KV events),
-// and the oracle.
+// the peers' policies (llm-d, kthena, sglang, aibrix), and the oracle.
 func BuiltinPolicies() []string {
 	return []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyPrefixCache, PolicyDefault, PolicyPredicted,
-		PolicyPrecisePrefix, PolicyPreciseDefault, PolicyOracle}
+		PolicyPrecisePrefix, PolicyPreciseDefault, PolicyLLMD, PolicyKthena, PolicySGLang, PolicyAIBrix, PolicyOracle}
 }
 
 // policySpec returns the profile of a built-in policy. Random and max-score
@@ -72,7 +79,8 @@ func policySpec(name string, seed uint64) (config.ProfileSpec, error) {
 		}
 	case PolicyOracle:
 		spec = config.ProfileSpec{Picker: &config.PluginSpec{Type: OracleType}}
-	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault, PolicyPreciseDefault, PolicyPredicted:
+	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault, PolicyPreciseDefault, PolicyPredicted,
+		PolicyLLMD, PolicyKthena, PolicySGLang, PolicyAIBrix:
 		preset := name
 		if name == PolicyPreciseDefault {
 			preset = PolicyDefault
@@ -102,8 +110,16 @@ func newRegistry(o *oracleState) (*framework.Registry, error) {
 }
 
 // seeded returns spec with its random or max-score picker seeded (when it
-// has no params), so that runs repeat exactly.
+// has no params), and the peers' scorers that break ties at random, so
+// that runs repeat exactly.
 func seeded(spec config.ProfileSpec, seed uint64) config.ProfileSpec {
+	for i, sc := range spec.Scorers {
+		if len(sc.Params) == 0 && (sc.Type == peerpolicy.SGLangType || sc.Type == peerpolicy.AIBrixType) {
+			scorers := slices.Clone(spec.Scorers)
+			scorers[i].Params, _ = json.Marshal(map[string]uint64{"seed": seed + 1})
+			spec.Scorers = scorers
+		}
+	}
 	if p := spec.Picker; p != nil && len(p.Params) == 0 && (p.Type == random.Type || p.Type == maxscore.Type) {
 		s := *p
 		s.Params, _ = json.Marshal(map[string]uint64{"seed": seed + 1}) // 0 means unseeded

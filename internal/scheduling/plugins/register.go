@@ -8,6 +8,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/health"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/loracapable"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/role"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/peerpolicy"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/maxscore"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/random"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/roundrobin"
@@ -37,6 +38,11 @@ func BuiltIn() map[string]framework.Factory {
 		maxscore.Type:         maxscore.Factory,
 		random.Type:           random.Factory,
 		roundrobin.Type:       roundrobin.Factory,
+		// The peers' policies (package peerpolicy).
+		peerpolicy.SGLangType:      peerpolicy.SGLangFactory,
+		peerpolicy.AIBrixType:      peerpolicy.AIBrixFactory,
+		peerpolicy.KthenaLeastType: peerpolicy.KthenaLeastFactory,
+		peerpolicy.MaxWaitingType:  peerpolicy.MaxWaitingFactory,
 	}
 }
 

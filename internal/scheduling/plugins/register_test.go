@@ -16,8 +16,9 @@ func TestRegisterAll(t *testing.T) {
 	if err := plugins.RegisterAll(&reg); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"health", "kv-utilization", "least-request", "lora-affinity", "lora-capable", "max-score", "outlier-ejection",
-		"predicted-latency", "prefix-cache", "queue-depth", "random", "role", "round-robin", "session-affinity"}
+	want := []string{"aibrix-prefix-cache", "health", "kthena-least-request", "kv-utilization", "least-request", "lora-affinity", "lora-capable",
+		"max-score", "max-waiting", "outlier-ejection", "predicted-latency", "prefix-cache", "queue-depth", "random", "role", "round-robin",
+		"session-affinity", "sglang-cache-aware"}
 	if diff := cmp.Diff(want, reg.Types()); diff != "" {
 		t.Errorf("registered types (-want +got):\n%s", diff)
 	}

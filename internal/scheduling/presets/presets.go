@@ -6,6 +6,7 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/filter/role"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/peerpolicy"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/maxscore"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/random"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/picker/roundrobin"
@@ -29,6 +30,13 @@ const (
 	// PredictedLatency picks by predicted latency (the predicted-latency
 	// scorer).
 	PredictedLatency = "predicted-latency"
+
+	// The peers' default policies, reproduced from their published
+	// configuration (docs/scheduling.md cites each source).
+	PeerLLMD   = "llm-d"
+	PeerKthena = "kthena"
+	PeerSGLang = "sglang"
+	PeerAIBrix = "aibrix"
 )
 
 // Weights of the default profile's scorers; docs/scheduling.md gives the
@@ -94,13 +102,74 @@ func PredictedLatencySpec() config.ProfileSpec {
 	}
 }
 
+// prefixOnly returns the prefix-cache scorer's params with its load
+// override off and at most maxBlocks blocks hashed per prompt: the peers'
+// prefix scorers have no load override, and each caps the blocks it
+// matches.
+func prefixOnly(maxBlocks int) prefixcache.Params {
+	p := prefixcache.DefaultParams()
+	p.LoadOverride = prefixcache.LoadOverride{}
+	p.MaxPromptBlocks = maxBlocks
+	return p
+}
+
+// PeerSpecs returns the peers' default policies as profiles:
+//
+//   - llm-d: the llm-d router's default EndpointPickerConfig: queue-scorer
+//     (weight 2, the scraped waiting queue only), kv-cache-utilization-scorer
+//     (2) and prefix-cache-scorer (3, 256 blocks matched at most), max-score.
+//   - kthena: Kthena's Helm chart: the least-request filter (fewer than 10
+//     waiting) and the scorers least-request, gpu-usage and prefix-cache
+//     (128 blocks), weight 1 each, highest total wins. Its fourth scorer,
+//     least-latency, ranks engines by their own recent TTFT and TPOT, which
+//     Halyard does not scrape; it is left out (docs/scheduling.md).
+//   - sglang: SGLang model gateway's cache_aware policy with its default
+//     thresholds.
+//   - aibrix: AIBrix's prefix-cache router with its defaults.
+func PeerSpecs() map[string]config.ProfileSpec {
+	return map[string]config.ProfileSpec{
+		PeerLLMD: {
+			Scorers: []config.PluginSpec{
+				plugin(queuedepth.Type, weight(2), queuedepth.Params{EngineOnly: true}),
+				plugin(kvutilization.Type, weight(2), nil),
+				plugin(prefixcache.Type, weight(3), prefixOnly(256)),
+			},
+			Picker: picker(maxscore.Type),
+		},
+		PeerKthena: {
+			Filters: []config.PluginSpec{plugin(peerpolicy.MaxWaitingType, nil, peerpolicy.MaxWaitingParams{MaxWaiting: 10})},
+			Scorers: []config.PluginSpec{
+				plugin(peerpolicy.KthenaLeastType, weight(1), nil),
+				plugin(kvutilization.Type, weight(1), nil),
+				plugin(prefixcache.Type, weight(1), prefixOnly(128)),
+			},
+			Picker: picker(maxscore.Type),
+		},
+		PeerSGLang: {
+			Scorers: []config.PluginSpec{
+				plugin(prefixcache.Type, weight(0), prefixOnly(prefixcache.DefaultMaxPromptBlocks)),
+				plugin(peerpolicy.SGLangType, weight(1), nil),
+			},
+			Picker: picker(maxscore.Type),
+		},
+		PeerAIBrix: {
+			Scorers: []config.PluginSpec{
+				plugin(prefixcache.Type, weight(0), prefixOnly(prefixcache.DefaultMaxPromptBlocks)),
+				plugin(peerpolicy.AIBrixType, weight(1), nil),
+			},
+			Picker: picker(maxscore.Type),
+		},
+	}
+}
+
 // Specs returns the built-in profiles by name: Default; the baselines
 // Random, RoundRobin and LeastRequest; Load (queue-depth and
 // kv-utilization, no affinity); and Prefill and Decode for disaggregated
 // pools (prefill by prefix and queue, decode by KV headroom and running
-// requests). Each call returns fresh values.
+// requests); and the peers' policies (PeerSpecs). Each call returns fresh
+// values.
 func Specs() map[string]config.ProfileSpec {
-	return map[string]config.ProfileSpec{
+	specs := map[string]config.ProfileSpec{
 		Default:          DefaultSpec(),
 		PredictedLatency: PredictedLatencySpec(),
 		Random:           {Picker: picker(random.Type)},
@@ -130,4 +199,8 @@ func Specs() map[string]config.ProfileSpec {
 			Picker: picker(maxscore.Type),
 		},
 	}
+	for name, spec := range PeerSpecs() {
+		specs[name] = spec
+	}
+	return specs
 }

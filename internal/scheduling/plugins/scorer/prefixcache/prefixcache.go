@@ -141,6 +141,10 @@ const MatchedKey framework.StateKey = "prefix-cache/matched"
 // times the request's PromptTokens.
 type Matched struct {
 	Tokens []int
+	// Ratios is the matched share of the prompt's blocks (chunks for a
+	// prompt hashed as text), in [0,1]: the scorer's raw score before the
+	// load override.
+	Ratios []float64
 }
 
 // Scorer scores endpoints by predicted prefix-cache hits. It is safe for
@@ -320,14 +324,16 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 	}
 	if state != nil {
 		tokens := make([]int, len(matched))
+		ratios := make([]float64, len(matched))
 		for i, m := range matched {
+			ratios[i] = float64(m) / float64(n)
 			tokens[i] = s.matchedTokens(m, c.text)
 			if c.text && len(req.Prompt.Text) > 0 && req.PromptTokens > 0 {
 				// The prompt's own bytes per token, not the average.
 				tokens[i] = min(req.PromptTokens, int(float64(m*s.params.ChunkBytes)/float64(len(req.Prompt.Text))*float64(req.PromptTokens)))
 			}
 		}
-		state.Write(MatchedKey, Matched{Tokens: tokens})
+		state.Write(MatchedKey, Matched{Tokens: tokens, Ratios: ratios})
 	}
 	if anyMatch {
 		s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)

@@ -10,21 +10,33 @@ import (
 // Type is the registered plugin type.
 const Type = "queue-depth"
 
-// Scorer scores endpoints by queue depth. It has no parameters.
-type Scorer struct {
-	tn framework.TypedName
+// Params configure a Scorer.
+type Params struct {
+	// EngineOnly counts only the engine's scraped waiting requests, leaving
+	// out the router's own in-flight count: the llm-d router's queue-scorer
+	// reads the scraped queue alone (the llm-d preset sets it). Default
+	// false.
+	EngineOnly bool `json:"engineOnly"`
 }
 
-// Factory builds a Scorer; any params are an error.
+// Scorer scores endpoints by queue depth.
+type Scorer struct {
+	tn         framework.TypedName
+	engineOnly bool
+}
+
+// Factory builds a Scorer from JSON params.
 func Factory(name string, params json.RawMessage, _ framework.Handle) (framework.Plugin, error) {
-	var p struct{}
+	var p Params
 	if err := framework.DecodeParams(params, &p); err != nil {
 		return nil, err
 	}
-	return New(name), nil
+	s := New(name)
+	s.engineOnly = p.EngineOnly
+	return s, nil
 }
 
-// New returns a Scorer named name.
+// New returns a Scorer named name with the default params.
 func New(name string) *Scorer {
 	return &Scorer{tn: framework.TypedName{Type: Type, Name: name}}
 }
@@ -48,6 +60,9 @@ func (s *Scorer) Score(_ context.Context, _ *framework.CycleState, _ *framework.
 	lo, hi := int64(-1), int64(-1)
 	for i, e := range endpoints {
 		d := Depth(e)
+		if s.engineOnly {
+			d = int64(e.Metrics().WaitingRequests)
+		}
 		scores[i] = float64(d) // the depth, normalised below
 		if lo < 0 || d < lo {
 			lo = d

@@ -46,3 +46,17 @@ func TestFactoryRejectsParams(t *testing.T) {
 		t.Errorf("Factory = %v, %v", s, err)
 	}
 }
+
+func TestEngineOnlyIgnoresInFlight(t *testing.T) {
+	s := plugintest.Build[*queuedepth.Scorer](t, queuedepth.Factory, `{"engineOnly":true}`, plugintest.NewHandle())
+	// a has 3 requests in flight from this router that the last scrape has
+	// not seen: an engine-only queue score cannot tell, so both score 1.
+	got := plugintest.Score(s, framework.NewCycleState(), &framework.Request{}, plugintest.Endpoints(ep("a", 0, 3), ep("b", 0, 0)))
+	if diff := cmp.Diff([]float64{1, 1}, got); diff != "" {
+		t.Errorf("scores (-want +got):\n%s", diff)
+	}
+	got = plugintest.Score(s, framework.NewCycleState(), &framework.Request{}, plugintest.Endpoints(ep("a", 4, 0), ep("b", 0, 9)))
+	if diff := cmp.Diff([]float64{0, 1}, got); diff != "" {
+		t.Errorf("scores (-want +got):\n%s", diff)
+	}
+}
