@@ -81,11 +81,9 @@ func (o WeightsOptions) fetched(ms *servingv1.ModelServing) (servingv1.Distribut
 	if d == servingv1.DistributionNone {
 		return d, false
 	}
-	src, err := weights.ParseSource(ms.Spec.Model.Source)
-	if err != nil { // pvc://, file:// or none: already local
-		return d, false
+	if _, err := weights.ParseSource(ms.Spec.Model.Source); err != nil {
+		return d, false // pvc://, file:// or none: already local
 	}
-	_ = src
 	return d, true
 }
 
