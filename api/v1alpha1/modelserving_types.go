@@ -34,6 +34,13 @@ type ModelSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Adapters []LoRAAdapter `json:"adapters,omitempty"`
+	// Distribution is how the weights reach the nodes: direct (default),
+	// dragonfly or none (see modelserving_weights.go).
+	// +optional
+	Distribution Distribution `json:"distribution,omitempty"`
+	// Fetch tunes the weights' fetch.
+	// +optional
+	Fetch *FetchSpec `json:"fetch,omitempty"`
 }
 
 // LoRAAdapter is one LoRA adapter served on top of the base model.
@@ -291,7 +298,13 @@ type MemberStatus struct {
 	// Restarts is the sum of the pod's container restart counts when the
 	// restart began.
 	Restarts int32 `json:"restarts"`
-	// Restarted is set once the pod has restarted in place or was recreated.
+	// AgentRestarts is the restart count of the pod's agent container when
+	// the restart began: the pod has restarted in place once its agent runs
+	// again with a higher count.
+	// +optional
+	AgentRestarts int32 `json:"agentRestarts,omitempty"`
+	// Restarted is set once the pod has restarted in place or was recreated
+	// and its agent runs again, holding the engines at the barrier.
 	// +optional
 	Restarted bool `json:"restarted,omitempty"`
 }
@@ -341,6 +354,9 @@ type GroupStatus struct {
 	// Message says what happened last, for people.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Weights is the group's share of status.weights.
+	// +optional
+	Weights *GroupWeightsStatus `json:"weights,omitempty"`
 }
 
 // ModelServingStatus is the observed state of a ModelServing.
@@ -372,12 +388,15 @@ type ModelServingStatus struct {
 	// +listMapKey=index
 	// +optional
 	Groups []GroupStatus `json:"groups,omitempty"`
+	// Weights sums the pods' weights fetches (when the controller fetches).
+	// +optional
+	Weights *WeightsStatus `json:"weights,omitempty"`
 	// Autoscaling is the autoscaler's last decision, when spec.autoscaling
 	// is set.
 	// +optional
 	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
-	// Conditions: Available, Progressing, Recovering, Valid, and with
-	// autoscaling ScalingActive and ScalingLimited.
+	// Conditions: Available, Progressing, Recovering, Valid, WeightsReady,
+	// and with autoscaling ScalingActive and ScalingLimited.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -399,6 +418,7 @@ type ModelServingStatus struct {
 // +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=`.status.updatedReplicas`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].reason`
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.autoscaling.desiredGroups`
+// +kubebuilder:printcolumn:name="Weights",type=string,priority=1,JSONPath=`.status.weights.progress`
 // +kubebuilder:printcolumn:name="Scaling",type=string,priority=1,JSONPath=`.status.autoscaling.reason`
 // +kubebuilder:printcolumn:name="Revision",type=string,priority=1,JSONPath=`.status.updateRevision`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -7,10 +7,14 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/routing"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -37,7 +41,14 @@ func (r *Router) newAdmission(cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	r.admission, r.authOn = a, cfg.Auth != nil
+	r.admission, r.authOn, r.keySource = a, cfg.Auth != nil, opts.KeySource
+	if a != nil {
+		r.budgetRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "halyard_router_admission_budget_remaining_ratio",
+			Help: "Share of a tenant's tightest request or token budget left after its last admitted request (0..1), as the x-ratelimit-remaining-* headers say.",
+		}, []string{"tenant", "budget"})
+		r.metrics.Registry.MustRegister(r.budgetRemaining)
+	}
 	return nil
 }
 
@@ -68,15 +79,18 @@ func (r *Router) admit(w http.ResponseWriter, hr *http.Request, c *call, tenant 
 	if !tenant.CanExplain && r.authOn {
 		c.explain = false
 	}
+	ctx, span := r.startSpan(hr.Context(), "halyard.admission", trace.SpanKindInternal, attrTenant.String(tenantName(tenant)))
 	if rej := r.admission.Authorize(tenant, c.route.Model); rej != nil {
+		endAdmissionSpan(span, nil, rej)
 		r.reject(w, c.route.Model, c, rej, c.explain)
 		return false
 	}
-	t, rej := r.admission.Admit(hr.Context(), admission.Request{
+	t, rej := r.admission.Admit(ctx, admission.Request{
 		ID: c.req.ID, Tenant: tenant, Model: c.route.Model,
 		PromptTokens: c.req.PromptTokens, OutputTokens: r.director.OutputTokens(c.req),
 		Priority: hr.Header.Get(HeaderPriority),
 	})
+	endAdmissionSpan(span, t, rej)
 	if rej != nil {
 		r.reject(w, c.route.Model, c, rej, c.explain)
 		return false
@@ -85,8 +99,44 @@ func (r *Router) admit(w http.ResponseWriter, hr *http.Request, c *call, tenant 
 	c.start = time.Now() // added latency and TTFT are counted after the queue
 	if rate := t.Rate(); rate != nil {
 		setRateHeaders(w.Header(), rate)
+		r.observeBudget(tenant, rate)
 	}
 	return true
+}
+
+// tenantName is the tenant's name, "" when unknown.
+func tenantName(t *admission.Tenant) string {
+	if t == nil {
+		return ""
+	}
+	return t.Name
+}
+
+// endAdmissionSpan records admission's outcome on its span: admitted or
+// the refusal's reason, and the time queued.
+func endAdmissionSpan(span trace.Span, t *admission.Ticket, rej *admission.Rejection) {
+	if span == nil {
+		return
+	}
+	if rej != nil {
+		span.SetAttributes(attrAdmission.String("refused"), attrAdmissionReason.String(string(rej.Reason)))
+		span.SetStatus(codes.Error, string(rej.Reason))
+	} else {
+		span.SetAttributes(attrAdmission.String("admitted"),
+			attrQueueWait.Float64(float64(t.Waited().Microseconds())/1000))
+	}
+	span.End()
+}
+
+// observeBudget sets the tenant's remaining budget shares.
+func (r *Router) observeBudget(tenant *admission.Tenant, rate *admission.RateInfo) {
+	name := tenantName(tenant)
+	if rate.LimitRequests > 0 {
+		r.budgetRemaining.WithLabelValues(name, "requests").Set(float64(rate.RemainingRequests) / float64(rate.LimitRequests))
+	}
+	if rate.LimitTokens > 0 {
+		r.budgetRemaining.WithLabelValues(name, "tokens").Set(float64(rate.RemainingTokens) / float64(rate.LimitTokens))
+	}
 }
 
 // settle ends the request's admission ticket with the engine's usage: the
@@ -163,56 +213,35 @@ func resetString(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-// capacity is the fair queue's Gate: how many requests of this router may
-// be in flight to model's endpoints now, and how many endpoints could
-// serve it. An endpoint is saturated when the router already sends it
-// router.admission.queue.endpointConcurrency requests, or its engine
-// reports engineWaiting waiting requests or KV usage at kvUtilization; a
-// saturated endpoint offers only the requests it has. -1 slots: no bound.
+// capacity is the fair queue's Gate: the decision's view of how many
+// requests of this router may be in flight to model's endpoints now, and
+// how many endpoints could serve it (decision.Director.Capacity, which the
+// virtual bench drives too).
 func (r *Router) capacity(model string) (int, int) {
 	route, ok := r.routes().table.Lookup(model)
 	if !ok {
 		return -1, 1 // the route went away: let it fail in scheduling
 	}
-	q := r.cfg.Admission.Queue
-	slots, endpoints, unbounded := 0, 0, false
-	seen := map[string]bool{}
-	for _, t := range route.Targets() {
-		if seen[t.Pool] {
-			continue
-		}
-		seen[t.Pool] = true
-		for _, ep := range r.servingEndpoints(route, t) {
-			endpoints++
-			inflight, _ := ep.InFlight()
-			m := ep.Metrics()
-			saturated := (q.EngineWaiting > 0 && m.WaitingRequests >= q.EngineWaiting) || m.KVCacheUsage >= q.KVUtilization
-			switch {
-			case saturated:
-				slots += int(inflight)
-			case q.EndpointConcurrency > 0:
-				slots += max(q.EndpointConcurrency, int(inflight))
-			default:
-				unbounded = true
-			}
-		}
+	ts := route.Targets()
+	targets := make([]decision.Target, len(ts))
+	for i, t := range ts {
+		targets[i] = decision.Target{Pool: t.Pool, Model: t.Model}
 	}
-	if unbounded {
-		return -1, endpoints
-	}
-	return slots, endpoints
-}
-
-// servingEndpoints are the endpoints of t's pool a request of route could
-// be sent to: the candidates, or a disaggregated pool's decode candidates.
-func (r *Router) servingEndpoints(route *routing.Route, t routing.Target) []framework.Endpoint {
-	return r.director.ServingEndpoints(context.Background(), &framework.Request{Model: route.Model, Adapter: route.Adapter}, t.Pool)
+	return r.director.Capacity(context.Background(), &framework.Request{Model: route.Model, Adapter: route.Adapter}, targets, r.cfg.Admission.Queue)
 }
 
 // runAdmission runs admission's background work (credential reloads, queue
 // re-checks at the scrape interval) until ctx is done.
 func (r *Router) runAdmission(ctx context.Context) {
-	if r.admission != nil {
-		r.admission.Run(ctx, r.cfg.ScrapeInterval.Duration)
+	if r.admission == nil {
+		return
 	}
+	if r.keySource != nil {
+		go func() {
+			if err := r.keySource.Run(ctx, r.admission.SetTenantKeys); err != nil {
+				r.log.Error("following tenants' key secrets stopped", "error", err)
+			}
+		}()
+	}
+	r.admission.Run(ctx, r.cfg.ScrapeInterval.Duration)
 }

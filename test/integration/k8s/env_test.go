@@ -25,6 +25,7 @@ import (
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
+	"github.com/halyard-dev/halyard/internal/testbin"
 )
 
 // testQPS is the controller's API rate limit in tests;
@@ -186,6 +187,7 @@ func TestMain(m *testing.M) {
 	if shared.dir != "" {
 		_ = os.RemoveAll(shared.dir)
 	}
+	testbin.Remove()
 	os.Exit(code)
 }
 
@@ -221,20 +223,25 @@ func (k *cluster) runController(t *testing.T, clock controller.Clock, inPlace st
 	}
 }
 
-// startController runs a controller manager until cleanup runs.
-func (k *cluster) startController(clock controller.Clock, inPlace string, logs io.Writer, cleanup func(func())) error {
+// startController runs a controller manager until cleanup runs; mods
+// change its options.
+func (k *cluster) startController(clock controller.Clock, inPlace string, logs io.Writer, cleanup func(func()), mods ...func(*controller.Options)) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	if os.Getenv("HALYARD_TEST_LOGS") == "1" && logs == io.Discard {
 		logs = os.Stderr
 	}
-	mgr, err := controller.NewManager(ctx, controller.Options{
+	opts := controller.Options{
 		Config: k.cfg, MetricsAddr: "0", ProbeAddr: "0",
 		AgentImage: "halyard:test", InPlace: inPlace, Concurrency: 2,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Clock: clock,
 		Registerer: prometheus.NewRegistry(), SkipNameValidation: true,
 		QPS: testQPS, Burst: 2 * int(testQPS),
 		AutoscaleSignals: testRouterSignals(), AutoscaleInterval: 200 * time.Millisecond,
-	})
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	mgr, err := controller.NewManager(ctx, opts)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("new manager: %w", err)
@@ -338,30 +345,13 @@ func (k *cluster) poke(t *testing.T, ns, name string) {
 	}
 }
 
-// halyardBinary builds the halyard binary once per test process.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
+// halyardBinary is this checkout's halyard binary, built once per test
+// process (TestMain removes it).
 func halyardBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "halyard-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "halyard")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/halyard")
-		cmd.Dir = repoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	path, err := testbin.Halyard()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return path
 }
