@@ -34,6 +34,13 @@ type ModelSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Adapters []LoRAAdapter `json:"adapters,omitempty"`
+	// Distribution is how the weights reach the nodes: direct (default),
+	// dragonfly or none (see modelserving_weights.go).
+	// +optional
+	Distribution Distribution `json:"distribution,omitempty"`
+	// Fetch tunes the weights' fetch.
+	// +optional
+	Fetch *FetchSpec `json:"fetch,omitempty"`
 }
 
 // LoRAAdapter is one LoRA adapter served on top of the base model.
@@ -342,6 +349,9 @@ type GroupStatus struct {
 	// Message says what happened last, for people.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Weights is the group's share of status.weights.
+	// +optional
+	Weights *GroupWeightsStatus `json:"weights,omitempty"`
 }
 
 // ModelServingStatus is the observed state of a ModelServing.
@@ -373,7 +383,10 @@ type ModelServingStatus struct {
 	// +listMapKey=index
 	// +optional
 	Groups []GroupStatus `json:"groups,omitempty"`
-	// Conditions: Available, Progressing, Recovering, Valid.
+	// Weights sums the pods' weights fetches (when the controller fetches).
+	// +optional
+	Weights *WeightsStatus `json:"weights,omitempty"`
+	// Conditions: Available, Progressing, Recovering, Valid, WeightsReady.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -394,6 +407,7 @@ type ModelServingStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=`.status.updatedReplicas`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].reason`
+// +kubebuilder:printcolumn:name="Weights",type=string,priority=1,JSONPath=`.status.weights.progress`
 // +kubebuilder:printcolumn:name="Revision",type=string,priority=1,JSONPath=`.status.updateRevision`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must start with a letter and hold only lowercase letters, digits and '-' (it names services)"

@@ -4,15 +4,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/halyard-dev/halyard/internal/controller"
+	"github.com/halyard-dev/halyard/internal/weights/dragonfly"
 )
 
 type controllerFlags struct {
@@ -32,6 +35,10 @@ type controllerFlags struct {
 	burst          int
 	logFormat      string
 	logLevel       string
+
+	// Model weights.
+	nodeCacheDir, fetchImage, hfEndpoint, nodeCacheMax     string
+	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope string
 }
 
 func newControllerCommand() *cobra.Command {
@@ -56,7 +63,12 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 			if err != nil {
 				return err
 			}
+			w, err := f.weights()
+			if err != nil {
+				return err
+			}
 			return controller.Run(cmd.Context(), controller.Options{
+				Weights:                 w,
 				Config:                  cfg,
 				MetricsAddr:             f.metricsAddr,
 				ProbeAddr:               f.probeAddr,
@@ -92,7 +104,45 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.IntVar(&f.burst, "kube-api-burst", 200, "API requests in a burst")
 	fl.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.nodeCacheDir, "node-cache-dir", "/var/cache/halyard", "node directory (hostPath) the injected halyard-fetch init container fetches model weights into; empty: no fetch")
+	fl.StringVar(&f.fetchImage, "fetch-image", "", "image of the fetch init container; default --agent-image")
+	fl.StringVar(&f.hfEndpoint, "hf-endpoint", "", "HF_ENDPOINT given to the fetches (and to the preheat's listing); default the public hub")
+	fl.StringVar(&f.nodeCacheMax, "node-cache-max-bytes", "", "bound of the node cache (e.g. 500Gi): the fetch evicts least recently used models")
+	fl.StringVar(&f.dfProxy, "dragonfly-proxy", "http://$(HOST_IP):4001", "the node's dfdaemon proxy for distribution: dragonfly ($(HOST_IP) is the node's IP)")
+	fl.StringVar(&f.dfManager, "dragonfly-manager", "", "Dragonfly manager URL (e.g. http://dragonfly-manager.dragonfly-system:8080): preheat new revisions of distribution: dragonfly; empty: no preheat")
+	fl.StringVar(&f.dfTokenFile, "dragonfly-token-file", "", "file holding the manager's personal access token (scope job), e.g. a mounted Secret")
+	fl.StringVar(&f.dfTag, "dragonfly-tag", "", "X-Dragonfly-Tag of the fetches and preheats")
+	fl.StringVar(&f.dfApp, "dragonfly-application", "", "X-Dragonfly-Application of the fetches and preheats")
+	fl.StringVar(&f.dfScope, "dragonfly-preheat-scope", "all_seed_peers", "preheat scope: single_seed_peer, all_seed_peers or all_peers")
 	return cmd
+}
+
+// weights builds the weights wiring from the flags.
+func (f *controllerFlags) weights() (controller.WeightsOptions, error) {
+	w := controller.WeightsOptions{CacheDir: f.nodeCacheDir, Image: f.fetchImage, HFEndpoint: f.hfEndpoint, DragonflyProxy: f.dfProxy,
+		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp}
+	if f.nodeCacheMax != "" {
+		q, err := resource.ParseQuantity(f.nodeCacheMax)
+		if err != nil || q.Sign() <= 0 {
+			return w, fmt.Errorf("--node-cache-max-bytes %q: want a positive size such as 500Gi", f.nodeCacheMax)
+		}
+		w.MaxCacheBytes = q.Value()
+	}
+	if f.dfManager != "" {
+		token := ""
+		if f.dfTokenFile != "" {
+			b, err := os.ReadFile(f.dfTokenFile)
+			if err != nil {
+				return w, fmt.Errorf("--dragonfly-token-file: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		w.Preheater = &controller.DragonflyPreheater{
+			Manager:    dragonfly.Manager{URL: f.dfManager, Token: token},
+			HFEndpoint: f.hfEndpoint, Tag: f.dfTag, Application: f.dfApp, Scope: f.dfScope,
+		}
+	}
+	return w, nil
 }
 
 // envVars parses NAME=VALUE pairs.

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -12,8 +14,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/api/resource"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/halyard-dev/halyard/internal/weights"
+	"github.com/halyard-dev/halyard/internal/weights/podreport"
 )
 
 type fetchFlags struct {
@@ -22,6 +26,14 @@ type fetchFlags struct {
 	parallel, attempts                                                 int
 	verify                                                             bool
 	progressInterval                                                   time.Duration
+
+	// Dragonfly.
+	dfProxy, dfTag, dfApplication, dfFilteredParams string
+	// Reporting to the controller (the injected init container).
+	report                                          bool
+	reportInterval                                  time.Duration
+	kubeconfig, podName, namespace, podUID, serving string
+	terminationPath                                 string
 }
 
 func newFetchCommand() *cobra.Command {
@@ -66,6 +78,18 @@ See docs/weights.md.`,
 	fl.DurationVar(&f.progressInterval, "progress-interval", 5*time.Second, "interval of progress log lines")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: json or text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.dfProxy, "dragonfly-proxy", "", "the node's Dragonfly dfdaemon proxy (e.g. http://127.0.0.1:4001): hf and http(s) files go through it, falling back to the origin when it fails")
+	fl.StringVar(&f.dfTag, "dragonfly-tag", "", "X-Dragonfly-Tag of the downloads (must equal the preheat's)")
+	fl.StringVar(&f.dfApplication, "dragonfly-application", "", "X-Dragonfly-Application of the downloads (must equal the preheat's)")
+	fl.StringVar(&f.dfFilteredParams, "dragonfly-filtered-query-params", "", "X-Dragonfly-Filtered-Query-Params: comma-separated query parameters left out of the task id")
+	fl.BoolVar(&f.report, "report", false, "report progress and the outcome as an Event about this pod (--pod-name, --namespace), for the controller")
+	fl.DurationVar(&f.reportInterval, "report-interval", 5*time.Second, "interval of --report updates")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig for --report; default in-cluster config")
+	fl.StringVar(&f.podName, "pod-name", os.Getenv("POD_NAME"), "this pod's name for --report (default $POD_NAME)")
+	fl.StringVar(&f.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "this pod's namespace for --report (default $POD_NAMESPACE)")
+	fl.StringVar(&f.podUID, "pod-uid", os.Getenv("POD_UID"), "this pod's UID for --report (default $POD_UID)")
+	fl.StringVar(&f.serving, "model-serving", os.Getenv("HALYARD_MODEL_SERVING"), "the pod's ModelServing for --report (default $HALYARD_MODEL_SERVING)")
+	fl.StringVar(&f.terminationPath, "termination-message-path", "", "on failure, write \"Reason: message\" here (the kubelet's termination message file)")
 	return cmd
 }
 
@@ -78,14 +102,95 @@ func runFetch(cmd *cobra.Command, source string, f *fetchFlags) error {
 	if err != nil {
 		return err
 	}
-	stop := showProgress(cmd, f, o.Progress, logger)
-	res, err := weights.Fetch(cmd.Context(), source, o)
-	stop()
+	rep, err := f.reporter(logger)
 	if err != nil {
 		return err
 	}
+	stop := showProgress(cmd, f, o.Progress, logger)
+	stopReport := reportProgress(cmd.Context(), rep, o.Progress, f.reportInterval, source)
+	res, err := weights.Fetch(cmd.Context(), source, o)
+	stopReport()
+	stop()
+	if err != nil {
+		reason := weights.FailureReason(err)
+		if rep != nil {
+			_ = rep.Report(cmd.Context(), podreport.Status{State: podreport.StateFailed, Reason: reason, Message: err.Error(),
+				Done: o.Progress.Done(), Total: o.Progress.Total(), Fallbacks: o.Progress.Fallbacks()})
+		}
+		if f.terminationPath != "" {
+			msg := reason + ": " + err.Error()
+			if len(msg) > 4000 {
+				msg = msg[:4000]
+			}
+			if werr := os.WriteFile(f.terminationPath, []byte(msg), 0o644); werr != nil {
+				logger.Warn("fetch: could not write the termination message", "err", werr)
+			}
+		}
+		return err
+	}
+	if res.Fallbacks > 0 {
+		logger.Warn("fetch: files fetched from the origin because the Dragonfly peer failed", "fallbacks", res.Fallbacks)
+	}
+	if rep != nil {
+		_ = rep.Report(cmd.Context(), podreport.Status{State: podreport.StateDone, Done: res.Bytes, Total: res.Bytes,
+			Fallbacks: res.Fallbacks, Message: fmt.Sprintf("%s is at %s (%d files, %d bytes, %d transferred)", source, res.Path, res.Files, res.Bytes, res.Transferred)})
+	}
 	_, err = fmt.Fprintln(cmd.OutOrStdout(), res.Path)
 	return err
+}
+
+// reporter builds the pod reporter of --report, or nil.
+func (f *fetchFlags) reporter(logger *slog.Logger) (*podreport.Reporter, error) {
+	if !f.report {
+		return nil, nil
+	}
+	if f.podName == "" || f.namespace == "" {
+		return nil, errors.New("--report needs the pod's name and namespace: --pod-name/--namespace or POD_NAME/POD_NAMESPACE")
+	}
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("event client: %w", err)
+	}
+	return &podreport.Reporter{
+		Events: cs.Events(f.namespace), Namespace: f.namespace, Pod: f.podName, UID: f.podUID,
+		ModelServing: f.serving, Logger: logger,
+	}, nil
+}
+
+// reportProgress writes a Fetching report every interval until stopped.
+func reportProgress(ctx context.Context, rep *podreport.Reporter, p *weights.Progress, interval time.Duration, source string) (stop func()) {
+	if rep == nil {
+		return func() {}
+	}
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			_ = rep.Report(ctx, podreport.Status{State: podreport.StateFetching, Done: p.Done(), Total: p.Total(),
+				Fallbacks: p.Fallbacks(), Message: "fetching " + source})
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 func (f *fetchFlags) options(logger *slog.Logger) (weights.Options, error) {
@@ -104,6 +209,13 @@ func (f *fetchFlags) options(logger *slog.Logger) (weights.Options, error) {
 			return o, fmt.Errorf("--token-file: %w", err)
 		}
 		o.Token = strings.TrimSpace(string(b))
+	}
+	if f.dfProxy != "" {
+		u, err := url.Parse(f.dfProxy)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return o, fmt.Errorf("--dragonfly-proxy %q: want http://host:port", f.dfProxy)
+		}
+		o.Dragonfly = &weights.DragonflyOptions{Proxy: u, Tag: f.dfTag, Application: f.dfApplication, FilteredQueryParams: f.dfFilteredParams}
 	}
 	if f.cacheMax != "" {
 		q, err := resource.ParseQuantity(f.cacheMax)

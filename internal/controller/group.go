@@ -53,6 +53,7 @@ type planner struct {
 	rev      string
 	now      time.Time
 	agent    AgentOptions
+	weights  WeightsOptions
 	inPlace  bool // policy InPlace and the cluster supports it
 	podGroup bool // Volcano schedules the groups
 	nodes    map[string]*corev1.Node
@@ -427,7 +428,7 @@ func (p *planner) createMissing(gs servingv1.GroupStatus, pods groupPods) int {
 		pod, err := buildPod(podInput{
 			ms: p.ms, group: gs.Index, member: m, revision: gs.Revision,
 			generation: gs.RestartGeneration, barrier: gs.Barrier, domain: gs.Domain,
-			required: p.set.required, podGroup: pg, agent: p.agentFor(),
+			required: p.set.required, podGroup: pg, agent: p.agentFor(), weights: p.weights,
 		})
 		if err != nil {
 			continue

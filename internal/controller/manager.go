@@ -73,6 +73,9 @@ type Options struct {
 	// 200 (client-go's 5 and 10 would make a large rollout crawl).
 	QPS   float32
 	Burst int
+	// Weights wires the fetch of model weights (WeightsOptions); an empty
+	// Weights.CacheDir turns it off.
+	Weights WeightsOptions
 	// SkipNameValidation lets one process build several managers (tests).
 	SkipNameValidation bool
 }
@@ -145,12 +148,18 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	reports, err := labels.NewRequirement(servingv1.LabelWeightsReport, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
 	cacheOpts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			// Only Halyard's pods and services: the cache stays small on
 			// big clusters.
 			&corev1.Pod{}:     {Label: labels.NewSelector().Add(*managed)},
 			&corev1.Service{}: {Label: labels.NewSelector().Add(*managed)},
+			// Only the fetchers' progress reports among the Events.
+			&corev1.Event{}: {Label: labels.NewSelector().Add(*reports)},
 		},
 	}
 	if o.Namespace != "" {
@@ -206,6 +215,7 @@ func NewManager(ctx context.Context, o Options) (manager.Manager, error) {
 		InPlaceReason: reason,
 		Volcano:       volcano.Present,
 		Metrics:       metrics,
+		Weights:       o.Weights,
 	}
 	if err := msr.SetupWithManager(mgr, o.Concurrency); err != nil {
 		return nil, fmt.Errorf("set up modelserving controller: %w", err)

@@ -14,6 +14,11 @@ type Metrics struct {
 	PodOperations   *prometheus.CounterVec
 	InPlaceRestart  prometheus.Gauge
 	ReconcileTime   prometheus.Histogram
+	// WeightsFallbacks counts files pods fetched from the origin because
+	// the node's Dragonfly peer failed; Preheats counts preheat jobs by
+	// outcome.
+	WeightsFallbacks prometheus.Counter
+	Preheats         *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -45,8 +50,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Duration of one ModelServing reconcile, API writes included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		WeightsFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "halyard_controller_weights_dragonfly_fallbacks_total",
+			Help: "Files that pods fetched from the origin because their node's Dragonfly peer failed, as the fetchers report them.",
+		}),
+		Preheats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "halyard_controller_weights_preheats_total",
+			Help: "Dragonfly preheat jobs by outcome (created, succeeded, failed, skipped).",
+		}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.Groups, m.Recoveries, m.RestartDuration, m.PodOperations, m.InPlaceRestart, m.ReconcileTime} {
+	for _, c := range []prometheus.Collector{m.Groups, m.Recoveries, m.RestartDuration, m.PodOperations, m.InPlaceRestart, m.ReconcileTime, m.WeightsFallbacks, m.Preheats} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

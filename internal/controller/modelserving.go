@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,6 +54,11 @@ type ModelServingReconciler struct {
 	// Volcano reports whether Volcano's PodGroup CRD is served; nil: never.
 	Volcano func(context.Context) bool
 	Metrics *Metrics
+	// Weights wires the fetch of model weights into the node cache.
+	Weights WeightsOptions
+	// preheats remembers the preheat jobs created, by ModelServing UID,
+	// revision and source (see preheat).
+	preheats sync.Map
 }
 
 // +kubebuilder:rbac:groups=serving.halyard.dev,resources=modelservings,verbs=get;list;watch;update;patch
@@ -61,6 +67,8 @@ type ModelServingReconciler struct {
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// The fetchers' progress reports (core Events labelled with the pod).
+// +kubebuilder:rbac:groups="",resources=events,verbs=get;list;watch
 // +kubebuilder:rbac:groups=scheduling.volcano.sh,resources=podgroups,verbs=get;create;delete
 // The agent's RoleBinding: created in each namespace that has a
 // ModelServing (create cannot be limited by name), read and updated only
@@ -146,6 +154,8 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	status.Groups = groups
 	summarize(ms, status, p)
+	r.summarizeWeights(ctx, ms, status, byGroup, p.acts)
+	r.preheat(ctx, ms, status, p)
 
 	res, err := r.writeStatus(ctx, ms, status)
 	if err != nil || res.RequeueAfter > 0 {
@@ -180,7 +190,7 @@ func (r *ModelServingReconciler) inPlaceSummary(ms *servingv1.ModelServing) stri
 func (r *ModelServingReconciler) planner(ctx context.Context, ms *servingv1.ModelServing) (*planner, map[int32]groupPods, error) {
 	set := resolve(&ms.Spec)
 	p := &planner{
-		ms: ms, set: set, now: r.Clock.Now(), agent: r.Agent,
+		ms: ms, set: set, now: r.Clock.Now(), agent: r.Agent, weights: r.Weights,
 		inPlace:      r.Agent.InPlace && set.policy == servingv1.RecoveryInPlace,
 		members:      members(ms.Spec.Roles),
 		acts:         &actions{},
@@ -232,7 +242,7 @@ func (r *ModelServingReconciler) planner(ctx context.Context, ms *servingv1.Mode
 		}
 		var specs []corev1.PodSpec
 		for _, m := range p.members {
-			pod, err := buildPod(podInput{ms: ms, member: m, agent: r.Agent})
+			pod, err := buildPod(podInput{ms: ms, member: m, agent: r.Agent, weights: r.Weights})
 			if err == nil {
 				specs = append(specs, pod.Spec)
 			}
@@ -675,6 +685,7 @@ func (r *ModelServingReconciler) SetupWithManager(mgr ctrl.Manager, concurrency 
 		Owns(&corev1.Pod{}).
 		Owns(&corev1.Service{}).
 		Watches(&corev1.Node{}, nodeHandler(mgr.GetClient())).
+		Watches(&corev1.Event{}, reportHandler()).
 		WithOptions(controllerOptions(concurrency)).
 		Complete(r)
 }

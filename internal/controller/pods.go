@@ -40,6 +40,7 @@ type podInput struct {
 	required   bool
 	podGroup   string // Volcano PodGroup name, or ""
 	agent      AgentOptions
+	weights    WeightsOptions
 }
 
 // buildPod renders one pod of a group from its role's template.
@@ -133,6 +134,7 @@ func buildPod(in podInput) (*corev1.Pod, error) {
 		agent.Port = port
 	}
 	spec.InitContainers = append(spec.InitContainers, agentContainer(agent))
+	addWeights(&spec, ms, in.weights, in.agent.Image, env)
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{

@@ -3,6 +3,7 @@ package weights
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"syscall"
 )
@@ -73,4 +74,40 @@ func diskError(err error) error {
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
 	}
 	return err
+}
+
+// Reasons a fetch failed, in the words of the ModelServing's WeightsReady
+// condition (CamelCase, as Kubernetes reasons are).
+const (
+	ReasonSourceNotFound   = "SourceNotFound"
+	ReasonUnauthorized     = "Unauthorized"
+	ReasonForbidden        = "Forbidden"
+	ReasonChecksumMismatch = "ChecksumMismatch"
+	ReasonDiskFull         = "DiskFull"
+	ReasonUnreachable      = "SourceUnreachable"
+	ReasonFetchFailed      = "FetchFailed"
+)
+
+// FailureReason names why err ended a fetch.
+func FailureReason(err error) string {
+	var (
+		netErr net.Error
+		opErr  *net.OpError
+		dnsErr *net.DNSError
+	)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return ReasonSourceNotFound
+	case errors.Is(err, ErrUnauthorized):
+		return ReasonUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return ReasonForbidden
+	case errors.Is(err, ErrChecksum):
+		return ReasonChecksumMismatch
+	case errors.Is(err, ErrNoSpace):
+		return ReasonDiskFull
+	case errors.As(err, &dnsErr), errors.As(err, &opErr), errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &netErr):
+		return ReasonUnreachable
+	}
+	return ReasonFetchFailed
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// bytes (never the model just fetched, nor a model another fetch holds
 	// locked).
 	MaxCacheBytes int64
+	// Dragonfly, when not nil, sends file downloads of hf and http(s)
+	// sources through the node's Dragonfly peer, falling back to the
+	// origin when the peer fails.
+	Dragonfly *DragonflyOptions
 	// Client is the HTTP client; default a client with proxy settings
 	// from the environment. Redirects are followed by Fetch itself.
 	Client *http.Client
@@ -71,6 +75,9 @@ type Result struct {
 	Cached bool
 	// Evicted lists the cache keys removed to honour MaxCacheBytes.
 	Evicted []string
+	// Fallbacks counts downloads that went to the origin because the
+	// Dragonfly peer failed.
+	Fallbacks int64
 }
 
 // plan is what a source's lister returns: the files to bring and how to
@@ -83,7 +90,10 @@ type plan struct {
 	bytes  int64
 	// present is the bytes of files already complete on disk.
 	present int64
-	finish  func() error
+	// urls are the download URLs of every file of an hf or http(s)
+	// source (present or not): what a Dragonfly preheat warms.
+	urls   []string
+	finish func() error
 }
 
 // Fetch downloads source into opts.Into and returns where the model is.
@@ -143,7 +153,7 @@ func Fetch(ctx context.Context, source string, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("fetch %s: %w", source, diskError(err))
 		}
 	}
-	res := &Result{Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes, Transferred: fresh.Done()}
+	res := &Result{Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes, Transferred: fresh.Done(), Fallbacks: opts.Progress.Fallbacks()}
 	if err := writeDoneMarker(marker, doneMarker{Source: source, Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes}); err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", source, diskError(err))
 	}
@@ -177,7 +187,48 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Progress == nil {
+		o.Progress = &Progress{}
+	}
 	return o
+}
+
+// Listing is what a fetch of a source would download.
+type Listing struct {
+	// Commit is the hf commit the revision resolves to.
+	Commit string
+	// URLs are the files' download URLs, exactly as Fetch requests them.
+	URLs []string
+	// Bytes is the size of the files, when the listing gives it.
+	Bytes int64
+}
+
+// ListSource asks the origin what a Fetch of source with opts (revision, include,
+// exclude, token, endpoint) would download, without downloading anything
+// or touching opts.Into. Only hf and http(s) sources have download URLs.
+func ListSource(ctx context.Context, source string, opts Options) (*Listing, error) {
+	src, err := ParseSource(source)
+	if err != nil {
+		return nil, err
+	}
+	// A directory that does not exist: every file counts as missing, and
+	// planning writes nothing.
+	opts.Into = filepath.Join(os.TempDir(), "halyard-list-does-not-exist")
+	opts.Verify = false
+	opts = opts.withDefaults()
+	var p *plan
+	switch src.Scheme {
+	case "hf":
+		p, err = planHub(ctx, src, opts)
+	case "http", "https":
+		p, err = planHTTP(ctx, src, opts)
+	default:
+		return nil, fmt.Errorf("list %s: %s sources have no plain download URLs", source, src.Scheme)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", source, err)
+	}
+	return &Listing{Commit: p.commit, URLs: p.urls, Bytes: p.bytes}, nil
 }
 
 // within joins rel (a clean relative path from a listing) under dir.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // A gs source is every object under bucket/prefix, through the Cloud Storage
@@ -82,7 +83,7 @@ func planGCS(ctx context.Context, src Source, opts Options) (*plan, error) {
 				continue
 			}
 			t := fileTask{Name: rel, Dest: dest, Size: size,
-				Open: httpOpener(opts.Client, ep+"/storage/v1/b/"+url.PathEscape(src.Bucket)+"/o/"+url.PathEscape(it.Name)+"?alt=media", opts.Token, authHost)}
+				Open: httpOpener(&fileGetter{direct: opts.Client}, ep+"/storage/v1/b/"+url.PathEscape(src.Bucket)+"/o/"+url.PathEscape(it.Name)+"?alt=media", opts.Token, authHost, new(atomic.Bool))}
 			if sum, err := base64.StdEncoding.DecodeString(it.MD5Hash); err == nil && len(sum) == md5.Size {
 				t.Digest, t.Want = func() hash.Hash { return md5.New() }, hex.EncodeToString(sum) //nolint:gosec // see import
 			}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 )
 
 const maxRedirects = 10
@@ -69,9 +70,9 @@ func get(ctx context.Context, c *http.Client, u, token, authHost string, offset 
 }
 
 // httpOpener opens u with resume by range.
-func httpOpener(c *http.Client, u, token, authHost string) opener {
+func httpOpener(g *fileGetter, u, token, authHost string, direct *atomic.Bool) opener {
 	return func(ctx context.Context, offset int64) (io.ReadCloser, bool, error) {
-		resp, err := get(ctx, c, u, token, authHost, offset, nil)
+		resp, err := g.get(ctx, u, token, authHost, offset, direct.Load())
 		if err != nil {
 			return nil, false, err
 		}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 )
 
 // An http(s) source is one file, or, when the URL ends in "/", a directory
@@ -29,6 +30,7 @@ func planHTTP(ctx context.Context, src Source, opts Options) (*plan, error) {
 	authHost := src.URL.Host
 	match := newMatcher(opts.Include, opts.Exclude)
 	var files []string
+	getter := newFileGetter(opts)
 	if strings.HasSuffix(src.URL.Path, "/") {
 		var err error
 		files, err = listHTTP(ctx, opts, src.URL, "", authHost, 0)
@@ -57,6 +59,7 @@ func planHTTP(ctx context.Context, src Source, opts Options) (*plan, error) {
 			return nil, err
 		}
 		p.files++
+		p.urls = append(p.urls, u.String())
 		if st, err := os.Stat(dest); err == nil && !opts.Verify {
 			p.bytes += st.Size()
 			p.present += st.Size()
@@ -64,7 +67,8 @@ func planHTTP(ctx context.Context, src Source, opts Options) (*plan, error) {
 		}
 		// The size is learnt from the answer; the transfer checks the body
 		// against Content-Length.
-		p.tasks = append(p.tasks, fileTask{Name: name, Dest: dest, Size: -1, Open: sizedHTTPOpener(opts.Client, u.String(), opts.Token, authHost, opts.Progress)})
+		direct := new(atomic.Bool)
+		p.tasks = append(p.tasks, fileTask{Name: name, Dest: dest, Size: -1, Open: sizedHTTPOpener(getter, u.String(), opts.Token, authHost, opts.Progress, direct), direct: direct})
 	}
 	if p.files == 0 {
 		return nil, fmt.Errorf("no file at %s matches the include/exclude patterns", src)
@@ -78,10 +82,10 @@ func planHTTP(ctx context.Context, src Source, opts Options) (*plan, error) {
 
 // sizedHTTPOpener is httpOpener that also adds the size it learns from
 // Content-Length to the progress total and checks the body's length.
-func sizedHTTPOpener(c *http.Client, u, token, authHost string, pr *Progress) opener {
+func sizedHTTPOpener(g *fileGetter, u, token, authHost string, pr *Progress, direct *atomic.Bool) opener {
 	counted := false
 	return func(ctx context.Context, offset int64) (io.ReadCloser, bool, error) {
-		resp, err := get(ctx, c, u, token, authHost, offset, nil)
+		resp, err := g.get(ctx, u, token, authHost, offset, direct.Load())
 		if err != nil {
 			return nil, false, err
 		}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 )
 
 // The Hugging Face Hub protocol, as huggingface_hub uses it:
@@ -97,6 +98,7 @@ func planHub(ctx context.Context, src Source, opts Options) (*plan, error) {
 	type link struct{ file, blob string }
 	var links []link
 	match := newMatcher(opts.Include, opts.Exclude)
+	files := newFileGetter(opts)
 	for _, e := range entries {
 		if e.Type != "file" || !match.match(e.Path) {
 			continue
@@ -105,6 +107,8 @@ func planHub(ctx context.Context, src Source, opts Options) (*plan, error) {
 		if err != nil {
 			return nil, err
 		}
+		fileURL := ep + "/" + src.Repo + "/resolve/" + commit + "/" + escapePath(e.Path)
+		p.urls = append(p.urls, fileURL)
 		etag, size := e.OID, e.Size
 		t := fileTask{Name: e.Path, Size: size}
 		if e.LFS != nil {
@@ -134,7 +138,8 @@ func planHub(ctx context.Context, src Source, opts Options) (*plan, error) {
 			}
 		}
 		t.Dest = blob
-		t.Open = httpOpener(opts.Client, ep+"/"+src.Repo+"/resolve/"+commit+"/"+escapePath(e.Path), opts.Token, authHost)
+		t.direct = new(atomic.Bool)
+		t.Open = httpOpener(files, fileURL, opts.Token, authHost, t.direct)
 		p.tasks = append(p.tasks, t)
 	}
 	if p.files == 0 {

@@ -9,6 +9,22 @@ import "sync/atomic"
 type Progress struct {
 	done, total atomic.Int64
 	files       atomic.Int64
+	fallbacks   atomic.Int64
+}
+
+func (p *Progress) addFallback() {
+	if p != nil {
+		p.fallbacks.Add(1)
+	}
+}
+
+// Fallbacks returns the downloads that went to the origin because the
+// Dragonfly peer failed.
+func (p *Progress) Fallbacks() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.fallbacks.Load()
 }
 
 // Add adds n (possibly negative) to the done bytes.

@@ -2,6 +2,7 @@ package weights_test
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,8 @@ import (
 // for the 2 GiB case): a model of four LFS files over loopback, fetched by
 // halyard and by four parallel curl processes from the same storage URLs;
 // then origin bytes for 8 pods on 2 nodes, each pod with its own directory
-// (direct) versus one node cache per node.
+// (direct) versus one node cache per node versus one node cache per node
+// through the dfdaemon proxy stand-in.
 func TestFetchThroughputVsCurl(t *testing.T) {
 	if os.Getenv("HALYARD_FETCH_BENCH") != "1" {
 		t.Skip("opt-in: HALYARD_FETCH_BENCH=1")
@@ -70,7 +72,13 @@ func TestFetchThroughputVsCurl(t *testing.T) {
 		mib, total/halyard.Seconds()/1e9, halyard.Round(time.Millisecond), total/curlTime.Seconds()/1e9, curlTime.Round(time.Millisecond), curlTime.Seconds()/halyard.Seconds())
 
 	// 8 pods on 2 nodes.
-	for _, mode := range []string{"direct", "node cache"} {
+	df := hubtest.NewDfdaemon()
+	defer df.Close()
+	dfURL, err := url.Parse(df.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"direct", "node cache", "dragonfly"} {
 		before := h.BodyBytes()
 		nodes := []string{t.TempDir(), t.TempDir()}
 		var wg sync.WaitGroup
@@ -82,7 +90,11 @@ func TestFetchThroughputVsCurl(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := weights.Fetch(t.Context(), "hf://org/bench", opts(h, into)); err != nil {
+				o := opts(h, into)
+				if mode == "dragonfly" {
+					o.Dragonfly = &weights.DragonflyOptions{Proxy: dfURL}
+				}
+				if _, err := weights.Fetch(t.Context(), "hf://org/bench", o); err != nil {
 					t.Error(err)
 				}
 			}()

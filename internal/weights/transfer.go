@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,15 @@ type fileTask struct {
 	Digest func() hash.Hash
 	Want   string
 	Open   opener
+	// direct is set after a checksum mismatch: the next attempts skip the
+	// Dragonfly peer.
+	direct *atomic.Bool
+}
+
+func (t *fileTask) distrustPeer() {
+	if t.direct != nil {
+		t.direct.Store(true)
+	}
 }
 
 // sha256Digest checks LFS objects, whose ETag is their sha256.
@@ -152,12 +162,14 @@ func (x *transferer) once(ctx context.Context, t fileTask) (err error) {
 	if t.Size >= 0 && have != t.Size {
 		_ = os.Remove(part)
 		x.progress.Add(-have)
+		t.distrustPeer()
 		return fmt.Errorf("%w: size %d, want %d", ErrChecksum, have, t.Size)
 	}
 	if h != nil {
 		if got := hex.EncodeToString(h.Sum(nil)); got != t.Want {
 			_ = os.Remove(part)
 			x.progress.Add(-have)
+			t.distrustPeer()
 			return fmt.Errorf("%w: got %s, want %s", ErrChecksum, got, t.Want)
 		}
 	}

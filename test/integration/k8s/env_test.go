@@ -223,19 +223,24 @@ func (k *cluster) runController(t *testing.T, clock controller.Clock, inPlace st
 	}
 }
 
-// startController runs a controller manager until cleanup runs.
-func (k *cluster) startController(clock controller.Clock, inPlace string, logs io.Writer, cleanup func(func())) error {
+// startController runs a controller manager until cleanup runs; mods
+// change its options.
+func (k *cluster) startController(clock controller.Clock, inPlace string, logs io.Writer, cleanup func(func()), mods ...func(*controller.Options)) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	if os.Getenv("HALYARD_TEST_LOGS") == "1" && logs == io.Discard {
 		logs = os.Stderr
 	}
-	mgr, err := controller.NewManager(ctx, controller.Options{
+	opts := controller.Options{
 		Config: k.cfg, MetricsAddr: "0", ProbeAddr: "0",
 		AgentImage: "halyard:test", InPlace: inPlace, Concurrency: 2,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Clock: clock,
 		Registerer: prometheus.NewRegistry(), SkipNameValidation: true,
 		QPS: testQPS, Burst: 2 * int(testQPS),
-	})
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	mgr, err := controller.NewManager(ctx, opts)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("new manager: %w", err)

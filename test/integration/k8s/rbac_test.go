@@ -25,7 +25,8 @@ import (
 // it must create a ModelServing's pods and the namespace's halyard-agent
 // RoleBinding to the halyard-agent ClusterRole, and the same account must
 // be refused what the old grant allowed: writing a Role, or binding a
-// ClusterRole other than halyard-agent.
+// ClusterRole other than halyard-agent. The pods' service account may write
+// the fetch's progress Event but no pod.
 func TestControllerRunsWithItsClusterRole(t *testing.T) {
 	k := startCluster(t, featureGates)
 	ctx := context.Background()
@@ -102,5 +103,29 @@ func TestControllerRunsWithItsClusterRole(t *testing.T) {
 	var list rbacv1.RoleBindingList
 	if err := c.List(ctx, &list); !apierrors.IsForbidden(err) {
 		t.Errorf("listing RoleBindings as the controller: %v, want forbidden", err)
+	}
+
+	// The pods' service account (bound to halyard-agent): the fetch may
+	// write its progress Event, and nobody in the pod may write pods.
+	asPod := rest.CopyConfig(k.cfg)
+	asPod.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:serving:default"}
+	pc, err := client.New(asPod, client.Options{Scheme: k.c.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: "serving", Name: "m-0-prefill-0.halyard-weights"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "serving", Name: "m-0-prefill-0"},
+		Reason:         "FetchingWeights", Message: "fetching", Type: corev1.EventTypeNormal,
+	}
+	if err := pc.Create(ctx, ev); err != nil {
+		t.Errorf("creating the progress Event as the pods' service account: %v", err)
+	}
+	if err := pc.Patch(ctx, ev, client.RawPatch("application/merge-patch+json", []byte(`{"message":"done"}`))); err != nil {
+		t.Errorf("patching the progress Event as the pods' service account: %v", err)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "serving", Name: "m-0-prefill-0"}}
+	if err := pc.Patch(ctx, pod, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"x":"y"}}}`))); !apierrors.IsForbidden(err) {
+		t.Errorf("patching a pod as the pods' service account: %v, want forbidden", err)
 	}
 }

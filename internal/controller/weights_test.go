@@ -1,0 +1,157 @@
+package controller
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
+)
+
+func TestBuildPodWeights(t *testing.T) {
+	on := WeightsOptions{CacheDir: "/data/halyard", DragonflyProxy: "http://$(HOST_IP):4001", DragonflyTag: "t"}
+	const commit = "0123456789abcdef0123456789abcdef01234567"
+	for _, tc := range []struct {
+		name      string
+		source    string
+		dist      servingv1.Distribution
+		opts      WeightsOptions
+		wantFetch bool
+		wantArgs  []string // must be present
+		wantEnv   map[string]string
+		noArgs    []string // must be absent
+	}{
+		{name: "hf direct", source: "hf://o/r", opts: on, wantFetch: true,
+			wantArgs: []string{"fetch", "hf://o/r", "--into=/var/cache/halyard", "--report", "--termination-message-path=/dev/termination-log"},
+			wantEnv:  map[string]string{"HF_HUB_CACHE": "/var/cache/halyard", "HF_HUB_OFFLINE": "1", "HALYARD_MODEL_CACHE": "/var/cache/halyard"},
+			noArgs:   []string{"--dragonfly-proxy=http://$(HOST_IP):4001"}},
+		{name: "hf pinned commit", source: "hf://o/r@" + commit, opts: on, wantFetch: true,
+			wantEnv: map[string]string{"HALYARD_MODEL_PATH": "/var/cache/halyard/models--o--r/snapshots/" + commit}},
+		{name: "s3", source: "s3://b/llama/v1/", opts: on, wantFetch: true,
+			wantEnv: map[string]string{"HALYARD_MODEL_PATH": "/var/cache/halyard/s3--b--llama--v1"}},
+		{name: "dragonfly", source: "hf://o/r", dist: servingv1.DistributionDragonfly, opts: on, wantFetch: true,
+			wantArgs: []string{"--dragonfly-proxy=http://$(HOST_IP):4001", "--dragonfly-tag=t"}},
+		{name: "none", source: "hf://o/r", dist: servingv1.DistributionNone, opts: on},
+		{name: "pvc", source: "pvc://claim/model", opts: on},
+		{name: "no source", opts: on},
+		{name: "wiring off", source: "hf://o/r", opts: WeightsOptions{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := testServing()
+			ms.Spec.Model.Source, ms.Spec.Model.Distribution = tc.source, tc.dist
+			ms.Spec.Model.Fetch = &servingv1.FetchSpec{CredentialsSecret: "creds"}
+			pod, err := buildPod(podInput{ms: ms, member: member{role: "prefill"}, revision: "r", agent: AgentOptions{Image: "img:1"}, weights: tc.opts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, c := range pod.Spec.InitContainers {
+				names = append(names, c.Name)
+			}
+			engine := pod.Spec.Containers[0]
+			if !tc.wantFetch {
+				if !slices.Equal(names, []string{servingv1.AgentContainerName}) || len(pod.Spec.Volumes) != 0 || len(engine.VolumeMounts) != 0 {
+					t.Fatalf("init containers %v, volumes %v, mounts %v: want the agent only", names, pod.Spec.Volumes, engine.VolumeMounts)
+				}
+				return
+			}
+			if diff := cmp.Diff([]string{servingv1.FetchContainerName, servingv1.AgentContainerName}, names); diff != "" {
+				t.Fatalf("init containers (-want +got):\n%s", diff)
+			}
+			fetch := pod.Spec.InitContainers[0]
+			if fetch.Image != "img:1" {
+				t.Errorf("fetch image %q, want the agent's", fetch.Image)
+			}
+			for _, a := range tc.wantArgs {
+				if !slices.Contains(fetch.Args, a) {
+					t.Errorf("args %v lack %q", fetch.Args, a)
+				}
+			}
+			for _, a := range tc.noArgs {
+				if slices.Contains(fetch.Args, a) {
+					t.Errorf("args %v hold %q", fetch.Args, a)
+				}
+			}
+			if len(fetch.EnvFrom) != 1 || fetch.EnvFrom[0].SecretRef.Name != "creds" || len(engine.EnvFrom) != 0 {
+				t.Errorf("envFrom fetch %v engine %v: want the Secret in the fetch only", fetch.EnvFrom, engine.EnvFrom)
+			}
+			if v := pod.Spec.Volumes; len(v) != 1 || v[0].HostPath == nil || v[0].HostPath.Path != "/data/halyard" {
+				t.Errorf("volumes %+v, want the hostPath /data/halyard", v)
+			}
+			if m := engine.VolumeMounts; len(m) != 1 || !m[0].ReadOnly || m[0].MountPath != cacheMount {
+				t.Errorf("engine mounts %+v, want read-only %s", m, cacheMount)
+			}
+			env := map[string]string{}
+			for _, e := range engine.Env {
+				env[e.Name] = e.Value
+			}
+			for k, v := range tc.wantEnv {
+				if env[k] != v {
+					t.Errorf("engine env %s = %q, want %q", k, env[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestWeightsOf(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "u1"}}
+	report := func(state, reason string, done, total int64, uid types.UID) *corev1.Event {
+		return &corev1.Event{
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
+				servingv1.AnnotationWeightsState: state, servingv1.AnnotationWeightsReason: reason,
+				servingv1.AnnotationWeightsDone: itoa64(done), servingv1.AnnotationWeightsTotal: itoa64(total),
+			}},
+			InvolvedObject: corev1.ObjectReference{UID: uid},
+			Message:        "the fetch's message",
+		}
+	}
+	terminated := func(code int32, msg string) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: servingv1.FetchContainerName, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Message: msg}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		report *corev1.Event
+		status []corev1.ContainerStatus
+		want   podWeights
+	}{
+		{name: "nothing yet", want: podWeights{}},
+		{name: "fetching", report: report("Fetching", "", 40, 100, "u1"), want: podWeights{done: 40, total: 100}},
+		{name: "report of an earlier pod of the name", report: report("Done", "", 100, 100, "u0"), want: podWeights{}},
+		{name: "done by the report", report: report("Done", "", 100, 100, "u1"), want: podWeights{done: 100, total: 100, ready: true}},
+		{name: "done by the kubelet", report: report("Fetching", "", 40, 100, "u1"), status: []corev1.ContainerStatus{terminated(0, "")},
+			want: podWeights{done: 100, total: 100, ready: true}},
+		{name: "failed: the termination message's reason wins", report: report("Failed", "SourceUnreachable", 0, 0, "u1"),
+			status: []corev1.ContainerStatus{terminated(1, "Forbidden: fetch hf://o/r: forbidden (403)")},
+			want:   podWeights{failed: true, reason: "Forbidden", message: "fetch hf://o/r: forbidden (403)"}},
+		{name: "failed without a message: the report's reason", report: report("Failed", "DiskFull", 5, 10, "u1"),
+			status: []corev1.ContainerStatus{terminated(1, "")},
+			want:   podWeights{done: 5, total: 10, failed: true, reason: "DiskFull", message: "the fetch's message"}},
+		{name: "failed with neither", status: []corev1.ContainerStatus{terminated(137, "killed\n")},
+			want: podWeights{failed: true, reason: "FetchFailed", message: "exit code 137: killed"}},
+		{name: "running again after a failure: the failure stands", report: report("Fetching", "", 0, 0, "u1"),
+			status: []corev1.ContainerStatus{{Name: servingv1.FetchContainerName,
+				State:                corev1.ContainerState{Running: &corev1.ContainerStateRunning{}},
+				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "Forbidden: no"}}}},
+			want: podWeights{failed: true, reason: "Forbidden", message: "no"}},
+		{name: "running the first time", report: report("Fetching", "", 1, 2, "u1"),
+			status: []corev1.ContainerStatus{{Name: servingv1.FetchContainerName, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}},
+			want:   podWeights{done: 1, total: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pod.DeepCopy()
+			p.Status.InitContainerStatuses = tc.status
+			got := weightsOf(p, tc.report)
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(podWeights{})); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
