@@ -6,7 +6,8 @@
 #
 #   hack/kubelet.sh deps     # apt-get install containerd, runc, CNI plugins (idempotent)
 #   hack/kubelet.sh build    # kubelet into $KROOT/bin; halyard + pause image archives into $KROOT/images
-#   hack/kubelet.sh check    # exit 0 if this machine can run it, else print why and exit 1
+#   hack/kubelet.sh host     # exit 0 if this machine could run it (root, cgroups, ...), else print why
+#   hack/kubelet.sh check    # host, and deps and build done: exit 0, else print why and exit 1
 #   hack/kubelet.sh start    # containerd + kubelet against $KUBECONFIG; writes $KROOT/env
 #   hack/kubelet.sh stop     # stop both, remove pods' containers, cgroups, iptables chains, dirs
 #
@@ -14,7 +15,7 @@
 #   NODE_NAME (halyard-kubelet), KUBELET_PORT / KUBELET_HEALTHZ_PORT (free ports),
 #   K8S_VERSION (1.35.4), K8SCP_ROOT (<repo>/.k8scp: its module dir seeds go.sum).
 # One kubelet per machine: start takes $LOCK (a directory holding the owner's
-# KROOT) and refuses while another live kubelet holds it.
+# KROOT), waiting up to LOCK_WAIT seconds (900) while another run holds it.
 # Requires root, cgroup v1 or v2 with cgroupfs, and the Debian packages of `deps`.
 set -euo pipefail
 
@@ -66,12 +67,21 @@ build() {
     echo "$K8S_VERSION" >"$mod/.stamp"
     log "module resolved in $((SECONDS - t0))s"
   fi
+  # The kubelet's source is fixed by its version: relinking it (about a
+  # minute here) is only needed when the version changes.
+  if [[ -x $BIN/kubelet && "$(cat "$BIN/.kubelet-version" 2>/dev/null)" == "$K8S_VERSION" ]]; then
+    log "kubelet v$K8S_VERSION already built"
+    images
+    log "build total $((SECONDS - t0))s"
+    return 0
+  fi
   local ver="-X k8s.io/component-base/version.gitVersion=v$K8S_VERSION"
   ver+=" -X k8s.io/component-base/version.gitMajor=${K8S_VERSION%%.*}"
   local minor=${K8S_VERSION#*.}; ver+=" -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
   ver+=" -X k8s.io/component-base/version.gitTreeState=clean"
   local t1=$SECONDS
   (cd "$mod" && go build -trimpath -ldflags "-s -w $ver" -o "$BIN/kubelet" k8s.io/kubernetes/cmd/kubelet)
+  echo "$K8S_VERSION" >"$BIN/.kubelet-version"
   log "kubelet built in $((SECONDS - t1))s"
   images
   log "build total $((SECONDS - t0))s"
@@ -89,12 +99,37 @@ images() {
   log "images written in $((SECONDS - t0))s"
 }
 
-# check says why this machine cannot run the kubelet, if it cannot.
+# host says why this machine could not run the kubelet and containerd even
+# after `deps` and `build`, if it could not: what CI asks before it builds.
+host() {
+  local why=()
+  [[ $(uname -s) == Linux ]] || { echo "not Linux"; return 1; }
+  [[ $(id -u) == 0 ]] || why+=("not root (the kubelet and containerd need root)")
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    [[ -w /sys/fs/cgroup ]] || why+=("cgroup v2 hierarchy /sys/fs/cgroup is read-only")
+  elif [[ -d /sys/fs/cgroup/memory && -d /sys/fs/cgroup/cpu ]]; then
+    [[ -w /sys/fs/cgroup/memory ]] || why+=("cgroup v1 memory hierarchy is read-only")
+  else
+    why+=("no cgroup v2 or v1 (cpu, memory) hierarchy under /sys/fs/cgroup")
+  fi
+  grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null ||
+    why+=("no overlay filesystem (containerd's overlayfs snapshotter)")
+  # CAP_SYS_ADMIN (bit 21) for mounts and runc: absent in an unprivileged container.
+  local cap
+  cap=$(awk '/^CapEff:/ {print $2}' /proc/self/status 2>/dev/null)
+  [[ -n $cap ]] && (((16#$cap >> 21) & 1)) || why+=("no CAP_SYS_ADMIN (an unprivileged container?)")
+  if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 || why+=("containerd/runc missing and no apt-get to install them")
+  fi
+  command -v go >/dev/null 2>&1 || why+=("no go toolchain to build the kubelet")
+  if ((${#why[@]})); then printf '%s\n' "${why[@]}"; return 1; fi
+}
+
+# check says why this machine cannot run the kubelet now, if it cannot.
 check() {
   local why=()
-  [[ $(id -u) == 0 ]] || why+=("not root (the kubelet and containerd need root)")
-  [[ $(uname -s) == Linux ]] || why+=("not Linux")
-  [[ -d /sys/fs/cgroup ]] || why+=("no /sys/fs/cgroup")
+  local h
+  h=$(host) || mapfile -t why <<<"$h"
   local c
   for c in containerd runc ctr iptables; do command -v "$c" >/dev/null 2>&1 || why+=("$c missing (hack/kubelet.sh deps)"); done
   [[ -x $BIN/kubelet ]] || why+=("$BIN/kubelet missing (hack/kubelet.sh build)")
@@ -108,16 +143,38 @@ alive() { # pid; a zombie counts as dead
   [[ $st != Z* ]]
 }
 
+# free_port picks a port that nothing listens on, below the kernel's
+# ephemeral range (which the tests' port-0 listeners draw from), so that no
+# other process is handed it before the kubelet binds it.
 free_port() {
-  local p
+  local p lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  ((lo > 12000)) || lo=32768
   for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
   done
   return 1
 }
 
 # lock takes the one-kubelet-per-machine lock or fails naming its holder.
+# wait_lock takes the lock, waiting up to LOCK_WAIT seconds (default 900)
+# while another kubelet run holds it, so that two runs on one machine (two
+# checkouts' make test) take turns instead of failing.
+wait_lock() {
+  local deadline=$((SECONDS + ${LOCK_WAIT:-900})) said=
+  until lock 2>"$KROOT/lock.err"; do
+    if ((SECONDS >= deadline)); then
+      cat "$KROOT/lock.err" >&2
+      log "gave up waiting for $LOCK after ${LOCK_WAIT:-900}s"
+      return 1
+    fi
+    [[ -n $said ]] || { cat "$KROOT/lock.err" >&2; log "waiting for it (up to ${LOCK_WAIT:-900}s)"; said=1; }
+    sleep 2
+  done
+  rm -f "$KROOT/lock.err"
+}
+
 lock() {
   mkdir -p "$(dirname "$LOCK")"
   if mkdir "$LOCK" 2>/dev/null; then
@@ -141,13 +198,44 @@ lock() {
   return 1
 }
 
+# write_kubelet_config port healthz-port containerd-socket
+write_kubelet_config() {
+  local port=$1 hport=$2 sock=$3
+  cat >"$RUN/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: $port
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $hport
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+featureGates:
+  RestartAllContainersOnContainerExits: true
+  NodeDeclaredFeatures: true
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix://$sock
+podLogsDir: $RUN/logs/pods
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
+serializeImagePulls: false
+registerNode: true
+EOF
+}
+
 start() {
   local t0=$SECONDS
   local why
   why=$(check) || { log "cannot run here: $why"; return 1; }
   [[ -n ${KUBECONFIG:-} && -f $KUBECONFIG ]] || { log "KUBECONFIG must name the API server's kubeconfig"; return 1; }
   [[ ! -f $RUN/kubelet.pid && ! -f $RUN/containerd.pid ]] || { log "left over from an earlier run; stopping it first"; stop; }
-  lock
+  wait_lock
   mkdir -p "$RUN"/{containerd/root,containerd/state,runc,kubelet,certs,logs/pods,cni/net.d,cni/bin}
   cp "$KUBECONFIG" "$RUN/kubeconfig"
   # What exists before the kubelet runs, so stop removes only what it made.
@@ -207,41 +295,30 @@ EOF
       { log "import of $img failed"; stop; return 1; }
   done
   log "images imported at $((SECONDS - t0))s"
-  local port=${KUBELET_PORT:-$(free_port)} hport=${KUBELET_HEALTHZ_PORT:-$(free_port)}
-  cat >"$RUN/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: 127.0.0.1
-port: $port
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: $hport
-cgroupDriver: cgroupfs
-failCgroupV1: false
-failSwapOn: false
-featureGates:
-  RestartAllContainersOnContainerExits: true
-  NodeDeclaredFeatures: true
-authentication:
-  anonymous: {enabled: true}
-  webhook: {enabled: false}
-authorization: {mode: AlwaysAllow}
-containerRuntimeEndpoint: unix://$sock
-podLogsDir: $RUN/logs/pods
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
-serializeImagePulls: false
-registerNode: true
-EOF
-  "$BIN/kubelet" --config "$RUN/kubelet.yaml" --kubeconfig "$RUN/kubeconfig" \
-    --hostname-override "$NODE_NAME" --root-dir "$RUN/kubelet" --cert-dir "$RUN/certs" \
-    --v 1 >"$RUN/kubelet.log" 2>&1 &
-  echo $! >"$RUN/kubelet.pid"
-  for ((i = 0; i < 600; i++)); do
-    curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null 2>&1 && break
-    alive "$(cat "$RUN/kubelet.pid")" || { log "kubelet exited"; grep -E '^[EF]' "$RUN/kubelet.log" | tail -5 >&2; stop; return 1; }
-    sleep 0.1
+  # A port taken between free_port and the kubelet's bind ("address already
+  # in use" on this shared machine) costs a retry with other ports.
+  local port hport attempt
+  for ((attempt = 1; ; attempt++)); do
+    port=${KUBELET_PORT:-$(free_port)} hport=${KUBELET_HEALTHZ_PORT:-$(free_port)}
+    write_kubelet_config "$port" "$hport" "$sock"
+    "$BIN/kubelet" --config "$RUN/kubelet.yaml" --kubeconfig "$RUN/kubeconfig" \
+      --hostname-override "$NODE_NAME" --root-dir "$RUN/kubelet" --cert-dir "$RUN/certs" \
+      --v 1 >"$RUN/kubelet.log" 2>&1 &
+    echo $! >"$RUN/kubelet.pid"
+    for ((i = 0; i < 600; i++)); do
+      # healthy on both ports: the main one binds after the healthz one
+      curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null 2>&1 &&
+        curl -skf "https://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+      alive "$(cat "$RUN/kubelet.pid")" || break
+      sleep 0.1
+    done
+    alive "$(cat "$RUN/kubelet.pid")" && break
+    if ((attempt < 5)) && grep -q 'address already in use' "$RUN/kubelet.log"; then
+      log "kubelet could not bind port $port or $hport (taken meanwhile); retrying with others"
+      rm -f "$RUN/kubelet.pid"
+      continue
+    fi
+    log "kubelet exited"; grep -E '^[EF]' "$RUN/kubelet.log" | tail -5 >&2; stop; return 1
   done
   ((i < 600)) || { log "kubelet not healthy within 60s"; grep -E '^[EF]' "$RUN/kubelet.log" | tail -5 >&2; stop; return 1; }
   {
@@ -349,8 +426,9 @@ case "${1:-}" in
   deps) deps ;;
   build) build ;;
   images) images ;;
+  host) host ;;
   check) check ;;
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 deps|build|images|check|start|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 deps|build|images|host|check|start|stop" >&2; exit 2 ;;
 esac

@@ -293,7 +293,13 @@ type MemberStatus struct {
 	// Restarts is the sum of the pod's container restart counts when the
 	// restart began.
 	Restarts int32 `json:"restarts"`
-	// Restarted is set once the pod has restarted in place or was recreated.
+	// AgentRestarts is the restart count of the pod's agent container when
+	// the restart began: the pod has restarted in place once its agent runs
+	// again with a higher count.
+	// +optional
+	AgentRestarts int32 `json:"agentRestarts,omitempty"`
+	// Restarted is set once the pod has restarted in place or was recreated
+	// and its agent runs again, holding the engines at the barrier.
 	// +optional
 	Restarted bool `json:"restarted,omitempty"`
 }

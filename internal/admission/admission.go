@@ -186,7 +186,7 @@ func New(opts Options) (*Admission, error) {
 			return nil, errors.New("admission: the fair queue needs a Gate")
 		}
 		a.queue = &Queue{MaxPerModel: ac.Queue.MaxPerModel, MaxWait: ac.Queue.MaxWait.Duration,
-			NoEndpointWait: ac.Queue.NoEndpointWait.Duration, Gate: opts.Gate, Clock: a.clock, Metrics: a.metrics}
+			NoEndpointWait: ac.Queue.NoEndpointWait.Duration, Reserve: ac.Queue.Reserve, Gate: opts.Gate, Clock: a.clock, Metrics: a.metrics}
 	}
 	return a, nil
 }
@@ -218,6 +218,38 @@ func (a *Admission) Run(ctx context.Context, tick time.Duration) {
 		case <-t.C:
 			a.queue.Dispatch()
 		}
+	}
+}
+
+// KeySecret is a Kubernetes Secret holding a tenant's API keys
+// (keysFrom.secret).
+type KeySecret struct {
+	Tenant, Namespace, Name string
+}
+
+// KeySecrets lists the Secrets the configuration takes keys from.
+func KeySecrets(cfg *config.Config) []KeySecret {
+	var out []KeySecret
+	for _, t := range cfg.Tenants {
+		if kf := t.KeysFrom; kf != nil && kf.Secret != nil {
+			out = append(out, KeySecret{Tenant: t.Name, Namespace: kf.Secret.Namespace, Name: kf.Secret.Name})
+		}
+	}
+	return out
+}
+
+// KeySource pushes tenants' API keys as they change (a Kubernetes Secret
+// informer, package secretkeys): Run calls set with a tenant's plain keys
+// after each change, until ctx ends.
+type KeySource interface {
+	Run(ctx context.Context, set func(tenant string, keys [][]byte)) error
+}
+
+// SetTenantKeys replaces the keys a KeySource pushed for tenant (nothing
+// when authentication is off).
+func (a *Admission) SetTenantKeys(tenant string, keys [][]byte) {
+	if a.auth != nil && !a.auth.SetKeys(tenant, keys) {
+		a.log.Warn("keys pushed for an unknown tenant", "tenant", tenant)
 	}
 }
 
@@ -474,6 +506,8 @@ func (a *Admission) finish(t *Ticket, r queueResult) (*Ticket, *Rejection) {
 		retry = 5 * time.Second
 	case ShedTimeout:
 		msg = fmt.Sprintf("The model %q is overloaded: the request waited %s in the queue.", t.req.Model, r.waited.Round(time.Millisecond))
+	case ShedExpectedWait:
+		msg = fmt.Sprintf("The model %q is overloaded: the request would wait past the queue's time limit.", t.req.Model)
 	default:
 		msg = fmt.Sprintf("The model %q is overloaded: its queue is full and this request had the lowest priority.", t.req.Model)
 	}

@@ -63,6 +63,9 @@ type Authenticator struct {
 	tenants  map[string]*Tenant
 	static   map[[sha256.Size]byte]*Tenant
 	files    []*keyFile
+	// pushed are keys handed in by SetKeys (a tenant's Kubernetes
+	// Secret), by tenant name, as hashes.
+	pushed   map[string][][sha256.Size]byte
 	keys     atomic.Pointer[keyIndex]
 	jwt      *jwtVerifier
 	interval time.Duration
@@ -84,7 +87,7 @@ func NewAuthenticator(ctx context.Context, spec *config.AuthConfig, tenants map[
 			}
 			a.static[h] = t
 		}
-		if s.KeysFrom != nil {
+		if s.KeysFrom != nil && s.KeysFrom.File != "" {
 			a.files = append(a.files, &keyFile{tenant: t, path: s.KeysFrom.File})
 		}
 	}
@@ -129,6 +132,41 @@ func (a *Authenticator) Reload() error {
 			errs = append(errs, err)
 		}
 	}
+	a.index()
+	if a.jwt != nil {
+		if err := a.jwt.reload(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetKeys replaces the keys pushed for tenant (those of its Kubernetes
+// Secret): each plain key is hashed at once and only its SHA-256 kept.
+// An empty set revokes them. It reports false for an unknown tenant.
+func (a *Authenticator) SetKeys(tenant string, plain [][]byte) bool {
+	t, ok := a.tenants[tenant]
+	if !ok {
+		return false
+	}
+	hashes := make([][sha256.Size]byte, 0, len(plain))
+	for _, k := range plain {
+		if k = bytes.TrimSpace(k); len(k) > 0 {
+			hashes = append(hashes, sha256.Sum256(k))
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pushed == nil {
+		a.pushed = map[string][][sha256.Size]byte{}
+	}
+	a.pushed[t.Name] = hashes
+	a.index()
+	return true
+}
+
+// index rebuilds the key index from every source; a.mu is held.
+func (a *Authenticator) index() {
 	idx := make(keyIndex, len(a.static))
 	for h, t := range a.static {
 		idx.add(h, t)
@@ -138,13 +176,12 @@ func (a *Authenticator) Reload() error {
 			idx.add(h, f.tenant)
 		}
 	}
-	a.keys.Store(&idx)
-	if a.jwt != nil {
-		if err := a.jwt.reload(); err != nil {
-			errs = append(errs, err)
+	for name, hs := range a.pushed {
+		for _, h := range hs {
+			idx.add(h, a.tenants[name])
 		}
 	}
-	return errors.Join(errs...)
+	a.keys.Store(&idx)
 }
 
 // read loads the key hashes of f when its content changed. A directory

@@ -2,9 +2,15 @@ package admission
 
 import (
 	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission/redistest"
 )
 
@@ -175,5 +181,96 @@ tenants:
 				}
 			}
 		})
+	}
+}
+
+// roundTrips counts the commands a go-redis client sends (a pipeline
+// counts once: one round trip).
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestOneRedisRoundTripPerAdmission: with tenant and model budgets of
+// every kind shared through a real redis-server, admitting a request is
+// one round trip (one EVALSHA) and settling it one more, counted both by
+// the client (a go-redis hook) and by the server (INFO commandstats).
+func TestOneRedisRoundTripPerAdmission(t *testing.T) {
+	srv := redistest.Start(t)
+	store, err := NewRedisStore(srv.URL(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router:
+  admission: {store: "` + srv.URL() + `", queue: {disabled: true}}
+tenants:
+  - name: team-a
+    limits: {requestsPerMinute: 100000, tokensPerMinute: 100000000, concurrency: 100}
+    modelLimits: {llama: {requestsPerMinute: 100000, tokensPerMinute: 100000000, concurrency: 100}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{Config: cfg, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	tn, _ := a.Tenant("team-a")
+	ctx := context.Background()
+	admit := func() *Ticket {
+		tk, rej := a.Admit(ctx, Request{Tenant: tn, Model: "llama", PromptTokens: 100, OutputTokens: 50})
+		if rej != nil {
+			t.Fatal(rej.Message)
+		}
+		return tk
+	}
+	// The first request opens the connection, which loads the scripts:
+	// even the first EVALSHA finds its script (no NOSCRIPT, no EVAL).
+	admit().Done(Usage{PromptTokens: 100, CompletionTokens: 10, Known: true})
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	hook := &roundTrips{}
+	store.Client.AddHook(hook)
+	const n = 25
+	for i := range n {
+		before := hook.n.Load()
+		tk := admit()
+		if got := hook.n.Load() - before; got != 1 {
+			t.Fatalf("request %d: admission took %d round trips, want 1", i, got)
+		}
+		tk.Done(Usage{PromptTokens: 100, CompletionTokens: 10, Known: true})
+		if got := hook.n.Load() - before; got != 2 {
+			t.Fatalf("request %d: admission and settlement took %d round trips, want 2", i, got)
+		}
+	}
+	info, err := admin.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok {
+			continue
+		}
+		c, _, _ := strings.Cut(rest, ",")
+		calls[strings.TrimPrefix(name, "cmdstat_")], _ = strconv.Atoi(c)
+	}
+	if calls["evalsha"] != 2*n+2 || calls["eval"] != 0 {
+		t.Errorf("server counted %v; want evalsha=%d (one per admission, one per settlement) and no eval", calls, 2*n+2)
 	}
 }

@@ -210,3 +210,152 @@ func TestPriorityHeaderIsBoundedByTheTenant(t *testing.T) {
 		}
 	}
 }
+
+// TestReserveAdmitsAnUnderShareTenantAtOnce: a heavy tenant fills the
+// model's slots but the reserve; a light tenant (under its share) is
+// admitted on arrival into the reserve while heavy's next request waits.
+func TestReserveAdmitsAnUnderShareTenantAtOnce(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 20, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 100, reserve: 0.1}
+tenants:
+  - {name: heavy}
+  - {name: light}
+`, gate, clock)
+	var got []outcome
+	for range 20 {
+		submit(a, &got, "h", "heavy", 10) // heavy alone: its share is every slot
+	}
+	if len(got) != 20 {
+		t.Fatalf("heavy alone got %d of 20 slots", len(got))
+	}
+	got[0].ticket.Done(Usage{})
+	got[1].ticket.Done(Usage{})
+	got = got[2:]
+	submit(a, &got, "l", "light", 10) // light arrives: the slots are its too
+	submit(a, &got, "h", "heavy", 10)
+	submit(a, &got, "l", "light", 10)
+	if diff := cmp.Diff([]string{"h", "l", "l"}, names(got[17:])); diff != "" {
+		t.Fatalf("after 18 heavy in flight (-want +got):\n%s", diff)
+	}
+	if n := a.Queue().Len("m"); n != 1 {
+		t.Errorf("%d waiting, want heavy's one", n)
+	}
+	// 20 in flight. Heavy (over its share of 10) is admitted only below
+	// 20-3 slots (10% of 20 is 2, but the reserve holds at least 3 slots):
+	// not at 19, 18 nor 17, at 16.
+	for i := range 3 {
+		got[i].ticket.Done(Usage{})
+		if n := a.Queue().Len("m"); n != 1 {
+			t.Errorf("heavy admitted into the reserve at %d in flight", 19-i)
+		}
+	}
+	got[3].ticket.Done(Usage{})
+	if n := a.Queue().Len("m"); n != 0 {
+		t.Errorf("heavy not admitted below the reserve: %d waiting", n)
+	}
+}
+
+// TestRefusedOnArrivalWhenTheWaitWouldBeTooLong: once the model's
+// completion rate is known, a request whose expected wait exceeds maxWait
+// (with its margin) gets its 429 at once, not after waiting maxWait.
+func TestRefusedOnArrivalWhenTheWaitWouldBeTooLong(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 10, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 1000, maxWait: 2s}
+tenants:
+  - {name: heavy}
+`, gate, clock)
+	var got []outcome
+	for range 10 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	// Ten completions a second for 10 seconds: the rate is known.
+	for i := 0; i < 100; i++ {
+		clock.Advance(100 * time.Millisecond)
+		got[len(got)-10].ticket.Done(Usage{})
+		submit(a, &got, "h", "heavy", 10)
+	}
+	// 2s × 0.3 margin × 10/s: about 6 may wait; the rest are refused now.
+	before := len(got)
+	for range 20 {
+		submit(a, &got, "w", "heavy", 10)
+	}
+	var refused []string
+	for _, o := range got[before:] {
+		if o.rej != nil {
+			if !strings.Contains(o.rej.Explain, "shed=expected_wait") || o.rej.Status() != 429 {
+				t.Errorf("refusal %q (status %d), want 429 shed=expected_wait", o.rej.Explain, o.rej.Status())
+			}
+			refused = append(refused, o.name)
+		}
+	}
+	if w := a.Queue().Len("m"); len(refused) < 12 || w > 8 || w+len(refused) != 20 {
+		t.Errorf("%d refused on arrival, %d waiting; want about 14 and 6", len(refused), w)
+	}
+}
+
+// TestWaitingRoomShowsDemand: requests for a model with no endpoint wait
+// (bounded by noEndpointWait), the hook hears of each, and Demand counts
+// them until an endpoint appears.
+func TestWaitingRoomShowsDemand(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: -1, endpoints: 0}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var heard []string
+	a.Queue().OnWaitingRoom = func(model string) { heard = append(heard, model) }
+	var got []outcome
+	submit(a, &got, "a", "heavy", 1)
+	submit(a, &got, "b", "light", 1)
+	if diff := cmp.Diff(map[string]int{"m": 2}, a.Queue().Demand()); diff != "" {
+		t.Errorf("demand (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"m", "m"}, heard); diff != "" {
+		t.Errorf("hook (-want +got):\n%s", diff)
+	}
+	gate.endpoints = 1
+	a.Queue().Dispatch()
+	if len(got) != 2 || len(a.Queue().Demand()) != 0 {
+		t.Errorf("after an endpoint appeared: %v admitted, demand %v", names(got), a.Queue().Demand())
+	}
+}
+
+// TestRateEstimateRestartsAfterIdle: a model idle for a while then busy
+// again does not refuse its first queued requests on a rate decayed to
+// nothing while it was idle.
+func TestRateEstimateRestartsAfterIdle(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 2, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 100, maxWait: 2s}
+tenants:
+  - {name: heavy}
+`, gate, clock)
+	var got []outcome
+	for range 40 { // a busy minute: the rate is known
+		submit(a, &got, "h", "heavy", 10)
+		submit(a, &got, "h", "heavy", 10)
+		clock.Advance(time.Second)
+		for _, o := range got[len(got)-2:] {
+			if o.ticket != nil {
+				o.ticket.Done(Usage{})
+			}
+		}
+	}
+	clock.Advance(10 * time.Minute) // idle
+	got = got[:0]
+	for range 3 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	if diff := cmp.Diff([]string{"h", "h"}, names(got)); diff != "" || a.Queue().Len("m") != 1 {
+		t.Errorf("after idle (-want +got):\n%s\nwaiting %d, want 1 (queued, not refused)", diff, a.Queue().Len("m"))
+	}
+}

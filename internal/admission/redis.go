@@ -10,7 +10,9 @@ import (
 )
 
 // RedisStore shares budgets among routers through one Redis: a reservation
-// is one EVALSHA of reserveScript over all its scopes, a settlement one of
+// is one round trip, one EVALSHA of reserveScript that checks and takes
+// every budget of every scope at once (atomically, as Lua scripts run);
+// the settlement, after the response ends, is a second, one EVALSHA of
 // settleScript. Each scope's keys share a hash tag, so a scope lives on one
 // Redis Cluster slot. Time comes from the caller (the routers' clocks), in
 // milliseconds.
@@ -35,6 +37,17 @@ func NewRedisStore(rawURL string, timeout time.Duration) (*RedisStore, error) {
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = timeout, timeout, timeout, timeout
 	opt.MaxRetries = -1
 	opt.ContextTimeoutEnabled = true
+	// Every new connection loads the scripts (SCRIPT LOAD), so that a
+	// request's EVALSHA never meets NOSCRIPT (which would cost a second
+	// round trip, an EVAL), even after Redis restarts empty.
+	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		for _, sc := range []*redis.Script{reserveScript, settleScript} {
+			if err := sc.Load(ctx, cn).Err(); err != nil {
+				return fmt.Errorf("admission store: load script: %w", err)
+			}
+		}
+		return nil
+	}
 	return &RedisStore{Client: redis.NewClient(opt)}, nil
 }
 

@@ -72,6 +72,13 @@ type Command struct {
 	// default".
 	SetFlags map[string]bool
 
+	// Tenants ("NAME:SHARE[:KEY]") split the requests among callers by
+	// share, each sent with its own API key (default APIKey); the report
+	// has each tenant's part. Alone names tenants to run once more alone
+	// (the others' requests left out), for their TTFT p90 alone.
+	Tenants []string
+	Alone   []string
+
 	// Progress receives the progress bar (nil: none).
 	Progress io.Writer
 	Log      *slog.Logger
@@ -245,6 +252,10 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 		return nil, err
 	}
 	hc := &http.Client{Timeout: c.RequestTimeout}
+	tenants, err := c.tenants()
+	if err != nil {
+		return nil, err
+	}
 	var runs []report.Run
 	for i, target := range c.Targets {
 		label := target
@@ -252,7 +263,7 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 			label = c.Labels[i]
 		}
 		cl := &client.Client{BaseURL: target, Model: c.Model, API: api, APIKey: c.APIKey, IgnoreEOS: c.IgnoreEOS, HTTP: hc}
-		tr, err := Run(ctx, Options{
+		opts := Options{
 			Client:        cl,
 			Label:         label,
 			NewWorkload:   b.Build,
@@ -264,11 +275,40 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 			MetricsHTTP:   &http.Client{Timeout: 10 * time.Second},
 			Progress:      c.Progress,
 			Log:           log,
-		})
+			Seed:          c.Seed,
+		}
+		for _, t := range tenants {
+			tc := *cl
+			if t.key != "" {
+				tc.APIKey = t.key
+			}
+			opts.Tenants = append(opts.Tenants, Tenant{Name: t.name, Share: t.share, Client: &tc})
+		}
+		tr, err := Run(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", label, err)
 		}
-		runs = append(runs, tr...)
+		groups := [][]report.Run{tr}
+		for _, name := range c.Alone {
+			o := opts
+			o.Only, o.Label = name, label+" alone:"+name
+			ar, err := Run(ctx, o)
+			if err != nil {
+				return nil, fmt.Errorf("target %s, %s alone: %w", label, name, err)
+			}
+			groups = append(groups, ar)
+		}
+		// Step by step: each step's runs, then its tenants' p90 alone.
+		for step := range tr {
+			var g []report.Run
+			for _, rs := range groups {
+				if step < len(rs) {
+					g = append(g, rs[step])
+				}
+			}
+			report.CompareAlone(g)
+			runs = append(runs, g...)
+		}
 	}
 	n := first.Len()
 	if c.MaxRequests > 0 && c.MaxRequests < n {
@@ -349,4 +389,42 @@ func (c *Command) emit(rep *report.Report, stdout io.Writer, log *slog.Logger) e
 		}
 	}
 	return nil
+}
+
+// benchTenant is a parsed --tenant.
+type benchTenant struct {
+	name, key string
+	share     float64
+}
+
+// tenants parses the --tenant flags ("NAME:SHARE[:KEY]") and checks the
+// --alone names.
+func (c *Command) tenants() ([]benchTenant, error) {
+	var out []benchTenant
+	names := map[string]bool{}
+	for _, s := range c.Tenants {
+		parts := strings.SplitN(s, ":", 3)
+		if len(parts) < 2 || parts[0] == "" {
+			return nil, fmt.Errorf("tenant %q: want NAME:SHARE[:KEY]", parts[0])
+		}
+		share, err := strconv.ParseFloat(parts[1], 64)
+		if err != nil || !(share > 0) || math.IsInf(share, 0) {
+			return nil, fmt.Errorf("tenant %s: share must be a positive number, got %q", parts[0], parts[1])
+		}
+		t := benchTenant{name: parts[0], share: share}
+		if len(parts) == 3 {
+			t.key = parts[2]
+		}
+		if names[t.name] {
+			return nil, fmt.Errorf("tenant %s: given twice", t.name)
+		}
+		names[t.name] = true
+		out = append(out, t)
+	}
+	for _, a := range c.Alone {
+		if !names[a] {
+			return nil, fmt.Errorf("alone: %q is not a --tenant", a)
+		}
+	}
+	return out, nil
 }

@@ -50,6 +50,22 @@ type Options struct {
 	Progress io.Writer
 	// Log receives structured logs; slog.Default() when nil.
 	Log *slog.Logger
+	// Tenants split the requests among callers, each request sent with
+	// its tenant's client (its API key), drawn by share with Seed; the
+	// report then has each tenant's part. Only, when set, sends only that
+	// tenant's requests (a run alone, Admission "alone:<name>").
+	Tenants []Tenant
+	Only    string
+	Seed    uint64
+
+	step int // the arrival step running
+}
+
+// Tenant is a caller of a live run.
+type Tenant struct {
+	Name   string
+	Share  float64
+	Client *client.Client
 }
 
 func (o *Options) validate() error {
@@ -98,6 +114,7 @@ func Run(ctx context.Context, o Options) ([]report.Run, error) {
 		}
 		w = workload.Head(w, o.MaxRequests)
 		log.Info("bench step starting", "step", step, "arrival", spec.String(), "requests", w.Len(), "target", o.Client.BaseURL)
+		o.step = step
 		r, err := runStep(ctx, o, w, spec, label)
 		if err != nil {
 			return runs, fmt.Errorf("step %d (%s): %w", step, spec, err)
@@ -134,6 +151,11 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 	}
 	records := make([]stats.Record, n)
 	sent := make([]bool, n)
+	shares := make([]float64, len(o.Tenants))
+	for i, t := range o.Tenants {
+		shares[i] = t.Share
+	}
+	tenantOf := workload.AssignTenants(shares, o.Seed, o.step, n)
 	bar := newBar(o.Progress, n, label, spec)
 	var outTokens atomic.Int64
 
@@ -160,9 +182,18 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 			return
 		}
 		req := w.Request(i)
+		cl, tenant := o.Client, ""
+		if tenantOf != nil {
+			t := o.Tenants[tenantOf[i]]
+			if o.Only != "" && t.Name != o.Only {
+				return
+			}
+			cl, tenant = t.Client, t.Name
+		}
 		at := time.Since(start)
-		rec := o.Client.Do(ctx, req)
+		rec := cl.Do(ctx, req)
 		rec.Start = at
+		rec.Tenant = tenant
 		records[i] = rec
 		sent[i] = true
 		outTokens.Add(int64(rec.OutputTokens))
@@ -244,6 +275,12 @@ func runStep(ctx context.Context, o Options, w workload.Workload, spec arrival.S
 	sum := stats.Summarize(recs, end, o.SLO)
 	r := report.NewRun(label, sum)
 	r.Target = o.Client.BaseURL
+	if tenantOf != nil {
+		r.Tenants = report.TenantRuns(recs, o.SLO)
+		if o.Only != "" {
+			r.Admission = "alone:" + o.Only
+		}
+	}
 	r.Arrival = spec.String()
 	if spec.Kind == arrival.Poisson {
 		r.SetRate(spec.Rate)

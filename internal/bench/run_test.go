@@ -207,3 +207,57 @@ func TestRunMaxRequestsAndValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestRunSplitsRequestsAmongTenants: each request goes with its tenant's
+// client, and the report has each tenant's part; Only sends one tenant's.
+func TestRunSplitsRequestsAmongTenants(t *testing.T) {
+	eng := (&benchtest.Engine{Name: "e0", TokenDelay: time.Millisecond}).Start(t)
+	cl := func(key string) *client.Client {
+		return &client.Client{BaseURL: eng.URL(), Model: "m", IgnoreEOS: true, APIKey: key}
+	}
+	opts := Options{
+		Client:      cl(""),
+		NewWorkload: sharedPrefix(5, 4, 1),
+		Arrivals:    Rates([]float64{math.Inf(1)}, 1),
+		Tenants:     []Tenant{{Name: "heavy", Share: 3, Client: cl("h")}, {Name: "light", Share: 1, Client: cl("l")}},
+		Seed:        3,
+	}
+	runs, err := Run(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := runs[0].Tenants
+	if len(ts) != 2 || ts[0].Sent+ts[1].Sent != 20 || ts[0].Completed != ts[0].Sent || ts[0].Sent <= ts[1].Sent {
+		t.Fatalf("tenants %+v; want 20 requests split about 3:1, all completed", ts)
+	}
+	opts.Only = "light"
+	alone, err := Run(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := alone[0]; a.Admission != "alone:light" || len(a.Tenants) != 1 || a.Tenants[0].Sent != ts[1].Sent || a.Completed != ts[1].Sent {
+		t.Errorf("alone run: admission %q, tenants %+v; want light's %d requests only", a.Admission, a.Tenants, ts[1].Sent)
+	}
+}
+
+func TestCommandTenantFlags(t *testing.T) {
+	for _, tc := range []struct {
+		tenants, alone []string
+		err            string
+	}{
+		{[]string{"a:1:key", "b:2"}, []string{"b"}, ""},
+		{[]string{"a"}, nil, "want NAME:SHARE"},
+		{[]string{"a:0"}, nil, "share must be a positive number"},
+		{[]string{"a:1", "a:2"}, nil, "given twice"},
+		{[]string{"a:1"}, []string{"c"}, `"c" is not a --tenant`},
+	} {
+		c := &Command{Tenants: tc.tenants, Alone: tc.alone}
+		_, err := c.tenants()
+		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%v %v: error %v, want %q", tc.tenants, tc.alone, err, tc.err)
+		}
+		if err != nil && strings.Contains(err.Error(), "key") && tc.tenants[0] == "a:1:key" {
+			t.Errorf("the key appears in %v", err)
+		}
+	}
+}

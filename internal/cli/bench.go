@@ -57,6 +57,8 @@ table, a JSON file (--out) and PNG plots (--plots). See docs/bench.md.`,
 	f.StringVar(&c.API, "api", "chat", "endpoint to drive: chat (/v1/chat/completions) or completions (/v1/completions)")
 	f.StringVar(&c.APIKey, "api-key", "", "bearer token (default $OPENAI_API_KEY)")
 	f.BoolVar(&c.IgnoreEOS, "ignore-eos", true, "send ignore_eos so engines generate exactly the requested output length")
+	f.StringArrayVar(&c.Tenants, "tenant", nil, "split the requests among tenants: NAME:SHARE[:API_KEY] (repeat); the report gives each tenant's TTFT and goodput (the key is never printed)")
+	f.StringArrayVar(&c.Alone, "alone", nil, "also run this --tenant alone (the others' requests left out) and report the others' runs against its TTFT p90 alone (repeat)")
 	f.StringSliceVar(&c.Labels, "label", nil, "names of the targets in the report and plots, in --target order (default the URLs)")
 
 	f.StringVar(&c.Workload.Kind, "workload", "shared-prefix", "workload: shared-prefix, multi-turn, mooncake or azure")

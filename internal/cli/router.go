@@ -12,6 +12,8 @@ import (
 	kubeclient "k8s.io/client-go/kubernetes"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/admission"
+	"github.com/halyard-dev/halyard/internal/admission/secretkeys"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/local"
 	"github.com/halyard-dev/halyard/internal/observability"
@@ -134,6 +136,17 @@ as well as from the config file (--routes-from). See docs/kubernetes.md.`,
 				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d routes, %d endpoints, %d engines, profiles %v)\n",
 					o.configPath, len(cfg.Routes), len(cfg.Endpoints), len(cfg.Engines), r.ProfileNames())
 				return err
+			}
+			if secrets := admission.KeySecrets(cfg); len(secrets) > 0 {
+				restCfg, err := restConfig(o.kubeconfig)
+				if err != nil {
+					return fmt.Errorf("tenants' key secrets: %w", err)
+				}
+				cs, err := kubeclient.NewForConfig(restCfg)
+				if err != nil {
+					return fmt.Errorf("kubernetes client: %w", err)
+				}
+				ropts.KeySource = &secretkeys.Follower{Client: cs, Secrets: secrets, Log: log}
 			}
 			if o.kubernetes {
 				restCfg, err := restConfig(o.kubeconfig)

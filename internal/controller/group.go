@@ -293,6 +293,7 @@ func (p *planner) recover(gs servingv1.GroupStatus, pods groupPods, failures []s
 		ms := servingv1.MemberStatus{Pod: name}
 		if pod := pods.live[name]; pod != nil && !gone[name] {
 			ms.UID, ms.Restarts = string(pod.UID), restarts(pod)
+			ms.AgentRestarts, _ = agentStatus(pod)
 		}
 		gs.Members = append(gs.Members, ms)
 	}
@@ -339,7 +340,8 @@ func (p *planner) recreate(gs servingv1.GroupStatus, pods groupPods, reason, msg
 }
 
 // restarting drives an in-place restart: tell every agent, replace lost
-// pods, wait for every pod to restart, then release the barrier.
+// pods, wait until every pod has restarted and its agent runs again, then
+// release the barrier.
 func (p *planner) restarting(gs servingv1.GroupStatus, pods groupPods) servingv1.GroupStatus {
 	deadline := gs.RestartStarted.Add(p.set.restartTimeout)
 	if !p.now.Before(deadline) {
@@ -375,7 +377,8 @@ func (p *planner) restarting(gs servingv1.GroupStatus, pods groupPods) servingv1
 			continue
 		}
 		fresh := m.UID == "" || string(pod.UID) != m.UID
-		m.Restarted = (fresh || restarts(pod) > m.Restarts) && !allRestarting(pod)
+		agentRestarts, agentUp := agentStatus(pod)
+		m.Restarted = (fresh || agentRestarts > m.AgentRestarts) && agentUp && !allRestarting(pod)
 		if !m.Restarted {
 			all = false
 		}
@@ -527,6 +530,24 @@ func restarts(pod *corev1.Pod) int32 {
 		n += s.RestartCount
 	}
 	return n
+}
+
+// agentStatus returns the restart count of the pod's agent container and
+// whether an instance of it runs. A pod has restarted in place when its
+// agent runs again with a higher count: the kubelet restarts every container
+// of the pod (RestartAllContainers) only after the agent exits 88, and starts
+// the agent first. The sum of all restart counts says less on a real kubelet
+// (docs/kubernetes.md): a failed engine's own restart raises it before the
+// agent has exited, and the kubelet raises every count when it removes the
+// containers, when AllContainersRestarting is already False and no agent
+// runs yet.
+func agentStatus(pod *corev1.Pod) (restarts int32, running bool) {
+	for _, s := range pod.Status.InitContainerStatuses {
+		if s.Name == servingv1.AgentContainerName {
+			return s.RestartCount, s.State.Running != nil
+		}
+	}
+	return 0, false
 }
 
 // crashed says why a main container is down, or "".

@@ -46,6 +46,12 @@ type podState struct {
 	ready    bool
 	uid      string
 	barrier  string
+	// agentRestarts is the agent container's restart count; agentDown
+	// reports it waiting (removed by RestartAllContainers) instead of
+	// running; allRestarting sets the kubelet's AllContainersRestarting.
+	agentRestarts int32
+	agentDown     bool
+	allRestarting bool
 }
 
 func pods(states ...podState) groupPods {
@@ -61,11 +67,20 @@ func pods(states ...podState) groupPods {
 			p.Annotations[servingv1.AnnotationBarrier] = s.barrier
 		}
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "engine", RestartCount: s.restarts}}
+		agent := corev1.ContainerStatus{Name: servingv1.AgentContainerName, RestartCount: s.agentRestarts,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
+		if s.agentDown {
+			agent.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "RestartingAllContainers"}}
+		}
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{agent}
 		if s.failed {
 			p.Status.Phase = corev1.PodFailed
 		}
 		if s.ready {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		}
+		if s.allRestarting {
+			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: "AllContainersRestarting", Status: corev1.ConditionTrue})
 		}
 		g.live[s.name] = p
 	}
@@ -205,9 +220,37 @@ func TestGroupStateMachine(t *testing.T) {
 		{
 			name: "restarting: every pod restarted, barrier released", inPlace: true,
 			prev:      restartingStatus(t0),
-			pods:      pods(podState{name: "m-0-prefill-0", node: "n1", gen: "1", restarts: 1}, podState{name: "m-0-decode-0", node: "n1", gen: "1", uid: "new"}),
+			pods:      pods(podState{name: "m-0-prefill-0", node: "n1", gen: "1", restarts: 1, agentRestarts: 1}, podState{name: "m-0-decode-0", node: "n1", gen: "1", uid: "new"}),
 			wantPhase: servingv1.GroupStarting, wantBarrier: 1, wantGen: 1,
 			wantActs: []string{"annotate m-0-decode-0 barrier=1", "annotate m-0-prefill-0 barrier=1"},
+		},
+		{
+			// The kubelet restarted the failed engine on its own before the
+			// agent exited 88: the pod has not restarted in place yet.
+			name: "restarting: engine restarted alone, agent not yet: barrier held", inPlace: true,
+			prev:      restartingStatus(t0),
+			pods:      pods(podState{name: "m-0-prefill-0", node: "n1", gen: "1", restarts: 1}, podState{name: "m-0-decode-0", node: "n1", gen: "1", uid: "new"}),
+			wantPhase: servingv1.GroupRestarting, wantBarrier: 0, wantGen: 1,
+		},
+		{
+			name: "restarting: agent exited 88, kubelet restarting all: barrier held", inPlace: true,
+			prev:      restartingStatus(t0),
+			pods:      pods(podState{name: "m-0-prefill-0", node: "n1", gen: "1", restarts: 1, allRestarting: true}, podState{name: "m-0-decode-0", node: "n1", gen: "1", uid: "new"}),
+			wantPhase: servingv1.GroupRestarting, wantBarrier: 0, wantGen: 1,
+		},
+		{
+			// Every count is up and AllContainersRestarting False again while
+			// the containers are removed, before the agent runs.
+			name: "restarting: containers removed, agent not running yet: barrier held", inPlace: true,
+			prev:      restartingStatus(t0),
+			pods:      pods(podState{name: "m-0-prefill-0", node: "n1", gen: "1", restarts: 2, agentRestarts: 1, agentDown: true}, podState{name: "m-0-decode-0", node: "n1", gen: "1", uid: "new"}),
+			wantPhase: servingv1.GroupRestarting, wantBarrier: 0, wantGen: 1,
+		},
+		{
+			name: "restarting: replaced pod's agent not running yet: barrier held", inPlace: true,
+			prev:      restartingStatus(t0),
+			pods:      pods(podState{name: "m-0-prefill-0", node: "n1", gen: "1", restarts: 1, agentRestarts: 1}, podState{name: "m-0-decode-0", node: "n1", gen: "1", uid: "new", agentDown: true}),
+			wantPhase: servingv1.GroupRestarting, wantBarrier: 0, wantGen: 1,
 		},
 		{
 			name: "restarting past the timeout: group recreated", inPlace: true,

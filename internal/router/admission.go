@@ -9,8 +9,8 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/openai"
-	"github.com/halyard-dev/halyard/internal/routing"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -37,7 +37,7 @@ func (r *Router) newAdmission(cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	r.admission, r.authOn = a, cfg.Auth != nil
+	r.admission, r.authOn, r.keySource = a, cfg.Auth != nil, opts.KeySource
 	return nil
 }
 
@@ -163,56 +163,35 @@ func resetString(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-// capacity is the fair queue's Gate: how many requests of this router may
-// be in flight to model's endpoints now, and how many endpoints could
-// serve it. An endpoint is saturated when the router already sends it
-// router.admission.queue.endpointConcurrency requests, or its engine
-// reports engineWaiting waiting requests or KV usage at kvUtilization; a
-// saturated endpoint offers only the requests it has. -1 slots: no bound.
+// capacity is the fair queue's Gate: the decision's view of how many
+// requests of this router may be in flight to model's endpoints now, and
+// how many endpoints could serve it (decision.Director.Capacity, which the
+// virtual bench drives too).
 func (r *Router) capacity(model string) (int, int) {
 	route, ok := r.routes().table.Lookup(model)
 	if !ok {
 		return -1, 1 // the route went away: let it fail in scheduling
 	}
-	q := r.cfg.Admission.Queue
-	slots, endpoints, unbounded := 0, 0, false
-	seen := map[string]bool{}
-	for _, t := range route.Targets() {
-		if seen[t.Pool] {
-			continue
-		}
-		seen[t.Pool] = true
-		for _, ep := range r.servingEndpoints(route, t) {
-			endpoints++
-			inflight, _ := ep.InFlight()
-			m := ep.Metrics()
-			saturated := (q.EngineWaiting > 0 && m.WaitingRequests >= q.EngineWaiting) || m.KVCacheUsage >= q.KVUtilization
-			switch {
-			case saturated:
-				slots += int(inflight)
-			case q.EndpointConcurrency > 0:
-				slots += max(q.EndpointConcurrency, int(inflight))
-			default:
-				unbounded = true
-			}
-		}
+	ts := route.Targets()
+	targets := make([]decision.Target, len(ts))
+	for i, t := range ts {
+		targets[i] = decision.Target{Pool: t.Pool, Model: t.Model}
 	}
-	if unbounded {
-		return -1, endpoints
-	}
-	return slots, endpoints
-}
-
-// servingEndpoints are the endpoints of t's pool a request of route could
-// be sent to: the candidates, or a disaggregated pool's decode candidates.
-func (r *Router) servingEndpoints(route *routing.Route, t routing.Target) []framework.Endpoint {
-	return r.director.ServingEndpoints(context.Background(), &framework.Request{Model: route.Model, Adapter: route.Adapter}, t.Pool)
+	return r.director.Capacity(context.Background(), &framework.Request{Model: route.Model, Adapter: route.Adapter}, targets, r.cfg.Admission.Queue)
 }
 
 // runAdmission runs admission's background work (credential reloads, queue
 // re-checks at the scrape interval) until ctx is done.
 func (r *Router) runAdmission(ctx context.Context) {
-	if r.admission != nil {
-		r.admission.Run(ctx, r.cfg.ScrapeInterval.Duration)
+	if r.admission == nil {
+		return
 	}
+	if r.keySource != nil {
+		go func() {
+			if err := r.keySource.Run(ctx, r.admission.SetTenantKeys); err != nil {
+				r.log.Error("following tenants' key secrets stopped", "error", err)
+			}
+		}()
+	}
+	r.admission.Run(ctx, r.cfg.ScrapeInterval.Duration)
 }

@@ -54,6 +54,9 @@ type Options struct {
 	// defining them (presets.Specs); the config's own
 	// profiles of the same name win. Only the presets routes use are built.
 	PresetProfiles map[string]config.ProfileSpec
+	// KeySource pushes tenants' API keys from Kubernetes Secrets
+	// (keysFrom.secret; package secretkeys); nil: none.
+	KeySource admission.KeySource
 	// Source gives the endpoints; nil means the config's endpoints block.
 	Source discovery.Source
 	// Routes, when set, reports routes (ModelRoutes) that join the
@@ -131,6 +134,8 @@ type Router struct {
 	// admission authenticates, budgets and queues requests (nil: off);
 	// authOn is set when the config has an auth block.
 	admission *admission.Admission
+	// keySource pushes tenants' keys from Kubernetes Secrets (nil: none).
+	keySource admission.KeySource
 	authOn    bool
 }
 

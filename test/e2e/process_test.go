@@ -10,13 +10,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/halyard-dev/halyard/internal/testbin"
 )
 
 // binary is the halyard binary built once by TestMain.
@@ -28,16 +29,9 @@ func TestMain(m *testing.M) {
 		if testing.Short() {
 			return m.Run()
 		}
-		dir, err := os.MkdirTemp("", "halyard-e2e-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		binary = filepath.Join(dir, "halyard")
-		build := exec.Command("go", "build", "-o", binary, "github.com/halyard-dev/halyard/cmd/halyard")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
+		defer testbin.Remove()
+		var err error
+		if binary, err = testbin.Halyard(); err != nil {
 			fmt.Fprintln(os.Stderr, "build halyard:", err)
 			return 1
 		}

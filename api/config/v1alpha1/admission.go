@@ -47,12 +47,20 @@ type QueueConfig struct {
 	// engine's metrics alone decide.
 	EndpointConcurrency int `json:"endpointConcurrency,omitempty"`
 	// EngineWaiting: an endpoint whose engine reports at least this many
-	// waiting requests is saturated. Default 1; -1 ignores the engine's
-	// queue.
+	// waiting requests is saturated. Default 1 without
+	// endpointConcurrency, -1 (ignore the engine's queue) with it.
 	EngineWaiting int `json:"engineWaiting,omitempty"`
 	// KVUtilization: an endpoint whose KV cache is at least this full
 	// (0-1) is saturated. Default 0.95.
 	KVUtilization float64 `json:"kvUtilization,omitempty"`
+	// Reserve is the share (0-0.5) of a model's slots, and of maxPerModel,
+	// kept for tenants under their weighted fair share of the slots: a
+	// tenant holding its share or more is admitted only below
+	// (1-reserve) of the slots and refused on arrival past (1-reserve) of
+	// the queue, so that a light tenant is admitted on arrival while a
+	// heavy one saturates the model. Default 0.05 (rounded up to whole
+	// slots).
+	Reserve float64 `json:"reserve,omitempty"`
 	// Disabled turns the queue off: requests go straight to scheduling.
 	Disabled bool `json:"disabled,omitempty"`
 }
@@ -141,11 +149,23 @@ type APIKeySpec struct {
 	SHA256 string `json:"sha256"`
 }
 
-// KeysFromSpec names where more keys of a tenant are.
+// KeysFromSpec names where more keys of a tenant are: a file (or a
+// directory) or a Kubernetes Secret, one of them.
 type KeysFromSpec struct {
 	// File holds one key hash (hex SHA-256) per line; "#" starts a comment.
 	// Lines "key: <plain key>" are hashed on load (a Secret's data).
-	File string `json:"file"`
+	File string `json:"file,omitempty"`
+	// Secret is a Kubernetes Secret followed through an informer (the
+	// router needs get, list and watch on it): each data entry is one
+	// plain key, hashed on arrival. Rotating it (editing the Secret)
+	// changes the keys without a restart; deleting it revokes them.
+	Secret *SecretRef `json:"secret,omitempty"`
+}
+
+// SecretRef names a Kubernetes Secret.
+type SecretRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
 }
 
 // LimitsSpec are budgets. Zero means unlimited.
@@ -163,6 +183,7 @@ const (
 	DefaultNoEndpointWait    = 5 * time.Second
 	DefaultEngineWaiting     = 1
 	DefaultKVUtilization     = 0.95
+	DefaultQueueReserve      = 0.05
 	DefaultAuthReload        = 10 * time.Second
 	DefaultJWKSRefresh       = 5 * time.Minute
 	DefaultJWTLeeway         = 30 * time.Second
@@ -192,9 +213,18 @@ func (c *Config) defaultAdmission() {
 		setDur(&q.NoEndpointWait, DefaultNoEndpointWait)
 		if q.EngineWaiting == 0 {
 			q.EngineWaiting = DefaultEngineWaiting
+			if q.EndpointConcurrency > 0 {
+				// The router's own bound holds the excess; the engine's
+				// queue then holds only prefills past one step's token
+				// budget, a normal state that must not stall the queue.
+				q.EngineWaiting = -1
+			}
 		}
 		if q.KVUtilization == 0 {
 			q.KVUtilization = DefaultKVUtilization
+		}
+		if q.Reserve == 0 {
+			q.Reserve = DefaultQueueReserve
 		}
 	}
 	if a := c.Auth; a != nil {
@@ -271,6 +301,9 @@ func (c *Config) validateAdmission(add func(string, string, ...any)) {
 		if q.KVUtilization <= 0 || q.KVUtilization > 1 {
 			add("router.admission.queue.kvUtilization", "must be in (0,1], got %v", q.KVUtilization)
 		}
+		if q.Reserve < 0 || q.Reserve > 0.5 {
+			add("router.admission.queue.reserve", "must be in [0,0.5], got %v", q.Reserve)
+		}
 	}
 	if a := c.Auth; a != nil {
 		if a.ReloadInterval.Duration <= 0 {
@@ -310,8 +343,15 @@ func (c *Config) validateAdmission(add func(string, string, ...any)) {
 			}
 			hashes[key.SHA256] = t.Name
 		}
-		if t.KeysFrom != nil && t.KeysFrom.File == "" {
-			add(path+".keysFrom.file", "required")
+		if kf := t.KeysFrom; kf != nil {
+			switch {
+			case kf.File == "" && kf.Secret == nil:
+				add(path+".keysFrom", "give file or secret")
+			case kf.File != "" && kf.Secret != nil:
+				add(path+".keysFrom", "give file or secret, not both")
+			case kf.Secret != nil && (kf.Secret.Name == "" || kf.Secret.Namespace == ""):
+				add(path+".keysFrom.secret", "namespace and name are required")
+			}
 		}
 		if t.Weight < 0 {
 			add(path+".weight", "must be positive, got %v", t.Weight)

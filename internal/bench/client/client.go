@@ -158,6 +158,8 @@ func (c *Client) Do(ctx context.Context, r *workload.Request) stats.Record {
 	if resp.StatusCode/100 != 2 {
 		rec.Err = statusError(resp)
 		rec.E2E = c.now().Sub(start)
+		// Overload answers (the router's admission) are refusals.
+		rec.Refused = resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable
 		return rec
 	}
 	c.readStream(resp.Body, start, &rec)

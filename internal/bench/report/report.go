@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/halyard-dev/halyard/internal/bench/enginestats"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
@@ -119,6 +120,76 @@ type Run struct {
 	// WallSeconds is how long the run took to compute (virtual mode) or to
 	// run (live mode).
 	WallSeconds float64 `json:"wall_seconds"`
+
+	// Admission says how the run was admitted when the scenario has
+	// tenants: "on", "off" (no admission stage), or "alone:<tenant>" (that
+	// tenant's requests only, with admission).
+	Admission string `json:"admission,omitempty"`
+	// Tenants is each tenant's share of the run.
+	Tenants []TenantRun `json:"tenants,omitempty"`
+}
+
+// TenantRun is one tenant's part of a run.
+type TenantRun struct {
+	Name      string  `json:"name"`
+	Sent      int     `json:"sent"`
+	Completed int     `json:"completed"`
+	Refused   int     `json:"refused"`
+	P50TTFTMs float64 `json:"p50_ttft_ms"`
+	P90TTFTMs float64 `json:"p90_ttft_ms"`
+	P99TTFTMs float64 `json:"p99_ttft_ms"`
+	// GoodputShare is the share of the tenant's requests (sent) that
+	// completed within the SLO: its goodput over its demand.
+	GoodputShare float64 `json:"goodput_share"`
+	// P99RefusalMs is the p99 time from sending to a refusal.
+	P99RefusalMs float64 `json:"p99_time_to_refusal_ms,omitempty"`
+	// AloneP90TTFTMs is the tenant's TTFT p90 when it ran alone (same
+	// arrivals, the other tenants' requests left out), and P90TTFTVsAlone
+	// this run's p90 over it.
+	AloneP90TTFTMs float64 `json:"alone_p90_ttft_ms,omitempty"`
+	P90TTFTVsAlone float64 `json:"p90_ttft_vs_alone,omitempty"`
+}
+
+// TenantRuns splits records by tenant (in order of first appearance) and
+// summarises each.
+func TenantRuns(records []stats.Record, slo stats.SLO) []TenantRun {
+	var order []string
+	by := map[string][]*stats.Record{}
+	for i := range records {
+		r := &records[i]
+		if _, ok := by[r.Tenant]; !ok {
+			order = append(order, r.Tenant)
+		}
+		by[r.Tenant] = append(by[r.Tenant], r)
+	}
+	out := make([]TenantRun, 0, len(order))
+	for _, name := range order {
+		tr := TenantRun{Name: name}
+		var ttft, refusal []float64
+		good := 0
+		for _, r := range by[name] {
+			tr.Sent++
+			switch {
+			case r.Refused:
+				tr.Refused++
+				refusal = append(refusal, float64(r.E2E)/float64(time.Millisecond))
+			case r.OK():
+				tr.Completed++
+				ttft = append(ttft, float64(r.TTFT)/float64(time.Millisecond))
+				if slo.IsZero() || slo.Met(r) {
+					good++
+				}
+			}
+		}
+		d := stats.Distribution(ttft)
+		tr.P50TTFTMs, tr.P90TTFTMs, tr.P99TTFTMs = d.Median, d.P90, d.P99
+		tr.P99RefusalMs = stats.Distribution(refusal).P99
+		if tr.Sent > 0 {
+			tr.GoodputShare = float64(good) / float64(tr.Sent)
+		}
+		out = append(out, tr)
+	}
+	return out
 }
 
 // NewRun fills a Run from a summary.
@@ -256,6 +327,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := rep.writeTenantTable(w); err != nil {
+		return err
+	}
 	var notes []string
 	for _, r := range rep.Runs {
 		keys := make([]string, 0, len(r.Errors))
@@ -313,4 +387,63 @@ func orDash(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// writeTenantTable writes, for runs with tenants, one line per run and
+// tenant: its TTFT p90 against its p90 alone, its goodput over its demand
+// and its refusals.
+func (rep *Report) writeTenantTable(w io.Writer) error {
+	any := false
+	for _, r := range rep.Runs {
+		any = any || len(r.Tenants) > 0
+	}
+	if !any {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tarrival\tadmission\ttenant\tsent\tok\trefused\tTTFT p90\talone p90\tratio\tgoodput/demand\t429 p99\t")
+	for _, r := range rep.Runs {
+		adm := r.Admission
+		if adm == "" {
+			adm = "-"
+		}
+		for _, t := range r.Tenants {
+			alone, ratio := "-", "-"
+			if t.AloneP90TTFTMs > 0 {
+				alone, ratio = msCell(t.AloneP90TTFTMs), fmt.Sprintf("%.2f", t.P90TTFTVsAlone)
+			}
+			ref := "-"
+			if t.Refused > 0 {
+				ref = msCell(t.P99RefusalMs)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%.1f%%\t%s\t\n", r.Label, r.Arrival, adm, t.Name,
+				t.Sent, t.Completed, t.Refused, msCell(t.P90TTFTMs), alone, ratio, 100*t.GoodputShare, ref)
+		}
+	}
+	return tw.Flush()
+}
+
+// CompareAlone fills, in runs of one policy or target and step, each
+// tenant's TTFT p90 alone (from the run whose Admission is
+// "alone:<tenant>") and the ratio to it.
+func CompareAlone(runs []Run) {
+	alone := map[string]float64{}
+	for _, r := range runs {
+		if name, ok := strings.CutPrefix(r.Admission, "alone:"); ok {
+			for _, t := range r.Tenants {
+				if t.Name == name {
+					alone[name] = t.P90TTFTMs
+				}
+			}
+		}
+	}
+	for i := range runs {
+		for j := range runs[i].Tenants {
+			t := &runs[i].Tenants[j]
+			if a, ok := alone[t.Name]; ok && a > 0 {
+				t.AloneP90TTFTMs, t.P90TTFTVsAlone = a, t.P90TTFTMs/a
+			}
+		}
+	}
 }

@@ -33,6 +33,11 @@ type Record struct {
 	CachedTokens int
 	// Err is empty on success, else a short description of the failure.
 	Err string
+	// Tenant is the caller the request was sent as (runs with tenants).
+	Tenant string
+	// Refused marks a request the router's admission refused (429 or
+	// 503 before any engine); E2E is then the time to the refusal.
+	Refused bool
 }
 
 // OK reports whether the request completed.

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
 	"github.com/halyard-dev/halyard/internal/decision"
@@ -73,6 +74,9 @@ type router struct {
 	cands    []framework.Endpoint
 	// tracker is the router's precise index under a precise-* policy.
 	tracker *prefixtrack.Tracker
+	// adm is the router's admission stage (nil: none), gated on the
+	// decision's capacity over this router's view.
+	adm *admission.Admission
 }
 
 // fleetRun is one policy at one arrival step on a fresh fleet.
@@ -102,6 +106,12 @@ type fleetRun struct {
 	scrapes int
 	// onPick, when set, is told each request's endpoint (tests).
 	onPick func(i int, endpoint string)
+	// tenantOf is each request's tenant (an index of tenants); nil: no
+	// tenants. only, when not negative, is the one tenant whose requests
+	// are sent (a run alone).
+	tenantOf []int
+	tenants  []string
+	only     int
 }
 
 type reqState uint8
@@ -215,13 +225,16 @@ func (f *fleetRun) send(i int) {
 		f.skip(i)
 		return
 	}
+	if f.only >= 0 && f.tenantOf[i] != f.only {
+		f.skip(i)
+		return
+	}
 	if f.pd != nil {
 		f.sendPD(i)
 		return
 	}
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
-	f.oracle.prompt = ids
 	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, f.tokenIDs)
 	rec := &f.records[i]
 	rec.ID = wr.ID
@@ -229,10 +242,48 @@ func (f *fleetRun) send(i int) {
 	rec.PromptTokens = len(ids)
 	sentAt := f.clock.Now()
 	f.state[i] = inFlight
-
 	rt := f.routers[i%len(f.routers)]
+	if f.tenantOf != nil {
+		rec.Tenant = f.tenants[f.tenantOf[i]]
+	}
+	if rt.adm == nil {
+		f.serve(i, rt, req, ids, sentAt, nil)
+		return
+	}
+	// Admission as the router runs it, between routing and scheduling:
+	// the tenant's budgets and the model's fair queue, gated on the
+	// decision's capacity. The request's TTFT counts its wait.
+	tn, _ := rt.adm.Tenant(rec.Tenant)
+	if tn == nil {
+		tn, _ = rt.adm.Authenticate("")
+	}
+	rt.adm.Submit(admission.Request{ID: req.ID, Tenant: tn, Model: f.model, PromptTokens: len(ids), OutputTokens: wr.OutputTokens},
+		func(t *admission.Ticket, rej *admission.Rejection) {
+			if rej != nil {
+				rec.Refused = true
+				rec.E2E = f.clock.Now().Sub(sentAt)
+				f.fail(i, fmt.Sprintf("%d %s", rej.Status(), rej.Reason))
+				return
+			}
+			f.serve(i, rt, req, ids, sentAt, t)
+		})
+}
+
+// serve schedules request i through rt's decision and sends it to the
+// engine; ticket, when not nil, is its admission, settled from the
+// engine's usage when it ends.
+func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32, sentAt time.Time, ticket *admission.Ticket) {
+	wr := f.w.Request(i)
+	rec := &f.records[i]
+	f.oracle.prompt = ids
+	settle := func(u admission.Usage) {
+		if ticket != nil {
+			ticket.Done(u)
+		}
+	}
 	ep, call, d, err := rt.decide(f.ctx, req)
 	if err != nil {
+		settle(admission.Usage{Known: true})
 		f.fail(i, "schedule: "+err.Error())
 		return
 	}
@@ -250,6 +301,7 @@ func (f *fleetRun) send(i int) {
 	sink := recordingSink(rec, sentAt, req.ID, first, func(out framework.Outcome) {
 		f.oracle.done(i)
 		rt.director.Done(f.ctx, call, &d, out)
+		settle(admission.Usage{PromptTokens: out.PromptTokens, CompletionTokens: out.CompletionTokens, CachedTokens: out.CachedTokens, Known: true})
 		f.state[i] = finished
 		f.left--
 		f.after(i)
@@ -260,6 +312,7 @@ func (f *fleetRun) send(i int) {
 	if err != nil {
 		f.oracle.done(i)
 		rt.director.Done(f.ctx, call, &d, framework.Outcome{Err: err})
+		settle(admission.Usage{Known: true})
 		f.fail(i, "engine: "+shortErr(err))
 	}
 }
@@ -298,6 +351,11 @@ func (f *fleetRun) scrapeLoop(interval time.Duration) {
 		e.scrape()
 	}
 	f.scrapes++
+	for _, rt := range f.routers {
+		if rt.adm != nil && rt.adm.Queue() != nil {
+			rt.adm.Queue().Dispatch() // the router re-checks its queue each scrape
+		}
+	}
 	if f.scrapes%10 == 0 {
 		for _, rt := range f.routers {
 			if rt.tracker != nil {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/bench/arrival"
 	"github.com/halyard-dev/halyard/internal/bench/enginestats"
 	"github.com/halyard-dev/halyard/internal/bench/report"
@@ -85,19 +87,24 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		tenantOf := sc.assignTenants(w.Len(), si)
 		for _, policy := range sc.Policies {
-			if err := ctx.Err(); err != nil {
-				return nil, err
+			group := len(rep.Runs)
+			for _, variant := range sc.variants() {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				wall := time.Now()
+				r, err := runOne(ctx, sc, cfg, policy, w, spec, sched, slo, variant, tenantOf)
+				if err != nil {
+					return nil, fmt.Errorf("policy %s, %s: %w", policy, spec, err)
+				}
+				r.WallSeconds = time.Since(wall).Seconds()
+				log.Info("virtual run done", "policy", policy, "admission", variant, "arrival", spec.String(), "completed", r.Completed,
+					"failed", r.Failed, "median_ttft_ms", r.MedianTTFTMs, "virtual_seconds", r.Duration, "wall_seconds", r.WallSeconds)
+				rep.Runs = append(rep.Runs, r)
 			}
-			wall := time.Now()
-			r, err := runOne(ctx, sc, cfg, policy, w, spec, sched, slo)
-			if err != nil {
-				return nil, fmt.Errorf("policy %s, %s: %w", policy, spec, err)
-			}
-			r.WallSeconds = time.Since(wall).Seconds()
-			log.Info("virtual run done", "policy", policy, "arrival", spec.String(), "completed", r.Completed,
-				"failed", r.Failed, "median_ttft_ms", r.MedianTTFTMs, "virtual_seconds", r.Duration, "wall_seconds", r.WallSeconds)
-			rep.Runs = append(rep.Runs, r)
+			report.CompareAlone(rep.Runs[group:])
 		}
 	}
 	return rep, nil
@@ -135,7 +142,7 @@ func deliverEvents(clock simclock.Clock, delay time.Duration, consumers []kveven
 }
 
 func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy string, w workload.Workload,
-	spec arrival.Spec, sched []time.Duration, slo stats.SLO) (report.Run, error) {
+	spec arrival.Spec, sched []time.Duration, slo stats.SLO, variant string, tenantOf []int) (report.Run, error) {
 	clock := simclock.NewVirtual(epoch)
 	n := w.Len()
 	f := &fleetRun{
@@ -151,6 +158,16 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		state:    make([]reqState, n),
 		waiter:   map[int]int{},
 		left:     n,
+		only:     -1,
+	}
+	if len(sc.Tenants) > 0 {
+		f.tenantOf = tenantOf
+		for _, t := range sc.Tenants {
+			f.tenants = append(f.tenants, t.Name)
+		}
+	}
+	if name, ok := strings.CutPrefix(variant, "alone:"); ok {
+		f.only = slices.IndexFunc(sc.Tenants, func(t TenantLoad) bool { return t.Name == name })
 	}
 	_, isCustom := sc.Profiles[policy]
 	f.oracle = newOracleState(policy == PolicyOracle && !isCustom, cfg, sc.Fleet.Engines)
@@ -228,6 +245,27 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		}
 	}
 
+	if variant != "" && variant != variantOff && f.pd == nil {
+		acfg, err := sc.admissionConfig()
+		if err != nil {
+			return report.Run{}, err
+		}
+		for _, rt := range f.routers {
+			var gate admission.Gate
+			if q := acfg.Router.Admission; q != nil {
+				d := rt.director
+				gate = admission.GateFunc(func(model string) (int, int) {
+					return d.Capacity(ctx, &framework.Request{Model: model}, fleetTargets, q.Queue)
+				})
+			}
+			a, err := admission.New(admission.Options{Config: acfg, Gate: gate, Clock: clock, Log: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				return report.Run{}, err
+			}
+			defer a.Close()
+			rt.adm = a
+		}
+	}
 	f.scrapeLoop(sc.ScrapeInterval.Duration)
 	if sched == nil {
 		f.closed = true
@@ -267,8 +305,16 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 		recs = append(recs, f.records[i])
 		end = max(end, f.records[i].Start+f.records[i].E2E)
 	}
-	r := report.NewRun(policy, stats.Summarize(recs, end, slo))
+	label := policy
+	if variant != "" {
+		label += " admission=" + variant
+	}
+	r := report.NewRun(label, stats.Summarize(recs, end, slo))
 	r.Policy = policy
+	r.Admission = variant
+	if f.tenantOf != nil {
+		r.Tenants = report.TenantRuns(recs, slo)
+	}
 	r.Arrival = spec.String()
 	if spec.Kind == arrival.Poisson {
 		r.SetRate(spec.Rate)
@@ -302,4 +348,37 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy stri
 	res.PromptTokenImbalance = stats.Imbalance(toks)
 	r.SetEngines(res)
 	return r, nil
+}
+
+// variantOff is the run without the admission stage.
+const variantOff = "off"
+
+// variants are the admission variants each policy runs: none without
+// tenants and admission; else "on" (when the scenario has an admission
+// block), "off", and "alone:<tenant>" for each tenant marked alone.
+func (s *Scenario) variants() []string {
+	if s.Admission == nil && len(s.Tenants) == 0 {
+		return []string{""}
+	}
+	var out []string
+	if s.Admission != nil {
+		out = append(out, "on")
+	}
+	out = append(out, variantOff)
+	for _, t := range s.Tenants {
+		if t.Alone {
+			out = append(out, "alone:"+t.Name)
+		}
+	}
+	return out
+}
+
+// assignTenants draws each of n requests' tenant by share, seeded by the
+// scenario's seed and the step; nil without tenants.
+func (s *Scenario) assignTenants(n, step int) []int {
+	shares := make([]float64, len(s.Tenants))
+	for i, t := range s.Tenants {
+		shares[i] = t.Share
+	}
+	return workload.AssignTenants(shares, s.Seed, step, n)
 }

@@ -60,6 +60,28 @@ type Scenario struct {
 	// the first PD.Prefill engines of the fleet prefill, the others decode,
 	// through the router's PD planner.
 	PD *PDScenario `json:"pd,omitempty"`
+	// Tenants split the requests among callers: each request is sent as
+	// one tenant, drawn by share with the scenario's seed.
+	Tenants []TenantLoad `json:"tenants,omitempty"`
+	// Admission, when set, runs the router's admission stage (package
+	// admission, with decision's capacity as its gate, as the router does)
+	// with this router.admission block and the tenants' specs. Each policy
+	// then runs with admission ("on"), without ("off"), and, for each
+	// tenant marked alone, with that tenant's requests only; every run
+	// reports each tenant's TTFT p90 against its p90 alone. The pd policy
+	// is not admitted.
+	Admission *config.AdmissionConfig `json:"admission,omitempty"`
+}
+
+// TenantLoad is a tenant of the scenario: its spec as in the router's
+// config (name, weight, priority, limits), its share of the requests, and
+// whether to run it alone for comparison.
+type TenantLoad struct {
+	config.TenantSpec `json:",inline"`
+	// Share is the tenant's relative share of the requests.
+	Share float64 `json:"share"`
+	// Alone adds a run with this tenant's requests only.
+	Alone bool `json:"alone,omitempty"`
 }
 
 // KVEvents configures the precise-* policies.
@@ -299,6 +321,16 @@ func (s *Scenario) Validate() error {
 			}
 		}
 	}
+	if s.Admission != nil || len(s.Tenants) > 0 {
+		if _, err := s.admissionConfig(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i, t := range s.Tenants {
+		if !(t.Share > 0) {
+			errs = append(errs, fmt.Errorf("tenants[%d].share: must be positive, got %v", i, t.Share))
+		}
+	}
 	seen := map[string]bool{}
 	for i, p := range s.Policies {
 		if seen[p] {
@@ -364,4 +396,23 @@ func (s *Scenario) arrivals(timed bool) []arrival.Spec {
 		return []arrival.Spec{{Kind: arrival.Trace, TimeScale: a.TimeScale}}
 	}
 	return []arrival.Spec{{Kind: arrival.Poisson, Rate: inf, Seed: s.Seed}}
+}
+
+// admissionConfig is the router configuration admission is built from:
+// the admission block and the tenants, defaulted and validated as the
+// router's config file is.
+func (s *Scenario) admissionConfig() (*config.Config, error) {
+	cfg := &config.Config{APIVersion: config.APIVersion, Kind: config.Kind, Tenants: make([]config.TenantSpec, len(s.Tenants))}
+	if s.Admission != nil {
+		a := *s.Admission
+		cfg.Router.Admission = &a
+	}
+	for i, t := range s.Tenants {
+		cfg.Tenants[i] = t.TenantSpec
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("admission: %w", err)
+	}
+	return cfg, nil
 }

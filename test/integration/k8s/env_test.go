@@ -25,6 +25,7 @@ import (
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
+	"github.com/halyard-dev/halyard/internal/testbin"
 )
 
 // testQPS is the controller's API rate limit in tests;
@@ -186,6 +187,7 @@ func TestMain(m *testing.M) {
 	if shared.dir != "" {
 		_ = os.RemoveAll(shared.dir)
 	}
+	testbin.Remove()
 	os.Exit(code)
 }
 
@@ -342,30 +344,13 @@ func (k *cluster) poke(t *testing.T, ns, name string) {
 	}
 }
 
-// halyardBinary builds the halyard binary once per test process.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
+// halyardBinary is this checkout's halyard binary, built once per test
+// process (TestMain removes it).
 func halyardBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "halyard-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "halyard")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/halyard")
-		cmd.Dir = repoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	path, err := testbin.Halyard()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return path
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -48,114 +51,211 @@ func (k *cluster) bind(t *testing.T, pod *corev1.Pod, node string) {
 // have restarted `restarts` times.
 func (k *cluster) markRunning(t *testing.T, pod *corev1.Pod, restarts int32, ready bool) {
 	t.Helper()
+	k.updateStatus(t, pod, func(cur *corev1.Pod) {
+		now := metav1.Now()
+		readyStatus := corev1.ConditionFalse
+		if ready {
+			readyStatus = corev1.ConditionTrue
+		}
+		cur.Status.Phase = corev1.PodRunning
+		if cur.Status.PodIP == "" {
+			cur.Status.PodIP = podIP(cur.Name)
+			cur.Status.PodIPs = []corev1.PodIP{{IP: cur.Status.PodIP}}
+		}
+		cur.Status.Conditions = []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.PodReady, Status: readyStatus, LastTransitionTime: now},
+			{Type: corev1.ContainersReady, Status: readyStatus, LastTransitionTime: now},
+		}
+		running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}
+		started := true
+		cur.Status.InitContainerStatuses = nil
+		for _, c := range cur.Spec.InitContainers {
+			cur.Status.InitContainerStatuses = append(cur.Status.InitContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: true, Started: &started, State: running, RestartCount: restarts,
+			})
+		}
+		cur.Status.ContainerStatuses = nil
+		for _, c := range cur.Spec.Containers {
+			cur.Status.ContainerStatuses = append(cur.Status.ContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: ready, Started: &started, State: running, RestartCount: restarts,
+			})
+		}
+	})
+}
+
+// updateStatus changes a pod's status as the kubelet would, reading the pod
+// again when the controller changed it meanwhile (its annotations).
+func (k *cluster) updateStatus(t *testing.T, pod *corev1.Pod, change func(*corev1.Pod)) {
+	t.Helper()
 	ctx := context.Background()
-	cur := &corev1.Pod{}
-	if err := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); err != nil {
-		t.Fatalf("get %s: %v", pod.Name, err)
-	}
-	now := metav1.Now()
-	readyStatus := corev1.ConditionFalse
-	if ready {
-		readyStatus = corev1.ConditionTrue
-	}
-	cur.Status.Phase = corev1.PodRunning
-	if cur.Status.PodIP == "" {
-		cur.Status.PodIP = podIP(cur.Name)
-		cur.Status.PodIPs = []corev1.PodIP{{IP: cur.Status.PodIP}}
-	}
-	cur.Status.Conditions = []corev1.PodCondition{
-		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.PodReady, Status: readyStatus, LastTransitionTime: now},
-		{Type: corev1.ContainersReady, Status: readyStatus, LastTransitionTime: now},
-	}
-	running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}
-	started := true
-	cur.Status.InitContainerStatuses = nil
-	for _, c := range cur.Spec.InitContainers {
-		cur.Status.InitContainerStatuses = append(cur.Status.InitContainerStatuses, corev1.ContainerStatus{
-			Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: true, Started: &started, State: running, RestartCount: restarts,
-		})
-	}
-	cur.Status.ContainerStatuses = nil
-	for _, c := range cur.Spec.Containers {
-		cur.Status.ContainerStatuses = append(cur.Status.ContainerStatuses, corev1.ContainerStatus{
-			Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: ready, Started: &started, State: running, RestartCount: restarts,
-		})
-	}
-	if err := k.c.Status().Update(ctx, cur); err != nil {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &corev1.Pod{}
+		if err := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); err != nil {
+			return err
+		}
+		change(cur)
+		return k.c.Status().Update(ctx, cur)
+	})
+	if err != nil {
 		t.Fatalf("status of %s: %v", pod.Name, err)
 	}
 }
 
-// setAllRestarting writes the kubelet's AllContainersRestarting condition.
-func (k *cluster) setAllRestarting(t *testing.T, pod *corev1.Pod, on bool) {
-	t.Helper()
-	ctx := context.Background()
-	cur := &corev1.Pod{}
-	if err := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); err != nil {
-		t.Fatalf("get %s: %v", pod.Name, err)
-	}
+// The kubelet's steps below are what a real 1.35.4 kubelet reported, in this
+// order, when one engine was killed and the agents then exited 88
+// (test/integration/kubelet, docs/kubernetes.md "A real kubelet"):
+//
+//  1. containerExited(engine, 137): the engine terminated, the pod not Ready.
+//  2. containerRestarted(engine): the kubelet restarts the failed engine on
+//     its own (the pod's restartPolicy), count one up, lastState the
+//     termination; this may come before or after the agents hear of the
+//     restart, and the controller must not take it for the in-place restart.
+//  3. containerExited(agent, 88): AllContainersRestarting True, the other
+//     containers still running.
+//  4. restartAllRemoved: every container removed, each waiting
+//     (RestartingAllContainers) with its count one up and lastState
+//     terminated(137, RestartingAllContainers); AllContainersRestarting is
+//     False again although nothing runs.
+//  5. agentStarted: the agent runs again (lastState empty) and the engines
+//     wait (PodInitializing) for its startup probe; phase Pending.
+//  6. enginesStarted: the engines run, counts unchanged, lastState empty.
+
+// setReady writes the pod's Ready and ContainersReady conditions.
+func setReady(p *corev1.Pod, ready bool) {
 	s := corev1.ConditionFalse
-	if on {
+	if ready {
 		s = corev1.ConditionTrue
 	}
-	found := false
-	for i := range cur.Status.Conditions {
-		if cur.Status.Conditions[i].Type == "AllContainersRestarting" {
-			cur.Status.Conditions[i].Status = s
-			found = true
-		}
-	}
-	if !found {
-		cur.Status.Conditions = append(cur.Status.Conditions, corev1.PodCondition{Type: "AllContainersRestarting", Status: s, LastTransitionTime: metav1.Now()})
-	}
-	if err := k.c.Status().Update(ctx, cur); err != nil {
-		t.Fatalf("status of %s: %v", pod.Name, err)
-	}
+	setCondition(p, corev1.PodReady, s)
+	setCondition(p, corev1.ContainersReady, s)
 }
 
-// restartingAll writes what a 1.35 kubelet reports while it restarts every
-// container of a pod in place (RestartAllContainers), as observed on a real
-// kubelet (test/integration/kubelet, docs/kubernetes.md): condition
-// AllContainersRestarting True, phase Pending, not ready, every container,
-// the agent included, waiting with its restart count one up and lastState
-// empty (a restart-all leaves no terminated record, unlike a single
-// container's restart).
-func (k *cluster) restartingAll(t *testing.T, pod *corev1.Pod) {
+func setCondition(p *corev1.Pod, typ corev1.PodConditionType, s corev1.ConditionStatus) {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == typ {
+			if p.Status.Conditions[i].Status != s {
+				p.Status.Conditions[i].Status, p.Status.Conditions[i].LastTransitionTime = s, metav1.Now()
+			}
+			return
+		}
+	}
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: typ, Status: s, LastTransitionTime: metav1.Now()})
+}
+
+// containerStatus returns the status of the named container (init or main).
+func containerStatus(t *testing.T, p *corev1.Pod, name string) *corev1.ContainerStatus {
 	t.Helper()
-	ctx := context.Background()
-	cur := &corev1.Pod{}
-	if err := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); err != nil {
-		t.Fatalf("get %s: %v", pod.Name, err)
-	}
-	now := metav1.Now()
-	cur.Status.Phase = corev1.PodPending
-	conds := []corev1.PodCondition{{Type: "AllContainersRestarting", Status: corev1.ConditionTrue, LastTransitionTime: now}}
-	for _, c := range cur.Status.Conditions {
-		switch c.Type {
-		case "AllContainersRestarting":
-		case corev1.PodReady, corev1.ContainersReady:
-			c.Status = corev1.ConditionFalse
-			conds = append(conds, c)
-		default:
-			conds = append(conds, c)
-		}
-	}
-	cur.Status.Conditions = conds
-	waiting := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
-	for _, list := range [][]corev1.ContainerStatus{cur.Status.InitContainerStatuses, cur.Status.ContainerStatuses} {
+	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
 		for i := range list {
-			list[i].RestartCount++
-			list[i].State = waiting
-			list[i].LastTerminationState = corev1.ContainerState{}
-			list[i].Ready = false
-			started := false
-			list[i].Started = &started
+			if list[i].Name == name {
+				return &list[i]
+			}
 		}
 	}
-	if err := k.c.Status().Update(ctx, cur); err != nil {
-		t.Fatalf("status of %s: %v", pod.Name, err)
-	}
+	t.Fatalf("pod %s has no container %s", p.Name, name)
+	return nil
+}
+
+// containerExited: the container's process exited with code. An exit that
+// matches a RestartAllContainers rule of the container (the agent's 88)
+// sets AllContainersRestarting.
+func (k *cluster) containerExited(t *testing.T, pod *corev1.Pod, container string, code int32) {
+	t.Helper()
+	k.updateStatus(t, pod, func(p *corev1.Pod) {
+		s := containerStatus(t, p, container)
+		started := metav1.Now()
+		if s.State.Running != nil {
+			started = s.State.Running.StartedAt
+		}
+		s.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: code, Reason: "Error", StartedAt: started, FinishedAt: metav1.Now(),
+		}}
+		s.Ready = false
+		setReady(p, false)
+		for _, c := range p.Spec.InitContainers {
+			if c.Name != container {
+				continue
+			}
+			for _, r := range c.RestartPolicyRules {
+				if r.Action == corev1.ContainerRestartRuleActionRestartAllContainers && r.ExitCodes != nil &&
+					r.ExitCodes.Operator == corev1.ContainerRestartRuleOnExitCodesOpIn && slices.Contains(r.ExitCodes.Values, code) {
+					setCondition(p, "AllContainersRestarting", corev1.ConditionTrue)
+				}
+			}
+		}
+	})
+}
+
+// containerRestarted: the kubelet restarted one exited container by itself.
+func (k *cluster) containerRestarted(t *testing.T, pod *corev1.Pod, container string) {
+	t.Helper()
+	k.updateStatus(t, pod, func(p *corev1.Pod) {
+		s := containerStatus(t, p, container)
+		s.LastTerminationState = s.State
+		s.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
+		s.RestartCount++
+	})
+}
+
+// restartAllRemoved: the kubelet removed every container of the pod for
+// RestartAllContainers.
+func (k *cluster) restartAllRemoved(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	k.updateStatus(t, pod, func(p *corev1.Pod) {
+		setCondition(p, "AllContainersRestarting", corev1.ConditionFalse)
+		setReady(p, false)
+		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+			for i := range list {
+				list[i].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
+					Reason: "RestartingAllContainers", Message: "The container is removed because RestartAllContainers in place",
+				}}
+				list[i].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+					ExitCode: 137, Reason: "RestartingAllContainers", Message: "The container is removed because RestartAllContainers in place",
+				}}
+				list[i].RestartCount++
+				list[i].Ready = false
+				list[i].Started = ptr.To(false)
+			}
+		}
+	})
+}
+
+// agentStarted: after the removal, the kubelet started the init containers
+// (the agent) again; the engines wait for the agent's startup probe.
+func (k *cluster) agentStarted(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	k.updateStatus(t, pod, func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodPending
+		for i := range p.Status.InitContainerStatuses {
+			s := &p.Status.InitContainerStatuses[i]
+			s.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
+			s.LastTerminationState = corev1.ContainerState{}
+			s.Started = ptr.To(true)
+		}
+		for i := range p.Status.ContainerStatuses {
+			p.Status.ContainerStatuses[i].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+		}
+	})
+}
+
+// enginesStarted: the agent's startup probe passed (the barrier released)
+// and the main containers run and are ready.
+func (k *cluster) enginesStarted(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	k.updateStatus(t, pod, func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodRunning
+		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+			for i := range list {
+				if list[i].State.Running == nil {
+					list[i].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
+				}
+				list[i].LastTerminationState = corev1.ContainerState{}
+				list[i].Ready, list[i].Started = true, ptr.To(true)
+			}
+		}
+		setReady(p, true)
+	})
 }
 
 // startAll binds every unscheduled pod of a ModelServing to node and marks

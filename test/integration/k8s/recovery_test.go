@@ -42,6 +42,21 @@ func runningGroup(t *testing.T, k *cluster, ns, name string, mutate func(*servin
 	return out
 }
 
+// runningGroupWithAgents is runningGroup plus a real agent process per pod,
+// each past its barrier (generation 0, barrier 0).
+func runningGroupWithAgents(t *testing.T, k *cluster, ns, name string) (map[string]corev1.Pod, map[string]*agentProc) {
+	t.Helper()
+	before := runningGroup(t, k, ns, name, nil)
+	agents := map[string]*agentProc{}
+	for pod := range before {
+		agents[pod] = k.startAgent(t, ns, pod)
+	}
+	for _, a := range agents {
+		a.waitStartup(t, http.StatusOK)
+	}
+	return before, agents
+}
+
 func forceDelete(t *testing.T, k *cluster, ns, name string) {
 	t.Helper()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
@@ -67,15 +82,7 @@ func (k *cluster) pod(t *testing.T, ns, name string) *corev1.Pod {
 func TestInPlaceGroupRestart(t *testing.T) {
 	k, _ := sharedCluster(t)
 	ns := k.namespace(t, "inplace")
-	before := runningGroup(t, k, ns, "ip", nil)
-
-	agents := map[string]*agentProc{}
-	for name := range before {
-		agents[name] = k.startAgent(t, ns, name)
-	}
-	for _, a := range agents {
-		a.waitStartup(t, http.StatusOK) // generation 0, barrier 0: released
-	}
+	before, agents := runningGroupWithAgents(t, k, ns, "ip")
 
 	failed := "ip-0-decode-0"
 	survivors := []string{"ip-0-prefill-0", "ip-0-prefill-1"}
@@ -112,24 +119,26 @@ func TestInPlaceGroupRestart(t *testing.T) {
 	held := k.startAgent(t, ns, survivors[0])
 	held.waitStartup(t, http.StatusServiceUnavailable)
 
-	// The kubelet restarts every container of the survivors in place: while
-	// it does, the pod is Pending with every restart count already up and
-	// AllContainersRestarting True.
+	// The kubelet restarts every container of the survivors in place (the
+	// steps in kubelet_test.go); the lost pod's replacement starts its agent.
+	// While the survivors' containers are removed, every restart count is up
+	// and AllContainersRestarting False again, but no agent runs: the
+	// barrier holds.
 	node := before[survivors[0]].Spec.NodeName
 	for _, name := range survivors {
-		k.restartingAll(t, k.pod(t, ns, name))
+		k.containerExited(t, k.pod(t, ns, name), servingv1.AgentContainerName, servingv1.ExitCodeRestartGroup)
+		k.restartAllRemoved(t, k.pod(t, ns, name))
 	}
 	fresh := k.pod(t, ns, failed)
 	k.bind(t, fresh, node)
 	k.markRunning(t, fresh, 0, false)
-	// While the kubelet still reports AllContainersRestarting, the barrier
-	// holds.
+	k.agentStarted(t, k.pod(t, ns, failed))
+	waitMembers(t, k, ns, "ip", failed)
 	if g := group(k.get(t, ns, "ip"), 0); g.Barrier == 1 {
-		t.Fatalf("barrier released while containers were still restarting: %+v", g)
+		t.Fatalf("barrier released while the survivors' agents were not running: %+v", g)
 	}
 	for _, name := range survivors {
-		k.setAllRestarting(t, k.pod(t, ns, name), false)
-		k.markRunning(t, k.pod(t, ns, name), 1, false)
+		k.agentStarted(t, k.pod(t, ns, name))
 	}
 
 	eventually(t, waitLong, "barrier released", func() (bool, string) {
@@ -152,13 +161,100 @@ func TestInPlaceGroupRestart(t *testing.T) {
 		t.Error("no BarrierReleased event")
 	}
 	for _, name := range append(survivors, failed) {
-		k.markRunning(t, k.pod(t, ns, name), map[bool]int32{true: 0, false: 1}[name == failed], true)
+		k.enginesStarted(t, k.pod(t, ns, name))
 	}
 	eventually(t, waitLong, "group running again", func() (bool, string) {
 		ms := k.get(t, ns, "ip")
 		g := group(ms, 0)
 		return g.Phase == servingv1.GroupRunning && g.Restarts == 1 && g.Recreations == 0, fmt.Sprintf("%+v", g)
 	})
+}
+
+// waitMembers waits until the group's status records the named pods as
+// restarted: the controller has then seen every pod status written before
+// theirs (one watch, in order).
+func waitMembers(t *testing.T, k *cluster, ns, ms string, pods ...string) {
+	t.Helper()
+	eventually(t, waitLong, fmt.Sprintf("members %v restarted", pods), func() (bool, string) {
+		g := group(k.get(t, ns, ms), 0)
+		done := map[string]bool{}
+		for _, m := range g.Members {
+			done[m.Pod] = m.Restarted
+		}
+		for _, p := range pods {
+			if !done[p] {
+				return false, fmt.Sprintf("%+v", g.Members)
+			}
+		}
+		return true, ""
+	})
+}
+
+// An engine that crashes is restarted by the kubelet on its own, possibly
+// before its agent exits 88 (as a real kubelet did, docs/kubernetes.md).
+// That restart is not the in-place restart: the barrier waits for the
+// crashed pod's agent to run again, and once the group runs again the
+// restart-all's own restart counts do not start a second restart.
+func TestInPlaceRestartAfterEngineCrash(t *testing.T) {
+	k, _ := sharedCluster(t)
+	ns := k.namespace(t, "crash")
+	before, agents := runningGroupWithAgents(t, k, ns, "cr")
+
+	failed := "cr-0-decode-0"
+	survivors := []string{"cr-0-prefill-0", "cr-0-prefill-1"}
+	k.containerExited(t, k.pod(t, ns, failed), "engine", 137)
+	for name, a := range agents {
+		if code := a.waitExit(t); code != servingv1.ExitCodeRestartGroup {
+			t.Fatalf("agent of %s exited with %d, want %d", name, code, servingv1.ExitCodeRestartGroup)
+		}
+	}
+	// The failed pod's next agent, started under generation 1, holds its
+	// engine back until the barrier is released.
+	held := k.startAgent(t, ns, failed)
+	held.waitStartup(t, http.StatusServiceUnavailable)
+
+	// The kubelet restarts the crashed engine alone, then the survivors
+	// restart in place.
+	k.containerRestarted(t, k.pod(t, ns, failed), "engine")
+	for _, name := range survivors {
+		k.containerExited(t, k.pod(t, ns, name), servingv1.AgentContainerName, servingv1.ExitCodeRestartGroup)
+		k.restartAllRemoved(t, k.pod(t, ns, name))
+		k.agentStarted(t, k.pod(t, ns, name))
+	}
+	waitMembers(t, k, ns, "cr", survivors...)
+	if g := group(k.get(t, ns, "cr"), 0); g.Barrier != 0 || g.Phase != servingv1.GroupRestarting {
+		t.Fatalf("group %+v: the barrier was released before %s restarted in place (its engine's own restart taken for it)", g, failed)
+	}
+
+	// Now the failed pod's agent exits 88 and the kubelet restarts it in place.
+	k.containerExited(t, k.pod(t, ns, failed), servingv1.AgentContainerName, servingv1.ExitCodeRestartGroup)
+	k.restartAllRemoved(t, k.pod(t, ns, failed))
+	k.agentStarted(t, k.pod(t, ns, failed))
+	eventually(t, waitLong, "barrier released", func() (bool, string) {
+		g := group(k.get(t, ns, "cr"), 0)
+		return g.Barrier == 1 && g.Phase == servingv1.GroupStarting, fmt.Sprintf("%+v", g)
+	})
+	held.waitStartup(t, http.StatusOK)
+	for name := range before {
+		k.enginesStarted(t, k.pod(t, ns, name))
+	}
+	eventually(t, waitLong, "group running again", func() (bool, string) {
+		g := group(k.get(t, ns, "cr"), 0)
+		return g.Phase == servingv1.GroupRunning, fmt.Sprintf("%+v", g)
+	})
+	g := group(k.get(t, ns, "cr"), 0)
+	if g.Restarts != 1 || g.RestartGeneration != 1 || g.Recreations != 0 {
+		t.Errorf("group %+v: want exactly one in-place restart (generation 1), no recreation", g)
+	}
+	for name, b := range before {
+		p := k.pod(t, ns, name)
+		if p.UID != b.UID {
+			t.Errorf("pod %s was replaced; want an in-place restart", name)
+		}
+		if p.Annotations[servingv1.AnnotationRestartGeneration] != "1" {
+			t.Errorf("pod %s restart generation %q, want 1", name, p.Annotations[servingv1.AnnotationRestartGeneration])
+		}
+	}
 }
 
 // An in-place restart that does not finish within the restart timeout

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
+	"github.com/halyard-dev/halyard/internal/testbin"
 )
 
 // The kubelet's image of this checkout's halyard binary (hack/kubelet.sh).
@@ -40,10 +39,16 @@ func repoRoot() string {
 }
 
 // requireKubelet returns the control plane assets when this machine can run
-// the kubelet test; otherwise it skips with the reason, or fails with it
-// when HALYARD_REQUIRE_KUBELET=1.
+// the kubelet test and it was asked for (HALYARD_REQUIRE_KUBELET=1, set by
+// make test-kubelet); then anything missing fails the test. Otherwise the
+// test skips, saying why: it is timing sensitive and runs alone, not beside
+// every other package of `go test ./...`.
 func requireKubelet(t *testing.T) string {
 	t.Helper()
+	if os.Getenv("HALYARD_REQUIRE_KUBELET") != "1" {
+		t.Skip("the real-kubelet test runs alone, not inside go test ./...: make test-kubelet " +
+			"(make test runs it after the other packages where hack/kubelet.sh host allows, else prints why not)")
+	}
 	var why []string
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -57,11 +62,8 @@ func requireKubelet(t *testing.T) string {
 	if len(why) == 0 {
 		return assets
 	}
-	msg := "the real-kubelet test cannot run here: " + strings.Join(why, "; ") + " (make test-kubelet builds and installs what it needs)"
-	if os.Getenv("HALYARD_REQUIRE_KUBELET") == "1" {
-		t.Fatal(msg + "; HALYARD_REQUIRE_KUBELET=1")
-	}
-	t.Skip(msg)
+	t.Fatal("the real-kubelet test cannot run here: " + strings.Join(why, "; ") +
+		" (make test-kubelet builds and installs what it needs); HALYARD_REQUIRE_KUBELET=1")
 	return ""
 }
 
@@ -306,33 +308,22 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// halyard builds the halyard binary once (for the router and the standby
-// engine that run outside the kubelet).
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
+// halyardBinary is this checkout's halyard binary (for the router and the
+// standby engine that run outside the kubelet), built once.
 func halyardBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "halyard-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "halyard")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/halyard")
-		cmd.Dir = repoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	path, err := testbin.Halyard()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return path
+}
+
+// TestMain removes the built binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
 }
 
 // process is a halyard subprocess stopped when the test ends.

@@ -131,6 +131,11 @@ func TestInPlaceRecoveryOnRealKubelet(t *testing.T) {
 	ns := e.namespace(t, "recovery")
 	rec := watchPods(t, e, ns)
 	g := newGroup(t, e, ns, "ip", servingv1.RecoveryInPlace)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("observed pod statuses:\n%s", rec.summary(g.pods[:]).log)
+		}
+	})
 	eventually(t, 3*time.Minute, "group running on the kubelet", func() (bool, string) { return g.ready(t, e, ns) })
 	before := e.pods(t, ns, g.name)
 
@@ -199,6 +204,9 @@ func TestInPlaceRecoveryOnRealKubelet(t *testing.T) {
 	for _, n := range g.pods {
 		if !obs.allRestarting[n] {
 			t.Errorf("pod %s: condition AllContainersRestarting never seen True", n)
+		}
+		if !obs.agentExit88[n] {
+			t.Errorf("pod %s: its agent was never seen terminated with exit code %d", n, servingv1.ExitCodeRestartGroup)
 		}
 	}
 	// The barrier: no engine started before both agents had restarted.
@@ -275,7 +283,13 @@ func writeResult(t *testing.T, inPlace, recreate time.Duration) {
 		return
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "%s in_place_s=%.2f recreate_s=%.2f\n", time.Now().UTC().Format(time.RFC3339), inPlace.Seconds(), recreate.Seconds())
+	load, _ := os.ReadFile("/proc/loadavg")
+	fields := strings.Fields(string(load))
+	if len(fields) > 3 {
+		fields = fields[:3]
+	}
+	fmt.Fprintf(f, "%s in_place_s=%.2f recreate_s=%.2f load=%s\n", time.Now().UTC().Format(time.RFC3339),
+		inPlace.Seconds(), recreate.Seconds(), strings.Join(fields, ","))
 }
 
 func restartCount(p *corev1.Pod, container string) int32 {
@@ -395,6 +409,7 @@ func watchPods(t *testing.T, e *env, ns string) *podRecorder {
 // observation is what the kubelet reported about the restart.
 type observation struct {
 	allRestarting map[string]bool
+	agentExit88   map[string]bool // the agent seen terminated with ExitCodeRestartGroup
 	log           string
 }
 
@@ -403,7 +418,7 @@ type observation struct {
 func (r *podRecorder) summary(names []string) observation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o := observation{allRestarting: map[string]bool{}}
+	o := observation{allRestarting: map[string]bool{}, agentExit88: map[string]bool{}}
 	var b strings.Builder
 	last := map[string]string{}
 	t0 := time.Time{}
@@ -422,6 +437,11 @@ func (r *podRecorder) summary(names []string) observation {
 			}
 			if c.Status == corev1.ConditionTrue {
 				parts = append(parts, string(c.Type))
+			}
+		}
+		for _, s := range p.Status.InitContainerStatuses {
+			if st := s.State.Terminated; s.Name == servingv1.AgentContainerName && st != nil && st.ExitCode == servingv1.ExitCodeRestartGroup {
+				o.agentExit88[p.Name] = true
 			}
 		}
 		for _, s := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
