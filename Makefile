@@ -25,7 +25,7 @@ run: build
 # missing; HALYARD_REQUIRE_E2E=1 does the same for the end-to-end tests that
 # need the halyard binary). .ci/run calls this target.
 test: test-deps
-	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_K8S=1 HALYARD_REQUIRE_E2E=1 HALYARD_REQUIRE_REDIS=1 HALYARD_REQUIRE_PROMETHEUS=1 $(GO) test -race -timeout 60m ./...
+	KUBEBUILDER_ASSETS=$(CURDIR)/.k8scp/bin HALYARD_REQUIRE_K8S=1 HALYARD_REQUIRE_E2E=1 HALYARD_REQUIRE_REDIS=1 HALYARD_REQUIRE_PROMETHEUS=1 HALYARD_REQUIRE_CHROMIUM=1 $(GO) test -race -timeout 60m ./...
 	@$(MAKE) --no-print-directory test-kubelet-ci
 
 # What the tests need besides Go: kubectl (Debian's package) and the control
@@ -38,6 +38,8 @@ test-deps:
 	  (apt-get update -qq && apt-get install -y -qq prometheus) >/dev/null || { echo "could not install prometheus: install it and retry" >&2; exit 1; }; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server (Debian package)"; \
 	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || { echo "could not install redis-server: install it and retry" >&2; exit 1; }; }
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package)"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null || { echo "could not install chromium: install it and retry" >&2; exit 1; }; }
 	@t0=$$(date +%s); hack/controlplane.sh build; echo "control plane build: $$(( $$(date +%s) - t0 ))s"
 
 test-short:

@@ -155,7 +155,7 @@ func metricNames(expr string) []string {
 }
 
 // registered returns the names of the metrics the router (with a PD pool,
-// the prefix index and the default profiles), the controller and the
+// the prefix index, admission and the default profiles), the controller and the
 // simulator (both roles) register.
 func registered(t *testing.T) map[string]bool {
 	t.Helper()
@@ -176,6 +176,10 @@ apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 router:
   prefixIndex: {}
+  admission: {queue: {maxPerModel: 16}}
+auth: {}
+tenants:
+  - {name: t, apiKeys: [{sha256: "0000000000000000000000000000000000000000000000000000000000000000"}], limits: {requestsPerMinute: 60}}
 endpoints:
   - {name: e0, url: "http://127.0.0.1:1", model: m}
   - {name: p0, url: "http://127.0.0.1:2", model: pd, role: prefill}

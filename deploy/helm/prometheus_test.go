@@ -2,6 +2,8 @@ package helm
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,6 +29,11 @@ import (
 	"github.com/halyard-dev/halyard/internal/router"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
+
+func sha256Hex(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
 
 // needBinary returns the path of a Debian binary the test needs; without
 // it the test skips, or fails when CI=true or HALYARD_REQUIRE_PROMETHEUS=1.
@@ -127,6 +134,12 @@ router:
   scrapeInterval: 100ms
   prefixIndex: {driftMinTokens: 64}
   health: {outlier: {consecutive5xx: 3, ejectionTime: 60s}}
+  admission: {queue: {maxPerModel: 2, endpointConcurrency: 1}}
+auth: {}
+tenants:
+  - name: load
+    apiKeys: [{sha256: "` + sha256Hex("unused") + `"}]
+    limits: {requestsPerMinute: 1000000, tokensPerMinute: 1000000000}
 endpoints:
 ` + eps.String() + `
 routes:
@@ -196,6 +209,7 @@ pools:
 		"ejection":   map[string]any{"for": "0s"},
 		"errorRatio": map[string]any{"threshold": 0.05, "for": "0s"},
 		"recovery":   map[string]any{"for": "0s"},
+		"shedding":   map[string]any{"ratio": 0.001, "for": "0s"},
 	}}
 	rules, rg := renderedRules(t, values)
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), rules, 0o644); err != nil {
@@ -265,6 +279,10 @@ scrape_configs:
 					},
 					MaxTokens: openai.Int(8),
 				}
+				if i%7 == 3 { // refused by admission: an unknown key
+					_, _ = c.Chat.Completions.New(ctx, p, option.WithAPIKey("wrong"))
+					continue
+				}
 				if i%2 == 0 {
 					s := c.Chat.Completions.NewStreaming(ctx, p)
 					for s.Next() {
@@ -283,6 +301,17 @@ scrape_configs:
 					cm.PodOperations.WithLabelValues("delete", "ok").Inc()
 				}
 			}
+		})
+	}
+	// A burst at the PD model (one decode endpoint, one slot, two places
+	// in the queue): requests queue, wait, and the rest are shed.
+	for range 16 {
+		wg.Go(func() {
+			_, _ = c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+				Model:     "pd",
+				Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage("burst")},
+				MaxTokens: openai.Int(8),
+			})
 		})
 	}
 	wg.Wait()
@@ -335,7 +364,8 @@ scrape_configs:
 	// The induced faults fire their alerts: the endpoint answering 500s is
 	// ejected, the broken model's errors pass the ratio, and the in-place
 	// restarts that timed out fell back to recreating.
-	want := []string{"HalyardEndpointEjected", "HalyardRouterErrorRatio", "HalyardInPlaceRecoveryFellBack"}
+	// The burst overflows the fair queue: it sheds.
+	want := []string{"HalyardEndpointEjected", "HalyardRouterErrorRatio", "HalyardInPlaceRecoveryFellBack", "HalyardAdmissionShedding"}
 	deadline = time.Now().Add(20 * time.Second)
 	for {
 		firing := api.firing()

@@ -18,7 +18,7 @@ import (
 func setupTracing(ctx context.Context, tc *config.TracingConfig, service string, log *slog.Logger) (trace.TracerProvider, func(), error) {
 	t := observability.Tracing{ServiceName: service, SampleRatio: -1}
 	if tc != nil {
-		t.Enabled, t.Endpoint = tc.Enabled, tc.Endpoint
+		t.Enabled, t.Endpoint, t.Protocol = tc.Enabled, tc.Endpoint, tc.Protocol
 		if tc.SampleRatio != nil {
 			t.SampleRatio = *tc.SampleRatio
 		}
@@ -30,7 +30,7 @@ func setupTracing(ctx context.Context, tc *config.TracingConfig, service string,
 	if !t.Enabled && !observability.TracingFromEnv() {
 		return nil, func() {}, nil
 	}
-	log.Info("tracing on", "endpoint", t.Endpoint, "sampleRatio", t.SampleRatio)
+	log.Info("tracing on", "endpoint", t.Endpoint, "protocol", t.Protocol, "sampleRatio", t.SampleRatio)
 	return otel.GetTracerProvider(), func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -226,6 +226,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(out, "Halyard is up: router on %s, %d simulated engine(s), models: %s\n", url, len(instances), strings.Join(publicModels(cfg), ", "))
 	fmt.Fprintf(out, "Try:\n  curl -s %s/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":32}'\n", url, model)
 	if adminURL != "" {
+		fmt.Fprintf(out, "Console: %s/ui/ (the fleet, routes, live decisions and a playground)\n", adminURL)
 		fmt.Fprintf(out, "Admin: %s (metrics: %s/metrics, decisions: %s/debug/route?model=%s&prompt=hi)\n", adminURL, adminURL, adminURL, model)
 	}
 	explain := ""

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -22,10 +23,15 @@ import (
 type Tracing struct {
 	// Enabled turns tracing on.
 	Enabled bool
-	// Endpoint is the OTLP/HTTP collector, e.g. http://127.0.0.1:4318;
-	// empty: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT
-	// or the exporter's default (http://localhost:4318).
+	// Endpoint is the OTLP collector, e.g. http://127.0.0.1:4318 for
+	// OTLP/HTTP or http://127.0.0.1:4317 for gRPC (https: TLS); empty:
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT or
+	// the exporter's default (localhost:4318, localhost:4317).
 	Endpoint string
+	// Protocol is ProtocolHTTP or ProtocolGRPC; empty:
+	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL, else
+	// ProtocolHTTP.
+	Protocol string
 	// SampleRatio is the share of new traces sampled (parent-based: a
 	// request carrying a sampled traceparent is always traced). Negative:
 	// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG decide (default 1).
@@ -60,23 +66,13 @@ func SetupTracing(ctx context.Context, t Tracing) (shutdown func(context.Context
 		otel.SetTracerProvider(noop.NewTracerProvider())
 		return func(context.Context) error { return nil }, nil
 	}
-	if p := os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"); p != "" && p != "http/protobuf" {
-		return nil, fmt.Errorf("tracing: OTEL_EXPORTER_OTLP_PROTOCOL %q: only http/protobuf is supported", p)
-	}
-	var opts []otlptracehttp.Option
-	if t.Endpoint != "" {
-		u, err := url.Parse(t.Endpoint)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("tracing: endpoint %q: want a URL such as http://127.0.0.1:4318", t.Endpoint)
-		}
-		if u.Path == "" || u.Path == "/" {
-			u.Path = "/v1/traces" // a collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT
-		}
-		opts = append(opts, otlptracehttp.WithEndpointURL(u.String()))
-	}
-	exp, err := otlptracehttp.New(ctx, opts...)
+	protocol, err := tracingProtocol(t.Protocol)
 	if err != nil {
-		return nil, fmt.Errorf("tracing: exporter: %w", err)
+		return nil, err
+	}
+	exp, err := newExporter(ctx, protocol, t.Endpoint)
+	if err != nil {
+		return nil, err
 	}
 	name := t.ServiceName
 	if name == "" {
@@ -96,6 +92,66 @@ func SetupTracing(ctx context.Context, t Tracing) (shutdown func(context.Context
 	tp := sdktrace.NewTracerProvider(popts...)
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
+}
+
+// OTLP protocols (the values of OTEL_EXPORTER_OTLP_PROTOCOL).
+const (
+	ProtocolHTTP = "http/protobuf"
+	ProtocolGRPC = "grpc"
+)
+
+// tracingProtocol resolves the OTLP protocol: configured, else the
+// traces variable, else the general one, else OTLP/HTTP.
+func tracingProtocol(configured string) (string, error) {
+	p, from := configured, "tracing.protocol"
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		if p == "" {
+			p, from = os.Getenv(v), v
+		}
+	}
+	switch p {
+	case "", ProtocolHTTP:
+		return ProtocolHTTP, nil
+	case ProtocolGRPC:
+		return ProtocolGRPC, nil
+	}
+	return "", fmt.Errorf("tracing: %s %q: want %s or %s (http/json is not supported)", from, p, ProtocolGRPC, ProtocolHTTP)
+}
+
+// newExporter makes the OTLP span exporter for protocol, sending to
+// endpoint (a URL; "" leaves it to the OTEL_* variables).
+func newExporter(ctx context.Context, protocol, endpoint string) (sdktrace.SpanExporter, error) {
+	var u *url.URL
+	if endpoint != "" {
+		var err error
+		u, err = url.Parse(endpoint)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return nil, fmt.Errorf("tracing: endpoint %q: want a URL such as http://127.0.0.1:4318 (OTLP/HTTP) or http://127.0.0.1:4317 (gRPC)", endpoint)
+		}
+	}
+	if protocol == ProtocolGRPC {
+		var opts []otlptracegrpc.Option
+		if u != nil {
+			opts = append(opts, otlptracegrpc.WithEndpointURL(u.String())) // http: plaintext
+		}
+		exp, err := otlptracegrpc.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("tracing: gRPC exporter: %w", err)
+		}
+		return exp, nil
+	}
+	var opts []otlptracehttp.Option
+	if u != nil {
+		if u.Path == "" || u.Path == "/" {
+			u.Path = "/v1/traces" // a collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT
+		}
+		opts = append(opts, otlptracehttp.WithEndpointURL(u.String()))
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: exporter: %w", err)
+	}
+	return exp, nil
 }
 
 // Tracer returns the named tracer of the global provider.

@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/decision"
@@ -38,6 +42,13 @@ func (r *Router) newAdmission(cfg *config.Config, opts Options) error {
 		return err
 	}
 	r.admission, r.authOn, r.keySource = a, cfg.Auth != nil, opts.KeySource
+	if a != nil {
+		r.budgetRemaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "halyard_router_admission_budget_remaining_ratio",
+			Help: "Share of a tenant's tightest request or token budget left after its last admitted request (0..1), as the x-ratelimit-remaining-* headers say.",
+		}, []string{"tenant", "budget"})
+		r.metrics.Registry.MustRegister(r.budgetRemaining)
+	}
 	return nil
 }
 
@@ -68,15 +79,18 @@ func (r *Router) admit(w http.ResponseWriter, hr *http.Request, c *call, tenant 
 	if !tenant.CanExplain && r.authOn {
 		c.explain = false
 	}
+	ctx, span := r.startSpan(hr.Context(), "halyard.admission", trace.SpanKindInternal, attrTenant.String(tenantName(tenant)))
 	if rej := r.admission.Authorize(tenant, c.route.Model); rej != nil {
+		endAdmissionSpan(span, nil, rej)
 		r.reject(w, c.route.Model, c, rej, c.explain)
 		return false
 	}
-	t, rej := r.admission.Admit(hr.Context(), admission.Request{
+	t, rej := r.admission.Admit(ctx, admission.Request{
 		ID: c.req.ID, Tenant: tenant, Model: c.route.Model,
 		PromptTokens: c.req.PromptTokens, OutputTokens: r.director.OutputTokens(c.req),
 		Priority: hr.Header.Get(HeaderPriority),
 	})
+	endAdmissionSpan(span, t, rej)
 	if rej != nil {
 		r.reject(w, c.route.Model, c, rej, c.explain)
 		return false
@@ -85,8 +99,44 @@ func (r *Router) admit(w http.ResponseWriter, hr *http.Request, c *call, tenant 
 	c.start = time.Now() // added latency and TTFT are counted after the queue
 	if rate := t.Rate(); rate != nil {
 		setRateHeaders(w.Header(), rate)
+		r.observeBudget(tenant, rate)
 	}
 	return true
+}
+
+// tenantName is the tenant's name, "" when unknown.
+func tenantName(t *admission.Tenant) string {
+	if t == nil {
+		return ""
+	}
+	return t.Name
+}
+
+// endAdmissionSpan records admission's outcome on its span: admitted or
+// the refusal's reason, and the time queued.
+func endAdmissionSpan(span trace.Span, t *admission.Ticket, rej *admission.Rejection) {
+	if span == nil {
+		return
+	}
+	if rej != nil {
+		span.SetAttributes(attrAdmission.String("refused"), attrAdmissionReason.String(string(rej.Reason)))
+		span.SetStatus(codes.Error, string(rej.Reason))
+	} else {
+		span.SetAttributes(attrAdmission.String("admitted"),
+			attrQueueWait.Float64(float64(t.Waited().Microseconds())/1000))
+	}
+	span.End()
+}
+
+// observeBudget sets the tenant's remaining budget shares.
+func (r *Router) observeBudget(tenant *admission.Tenant, rate *admission.RateInfo) {
+	name := tenantName(tenant)
+	if rate.LimitRequests > 0 {
+		r.budgetRemaining.WithLabelValues(name, "requests").Set(float64(rate.RemainingRequests) / float64(rate.LimitRequests))
+	}
+	if rate.LimitTokens > 0 {
+		r.budgetRemaining.WithLabelValues(name, "tokens").Set(float64(rate.RemainingTokens) / float64(rate.LimitTokens))
+	}
 }
 
 // settle ends the request's admission ticket with the engine's usage: the

@@ -9,6 +9,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 func keySHA(k string) string {
@@ -85,4 +89,44 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestAdmissionSpan: a traced request gets a halyard.admission span, child
+// of the request's, with the tenant, the decision, the reason of a refusal
+// and the time queued; the remaining budget gauge follows.
+func TestAdmissionSpan(t *testing.T) {
+	doc := strings.Replace(withAdmission, "requestsPerMinute: 100000000", "requestsPerMinute: 1", 1)
+	h := newHarness(t, doc, twoEngines())
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	h.r.tracer = tp.Tracer(TracerName)
+	for i, want := range []int{200, 429} {
+		resp, body := h.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a")
+		if resp.StatusCode != want {
+			t.Fatalf("request %d: %d %s, want %d", i, resp.StatusCode, body, want)
+		}
+	}
+	var got []map[string]string
+	for _, s := range rec.Ended() {
+		if s.Name() != "halyard.admission" {
+			continue
+		}
+		a := map[string]string{"parent": s.Parent().SpanID().String()}
+		for _, kv := range s.Attributes() {
+			a[string(kv.Key)] = kv.Value.String()
+		}
+		got = append(got, a)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d admission spans, want 2: %v", len(got), got)
+	}
+	if a := got[0]; a["halyard.tenant"] != "team-a" || a["halyard.admission.decision"] != "admitted" || a["halyard.admission.queue_wait_ms"] == "" || a["parent"] == "0000000000000000" {
+		t.Errorf("admitted span attributes %v", a)
+	}
+	if a := got[1]; a["halyard.admission.decision"] != "refused" || a["halyard.admission.reason"] != "over_budget" {
+		t.Errorf("refused span attributes %v", a)
+	}
+	if v := testutil.ToFloat64(h.r.budgetRemaining.WithLabelValues("team-a", "requests")); v != 0 {
+		t.Errorf("requests budget remaining %v after the only allowed request, want 0", v)
+	}
 }

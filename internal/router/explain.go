@@ -25,6 +25,9 @@ func (r *Router) setResponseHeaders(h http.Header, c *call, d *pick, attempt int
 	if r.cfg.Debug.EndpointHeaderEnabled() {
 		h.Set(HeaderEndpoint, d.endpoint.Metadata().Name)
 	}
+	if c.watched {
+		r.publishDecision(c, d, attempt)
+	}
 	if !c.explain {
 		return
 	}

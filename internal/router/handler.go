@@ -42,7 +42,8 @@ type call struct {
 	tokenizedFor string
 	// dc is the request's passage through the decision (decisionCall).
 	dc *decision.Call
-	// span is the request's trace span; nil when tracing is off.
+	// span is the request's trace span; nil when tracing is off or the
+	// request is not sampled.
 	span trace.Span
 	// ticket is the admission ticket (nil when admission is off), settled
 	// from usage, or chunks relayed when a stream reported no usage;
@@ -51,6 +52,12 @@ type call struct {
 	usage    admission.Usage
 	chunks   int
 	answered bool
+	// watched is set when the console's feed had a subscriber as the
+	// request came (the decision is then explained and published);
+	// published once it was; firstToken is when the first token was
+	// relayed.
+	watched, published bool
+	firstToken         time.Time
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -63,11 +70,18 @@ func (r *Router) serveCompletion(w http.ResponseWriter, hr *http.Request) {
 
 func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind openai.Kind) {
 	hr, span := r.startRequestSpan(hr)
-	if span != nil || r.log.Enabled(hr.Context(), slog.LevelDebug) {
+	watched := r.feed.Watching()
+	var c *call
+	if span != nil || watched || r.log.Enabled(hr.Context(), slog.LevelDebug) {
 		sr := &statusRecorder{ResponseWriter: w}
 		w = sr
 		start := time.Now()
-		defer func() { r.logAccess(hr, sr.status, start, span) }()
+		defer func() {
+			r.logAccess(hr, sr.status, start, span)
+			if c != nil && c.watched {
+				r.publishOutcome(c, sr.status, start)
+			}
+		}()
 	}
 	tenant, ok := r.authenticate(w, hr)
 	if !ok {
@@ -75,6 +89,7 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 	}
 	c, aerr, cause := r.prepare(w, hr, kind)
 	if c != nil {
+		c.watched = watched
 		defer c.held.release()
 	}
 	if aerr != nil {
@@ -85,8 +100,10 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 		r.fail(w, model, aerr, cause)
 		return
 	}
-	c.span = span
-	if span != nil {
+	if span != nil && span.IsRecording() {
+		// An unsampled request's span only carries the trace context to
+		// the engines: no attributes, no explanation for it.
+		c.span = span
 		span.SetAttributes(attrModel.String(c.route.Model), attrRequestID.String(c.req.ID))
 	}
 	if !r.admit(w, hr, c, tenant) {
@@ -417,7 +434,8 @@ func (r *Router) decisionCall(c *call) *decision.Call {
 	}
 	// A traced request is explained too: its scheduling span carries the
 	// scores (the response headers still follow c.explain).
-	c.dc.Explain = c.explain || c.span != nil
+	// So is a watched one: the console shows the explanation.
+	c.dc.Explain = c.explain || c.span != nil || c.watched
 	return c.dc
 }
 

@@ -21,6 +21,7 @@ import (
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
+	"github.com/halyard-dev/halyard/internal/console"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/discovery"
@@ -137,6 +138,11 @@ type Router struct {
 	// keySource pushes tenants' keys from Kubernetes Secrets (nil: none).
 	keySource admission.KeySource
 	authOn    bool
+	// budgetRemaining is halyard_router_admission_budget_remaining_ratio
+	// (nil when admission is off).
+	budgetRemaining *prometheus.GaugeVec
+	// feed is the console's feed of recent decisions (console.go).
+	feed *console.Feed
 }
 
 // New builds a router: the route table, the profiles and their plugins, the
@@ -312,6 +318,7 @@ func New(opts Options) (*Router, error) {
 	r.admin.HandleFunc("GET /debug/route", r.serveDebugRoute)
 	r.admin.HandleFunc("GET /health", r.serveHealth)
 	r.admin.HandleFunc("GET /ready", r.serveReady)
+	r.mountConsole()
 	if cfg.Router.Debug.Pprof {
 		r.admin.HandleFunc("/debug/pprof/", pprof.Index)
 		r.admin.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -323,8 +330,9 @@ func New(opts Options) (*Router, error) {
 }
 
 // AdminHandler returns the admin listener's handler: /metrics,
-// /debug/route, /health, /ready, /debug/pprof/ when router.debug.pprof is
-// on, and what AdminHandle mounted. Never mount it on the public listener.
+// /debug/route, /health, /ready, the console at /ui/ (docs/console.md),
+// /debug/pprof/ when router.debug.pprof is on, and what AdminHandle
+// mounted. Never mount it on the public listener.
 func (r *Router) AdminHandler() http.Handler { return r.admin }
 
 // AdminHandle mounts h on the admin listener at pattern (http.ServeMux

@@ -32,6 +32,11 @@ const (
 	attrOutput     = attribute.Key("gen_ai.usage.output_tokens")
 	attrInput      = attribute.Key("gen_ai.usage.input_tokens")
 	attrStatus     = attribute.Key("http.response.status_code")
+	// Admission's span (admission.go).
+	attrTenant          = attribute.Key("halyard.tenant")
+	attrAdmission       = attribute.Key("halyard.admission.decision")
+	attrAdmissionReason = attribute.Key("halyard.admission.reason")
+	attrQueueWait       = attribute.Key("halyard.admission.queue_wait_ms")
 )
 
 // traceContext is the W3C trace context propagator (traceparent,
@@ -46,9 +51,25 @@ func (r *Router) startRequestSpan(hr *http.Request) (*http.Request, trace.Span) 
 		return hr, nil
 	}
 	ctx := traceContext.Extract(hr.Context(), propagation.HeaderCarrier(hr.Header))
-	ctx, span := r.tracer.Start(ctx, "halyard.request "+hr.URL.Path, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("http.request.method", hr.Method), attribute.String("url.path", hr.URL.Path)))
+	ctx, span := r.tracer.Start(ctx, requestSpanName(hr.URL.Path), requestSpanKind)
+	if span.IsRecording() { // attributes only for sampled requests
+		span.SetAttributes(attribute.String("http.request.method", hr.Method), attribute.String("url.path", hr.URL.Path))
+	}
 	return hr.WithContext(ctx), span
+}
+
+var requestSpanKind = trace.WithSpanKind(trace.SpanKindServer)
+
+// requestSpanName names the request span without allocating for the
+// inference paths.
+func requestSpanName(path string) string {
+	switch path {
+	case "/v1/chat/completions":
+		return "halyard.request /v1/chat/completions"
+	case "/v1/completions":
+		return "halyard.request /v1/completions"
+	}
+	return "halyard.request " + path
 }
 
 // startSpan starts a child span of ctx's when tracing is on and ctx's
@@ -113,8 +134,10 @@ func endScheduleSpan(span trace.Span, ep *datastore.Endpoint, x *framework.Expla
 	span.End()
 }
 
-// traceFirstToken records the time to first token on the request span.
+// traceFirstToken records the time to first token, and on the request
+// span.
 func (c *call) traceFirstToken(t time.Time) {
+	c.firstToken = t
 	if c.span != nil {
 		c.span.SetAttributes(attrTTFT.Float64(float64(t.Sub(c.start).Microseconds()) / 1000))
 	}

@@ -249,3 +249,20 @@ func (t Target) String() string {
 	}
 	return b.String()
 }
+
+// Split returns the targets of the route's own split, with their weights
+// (read-only).
+func (r *Route) Split() []Target { return r.split.targets }
+
+// RuleSplits returns the targets of each header rule's split, in order
+// (read-only).
+func (r *Route) RuleSplits() [][]Target {
+	out := make([][]Target, len(r.rules))
+	for i, ru := range r.rules {
+		out[i] = ru.split.targets
+	}
+	return out
+}
+
+// Fallback returns the route's fallback targets (read-only).
+func (r *Route) Fallback() []Target { return r.fallback }

@@ -384,6 +384,14 @@ func (c *Config) Validate() error {
 	if c.Kind != Kind {
 		add("kind", "must be %q, got %q", Kind, c.Kind)
 	}
+	if t := c.Tracing; t != nil {
+		if p := t.Protocol; p != "" && p != "grpc" && p != "http/protobuf" {
+			add("tracing.protocol", `must be "grpc" or "http/protobuf", got %q`, p)
+		}
+		if sr := t.SampleRatio; sr != nil && (*sr < 0 || *sr > 1) {
+			add("tracing.sampleRatio", "must be between 0 and 1, got %g", *sr)
+		}
+	}
 	r := &c.Router
 	if _, _, err := net.SplitHostPort(r.Listen); err != nil {
 		add("router.listen", "must be host:port: %v", err)

@@ -94,6 +94,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"fractional int", "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {maxAttempts: 1.5}", "router.maxAttempts: must be an integer, got a number"},
 		{"int32 overflow", "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nroutes: [{model: m, targets: [{pool: p, weight: 5000000000}]}]", "routes[0].targets[0].weight: 5e+09 is out of range"},
 		{"bad duration", "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {scrapeInterval: soon}", "router.scrapeInterval: time: invalid duration \"soon\""},
+		{"tracing protocol", "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\ntracing: {enabled: true, protocol: http/json}", `tracing.protocol: must be "grpc" or "http/protobuf", got "http/json"`},
+		{"tracing sample ratio", "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\ntracing: {sampleRatio: 2}", "tracing.sampleRatio: must be between 0 and 1, got 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

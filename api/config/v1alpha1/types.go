@@ -39,7 +39,7 @@ type Config struct {
 	// fair-queue weights.
 	Tenants []TenantSpec `json:"tenants,omitempty"`
 	// Tracing sends OpenTelemetry traces of the router (and, under
-	// `halyard up`, of the simulated engines) over OTLP/HTTP. Absent:
+	// `halyard up`, of the simulated engines) over OTLP (HTTP or gRPC). Absent:
 	// off unless the standard OTEL_* environment variables turn it on.
 	Tracing *TracingConfig `json:"tracing,omitempty"`
 }
@@ -49,10 +49,15 @@ type Config struct {
 type TracingConfig struct {
 	// Enabled turns tracing on.
 	Enabled bool `json:"enabled,omitempty"`
-	// Endpoint is the OTLP/HTTP collector URL, e.g.
-	// http://127.0.0.1:4318 (traces go to /v1/traces). Default:
-	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.
+	// Endpoint is the OTLP collector URL, e.g. http://127.0.0.1:4318 for
+	// OTLP/HTTP (traces go to /v1/traces) or http://127.0.0.1:4317 for
+	// gRPC (https: TLS). Default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+	// OTEL_EXPORTER_OTLP_ENDPOINT.
 	Endpoint string `json:"endpoint,omitempty"`
+	// Protocol is "http/protobuf" or "grpc". Default:
+	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL, else
+	// http/protobuf.
+	Protocol string `json:"protocol,omitempty"`
 	// SampleRatio is the share of new traces sampled, 0 to 1; a request
 	// whose traceparent is sampled is always traced (parent-based).
 	// Default: OTEL_TRACES_SAMPLER(_ARG), else 1.
