@@ -303,18 +303,32 @@ scrape_configs:
 			}
 		})
 	}
-	// A burst at the PD model (one decode endpoint, one slot, two places
-	// in the queue): requests queue, wait, and the rest are shed.
-	for range 16 {
-		wg.Go(func() {
-			_, _ = c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-				Model:     "pd",
-				Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage("burst")},
-				MaxTokens: openai.Int(8),
-			})
-		})
-	}
 	wg.Wait()
+	// Bursts at the PD model (one decode endpoint, one slot, two places in
+	// the queue): requests queue, wait, and the rest are shed. A counter
+	// Prometheus first scrapes with its final value shows no increase, so
+	// the second burst comes once Prometheus has the sheds' series.
+	burst := func() {
+		for range 16 {
+			wg.Go(func() {
+				_, _ = c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+					Model:     "pd",
+					Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage("burst")},
+					MaxTokens: openai.Int(8),
+				})
+			})
+		}
+		wg.Wait()
+	}
+	burst()
+	deadline = time.Now().Add(20 * time.Second)
+	for len(api.query(`halyard_admission_shed_total`)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no sheds in prometheus 20s after the burst (router: %v shed)", metricValue(t, adminURL, "halyard_admission_shed_total"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	burst()
 	// Prometheus has the load once a scrape after it shows every request.
 	sent := metricValue(t, adminURL, "halyard_router_requests_total")
 	if sent == 0 {

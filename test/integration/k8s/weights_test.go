@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -472,22 +473,26 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 	if code != 0 && len(msg) == 0 {
 		return fmt.Errorf("fetch of %s failed without a termination message:\n%s", pod.Name, out)
 	}
-	cur := &corev1.Pod{}
-	if err := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); err != nil {
-		return err
-	}
 	reason := "Completed"
 	if code != 0 {
 		reason = "Error"
 	}
-	cur.Status.Phase = corev1.PodPending
-	cur.Status.InitContainerStatuses = []corev1.ContainerStatus{{
-		Name: c.Name, Image: c.Image, ImageID: c.Image,
-		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-			ExitCode: int32(code), Reason: reason, Message: string(msg), StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
-		}},
-	}}
-	return k.c.Status().Update(ctx, cur)
+	// The controller annotates the pod meanwhile (the barrier): retry on
+	// a conflict, as the kubelet does.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &corev1.Pod{}
+		if err := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); err != nil {
+			return err
+		}
+		cur.Status.Phase = corev1.PodPending
+		cur.Status.InitContainerStatuses = []corev1.ContainerStatus{{
+			Name: c.Name, Image: c.Image, ImageID: c.Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: int32(code), Reason: reason, Message: string(msg), StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
+			}},
+		}}
+		return k.c.Status().Update(ctx, cur)
+	})
 }
 
 // counterValue sums a counter's series in reg.
