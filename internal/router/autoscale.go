@@ -22,6 +22,29 @@ type WaitingRoom interface {
 	Waiting(pool string) int
 }
 
+// queueRoom is the WaitingRoom of a router whose admission has a fair
+// queue: the requests queued for the models routed to the pool (waiting for
+// capacity, or for a pool with no ready endpoint; admission bounds both).
+type queueRoom struct{ r *Router }
+
+// Waiting sums the queue's demand over the models whose route targets pool.
+func (q queueRoom) Waiting(pool string) int {
+	n := 0
+	for model, waiting := range q.r.admission.Queue().Demand() {
+		route, ok := q.r.routes().table.Lookup(model)
+		if !ok {
+			continue
+		}
+		for _, t := range route.Targets() {
+			if t.Pool == pool {
+				n += waiting
+				break
+			}
+		}
+	}
+	return n
+}
+
 // signalBook keeps, per pool, what autoscalers read besides the engines'
 // scraped state: the outcomes of finished requests (against the TTFT and
 // TPOT objectives), generated tokens, and prompt tokens sent whose first

@@ -3,7 +3,9 @@ package router
 import (
 	"encoding/json"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,5 +103,77 @@ func TestSignalBookWindow(t *testing.T) {
 	now = now.Add(25 * time.Second) // both buckets expired
 	if s := b.signals("p", nil, nil); s.TTFTAttainment != autoscale.Unknown || s.TokensPerSecond != 0 {
 		t.Errorf("after two windows: %+v, want unknown attainment and no tokens", s)
+	}
+}
+
+// TestWaitingRoomIsAdmissionsQueue checks that, with admission's fair queue
+// on, the autoscaling signal of a pool counts the requests queued for it:
+// one engine with room for one request, that request held by the engine,
+// a second request waits in the queue and the pool's waitingRoom says 1.
+func TestWaitingRoomIsAdmissionsQueue(t *testing.T) {
+	doc := strings.Replace(withAdmission, "router: {", "router: {admission: {queue: {endpointConcurrency: 1, maxPerModel: 8, maxWait: 30s}}, ", 1)
+	h := newHarnessWith(t, doc, twoEngines(), func(es map[string]*fakeEngine) {
+		for _, e := range es {
+			e.stall = make(chan struct{})
+		}
+	})
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			for _, e := range h.engines {
+				close(e.stall)
+			}
+		})
+	}
+	t.Cleanup(release)
+	done := make(chan int, 3)
+	send := func() {
+		resp, _ := h.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a")
+		done <- resp.StatusCode
+	}
+	room := func() float64 {
+		resp, err := http.Get(h.admin.URL + "/autoscale/signals?pool=llama")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got struct {
+			Pools map[string]autoscale.Signals `json:"pools"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got.Pools["llama"].WaitingRoom
+	}
+	// Two requests fill both engines' single slot; then a third waits.
+	go send()
+	go send()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.engines["e0"].requests.Load()+h.engines["e1"].requests.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first two requests did not reach the engines in 10 s")
+		}
+		runtime.Gosched()
+	}
+	go send()
+	for room() != 1 {
+		select {
+		case code := <-done:
+			t.Fatalf("a request ended with %d while the engines held two: the third did not wait", code)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waitingRoom %v after 10 s, want 1", room())
+		}
+		runtime.Gosched()
+	}
+	release()
+	for range 3 {
+		if code := <-done; code != http.StatusOK {
+			t.Errorf("a request ended with %d, want 200", code)
+		}
+	}
+	if r := room(); r != 0 {
+		t.Errorf("waitingRoom %v after every request ended, want 0", r)
 	}
 }

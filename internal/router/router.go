@@ -307,6 +307,9 @@ func New(opts Options) (*Router, error) {
 	}
 	r.metrics.Registry.MustRegister(&endpointCollector{store: r.store})
 	r.signals, r.waitingRoom = newSignalBook(cfg.Router.Autoscaling, clock.Now), opts.WaitingRoom
+	if r.waitingRoom == nil && r.admission != nil && r.admission.Queue() != nil {
+		r.waitingRoom = queueRoom{r} // admission's fair queue is the waiting room
+	}
 	r.metrics.Registry.MustRegister(signalCollector{r})
 
 	r.mux = http.NewServeMux()
