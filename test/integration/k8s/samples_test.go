@@ -81,7 +81,7 @@ func TestSamplesApplyWithKubectlAndController(t *testing.T) {
 		return strings.Contains(table, "GroupsNotReady"), table
 	})
 	header := strings.Fields(strings.SplitN(table, "\n", 2)[0])
-	if got := strings.Join(header, " "); got != "NAME MODEL ENGINE GROUPS READY UPDATED STATUS AGE" {
+	if got := strings.Join(header, " "); got != "NAME MODEL ENGINE GROUPS READY UPDATED STATUS DESIRED AGE" {
 		t.Errorf("columns %q", got)
 	}
 	if !strings.Contains(table, "llama-pd ") || !strings.Contains(table, "llama-3.1-8b") || !strings.Contains(table, "vllm") {
