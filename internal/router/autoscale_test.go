@@ -35,20 +35,10 @@ routes:
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, b)
 		}
 	}
-	resp, err := http.Get(h.admin.URL + "/autoscale/signals")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var got struct {
-		Pools map[string]autoscale.Signals `json:"pools"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
-		t.Fatal(err)
-	}
-	s, ok := got.Pools["llama"]
+	pools := adminSignals(t, h, "")
+	s, ok := pools["llama"]
 	if !ok {
-		t.Fatalf("no pool llama in %+v", got)
+		t.Fatalf("no pool llama in %+v", pools)
 	}
 	if s.Engines != 2 || s.KVUsage < 0.19 || s.KVUsage > 0.21 {
 		t.Errorf("engines %d, kv %v; want 2 engines and their scraped 0.1 each summed", s.Engines, s.KVUsage)
@@ -131,20 +121,7 @@ func TestWaitingRoomIsAdmissionsQueue(t *testing.T) {
 		resp, _ := h.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a")
 		done <- resp.StatusCode
 	}
-	room := func() float64 {
-		resp, err := http.Get(h.admin.URL + "/autoscale/signals?pool=llama")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var got struct {
-			Pools map[string]autoscale.Signals `json:"pools"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
-			t.Fatal(err)
-		}
-		return got.Pools["llama"].WaitingRoom
-	}
+	room := func() float64 { return adminSignals(t, h, "?pool=llama")["llama"].WaitingRoom }
 	// Two requests fill both engines' single slot; then a third waits.
 	go send()
 	go send()
@@ -176,4 +153,22 @@ func TestWaitingRoomIsAdmissionsQueue(t *testing.T) {
 	if r := room(); r != 0 {
 		t.Errorf("waitingRoom %v after every request ended, want 0", r)
 	}
+}
+
+// adminSignals reads GET /autoscale/signals (query, e.g. "?pool=p") from
+// the admin listener.
+func adminSignals(t *testing.T, h *harness, query string) map[string]autoscale.Signals {
+	t.Helper()
+	resp, err := http.Get(h.admin.URL + "/autoscale/signals" + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Pools map[string]autoscale.Signals `json:"pools"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	return got.Pools
 }
