@@ -17,11 +17,6 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
-
-	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/scheduling/framework"
-	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
-	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // chromium returns the path of a Chromium (Debian's package, installed by
@@ -76,25 +71,12 @@ func lineValue(out, marker string) string {
 // screenshot (console.png in $HALYARD_ARTIFACTS_DIR).
 func TestConsoleInChromium(t *testing.T) {
 	chrome := chromium(t)
-	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+	out, done, cancel := startRun(t, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 router: {listen: "127.0.0.1:0"}
 engines: [{model: llama-3-8b, replicas: 2}]
 routes: [{model: llama-3-8b, targets: [{pool: llama-3-8b}]}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	out := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out})
-	}()
+`, Options{})
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -102,15 +84,7 @@ routes: [{model: llama-3-8b, targets: [{pool: llama-3-8b}]}]
 		}
 	})
 	deadline := time.After(30 * time.Second)
-	for !strings.Contains(out.String(), "Console: ") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned early: %v\n%s", err, out)
-		case <-deadline:
-			t.Fatalf("no console URL within 30s:\n%s", out)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	waitUntil(t, out, done, deadline, "no console URL within 30s", func() bool { return strings.Contains(out.String(), "Console: ") })
 	consoleURL, routerURL := lineValue(out.String(), "Console: "), lineValue(out.String(), "router on ")
 	if !strings.HasSuffix(consoleURL, "/ui/") || !strings.HasPrefix(routerURL, "http://127.0.0.1:") {
 		t.Fatalf("console %q, router %q in:\n%s", consoleURL, routerURL, out)
@@ -120,7 +94,7 @@ routes: [{model: llama-3-8b, targets: [{pool: llama-3-8b}]}]
 		t.Fatalf("GET %s/ui/: %v %v, want 404", routerURL, resp.StatusCode, err)
 	}
 
-	actx, acancel := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+	actx, acancel := chromedp.NewExecAllocator(t.Context(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 1000))...)
 	defer acancel()
@@ -187,7 +161,7 @@ routes: [{model: llama-3-8b, targets: [{pool: llama-3-8b}]}]
 	client := openai.NewClient(option.WithBaseURL(routerURL+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
 	var raw *http.Response
 	sent := time.Now()
-	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+	stream := client.Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
 		Model:     "llama-3-8b",
 		Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello from the SDK")},
 		MaxTokens: openai.Int(8),

@@ -36,13 +36,12 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestRunDemoThenStop(t *testing.T) {
-	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
-kind: Config
-router: {listen: "127.0.0.1:0"}
-engines: [{model: m, replicas: 2, profile: zero}]
-routes: [{model: m, targets: [{pool: m}]}]
-`))
+// startRun starts Run with the config doc and opts (Config, Registry,
+// PresetProfiles and Out are filled in here) and returns its output, the
+// channel of its result and the cancel that stops it (Ctrl-C).
+func startRun(t *testing.T, doc string, opts Options) (*syncBuffer, <-chan error, context.CancelFunc) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,21 +50,37 @@ routes: [{model: m, targets: [{pool: m}]}]
 		t.Fatal(err)
 	}
 	out := &syncBuffer{}
+	opts.Config, opts.Registry, opts.PresetProfiles, opts.Out = cfg, reg, presets.Specs(), out
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, Demo: true, DemoRequests: 40})
-	}()
-	deadline := time.After(time.Minute)
-	for !strings.Contains(out.String(), "Still serving") {
+	go func() { done <- Run(ctx, opts) }()
+	return out, done, cancel
+}
+
+// waitUntil polls cond every 10 ms until it holds; it fails the test if Run
+// returns first or deadline fires (what names the awaited step).
+func waitUntil(t *testing.T, out *syncBuffer, done <-chan error, deadline <-chan time.Time, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
 		select {
 		case err := <-done:
 			t.Fatalf("Run returned early: %v\n%s", err, out)
 		case <-deadline:
-			t.Fatalf("demo did not finish within a minute:\n%s", out)
+			t.Fatalf("%s:\n%s", what, out)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+func TestRunDemoThenStop(t *testing.T) {
+	out, done, cancel := startRun(t, `apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router: {listen: "127.0.0.1:0"}
+engines: [{model: m, replicas: 2, profile: zero}]
+routes: [{model: m, targets: [{pool: m}]}]
+`, Options{Demo: true, DemoRequests: 40})
+	deadline := time.After(time.Minute)
+	waitUntil(t, out, done, deadline, "demo did not finish within a minute", func() bool { return strings.Contains(out.String(), "Still serving") })
 	cancel()
 	select {
 	case err := <-done:
@@ -96,7 +111,7 @@ func TestRunRefusesEngineArgs(t *testing.T) {
 // one decode engine, SGLang's bootstrap exchange on free ports): the demo's
 // requests all succeed.
 func TestRunPDDemo(t *testing.T) {
-	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+	out, done, cancel := startRun(t, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 router: {listen: "127.0.0.1:0"}
 engines:
@@ -104,30 +119,9 @@ engines:
   - {model: m, role: decode, profile: zero}
 routes: [{model: m, targets: [{pool: m}]}]
 pools: [{name: m, pd: {mode: sglang}}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	out := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, Demo: true, DemoRequests: 20})
-	}()
+`, Options{Demo: true, DemoRequests: 20})
 	deadline := time.After(time.Minute)
-	for !strings.Contains(out.String(), "Still serving") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned early: %v\n%s", err, out)
-		case <-deadline:
-			t.Fatalf("demo did not finish within a minute:\n%s", out)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	waitUntil(t, out, done, deadline, "demo did not finish within a minute", func() bool { return strings.Contains(out.String(), "Still serving") })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
@@ -141,35 +135,16 @@ pools: [{name: m, pd: {mode: sglang}}]
 // says what it waits for, and a cancel (Ctrl-C) during the wait is a clean
 // stop, not an error.
 func TestRunNeverReadyStopsCleanly(t *testing.T) {
-	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+	out, done, cancel := startRun(t, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 router: {listen: "127.0.0.1:0"}
 engines: [{model: m, profile: zero}]
 routes: [{model: sql, adapter: sql-lora, targets: [{pool: m}]}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	out := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, ReadyTimeout: time.Minute})
-	}()
+`, Options{ReadyTimeout: time.Minute})
 	deadline := time.After(30 * time.Second)
-	for !strings.Contains(out.String(), "Waiting up to 1m0s for the engines to be ready (models not ready yet: sql)") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned early: %v\n%s", err, out)
-		case <-deadline:
-			t.Fatalf("no progress message within 30s:\n%s", out)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	waitUntil(t, out, done, deadline, "no progress message within 30s", func() bool {
+		return strings.Contains(out.String(), "Waiting up to 1m0s for the engines to be ready (models not ready yet: sql)")
+	})
 	cancel()
 	select {
 	case err := <-done:
@@ -184,48 +159,19 @@ routes: [{model: sql, adapter: sql-lora, targets: [{pool: m}]}]
 // TestDemoInterrupted: a demo cut short reports only the requests that ran,
 // never counting unsent ones as successes.
 func TestDemoInterrupted(t *testing.T) {
-	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
+	const n = 1000000
+	out, done, cancel := startRun(t, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 router: {listen: "127.0.0.1:0"}
 engines: [{model: m, replicas: 2, profile: zero}]
 routes: [{model: m, targets: [{pool: m}]}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	out := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	const n = 1000000
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Out: out, Demo: true, DemoRequests: n})
-	}()
+`, Options{Demo: true, DemoRequests: n})
 	deadline := time.After(time.Minute)
-	for !strings.Contains(out.String(), "Running a short load") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned early: %v\n%s", err, out)
-		case <-deadline:
-			t.Fatalf("the load did not start within a minute:\n%s", out)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	waitUntil(t, out, done, deadline, "the load did not start within a minute", func() bool { return strings.Contains(out.String(), "Running a short load") })
 	// Interrupt once some requests have completed, so that the engines
 	// have counted prompt tokens the report must show.
 	metricsURL := adminURL(t, out.String()) + "/metrics"
-	for !servedSome(metricsURL) {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned early: %v\n%s", err, out)
-		case <-deadline:
-			t.Fatalf("no request completed within a minute:\n%s", out)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	waitUntil(t, out, done, deadline, "no request completed within a minute", func() bool { return servedSome(metricsURL) })
 	cancel()
 	select {
 	case err := <-done:
