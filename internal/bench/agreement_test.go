@@ -52,24 +52,7 @@ func TestLiveAndVirtualAgree(t *testing.T) {
 		SystemTokens: 1000, QuestionTokens: 1000, OutputTokens: 20, Turns: 1}
 	const seed, rate = 11, 6.0
 
-	sc := &virtual.Scenario{
-		Model:          "m",
-		Fleet:          virtual.Fleet{Engines: 1, Profile: profile},
-		ScrapeInterval: config.Duration{Duration: 100 * time.Millisecond},
-		Workload:       spec,
-		Arrival:        virtual.Arrival{Rates: []float64{rate}},
-		Seed:           seed,
-		Policies:       []string{virtual.PolicyRoundRobin},
-	}
-	sc.Default()
-	if err := sc.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	vrep, err := virtual.Run(context.Background(), sc, virtual.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := vrep.Runs[0]
+	v := virtualRun(t, spec, profile, 1, rate, seed, virtual.PolicyRoundRobin)
 
 	b := &workload.Builder{Spec: spec, Seed: seed}
 	b.Spec.Default()
@@ -171,24 +154,7 @@ func TestLiveRouterAndVirtualAgree(t *testing.T) {
 		SystemTokens: 1000, QuestionTokens: 1000, OutputTokens: 20, Turns: 1}
 	const seed, rate, engines = 11, 12.0, 4
 
-	sc := &virtual.Scenario{
-		Model:          "m",
-		Fleet:          virtual.Fleet{Engines: engines, Profile: profile},
-		ScrapeInterval: config.Duration{Duration: 100 * time.Millisecond},
-		Workload:       spec,
-		Arrival:        virtual.Arrival{Rates: []float64{rate}},
-		Seed:           seed,
-		Policies:       []string{virtual.PolicyDefault},
-	}
-	sc.Default()
-	if err := sc.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	vrep, err := virtual.Run(context.Background(), sc, virtual.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := vrep.Runs[0]
+	v := virtualRun(t, spec, profile, engines, rate, seed, virtual.PolicyDefault)
 
 	b := &workload.Builder{Spec: spec, Seed: seed}
 	b.Spec.Default()
@@ -271,4 +237,29 @@ func liveRouterRun(t *testing.T, profile string, n int, b *workload.Builder, rat
 		t.Fatal(err)
 	}
 	return runs[0]
+}
+
+// virtualRun runs spec at rate on engines simulated engines of profile
+// under policy in virtual time, with the scrape interval the live runs use,
+// and returns its one run.
+func virtualRun(t *testing.T, spec workload.Spec, profile string, engines int, rate float64, seed uint64, policy string) report.Run {
+	t.Helper()
+	sc := &virtual.Scenario{
+		Model:          "m",
+		Fleet:          virtual.Fleet{Engines: engines, Profile: profile},
+		ScrapeInterval: config.Duration{Duration: 100 * time.Millisecond},
+		Workload:       spec,
+		Arrival:        virtual.Arrival{Rates: []float64{rate}},
+		Seed:           seed,
+		Policies:       []string{policy},
+	}
+	sc.Default()
+	if err := sc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	vrep, err := virtual.Run(context.Background(), sc, virtual.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vrep.Runs[0]
 }
