@@ -89,7 +89,7 @@ const maxTokenID = 1 << 21
 // LoadTiktoken reads a tiktoken rank file: one "<base64 token> <rank>" per
 // line.
 func LoadTiktoken(r io.Reader, opts TiktokenOptions) (*BPE, error) {
-	ranks := make(map[string]uint32, 1<<17)
+	ranks := make(map[string]uint32)
 	var tokens []string
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
@@ -118,8 +118,8 @@ func LoadTiktoken(r io.Reader, opts TiktokenOptions) (*BPE, error) {
 		if _, dup := ranks[string(tok)]; dup {
 			return nil, fmt.Errorf("line %d: token %q appears twice", line, tok)
 		}
-		for int(rank) >= len(tokens) {
-			tokens = append(tokens, "")
+		if need := int(rank) + 1; need > len(tokens) {
+			tokens = append(tokens, make([]string, need-len(tokens))...)
 		}
 		if tokens[rank] != "" {
 			return nil, fmt.Errorf("line %d: rank %d appears twice", line, rank)
@@ -152,7 +152,7 @@ func LoadTiktoken(r io.Reader, opts TiktokenOptions) (*BPE, error) {
 // that token's rank as priority, so every split of a token into two tokens
 // is a pair that merges into it.
 func rankPairs(words *wordTable) *pairTable {
-	p := newPairTable(2 * len(words.tokens))
+	p := newPairTable(2 * words.count())
 	for id, tok := range words.tokens {
 		for k := 1; k < len(tok); k++ {
 			a, okA := words.get(tok[:k])
@@ -171,16 +171,18 @@ func rankPairs(words *wordTable) *pairTable {
 func (t *BPE) finish(pattern string, specials map[string]uint32) error {
 	// Specials are matched before splitting, never as pieces: index the
 	// ordinary tokens only.
-	t.words = newWordTable(slices.Clone(t.tokens))
-	if t.pairs == nil {
-		t.pairs = rankPairs(t.words)
-	}
+	// The byte check comes first: it is cheap, and the tables below are
+	// sized by the highest id, which a file that fails it need not cost.
 	for b := range 256 {
 		id, ok := t.ranks[string([]byte{byte(b)})]
 		if !ok {
 			return fmt.Errorf("not a byte-level vocabulary: byte 0x%02x has no token", b)
 		}
 		t.byteID[b] = id
+	}
+	t.words = newWordTable(slices.Clone(t.tokens))
+	if t.pairs == nil {
+		t.pairs = rankPairs(t.words)
 	}
 	var err error
 	if t.split, t.regex, err = newSplitter(pattern); err != nil {

@@ -90,14 +90,24 @@ type wordTable struct {
 	mask   uint64
 	seed   maphash.Seed
 	tokens []string
+	n      int // tokens that are not "" (ids may be sparse)
 }
 
+// count is the number of tokens in the table.
+func (w *wordTable) count() int { return w.n }
+
 func newWordTable(tokens []string) *wordTable {
+	n := 0
+	for _, tok := range tokens {
+		if tok != "" {
+			n++
+		}
+	}
 	size := 16
-	for size < 2*len(tokens) {
+	for size < 2*n {
 		size *= 2
 	}
-	w := &wordTable{slots: make([]uint64, size), mask: uint64(size - 1), seed: maphash.MakeSeed(), tokens: tokens}
+	w := &wordTable{slots: make([]uint64, size), mask: uint64(size - 1), seed: maphash.MakeSeed(), tokens: tokens, n: n}
 	for id, tok := range tokens {
 		if tok == "" {
 			continue
