@@ -224,6 +224,25 @@ type AutoscalingStatus struct {
 	// ManualOverrideUntil is set while a manual scale is kept.
 	// +optional
 	ManualOverrideUntil *metav1.Time `json:"manualOverrideUntil,omitempty"`
+	// Draining are the groups chosen for removal whose requests in flight
+	// are finishing; each is retired (spec.retiredGroups) when the routers
+	// report none left on it, or at drainGrace.
+	// +listType=map
+	// +listMapKey=index
+	// +optional
+	Draining []DrainingGroup `json:"draining,omitempty"`
+}
+
+// DrainingGroup is a group being drained before its removal.
+type DrainingGroup struct {
+	// Index of the group.
+	Index int32 `json:"index"`
+	// Since is when the drain began.
+	Since metav1.Time `json:"since"`
+	// UniqueHot is the decayed prefix-cache hits only this group held when
+	// it was chosen (what its removal costs; the lowest of the groups).
+	// +optional
+	UniqueHot string `json:"uniqueHot,omitempty"`
 }
 
 // Autoscaling condition types on a ModelServing.

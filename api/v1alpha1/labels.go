@@ -36,6 +36,10 @@ const (
 	// AnnotationDomain is the topology domain (value of the placement's
 	// topology key) the group is packed in.
 	AnnotationDomain = "serving.halyard.dev/domain"
+	// AnnotationDraining on a pod (its value: when the drain began,
+	// RFC 3339) asks routers to send it no new requests; the autoscaler
+	// removes its group once the requests in flight on it finished.
+	AnnotationDraining = "serving.halyard.dev/draining"
 	// AnnotationVolcanoGroupName ties a pod to its Volcano PodGroup.
 	AnnotationVolcanoGroupName = "scheduling.k8s.io/group-name"
 	// AnnotationAgentPort, on a role's pod template, sets the port of the

@@ -237,6 +237,16 @@ type ModelServingSpec struct {
 	// +kubebuilder:validation:Maximum=512
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
+	// RetiredGroups are group indices left unused: the groups are the
+	// Replicas lowest indices not listed. The autoscaler retires the group
+	// whose prefix cache is worth least when it scales down (a gap, not
+	// always the highest index) and takes indices back when it grows.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=512
+	// +kubebuilder:validation:items:Minimum=0
+	// +kubebuilder:validation:items:Maximum=1023
+	// +optional
+	RetiredGroups []int32 `json:"retiredGroups,omitempty"`
 	// Roles of each group.
 	// +listType=map
 	// +listMapKey=name

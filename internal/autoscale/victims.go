@@ -104,6 +104,18 @@ func (l *HitLedger) Hot(engine string, now time.Time) map[uint64]float64 {
 	return out
 }
 
+// EndpointLoad is what a router reports of one endpoint for scale-down
+// (GET /autoscale/endpoints): the group it belongs to, the requests in
+// flight on it, whether it drains (takes no new requests), and its hottest
+// cached prefix blocks with their decayed hits (HitLedger.Hot).
+type EndpointLoad struct {
+	Name     string             `json:"name"`
+	Group    string             `json:"group"`
+	InFlight int64              `json:"inFlight"`
+	Draining bool               `json:"draining"`
+	Hot      map[uint64]float64 `json:"hot,omitempty"`
+}
+
 // GroupEngines names a group and its engines.
 type GroupEngines struct {
 	Group   string

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -145,8 +146,13 @@ func fetchSignals(ctx context.Context, c *http.Client, base, pool string) (autos
 type AutoscalingReconciler struct {
 	Client  client.Client
 	Signals SignalSource
-	Clock   Clock
-	Logger  *slog.Logger
+	// Endpoints gives the routers' per-endpoint view for scale-down
+	// (victims, drains); default: Signals when it is an EndpointSource.
+	// Without one, scale-down drains the highest-indexed groups for
+	// drainGrace.
+	Endpoints EndpointSource
+	Clock     Clock
+	Logger    *slog.Logger
 	// Interval between decisions; default 5s.
 	Interval time.Duration
 
@@ -193,6 +199,7 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	}
 	as.CurrentGroups = replicas
 	if spec.Paused {
+		r.cancelDrains(ctx, ms, as)
 		r.setCond(st, ms, servingv1.ConditionScalingActive, metav1.ConditionFalse, ReasonAutoscalerPaused, "spec.autoscaling.paused: spec.replicas is left to its owner")
 		return r.write(ctx, ms, st, 0)
 	}
@@ -203,20 +210,32 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	}
 	r.observeColdStarts(sc, ms, now)
 
-	// A manual scale: replicas differ from what the autoscaler last wrote.
+	// A manual scale: replicas differ from what the autoscaler last wrote
+	// (the annotation its own patches set).
 	override := durOr(spec.ManualOverride, 10*time.Minute)
-	if as.LastScale != nil && as.DesiredGroups != replicas && as.ManualOverrideUntil == nil {
+	wrote, hasWrote := ms.Annotations[AnnotationAutoscaledReplicas]
+	if hasWrote && wrote != strconv.Itoa(int(replicas)) && as.ManualOverrideUntil == nil {
 		until := metav1.NewTime(now.Add(override))
 		as.ManualOverrideUntil = &until
 	}
 	if u := as.ManualOverrideUntil; u != nil {
 		if now.Before(u.Time) {
+			r.cancelDrains(ctx, ms, as)
 			r.setCond(st, ms, servingv1.ConditionScalingActive, metav1.ConditionFalse, ReasonManualOverride,
 				fmt.Sprintf("spec.replicas was set to %d by someone else; kept until %s", replicas, u.Format(time.RFC3339)))
 			return r.write(ctx, ms, st, interval)
 		}
 		as.ManualOverrideUntil = nil
 		as.DesiredGroups = replicas // resume from the manual value
+		patch := client.MergeFrom(ms.DeepCopy())
+		if ms.Annotations == nil {
+			ms.Annotations = map[string]string{}
+		}
+		ms.Annotations[AnnotationAutoscaledReplicas] = strconv.Itoa(int(replicas))
+		if err := r.Client.Patch(ctx, ms, patch); err != nil {
+			return reconcile.Result{}, fmt.Errorf("adopt manual replicas: %w", err)
+		}
+		wrote, hasWrote = ms.Annotations[AnnotationAutoscaledReplicas], true
 	}
 
 	sig, err := r.Signals.Signals(ctx, poolOf(ms))
@@ -225,7 +244,13 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 		return r.write(ctx, ms, st, interval)
 	}
 	sc.a.Observe(now, sig)
-	d := sc.a.Decide(now, autoscale.State{Groups: int(replicas), Ready: int(ms.Status.ReadyReplicas)})
+	drains, err := r.drainingGroups(ctx, ms, as.Draining)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	// Draining groups are not capacity.
+	draining := int32(len(drains))
+	d := sc.a.Decide(now, autoscale.State{Groups: int(replicas - draining), Ready: int(max(ms.Status.ReadyReplicas-draining, 0))})
 	t := metav1.NewTime(now)
 	as.LastDecision = &t
 	as.Reason = d.Reason
@@ -241,17 +266,75 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	} else {
 		r.setCond(st, ms, servingv1.ConditionScalingLimited, metav1.ConditionFalse, ReasonWithinBounds, "desired groups within bounds")
 	}
-	if int32(d.Groups) != replicas {
+	var eps []autoscale.EndpointLoad
+	epsErr := errors.New("no endpoint source")
+	if src := r.endpoints(); src != nil && (int(replicas-draining) > d.Groups || draining > 0) {
+		eps, epsErr = src.Endpoints(ctx, poolOf(ms))
+		if epsErr != nil {
+			r.Logger.Warn("autoscaler: routers' endpoints", "modelserving", req.String(), "error", epsErr)
+		}
+	}
+	plan := planScale(ms, d.Groups, drains, eps, epsErr, now, durOr(spec.ScaleDown.DrainGrace, 5*time.Minute))
+	// Drains begin before anything else is written: routers must stop
+	// sending before the group can be retired.
+	for _, g := range plan.annotate {
+		if err := r.annotateDrain(ctx, ms, g, true, now); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	for _, g := range plan.undrain {
+		if err := r.annotateDrain(ctx, ms, g, false, now); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	as.Draining = plan.draining
+	if plan.replicas != replicas || !slices.Equal(plan.retired, ms.Spec.RetiredGroups) || !hasWrote || wrote != strconv.Itoa(int(plan.replicas)) {
 		patch := client.MergeFrom(ms.DeepCopy())
-		n := int32(d.Groups)
+		n := plan.replicas
 		ms.Spec.Replicas = &n
+		ms.Spec.RetiredGroups = plan.retired
+		if ms.Annotations == nil {
+			ms.Annotations = map[string]string{}
+		}
+		ms.Annotations[AnnotationAutoscaledReplicas] = strconv.Itoa(int(n))
 		if err := r.Client.Patch(ctx, ms, patch); err != nil {
 			return reconcile.Result{}, fmt.Errorf("scale to %d: %w", n, err)
 		}
-		as.LastScale = &t
-		r.Logger.Info("autoscaled", "modelserving", req.String(), "from", replicas, "to", n, "reason", d.Reason)
+		if n != replicas {
+			as.LastScale = &t
+			r.Logger.Info("autoscaled", "modelserving", req.String(), "from", replicas, "to", n, "retired", plan.retired, "reason", d.Reason, "groups", plan.note)
+		}
 	}
+	if len(plan.note) > 0 {
+		r.Logger.Info("autoscaler groups", "modelserving", req.String(), "changes", plan.note)
+	}
+	as.CurrentGroups = plan.replicas
 	return r.write(ctx, ms, st, interval)
+}
+
+func (r *AutoscalingReconciler) endpoints() EndpointSource {
+	if r.Endpoints != nil {
+		return r.Endpoints
+	}
+	if src, ok := r.Signals.(EndpointSource); ok {
+		return src
+	}
+	return nil
+}
+
+// cancelDrains gives the draining groups back to the routers (paused,
+// manual override): their pods lose the annotation.
+func (r *AutoscalingReconciler) cancelDrains(ctx context.Context, ms *servingv1.ModelServing, as *servingv1.AutoscalingStatus) {
+	drains, err := r.drainingGroups(ctx, ms, as.Draining)
+	if err != nil {
+		r.Logger.Warn("autoscaler: cancel drains", "modelserving", ms.Namespace+"/"+ms.Name, "error", err)
+	}
+	for _, d := range drains {
+		if err := r.annotateDrain(ctx, ms, d.Index, false, time.Time{}); err != nil {
+			r.Logger.Warn("autoscaler: cancel drain", "modelserving", ms.Namespace+"/"+ms.Name, "group", d.Index, "error", err)
+		}
+	}
+	as.Draining = nil
 }
 
 func (r *AutoscalingReconciler) write(ctx context.Context, ms *servingv1.ModelServing, st *servingv1.ModelServingStatus, requeue time.Duration) (reconcile.Result, error) {

@@ -121,17 +121,18 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	r.rollout(p, prev)
 
 	groups := make([]servingv1.GroupStatus, 0, p.set.replicas)
-	for i := int32(0); i < p.set.replicas; i++ {
+	for _, i := range p.set.groups {
 		gs, ok := prev[i]
 		if !ok {
 			gs = servingv1.GroupStatus{Index: i, Barrier: -1}
 		}
 		groups = append(groups, p.plan(gs, byGroup[i]))
 	}
-	// Scale down: every pod of a group at or above replicas goes.
+	// Scale down: every pod of a group not among the groups goes (at or
+	// above replicas, or retired).
 	var gone []int32
 	for idx, pods := range byGroup {
-		if idx < p.set.replicas {
+		if p.set.has(idx) {
 			continue
 		}
 		gone = append(gone, idx)
@@ -142,7 +143,7 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		}
 	}
 	for idx := range prev {
-		if idx >= p.set.replicas {
+		if !p.set.has(idx) {
 			if _, ok := byGroup[idx]; !ok {
 				gone = append(gone, idx)
 			}
@@ -236,7 +237,7 @@ func (r *ModelServingReconciler) planner(ctx context.Context, ms *servingv1.Mode
 	if key := ms.Spec.Placement.TopologyKey; key != "" {
 		p.domains = r.domains(ctx, &nodeList, key)
 		for _, g := range ms.Status.Groups {
-			if g.Domain != "" && g.Index < set.replicas && g.Phase != servingv1.GroupRecreating {
+			if g.Domain != "" && set.has(g.Index) && g.Phase != servingv1.GroupRecreating {
 				p.domainGroups[g.Domain]++
 			}
 		}
@@ -305,12 +306,13 @@ func schedulable(n *corev1.Node) bool {
 // their revision.
 func (r *ModelServingReconciler) rollout(p *planner, prev map[int32]servingv1.GroupStatus) {
 	unavailable := int32(0)
-	for i := int32(0); i < p.set.replicas; i++ {
+	for _, i := range p.set.groups {
 		if g, ok := prev[i]; !ok || g.Phase != servingv1.GroupRunning {
 			unavailable++
 		}
 	}
-	for i := p.set.replicas - 1; i >= p.set.partition; i-- {
+	for k := len(p.set.groups) - 1; k >= 0 && p.set.groups[k] >= p.set.partition; k-- {
+		i := p.set.groups[k]
 		g, ok := prev[i]
 		if !ok || g.Revision == p.rev || g.Phase == servingv1.GroupRecreating || g.Phase == "" {
 			continue
@@ -356,9 +358,11 @@ func summarize(ms *servingv1.ModelServing, st *servingv1.ModelServingStatus, p *
 	default:
 		setCondition(st, gen, ConditionAvailable, metav1.ConditionFalse, ReasonGroupsNotReady, fmt.Sprintf("%d of %d groups ready", st.ReadyReplicas, p.set.replicas))
 	}
-	wantUpdated := p.set.replicas - p.set.partition
-	if wantUpdated < 0 {
-		wantUpdated = 0
+	wantUpdated := int32(0)
+	for _, i := range p.set.groups {
+		if i >= p.set.partition {
+			wantUpdated++
+		}
 	}
 	switch {
 	case st.UpdatedReplicas < wantUpdated:
@@ -412,14 +416,14 @@ func (r *ModelServingReconciler) writeStatus(ctx context.Context, ms *servingv1.
 // already created pod, an already deleted one, are fine.
 func (r *ModelServingReconciler) act(ctx context.Context, ms *servingv1.ModelServing, p *planner, gone []int32, log *slog.Logger) error {
 	var errs []error
-	if err := r.ensureServices(ctx, ms, p.set.replicas); err != nil {
+	if err := r.ensureServices(ctx, ms, p.set.groups); err != nil {
 		errs = append(errs, err)
 	}
 	if err := r.ensureAgentRBAC(ctx, ms); err != nil {
 		errs = append(errs, err)
 	}
 	if p.podGroup {
-		for i := int32(0); i < p.set.replicas; i++ {
+		for _, i := range p.set.groups {
 			pg := buildPodGroup(ms, i, p.set.required)
 			if err := controllerutil.SetControllerReference(ms, pg, r.Client.Scheme()); err != nil {
 				errs = append(errs, err)
@@ -505,7 +509,7 @@ func (r *ModelServingReconciler) podOp(op string, err error, errs *[]error, name
 // ensureServices keeps one headless service per group and role; pods use it
 // as their subdomain, so <pod>.<service>.<namespace>.svc resolves (the
 // leader address of multi-node engines).
-func (r *ModelServingReconciler) ensureServices(ctx context.Context, ms *servingv1.ModelServing, replicas int32) error {
+func (r *ModelServingReconciler) ensureServices(ctx context.Context, ms *servingv1.ModelServing, groups []int32) error {
 	var list corev1.ServiceList
 	if err := r.Client.List(ctx, &list, client.InNamespace(ms.Namespace), client.MatchingLabels{servingv1.LabelModelServing: ms.Name}); err != nil {
 		return fmt.Errorf("list services: %w", err)
@@ -516,7 +520,7 @@ func (r *ModelServingReconciler) ensureServices(ctx context.Context, ms *serving
 	}
 	want := map[string]bool{}
 	var errs []error
-	for g := int32(0); g < replicas; g++ {
+	for _, g := range groups {
 		for _, role := range ms.Spec.Roles {
 			name := serviceName(ms.Name, g, role.Name)
 			want[name] = true

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"time"
 
@@ -20,7 +21,10 @@ const (
 
 // settings is a ModelServing's spec with every default applied.
 type settings struct {
-	replicas       int32
+	replicas int32
+	// groups are the indices of the replicas groups, ascending: the
+	// lowest not in spec.retiredGroups.
+	groups         []int32
 	maxUnavailable int32
 	partition      int32
 	gangTimeout    time.Duration
@@ -60,6 +64,29 @@ func resolve(s *servingv1.ModelServingSpec) settings {
 	}
 	if out.policy == "" {
 		out.policy = servingv1.RecoveryInPlace
+	}
+	out.groups = ActiveGroups(out.replicas, s.RetiredGroups)
+	return out
+}
+
+// has reports whether group idx is one of the groups.
+func (s settings) has(idx int32) bool {
+	_, ok := slices.BinarySearch(s.groups, idx)
+	return ok
+}
+
+// ActiveGroups returns the indices of replicas groups: the lowest not in
+// retired, ascending.
+func ActiveGroups(replicas int32, retired []int32) []int32 {
+	skip := make(map[int32]bool, len(retired))
+	for _, i := range retired {
+		skip[i] = true
+	}
+	out := make([]int32, 0, max(replicas, 0))
+	for i := int32(0); int32(len(out)) < replicas; i++ {
+		if !skip[i] {
+			out = append(out, i)
+		}
 	}
 	return out
 }

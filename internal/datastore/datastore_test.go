@@ -175,3 +175,26 @@ func BenchmarkScrape(b *testing.B) {
 		c.ScrapeOnce(context.Background())
 	}
 }
+
+// Draining changes on a known endpoint keep its state: the requests in
+// flight on it are what a drain waits for.
+func TestSyncDrainingKeepsTheEndpoint(t *testing.T) {
+	var s Store
+	spec := EndpointSpec{Pool: "p", Metadata: framework.EndpointMetadata{Name: "e", Address: "http://127.0.0.1:1"}}
+	s.Sync([]EndpointSpec{spec})
+	e := s.Get("e")
+	e.Begin(10)
+	spec.Draining = true
+	added, removed := s.Sync([]EndpointSpec{spec})
+	if len(added) != 0 || len(removed) != 0 || s.Get("e") != e {
+		t.Fatalf("draining replaced the endpoint (added %d, removed %d)", len(added), len(removed))
+	}
+	if n, _ := e.InFlight(); n != 1 || !e.Draining() {
+		t.Fatalf("in flight %d draining %v, want 1 and true", n, e.Draining())
+	}
+	spec.Draining = false
+	s.Sync([]EndpointSpec{spec})
+	if e.Draining() {
+		t.Error("still draining after the drain was cancelled")
+	}
+}

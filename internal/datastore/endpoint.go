@@ -16,6 +16,10 @@ type EndpointSpec struct {
 	// KVEvents, when set, is where the engine publishes its KV-cache
 	// events (precise prefix routing follows them).
 	KVEvents *KVEvents
+	// Draining asks for no new requests: the endpoint's group is being
+	// removed and its requests in flight finish. Changing it keeps the
+	// endpoint's state (in-flight counts above all).
+	Draining bool
 }
 
 // KVEvents are the addresses of an engine's KV-event publisher:
@@ -43,6 +47,7 @@ type Endpoint struct {
 	metrics    atomic.Pointer[framework.Metrics]
 	reqs, toks atomic.Int64
 	healthy    atomic.Bool
+	draining   atomic.Bool
 	// Outlier ejection (outlier.go): consecutive server errors, the end of
 	// the current ejection (unix ns, or 0) and the ejections so far.
 	consecutive5xx, ejectedUntil, ejections atomic.Int64
@@ -56,8 +61,14 @@ type Endpoint struct {
 
 // NewEndpoint returns an endpoint from its spec, not yet healthy.
 func NewEndpoint(spec EndpointSpec) *Endpoint {
-	return &Endpoint{pool: spec.Pool, md: spec.Metadata}
+	e := &Endpoint{pool: spec.Pool, md: spec.Metadata}
+	e.draining.Store(spec.Draining)
+	return e
 }
+
+// Draining reports whether the endpoint takes no new requests (its group
+// is being removed).
+func (e *Endpoint) Draining() bool { return e.draining.Load() }
 
 // Metadata returns what discovery said about the endpoint.
 func (e *Endpoint) Metadata() *framework.EndpointMetadata { return &e.md }

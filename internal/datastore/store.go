@@ -35,8 +35,8 @@ func (h *stateHolder) load() *snapshot {
 func (h *stateHolder) store(s *snapshot) { h.p.Store(s) }
 
 // Sync makes the store hold exactly specs. An endpoint whose spec is
-// unchanged keeps its state (metrics, health, in-flight counts); a changed
-// spec is a new endpoint. It returns the endpoints added and removed.
+// unchanged keeps its state (metrics, health, in-flight counts), even when
+// only Draining changed; a changed spec is a new endpoint. It returns the endpoints added and removed.
 func (s *Store) Sync(specs []EndpointSpec) (added, removed []*Endpoint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -47,6 +47,8 @@ func (s *Store) Sync(specs []EndpointSpec) (added, removed []*Endpoint) {
 		if !ok || !sameSpec(e, spec) {
 			e = NewEndpoint(spec)
 			added = append(added, e)
+		} else {
+			e.draining.Store(spec.Draining)
 		}
 		next.byName[spec.Metadata.Name] = e
 	}

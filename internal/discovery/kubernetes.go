@@ -26,7 +26,9 @@ import (
 // and decode keep their meaning, any other role serves both), and the
 // group, role, instance, topology domain and node go into the endpoint's
 // labels. It follows pods through an informer, so pods becoming ready,
-// unready or gone change the set without a restart.
+// unready or gone change the set without a restart. A pod annotated
+// serving.halyard.dev/draining is reported Draining: routers send it no
+// new requests while those in flight finish (autoscaler scale-down).
 type Kubernetes struct {
 	Client kubernetes.Interface
 	// Namespace limits discovery to one namespace; empty: all.
@@ -96,7 +98,8 @@ func (k *Kubernetes) endpoints(pods []*corev1.Pod) []datastore.EndpointSpec {
 			labels[LabelDomain] = d
 		}
 		out = append(out, datastore.EndpointSpec{
-			Pool: PoolName(p.Namespace, p.Labels[servingv1.LabelModelServing]),
+			Draining: p.Annotations[servingv1.AnnotationDraining] != "",
+			Pool:     PoolName(p.Namespace, p.Labels[servingv1.LabelModelServing]),
 			Metadata: framework.EndpointMetadata{
 				Name:    p.Namespace + "/" + p.Name,
 				Address: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(k.port(p)))),

@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/autoscale"
 	"github.com/halyard-dev/halyard/internal/datastore"
+	"github.com/halyard-dev/halyard/internal/prefixindex"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -56,6 +58,69 @@ type signalBook struct {
 
 	mu    sync.Mutex
 	pools map[string]*poolBook
+
+	// ledgerMu guards ledger: per endpoint, the decayed hits of the prefix
+	// blocks the engine reported cached (GET /autoscale/endpoints).
+	ledgerMu sync.Mutex
+	ledger   autoscale.HitLedger
+}
+
+// hotBlocksPerEndpoint bounds the blocks /autoscale/endpoints reports per
+// endpoint (the hottest).
+const hotBlocksPerEndpoint = 4096
+
+// hit credits the cached share of req's prompt blocks to endpoint: the
+// first cached/prompt of its chain (the engine reports a count, the
+// blocks are a prefix).
+func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.Outcome) {
+	chain := prefixindex.Hasher{}.AppendChain(nil, req.TargetModel, req.Prompt.Text, req.Prompt.TokenIDs)
+	prompt := out.PromptTokens
+	if prompt <= 0 {
+		prompt = req.PromptTokens
+	}
+	if len(chain) == 0 || prompt <= 0 {
+		return
+	}
+	n := min(len(chain)*out.CachedTokens/prompt, len(chain))
+	blocks := make([]uint64, n)
+	for i := range n {
+		blocks[i] = uint64(chain[i])
+	}
+	now := b.now()
+	b.ledgerMu.Lock()
+	b.ledger.Hit(endpoint, now, blocks)
+	b.ledgerMu.Unlock()
+}
+
+// hot returns endpoint's hottest blocks (at most hotBlocksPerEndpoint)
+// and their decayed hits.
+func (b *signalBook) hot(endpoint string) map[uint64]float64 {
+	b.ledgerMu.Lock()
+	m := b.ledger.Hot(endpoint, b.now())
+	b.ledgerMu.Unlock()
+	if len(m) <= hotBlocksPerEndpoint {
+		return m
+	}
+	vs := make([]float64, 0, len(m))
+	for _, v := range m {
+		vs = append(vs, v)
+	}
+	slices.Sort(vs)
+	cut := vs[len(vs)-hotBlocksPerEndpoint]
+	out := make(map[uint64]float64, hotBlocksPerEndpoint)
+	for h, v := range m {
+		if v >= cut && len(out) < hotBlocksPerEndpoint {
+			out[h] = v
+		}
+	}
+	return out
+}
+
+// forget drops removed endpoints from the ledger.
+func (b *signalBook) forget(endpoint string) {
+	b.ledgerMu.Lock()
+	b.ledger.Forget(endpoint)
+	b.ledgerMu.Unlock()
 }
 
 type poolBook struct {
@@ -205,6 +270,36 @@ func (r *Router) serveAutoscaleSignals(w http.ResponseWriter, hr *http.Request) 
 	}{all})
 }
 
+// serveAutoscaleEndpoints answers GET /autoscale/endpoints?pool=NAME
+// (admin listener): per endpoint of the pool, its group label, the
+// requests in flight on it, whether it drains, and its hottest cached
+// prefix blocks with their decayed hits (autoscale.EndpointLoad; the
+// controller chooses scale-down victims and waits for drains from it).
+func (r *Router) serveAutoscaleEndpoints(w http.ResponseWriter, hr *http.Request) {
+	pool := hr.URL.Query().Get("pool")
+	if pool == "" {
+		http.Error(w, `{"error":{"message":"pool is required","type":"invalid_request_error","param":"pool","code":"missing_pool"}}`, http.StatusBadRequest)
+		return
+	}
+	eps := r.store.Pool(pool)
+	out := make([]autoscale.EndpointLoad, 0, len(eps))
+	for _, e := range eps {
+		md := e.Metadata()
+		n, _ := e.InFlight()
+		out = append(out, autoscale.EndpointLoad{
+			Name: md.Name, Group: md.Labels[discoveryLabelGroup], InFlight: n, Draining: e.Draining(), Hot: r.signals.hot(md.Name),
+		})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(struct {
+		Endpoints []autoscale.EndpointLoad `json:"endpoints"`
+	}{out})
+}
+
+// discoveryLabelGroup is the endpoint label Kubernetes discovery puts a
+// pod's group index in (discovery.LabelGroup).
+const discoveryLabelGroup = "group"
+
 // signalCollector exports the signals as halyard_router_autoscale_*
 // gauges, one series per pool, for HPA or KEDA (docs/autoscaling.md).
 type signalCollector struct{ r *Router }
@@ -269,8 +364,12 @@ func (r *Router) signalFirstToken(c *call, pool string, at time.Time) {
 }
 
 // signalAttempt records an attempt's end: a failure (no token) or its TTFT
-// and TPOT.
-func (r *Router) signalAttempt(c *call, pool string, out framework.Outcome) {
+// and TPOT, and the prefix blocks the engine reported cached as hits on
+// it (the hit ledger behind cache-aware scale-down).
+func (r *Router) signalAttempt(c *call, pool, endpoint string, out framework.Outcome) {
+	if out.CachedTokens > 0 {
+		r.signals.hit(endpoint, c.req, out)
+	}
 	if c.firstByte.IsZero() {
 		r.signals.firstToken(pool, c.req.PromptTokens)
 		r.signals.finished(pool, 0, 0, 0)

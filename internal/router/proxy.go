@@ -232,7 +232,7 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	// first token, the outcome against the objectives at the end.
 	c.firstByte = time.Time{}
 	r.signals.sent(d.Target.Pool, c.req.PromptTokens)
-	defer func() { r.signalAttempt(c, d.Target.Pool, out) }()
+	defer func() { r.signalAttempt(c, d.Target.Pool, md.Name, out) }()
 	if d.pd == nil {
 		r.prefix.predicted(d.State, md.Name)
 	}

@@ -328,6 +328,7 @@ func New(opts Options) (*Router, error) {
 	r.admin.HandleFunc("POST /debug/route", r.serveDebugRoute)
 	r.admin.HandleFunc("GET /debug/route", r.serveDebugRoute)
 	r.admin.HandleFunc("GET /autoscale/signals", r.serveAutoscaleSignals)
+	r.admin.HandleFunc("GET /autoscale/endpoints", r.serveAutoscaleEndpoints)
 	r.admin.HandleFunc("GET /health", r.serveHealth)
 	r.admin.HandleFunc("GET /ready", r.serveReady)
 	r.mountConsole()
@@ -362,11 +363,14 @@ func (r *Router) observeStatus(ep *datastore.Endpoint, status int) {
 // storePools gives the director the datastore's pools.
 type storePools struct{ store *datastore.Store }
 
+// Draining endpoints (their group is being removed) are no candidates.
 func (p storePools) Pool(name string) []framework.Endpoint {
 	eps := p.store.Pool(name)
-	out := make([]framework.Endpoint, len(eps))
-	for i, e := range eps {
-		out[i] = e
+	out := make([]framework.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if !e.Draining() {
+			out = append(out, e)
+		}
 	}
 	return out
 }

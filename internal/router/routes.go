@@ -243,5 +243,8 @@ func (r *Router) syncEndpoints(origin int, specs []datastore.EndpointSpec) {
 	}
 	for _, e := range removed {
 		r.log.Info("endpoint removed", "endpoint", e.Metadata().Name)
+		if r.store.Get(e.Metadata().Name) == nil {
+			r.signals.forget(e.Metadata().Name)
+		}
 	}
 }

@@ -90,21 +90,29 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 // GET /autoscale/signals?pool= in the router's wire format, with the
 // signals a test sets per pool, over a real socket.
 var signalServer struct {
-	once  sync.Once
-	srv   *httptest.Server
-	mu    sync.Mutex
-	pools map[string]autoscale.Signals
+	once    sync.Once
+	srv     *httptest.Server
+	mu      sync.Mutex
+	pools   map[string]autoscale.Signals
+	routers map[string]*controller.RouterSignals
 }
 
 // testRouterSignals is the shared controller's signal source: the real
-// HTTP client (controller.RouterSignals) reading signalServer.
+// HTTP client (controller.RouterSignals) reading signalServer, or, for a
+// pool a test gave a real router (useRouter), that router's admin
+// listener.
 func testRouterSignals() controller.SignalSource {
 	signalServer.once.Do(func() {
 		signalServer.pools = map[string]autoscale.Signals{}
+		signalServer.routers = map[string]*controller.RouterSignals{}
 		signalServer.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			signalServer.mu.Lock()
 			defer signalServer.mu.Unlock()
 			pool := r.URL.Query().Get("pool")
+			if r.URL.Path == "/autoscale/endpoints" { // no engine to drain
+				_ = json.NewEncoder(w).Encode(map[string]any{"endpoints": []any{}})
+				return
+			}
 			s, ok := signalServer.pools[pool]
 			if r.URL.Path != "/autoscale/signals" || !ok {
 				http.NotFound(w, r)
@@ -113,7 +121,41 @@ func testRouterSignals() controller.SignalSource {
 			_ = json.NewEncoder(w).Encode(map[string]any{"pools": map[string]autoscale.Signals{pool: s}})
 		}))
 	})
-	return &controller.RouterSignals{URLs: []string{signalServer.srv.URL}}
+	return poolSignals{fake: &controller.RouterSignals{URLs: []string{signalServer.srv.URL}}}
+}
+
+// poolSignals sends each pool's reads to its real router, else to the
+// fake.
+type poolSignals struct{ fake *controller.RouterSignals }
+
+func (p poolSignals) source(pool string) *controller.RouterSignals {
+	signalServer.mu.Lock()
+	defer signalServer.mu.Unlock()
+	if r := signalServer.routers[pool]; r != nil {
+		return r
+	}
+	return p.fake
+}
+
+func (p poolSignals) Signals(ctx context.Context, pool string) (autoscale.Signals, error) {
+	return p.source(pool).Signals(ctx, pool)
+}
+
+func (p poolSignals) Endpoints(ctx context.Context, pool string) ([]autoscale.EndpointLoad, error) {
+	return p.source(pool).Endpoints(ctx, pool)
+}
+
+// useRouter makes the shared controller read pool's signals and
+// endpoints from a real router's admin listener until the test ends.
+func useRouter(t *testing.T, pool, adminURL string) {
+	signalServer.mu.Lock()
+	signalServer.routers[pool] = &controller.RouterSignals{URLs: []string{adminURL}}
+	signalServer.mu.Unlock()
+	t.Cleanup(func() {
+		signalServer.mu.Lock()
+		delete(signalServer.routers, pool)
+		signalServer.mu.Unlock()
+	})
 }
 
 func setSignals(pool string, s autoscale.Signals) {

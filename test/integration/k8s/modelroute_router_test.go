@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -139,50 +140,8 @@ func TestRouterFollowsModelRoutes(t *testing.T) {
 		k.serveOnLoopback(t, &p, node.Name)
 	}
 
-	// The router, in process, as `halyard router --kubernetes --namespace ns`
-	// runs it.
-	cfg, err := config.Parse([]byte("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {scrapeInterval: 50ms, health: {failureThreshold: 2, successThreshold: 1}}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(k.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc, err := dynamic.NewForConfig(k.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logOut := slog.New(slog.DiscardHandler)
-	if os.Getenv("HALYARD_TEST_LOGS") == "1" {
-		logOut = slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	}
-	r, err := router.New(router.Options{
-		Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: logOut,
-		Source: &discovery.Kubernetes{Client: cs, Namespace: ns, Log: logOut},
-		Routes: &discovery.ModelRoutes{Client: dc, Namespace: ns, Log: logOut},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(rctx, ln, 5*time.Second) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("router: %v", err)
-		}
-	})
-	sdk := openai.NewClient(option.WithBaseURL("http://"+ln.Addr().String()+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	r, base, _ := startKubeRouter(t, k, ns, "")
+	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
 	chat := func(model string) error {
 		_, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 			Model:     model,
@@ -299,6 +258,58 @@ func TestRouterFollowsModelRoutes(t *testing.T) {
 	if n := len(r.Store().Pool(ns + "/hosted")); n != 0 {
 		t.Errorf("the deleted route's endpoint is still in the store (%d)", n)
 	}
+}
+
+// startKubeRouter runs a router in process, as `halyard router
+// --kubernetes --namespace ns` runs it (extra is YAML under router:,
+// e.g. "admission: {...}"), until the test ends. It returns the router
+// and its public and admin base URLs.
+func startKubeRouter(t *testing.T, k *cluster, ns, extra string) (*router.Router, string, string) {
+	t.Helper()
+	cfg, err := config.Parse([]byte("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {scrapeInterval: 50ms, health: {failureThreshold: 2, successThreshold: 1}" + extra + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(k.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := dynamic.NewForConfig(k.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logOut := slog.New(slog.DiscardHandler)
+	if os.Getenv("HALYARD_TEST_LOGS") == "1" {
+		logOut = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	r, err := router.New(router.Options{
+		Config: cfg, Registry: reg, PresetProfiles: presets.Specs(), Logger: logOut,
+		Source: &discovery.Kubernetes{Client: cs, Namespace: ns, Log: logOut},
+		Routes: &discovery.ModelRoutes{Client: dc, Namespace: ns, Log: logOut},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := httptest.NewServer(r.AdminHandler())
+	rctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(rctx, ln, 5*time.Second) }()
+	t.Cleanup(func() {
+		admin.Close()
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("router: %v", err)
+		}
+	})
+	return r, "http://" + ln.Addr().String(), admin.URL
 }
 
 // skippedRoutes reads halyard_router_routes_skipped{reason}.
