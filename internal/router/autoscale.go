@@ -243,11 +243,24 @@ func (b *signalBook) signals(pool string, eps []*datastore.Endpoint, room Waitin
 	return s
 }
 
-// allSignals returns every pool's signals.
+// allSignals returns the signals of every pool that has endpoints or that
+// a route targets (a pool scaled to zero has no endpoint, and its waiting
+// room is the demand that wakes it).
 func (r *Router) allSignals() map[string]autoscale.Signals {
 	out := map[string]autoscale.Signals{}
-	for _, pool := range r.store.Pools() {
-		out[pool] = r.signals.signals(pool, r.store.Pool(pool), r.waitingRoom)
+	pools := r.store.Pools()
+	table := r.routes().table
+	for _, model := range table.Models() {
+		if route, ok := table.Lookup(model); ok {
+			for _, t := range route.Targets() {
+				pools = append(pools, t.Pool)
+			}
+		}
+	}
+	for _, pool := range pools {
+		if _, done := out[pool]; !done {
+			out[pool] = r.signals.signals(pool, r.store.Pool(pool), r.waitingRoom)
+		}
 	}
 	return out
 }

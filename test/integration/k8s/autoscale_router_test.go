@@ -334,3 +334,102 @@ pump:
 		}
 	}
 }
+
+// TestScaleFromZeroAndBack: a ModelServing at 0 groups with autoscaling
+// minGroups 0, behind a real router whose admission queue is the waiting
+// room. A first request (OpenAI SDK) waits in the queue; the router's
+// waitingRoom signal makes the controller create a group; the engine
+// becomes ready; the request is served with its tokens; nothing is
+// refused. After idleToZero without traffic the model goes back to 0
+// groups (drained, then retired) and its pod is deleted.
+func TestScaleFromZeroAndBack(t *testing.T) {
+	k, clock := sharedCluster(t)
+	ns := k.namespace(t, "aszero")
+	pool := ns + "/zero"
+	ctx := context.Background()
+	addr, err := startSimOn(t, "127.0.0.2:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
+
+	ms := servingOn(ns, "zero", int32(port))
+	ms.Spec.Replicas = ptr.To[int32](0)
+	ms.Spec.Autoscaling = &servingv1.AutoscalingSpec{
+		MinGroups: ptr.To[int32](0), MaxGroups: 2,
+		Targets:     &servingv1.AutoscalingTargets{RunningPerEngine: ptr.To[int32](10)},
+		PanicWindow: &metav1.Duration{},
+		IdleToZero:  &metav1.Duration{Duration: 2 * time.Minute},
+	}
+	create(t, k, ms)
+	node := k.createNode(t, "aszero-node", nil)
+	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("zero", 1))); err != nil {
+		t.Fatal(err)
+	}
+	// The queue holds a request for a pool without endpoints up to
+	// noEndpointWait: a bound far above what the test needs.
+	_, base, admin := startKubeRouter(t, k, ns, ", admission: {queue: {noEndpointWait: 120s, maxWait: 120s}}, autoscaling: {window: 1s}")
+	useRouter(t, pool, admin)
+	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	eventually(t, waitLong, "the autoscaler holds 0 groups", func() (bool, string) {
+		cur := k.get(t, ns, "zero")
+		as := cur.Status.Autoscaling
+		return as != nil && as.LastDecision != nil && *cur.Spec.Replicas == 0 && len(k.pods(t, ns, "zero")) == 0,
+			fmt.Sprintf("replicas %d, status %+v", *cur.Spec.Replicas, as)
+	})
+
+	type result struct {
+		text string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		res, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model: "chat", MaxTokens: openai.Int(4),
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("the first request in a while")},
+		})
+		r := result{err: err}
+		if err == nil && len(res.Choices) > 0 {
+			r.text = res.Choices[0].Message.Content
+		}
+		got <- r
+	}()
+	eventually(t, waitLong, "a group created for the waiting request", func() (bool, string) {
+		cur := k.get(t, ns, "zero")
+		n := len(k.pods(t, ns, "zero"))
+		return *cur.Spec.Replicas == 1 && n == 1, fmt.Sprintf("replicas %d, %d pods, reason %q", *cur.Spec.Replicas, n, cur.Status.Autoscaling.Reason)
+	})
+	if r := k.get(t, ns, "zero").Status.Autoscaling.Reason; !strings.Contains(r, "waiting room") {
+		t.Errorf("scale-up reason %q, want the waiting room named", r)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("the request ended before any engine was ready: %+v", r)
+	default:
+	}
+	k.serveOnIP(t, k.groupPod(t, ns, "zero", 0), node.Name, "127.0.0.2")
+	var res result
+	select {
+	case res = <-got:
+	case <-time.After(waitLong):
+		t.Fatal("the waiting request was not served")
+	}
+	if res.err != nil || res.text == "" {
+		t.Fatalf("the first request: error %v, text %q; want 200 with tokens", res.err, res.text)
+	}
+
+	// Idle: past idleToZero and the scale-down windows, back to 0.
+	eventually(t, waitLong, "back to 0 groups", func() (bool, string) {
+		cur := k.get(t, ns, "zero")
+		n := len(k.pods(t, ns, "zero"))
+		if *cur.Spec.Replicas != 0 {
+			clock.Advance(30 * time.Second) // the windows count on the controller's clock
+		}
+		if n > 0 {
+			k.reapTerminating(t, ns)
+		}
+		return *cur.Spec.Replicas == 0 && n == 0, fmt.Sprintf("replicas %d retired %v, %d pods, reason %q",
+			*cur.Spec.Replicas, cur.Spec.RetiredGroups, n, cur.Status.Autoscaling.Reason)
+	})
+}
