@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -232,7 +233,7 @@ func (r *AutoscalingReconciler) drainingGroups(ctx context.Context, ms *servingv
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		v := pod.Annotations[servingv1.AnnotationDraining]
-		if v == "" || !metav1.IsControlledBy(pod, ms) || pod.DeletionTimestamp != nil {
+		if v == "" || strings.HasPrefix(v, roleDrainPrefix) || !metav1.IsControlledBy(pod, ms) || pod.DeletionTimestamp != nil {
 			continue
 		}
 		idx, err := strconv.Atoi(pod.Labels[servingv1.LabelGroup])
@@ -289,4 +290,105 @@ func (r *AutoscalingReconciler) annotateDrain(ctx context.Context, ms *servingv1
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// roleDrainPrefix starts the draining annotation's value on pods drained
+// for a role scale-down (prefill/decode), not a group removal.
+const roleDrainPrefix = "role:"
+
+// roleScale is what a PD decision changes in one role.
+type roleScale struct {
+	role     string
+	replicas int32 // per group, to write
+	annotate []*corev1.Pod
+	undrain  []*corev1.Pod
+	note     string
+}
+
+// planRoles turns a PD decision's prefill and decode instances into
+// per-group role replicas. Growing is written at once (the ModelServing
+// reconciler adds the instances to the running groups); shrinking drains
+// the highest instances of the role first (routers stop sending to them)
+// and lowers replicas once every router reports them drained with nothing
+// in flight, or at grace; the reconciler then deletes them.
+func planRoles(ms *servingv1.ModelServing, pods []corev1.Pod, groups []int32, d autoscale.Decision, eps []autoscale.EndpointLoad, epsErr error, now time.Time, grace time.Duration) []roleScale {
+	byName := map[string]autoscale.EndpointLoad{}
+	for _, e := range eps {
+		byName[e.Name] = e
+	}
+	n := max(len(groups), 1)
+	var out []roleScale
+	for _, r := range ms.Spec.Roles {
+		var total int
+		switch r.Name {
+		case autoscale.RolePrefill:
+			total = d.Prefill
+		case autoscale.RoleDecode:
+			total = d.Decode
+		default:
+			continue
+		}
+		if total <= 0 {
+			continue
+		}
+		cur := roleReplicas(r)
+		want := int32(max((total+n-1)/n, 1))
+		rs := roleScale{role: r.Name, replicas: cur}
+		drained, since := true, now
+		for i := range pods {
+			pod := &pods[i]
+			if pod.Labels[servingv1.LabelRole] != r.Name || pod.DeletionTimestamp != nil {
+				continue
+			}
+			inst, err := strconv.Atoi(pod.Labels[servingv1.LabelInstance])
+			if err != nil {
+				continue
+			}
+			v := pod.Annotations[servingv1.AnnotationDraining]
+			roleDrain := strings.HasPrefix(v, roleDrainPrefix)
+			switch {
+			case int32(inst) < want && roleDrain:
+				rs.undrain = append(rs.undrain, pod)
+			case int32(inst) >= want && int32(inst) < cur && want < cur:
+				if !roleDrain {
+					rs.annotate = append(rs.annotate, pod)
+					drained = false
+					continue
+				}
+				if t, err := time.Parse(time.RFC3339, strings.TrimPrefix(v, roleDrainPrefix)); err == nil && t.Before(since) {
+					since = t
+				}
+				e, known := byName[pod.Namespace+"/"+pod.Name]
+				if epsErr != nil || (known && (!e.Draining || e.InFlight > 0)) {
+					drained = false
+				}
+			}
+		}
+		switch {
+		case want > cur:
+			rs.replicas = want
+			rs.note = fmt.Sprintf("%s %d→%d per group", r.Name, cur, want)
+		case want < cur && (drained || !now.Before(since.Add(grace))):
+			rs.replicas = want
+			rs.note = fmt.Sprintf("%s %d→%d per group (drained)", r.Name, cur, want)
+		case want < cur:
+			rs.note = fmt.Sprintf("%s draining instances %d..%d", r.Name, want, cur-1)
+		}
+		out = append(out, rs)
+	}
+	return out
+}
+
+// setDrain sets (value non-empty) or removes the draining annotation on
+// one pod.
+func (r *AutoscalingReconciler) setDrain(ctx context.Context, pod *corev1.Pod, value string) error {
+	v := "null"
+	if value != "" {
+		v = strconv.Quote(value)
+	}
+	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, servingv1.AnnotationDraining, v))
+	if err := r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("annotate pod %s: %w", pod.Name, err)
+	}
+	return nil
 }

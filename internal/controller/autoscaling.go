@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -81,20 +82,38 @@ func (s *RouterSignals) Signals(ctx context.Context, pool string) (autoscale.Sig
 			continue
 		}
 		ok++
-		if sig.Engines >= out.Engines {
-			out.Engines, out.Waiting, out.Running, out.KVUsage = sig.Engines, sig.Waiting, sig.Running, sig.KVUsage
+		mergeSignals(&out, sig)
+		for role, rs := range sig.Roles {
+			if out.Roles == nil {
+				out.Roles = map[string]autoscale.Signals{}
+			}
+			cur, seen := out.Roles[role]
+			if !seen {
+				cur.TTFTAttainment, cur.TPOTAttainment = autoscale.Unknown, autoscale.Unknown
+			}
+			mergeSignals(&cur, rs)
+			out.Roles[role] = cur
 		}
-		out.PrefillTokens += sig.PrefillTokens
-		out.TokensPerSecond += sig.TokensPerSecond
-		out.RequestsPerSecond += sig.RequestsPerSecond
-		out.WaitingRoom += sig.WaitingRoom
-		out.TTFTAttainment = lowestKnown(out.TTFTAttainment, sig.TTFTAttainment)
-		out.TPOTAttainment = lowestKnown(out.TPOTAttainment, sig.TPOTAttainment)
 	}
 	if ok == 0 {
 		return out, fmt.Errorf("no router answered: %w", errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// mergeSignals adds one router's answer to out: the engines' scraped
+// state from the router that sees most engines, router-local counts
+// summed, attainment the lowest.
+func mergeSignals(out *autoscale.Signals, sig autoscale.Signals) {
+	if sig.Engines >= out.Engines {
+		out.Engines, out.Waiting, out.Running, out.KVUsage = sig.Engines, sig.Waiting, sig.Running, sig.KVUsage
+	}
+	out.PrefillTokens += sig.PrefillTokens
+	out.TokensPerSecond += sig.TokensPerSecond
+	out.RequestsPerSecond += sig.RequestsPerSecond
+	out.WaitingRoom += sig.WaitingRoom
+	out.TTFTAttainment = lowestKnown(out.TTFTAttainment, sig.TTFTAttainment)
+	out.TPOTAttainment = lowestKnown(out.TPOTAttainment, sig.TPOTAttainment)
 }
 
 func lowestKnown(a, b float64) float64 {
@@ -250,7 +269,20 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	}
 	// Draining groups are not capacity.
 	draining := int32(len(drains))
-	d := sc.a.Decide(now, autoscale.State{Groups: int(replicas - draining), Ready: int(max(ms.Status.ReadyReplicas-draining, 0))})
+	state := autoscale.State{Groups: int(replicas - draining), Ready: int(max(ms.Status.ReadyReplicas-draining, 0))}
+	if spec.PD != nil { // role instances over all groups
+		for _, role := range ms.Spec.Roles {
+			n := int(roleReplicas(role)) * max(state.Groups, 1)
+			switch role.Name {
+			case autoscale.RolePrefill:
+				state.Prefill = n
+			case autoscale.RoleDecode:
+				state.Decode = n
+			}
+		}
+	}
+	d := sc.a.Decide(now, state)
+	as.DesiredPrefill, as.DesiredDecode = int32(d.Prefill), int32(d.Decode)
 	t := metav1.NewTime(now)
 	as.LastDecision = &t
 	as.Reason = d.Reason
@@ -268,7 +300,7 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	}
 	var eps []autoscale.EndpointLoad
 	epsErr := errors.New("no endpoint source")
-	if src := r.endpoints(); src != nil && (int(replicas-draining) > d.Groups || draining > 0) {
+	if src := r.endpoints(); src != nil && (int(replicas-draining) > d.Groups || draining > 0 || spec.PD != nil) {
 		eps, epsErr = src.Endpoints(ctx, poolOf(ms))
 		if epsErr != nil {
 			r.Logger.Warn("autoscaler: routers' endpoints", "modelserving", req.String(), "error", epsErr)
@@ -288,11 +320,52 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 		}
 	}
 	as.Draining = plan.draining
-	if plan.replicas != replicas || !slices.Equal(plan.retired, ms.Spec.RetiredGroups) || !hasWrote || wrote != strconv.Itoa(int(plan.replicas)) {
+	var roles []roleScale
+	if spec.PD != nil {
+		var pods corev1.PodList
+		if err := r.Client.List(ctx, &pods, client.InNamespace(ms.Namespace), client.MatchingLabels{servingv1.LabelModelServing: ms.Name}); err != nil {
+			return reconcile.Result{}, fmt.Errorf("list pods: %w", err)
+		}
+		roles = planRoles(ms, pods.Items, ActiveGroups(plan.replicas, plan.retired), d, eps, epsErr, now, durOr(spec.ScaleDown.DrainGrace, 5*time.Minute))
+		for _, rs := range roles {
+			for _, pod := range rs.annotate {
+				if err := r.setDrain(ctx, pod, roleDrainPrefix+now.UTC().Format(time.RFC3339)); err != nil {
+					return reconcile.Result{}, err
+				}
+			}
+			for _, pod := range rs.undrain {
+				if err := r.setDrain(ctx, pod, ""); err != nil {
+					return reconcile.Result{}, err
+				}
+			}
+			if rs.note != "" {
+				plan.note = append(plan.note, rs.note)
+			}
+		}
+	}
+	rolesChanged := false
+	for _, rs := range roles {
+		for _, role := range ms.Spec.Roles {
+			if role.Name == rs.role && roleReplicas(role) != rs.replicas {
+				rolesChanged = true
+			}
+		}
+	}
+	if plan.replicas != replicas || rolesChanged || !slices.Equal(plan.retired, ms.Spec.RetiredGroups) || !hasWrote || wrote != strconv.Itoa(int(plan.replicas)) {
 		patch := client.MergeFrom(ms.DeepCopy())
+		if rolesChanged { // the roles list is written whole: not over an edit we have not seen
+			patch = client.MergeFromWithOptions(ms.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		}
 		n := plan.replicas
 		ms.Spec.Replicas = &n
 		ms.Spec.RetiredGroups = plan.retired
+		for _, rs := range roles {
+			for i := range ms.Spec.Roles {
+				if ms.Spec.Roles[i].Name == rs.role {
+					ms.Spec.Roles[i].Replicas = rs.replicas
+				}
+			}
+		}
 		if ms.Annotations == nil {
 			ms.Annotations = map[string]string{}
 		}
@@ -300,7 +373,7 @@ func (r *AutoscalingReconciler) Reconcile(ctx context.Context, req reconcile.Req
 		if err := r.Client.Patch(ctx, ms, patch); err != nil {
 			return reconcile.Result{}, fmt.Errorf("scale to %d: %w", n, err)
 		}
-		if n != replicas {
+		if n != replicas || rolesChanged {
 			as.LastScale = &t
 			r.Logger.Info("autoscaled", "modelserving", req.String(), "from", replicas, "to", n, "retired", plan.retired, "reason", d.Reason, "groups", plan.note)
 		}

@@ -127,7 +127,11 @@ func (p *planner) plan(gs servingv1.GroupStatus, pods groupPods) servingv1.Group
 		return p.pending(gs, pods)
 	}
 	// Started: Starting, Running or Degraded.
-	if failures, replace := p.failures(gs, pods); len(failures) > 0 {
+	var added map[string]bool
+	if elasticRoles(&p.ms.Spec) {
+		added = p.resizeRoles(gs, pods)
+	}
+	if failures, replace := p.failures(gs, pods, added); len(failures) > 0 {
 		return p.recover(gs, pods, failures, replace)
 	}
 	p.holdBarrier(gs, pods)
@@ -208,7 +212,7 @@ func (p *planner) pending(gs servingv1.GroupStatus, pods groupPods) servingv1.Gr
 
 // failures lists what is wrong with a started group, and the pods that must
 // be replaced rather than restarted (failed, or on a lost node).
-func (p *planner) failures(gs servingv1.GroupStatus, pods groupPods) ([]string, []*corev1.Pod) {
+func (p *planner) failures(gs servingv1.GroupStatus, pods groupPods, added map[string]bool) ([]string, []*corev1.Pod) {
 	var (
 		out     []string
 		replace []*corev1.Pod
@@ -220,6 +224,9 @@ func (p *planner) failures(gs servingv1.GroupStatus, pods groupPods) ([]string, 
 	for _, m := range p.members {
 		name := podName(p.ms.Name, gs.Index, m)
 		pod := pods.live[name]
+		if added[name] {
+			continue // an instance being added (elastic roles), not a failure
+		}
 		if pod == nil {
 			if _, going := pods.terminating[name]; going {
 				out = append(out, fmt.Sprintf("pod %s is terminating", name))
@@ -415,10 +422,48 @@ func (p *planner) holdBarrier(gs servingv1.GroupStatus, pods groupPods) {
 // createMissing queues the group's absent pods for creation and returns how
 // many.
 func (p *planner) createMissing(gs servingv1.GroupStatus, pods groupPods) int {
+	return p.createMembers(gs, pods, nil)
+}
+
+// resizeRoles follows the prefill and decode roles' replicas inside a
+// started group (elastic roles, under a PD autoscaling policy): the pods
+// of instances the group did not start with are created, the pods of
+// instances beyond the role's replicas deleted (the autoscaler drained
+// them first). It returns the added members' pod names, which failures
+// does not count as missing.
+func (p *planner) resizeRoles(gs servingv1.GroupStatus, pods groupPods) map[string]bool {
+	base := map[string]bool{}
+	for _, m := range gs.Members {
+		base[m.Pod] = true
+	}
+	want := map[string]bool{}
+	added := map[string]bool{}
+	for _, m := range p.members {
+		name := podName(p.ms.Name, gs.Index, m)
+		want[name] = true
+		if !base[name] && pods.live[name] == nil {
+			added[name] = true
+		}
+	}
+	if len(added) > 0 {
+		p.createMembers(gs, pods, added)
+	}
+	for name, pod := range pods.live {
+		role := pod.Labels[servingv1.LabelRole]
+		if !want[name] && (role == "prefill" || role == "decode") {
+			p.acts.delete = append(p.acts.delete, pod)
+		}
+	}
+	return added
+}
+
+// createMembers creates the group's missing pods (only those in names,
+// when given).
+func (p *planner) createMembers(gs servingv1.GroupStatus, pods groupPods, names map[string]bool) int {
 	n := 0
 	for _, m := range p.members {
 		name := podName(p.ms.Name, gs.Index, m)
-		if pods.live[name] != nil || pods.terminating[name] != nil {
+		if pods.live[name] != nil || pods.terminating[name] != nil || (names != nil && !names[name]) {
 			continue
 		}
 		pg := ""

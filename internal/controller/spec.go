@@ -160,6 +160,13 @@ func agentPort(v string) (int32, error) {
 	return int32(p), nil
 }
 
+// elasticRoles: under a PD autoscaling policy the prefill and decode
+// roles' replicas change inside running groups (instances added, or
+// drained and removed) rather than by recreating the groups.
+func elasticRoles(s *servingv1.ModelServingSpec) bool {
+	return s.Autoscaling != nil && s.Autoscaling.PD != nil
+}
+
 // revisionInput is everything that shapes a pod; its hash is the revision.
 type revisionInput struct {
 	Model      servingv1.ModelSpec
@@ -175,8 +182,18 @@ type revisionInput struct {
 
 // revision hashes the pod-shaping part of the spec (FNV-64a over its JSON).
 func revision(s *servingv1.ModelServingSpec, agentImage string, inPlace bool) string {
+	roles := s.Roles
+	if elasticRoles(s) { // role instances come and go inside running groups
+		roles = make([]servingv1.RoleSpec, len(s.Roles))
+		for i, r := range s.Roles {
+			roles[i] = *r.DeepCopy()
+			if r.Name == "prefill" || r.Name == "decode" {
+				roles[i].Replicas = 0
+			}
+		}
+	}
 	b, err := json.Marshal(revisionInput{
-		Model: s.Model, Engine: s.Engine, Roles: s.Roles,
+		Model: s.Model, Engine: s.Engine, Roles: roles,
 		Key: s.Placement.TopologyKey, Mode: s.Placement.Mode, PairKey: s.Placement.PairTopologyKey,
 		Scheduler: s.Placement.SchedulerName, AgentImage: agentImage, InPlace: inPlace,
 	})

@@ -204,6 +204,7 @@ func (b *signalBook) finished(pool string, ttft, tpot time.Duration, tokens int)
 // book's window.
 func (b *signalBook) signals(pool string, eps []*datastore.Endpoint, room WaitingRoom) autoscale.Signals {
 	s := autoscale.Signals{TTFTAttainment: autoscale.Unknown, TPOTAttainment: autoscale.Unknown}
+	var roles map[string]autoscale.Signals
 	for _, e := range eps {
 		if !e.Healthy() {
 			continue
@@ -213,6 +214,17 @@ func (b *signalBook) signals(pool string, eps []*datastore.Endpoint, room Waitin
 		s.Waiting += float64(m.WaitingRequests)
 		s.Running += float64(m.RunningRequests)
 		s.KVUsage += m.KVCacheUsage
+		if role := e.Metadata().Role; role == framework.RolePrefill || role == framework.RoleDecode {
+			if roles == nil {
+				roles = map[string]autoscale.Signals{}
+			}
+			r := roles[string(role)]
+			r.Engines++
+			r.Waiting += float64(m.WaitingRequests)
+			r.Running += float64(m.RunningRequests)
+			r.KVUsage += m.KVCacheUsage
+			roles[string(role)] = r
+		}
 	}
 	now := b.now()
 	b.mu.Lock()
@@ -239,6 +251,14 @@ func (b *signalBook) signals(pool string, eps []*datastore.Endpoint, room Waitin
 	}
 	if room != nil {
 		s.WaitingRoom = float64(room.Waiting(pool))
+	}
+	if roles != nil {
+		// Disaggregated serving: prefill carries the outstanding prompt
+		// tokens and TTFT, decode the generated tokens and TPOT.
+		pf, dc := roles[autoscale.RolePrefill], roles[autoscale.RoleDecode]
+		pf.PrefillTokens, pf.RequestsPerSecond, pf.TTFTAttainment, pf.TPOTAttainment = s.PrefillTokens, s.RequestsPerSecond, s.TTFTAttainment, autoscale.Unknown
+		dc.TokensPerSecond, dc.RequestsPerSecond, dc.TTFTAttainment, dc.TPOTAttainment = s.TokensPerSecond, s.RequestsPerSecond, autoscale.Unknown, s.TPOTAttainment
+		s.Roles = map[string]autoscale.Signals{autoscale.RolePrefill: pf, autoscale.RoleDecode: dc}
 	}
 	return s
 }

@@ -263,8 +263,9 @@ func (k *cluster) enginesStarted(t *testing.T, pod *corev1.Pod) {
 func (k *cluster) startAll(t *testing.T, ns, ms, node string) int {
 	t.Helper()
 	n := 0
-	for i := range k.pods(t, ns, ms) {
-		p := k.pods(t, ns, ms)[i]
+	pods := k.pods(t, ns, ms) // one list: pods may come and go meanwhile
+	for i := range pods {
+		p := pods[i]
 		if p.DeletionTimestamp != nil {
 			continue
 		}
