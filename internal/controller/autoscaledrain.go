@@ -274,19 +274,18 @@ func (r *AutoscalingReconciler) annotateDrain(ctx context.Context, ms *servingv1
 	if err := r.Client.List(ctx, &pods, client.InNamespace(ms.Namespace), client.MatchingLabels(groupLabels(ms.Name, group))); err != nil {
 		return fmt.Errorf("list pods of group %d: %w", group, err)
 	}
-	value := "null"
+	value := ""
 	if on {
-		value = strconv.Quote(now.UTC().Format(time.RFC3339))
+		value = now.UTC().Format(time.RFC3339)
 	}
-	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, servingv1.AnnotationDraining, value))
 	var errs []error
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		if !metav1.IsControlledBy(pod, ms) || (pod.Annotations[servingv1.AnnotationDraining] != "") == on {
 			continue
 		}
-		if err := r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); client.IgnoreNotFound(err) != nil {
-			errs = append(errs, fmt.Errorf("annotate pod %s: %w", pod.Name, err))
+		if err := r.setDrain(ctx, pod, value); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

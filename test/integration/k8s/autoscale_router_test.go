@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -71,12 +72,14 @@ func threeEngines(t *testing.T, clock simclock.Clock) int32 {
 	return 0
 }
 
-// serveOnIP plays the kubelet for a pod whose engine listens on ip.
+// serveOnIP plays the kubelet for a pod whose engine listens on ip (a
+// loopback address): bound, running and ready.
 func (k *cluster) serveOnIP(t *testing.T, pod *corev1.Pod, node, ip string) {
 	t.Helper()
 	if pod.Spec.NodeName == "" {
 		k.bind(t, pod, node)
 	}
+	// The controller writes the pod too (annotations): retry on conflict.
 	eventually(t, waitLong, "pod "+pod.Name+" serving on "+ip, func() (bool, string) {
 		cur := &corev1.Pod{}
 		if err := k.c.Get(context.Background(), client.ObjectKeyFromObject(pod), cur); err != nil {
@@ -194,13 +197,28 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 	warm := func(prefix string) {
 		t.Helper()
 		prompt := strings.Repeat(prefix+" shares this long system prompt with its repeats. ", 24)
-		for i := range 3 {
+		send := func() error {
 			_, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 				Model: "chat", MaxTokens: openai.Int(2),
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
 			})
+			return err
+		}
+		// The first waits for the router to know the route (404 until then).
+		eventually(t, waitLong, "warm "+prefix, func() (bool, string) {
+			err := send()
+			var apiErr *openai.Error
+			if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+				return false, err.Error()
+			}
 			if err != nil {
-				t.Fatalf("warm %s request %d: %v", prefix, i, err)
+				t.Fatalf("warm %s: %v", prefix, err)
+			}
+			return true, ""
+		})
+		for i := range 2 {
+			if err := send(); err != nil {
+				t.Fatalf("warm %s request %d: %v", prefix, i+2, err)
 			}
 		}
 	}
@@ -372,6 +390,16 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 	_, base, admin := startKubeRouter(t, k, ns, ", admission: {queue: {noEndpointWait: 120s, maxWait: 120s}}, autoscaling: {window: 1s}")
 	useRouter(t, pool, admin)
 	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	// The router knows the route (it reports the routed pool, without
+	// endpoints) before the first request.
+	eventually(t, waitLong, "the router reports the pool", func() (bool, string) {
+		resp, err := http.Get(admin + "/autoscale/signals?pool=" + pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
 	eventually(t, waitLong, "the autoscaler holds 0 groups", func() (bool, string) {
 		cur := k.get(t, ns, "zero")
 		as := cur.Status.Autoscaling
@@ -396,6 +424,11 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 		got <- r
 	}()
 	eventually(t, waitLong, "a group created for the waiting request", func() (bool, string) {
+		select {
+		case r := <-got:
+			t.Fatalf("the request ended before any engine was ready: %+v", r)
+		default:
+		}
 		cur := k.get(t, ns, "zero")
 		n := len(k.pods(t, ns, "zero"))
 		return *cur.Spec.Replicas == 1 && n == 1, fmt.Sprintf("replicas %d, %d pods, reason %q", *cur.Spec.Replicas, n, cur.Status.Autoscaling.Reason)

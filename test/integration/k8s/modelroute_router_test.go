@@ -82,29 +82,7 @@ func servingOn(ns, name string, port int32) *servingv1.ModelServing {
 // machine: bound, IP 127.0.0.1, running and ready.
 func (k *cluster) serveOnLoopback(t *testing.T, pod *corev1.Pod, node string) {
 	t.Helper()
-	if pod.Spec.NodeName == "" {
-		k.bind(t, pod, node)
-	}
-	// The controller writes the pod too (annotations): retry on conflict.
-	eventually(t, waitLong, "pod "+pod.Name+" serving on 127.0.0.1", func() (bool, string) {
-		cur := &corev1.Pod{}
-		if err := k.c.Get(context.Background(), client.ObjectKeyFromObject(pod), cur); err != nil {
-			return false, err.Error()
-		}
-		now := metav1.Now()
-		cur.Status.Phase = corev1.PodRunning
-		cur.Status.PodIP = "127.0.0.1"
-		cur.Status.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
-		cur.Status.Conditions = []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		}
-		if err := k.c.Status().Update(context.Background(), cur); err != nil {
-			return false, err.Error()
-		}
-		return true, ""
-	})
+	k.serveOnIP(t, pod, node, "127.0.0.1")
 }
 
 func modelRoute(ns, name, model string, targets ...config.TargetSpec) *servingv1.ModelRoute {
