@@ -2,10 +2,13 @@ package controller
 
 import (
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -125,4 +128,59 @@ func TestPlanScale(t *testing.T) {
 			t.Fatalf("plan %+v, want replicas 2 retired [1] (3 implicit)", p)
 		}
 	})
+}
+
+// planRoles: growing a role is written at once; shrinking drains the
+// highest instances first and lowers replicas only once the routers report
+// them drained with nothing in flight (or at grace).
+func TestPlanRoles(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	grace := 5 * time.Minute
+	ms := &servingv1.ModelServing{}
+	ms.Namespace = "ns"
+	ms.Spec.Roles = []servingv1.RoleSpec{{Name: "prefill", Replicas: 2}, {Name: "decode", Replicas: 2}}
+	pod := func(role string, inst int, drain string) corev1.Pod {
+		p := corev1.Pod{}
+		p.Namespace, p.Name = "ns", fmt.Sprintf("m-0-%s-%d", role, inst)
+		p.Labels = map[string]string{servingv1.LabelRole: role, servingv1.LabelInstance: strconv.Itoa(inst)}
+		if drain != "" {
+			p.Annotations = map[string]string{servingv1.AnnotationDraining: drain}
+		}
+		return p
+	}
+	get := func(rs []roleScale, role string) roleScale {
+		for _, r := range rs {
+			if r.role == role {
+				return r
+			}
+		}
+		t.Fatalf("no plan for %s in %+v", role, rs)
+		return roleScale{}
+	}
+	since := roleDrainPrefix + now.Add(-time.Minute).UTC().Format(time.RFC3339)
+
+	// prefill 2 → 3 at once; decode 2 → 1 begins with a drain of decode-1.
+	pods := []corev1.Pod{pod("prefill", 0, ""), pod("prefill", 1, ""), pod("decode", 0, ""), pod("decode", 1, "")}
+	rs := planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 3, Decode: 1}, nil, nil, now, grace)
+	if p := get(rs, "prefill"); p.replicas != 3 {
+		t.Errorf("prefill replicas %d, want 3", p.replicas)
+	}
+	if d := get(rs, "decode"); d.replicas != 2 || len(d.annotate) != 1 || d.annotate[0].Name != "m-0-decode-1" {
+		t.Errorf("decode %+v, want replicas 2 and decode-1 to drain", d)
+	}
+	// Draining with a request in flight: kept.
+	pods[3] = pod("decode", 1, since)
+	busy := []autoscale.EndpointLoad{{Name: "ns/m-0-decode-1", Draining: true, InFlight: 1}}
+	if d := get(planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 2, Decode: 1}, busy, nil, now, grace), "decode"); d.replicas != 2 {
+		t.Errorf("decode replicas %d with a request in flight, want 2", d.replicas)
+	}
+	// Drained: lowered.
+	busy[0].InFlight = 0
+	if d := get(planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 2, Decode: 1}, busy, nil, now, grace), "decode"); d.replicas != 1 {
+		t.Errorf("decode replicas %d once drained, want 1", d.replicas)
+	}
+	// Demand back: the drain is cancelled.
+	if d := get(planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 2, Decode: 2}, busy, nil, now, grace), "decode"); d.replicas != 2 || len(d.undrain) != 1 {
+		t.Errorf("decode %+v, want replicas 2 and decode-1 back", d)
+	}
 }
