@@ -40,8 +40,8 @@ type controllerFlags struct {
 	autoscaleEvery time.Duration
 
 	// Model weights.
-	nodeCacheDir, fetchImage, hfEndpoint, nodeCacheMax     string
-	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope string
+	nodeCacheDir, fetchImage, hfEndpoint, msEndpoint, nodeCacheMax string
+	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope         string
 }
 
 func newControllerCommand() *cobra.Command {
@@ -123,6 +123,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.nodeCacheDir, "node-cache-dir", "/var/cache/halyard", "node directory (hostPath) the injected halyard-fetch init container fetches model weights into; empty: no fetch")
 	fl.StringVar(&f.fetchImage, "fetch-image", "", "image of the fetch init container; default --agent-image")
 	fl.StringVar(&f.hfEndpoint, "hf-endpoint", "", "HF_ENDPOINT given to the fetches (and to the preheat's listing); default the public hub")
+	fl.StringVar(&f.msEndpoint, "modelscope-endpoint", "", "MODELSCOPE_ENDPOINT given to the fetches of modelscope:// sources (and to the preheat's listing); default the public ModelScope hub")
 	fl.StringVar(&f.nodeCacheMax, "node-cache-max-bytes", "", "bound of the node cache (e.g. 500Gi): the fetch evicts least recently used models")
 	fl.StringVar(&f.dfProxy, "dragonfly-proxy", "http://$(HOST_IP):4001", "the node's dfdaemon proxy for distribution: dragonfly ($(HOST_IP) is the node's IP)")
 	fl.StringVar(&f.dfManager, "dragonfly-manager", "", "Dragonfly manager URL (e.g. http://dragonfly-manager.dragonfly-system:8080): preheat new revisions of distribution: dragonfly; empty: no preheat")
@@ -135,7 +136,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 
 // weights builds the weights wiring from the flags.
 func (f *controllerFlags) weights() (controller.WeightsOptions, error) {
-	w := controller.WeightsOptions{CacheDir: f.nodeCacheDir, Image: f.fetchImage, HFEndpoint: f.hfEndpoint, DragonflyProxy: f.dfProxy,
+	w := controller.WeightsOptions{CacheDir: f.nodeCacheDir, Image: f.fetchImage, HFEndpoint: f.hfEndpoint, ModelScopeEndpoint: f.msEndpoint, DragonflyProxy: f.dfProxy,
 		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp}
 	if f.nodeCacheMax != "" {
 		q, err := resource.ParseQuantity(f.nodeCacheMax)
@@ -155,7 +156,7 @@ func (f *controllerFlags) weights() (controller.WeightsOptions, error) {
 		}
 		w.Preheater = &controller.DragonflyPreheater{
 			Manager:    dragonfly.Manager{URL: f.dfManager, Token: token},
-			HFEndpoint: f.hfEndpoint, Tag: f.dfTag, Application: f.dfApp, Scope: f.dfScope,
+			HFEndpoint: f.hfEndpoint, ModelScopeEndpoint: f.msEndpoint, Tag: f.dfTag, Application: f.dfApp, Scope: f.dfScope,
 		}
 	}
 	return w, nil

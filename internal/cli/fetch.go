@@ -44,11 +44,14 @@ func newFetchCommand() *cobra.Command {
 		Long: `Download a model into DIR and print the local path of the model.
 
 SOURCE is hf://owner/repo[@revision] (the Hugging Face Hub; endpoint from
-HF_ENDPOINT, token from HF_TOKEN or --token-file), http(s)://host/file or
+HF_ENDPOINT, token from HF_TOKEN or --token-file),
+modelscope://owner/repo[@revision] (ModelScope; endpoint from
+MODELSCOPE_ENDPOINT, token from MODELSCOPE_API_TOKEN or --token-file;
+revision default master), http(s)://host/file or
 http(s)://host/dir/ (an index page), s3://bucket/prefix (endpoint from
 AWS_ENDPOINT_URL, credentials from the AWS chain) or gs://bucket/prefix.
 
-Hugging Face models are laid out as the hub cache
+Hugging Face and ModelScope models are laid out as the Hugging Face hub cache
 (DIR/models--owner--repo/snapshots/<commit>/...), so an engine loads them
 offline with HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1. Files are resumed after an
 interruption, verified (size, sha256 of LFS objects) and renamed into place
@@ -68,8 +71,8 @@ See docs/weights.md.`,
 	fl.StringVar(&f.into, "into", os.Getenv("HF_HUB_CACHE"), "directory to fetch into (default $HF_HUB_CACHE); the node cache")
 	fl.StringArrayVar(&f.include, "include", nil, "only files matching this glob (repeatable; * matches across /)")
 	fl.StringArrayVar(&f.exclude, "exclude", nil, "skip files matching this glob (repeatable)")
-	fl.StringVar(&f.revision, "revision", "", "hf revision (branch, tag or commit); overrides SOURCE's @revision")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (default $HF_TOKEN)")
+	fl.StringVar(&f.revision, "revision", "", "hf or modelscope revision (branch, tag or commit); overrides SOURCE's @revision")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (default $HF_TOKEN; $MODELSCOPE_API_TOKEN for modelscope://)")
 	fl.IntVar(&f.parallel, "parallel", 8, "files downloaded at once")
 	fl.IntVar(&f.attempts, "attempts", 5, "tries per file, each resuming the last")
 	fl.BoolVar(&f.verify, "verify", false, "rehash files already on disk and refetch those that differ")
@@ -98,7 +101,7 @@ func runFetch(cmd *cobra.Command, source string, f *fetchFlags) error {
 	if err != nil {
 		return err
 	}
-	o, err := f.options(logger)
+	o, err := f.options(source, logger)
 	if err != nil {
 		return err
 	}
@@ -193,15 +196,19 @@ func reportProgress(ctx context.Context, rep *podreport.Reporter, p *weights.Pro
 	}
 }
 
-func (f *fetchFlags) options(logger *slog.Logger) (weights.Options, error) {
+func (f *fetchFlags) options(source string, logger *slog.Logger) (weights.Options, error) {
 	if f.into == "" {
 		return weights.Options{}, errors.New("--into is required (or set HF_HUB_CACHE)")
 	}
 	o := weights.Options{
 		Into: f.into, Revision: f.revision, Include: f.include, Exclude: f.exclude,
 		Token: os.Getenv("HF_TOKEN"), Endpoint: os.Getenv("HF_ENDPOINT"),
-		Parallel: f.parallel, Attempts: f.attempts, Verify: f.verify,
+		ModelScopeEndpoint: weights.ModelScopeEndpoint(os.Getenv("MODELSCOPE_ENDPOINT"), os.Getenv("MODELSCOPE_DOMAIN")),
+		Parallel:           f.parallel, Attempts: f.attempts, Verify: f.verify,
 		Progress: &weights.Progress{}, Logger: logger,
+	}
+	if strings.HasPrefix(source, "modelscope://") {
+		o.Token = os.Getenv("MODELSCOPE_API_TOKEN")
 	}
 	if f.tokenFile != "" {
 		b, err := os.ReadFile(f.tokenFile)

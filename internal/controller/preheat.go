@@ -31,6 +31,9 @@ type DragonflyPreheater struct {
 	Manager dragonfly.Manager
 	// HFEndpoint is the hub the fetches use (empty: the public hub).
 	HFEndpoint string
+	// ModelScopeEndpoint is the ModelScope hub the fetches use (empty: the
+	// public one).
+	ModelScopeEndpoint string
 	// Tag and Application must equal the fetch's --dragonfly-tag and
 	// --dragonfly-application.
 	Tag, Application string
@@ -47,14 +50,14 @@ func (d *DragonflyPreheater) Preheat(ctx context.Context, source string, fetch *
 	if err != nil {
 		return 0, 0, err
 	}
-	if src.Scheme != "hf" && src.Scheme != "http" && src.Scheme != "https" {
+	if src.Scheme != "hf" && src.Scheme != "modelscope" && src.Scheme != "http" && src.Scheme != "https" {
 		return 0, 0, errNoURLs
 	}
 	c := d.Client
 	if c == nil {
 		c = &http.Client{Timeout: 30 * time.Second}
 	}
-	o := weights.Options{Endpoint: d.HFEndpoint, Client: c}
+	o := weights.Options{Endpoint: d.HFEndpoint, ModelScopeEndpoint: d.ModelScopeEndpoint, Client: c}
 	if fetch != nil {
 		o.Include, o.Exclude = fetch.Include, fetch.Exclude
 	}

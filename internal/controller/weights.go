@@ -32,6 +32,9 @@ type WeightsOptions struct {
 	// HFEndpoint is given to the fetch as HF_ENDPOINT (empty: the public
 	// hub).
 	HFEndpoint string
+	// ModelScopeEndpoint is given to the fetch as MODELSCOPE_ENDPOINT
+	// (empty: the public ModelScope hub).
+	ModelScopeEndpoint string
 	// MaxCacheBytes bounds the node cache (least recently used models are
 	// evicted after a fetch); 0: no bound.
 	MaxCacheBytes int64
@@ -89,6 +92,12 @@ func (o WeightsOptions) fetched(ms *servingv1.ModelServing) (servingv1.Distribut
 
 var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
+// hubCached reports whether source is laid out as the Hugging Face hub
+// cache (hf and modelscope sources), which the engines read offline.
+func hubCached(source string) bool {
+	return strings.HasPrefix(source, "hf://") || strings.HasPrefix(source, "modelscope://")
+}
+
 // modelPath is where the engines find the model, when it is known before
 // the fetch: the snapshot of an hf commit, or the copied tree of the other
 // sources. For an hf branch or tag it is "" (the engine resolves the repo
@@ -98,7 +107,7 @@ func modelPath(source string) string {
 	if err != nil {
 		return ""
 	}
-	if src.Scheme == "hf" {
+	if src.Scheme == "hf" || src.Scheme == "modelscope" {
 		if commitRe.MatchString(src.Revision) {
 			return path.Join(cacheMount, src.CacheKey(), "snapshots", src.Revision)
 		}
@@ -157,6 +166,9 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 	if o.HFEndpoint != "" {
 		fenv = append(fenv, corev1.EnvVar{Name: "HF_ENDPOINT", Value: o.HFEndpoint})
 	}
+	if o.ModelScopeEndpoint != "" {
+		fenv = append(fenv, corev1.EnvVar{Name: "MODELSCOPE_ENDPOINT", Value: o.ModelScopeEndpoint})
+	}
 	fenv = append(fenv, env...)
 	c := corev1.Container{
 		Name:                     servingv1.FetchContainerName,
@@ -185,7 +197,7 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 	spec.InitContainers = append([]corev1.Container{c}, spec.InitContainers...)
 
 	engineEnv := []corev1.EnvVar{{Name: "HALYARD_MODEL_CACHE", Value: cacheMount}}
-	if strings.HasPrefix(ms.Spec.Model.Source, "hf://") {
+	if hubCached(ms.Spec.Model.Source) {
 		engineEnv = append(engineEnv,
 			corev1.EnvVar{Name: "HF_HUB_CACHE", Value: cacheMount},
 			corev1.EnvVar{Name: "HF_HUB_OFFLINE", Value: "1"})

@@ -29,6 +29,11 @@ type Options struct {
 	// Endpoint is the Hugging Face endpoint (HF_ENDPOINT); default
 	// https://huggingface.co.
 	Endpoint string
+	// ModelScopeEndpoint is the ModelScope endpoint for modelscope
+	// sources (MODELSCOPE_ENDPOINT; see ModelScopeEndpoint); default
+	// https://www.modelscope.cn. Token is then the ModelScope access
+	// token (MODELSCOPE_API_TOKEN).
+	ModelScopeEndpoint string
 	// Parallel is the number of files downloaded at once; default 8.
 	Parallel int
 	// Attempts is how often a file transfer is tried before failing
@@ -63,7 +68,8 @@ type Result struct {
 	// Path is the local directory of the model: the snapshot directory
 	// (models--o--r/snapshots/<commit>) for hf, the copied tree otherwise.
 	Path string
-	// Commit is the hf commit the revision resolved to.
+	// Commit is the hf commit the revision resolved to (for modelscope,
+	// the snapshot id: see modelscope.go).
 	Commit string
 	// Files and Bytes are the model's files and total size.
 	Files int
@@ -129,6 +135,8 @@ func Fetch(ctx context.Context, source string, opts Options) (*Result, error) {
 	switch src.Scheme {
 	case "hf":
 		p, err = planHub(ctx, src, opts)
+	case "modelscope":
+		p, err = planModelScope(ctx, src, opts)
 	case "http", "https":
 		p, err = planHTTP(ctx, src, opts)
 	case "s3":
@@ -205,7 +213,8 @@ type Listing struct {
 
 // ListSource asks the origin what a Fetch of source with opts (revision, include,
 // exclude, token, endpoint) would download, without downloading anything
-// or touching opts.Into. Only hf and http(s) sources have download URLs.
+// or touching opts.Into. Only hf, modelscope and http(s) sources have
+// download URLs.
 func ListSource(ctx context.Context, source string, opts Options) (*Listing, error) {
 	src, err := ParseSource(source)
 	if err != nil {
@@ -220,6 +229,8 @@ func ListSource(ctx context.Context, source string, opts Options) (*Listing, err
 	switch src.Scheme {
 	case "hf":
 		p, err = planHub(ctx, src, opts)
+	case "modelscope":
+		p, err = planModelScope(ctx, src, opts)
 	case "http", "https":
 		p, err = planHTTP(ctx, src, opts)
 	default:
