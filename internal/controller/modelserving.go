@@ -119,6 +119,12 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		prev[g.Index] = g
 	}
 	r.rollout(p, prev)
+	if _, ok := r.Weights.fetched(ms); ok && status.Weights == nil {
+		status.Weights = &servingv1.WeightsStatus{}
+	}
+	// The preheat is followed before the groups are planned: its gate
+	// may hold the new revision's first pods.
+	r.preheat(ctx, ms, status, p)
 
 	groups := make([]servingv1.GroupStatus, 0, p.set.replicas)
 	for i := int32(0); i < p.set.replicas; i++ {
@@ -155,7 +161,6 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	status.Groups = groups
 	summarize(ms, status, p)
 	r.summarizeWeights(ctx, ms, status, byGroup, p.acts)
-	r.preheat(ctx, ms, status, p)
 
 	res, err := r.writeStatus(ctx, ms, status)
 	if err != nil || res.RequeueAfter > 0 {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -49,6 +50,12 @@ type WeightsOptions struct {
 	// Preheater preheats new revisions for dragonfly distribution; nil:
 	// no preheat.
 	Preheater Preheater
+	// PreheatGate is how long the pods of a revision whose preheat job is
+	// running wait for it before they are created (so that their fetches
+	// meet warm seed peers instead of all going to the origin); 0: they
+	// do not wait. The Preheated condition says whether the job finished,
+	// failed or the gate elapsed.
+	PreheatGate time.Duration
 }
 
 // cacheMount is where the node cache appears inside the pods.
@@ -69,6 +76,18 @@ const (
 	ReasonPreheated         = "Preheated"
 	ReasonPreheatFailed     = "PreheatFailed"
 	ReasonDragonflyFallback = "DragonflyFallback"
+
+	// ConditionPreheated: the Dragonfly preheat of the update revision
+	// finished (True/Preheated), or not: Preheating (running, pods not
+	// held), WaitingForPreheat (running; the revision's new pods wait for
+	// it, at most PreheatGate), PreheatTimedOut (the gate elapsed and the
+	// pods were created), PreheatFailed.
+	ConditionPreheated      = "Preheated"
+	ReasonWaitingForPreheat = "WaitingForPreheat"
+	ReasonPreheatTimedOut   = "PreheatTimedOut"
+	// ReasonWaitingForWeights: a group's pods are scheduled and its
+	// barrier waits until every pod's fetch has finished.
+	ReasonWaitingForWeights = "WaitingForWeights"
 )
 
 // fetched reports whether ms's weights are fetched by the controller's init
@@ -218,6 +237,24 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 			ct.VolumeMounts = append(ct.VolumeMounts, corev1.VolumeMount{Name: servingv1.WeightsVolumeName, MountPath: cacheMount, ReadOnly: true})
 		}
 	}
+}
+
+// hasWeights reports whether pod's weights are on its node: its fetch init
+// container has exited 0 (true for a pod without one).
+func hasWeights(pod *corev1.Pod) bool {
+	fetches := false
+	for _, c := range pod.Spec.InitContainers {
+		fetches = fetches || c.Name == servingv1.FetchContainerName
+	}
+	if !fetches {
+		return true
+	}
+	for _, s := range pod.Status.InitContainerStatuses {
+		if s.Name == servingv1.FetchContainerName {
+			return s.State.Terminated != nil && s.State.Terminated.ExitCode == 0
+		}
+	}
+	return false
 }
 
 // podWeights is what one pod's fetch has reported.
@@ -393,6 +430,10 @@ func (r *ModelServingReconciler) summarizeWeights(ctx context.Context, ms *servi
 			acts.eventf(false, ReasonWeightsFetched, "Fetch", "every pod has the weights on its node (%s)", sum.Progress)
 		}
 	default:
+		if c := findCondition(st, ConditionPreheated); c != nil && c.Reason == ReasonWaitingForPreheat && sum.Pods < want {
+			setCondition(st, gen, ConditionWeightsReady, metav1.ConditionFalse, ReasonWaitingForPreheat, c.Message)
+			break
+		}
 		setCondition(st, gen, ConditionWeightsReady, metav1.ConditionFalse, ReasonFetching, sum.Progress)
 	}
 	if prev := st.Weights; sum.Fallbacks > 0 && (prev == nil || prev.Fallbacks < sum.Fallbacks) {

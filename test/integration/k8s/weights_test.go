@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -51,13 +52,15 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	if err := k.startController(newFakeClock(), controller.InPlaceOff, testLogs(), t.Cleanup, func(o *controller.Options) {
+	clock := newFakeClock()
+	if err := k.startController(clock, controller.InPlaceOff, testLogs(), t.Cleanup, func(o *controller.Options) {
 		o.Registerer = reg
 		o.Weights = controller.WeightsOptions{
 			CacheDir:       "/var/cache/halyard-test",
 			HFEndpoint:     hub.URL,
 			DragonflyProxy: "http://$(HOST_IP):" + dfURL.Port(),
 			DragonflyTag:   "halyard",
+			PreheatGate:    2 * time.Minute,
 			Preheater: &controller.DragonflyPreheater{
 				Manager:    dragonfly.Manager{URL: mgr.URL, Token: "pat-secret"},
 				HFEndpoint: hub.URL, Tag: "halyard",
@@ -186,7 +189,20 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		k.bind(t, &pods[0], "node-a")
 		done := make(chan error, 1)
 		go func() { done <- k.runFetch(t, &pods[0], t.TempDir(), 0) }()
-		// Mid-fetch the status shows the bytes so far of the known total.
+		// Mid-fetch the status shows the bytes so far of the known total,
+		// and the group's barrier waits for the weights: the pod is
+		// scheduled but its engine must not start before the fetch ends.
+		eventually(t, waitLong, "group waits for the weights", func() (bool, string) {
+			g := group(k.get(t, ns, "slow"), 0)
+			if g == nil {
+				return false, "no group"
+			}
+			return g.Phase == servingv1.GroupPending && g.Reason == controller.ReasonWaitingForWeights && g.Barrier < 0,
+				fmt.Sprintf("%s/%s barrier %d: %s", g.Phase, g.Reason, g.Barrier, g.Message)
+		})
+		if p := k.pod(t, ns, pods[0].Name); p.Annotations[servingv1.AnnotationBarrier] != "" {
+			t.Errorf("barrier annotation %q before the weights are on the node", p.Annotations[servingv1.AnnotationBarrier])
+		}
 		eventually(t, waitLong, "progress mid-fetch", func() (bool, string) {
 			ms := k.get(t, ns, "slow")
 			w := ms.Status.Weights
@@ -204,6 +220,13 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitWeights(t, k, ns, "slow", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		// With the weights on the node the barrier is released.
+		eventually(t, waitLong, "barrier released", func() (bool, string) {
+			g := group(k.get(t, ns, "slow"), 0)
+			p := k.pod(t, ns, pods[0].Name)
+			return g != nil && g.Phase == servingv1.GroupStarting && p.Annotations[servingv1.AnnotationBarrier] == "0",
+				fmt.Sprintf("group %+v, annotation %q", g, p.Annotations[servingv1.AnnotationBarrier])
+		})
 	})
 
 	t.Run("failures", func(t *testing.T) {
@@ -255,10 +278,20 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		before := hub.BodyBytes()
 		create(t, k, ms)
 		pods := waitPods(t, k, ns, "p2p", 4)
-		// The controller creates the preheat job in the reconcile that
-		// creates the revision's first pods, before it creates them.
+		// The controller creates the preheat job first and, with a preheat
+		// gate, creates the pods only once the job has ended (the status
+		// is written before the pods are created).
 		if n := len(mgr.Jobs()); n != 1 {
 			t.Fatalf("pods exist and %d preheat jobs, want the job created first", n)
+		}
+		if ms := k.get(t, ns, "p2p"); ms.Status.Weights == nil || ms.Status.Weights.Preheat == nil || ms.Status.Weights.Preheat.State != "Success" {
+			t.Fatalf("pods exist while the preheat is %+v, want them held until Success", ms.Status.Weights)
+		}
+		if c := meta.FindStatusCondition(k.get(t, ns, "p2p").Status.Conditions, controller.ConditionPreheated); c == nil || c.Status != metav1.ConditionTrue || c.Reason != controller.ReasonPreheated {
+			t.Errorf("Preheated condition %+v, want True/Preheated", c)
+		}
+		if ev := k.events(t, ns, "p2p", controller.ReasonPreheated); !slices.ContainsFunc(ev, func(s string) bool { return strings.Contains(s, "the preheat finished") }) {
+			t.Errorf("Preheated events %q, want one saying the gate opened because the preheat finished", ev)
 		}
 		// The preheat job names every file's resolve URL and the tag the
 		// fetches use; it ends before the pods fetch.
@@ -304,6 +337,43 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		}
 		if v := counterValue(t, reg, "halyard_controller_weights_dragonfly_fallbacks_total"); v < float64(len(files)) {
 			t.Errorf("fallback metric = %v, want at least %d", v, len(files))
+		}
+	})
+
+	t.Run("preheat gate timeout", func(t *testing.T) {
+		// A preheat job that does not end: the first pods wait for it
+		// until the gate elapses, then are created, and the condition
+		// says the gate timed out.
+		mgr.SetPolls(1 << 30)
+		defer mgr.SetPolls(1)
+		hub.AddRepo("acme/p2p-slow", hubtest.Repo{Files: model(6)})
+		ms := weightsServing(ns, "p2p-slow", "hf://acme/p2p-slow", 1)
+		ms.Spec.Model.Distribution = servingv1.DistributionDragonfly
+		create(t, k, ms)
+		eventually(t, waitLong, "WaitingForPreheat", func() (bool, string) {
+			ms := k.get(t, ns, "p2p-slow")
+			c := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionPreheated)
+			w := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionWeightsReady)
+			g := group(ms, 0)
+			if c == nil || w == nil || g == nil {
+				return false, "no conditions or group yet"
+			}
+			return c.Reason == controller.ReasonWaitingForPreheat && w.Reason == controller.ReasonWaitingForPreheat && g.Reason == controller.ReasonWaitingForPreheat,
+				fmt.Sprintf("Preheated %s, WeightsReady %s, group %s", c.Reason, w.Reason, g.Reason)
+		})
+		// The clock has not moved: the gate holds, no pod exists.
+		if n := len(k.pods(t, ns, "p2p-slow")); n != 0 {
+			t.Fatalf("%d pods while the preheat gate holds", n)
+		}
+		clock.Advance(3 * time.Minute)
+		k.poke(t, ns, "p2p-slow")
+		waitPods(t, k, ns, "p2p-slow", 1)
+		c := meta.FindStatusCondition(k.get(t, ns, "p2p-slow").Status.Conditions, controller.ConditionPreheated)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != controller.ReasonPreheatTimedOut {
+			t.Errorf("Preheated condition %+v, want False/PreheatTimedOut", c)
+		}
+		if ev := k.events(t, ns, "p2p-slow", controller.ReasonPreheatTimedOut); len(ev) == 0 || !strings.Contains(ev[0], "elapsed") {
+			t.Errorf("PreheatTimedOut events %q, want one saying the gate elapsed", ev)
 		}
 	})
 }
