@@ -61,6 +61,10 @@ type Options struct {
 	Progress *Progress
 	// Logger receives structured progress and warnings; default discards.
 	Logger *slog.Logger
+
+	// suspect are blobs that changed on disk since the last complete
+	// fetch: rehashed like Verify does, the others trusted.
+	suspect map[string]bool
 }
 
 // Result describes a finished fetch.
@@ -98,7 +102,10 @@ type plan struct {
 	present int64
 	// urls are the download URLs of every file of an hf or http(s)
 	// source (present or not): what a Dragonfly preheat warms.
-	urls   []string
+	urls []string
+	// blobs are the checksummed files (hf and modelscope blobs) the
+	// done-marker stamps, so that a later change to one is noticed.
+	blobs  []string
 	finish func() error
 }
 
@@ -124,11 +131,22 @@ func Fetch(ctx context.Context, source string, opts Options) (*Result, error) {
 	marker := doneMarkerPath(opts.Into, key, src, opts)
 	if !opts.Verify {
 		if m, ok := readDoneMarker(marker); ok {
-			touchUsed(opts.Into, key)
-			opts.Logger.Info("fetch: already complete", "source", source, "path", m.Path)
-			opts.Progress.addTotal(m.Bytes, m.Files)
-			opts.Progress.Add(m.Bytes)
-			return &Result{Path: m.Path, Commit: m.Commit, Files: m.Files, Bytes: m.Bytes, Cached: true}, nil
+			changed := m.changed(opts.Into)
+			if len(changed) == 0 {
+				touchUsed(opts.Into, key)
+				opts.Logger.Info("fetch: already complete", "source", source, "path", m.Path)
+				opts.Progress.addTotal(m.Bytes, m.Files)
+				opts.Progress.Add(m.Bytes)
+				return &Result{Path: m.Path, Commit: m.Commit, Files: m.Files, Bytes: m.Bytes, Cached: true}, nil
+			}
+			// Written, replaced or truncated since the fetch completed:
+			// rehash those, refetch the ones that differ.
+			opts.Logger.Warn("fetch: files of the node cache changed since they were fetched; rehashing them",
+				"source", source, "files", changed)
+			opts.suspect = map[string]bool{}
+			for _, f := range changed {
+				opts.suspect[filepath.Join(opts.Into, f)] = true
+			}
 		}
 	}
 	var p *plan
@@ -162,7 +180,8 @@ func Fetch(ctx context.Context, source string, opts Options) (*Result, error) {
 		}
 	}
 	res := &Result{Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes, Transferred: fresh.Done(), Fallbacks: opts.Progress.Fallbacks()}
-	if err := writeDoneMarker(marker, doneMarker{Source: source, Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes}); err != nil {
+	if err := writeDoneMarker(marker, doneMarker{Source: source, Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes,
+		Blobs: stampFiles(opts.Into, p.blobs)}); err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", source, diskError(err))
 	}
 	touchUsed(opts.Into, key)

@@ -124,18 +124,12 @@ func planHub(ctx context.Context, src Source, opts Options) (*plan, error) {
 		links = append(links, link{file: dest, blob: blob})
 		p.files++
 		p.bytes += size
-		if st, err := os.Stat(blob); err == nil && st.Size() == size && !opts.Verify {
+		p.blobs = append(p.blobs, blob)
+		if have, err := haveBlob(blob, size, opts); err != nil {
+			return nil, err
+		} else if have {
 			p.present += size
 			continue
-		}
-		if opts.Verify {
-			// Rehash the blob on disk: move it back to ".incomplete", so the
-			// transfer hashes it and refetches only if it is wrong.
-			if _, err := os.Stat(blob); err == nil {
-				if err := os.Rename(blob, blob+incompleteSuffix); err != nil {
-					return nil, err
-				}
-			}
 		}
 		t.Dest = blob
 		t.direct = new(atomic.Bool)
@@ -157,6 +151,21 @@ func planHub(ctx context.Context, src Source, opts Options) (*plan, error) {
 		return nil
 	}
 	return p, nil
+}
+
+// haveBlob reports whether blob is on disk with its size and trusted. With
+// opts.Verify, or when the blob changed since the last complete fetch
+// (opts.suspect), it moves the blob back to ".incomplete" instead, so that
+// the transfer rehashes it and refetches it only if it is wrong.
+func haveBlob(blob string, size int64, opts Options) (bool, error) {
+	st, err := os.Stat(blob)
+	if err != nil {
+		return false, nil
+	}
+	if opts.Verify || opts.suspect[blob] {
+		return false, os.Rename(blob, blob+incompleteSuffix)
+	}
+	return st.Size() == size, nil
 }
 
 // symlinkAtomic makes link point at target with a relative path, replacing

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -170,16 +169,12 @@ func planModelScope(ctx context.Context, src Source, opts Options) (*plan, error
 		links = append(links, link{file: dest, blob: blob})
 		p.files++
 		p.bytes += f.Size
-		if st, err := os.Stat(blob); err == nil && st.Size() == f.Size && !opts.Verify {
+		p.blobs = append(p.blobs, blob)
+		if have, err := haveBlob(blob, f.Size, opts); err != nil {
+			return nil, err
+		} else if have {
 			p.present += f.Size
 			continue
-		}
-		if opts.Verify {
-			if _, err := os.Stat(blob); err == nil {
-				if err := os.Rename(blob, blob+incompleteSuffix); err != nil {
-					return nil, err
-				}
-			}
 		}
 		t.Dest = blob
 		t.direct = new(atomic.Bool)

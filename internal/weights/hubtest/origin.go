@@ -13,11 +13,41 @@ import (
 // body bytes of the files they serve, and can cut a transfer short or
 // corrupt it.
 type origin struct {
-	faultMu   sync.Mutex
-	cutAfter  map[string]int64 // path → bytes served before the connection drops (once)
-	corrupt   map[string]int   // path → number of corrupted answers left
-	bodyBytes atomic.Int64
-	requests  sync.Map // "METHOD path" → *atomic.Int64
+	faultMu    sync.Mutex
+	cutAfter   map[string]int64 // path → bytes served before the connection drops (once)
+	corrupt    map[string]int   // path → number of corrupted answers left
+	pauseAfter map[string]pause // path → bytes served before the answer stalls (once)
+	ranges     map[string][]string
+	bodyBytes  atomic.Int64
+	requests   sync.Map // "METHOD path" → *atomic.Int64
+}
+
+type pause struct {
+	n       int64
+	release chan struct{}
+}
+
+// PauseAfter makes the next transfer of path stall after n body bytes (sent
+// and flushed) until release is called or the client goes away: a transfer
+// to kill half way.
+func (o *origin) PauseAfter(path string, n int64) (release func()) {
+	o.faultMu.Lock()
+	defer o.faultMu.Unlock()
+	if o.pauseAfter == nil {
+		o.pauseAfter = map[string]pause{}
+	}
+	ch := make(chan struct{})
+	o.pauseAfter[path] = pause{n: n, release: ch}
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
+}
+
+// Ranges returns the Range headers of the transfers of path, in order ("" for
+// a transfer without one).
+func (o *origin) Ranges(path string) []string {
+	o.faultMu.Lock()
+	defer o.faultMu.Unlock()
+	return append([]string(nil), o.ranges[path]...)
 }
 
 // CutAfter makes the next transfer of path drop its connection after n body
@@ -70,6 +100,12 @@ func (o *origin) serveBody(w http.ResponseWriter, r *http.Request, file string, 
 	if corrupt {
 		o.corrupt[file]--
 	}
+	ps, hasPause := o.pauseAfter[file]
+	delete(o.pauseAfter, file)
+	if o.ranges == nil {
+		o.ranges = map[string][]string{}
+	}
+	o.ranges[file] = append(o.ranges[file], r.Header.Get("Range"))
 	o.faultMu.Unlock()
 	if corrupt {
 		c := append([]byte(nil), b...)
@@ -81,6 +117,15 @@ func (o *origin) serveBody(w http.ResponseWriter, r *http.Request, file string, 
 	cw := &countingWriter{ResponseWriter: w, n: &o.bodyBytes, limit: -1}
 	if hasCut {
 		cw.limit = cut
+	}
+	if hasPause {
+		cw.limit = ps.n
+		cw.stall = func() {
+			select {
+			case <-ps.release:
+			case <-r.Context().Done():
+			}
+		}
 	}
 	http.ServeContent(cw, r, "", time.Time{}, bytes.NewReader(b))
 	if cw.cut {
@@ -95,6 +140,9 @@ type countingWriter struct {
 	limit int64
 	sent  int64
 	cut   bool
+	// stall, when set, is called at the limit instead of cutting; the
+	// connection drops when it returns.
+	stall func()
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
@@ -108,6 +156,9 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	if c.cut {
 		if f, ok := c.ResponseWriter.(http.Flusher); ok {
 			f.Flush()
+		}
+		if c.stall != nil {
+			c.stall()
 		}
 		return n, http.ErrAbortHandler
 	}

@@ -26,6 +26,7 @@ import (
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
+	"github.com/halyard-dev/halyard/internal/weights"
 	"github.com/halyard-dev/halyard/internal/weights/dragonfly"
 	"github.com/halyard-dev/halyard/internal/weights/hubtest"
 )
@@ -376,6 +377,87 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 			t.Errorf("PreheatTimedOut events %q, want one saying the gate elapsed", ev)
 		}
 	})
+
+	t.Run("killed and resumed, corrupted and refetched", func(t *testing.T) {
+		files := model(7)
+		hub.AddRepo("acme/resume", hubtest.Repo{Files: files})
+		node := t.TempDir() // node-a's cache in this subtest
+		create(t, k, weightsServing(ns, "resume", "hf://acme/resume", 1))
+		pods := waitPods(t, k, ns, "resume", 1)
+		k.bind(t, &pods[0], "node-a")
+		const big = "model.safetensors"
+		half := int64(len(files[big])) / 2
+		release := hub.PauseAfter(big, half)
+		defer release()
+		start := hub.BodyBytes()
+		seen := len(hub.Ranges(big)) // other repositories' files of that name
+		cmd, _, err := k.fetchCommand(t, &pods[0], node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		partial := filepath.Join(node, "models--acme--resume", "blobs", hubtest.SHA256(files[big])+".incomplete")
+		// Killed once the small files are in and half the weights are.
+		eventually(t, waitLong, "half the weights on disk", func() (bool, string) {
+			for name, b := range files {
+				if name == big {
+					continue
+				}
+				if _, err := os.Stat(filepath.Join(node, "models--acme--resume", "blobs", hubtest.GitBlobID(b))); err != nil {
+					return false, err.Error()
+				}
+			}
+			st, err := os.Stat(partial)
+			if err != nil {
+				return false, err.Error()
+			}
+			return st.Size() == half, fmt.Sprintf("%d of %d bytes", st.Size(), half)
+		})
+		// Killed as an evicted or OOM-killed container dies: no clean-up.
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		release()
+		if err := k.setFetchStatus(&pods[0], 137, ""); err != nil {
+			t.Fatal(err)
+		}
+		waitWeights(t, k, ns, "resume", metav1.ConditionFalse, weights.ReasonFetchFailed)
+		// The kubelet runs the init container again: it resumes with a range.
+		if err := k.runFetch(t, &pods[0], node, 0); err != nil {
+			t.Fatal(err)
+		}
+		waitWeights(t, k, ns, "resume", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		if got := hub.BodyBytes() - start; got != size(files) {
+			t.Errorf("origin served %d bytes over the killed run and the rerun, want one copy (%d)", got, size(files))
+		}
+		if r := hub.Ranges(big)[seen:]; len(r) != 2 || r[0] != "" || r[1] != fmt.Sprintf("bytes=%d-", half) {
+			t.Errorf("requests of %s had ranges %q, want none then bytes=%d-", big, r, half)
+		}
+
+		// A corrupted object in the node cache: the next pod on that node
+		// notices the change, rehashes it (sha256) and refetches only it.
+		blob := filepath.Join(node, "models--acme--resume", "blobs", hubtest.SHA256(files[big]))
+		if err := os.WriteFile(blob, make([]byte, len(files[big])), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		create(t, k, weightsServing(ns, "resume-2", "hf://acme/resume", 1))
+		pods = waitPods(t, k, ns, "resume-2", 1)
+		k.bind(t, &pods[0], "node-a")
+		before := hub.BodyBytes()
+		if err := k.runFetch(t, &pods[0], node, 0); err != nil {
+			t.Fatal(err)
+		}
+		waitWeights(t, k, ns, "resume-2", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		if got := hub.BodyBytes() - before; got != int64(len(files[big])) {
+			t.Errorf("origin served %d bytes after the corruption, want the corrupted file only (%d)", got, len(files[big]))
+		}
+		if b, err := os.ReadFile(blob); err != nil || hubtest.SHA256(b) != hubtest.SHA256(files[big]) {
+			t.Errorf("the corrupted blob was not replaced (%v)", err)
+		}
+	})
 }
 
 func testLogs() *testLogWriter { return &testLogWriter{} }
@@ -469,17 +551,43 @@ func runFetches(t *testing.T, k *cluster, pods []corev1.Pod, nodes map[string]st
 
 var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
-// runFetch plays the kubelet for one pod's fetch init container.
+// runFetch plays the kubelet for one pod's fetch init container: it runs
+// the process to its end and writes the container's terminated status.
 func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantExit int) error {
-	ctx := context.Background()
-	var c *corev1.Container
-	for i := range pod.Spec.InitContainers {
-		if pod.Spec.InitContainers[i].Name == servingv1.FetchContainerName {
-			c = &pod.Spec.InitContainers[i]
-		}
+	cmd, termLog, err := k.fetchCommand(t, pod, hostDir)
+	if err != nil {
+		return err
 	}
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		return err
+	}
+	if code != wantExit {
+		return fmt.Errorf("fetch of %s exited %d, want %d:\n%s", pod.Name, code, wantExit, out)
+	}
+	if testing.Verbose() {
+		t.Logf("fetch of %s:\n%s", pod.Name, out)
+	}
+	msg, _ := os.ReadFile(termLog)
+	if code != 0 && len(msg) == 0 {
+		return fmt.Errorf("fetch of %s failed without a termination message:\n%s", pod.Name, out)
+	}
+	return k.setFetchStatus(pod, code, string(msg))
+}
+
+// fetchCommand is the process the kubelet would start for pod's fetch init
+// container: its arguments and environment from the pod spec (Secret
+// references and the downward API resolved), the hostPath mapped to
+// hostDir. termLog is where its termination message goes.
+func (k *cluster) fetchCommand(t *testing.T, pod *corev1.Pod, hostDir string) (cmd *exec.Cmd, termLog string, err error) {
+	ctx := context.Background()
+	c := fetchContainer(pod)
 	if c == nil {
-		return fmt.Errorf("pod %s has no fetch container", pod.Name)
+		return nil, "", fmt.Errorf("pod %s has no fetch container", pod.Name)
 	}
 	env := map[string]string{}
 	for _, ef := range c.EnvFrom {
@@ -488,7 +596,7 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		}
 		var s corev1.Secret
 		if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ef.SecretRef.Name}, &s); err != nil {
-			return err
+			return nil, "", err
 		}
 		for key, v := range s.Data {
 			env[key] = string(v)
@@ -510,7 +618,7 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		}
 		env[e.Name] = v
 	}
-	termLog := filepath.Join(t.TempDir(), "termination-log")
+	termLog = filepath.Join(t.TempDir(), "termination-log")
 	mount := mountOf(*c, servingv1.WeightsVolumeName)
 	var args []string
 	for _, a := range c.Args {
@@ -520,29 +628,28 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		args = append(args, a)
 	}
 	args = append(args, "--kubeconfig="+k.kubeconfig, "--report-interval=200ms", "--attempts=2")
-	cmd := exec.Command(halyardBinary(t), args...)
+	cmd = exec.Command(halyardBinary(t), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	for key, v := range env {
 		cmd.Env = append(cmd.Env, key+"="+v)
 	}
-	out, err := cmd.CombinedOutput()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		return err
+	return cmd, termLog, nil
+}
+
+func fetchContainer(pod *corev1.Pod) *corev1.Container {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == servingv1.FetchContainerName {
+			return &pod.Spec.InitContainers[i]
+		}
 	}
-	if code != wantExit {
-		return fmt.Errorf("fetch of %s exited %d, want %d:\n%s", pod.Name, code, wantExit, out)
-	}
-	if testing.Verbose() {
-		t.Logf("fetch of %s:\n%s", pod.Name, out)
-	}
-	msg, _ := os.ReadFile(termLog)
-	if code != 0 && len(msg) == 0 {
-		return fmt.Errorf("fetch of %s failed without a termination message:\n%s", pod.Name, out)
-	}
+	return nil
+}
+
+// setFetchStatus writes the fetch init container's terminated state as the
+// kubelet would.
+func (k *cluster) setFetchStatus(pod *corev1.Pod, code int, msg string) error {
+	ctx := context.Background()
+	c := fetchContainer(pod)
 	reason := "Completed"
 	if code != 0 {
 		reason = "Error"
@@ -558,7 +665,7 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		cur.Status.InitContainerStatuses = []corev1.ContainerStatus{{
 			Name: c.Name, Image: c.Image, ImageID: c.Image,
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				ExitCode: int32(code), Reason: reason, Message: string(msg), StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
+				ExitCode: int32(code), Reason: reason, Message: msg, StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
 			}},
 		}}
 		return k.c.Status().Update(ctx, cur)
