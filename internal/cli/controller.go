@@ -40,9 +40,9 @@ type controllerFlags struct {
 	autoscaleEvery time.Duration
 
 	// Model weights.
-	nodeCacheDir, fetchImage, hfEndpoint, msEndpoint, nodeCacheMax string
-	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope         string
-	dfGate                                                         time.Duration
+	nodeCacheDir, fetchImage, hfEndpoint, msEndpoint, nodeCacheMax     string
+	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope, dfCASecret string
+	dfGate                                                             time.Duration
 }
 
 func newControllerCommand() *cobra.Command {
@@ -132,6 +132,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.dfTag, "dragonfly-tag", "", "X-Dragonfly-Tag of the fetches and preheats")
 	fl.StringVar(&f.dfApp, "dragonfly-application", "", "X-Dragonfly-Application of the fetches and preheats")
 	fl.StringVar(&f.dfScope, "dragonfly-preheat-scope", "all_seed_peers", "preheat scope: single_seed_peer, all_seed_peers or all_peers")
+	fl.StringVar(&f.dfCASecret, "dragonfly-ca-secret", "", "Secret (in each ModelServing's namespace) whose key ca.crt is dfdaemon's proxy CA, mounted into the fetches for https origins")
 	fl.DurationVar(&f.dfGate, "dragonfly-preheat-gate", 5*time.Minute, "how long the pods of a new revision wait for its preheat job before they are created (until the job ends or this elapses; the Preheated condition says which); 0: they do not wait")
 	return cmd
 }
@@ -139,7 +140,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 // weights builds the weights wiring from the flags.
 func (f *controllerFlags) weights() (controller.WeightsOptions, error) {
 	w := controller.WeightsOptions{CacheDir: f.nodeCacheDir, Image: f.fetchImage, HFEndpoint: f.hfEndpoint, ModelScopeEndpoint: f.msEndpoint, DragonflyProxy: f.dfProxy,
-		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp, PreheatGate: f.dfGate}
+		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp, PreheatGate: f.dfGate, DragonflyCASecret: f.dfCASecret}
 	if f.nodeCacheMax != "" {
 		q, err := resource.ParseQuantity(f.nodeCacheMax)
 		if err != nil || q.Sign() <= 0 {

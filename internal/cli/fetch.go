@@ -28,7 +28,7 @@ type fetchFlags struct {
 	progressInterval                                                   time.Duration
 
 	// Dragonfly.
-	dfProxy, dfTag, dfApplication, dfFilteredParams string
+	dfProxy, dfTag, dfApplication, dfFilteredParams, dfCAFile string
 	// Reporting to the controller (the injected init container).
 	report                                          bool
 	reportInterval                                  time.Duration
@@ -84,6 +84,7 @@ See docs/weights.md.`,
 	fl.StringVar(&f.dfProxy, "dragonfly-proxy", "", "the node's Dragonfly dfdaemon proxy (e.g. http://127.0.0.1:4001): hf and http(s) files go through it, falling back to the origin when it fails")
 	fl.StringVar(&f.dfTag, "dragonfly-tag", "", "X-Dragonfly-Tag of the downloads (must equal the preheat's)")
 	fl.StringVar(&f.dfApplication, "dragonfly-application", "", "X-Dragonfly-Application of the downloads (must equal the preheat's)")
+	fl.StringVar(&f.dfCAFile, "dragonfly-ca-file", "", "PEM CA of the certificates the dfdaemon proxy presents for https origins (its proxy.server.caCert), trusted beside the system pool; without it an https file falls back to the origin unless the CA is in the system pool")
 	fl.StringVar(&f.dfFilteredParams, "dragonfly-filtered-query-params", "", "X-Dragonfly-Filtered-Query-Params: comma-separated query parameters left out of the task id")
 	fl.BoolVar(&f.report, "report", false, "report progress and the outcome as an Event about this pod (--pod-name, --namespace), for the controller")
 	fl.DurationVar(&f.reportInterval, "report-interval", 5*time.Second, "interval of --report updates")
@@ -223,6 +224,13 @@ func (f *fetchFlags) options(source string, logger *slog.Logger) (weights.Option
 			return o, fmt.Errorf("--dragonfly-proxy %q: want http://host:port", f.dfProxy)
 		}
 		o.Dragonfly = &weights.DragonflyOptions{Proxy: u, Tag: f.dfTag, Application: f.dfApplication, FilteredQueryParams: f.dfFilteredParams}
+		if f.dfCAFile != "" {
+			pool, err := weights.LoadCAFile(f.dfCAFile)
+			if err != nil {
+				return o, fmt.Errorf("--dragonfly-ca-file: %w", err)
+			}
+			o.Dragonfly.RootCAs = pool
+		}
 	}
 	if f.cacheMax != "" {
 		q, err := resource.ParseQuantity(f.cacheMax)

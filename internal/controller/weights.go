@@ -47,6 +47,12 @@ type WeightsOptions struct {
 	// DragonflyTag and DragonflyApplication are passed to the fetches
 	// (they must equal the preheat's).
 	DragonflyTag, DragonflyApplication string
+	// DragonflyCASecret names a Secret (in the ModelServing's namespace)
+	// whose key ca.crt is the CA dfdaemon's proxy issues its https
+	// certificates from; it is mounted into the fetch and trusted for
+	// https origins fetched through the proxy. Empty: only the image's
+	// system pool.
+	DragonflyCASecret string
 	// Preheater preheats new revisions for dragonfly distribution; nil:
 	// no preheat.
 	Preheater Preheater
@@ -60,6 +66,12 @@ type WeightsOptions struct {
 
 // cacheMount is where the node cache appears inside the pods.
 const cacheMount = "/var/cache/halyard"
+
+// The dfdaemon proxy's CA, in the fetch container.
+const (
+	dragonflyCAVolume = "halyard-dragonfly-ca"
+	dragonflyCAMount  = "/etc/halyard/dragonfly-ca"
+)
 
 // Reasons of the WeightsReady condition and weights events.
 const (
@@ -181,6 +193,9 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 		if o.DragonflyApplication != "" {
 			args = append(args, "--dragonfly-application="+o.DragonflyApplication)
 		}
+		if o.DragonflyCASecret != "" {
+			args = append(args, "--dragonfly-ca-file="+dragonflyCAMount+"/ca.crt")
+		}
 	}
 	if o.HFEndpoint != "" {
 		fenv = append(fenv, corev1.EnvVar{Name: "HF_ENDPOINT", Value: o.HFEndpoint})
@@ -210,6 +225,15 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: f.CredentialsSecret},
 		}}}
+	}
+	if dist == servingv1.DistributionDragonfly && o.DragonflyProxy != "" && o.DragonflyCASecret != "" {
+		spec.Volumes = append(spec.Volumes, corev1.Volume{
+			Name: dragonflyCAVolume,
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: o.DragonflyCASecret, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			}},
+		})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: dragonflyCAVolume, MountPath: dragonflyCAMount, ReadOnly: true})
 	}
 	// The fetch runs first: it starts as soon as the pod is scheduled,
 	// while the agent's barrier still waits for the rest of the group.

@@ -37,6 +37,12 @@ func TestBuildPodWeights(t *testing.T) {
 			wantEnv: map[string]string{"HALYARD_MODEL_PATH": "/var/cache/halyard/s3--b--llama--v1"}},
 		{name: "dragonfly", source: "hf://o/r", dist: servingv1.DistributionDragonfly, opts: on, wantFetch: true,
 			wantArgs: []string{"--dragonfly-proxy=http://$(HOST_IP):4001", "--dragonfly-tag=t"}},
+		{name: "dragonfly https CA", source: "https://models.example/m/", dist: servingv1.DistributionDragonfly,
+			opts: WeightsOptions{CacheDir: "/data/halyard", DragonflyProxy: "http://$(HOST_IP):4001", DragonflyCASecret: "df-ca"}, wantFetch: true,
+			wantArgs: []string{"--dragonfly-ca-file=/etc/halyard/dragonfly-ca/ca.crt"}},
+		{name: "modelscope", source: "modelscope://o/r@v1", opts: WeightsOptions{CacheDir: "/data/halyard", ModelScopeEndpoint: "http://ms-mirror"}, wantFetch: true,
+			wantArgs: []string{"modelscope://o/r@v1"},
+			wantEnv:  map[string]string{"HF_HUB_CACHE": "/var/cache/halyard", "HF_HUB_OFFLINE": "1"}},
 		{name: "none", source: "hf://o/r", dist: servingv1.DistributionNone, opts: on},
 		{name: "pvc", source: "pvc://claim/model", opts: on},
 		{name: "no source", opts: on},
@@ -81,8 +87,17 @@ func TestBuildPodWeights(t *testing.T) {
 			if len(fetch.EnvFrom) != 1 || fetch.EnvFrom[0].SecretRef.Name != "creds" || len(engine.EnvFrom) != 0 {
 				t.Errorf("envFrom fetch %v engine %v: want the Secret in the fetch only", fetch.EnvFrom, engine.EnvFrom)
 			}
-			if v := pod.Spec.Volumes; len(v) != 1 || v[0].HostPath == nil || v[0].HostPath.Path != "/data/halyard" {
+			if v := pod.Spec.Volumes; len(v) < 1 || v[0].HostPath == nil || v[0].HostPath.Path != "/data/halyard" {
 				t.Errorf("volumes %+v, want the hostPath /data/halyard", v)
+			}
+			if ca := tc.opts.DragonflyCASecret; ca != "" {
+				v := pod.Spec.Volumes
+				if len(v) != 2 || v[1].Secret == nil || v[1].Secret.SecretName != ca || len(fetch.VolumeMounts) != 2 || !fetch.VolumeMounts[1].ReadOnly {
+					t.Errorf("volumes %+v, fetch mounts %+v: want the CA Secret %s mounted read-only in the fetch", v, fetch.VolumeMounts, ca)
+				}
+			}
+			if ep := tc.opts.ModelScopeEndpoint; ep != "" && !slices.Contains(fetch.Env, corev1.EnvVar{Name: "MODELSCOPE_ENDPOINT", Value: ep}) {
+				t.Errorf("fetch env %v lacks MODELSCOPE_ENDPOINT=%s", fetch.Env, ep)
 			}
 			if m := engine.VolumeMounts; len(m) != 1 || !m[0].ReadOnly || m[0].MountPath != cacheMount {
 				t.Errorf("engine mounts %+v, want read-only %s", m, cacheMount)
