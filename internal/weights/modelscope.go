@@ -9,12 +9,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 )
 
 // The ModelScope hub protocol, as ModelScope's own clients (the modelscope
@@ -137,27 +135,17 @@ func planModelScope(ctx context.Context, src Source, opts Options) (*plan, error
 		snapID = modelScopeSnapshotID(files)
 	}
 
-	repoDir := filepath.Join(opts.Into, src.CacheKey())
-	snap := filepath.Join(repoDir, "snapshots", snapID)
-	p := &plan{path: snap, commit: snapID}
-	type link struct{ file, blob string }
-	var links []link
-	match := newMatcher(opts.Include, opts.Exclude)
 	getter := newFileGetter(opts)
 	if getter.peer != nil {
 		getter.peer = withSessionCookie(getter.peer, authHost, opts.Token)
 	}
+	l := newHubLayout(opts, src, snapID, authHost, getter)
+	match := newMatcher(opts.Include, opts.Exclude)
 	for _, f := range files {
 		if !match.match(f.Path) || f.Path == ".gitattributes" || f.Path == ".gitignore" {
 			continue
 		}
-		dest, err := within(snap, f.Path)
-		if err != nil {
-			return nil, err
-		}
 		fq := url.Values{"Revision": {rev}, "FilePath": {f.Path}}
-		fileURL := api + "/repo?" + fq.Encode()
-		p.urls = append(p.urls, fileURL)
 		t := fileTask{Name: f.Path, Size: f.Size}
 		blobID := f.Sha256
 		if sha256Hex.MatchString(blobID) {
@@ -165,46 +153,15 @@ func planModelScope(ctx context.Context, src Source, opts Options) (*plan, error
 		} else {
 			blobID = pseudoBlobID(f)
 		}
-		blob := filepath.Join(repoDir, "blobs", blobID)
-		links = append(links, link{file: dest, blob: blob})
-		p.files++
-		p.bytes += f.Size
-		p.blobs = append(p.blobs, blob)
-		if have, err := haveBlob(blob, f.Size, opts); err != nil {
+		if err := l.add(t, blobID, api+"/repo?"+fq.Encode()); err != nil {
 			return nil, err
-		} else if have {
-			p.present += f.Size
-			continue
 		}
-		t.Dest = blob
-		t.direct = new(atomic.Bool)
-		t.Open = httpOpener(getter, fileURL, opts.Token, authHost, t.direct)
-		p.tasks = append(p.tasks, t)
 	}
-	if p.files == 0 {
-		return nil, fmt.Errorf("no file of %s@%s matches the include/exclude patterns", src.Repo, rev)
+	if rev == modelScopeDefaultRevision {
+		// The engines ask the Hugging Face cache for main.
+		return l.done(rev, "main")
 	}
-	p.finish = func() error {
-		for _, l := range links {
-			if err := symlinkAtomic(l.blob, l.file); err != nil {
-				return err
-			}
-		}
-		refs := []string{rev}
-		if rev == modelScopeDefaultRevision {
-			refs = append(refs, "main")
-		}
-		for _, r := range refs {
-			if r == snapID {
-				continue
-			}
-			if err := writeFileAtomic(filepath.Join(repoDir, "refs", filepath.FromSlash(r)), []byte(snapID)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return p, nil
+	return l.done(rev)
 }
 
 // checkModelScopeRevision fails with ErrNotFound unless rev is one of the
