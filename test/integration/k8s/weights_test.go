@@ -44,6 +44,8 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 	t.Cleanup(hub.Close)
 	df := hubtest.NewDfdaemon()
 	t.Cleanup(df.Close)
+	msHub := hubtest.NewModelScope()
+	t.Cleanup(msHub.Close)
 	mgr := hubtest.NewManager("pat-secret")
 	mgr.SetPolls(1)
 	mgr.SetSeed(df)
@@ -57,11 +59,12 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 	if err := k.startController(clock, controller.InPlaceOff, testLogs(), t.Cleanup, func(o *controller.Options) {
 		o.Registerer = reg
 		o.Weights = controller.WeightsOptions{
-			CacheDir:       "/var/cache/halyard-test",
-			HFEndpoint:     hub.URL,
-			DragonflyProxy: "http://$(HOST_IP):" + dfURL.Port(),
-			DragonflyTag:   "halyard",
-			PreheatGate:    2 * time.Minute,
+			CacheDir:           "/var/cache/halyard-test",
+			HFEndpoint:         hub.URL,
+			ModelScopeEndpoint: msHub.URL,
+			DragonflyProxy:     "http://$(HOST_IP):" + dfURL.Port(),
+			DragonflyTag:       "halyard",
+			PreheatGate:        2 * time.Minute,
 			Preheater: &controller.DragonflyPreheater{
 				Manager:    dragonfly.Manager{URL: mgr.URL, Token: "pat-secret"},
 				HFEndpoint: hub.URL, Tag: "halyard",
@@ -71,8 +74,10 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := k.namespace(t, "weights")
-	for name, token := range map[string]string{"hf": "right-token", "hf-wrong": "wrong-token"} {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: map[string]string{"HF_TOKEN": token}}
+	for name, env := range map[string]map[string]string{
+		"hf": {"HF_TOKEN": "right-token"}, "hf-wrong": {"HF_TOKEN": "wrong-token"}, "ms": {"MODELSCOPE_API_TOKEN": "ms-token"},
+	} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: env}
 		if err := k.c.Create(context.Background(), s); err != nil {
 			t.Fatal(err)
 		}
@@ -456,6 +461,44 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		}
 		if b, err := os.ReadFile(blob); err != nil || hubtest.SHA256(b) != hubtest.SHA256(files[big]) {
 			t.Errorf("the corrupted blob was not replaced (%v)", err)
+		}
+	})
+
+	t.Run("modelscope", func(t *testing.T) {
+		// A private ModelScope model: the token reaches the fetch from the
+		// Secret, the files land in the Hugging Face layout the engines
+		// read (refs/main for master), one copy per node.
+		files := model(8)
+		msHub.AddRepo("acme/ms-tiny", hubtest.ModelScopeRepo{Files: files, Token: "ms-token"})
+		for n := range nodes {
+			nodes[n] = t.TempDir()
+		}
+		ms := weightsServing(ns, "ms-tiny", "modelscope://acme/ms-tiny", 1)
+		ms.Spec.Replicas = ptr.To(int32(4))
+		ms.Spec.Model.Fetch = &servingv1.FetchSpec{CredentialsSecret: "ms"}
+		create(t, k, ms)
+		pods := waitPods(t, k, ns, "ms-tiny", 4)
+		env := map[string]string{}
+		for _, e := range pods[0].Spec.Containers[0].Env {
+			env[e.Name] = e.Value
+		}
+		if env["HF_HUB_CACHE"] != "/var/cache/halyard" || env["HF_HUB_OFFLINE"] != "1" {
+			t.Errorf("engine env %v: want HF_HUB_CACHE and HF_HUB_OFFLINE=1", env)
+		}
+		runFetches(t, k, pods, nodes, 0)
+		waitWeights(t, k, ns, "ms-tiny", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		if got := msHub.BodyBytes(); got != 2*size(files) {
+			t.Errorf("ModelScope served %d bytes for 4 pods on 2 nodes, want 2 copies (%d)", got, 2*size(files))
+		}
+		for n, dir := range nodes {
+			ref, err := os.ReadFile(filepath.Join(dir, "models--acme--ms-tiny", "refs", "main"))
+			if err != nil {
+				t.Fatalf("%s: %v", n, err)
+			}
+			got, err := os.ReadFile(filepath.Join(dir, "models--acme--ms-tiny", "snapshots", string(ref), "model.safetensors"))
+			if err != nil || hubtest.SHA256(got) != hubtest.SHA256(files["model.safetensors"]) {
+				t.Errorf("%s: the snapshot refs/main names does not hold the weights (%v)", n, err)
+			}
 		}
 	})
 }
