@@ -118,13 +118,13 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	for _, g := range status.Groups {
 		prev[g.Index] = g
 	}
-	r.rollout(p, prev)
 	if _, ok := r.Weights.fetched(ms); ok && status.Weights == nil {
 		status.Weights = &servingv1.WeightsStatus{}
 	}
-	// The preheat is followed before the groups are planned: its gate
-	// may hold the new revision's first pods.
+	// The preheat is followed before the rollout and the groups are
+	// planned: its gate holds the rollout and the new revision's first pods.
 	r.preheat(ctx, ms, status, p)
+	r.rollout(p, prev)
 
 	groups := make([]servingv1.GroupStatus, 0, p.set.replicas)
 	for i := int32(0); i < p.set.replicas; i++ {
@@ -321,7 +321,9 @@ func (r *ModelServingReconciler) rollout(p *planner, prev map[int32]servingv1.Gr
 			continue
 		}
 		if g.Phase == servingv1.GroupRunning {
-			if unavailable >= p.set.maxUnavailable {
+			// While the preheat gate holds, running groups keep serving
+			// the old revision rather than wait, down, for the preheat.
+			if unavailable >= p.set.maxUnavailable || p.preheatHold != "" {
 				continue
 			}
 			unavailable++

@@ -381,6 +381,61 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		if ev := k.events(t, ns, "p2p-slow", controller.ReasonPreheatTimedOut); len(ev) == 0 || !strings.Contains(ev[0], "elapsed") {
 			t.Errorf("PreheatTimedOut events %q, want one saying the gate elapsed", ev)
 		}
+
+		// A rollout to a new revision: while its preheat gate holds, the
+		// running group keeps serving the old revision; when the gate
+		// elapses the rollout goes on.
+		pod := waitPods(t, k, ns, "p2p-slow", 1)[0]
+		k.bind(t, &pod, "node-a")
+		k.markRunning(t, &pod, 0, true)
+		k.updateStatus(t, &pod, func(cur *corev1.Pod) {
+			for i := range cur.Status.InitContainerStatuses {
+				if cur.Status.InitContainerStatuses[i].Name == servingv1.FetchContainerName {
+					cur.Status.InitContainerStatuses[i].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}
+				}
+			}
+		})
+		eventually(t, waitLong, "group 0 Running", func() (bool, string) {
+			g := group(k.get(t, ns, "p2p-slow"), 0)
+			return g != nil && g.Phase == servingv1.GroupRunning, fmt.Sprintf("%+v", g)
+		})
+		oldRev := group(k.get(t, ns, "p2p-slow"), 0).Revision
+		hub.AddRepo("acme/p2p-slow2", hubtest.Repo{Files: model(9)})
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := k.get(t, ns, "p2p-slow")
+			cur.Spec.Model.Source = "hf://acme/p2p-slow2"
+			return k.c.Update(context.Background(), cur)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, waitLong, "the new revision's preheat gate", func() (bool, string) {
+			ms := k.get(t, ns, "p2p-slow")
+			c := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionPreheated)
+			if c == nil || ms.Status.Weights == nil || ms.Status.Weights.Preheat == nil {
+				return false, "no preheat yet"
+			}
+			return c.Reason == controller.ReasonWaitingForPreheat && ms.Status.Weights.Preheat.Revision == ms.Status.UpdateRevision && ms.Status.UpdateRevision != oldRev,
+				fmt.Sprintf("%s for revision %s (update revision %s)", c.Reason, ms.Status.Weights.Preheat.Revision, ms.Status.UpdateRevision)
+		})
+		if g := group(k.get(t, ns, "p2p-slow"), 0); g == nil || g.Phase != servingv1.GroupRunning || g.Revision != oldRev {
+			t.Errorf("group 0 = %+v while the preheat gate holds, want Running at the old revision", g)
+		}
+		if p := k.pod(t, ns, pod.Name); p.DeletionTimestamp != nil {
+			t.Error("the running pod was deleted while the preheat gate holds")
+		}
+		clock.Advance(3 * time.Minute)
+		k.poke(t, ns, "p2p-slow")
+		eventually(t, waitLong, "rollout after the gate", func() (bool, string) {
+			g := group(k.get(t, ns, "p2p-slow"), 0)
+			return g != nil && (g.Phase == servingv1.GroupRecreating || g.Revision != oldRev), fmt.Sprintf("%+v", g)
+		})
+		// Let the job end (it pulls from the origin), so that no later
+		// subtest counts its bytes; the condition turns True.
+		mgr.SetPolls(1)
+		eventually(t, waitLong, "preheat finished late", func() (bool, string) {
+			c := meta.FindStatusCondition(k.get(t, ns, "p2p-slow").Status.Conditions, controller.ConditionPreheated)
+			return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", c)
+		})
 	})
 
 	t.Run("killed and resumed, corrupted and refetched", func(t *testing.T) {
