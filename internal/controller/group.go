@@ -194,7 +194,22 @@ func (p *planner) pending(gs servingv1.GroupStatus, pods groupPods) servingv1.Gr
 	}
 	if all && fetched < len(p.members) {
 		// Every pod is scheduled (the gang timeout no longer applies);
-		// the engines start together once every node has the weights.
+		// the engines start together once every node has the weights. A
+		// pod that failed or whose node is lost meanwhile would never get
+		// them: the group is recreated.
+		var lost []string
+		for _, m := range p.members {
+			pod := pods.live[podName(p.ms.Name, gs.Index, m)]
+			switch {
+			case pod.Status.Phase == corev1.PodFailed:
+				lost = append(lost, fmt.Sprintf("pod %s failed", pod.Name))
+			case p.nodeLost(pod.Spec.NodeName):
+				lost = append(lost, fmt.Sprintf("node %s of pod %s is lost", pod.Spec.NodeName, pod.Name))
+			}
+		}
+		if len(lost) > 0 {
+			return p.recreate(gs, pods, ReasonMemberFailed, strings.Join(lost, "; ")+" while the group waited for its weights")
+		}
 		gs.Reason = ReasonWaitingForWeights
 		gs.Message = fmt.Sprintf("every pod is scheduled; %d of %d have the weights on their node; the barrier is released when all have", fetched, len(p.members))
 		return p.observe(gs, pods)

@@ -203,6 +203,12 @@ func TestGroupWaitsForWeights(t *testing.T) {
 	if gs.Phase != servingv1.GroupPending || gs.Reason != ReasonWaitingForWeights || gs.Barrier != -1 || len(p.acts.annotate) > 0 || len(p.acts.delete) > 0 {
 		t.Errorf("one fetch running: %s/%s barrier %d, acts %v; want Pending/WaitingForWeights, barrier held, no gang timeout", gs.Phase, gs.Reason, gs.Barrier, summary(p.acts))
 	}
+	// A node lost while its pod fetches: the group is recreated, not stuck.
+	p = testPlanner(ms, false, t0)
+	lost := withFetch(pods(podState{name: "m-0-prefill-0", node: "n1"}, podState{name: "m-0-decode-0", node: "gone"}), "m-0-prefill-0")
+	if gs := p.plan(pending, lost); gs.Phase != servingv1.GroupRecreating || gs.Reason != ReasonMemberFailed {
+		t.Errorf("node lost while fetching: %s/%s, want Recreating/MemberFailed", gs.Phase, gs.Reason)
+	}
 	p = testPlanner(ms, false, t0)
 	gs = p.plan(pending, scheduled("m-0-prefill-0", "m-0-decode-0"))
 	if gs.Phase != servingv1.GroupStarting || gs.Barrier != 0 {
