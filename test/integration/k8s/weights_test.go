@@ -296,9 +296,12 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		if c := meta.FindStatusCondition(k.get(t, ns, "p2p").Status.Conditions, controller.ConditionPreheated); c == nil || c.Status != metav1.ConditionTrue || c.Reason != controller.ReasonPreheated {
 			t.Errorf("Preheated condition %+v, want True/Preheated", c)
 		}
-		if ev := k.events(t, ns, "p2p", controller.ReasonPreheated); !slices.ContainsFunc(ev, func(s string) bool { return strings.Contains(s, "the preheat finished") }) {
-			t.Errorf("Preheated events %q, want one saying the gate opened because the preheat finished", ev)
-		}
+		// Two Preheated events (the job's end, the gate's release) are
+		// recorded asynchronously: wait for the gate's.
+		eventually(t, waitLong, "the gate's release event", func() (bool, string) {
+			ev := k.events(t, ns, "p2p", controller.ReasonPreheated)
+			return slices.ContainsFunc(ev, func(s string) bool { return strings.Contains(s, "the preheat finished") }), fmt.Sprintf("%q", ev)
+		})
 		// The preheat job names every file's resolve URL and the tag the
 		// fetches use; it ends before the pods fetch.
 		eventually(t, waitLong, "preheat Success", func() (bool, string) {
