@@ -359,3 +359,120 @@ tenants:
 		t.Errorf("after idle (-want +got):\n%s\nwaiting %d, want 1 (queued, not refused)", diff, a.Queue().Len("m"))
 	}
 }
+
+// TestReserveHeldWhileTheLightTenantIsBetweenRequests: a tenant admitted
+// within shareTau still counts in the shares, so a heavy tenant alone for
+// a moment stays out of the reserve; once the light tenant has been gone
+// shareTau, the heavy one's share is every slot.
+func TestReserveHeldWhileTheLightTenantIsBetweenRequests(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 20, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 100, maxWait: 60s, reserve: 0.1}
+tenants:
+  - {name: heavy}
+  - {name: light}
+`, gate, clock)
+	var got []outcome
+	submit(a, &got, "l", "light", 10)
+	got[0].ticket.Done(Usage{})
+	clock.Advance(time.Second)
+	for range 20 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	if n := a.Queue().InFlight("m"); n != 17 {
+		t.Fatalf("heavy holds %d slots a second after light's request, want 17 (20 less the reserve of 3)", n)
+	}
+	clock.Advance(shareTau)
+	a.Queue().Dispatch()
+	if n := a.Queue().InFlight("m"); n != 20 {
+		t.Errorf("heavy holds %d slots after light was gone %s, want all 20", n, shareTau)
+	}
+}
+
+// TestUnderShareOfServiceTakesTheReserve: a light tenant whose long
+// requests hold half the slots, but whose recent service is a sliver of
+// the heavy tenant's, is still under its share and may take the reserve.
+func TestUnderShareOfServiceTakesTheReserve(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 20, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 100, maxWait: 60s, reserve: 0.1}
+tenants:
+  - {name: heavy}
+  - {name: light}
+`, gate, clock)
+	var got []outcome
+	for range 7 {
+		submit(a, &got, "h", "heavy", 1000)
+	}
+	for range 11 {
+		submit(a, &got, "l", "light", 10)
+	}
+	// Light holds 10, its share of the slots, and one more: 18 in flight,
+	// past the 17 an over-share tenant may fill.
+	if n, w := a.Queue().InFlight("m"), a.Queue().Len("m"); n != 18 || w != 0 {
+		t.Errorf("%d in flight, %d waiting; want light's 11th admitted into the reserve (18, 0)", n, w)
+	}
+}
+
+// TestFirstTokenReleasesTheQueue: a prefill that ends gives its endpoint
+// room again (queue.prefillTokens), and the ticket's FirstToken re-checks
+// the queue at once rather than at the next completion or tick.
+func TestFirstTokenReleasesTheQueue(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 1, endpoints: 1}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var got []outcome
+	submit(a, &got, "h0", "heavy", 100)
+	submit(a, &got, "h1", "heavy", 100)
+	if diff := cmp.Diff([]string{"h0"}, names(got)); diff != "" {
+		t.Fatalf("admitted (-want +got):\n%s", diff)
+	}
+	gate.slots = 2 // h0's prefill ended: its endpoint has room again
+	got[0].ticket.FirstToken()
+	if diff := cmp.Diff([]string{"h0", "h1"}, names(got)); diff != "" {
+		t.Errorf("after h0's first token (-want +got):\n%s", diff)
+	}
+}
+
+// TestNextInLineUnderShareWaits: when the completion rate says even the
+// next free slot is likely to come after maxWait, an over-share tenant's
+// arrival is refused at once, but an under-share tenant's next-in-line
+// request waits for that slot.
+func TestNextInLineUnderShareWaits(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 10, endpoints: 1}
+	a := newTestAdmission(t, `
+router:
+  admission:
+    queue: {maxPerModel: 1000, maxWait: 2s}
+tenants:
+  - {name: heavy}
+  - {name: light}
+`, gate, clock)
+	var got []outcome
+	for range 10 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	// One completion every 2 s: the next one comes after maxWait with
+	// probability e^-1.
+	for range 20 {
+		clock.Advance(2 * time.Second)
+		got[len(got)-10].ticket.Done(Usage{})
+		submit(a, &got, "h", "heavy", 10)
+	}
+	before := len(got)
+	submit(a, &got, "w", "heavy", 10)
+	submit(a, &got, "l", "light", 10)
+	if diff := cmp.Diff([]string{"w:shed"}, names(got[before:])); diff != "" {
+		t.Errorf("arrivals (-want +got):\n%s", diff)
+	}
+	if n := a.Queue().Len("m"); n != 1 {
+		t.Errorf("%d waiting, want light's request", n)
+	}
+}
