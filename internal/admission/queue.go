@@ -196,14 +196,14 @@ func (q *Queue) submit(model string, w *waiter) bool {
 		return true
 	}
 	slots, endpoints := q.Gate.Capacity(model)
-	q.Metrics.queueLen(model, w.prio, 1)
+	q.Metrics.queueLen(model, w.tenant.Name, w.prio, 1)
 	if endpoints == 0 && q.OnWaitingRoom != nil {
 		notify = append(notify, func() { q.OnWaitingRoom(model) })
 	}
 	switch why := q.refuseOnArrival(mq, tq, w, slots, endpoints, now); {
 	case why != "":
 		mq.remove(w)
-		q.Metrics.queueLen(model, w.prio, -1)
+		q.Metrics.queueLen(model, w.tenant.Name, w.prio, -1)
 		notify = append(notify, q.shedFn(mq, w, why, now))
 	default:
 		wait := q.MaxWait
@@ -214,7 +214,7 @@ func (q *Queue) submit(model string, w *waiter) bool {
 		if q.MaxPerModel > 0 && mq.n > q.MaxPerModel {
 			v := mq.victim()
 			mq.remove(v)
-			q.Metrics.queueLen(model, v.prio, -1)
+			q.Metrics.queueLen(model, v.tenant.Name, v.prio, -1)
 			notify = append(notify, q.shedFn(mq, v, ShedQueueFull, now))
 		}
 	}
@@ -531,12 +531,12 @@ func (q *Queue) dispatchLocked(mq *modelQueue, now time.Time, self *waiter, self
 			*selfAdmitted = true
 			continue
 		}
-		q.Metrics.queueLen(mq.model, w.prio, -1)
+		q.Metrics.queueLen(mq.model, w.tenant.Name, w.prio, -1)
 		if w.timer != nil {
 			w.timer.Stop()
 		}
 		res := queueResult{admitted: true, waited: now.Sub(w.enq), position: w.position + 1}
-		q.Metrics.waited(mq.model, w.prio, res.waited)
+		q.Metrics.waited(mq.model, w.tenant.Name, w.prio, res.waited)
 		notify = append(notify, func() { w.done(res) })
 	}
 	return notify
@@ -550,7 +550,7 @@ func (q *Queue) expire(mq *modelQueue, w *waiter) {
 		return
 	}
 	mq.remove(w)
-	q.Metrics.queueLen(mq.model, w.prio, -1)
+	q.Metrics.queueLen(mq.model, w.tenant.Name, w.prio, -1)
 	why := ShedTimeout
 	if _, endpoints := q.Gate.Capacity(mq.model); endpoints == 0 {
 		why = ShedNoEndpoint
@@ -570,7 +570,7 @@ func (q *Queue) cancel(model string, w *waiter) bool {
 		return false
 	}
 	mq.remove(w)
-	q.Metrics.queueLen(model, w.prio, -1)
+	q.Metrics.queueLen(model, w.tenant.Name, w.prio, -1)
 	if w.timer != nil {
 		w.timer.Stop()
 	}

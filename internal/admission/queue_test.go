@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/simclock"
@@ -437,6 +440,43 @@ func TestFirstTokenReleasesTheQueue(t *testing.T) {
 	got[0].ticket.FirstToken()
 	if diff := cmp.Diff([]string{"h0", "h1"}, names(got)); diff != "" {
 		t.Errorf("after h0's first token (-want +got):\n%s", diff)
+	}
+}
+
+// TestQueueMetricsPerTenant: queue length and wait are per model, tenant
+// and priority, as are the shed counts.
+func TestQueueMetricsPerTenant(t *testing.T) {
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: 1, endpoints: 1}
+	a := newTestAdmission(t, queueDoc, gate, clock)
+	var got []outcome
+	submit(a, &got, "h0", "heavy", 100)
+	submit(a, &got, "h1", "heavy", 100)
+	submit(a, &got, "h2", "heavy", 100)
+	submit(a, &got, "l0", "light", 100)
+	m := a.metrics
+	for _, c := range []struct {
+		tenant string
+		want   float64
+	}{{"heavy", 2}, {"light", 1}} {
+		if n := testutil.ToFloat64(m.QueueLength.WithLabelValues("m", c.tenant, "standard")); n != c.want {
+			t.Errorf("queue length of %s = %v, want %v", c.tenant, n, c.want)
+		}
+	}
+	clock.Advance(250 * time.Millisecond)
+	got[0].ticket.Done(Usage{}) // light's l0 goes next (lowest counter), having waited 250ms
+	if n := testutil.ToFloat64(m.QueueLength.WithLabelValues("m", "light", "standard")); n != 0 {
+		t.Errorf("light's queue length after its admission = %v", n)
+	}
+	if n := testutil.CollectAndCount(m.QueueWait, "halyard_admission_queue_wait_seconds"); n != 1 {
+		t.Errorf("%d wait series, want light's only", n)
+	}
+	var hist dto.Metric
+	if err := m.QueueWait.WithLabelValues("m", "light", "standard").(prometheus.Histogram).Write(&hist); err != nil {
+		t.Fatal(err)
+	}
+	if h := hist.GetHistogram(); h.GetSampleCount() != 1 || h.GetSampleSum() != 0.25 {
+		t.Errorf("light's wait: %d samples, sum %vs; want one of 0.25s", h.GetSampleCount(), h.GetSampleSum())
 	}
 }
 
