@@ -15,18 +15,19 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench"
 	"github.com/halyard-dev/halyard/internal/bench/benchtest"
 	"github.com/halyard-dev/halyard/internal/bench/report"
+	"github.com/halyard-dev/halyard/internal/testbin"
 )
 
-// buildHalyard builds the halyard binary into a temporary directory.
+// buildHalyard returns the halyard binary, built once per test process
+// (internal/testbin).
 func buildHalyard(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "halyard")
-	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/halyard")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := testbin.Halyard()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -3,6 +3,8 @@ package cli
 import (
 	"os"
 	"testing"
+
+	"github.com/halyard-dev/halyard/internal/testbin"
 )
 
 // TestMain lets a test run this test binary as the halyard command (a real
@@ -12,5 +14,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("HALYARD_CLI_TEST_MAIN") == "1" {
 		os.Exit(Main(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -74,14 +73,7 @@ func TestSimRejectsBadFlags(t *testing.T) {
 // TestSimProcess builds the halyard binary, runs `halyard sim` as a real
 // process, talks to it with the OpenAI SDK, and stops it with SIGTERM.
 func TestSimProcess(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "halyard")
-	build := exec.Command("go", "build", "-o", bin, "github.com/halyard-dev/halyard/cmd/halyard")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildHalyard(t)
 	cmd := exec.Command(bin, "sim", "--listen", "127.0.0.1:0", "--model", "llama-3-8b", "--profile", "zero", "--lora", "sql=/a/sql")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/halyard-dev/halyard/internal/testbin"
 )
 
 const body = `{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello."}],"max_tokens":1}`
@@ -78,10 +80,11 @@ func TestRouterOverhead(t *testing.T) {
 		t.Skip("set HALYARD_PERF=1 to measure")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "halyard")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/halyard-dev/halyard/cmd/halyard").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	bin, err := testbin.Halyard()
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer testbin.Remove()
 	sim := run(t, bin, "simulated engine serving", "sim", "--listen", "127.0.0.1:0", "--model", "m", "--profile", "zero", "--log-level", "info")
 	cfg := filepath.Join(dir, "router.yaml")
 	doc := fmt.Sprintf("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nendpoints:\n  - {name: e0, url: \"http://%s\", model: m}\nroutes:\n  - {model: m, targets: [{pool: m}]}\n", sim.addr)
