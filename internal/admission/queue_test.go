@@ -363,21 +363,31 @@ tenants:
 	}
 }
 
-// TestReserveHeldWhileTheLightTenantIsBetweenRequests: a tenant admitted
-// within shareTau still counts in the shares, so a heavy tenant alone for
-// a moment stays out of the reserve; once the light tenant has been gone
-// shareTau, the heavy one's share is every slot.
-func TestReserveHeldWhileTheLightTenantIsBetweenRequests(t *testing.T) {
-	clock := simclock.NewVirtual(time.Unix(0, 0))
-	gate := &fixedGate{slots: 20, endpoints: 1}
-	a := newTestAdmission(t, `
+// reserveDoc is two tenants of equal weight and a reserve of 10 %.
+const reserveDoc = `
 router:
   admission:
     queue: {maxPerModel: 100, maxWait: 60s, reserve: 0.1}
 tenants:
   - {name: heavy}
   - {name: light}
-`, gate, clock)
+`
+
+// queueOn is an admission stage of doc on a virtual clock at 0, gated by
+// a fixedGate of slots (one endpoint).
+func queueOn(t *testing.T, doc string, slots int) (*Admission, *fixedGate, *simclock.Virtual) {
+	t.Helper()
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: slots, endpoints: 1}
+	return newTestAdmission(t, doc, gate, clock), gate, clock
+}
+
+// TestReserveHeldWhileTheLightTenantIsBetweenRequests: a tenant admitted
+// within shareTau still counts in the shares, so a heavy tenant alone for
+// a moment stays out of the reserve; once the light tenant has been gone
+// shareTau, the heavy one's share is every slot.
+func TestReserveHeldWhileTheLightTenantIsBetweenRequests(t *testing.T) {
+	a, _, clock := queueOn(t, reserveDoc, 20)
 	var got []outcome
 	submit(a, &got, "l", "light", 10)
 	got[0].ticket.Done(Usage{})
@@ -399,16 +409,7 @@ tenants:
 // requests hold half the slots, but whose recent service is a sliver of
 // the heavy tenant's, is still under its share and may take the reserve.
 func TestUnderShareOfServiceTakesTheReserve(t *testing.T) {
-	clock := simclock.NewVirtual(time.Unix(0, 0))
-	gate := &fixedGate{slots: 20, endpoints: 1}
-	a := newTestAdmission(t, `
-router:
-  admission:
-    queue: {maxPerModel: 100, maxWait: 60s, reserve: 0.1}
-tenants:
-  - {name: heavy}
-  - {name: light}
-`, gate, clock)
+	a, _, _ := queueOn(t, reserveDoc, 20)
 	var got []outcome
 	for range 7 {
 		submit(a, &got, "h", "heavy", 1000)
@@ -427,9 +428,7 @@ tenants:
 // room again (queue.prefillTokens), and the ticket's FirstToken re-checks
 // the queue at once rather than at the next completion or tick.
 func TestFirstTokenReleasesTheQueue(t *testing.T) {
-	clock := simclock.NewVirtual(time.Unix(0, 0))
-	gate := &fixedGate{slots: 1, endpoints: 1}
-	a := newTestAdmission(t, queueDoc, gate, clock)
+	a, gate, _ := queueOn(t, queueDoc, 1)
 	var got []outcome
 	submit(a, &got, "h0", "heavy", 100)
 	submit(a, &got, "h1", "heavy", 100)
@@ -446,9 +445,7 @@ func TestFirstTokenReleasesTheQueue(t *testing.T) {
 // TestQueueMetricsPerTenant: queue length and wait are per model, tenant
 // and priority, as are the shed counts.
 func TestQueueMetricsPerTenant(t *testing.T) {
-	clock := simclock.NewVirtual(time.Unix(0, 0))
-	gate := &fixedGate{slots: 1, endpoints: 1}
-	a := newTestAdmission(t, queueDoc, gate, clock)
+	a, _, clock := queueOn(t, queueDoc, 1)
 	var got []outcome
 	submit(a, &got, "h0", "heavy", 100)
 	submit(a, &got, "h1", "heavy", 100)
@@ -485,16 +482,14 @@ func TestQueueMetricsPerTenant(t *testing.T) {
 // arrival is refused at once, but an under-share tenant's next-in-line
 // request waits for that slot.
 func TestNextInLineUnderShareWaits(t *testing.T) {
-	clock := simclock.NewVirtual(time.Unix(0, 0))
-	gate := &fixedGate{slots: 10, endpoints: 1}
-	a := newTestAdmission(t, `
+	a, _, clock := queueOn(t, `
 router:
   admission:
     queue: {maxPerModel: 1000, maxWait: 2s}
 tenants:
   - {name: heavy}
   - {name: light}
-`, gate, clock)
+`, 10)
 	var got []outcome
 	for range 10 {
 		submit(a, &got, "h", "heavy", 10)

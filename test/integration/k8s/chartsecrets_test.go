@@ -20,8 +20,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/admission"
-	"github.com/halyard-dev/halyard/internal/admission/secretkeys"
 )
 
 // chartRouterRBAC renders the Helm chart (release "halyard" in namespace
@@ -131,21 +129,8 @@ tenants:
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	a, err := admission.New(admission.Options{Config: cfg, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	f := &secretkeys.Follower{Client: router, Secrets: admission.KeySecrets(cfg), Log: log}
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx, a.SetTenantKeys) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("follower: %v", err)
-		}
-	}()
+	a, stop := followTenantKeys(t, ctx, router, cfg, slog.New(slog.DiscardHandler))
+	defer stop()
 	eventually(t, waitLong, "the tenant's key, read as the router's service account", func() (bool, string) {
 		tn, rej := a.Authenticate("Bearer " + key)
 		if rej != nil {
