@@ -22,10 +22,11 @@ type ModelSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	Name string `json:"name"`
-	// Source is where the weights come from: hf://owner/repo, s3://...,
-	// gs://..., http(s)://..., pvc://claim/path or file:///path.
+	// Source is where the weights come from: hf://owner/repo,
+	// modelscope://owner/repo, s3://..., gs://..., http(s)://...,
+	// pvc://claim/path or file:///path.
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.matches('^(hf|s3|gs|https?|pvc|file)://.+$')",message="source must be a URI with scheme hf, s3, gs, http, https, pvc or file"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(hf|modelscope|s3|gs|https?|pvc|file)://.+$')",message="source must be a URI with scheme hf, modelscope, s3, gs, http, https, pvc or file"
 	// +optional
 	Source string `json:"source,omitempty"`
 	// Adapters are LoRA adapters the engines load at start.

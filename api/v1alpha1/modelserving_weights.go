@@ -1,5 +1,7 @@
 package v1alpha1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // Model weights (DESIGN.md §9 and §14): how the controller brings a model's
 // weights onto the nodes before the engines start, and what it reports.
 
@@ -98,6 +100,11 @@ type PreheatStatus struct {
 	// Message says why a job failed or was skipped.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// StartedAt is when the job was created; the first pods of the
+	// revision wait for the job from then until the controller's preheat
+	// gate elapses.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
 }
 
 // Weights wiring shared by the controller, which injects the fetch init

@@ -40,8 +40,9 @@ type controllerFlags struct {
 	autoscaleEvery time.Duration
 
 	// Model weights.
-	nodeCacheDir, fetchImage, hfEndpoint, nodeCacheMax     string
-	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope string
+	nodeCacheDir, fetchImage, hfEndpoint, msEndpoint, nodeCacheMax     string
+	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope, dfCASecret string
+	dfGate                                                             time.Duration
 }
 
 func newControllerCommand() *cobra.Command {
@@ -123,6 +124,7 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.nodeCacheDir, "node-cache-dir", "/var/cache/halyard", "node directory (hostPath) the injected halyard-fetch init container fetches model weights into; empty: no fetch")
 	fl.StringVar(&f.fetchImage, "fetch-image", "", "image of the fetch init container; default --agent-image")
 	fl.StringVar(&f.hfEndpoint, "hf-endpoint", "", "HF_ENDPOINT given to the fetches (and to the preheat's listing); default the public hub")
+	fl.StringVar(&f.msEndpoint, "modelscope-endpoint", "", "MODELSCOPE_ENDPOINT given to the fetches of modelscope:// sources (and to the preheat's listing); default the public ModelScope hub")
 	fl.StringVar(&f.nodeCacheMax, "node-cache-max-bytes", "", "bound of the node cache (e.g. 500Gi): the fetch evicts least recently used models")
 	fl.StringVar(&f.dfProxy, "dragonfly-proxy", "http://$(HOST_IP):4001", "the node's dfdaemon proxy for distribution: dragonfly ($(HOST_IP) is the node's IP)")
 	fl.StringVar(&f.dfManager, "dragonfly-manager", "", "Dragonfly manager URL (e.g. http://dragonfly-manager.dragonfly-system:8080): preheat new revisions of distribution: dragonfly; empty: no preheat")
@@ -130,13 +132,15 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.dfTag, "dragonfly-tag", "", "X-Dragonfly-Tag of the fetches and preheats")
 	fl.StringVar(&f.dfApp, "dragonfly-application", "", "X-Dragonfly-Application of the fetches and preheats")
 	fl.StringVar(&f.dfScope, "dragonfly-preheat-scope", "all_seed_peers", "preheat scope: single_seed_peer, all_seed_peers or all_peers")
+	fl.StringVar(&f.dfCASecret, "dragonfly-ca-secret", "", "Secret (in each ModelServing's namespace) whose key ca.crt is dfdaemon's proxy CA, mounted into the fetches for https origins")
+	fl.DurationVar(&f.dfGate, "dragonfly-preheat-gate", 5*time.Minute, "how long the pods of a new revision wait for its preheat job before they are created (until the job ends or this elapses; the Preheated condition says which); 0: they do not wait")
 	return cmd
 }
 
 // weights builds the weights wiring from the flags.
 func (f *controllerFlags) weights() (controller.WeightsOptions, error) {
-	w := controller.WeightsOptions{CacheDir: f.nodeCacheDir, Image: f.fetchImage, HFEndpoint: f.hfEndpoint, DragonflyProxy: f.dfProxy,
-		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp}
+	w := controller.WeightsOptions{CacheDir: f.nodeCacheDir, Image: f.fetchImage, HFEndpoint: f.hfEndpoint, ModelScopeEndpoint: f.msEndpoint, DragonflyProxy: f.dfProxy,
+		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp, PreheatGate: f.dfGate, DragonflyCASecret: f.dfCASecret}
 	if f.nodeCacheMax != "" {
 		q, err := resource.ParseQuantity(f.nodeCacheMax)
 		if err != nil || q.Sign() <= 0 {
@@ -155,7 +159,7 @@ func (f *controllerFlags) weights() (controller.WeightsOptions, error) {
 		}
 		w.Preheater = &controller.DragonflyPreheater{
 			Manager:    dragonfly.Manager{URL: f.dfManager, Token: token},
-			HFEndpoint: f.hfEndpoint, Tag: f.dfTag, Application: f.dfApp, Scope: f.dfScope,
+			HFEndpoint: f.hfEndpoint, ModelScopeEndpoint: f.msEndpoint, Tag: f.dfTag, Application: f.dfApp, Scope: f.dfScope,
 		}
 	}
 	return w, nil

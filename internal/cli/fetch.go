@@ -28,7 +28,7 @@ type fetchFlags struct {
 	progressInterval                                                   time.Duration
 
 	// Dragonfly.
-	dfProxy, dfTag, dfApplication, dfFilteredParams string
+	dfProxy, dfTag, dfApplication, dfFilteredParams, dfCAFile string
 	// Reporting to the controller (the injected init container).
 	report                                          bool
 	reportInterval                                  time.Duration
@@ -44,11 +44,14 @@ func newFetchCommand() *cobra.Command {
 		Long: `Download a model into DIR and print the local path of the model.
 
 SOURCE is hf://owner/repo[@revision] (the Hugging Face Hub; endpoint from
-HF_ENDPOINT, token from HF_TOKEN or --token-file), http(s)://host/file or
+HF_ENDPOINT, token from HF_TOKEN or --token-file),
+modelscope://owner/repo[@revision] (ModelScope; endpoint from
+MODELSCOPE_ENDPOINT, token from MODELSCOPE_API_TOKEN or --token-file;
+revision default master), http(s)://host/file or
 http(s)://host/dir/ (an index page), s3://bucket/prefix (endpoint from
 AWS_ENDPOINT_URL, credentials from the AWS chain) or gs://bucket/prefix.
 
-Hugging Face models are laid out as the hub cache
+Hugging Face and ModelScope models are laid out as the Hugging Face hub cache
 (DIR/models--owner--repo/snapshots/<commit>/...), so an engine loads them
 offline with HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1. Files are resumed after an
 interruption, verified (size, sha256 of LFS objects) and renamed into place
@@ -68,8 +71,8 @@ See docs/weights.md.`,
 	fl.StringVar(&f.into, "into", os.Getenv("HF_HUB_CACHE"), "directory to fetch into (default $HF_HUB_CACHE); the node cache")
 	fl.StringArrayVar(&f.include, "include", nil, "only files matching this glob (repeatable; * matches across /)")
 	fl.StringArrayVar(&f.exclude, "exclude", nil, "skip files matching this glob (repeatable)")
-	fl.StringVar(&f.revision, "revision", "", "hf revision (branch, tag or commit); overrides SOURCE's @revision")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (default $HF_TOKEN)")
+	fl.StringVar(&f.revision, "revision", "", "hf or modelscope revision (branch, tag or commit); overrides SOURCE's @revision")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token (default $HF_TOKEN; $MODELSCOPE_API_TOKEN for modelscope://)")
 	fl.IntVar(&f.parallel, "parallel", 8, "files downloaded at once")
 	fl.IntVar(&f.attempts, "attempts", 5, "tries per file, each resuming the last")
 	fl.BoolVar(&f.verify, "verify", false, "rehash files already on disk and refetch those that differ")
@@ -81,6 +84,7 @@ See docs/weights.md.`,
 	fl.StringVar(&f.dfProxy, "dragonfly-proxy", "", "the node's Dragonfly dfdaemon proxy (e.g. http://127.0.0.1:4001): hf and http(s) files go through it, falling back to the origin when it fails")
 	fl.StringVar(&f.dfTag, "dragonfly-tag", "", "X-Dragonfly-Tag of the downloads (must equal the preheat's)")
 	fl.StringVar(&f.dfApplication, "dragonfly-application", "", "X-Dragonfly-Application of the downloads (must equal the preheat's)")
+	fl.StringVar(&f.dfCAFile, "dragonfly-ca-file", "", "PEM CA of the certificates the dfdaemon proxy presents for https origins (its proxy.server.caCert), trusted beside the system pool; without it an https file falls back to the origin unless the CA is in the system pool")
 	fl.StringVar(&f.dfFilteredParams, "dragonfly-filtered-query-params", "", "X-Dragonfly-Filtered-Query-Params: comma-separated query parameters left out of the task id")
 	fl.BoolVar(&f.report, "report", false, "report progress and the outcome as an Event about this pod (--pod-name, --namespace), for the controller")
 	fl.DurationVar(&f.reportInterval, "report-interval", 5*time.Second, "interval of --report updates")
@@ -98,7 +102,7 @@ func runFetch(cmd *cobra.Command, source string, f *fetchFlags) error {
 	if err != nil {
 		return err
 	}
-	o, err := f.options(logger)
+	o, err := f.options(source, logger)
 	if err != nil {
 		return err
 	}
@@ -193,15 +197,19 @@ func reportProgress(ctx context.Context, rep *podreport.Reporter, p *weights.Pro
 	}
 }
 
-func (f *fetchFlags) options(logger *slog.Logger) (weights.Options, error) {
+func (f *fetchFlags) options(source string, logger *slog.Logger) (weights.Options, error) {
 	if f.into == "" {
 		return weights.Options{}, errors.New("--into is required (or set HF_HUB_CACHE)")
 	}
 	o := weights.Options{
 		Into: f.into, Revision: f.revision, Include: f.include, Exclude: f.exclude,
 		Token: os.Getenv("HF_TOKEN"), Endpoint: os.Getenv("HF_ENDPOINT"),
-		Parallel: f.parallel, Attempts: f.attempts, Verify: f.verify,
+		ModelScopeEndpoint: weights.ModelScopeEndpoint(os.Getenv("MODELSCOPE_ENDPOINT"), os.Getenv("MODELSCOPE_DOMAIN")),
+		Parallel:           f.parallel, Attempts: f.attempts, Verify: f.verify,
 		Progress: &weights.Progress{}, Logger: logger,
+	}
+	if strings.HasPrefix(source, "modelscope://") {
+		o.Token = os.Getenv("MODELSCOPE_API_TOKEN")
 	}
 	if f.tokenFile != "" {
 		b, err := os.ReadFile(f.tokenFile)
@@ -216,6 +224,13 @@ func (f *fetchFlags) options(logger *slog.Logger) (weights.Options, error) {
 			return o, fmt.Errorf("--dragonfly-proxy %q: want http://host:port", f.dfProxy)
 		}
 		o.Dragonfly = &weights.DragonflyOptions{Proxy: u, Tag: f.dfTag, Application: f.dfApplication, FilteredQueryParams: f.dfFilteredParams}
+		if f.dfCAFile != "" {
+			pool, err := weights.LoadCAFile(f.dfCAFile)
+			if err != nil {
+				return o, fmt.Errorf("--dragonfly-ca-file: %w", err)
+			}
+			o.Dragonfly.RootCAs = pool
+		}
 	}
 	if f.cacheMax != "" {
 		q, err := resource.ParseQuantity(f.cacheMax)

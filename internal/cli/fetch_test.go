@@ -90,3 +90,32 @@ func waitLine(r io.Reader, s string) bool {
 	}
 	return false
 }
+
+// TestFetchModelScopeProcess runs `halyard fetch modelscope://...` with the
+// environment ModelScope's own client reads (MODELSCOPE_ENDPOINT,
+// MODELSCOPE_API_TOKEN; HF_TOKEN is not sent to ModelScope) and prints the
+// snapshot in the Hugging Face cache layout.
+func TestFetchModelScopeProcess(t *testing.T) {
+	m := hubtest.NewModelScope()
+	defer m.Close()
+	files := map[string][]byte{"config.json": []byte(`{}`), "model.safetensors": bytes.Repeat([]byte("w"), 100<<10)}
+	m.AddRepo("org/private", hubtest.ModelScopeRepo{Files: files, Token: "ms-token"})
+	dir := t.TempDir()
+	env := []string{"MODELSCOPE_ENDPOINT=" + m.URL, "MODELSCOPE_API_TOKEN=ms-token", "HF_TOKEN=hf-token"}
+	cmd, out, stderr := halyardProcess(t, env, "fetch", "modelscope://org/private", "--into", dir, "--progress", "none")
+	logs, _ := io.ReadAll(stderr)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("fetch: %v\n%s", err, logs)
+	}
+	p := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(p, filepath.Join(dir, "models--org--private", "snapshots")+"/") {
+		t.Fatalf("path %q, want a snapshot of models--org--private", p)
+	}
+	got, err := os.ReadFile(filepath.Join(p, "model.safetensors"))
+	if err != nil || !bytes.Equal(got, files["model.safetensors"]) {
+		t.Errorf("model.safetensors: %v", err)
+	}
+	if bytes.Contains(logs, []byte("ms-token")) {
+		t.Error("the token is in the logs")
+	}
+}

@@ -65,6 +65,9 @@ type planner struct {
 	acts         *actions
 	// earliest is the soonest deadline a group waits for.
 	earliest time.Time
+	// preheatHold, when not empty, says why groups of rev that have no
+	// pods yet wait before creating them (the preheat gate).
+	preheatHold string
 }
 
 func (p *planner) wake(t time.Time) {
@@ -169,14 +172,47 @@ func (p *planner) newIncarnation(gs servingv1.GroupStatus) servingv1.GroupStatus
 // pending creates a new group's pods and releases its barrier once every
 // pod is scheduled; after the gang timeout it rolls the group back.
 func (p *planner) pending(gs servingv1.GroupStatus, pods groupPods) servingv1.GroupStatus {
+	if p.preheatHold != "" && gs.Revision == p.rev && len(pods.live)+len(pods.terminating) == 0 {
+		// The gang timeout starts when the pods are created.
+		now := metav1.NewTime(p.now)
+		gs.Since = &now
+		gs.Reason, gs.Message = ReasonWaitingForPreheat, p.preheatHold
+		return p.observe(gs, pods)
+	}
 	p.createMissing(gs, pods)
 	all := true
+	fetched := 0
 	for _, m := range p.members {
 		pod := pods.live[podName(p.ms.Name, gs.Index, m)]
 		if pod == nil || pod.Spec.NodeName == "" {
 			all = false
 			break
 		}
+		if hasWeights(pod) {
+			fetched++
+		}
+	}
+	if all && fetched < len(p.members) {
+		// Every pod is scheduled (the gang timeout no longer applies);
+		// the engines start together once every node has the weights. A
+		// pod that failed or whose node is lost meanwhile would never get
+		// them: the group is recreated.
+		var lost []string
+		for _, m := range p.members {
+			pod := pods.live[podName(p.ms.Name, gs.Index, m)]
+			switch {
+			case pod.Status.Phase == corev1.PodFailed:
+				lost = append(lost, fmt.Sprintf("pod %s failed", pod.Name))
+			case p.nodeLost(pod.Spec.NodeName):
+				lost = append(lost, fmt.Sprintf("node %s of pod %s is lost", pod.Spec.NodeName, pod.Name))
+			}
+		}
+		if len(lost) > 0 {
+			return p.recreate(gs, pods, ReasonMemberFailed, strings.Join(lost, "; ")+" while the group waited for its weights")
+		}
+		gs.Reason = ReasonWaitingForWeights
+		gs.Message = fmt.Sprintf("every pod is scheduled; %d of %d have the weights on their node; the barrier is released when all have", fetched, len(p.members))
+		return p.observe(gs, pods)
 	}
 	if all {
 		gs.Barrier = gs.RestartGeneration
@@ -456,7 +492,7 @@ func (p *planner) observe(gs servingv1.GroupStatus, pods groupPods) servingv1.Gr
 			if m.role != r.Name {
 				continue
 			}
-			if pod := pods.live[podName(p.ms.Name, gs.Index, m)]; pod != nil && podReady(pod) {
+			if pod := pods.live[podName(p.ms.Name, gs.Index, m)]; pod != nil && podReady(pod) && hasWeights(pod) {
 				rs.Ready++
 			}
 		}

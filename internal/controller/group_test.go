@@ -316,6 +316,17 @@ func TestRolloutPicksOneRunningGroupAtATime(t *testing.T) {
 	if prev[0].Phase != servingv1.GroupRunning {
 		t.Errorf("group 0 below the partition is %s", prev[0].Phase)
 	}
+	// While the preheat gate holds, no running group is taken down.
+	for i := int32(0); i < 4; i++ {
+		prev[i] = servingv1.GroupStatus{Index: i, Phase: servingv1.GroupRunning, Revision: "old"}
+	}
+	p.preheatHold = "waiting for preheat job 1"
+	(&ModelServingReconciler{}).rollout(p, prev)
+	for i := int32(0); i < 4; i++ {
+		if prev[i].Phase != servingv1.GroupRunning {
+			t.Errorf("group %d %s while the preheat gate holds", i, prev[i].Phase)
+		}
+	}
 }
 
 func ptr32(v int32) *int32 { return &v }

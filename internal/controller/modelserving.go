@@ -118,6 +118,12 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	for _, g := range status.Groups {
 		prev[g.Index] = g
 	}
+	if _, ok := r.Weights.fetched(ms); ok && status.Weights == nil {
+		status.Weights = &servingv1.WeightsStatus{}
+	}
+	// The preheat is followed before the rollout and the groups are
+	// planned: its gate holds the rollout and the new revision's first pods.
+	r.preheat(ctx, ms, status, p)
 	r.rollout(p, prev)
 
 	groups := make([]servingv1.GroupStatus, 0, p.set.replicas)
@@ -155,7 +161,6 @@ func (r *ModelServingReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	status.Groups = groups
 	summarize(ms, status, p)
 	r.summarizeWeights(ctx, ms, status, byGroup, p.acts)
-	r.preheat(ctx, ms, status, p)
 
 	res, err := r.writeStatus(ctx, ms, status)
 	if err != nil || res.RequeueAfter > 0 {
@@ -316,7 +321,9 @@ func (r *ModelServingReconciler) rollout(p *planner, prev map[int32]servingv1.Gr
 			continue
 		}
 		if g.Phase == servingv1.GroupRunning {
-			if unavailable >= p.set.maxUnavailable {
+			// While the preheat gate holds, running groups keep serving
+			// the old revision rather than wait, down, for the preheat.
+			if unavailable >= p.set.maxUnavailable || p.preheatHold != "" {
 				continue
 			}
 			unavailable++

@@ -3,8 +3,11 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/weights"
@@ -22,7 +25,7 @@ type Preheater interface {
 }
 
 // errNoURLs: the source has no plain download URLs to preheat.
-var errNoURLs = errors.New("only hf and http(s) sources can be preheated")
+var errNoURLs = errors.New("only hf, modelscope and http(s) sources can be preheated")
 
 // DragonflyPreheater preheats through a Dragonfly manager's Open API. It
 // lists the files as `halyard fetch` would (same endpoint, filters, tag and
@@ -31,6 +34,9 @@ type DragonflyPreheater struct {
 	Manager dragonfly.Manager
 	// HFEndpoint is the hub the fetches use (empty: the public hub).
 	HFEndpoint string
+	// ModelScopeEndpoint is the ModelScope hub the fetches use (empty: the
+	// public one).
+	ModelScopeEndpoint string
 	// Tag and Application must equal the fetch's --dragonfly-tag and
 	// --dragonfly-application.
 	Tag, Application string
@@ -47,14 +53,14 @@ func (d *DragonflyPreheater) Preheat(ctx context.Context, source string, fetch *
 	if err != nil {
 		return 0, 0, err
 	}
-	if src.Scheme != "hf" && src.Scheme != "http" && src.Scheme != "https" {
+	if src.Scheme != "hf" && src.Scheme != "modelscope" && src.Scheme != "http" && src.Scheme != "https" {
 		return 0, 0, errNoURLs
 	}
 	c := d.Client
 	if c == nil {
 		c = &http.Client{Timeout: 30 * time.Second}
 	}
-	o := weights.Options{Endpoint: d.HFEndpoint, Client: c}
+	o := weights.Options{Endpoint: d.HFEndpoint, ModelScopeEndpoint: d.ModelScopeEndpoint, Client: c}
 	if fetch != nil {
 		o.Include, o.Exclude = fetch.Include, fetch.Exclude
 	}
@@ -95,10 +101,17 @@ const preheatTimeout = 10 * time.Second
 const preheatPoll = 2 * time.Second
 
 // preheat starts a preheat of the update revision when ms uses dragonfly
-// distribution and a manager is configured, and follows it. It never holds
-// the pods back: they are created in the same reconcile and fetch through
-// their peers (falling back to the origin) whatever the preheat does.
+// distribution and a manager is configured, follows it, and sets the
+// Preheated condition. With a PreheatGate, the revision's groups that have
+// no pods yet wait for the job (p.preheatHold) until it ends or the gate
+// elapses; without one the pods are created in the same reconcile and fetch
+// through their peers (falling back to the origin) whatever the preheat does.
 func (r *ModelServingReconciler) preheat(ctx context.Context, ms *servingv1.ModelServing, st *servingv1.ModelServingStatus, p *planner) {
+	r.followPreheat(ctx, ms, st, p)
+	r.gatePreheat(ms, st, p)
+}
+
+func (r *ModelServingReconciler) followPreheat(ctx context.Context, ms *servingv1.ModelServing, st *servingv1.ModelServingStatus, p *planner) {
 	dist, ok := r.Weights.fetched(ms)
 	if !ok || dist != servingv1.DistributionDragonfly || r.Weights.Preheater == nil || st.Weights == nil {
 		return
@@ -116,7 +129,8 @@ func (r *ModelServingReconciler) preheat(ctx context.Context, ms *servingv1.Mode
 		cctx, cancel := context.WithTimeout(ctx, preheatTimeout)
 		id, files, err := r.Weights.Preheater.Preheat(cctx, ms.Spec.Model.Source, ms.Spec.Model.Fetch)
 		cancel()
-		ph := &servingv1.PreheatStatus{Revision: p.rev, Source: ms.Spec.Model.Source, JobID: id, Files: int32(files), State: "Pending"}
+		now := metav1.NewTime(p.now)
+		ph := &servingv1.PreheatStatus{Revision: p.rev, Source: ms.Spec.Model.Source, JobID: id, Files: int32(files), State: "Pending", StartedAt: &now}
 		switch {
 		case errors.Is(err, errNoURLs):
 			ph.State, ph.Message = "Skipped", err.Error()
@@ -158,6 +172,61 @@ func (r *ModelServingReconciler) preheat(ctx context.Context, ms *servingv1.Mode
 		p.wake(p.now.Add(preheatPoll))
 	}
 	st.Weights.Preheat = ph
+}
+
+// gatePreheat sets the Preheated condition from the update revision's
+// preheat and, while the job runs within the gate, holds the revision's
+// new groups (p.preheatHold).
+func (r *ModelServingReconciler) gatePreheat(ms *servingv1.ModelServing, st *servingv1.ModelServingStatus, p *planner) {
+	var ph *servingv1.PreheatStatus
+	if dist, ok := r.Weights.fetched(ms); ok && dist == servingv1.DistributionDragonfly && r.Weights.Preheater != nil && st.Weights != nil {
+		ph = st.Weights.Preheat
+	}
+	if ph == nil || ph.Revision != p.rev || ph.State == "Skipped" {
+		removeCondition(st, ConditionPreheated)
+		return
+	}
+	held := false
+	if c := findCondition(st, ConditionPreheated); c != nil {
+		held = c.Reason == ReasonWaitingForPreheat
+	}
+	gen := ms.Generation
+	release, reason := "", ReasonPreheated
+	switch ph.State {
+	case "Success":
+		setCondition(st, gen, ConditionPreheated, metav1.ConditionTrue, ReasonPreheated,
+			fmt.Sprintf("preheat job %d warmed %d files of revision %s", ph.JobID, ph.Files, ph.Revision))
+		release = "the preheat finished"
+	case "Failure":
+		setCondition(st, gen, ConditionPreheated, metav1.ConditionFalse, ReasonPreheatFailed,
+			fmt.Sprintf("preheat job %d of revision %s failed: %s; pods fetch from their peers or the origin", ph.JobID, ph.Revision, ph.Message))
+		release, reason = "the preheat failed", ReasonPreheatFailed
+	default:
+		gate := r.Weights.PreheatGate
+		if gate <= 0 {
+			setCondition(st, gen, ConditionPreheated, metav1.ConditionFalse, ReasonPreheating,
+				fmt.Sprintf("preheat job %d of revision %s is running; pods are not held (no preheat gate)", ph.JobID, ph.Revision))
+			return
+		}
+		start := p.now
+		if ph.StartedAt != nil {
+			start = ph.StartedAt.Time
+		}
+		deadline := start.Add(gate)
+		if p.now.Before(deadline) {
+			p.preheatHold = fmt.Sprintf("the first pods of revision %s wait for preheat job %d until it ends or %s have passed (%s)",
+				ph.Revision, ph.JobID, gate, deadline.UTC().Format(time.RFC3339))
+			setCondition(st, gen, ConditionPreheated, metav1.ConditionFalse, ReasonWaitingForPreheat, p.preheatHold)
+			p.wake(deadline)
+			return
+		}
+		setCondition(st, gen, ConditionPreheated, metav1.ConditionFalse, ReasonPreheatTimedOut,
+			fmt.Sprintf("preheat job %d of revision %s did not finish within %s; pods were created and fetch from their peers or the origin", ph.JobID, ph.Revision, gate))
+		release, reason = fmt.Sprintf("the preheat gate (%s) elapsed", gate), ReasonPreheatTimedOut
+	}
+	if held {
+		p.acts.eventf(reason != ReasonPreheated, reason, "ReleasePreheatGate", "creating the pods of revision %s: %s", ph.Revision, release)
+	}
 }
 
 func (r *ModelServingReconciler) countPreheat(outcome string) {

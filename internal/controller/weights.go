@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -32,6 +33,9 @@ type WeightsOptions struct {
 	// HFEndpoint is given to the fetch as HF_ENDPOINT (empty: the public
 	// hub).
 	HFEndpoint string
+	// ModelScopeEndpoint is given to the fetch as MODELSCOPE_ENDPOINT
+	// (empty: the public ModelScope hub).
+	ModelScopeEndpoint string
 	// MaxCacheBytes bounds the node cache (least recently used models are
 	// evicted after a fetch); 0: no bound.
 	MaxCacheBytes int64
@@ -43,13 +47,31 @@ type WeightsOptions struct {
 	// DragonflyTag and DragonflyApplication are passed to the fetches
 	// (they must equal the preheat's).
 	DragonflyTag, DragonflyApplication string
+	// DragonflyCASecret names a Secret (in the ModelServing's namespace)
+	// whose key ca.crt is the CA dfdaemon's proxy issues its https
+	// certificates from; it is mounted into the fetch and trusted for
+	// https origins fetched through the proxy. Empty: only the image's
+	// system pool.
+	DragonflyCASecret string
 	// Preheater preheats new revisions for dragonfly distribution; nil:
 	// no preheat.
 	Preheater Preheater
+	// PreheatGate is how long the pods of a revision whose preheat job is
+	// running wait for it before they are created (so that their fetches
+	// meet warm seed peers instead of all going to the origin); 0: they
+	// do not wait. The Preheated condition says whether the job finished,
+	// failed or the gate elapsed.
+	PreheatGate time.Duration
 }
 
 // cacheMount is where the node cache appears inside the pods.
 const cacheMount = "/var/cache/halyard"
+
+// The dfdaemon proxy's CA, in the fetch container.
+const (
+	dragonflyCAVolume = "halyard-dragonfly-ca"
+	dragonflyCAMount  = "/etc/halyard/dragonfly-ca"
+)
 
 // Reasons of the WeightsReady condition and weights events.
 const (
@@ -66,6 +88,18 @@ const (
 	ReasonPreheated         = "Preheated"
 	ReasonPreheatFailed     = "PreheatFailed"
 	ReasonDragonflyFallback = "DragonflyFallback"
+
+	// ConditionPreheated: the Dragonfly preheat of the update revision
+	// finished (True/Preheated), or not: Preheating (running, pods not
+	// held), WaitingForPreheat (running; the revision's new pods wait for
+	// it, at most PreheatGate), PreheatTimedOut (the gate elapsed and the
+	// pods were created), PreheatFailed.
+	ConditionPreheated      = "Preheated"
+	ReasonWaitingForPreheat = "WaitingForPreheat"
+	ReasonPreheatTimedOut   = "PreheatTimedOut"
+	// ReasonWaitingForWeights: a group's pods are scheduled and its
+	// barrier waits until every pod's fetch has finished.
+	ReasonWaitingForWeights = "WaitingForWeights"
 )
 
 // fetched reports whether ms's weights are fetched by the controller's init
@@ -89,6 +123,12 @@ func (o WeightsOptions) fetched(ms *servingv1.ModelServing) (servingv1.Distribut
 
 var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
+// hubCached reports whether source is laid out as the Hugging Face hub
+// cache (hf and modelscope sources), which the engines read offline.
+func hubCached(source string) bool {
+	return strings.HasPrefix(source, "hf://") || strings.HasPrefix(source, "modelscope://")
+}
+
 // modelPath is where the engines find the model, when it is known before
 // the fetch: the snapshot of an hf commit, or the copied tree of the other
 // sources. For an hf branch or tag it is "" (the engine resolves the repo
@@ -98,7 +138,7 @@ func modelPath(source string) string {
 	if err != nil {
 		return ""
 	}
-	if src.Scheme == "hf" {
+	if src.Scheme == "hf" || src.Scheme == "modelscope" {
 		if commitRe.MatchString(src.Revision) {
 			return path.Join(cacheMount, src.CacheKey(), "snapshots", src.Revision)
 		}
@@ -153,9 +193,15 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 		if o.DragonflyApplication != "" {
 			args = append(args, "--dragonfly-application="+o.DragonflyApplication)
 		}
+		if o.DragonflyCASecret != "" {
+			args = append(args, "--dragonfly-ca-file="+dragonflyCAMount+"/ca.crt")
+		}
 	}
 	if o.HFEndpoint != "" {
 		fenv = append(fenv, corev1.EnvVar{Name: "HF_ENDPOINT", Value: o.HFEndpoint})
+	}
+	if o.ModelScopeEndpoint != "" {
+		fenv = append(fenv, corev1.EnvVar{Name: "MODELSCOPE_ENDPOINT", Value: o.ModelScopeEndpoint})
 	}
 	fenv = append(fenv, env...)
 	c := corev1.Container{
@@ -180,12 +226,21 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 			LocalObjectReference: corev1.LocalObjectReference{Name: f.CredentialsSecret},
 		}}}
 	}
+	if dist == servingv1.DistributionDragonfly && o.DragonflyProxy != "" && o.DragonflyCASecret != "" {
+		spec.Volumes = append(spec.Volumes, corev1.Volume{
+			Name: dragonflyCAVolume,
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: o.DragonflyCASecret, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			}},
+		})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: dragonflyCAVolume, MountPath: dragonflyCAMount, ReadOnly: true})
+	}
 	// The fetch runs first: it starts as soon as the pod is scheduled,
 	// while the agent's barrier still waits for the rest of the group.
 	spec.InitContainers = append([]corev1.Container{c}, spec.InitContainers...)
 
 	engineEnv := []corev1.EnvVar{{Name: "HALYARD_MODEL_CACHE", Value: cacheMount}}
-	if strings.HasPrefix(ms.Spec.Model.Source, "hf://") {
+	if hubCached(ms.Spec.Model.Source) {
 		engineEnv = append(engineEnv,
 			corev1.EnvVar{Name: "HF_HUB_CACHE", Value: cacheMount},
 			corev1.EnvVar{Name: "HF_HUB_OFFLINE", Value: "1"})
@@ -206,6 +261,24 @@ func addWeights(spec *corev1.PodSpec, ms *servingv1.ModelServing, o WeightsOptio
 			ct.VolumeMounts = append(ct.VolumeMounts, corev1.VolumeMount{Name: servingv1.WeightsVolumeName, MountPath: cacheMount, ReadOnly: true})
 		}
 	}
+}
+
+// hasWeights reports whether pod's weights are on its node: its fetch init
+// container has exited 0 (true for a pod without one).
+func hasWeights(pod *corev1.Pod) bool {
+	fetches := false
+	for _, c := range pod.Spec.InitContainers {
+		fetches = fetches || c.Name == servingv1.FetchContainerName
+	}
+	if !fetches {
+		return true
+	}
+	for _, s := range pod.Status.InitContainerStatuses {
+		if s.Name == servingv1.FetchContainerName {
+			return s.State.Terminated != nil && s.State.Terminated.ExitCode == 0
+		}
+	}
+	return false
 }
 
 // podWeights is what one pod's fetch has reported.
@@ -381,6 +454,10 @@ func (r *ModelServingReconciler) summarizeWeights(ctx context.Context, ms *servi
 			acts.eventf(false, ReasonWeightsFetched, "Fetch", "every pod has the weights on its node (%s)", sum.Progress)
 		}
 	default:
+		if c := findCondition(st, ConditionPreheated); c != nil && c.Reason == ReasonWaitingForPreheat && sum.Pods < want {
+			setCondition(st, gen, ConditionWeightsReady, metav1.ConditionFalse, ReasonWaitingForPreheat, c.Message)
+			break
+		}
 		setCondition(st, gen, ConditionWeightsReady, metav1.ConditionFalse, ReasonFetching, sum.Progress)
 	}
 	if prev := st.Weights; sum.Fallbacks > 0 && (prev == nil || prev.Fallbacks < sum.Fallbacks) {

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +37,12 @@ func TestBuildPodWeights(t *testing.T) {
 			wantEnv: map[string]string{"HALYARD_MODEL_PATH": "/var/cache/halyard/s3--b--llama--v1"}},
 		{name: "dragonfly", source: "hf://o/r", dist: servingv1.DistributionDragonfly, opts: on, wantFetch: true,
 			wantArgs: []string{"--dragonfly-proxy=http://$(HOST_IP):4001", "--dragonfly-tag=t"}},
+		{name: "dragonfly https CA", source: "https://models.example/m/", dist: servingv1.DistributionDragonfly,
+			opts: WeightsOptions{CacheDir: "/data/halyard", DragonflyProxy: "http://$(HOST_IP):4001", DragonflyCASecret: "df-ca"}, wantFetch: true,
+			wantArgs: []string{"--dragonfly-ca-file=/etc/halyard/dragonfly-ca/ca.crt"}},
+		{name: "modelscope", source: "modelscope://o/r@v1", opts: WeightsOptions{CacheDir: "/data/halyard", ModelScopeEndpoint: "http://ms-mirror"}, wantFetch: true,
+			wantArgs: []string{"modelscope://o/r@v1"},
+			wantEnv:  map[string]string{"HF_HUB_CACHE": "/var/cache/halyard", "HF_HUB_OFFLINE": "1"}},
 		{name: "none", source: "hf://o/r", dist: servingv1.DistributionNone, opts: on},
 		{name: "pvc", source: "pvc://claim/model", opts: on},
 		{name: "no source", opts: on},
@@ -80,8 +87,17 @@ func TestBuildPodWeights(t *testing.T) {
 			if len(fetch.EnvFrom) != 1 || fetch.EnvFrom[0].SecretRef.Name != "creds" || len(engine.EnvFrom) != 0 {
 				t.Errorf("envFrom fetch %v engine %v: want the Secret in the fetch only", fetch.EnvFrom, engine.EnvFrom)
 			}
-			if v := pod.Spec.Volumes; len(v) != 1 || v[0].HostPath == nil || v[0].HostPath.Path != "/data/halyard" {
+			if v := pod.Spec.Volumes; len(v) < 1 || v[0].HostPath == nil || v[0].HostPath.Path != "/data/halyard" {
 				t.Errorf("volumes %+v, want the hostPath /data/halyard", v)
+			}
+			if ca := tc.opts.DragonflyCASecret; ca != "" {
+				v := pod.Spec.Volumes
+				if len(v) != 2 || v[1].Secret == nil || v[1].Secret.SecretName != ca || len(fetch.VolumeMounts) != 2 || !fetch.VolumeMounts[1].ReadOnly {
+					t.Errorf("volumes %+v, fetch mounts %+v: want the CA Secret %s mounted read-only in the fetch", v, fetch.VolumeMounts, ca)
+				}
+			}
+			if ep := tc.opts.ModelScopeEndpoint; ep != "" && !slices.Contains(fetch.Env, corev1.EnvVar{Name: "MODELSCOPE_ENDPOINT", Value: ep}) {
+				t.Errorf("fetch env %v lacks MODELSCOPE_ENDPOINT=%s", fetch.Env, ep)
 			}
 			if m := engine.VolumeMounts; len(m) != 1 || !m[0].ReadOnly || m[0].MountPath != cacheMount {
 				t.Errorf("engine mounts %+v, want read-only %s", m, cacheMount)
@@ -155,3 +171,61 @@ func TestWeightsOf(t *testing.T) {
 }
 
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// withFetch gives every pod of g a fetch init container, finished (exit 0)
+// for the names in done, running for the others.
+func withFetch(g groupPods, done ...string) groupPods {
+	for name, p := range g.live {
+		p.Spec.InitContainers = []corev1.Container{{Name: servingv1.FetchContainerName}}
+		st := corev1.ContainerStatus{Name: servingv1.FetchContainerName, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
+		if slices.Contains(done, name) {
+			st.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}
+		}
+		p.Status.InitContainerStatuses = append([]corev1.ContainerStatus{st}, p.Status.InitContainerStatuses...)
+	}
+	return g
+}
+
+// TestGroupWaitsForWeights: a scheduled group's barrier is released only
+// once every pod's fetch has finished, a ready pod without its weights does
+// not make the group Running, and the preheat gate holds a group without
+// pods.
+func TestGroupWaitsForWeights(t *testing.T) {
+	ms := testServing()
+	since := metav1.NewTime(t0.Add(-time.Hour)) // past the gang timeout
+	pending := servingv1.GroupStatus{Index: 0, Phase: servingv1.GroupPending, Revision: "rev1", Since: &since, Barrier: -1}
+	scheduled := func(done ...string) groupPods {
+		return withFetch(pods(podState{name: "m-0-prefill-0", node: "n1"}, podState{name: "m-0-decode-0", node: "n1"}), done...)
+	}
+
+	p := testPlanner(ms, false, t0)
+	gs := p.plan(pending, scheduled("m-0-prefill-0"))
+	if gs.Phase != servingv1.GroupPending || gs.Reason != ReasonWaitingForWeights || gs.Barrier != -1 || len(p.acts.annotate) > 0 || len(p.acts.delete) > 0 {
+		t.Errorf("one fetch running: %s/%s barrier %d, acts %v; want Pending/WaitingForWeights, barrier held, no gang timeout", gs.Phase, gs.Reason, gs.Barrier, summary(p.acts))
+	}
+	// A node lost while its pod fetches: the group is recreated, not stuck.
+	p = testPlanner(ms, false, t0)
+	lost := withFetch(pods(podState{name: "m-0-prefill-0", node: "n1"}, podState{name: "m-0-decode-0", node: "gone"}), "m-0-prefill-0")
+	if gs := p.plan(pending, lost); gs.Phase != servingv1.GroupRecreating || gs.Reason != ReasonMemberFailed {
+		t.Errorf("node lost while fetching: %s/%s, want Recreating/MemberFailed", gs.Phase, gs.Reason)
+	}
+	p = testPlanner(ms, false, t0)
+	gs = p.plan(pending, scheduled("m-0-prefill-0", "m-0-decode-0"))
+	if gs.Phase != servingv1.GroupStarting || gs.Barrier != 0 {
+		t.Errorf("every fetch done: %s barrier %d, want Starting with the barrier released", gs.Phase, gs.Barrier)
+	}
+
+	ready := withFetch(pods(podState{name: "m-0-prefill-0", node: "n1", ready: true}, podState{name: "m-0-decode-0", node: "n1", ready: true}), "m-0-prefill-0")
+	p = testPlanner(ms, false, t0)
+	if gs := p.plan(running(0), ready); gs.Phase == servingv1.GroupRunning {
+		t.Error("a Ready pod without its weights made the group Running")
+	}
+
+	p = testPlanner(ms, false, t0)
+	p.preheatHold = "waiting for preheat job 1"
+	fresh := servingv1.GroupStatus{Index: 0, Barrier: -1}
+	gs = p.plan(fresh, groupPods{live: map[string]*corev1.Pod{}, terminating: map[string]*corev1.Pod{}})
+	if len(p.acts.create) != 0 || gs.Reason != ReasonWaitingForPreheat || !gs.Since.Time.Equal(t0) {
+		t.Errorf("preheat gate: %d pods created, reason %s, since %v; want none, WaitingForPreheat, since now", len(p.acts.create), gs.Reason, gs.Since)
+	}
+}

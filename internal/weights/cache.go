@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -93,6 +95,85 @@ type doneMarker struct {
 	Files  int       `json:"files"`
 	Bytes  int64     `json:"bytes"`
 	Time   time.Time `json:"time"`
+	// Blobs stamp the checksummed files as the fetch left them.
+	Blobs []fileStamp `json:"blobs,omitempty"`
+}
+
+// fileStamp is what a file looked like: a write, a truncation or a
+// replacement changes its size, modification time or inode, and most
+// writes change its first or last stampEdge bytes (which a write within the
+// file system's timestamp granularity would not show in the mtime).
+type fileStamp struct {
+	// Path is relative to the node cache.
+	Path  string `json:"path"`
+	Size  int64  `json:"size"`
+	MTime int64  `json:"mtimeNs"`
+	Inode uint64 `json:"inode,omitempty"`
+	// Edges is the sha256 of the first and last stampEdge bytes.
+	Edges string `json:"edges"`
+}
+
+// stampEdge is how much of each end of a file a stamp hashes.
+const stampEdge = 64 << 10
+
+func stampOf(path string) (fileStamp, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return fileStamp{}, false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fileStamp{}, false
+	}
+	s := fileStamp{Size: st.Size(), MTime: st.ModTime().UnixNano()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		s.Inode = sys.Ino
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, min(stampEdge, s.Size))); err != nil {
+		return fileStamp{}, false
+	}
+	if tail := max(s.Size-stampEdge, stampEdge); tail < s.Size {
+		if _, err := io.Copy(h, io.NewSectionReader(f, tail, s.Size-tail)); err != nil {
+			return fileStamp{}, false
+		}
+	}
+	s.Edges = hex.EncodeToString(h.Sum(nil))
+	return s, true
+}
+
+// stampFiles stamps files (absolute paths under into).
+func stampFiles(into string, files []string) []fileStamp {
+	out := make([]fileStamp, 0, len(files))
+	for _, f := range files {
+		s, ok := stampOf(f)
+		rel, err := filepath.Rel(into, f)
+		if !ok || err != nil {
+			continue
+		}
+		s.Path = filepath.ToSlash(rel)
+		out = append(out, s)
+	}
+	return out
+}
+
+// changed returns the stamped files (relative to into) that differ from
+// their stamps or are gone.
+func (m doneMarker) changed(into string) []string {
+	var out []string
+	for _, want := range m.Blobs {
+		if !safeRelPath(want.Path) {
+			out = append(out, want.Path)
+			continue
+		}
+		got, ok := stampOf(filepath.Join(into, filepath.FromSlash(want.Path)))
+		got.Path = want.Path
+		if !ok || got != want {
+			out = append(out, want.Path)
+		}
+	}
+	return out
 }
 
 func doneMarkerPath(into, key string, src Source, opts Options) string {

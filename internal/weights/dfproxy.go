@@ -2,11 +2,14 @@ package weights
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -16,7 +19,12 @@ import (
 // X-Dragonfly-Use-P2P: true is downloaded as a P2P task, whose id is
 // computed from the URL (minus the filtered query parameters), the tag, the
 // application and the piece length, so a preheat with the same values warms
-// the same task. dfdaemon marks its own failures with
+// the same task. An https origin is reached through a CONNECT tunnel, which
+// dfdaemon terminates with a certificate issued by its own CA (its
+// proxy.server.caCert): the fetch must trust that CA (RootCAs,
+// --dragonfly-ca-file) for the requests inside the tunnel, Dragonfly
+// headers included, to reach the daemon; a certificate it does not trust is
+// a peer failure like any other, and the file comes from the origin. dfdaemon marks its own failures with
 // X-Dragonfly-Error-Type: proxy or dfdaemon ("backend" is the origin's
 // answer, passed on). When the peer cannot be reached or fails, the file is
 // fetched from the origin and the fallback is counted.
@@ -39,6 +47,26 @@ type DragonflyOptions struct {
 	Tag, Application, FilteredQueryParams string
 	// DialTimeout bounds connecting to the proxy; default 3s.
 	DialTimeout time.Duration
+	// RootCAs verify the certificates the proxy presents for https
+	// origins (dfdaemon's CA, see LoadCAFile); nil: the system pool.
+	RootCAs *x509.CertPool
+}
+
+// LoadCAFile returns the system's certificate pool with the PEM
+// certificates of file added (dfdaemon's proxy CA).
+func LoadCAFile(file string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("%s: no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // errPeer marks a failure of the Dragonfly peer (not of the origin).
@@ -95,6 +123,8 @@ func (d *DragonflyOptions) client() *http.Client {
 		DialContext:         (&net.Dialer{Timeout: dt, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 16,
 		ForceAttemptHTTP2:   false,
+		TLSClientConfig:     &tls.Config{RootCAs: d.RootCAs, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 10 * time.Second,
 	}
 	return &http.Client{Transport: &peerTransport{base: base, header: h}}
 }

@@ -29,6 +29,11 @@ type Options struct {
 	// Endpoint is the Hugging Face endpoint (HF_ENDPOINT); default
 	// https://huggingface.co.
 	Endpoint string
+	// ModelScopeEndpoint is the ModelScope endpoint for modelscope
+	// sources (MODELSCOPE_ENDPOINT; see ModelScopeEndpoint); default
+	// https://www.modelscope.cn. Token is then the ModelScope access
+	// token (MODELSCOPE_API_TOKEN).
+	ModelScopeEndpoint string
 	// Parallel is the number of files downloaded at once; default 8.
 	Parallel int
 	// Attempts is how often a file transfer is tried before failing
@@ -56,6 +61,10 @@ type Options struct {
 	Progress *Progress
 	// Logger receives structured progress and warnings; default discards.
 	Logger *slog.Logger
+
+	// suspect are blobs that changed on disk since the last complete
+	// fetch: rehashed like Verify does, the others trusted.
+	suspect map[string]bool
 }
 
 // Result describes a finished fetch.
@@ -63,7 +72,8 @@ type Result struct {
 	// Path is the local directory of the model: the snapshot directory
 	// (models--o--r/snapshots/<commit>) for hf, the copied tree otherwise.
 	Path string
-	// Commit is the hf commit the revision resolved to.
+	// Commit is the hf commit the revision resolved to (for modelscope,
+	// the snapshot id: see modelscope.go).
 	Commit string
 	// Files and Bytes are the model's files and total size.
 	Files int
@@ -92,7 +102,10 @@ type plan struct {
 	present int64
 	// urls are the download URLs of every file of an hf or http(s)
 	// source (present or not): what a Dragonfly preheat warms.
-	urls   []string
+	urls []string
+	// blobs are the checksummed files (hf and modelscope blobs) the
+	// done-marker stamps, so that a later change to one is noticed.
+	blobs  []string
 	finish func() error
 }
 
@@ -118,17 +131,30 @@ func Fetch(ctx context.Context, source string, opts Options) (*Result, error) {
 	marker := doneMarkerPath(opts.Into, key, src, opts)
 	if !opts.Verify {
 		if m, ok := readDoneMarker(marker); ok {
-			touchUsed(opts.Into, key)
-			opts.Logger.Info("fetch: already complete", "source", source, "path", m.Path)
-			opts.Progress.addTotal(m.Bytes, m.Files)
-			opts.Progress.Add(m.Bytes)
-			return &Result{Path: m.Path, Commit: m.Commit, Files: m.Files, Bytes: m.Bytes, Cached: true}, nil
+			changed := m.changed(opts.Into)
+			if len(changed) == 0 {
+				touchUsed(opts.Into, key)
+				opts.Logger.Info("fetch: already complete", "source", source, "path", m.Path)
+				opts.Progress.addTotal(m.Bytes, m.Files)
+				opts.Progress.Add(m.Bytes)
+				return &Result{Path: m.Path, Commit: m.Commit, Files: m.Files, Bytes: m.Bytes, Cached: true}, nil
+			}
+			// Written, replaced or truncated since the fetch completed:
+			// rehash those, refetch the ones that differ.
+			opts.Logger.Warn("fetch: files of the node cache changed since they were fetched; rehashing them",
+				"source", source, "files", changed)
+			opts.suspect = map[string]bool{}
+			for _, f := range changed {
+				opts.suspect[filepath.Join(opts.Into, f)] = true
+			}
 		}
 	}
 	var p *plan
 	switch src.Scheme {
 	case "hf":
 		p, err = planHub(ctx, src, opts)
+	case "modelscope":
+		p, err = planModelScope(ctx, src, opts)
 	case "http", "https":
 		p, err = planHTTP(ctx, src, opts)
 	case "s3":
@@ -154,7 +180,8 @@ func Fetch(ctx context.Context, source string, opts Options) (*Result, error) {
 		}
 	}
 	res := &Result{Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes, Transferred: fresh.Done(), Fallbacks: opts.Progress.Fallbacks()}
-	if err := writeDoneMarker(marker, doneMarker{Source: source, Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes}); err != nil {
+	if err := writeDoneMarker(marker, doneMarker{Source: source, Path: p.path, Commit: p.commit, Files: p.files, Bytes: p.bytes,
+		Blobs: stampFiles(opts.Into, p.blobs)}); err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", source, diskError(err))
 	}
 	touchUsed(opts.Into, key)
@@ -205,7 +232,8 @@ type Listing struct {
 
 // ListSource asks the origin what a Fetch of source with opts (revision, include,
 // exclude, token, endpoint) would download, without downloading anything
-// or touching opts.Into. Only hf and http(s) sources have download URLs.
+// or touching opts.Into. Only hf, modelscope and http(s) sources have
+// download URLs.
 func ListSource(ctx context.Context, source string, opts Options) (*Listing, error) {
 	src, err := ParseSource(source)
 	if err != nil {
@@ -220,6 +248,8 @@ func ListSource(ctx context.Context, source string, opts Options) (*Listing, err
 	switch src.Scheme {
 	case "hf":
 		p, err = planHub(ctx, src, opts)
+	case "modelscope":
+		p, err = planModelScope(ctx, src, opts)
 	case "http", "https":
 		p, err = planHTTP(ctx, src, opts)
 	default:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -222,30 +223,45 @@ func TestFetchCorruptObject(t *testing.T) {
 			t.Errorf("corrupted data left: %v", left)
 		}
 	})
-	t.Run("on disk, --verify", func(t *testing.T) {
-		dir := t.TempDir()
-		res, err := weights.Fetch(t.Context(), "hf://org/tiny", opts(h, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		blob := filepath.Join(dir, "models--org--tiny", "blobs", hubtest.SHA256(files[big]))
-		if err := os.WriteFile(blob, bytes.Repeat([]byte{1}, len(files[big])), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		o := opts(h, dir)
-		o.Verify = true
-		start := h.BodyBytes()
-		if _, err := weights.Fetch(t.Context(), "hf://org/tiny", o); err != nil {
-			t.Fatal(err)
-		}
-		got, _ := os.ReadFile(filepath.Join(res.Path, big))
-		if !bytes.Equal(got, files[big]) {
-			t.Error("corrupted blob not replaced")
-		}
-		if served := h.BodyBytes() - start; served != int64(len(files[big])) {
-			t.Errorf("verify refetched %d bytes, want only the corrupted file (%d)", served, len(files[big]))
-		}
-	})
+	// A blob overwritten on disk after the fetch. Without --verify the
+	// done-marker's stamps (size, mtime, inode, the ends' sha256) show the
+	// change and only that blob is rehashed; --verify rehashes every blob.
+	// Either way only the wrong one is refetched.
+	for _, verify := range []bool{false, true} {
+		t.Run(fmt.Sprintf("on disk, verify=%v", verify), func(t *testing.T) {
+			dir := t.TempDir()
+			res, err := weights.Fetch(t.Context(), "hf://org/tiny", opts(h, dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob := filepath.Join(dir, "models--org--tiny", "blobs", hubtest.SHA256(files[big]))
+			if err := os.WriteFile(blob, bytes.Repeat([]byte{1}, len(files[big])), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			o := opts(h, dir)
+			o.Verify = verify
+			start := h.BodyBytes()
+			again, err := weights.Fetch(t.Context(), "hf://org/tiny", o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.Cached {
+				t.Error("a changed blob was trusted (the done-marker answered)")
+			}
+			got, _ := os.ReadFile(filepath.Join(res.Path, big))
+			if !bytes.Equal(got, files[big]) {
+				t.Error("corrupted blob not replaced")
+			}
+			if served := h.BodyBytes() - start; served != int64(len(files[big])) {
+				t.Errorf("refetched %d bytes, want only the corrupted file (%d)", served, len(files[big]))
+			}
+			// Untouched since: the marker answers without a request.
+			reqs := h.Requests("GET ")
+			if third, err := weights.Fetch(t.Context(), "hf://org/tiny", opts(h, dir)); err != nil || !third.Cached || h.Requests("GET ") != reqs {
+				t.Errorf("third fetch: %v, cached %v, %d requests; want the done-marker to answer", err, third != nil && third.Cached, h.Requests("GET ")-reqs)
+			}
+		})
+	}
 }
 
 func TestFetchErrors(t *testing.T) {

@@ -92,23 +92,13 @@ func planHub(ctx context.Context, src Source, opts Options) (*plan, error) {
 		}
 	}
 
-	repoDir := filepath.Join(opts.Into, src.CacheKey())
-	snap := filepath.Join(repoDir, "snapshots", commit)
-	p := &plan{path: snap, commit: commit}
-	type link struct{ file, blob string }
-	var links []link
+	l := newHubLayout(opts, src, commit, authHost, newFileGetter(opts))
 	match := newMatcher(opts.Include, opts.Exclude)
-	files := newFileGetter(opts)
 	for _, e := range entries {
 		if e.Type != "file" || !match.match(e.Path) {
 			continue
 		}
-		dest, err := within(snap, e.Path)
-		if err != nil {
-			return nil, err
-		}
 		fileURL := ep + "/" + src.Repo + "/resolve/" + commit + "/" + escapePath(e.Path)
-		p.urls = append(p.urls, fileURL)
 		etag, size := e.OID, e.Size
 		t := fileTask{Name: e.Path, Size: size}
 		if e.LFS != nil {
@@ -120,43 +110,100 @@ func planHub(ctx context.Context, src Source, opts Options) (*plan, error) {
 		if !hexID.MatchString(etag) {
 			return nil, fmt.Errorf("%s: the tree gives no usable blob id (%q)", e.Path, etag)
 		}
-		blob := filepath.Join(repoDir, "blobs", etag)
-		links = append(links, link{file: dest, blob: blob})
-		p.files++
-		p.bytes += size
-		if st, err := os.Stat(blob); err == nil && st.Size() == size && !opts.Verify {
-			p.present += size
-			continue
+		if err := l.add(t, etag, fileURL); err != nil {
+			return nil, err
 		}
-		if opts.Verify {
-			// Rehash the blob on disk: move it back to ".incomplete", so the
-			// transfer hashes it and refetches only if it is wrong.
-			if _, err := os.Stat(blob); err == nil {
-				if err := os.Rename(blob, blob+incompleteSuffix); err != nil {
-					return nil, err
-				}
-			}
-		}
-		t.Dest = blob
-		t.direct = new(atomic.Bool)
-		t.Open = httpOpener(files, fileURL, opts.Token, authHost, t.direct)
-		p.tasks = append(p.tasks, t)
 	}
+	return l.done(rev)
+}
+
+// hubLayout builds the plan of a model laid out as the Hugging Face hub
+// cache: DIR/models--o--r/blobs/<id>, snapshots/<commit>/<path> linking
+// to them, refs/<revision> holding the commit.
+type hubLayout struct {
+	p             *plan
+	src           Source
+	repoDir, snap string
+	opts          Options
+	getter        *fileGetter
+	authHost      string
+	links         []struct{ file, blob string }
+}
+
+func newHubLayout(opts Options, src Source, commit, authHost string, getter *fileGetter) *hubLayout {
+	repoDir := filepath.Join(opts.Into, src.CacheKey())
+	snap := filepath.Join(repoDir, "snapshots", commit)
+	return &hubLayout{p: &plan{path: snap, commit: commit}, src: src, repoDir: repoDir, snap: snap,
+		opts: opts, getter: getter, authHost: authHost}
+}
+
+// add plans file t (t.Name its path in the model, t.Size, t.Digest and
+// t.Want set) as blob id, downloaded from fileURL unless the blob is there.
+func (l *hubLayout) add(t fileTask, id, fileURL string) error {
+	dest, err := within(l.snap, t.Name)
+	if err != nil {
+		return err
+	}
+	p := l.p
+	p.urls = append(p.urls, fileURL)
+	blob := filepath.Join(l.repoDir, "blobs", id)
+	l.links = append(l.links, struct{ file, blob string }{dest, blob})
+	p.files++
+	p.bytes += t.Size
+	p.blobs = append(p.blobs, blob)
+	if have, err := haveBlob(blob, t.Size, l.opts); err != nil || have {
+		if have {
+			p.present += t.Size
+		}
+		return err
+	}
+	t.Dest = blob
+	t.direct = new(atomic.Bool)
+	t.Open = httpOpener(l.getter, fileURL, l.opts.Token, l.authHost, t.direct)
+	p.tasks = append(p.tasks, t)
+	return nil
+}
+
+// done returns the plan; its finish links the snapshot and writes
+// refs/<ref> for every ref that is not the commit itself.
+func (l *hubLayout) done(rev string, refs ...string) (*plan, error) {
+	p := l.p
 	if p.files == 0 {
-		return nil, fmt.Errorf("no file of %s@%s matches the include/exclude patterns", src.Repo, rev)
+		return nil, fmt.Errorf("no file of %s@%s matches the include/exclude patterns", l.src.Repo, rev)
 	}
+	refs = append([]string{rev}, refs...)
 	p.finish = func() error {
-		for _, l := range links {
-			if err := symlinkAtomic(l.blob, l.file); err != nil {
+		for _, k := range l.links {
+			if err := symlinkAtomic(k.blob, k.file); err != nil {
 				return err
 			}
 		}
-		if rev != commit {
-			return writeFileAtomic(filepath.Join(repoDir, "refs", filepath.FromSlash(rev)), []byte(commit))
+		for _, r := range refs {
+			if r == p.commit {
+				continue
+			}
+			if err := writeFileAtomic(filepath.Join(l.repoDir, "refs", filepath.FromSlash(r)), []byte(p.commit)); err != nil {
+				return err
+			}
 		}
 		return nil
 	}
 	return p, nil
+}
+
+// haveBlob reports whether blob is on disk with its size and trusted. With
+// opts.Verify, or when the blob changed since the last complete fetch
+// (opts.suspect), it moves the blob back to ".incomplete" instead, so that
+// the transfer rehashes it and refetches it only if it is wrong.
+func haveBlob(blob string, size int64, opts Options) (bool, error) {
+	st, err := os.Stat(blob)
+	if err != nil {
+		return false, nil
+	}
+	if opts.Verify || opts.suspect[blob] {
+		return false, os.Rename(blob, blob+incompleteSuffix)
+	}
+	return st.Size() == size, nil
 }
 
 // symlinkAtomic makes link point at target with a relative path, replacing

@@ -10,11 +10,13 @@ import (
 
 // Source is a parsed model source.
 type Source struct {
-	// Scheme is hf, http, https, s3 or gs.
+	// Scheme is hf, modelscope, http, https, s3 or gs.
 	Scheme string
-	// Repo is owner/name for hf.
+	// Repo is owner/name for hf and modelscope.
 	Repo string
-	// Revision is the hf revision (branch, tag or commit); empty means main.
+	// Revision is the hf or modelscope revision (branch, tag or commit);
+	// empty means the hub's default branch (main on the Hugging Face Hub,
+	// master on ModelScope).
 	Revision string
 	// Bucket and Prefix are the object store location for s3 and gs.
 	Bucket, Prefix string
@@ -27,20 +29,21 @@ func (s Source) String() string { return s.raw }
 
 var repoPart = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// ParseSource parses hf://owner/repo[@revision], http(s)://..., s3://bucket/prefix
-// and gs://bucket/prefix.
+// ParseSource parses hf://owner/repo[@revision],
+// modelscope://owner/repo[@revision], http(s)://..., s3://bucket/prefix and
+// gs://bucket/prefix.
 func ParseSource(s string) (Source, error) {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
-		return Source{}, fmt.Errorf("source %q: want scheme://..., one of hf, http, https, s3, gs", s)
+		return Source{}, fmt.Errorf("source %q: want scheme://..., one of hf, modelscope, http, https, s3, gs", s)
 	}
 	src := Source{Scheme: scheme, raw: s}
 	switch scheme {
-	case "hf":
+	case "hf", "modelscope":
 		repo, rev, _ := strings.Cut(rest, "@")
 		parts := strings.Split(repo, "/")
 		if len(parts) != 2 || !repoPart.MatchString(parts[0]) || !repoPart.MatchString(parts[1]) || strings.Contains(repo, "..") {
-			return Source{}, fmt.Errorf("source %q: want hf://owner/repo[@revision]", s)
+			return Source{}, fmt.Errorf("source %q: want %s://owner/repo[@revision]", s, scheme)
 		}
 		if strings.ContainsAny(rev, " \t\n") || strings.Contains(rev, "..") {
 			return Source{}, fmt.Errorf("source %q: bad revision %q", s, rev)
@@ -64,14 +67,15 @@ func ParseSource(s string) (Source, error) {
 	return src, nil
 }
 
-var errUnsupportedScheme = errors.New("not supported by halyard fetch (hf, http, https, s3, gs are)")
+var errUnsupportedScheme = errors.New("not supported by halyard fetch (hf, modelscope, http, https, s3, gs are)")
 
 // CacheKey is the directory name the source gets in the fetch directory:
-// models--owner--repo for hf (the Hub cache's name), and a flattened
-// scheme--host--path for the others.
+// models--owner--repo for hf and modelscope (the Hugging Face Hub cache's
+// name, which the engines look up), and a flattened scheme--host--path for
+// the others.
 func (s Source) CacheKey() string {
 	switch s.Scheme {
-	case "hf":
+	case "hf", "modelscope":
 		return "models--" + strings.ReplaceAll(s.Repo, "/", "--")
 	case "http", "https":
 		return flatten(s.Scheme + "/" + s.URL.Host + "/" + strings.TrimSuffix(s.URL.Path, "/"))

@@ -1,6 +1,8 @@
 package weights
 
 import (
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -9,7 +11,8 @@ import (
 // cache key is one safe path element.
 func FuzzParseSource(f *testing.F) {
 	for _, s := range []string{"hf://org/repo", "hf://org/repo@refs/pr/1", "hf://../x", "hf://a/b/../../c", "s3://b/../../etc",
-		"http://h/../../x/", "gs://", "https://[::1]:80/a b/", "hf://o/r@..", "file:///etc/passwd", "\x00://"} {
+		"http://h/../../x/", "gs://", "https://[::1]:80/a b/", "hf://o/r@..", "file:///etc/passwd", "\x00://",
+		"modelscope://Qwen/Qwen3-0.6B@v1.0", "modelscope://../x", "modelscope://a/b/c"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -32,5 +35,33 @@ func FuzzGlob(f *testing.F) {
 	}
 	f.Fuzz(func(_ *testing.T, g, path string) {
 		newMatcher([]string{g}, []string{g}).match(path)
+	})
+}
+
+// FuzzModelScopeEnvelope: hostile answers of the ModelScope API never
+// panic, and an envelope that decodes without error had Code 200 (or none).
+func FuzzModelScopeEnvelope(f *testing.F) {
+	for _, s := range []string{
+		`{"Code":200,"Data":{"Files":[{"Path":"a","Type":"blob","Size":1,"Sha256":"x"}]},"Success":true}`,
+		`{"Code":"200","Data":{"Files":null}}`, `{"Code":401,"Message":"login","Success":false}`,
+		`{"Code":"abc"}`, `{"Code":200,"Success":false,"Data":{}}`, `{"Data":[1,2]}`, `{"Code":1e999}`,
+		`{"Code":200,"Data":{"RevisionMap":{"Branches":[{"Revision":1}]}}}`, `null`, `[]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var env msEnvelope
+		if json.Unmarshal(b, &env) != nil {
+			return
+		}
+		var listing struct {
+			Files []msFile `json:"Files"`
+		}
+		if env.data(&listing) != nil || len(env.Code) == 0 || string(env.Code) == "null" {
+			return
+		}
+		if n, err := strconv.Atoi(strings.Trim(string(env.Code), `"`)); err != nil || n != 200 {
+			t.Fatalf("%s: accepted with Code %s", b, env.Code)
+		}
 	})
 }

@@ -35,6 +35,15 @@ type Dfdaemon struct {
 	URL string
 	// Fail makes every P2P request fail with a dfdaemon error.
 	Fail atomic.Bool
+	// Origin is the client the stand-in reaches origins with (default
+	// http.DefaultClient); a test with a TLS origin gives the one that
+	// trusts it.
+	Origin *http.Client
+	// CAPEM is the CA (PEM) of the certificates the proxy presents inside
+	// CONNECT tunnels, for --dragonfly-ca-file.
+	CAPEM []byte
+
+	ca *mitmCA
 
 	srv         *httptest.Server
 	mu          sync.Mutex
@@ -47,6 +56,11 @@ type Dfdaemon struct {
 // NewDfdaemon starts a dfdaemon proxy stand-in.
 func NewDfdaemon() *Dfdaemon {
 	d := &Dfdaemon{tasks: map[string][]byte{}}
+	ca, err := newMITMCA()
+	if err != nil {
+		panic("dfdaemon stand-in CA: " + err.Error())
+	}
+	d.ca, d.CAPEM = ca, ca.pem
 	d.srv = httptest.NewServer(http.HandlerFunc(d.serve))
 	d.URL = d.srv.URL
 	return d
@@ -90,6 +104,12 @@ func TaskKey(raw, tag, application string, filtered []string) string {
 }
 
 func (d *Dfdaemon) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		// https: TLS terminated with the stand-in's CA, the requests in
+		// the tunnel handled as plain proxy requests.
+		d.ca.connect(w, r, d.serve)
+		return
+	}
 	if !r.URL.IsAbs() {
 		http.Error(w, "not a proxy request", http.StatusBadRequest)
 		return
@@ -138,7 +158,7 @@ func (d *Dfdaemon) task(key, u string, h http.Header) ([]byte, int, error) {
 	if a := h.Get("Authorization"); a != "" {
 		req.Header.Set("Authorization", a)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.client().Do(req)
 	if err != nil {
 		return nil, http.StatusBadGateway, err
 	}
@@ -153,6 +173,13 @@ func (d *Dfdaemon) task(key, u string, h http.Header) ([]byte, int, error) {
 	}
 	d.tasks[key] = b
 	return b, http.StatusOK, nil
+}
+
+func (d *Dfdaemon) client() *http.Client {
+	if d.Origin != nil && d.Origin.Transport != nil {
+		return d.Origin
+	}
+	return &http.Client{Transport: http.DefaultTransport}
 }
 
 type originError struct{ status int }
@@ -177,7 +204,7 @@ func (d *Dfdaemon) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Header = r.Header.Clone()
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	resp, err := d.client().Transport.RoundTrip(req)
 	if err != nil {
 		w.Header().Set("X-Dragonfly-Error-Type", "proxy")
 		http.Error(w, err.Error(), http.StatusBadGateway)

@@ -11,7 +11,6 @@
 package hubtest
 
 import (
-	"bytes"
 	"crypto/sha1" //nolint:gosec // git blob ids are sha1
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,7 +23,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // LFSThreshold: files at least this large (or named *.safetensors, *.bin)
@@ -51,20 +49,19 @@ type Hub struct {
 	// PageSize is the number of tree entries per page (Link pagination).
 	PageSize int
 
+	// origin counts the body bytes of files served (hub and storage)
+	// and requests, and applies cuts and corruption.
+	origin
+
 	hub, storage *httptest.Server
 	mu           sync.Mutex
 	repos        map[string]*Repo
 	objects      map[string][]byte // sha256 → content
-	cutAfter     map[string]int64  // path → bytes served before the connection drops (once)
-	corrupt      map[string]int    // path → number of corrupted answers left
 	gate         chan struct{}     // when not nil, storage answers wait for it to close
 
-	// BodyBytes counts body bytes of files served (hub and storage).
-	bodyBytes atomic.Int64
 	// AuthOnStorage counts storage requests that carried an Authorization
 	// header (must stay 0: the token never leaves the hub).
 	authOnStorage atomic.Int64
-	requests      sync.Map // "METHOD path" → *atomic.Int64
 	// ids memoizes the sha256 and git blob ids of file contents (keyed by
 	// the slice), so that serving a tree or a resolve does not rehash
 	// whole files on every request: the stand-in's CPU would otherwise
@@ -96,8 +93,7 @@ func (h *Hub) gitBlobID(b []byte) string { return h.memo(b, 'g', GitBlobID) }
 
 // NewHub starts a hub stand-in; Close stops it.
 func NewHub() *Hub {
-	h := &Hub{PageSize: 50, repos: map[string]*Repo{}, objects: map[string][]byte{},
-		cutAfter: map[string]int64{}, corrupt: map[string]int{}}
+	h := &Hub{PageSize: 50, repos: map[string]*Repo{}, objects: map[string][]byte{}}
 	h.storage = httptest.NewServer(http.HandlerFunc(h.serveStorage))
 	h.hub = httptest.NewServer(http.HandlerFunc(h.serveHub))
 	h.URL, h.StorageURL = h.hub.URL, h.storage.URL
@@ -127,21 +123,6 @@ func (h *Hub) AddRepo(name string, r Repo) {
 	h.repos[name] = &r
 }
 
-// CutAfter makes the next transfer of path drop its connection after n body
-// bytes.
-func (h *Hub) CutAfter(path string, n int64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.cutAfter[path] = n
-}
-
-// Corrupt makes the next n transfers of path serve flipped bytes.
-func (h *Hub) Corrupt(path string, n int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.corrupt[path] = n
-}
-
 // Hold makes storage requests wait until Release.
 func (h *Hub) Hold() {
 	h.mu.Lock()
@@ -159,28 +140,8 @@ func (h *Hub) Release() {
 	}
 }
 
-// BodyBytes returns the file body bytes served so far.
-func (h *Hub) BodyBytes() int64 { return h.bodyBytes.Load() }
-
 // AuthOnStorage returns how many storage requests carried Authorization.
 func (h *Hub) AuthOnStorage() int64 { return h.authOnStorage.Load() }
-
-// Requests returns how many requests matched "METHOD /path-prefix".
-func (h *Hub) Requests(prefix string) int64 {
-	var n int64
-	h.requests.Range(func(k, v any) bool {
-		if strings.HasPrefix(k.(string), prefix) {
-			n += v.(*atomic.Int64).Load()
-		}
-		return true
-	})
-	return n
-}
-
-func (h *Hub) count(r *http.Request) {
-	v, _ := h.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
-	v.(*atomic.Int64).Add(1)
-}
 
 func isLFS(path string, b []byte) bool {
 	return len(b) >= LFSThreshold || strings.HasSuffix(path, ".safetensors") || strings.HasSuffix(path, ".bin")
@@ -369,57 +330,4 @@ func (h *Hub) serveStorage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.serveBody(w, r, r.URL.Query().Get("file"), b)
-}
-
-// serveBody serves b with ranges, applying a pending cut or corruption.
-func (h *Hub) serveBody(w http.ResponseWriter, r *http.Request, file string, b []byte) {
-	h.mu.Lock()
-	cut, hasCut := h.cutAfter[file]
-	delete(h.cutAfter, file)
-	corrupt := h.corrupt[file] > 0
-	if corrupt {
-		h.corrupt[file]--
-	}
-	h.mu.Unlock()
-	if corrupt {
-		c := append([]byte(nil), b...)
-		for i := range c {
-			c[i] ^= 0x5a
-		}
-		b = c
-	}
-	cw := &countingWriter{ResponseWriter: w, n: &h.bodyBytes, limit: -1}
-	if hasCut {
-		cw.limit = cut
-	}
-	http.ServeContent(cw, r, "", time.Time{}, bytes.NewReader(b))
-	if cw.cut {
-		// Drop the connection mid-body, as a killed transfer would.
-		panic(http.ErrAbortHandler)
-	}
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n     *atomic.Int64
-	limit int64
-	sent  int64
-	cut   bool
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	if c.limit >= 0 && c.sent+int64(len(b)) > c.limit {
-		b = b[:c.limit-c.sent]
-		c.cut = true
-	}
-	n, err := c.ResponseWriter.Write(b)
-	c.sent += int64(n)
-	c.n.Add(int64(n))
-	if c.cut {
-		if f, ok := c.ResponseWriter.(http.Flusher); ok {
-			f.Flush()
-		}
-		return n, http.ErrAbortHandler
-	}
-	return n, err
 }

@@ -351,7 +351,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"unknown engine", func(m *servingv1.ModelServing) { m.Spec.Engine = "tgi" }, `spec.engine: Unsupported value: "tgi"`},
 		{"no roles", func(m *servingv1.ModelServing) { m.Spec.Roles = nil }, "spec.roles"},
 		{"duplicate roles", func(m *servingv1.ModelServing) { m.Spec.Roles[1].Name = "prefill" }, "Duplicate value"},
-		{"bad source", func(m *servingv1.ModelServing) { m.Spec.Model.Source = "ftp://x" }, "source must be a URI with scheme hf, s3, gs, http, https, pvc or file"},
+		{"bad source", func(m *servingv1.ModelServing) { m.Spec.Model.Source = "ftp://x" }, "source must be a URI with scheme hf, modelscope, s3, gs, http, https, pvc or file"},
 		{"negative replicas", func(m *servingv1.ModelServing) { m.Spec.Replicas = ptrInt32(-1) }, "spec.replicas: Invalid value: -1"},
 		{"role name", func(m *servingv1.ModelServing) { m.Spec.Roles[0].Name = "Prefill_1" }, "spec.roles[0].name"},
 		{"worker template without workers", func(m *servingv1.ModelServing) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +26,7 @@ import (
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
+	"github.com/halyard-dev/halyard/internal/weights"
 	"github.com/halyard-dev/halyard/internal/weights/dragonfly"
 	"github.com/halyard-dev/halyard/internal/weights/hubtest"
 )
@@ -42,6 +44,8 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 	t.Cleanup(hub.Close)
 	df := hubtest.NewDfdaemon()
 	t.Cleanup(df.Close)
+	msHub := hubtest.NewModelScope()
+	t.Cleanup(msHub.Close)
 	mgr := hubtest.NewManager("pat-secret")
 	mgr.SetPolls(1)
 	mgr.SetSeed(df)
@@ -51,13 +55,16 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	if err := k.startController(newFakeClock(), controller.InPlaceOff, testLogs(), t.Cleanup, func(o *controller.Options) {
+	clock := newFakeClock()
+	if err := k.startController(clock, controller.InPlaceOff, testLogs(), t.Cleanup, func(o *controller.Options) {
 		o.Registerer = reg
 		o.Weights = controller.WeightsOptions{
-			CacheDir:       "/var/cache/halyard-test",
-			HFEndpoint:     hub.URL,
-			DragonflyProxy: "http://$(HOST_IP):" + dfURL.Port(),
-			DragonflyTag:   "halyard",
+			CacheDir:           "/var/cache/halyard-test",
+			HFEndpoint:         hub.URL,
+			ModelScopeEndpoint: msHub.URL,
+			DragonflyProxy:     "http://$(HOST_IP):" + dfURL.Port(),
+			DragonflyTag:       "halyard",
+			PreheatGate:        2 * time.Minute,
 			Preheater: &controller.DragonflyPreheater{
 				Manager:    dragonfly.Manager{URL: mgr.URL, Token: "pat-secret"},
 				HFEndpoint: hub.URL, Tag: "halyard",
@@ -67,8 +74,10 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := k.namespace(t, "weights")
-	for name, token := range map[string]string{"hf": "right-token", "hf-wrong": "wrong-token"} {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: map[string]string{"HF_TOKEN": token}}
+	for name, env := range map[string]map[string]string{
+		"hf": {"HF_TOKEN": "right-token"}, "hf-wrong": {"HF_TOKEN": "wrong-token"}, "ms": {"MODELSCOPE_API_TOKEN": "ms-token"},
+	} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: env}
 		if err := k.c.Create(context.Background(), s); err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +195,20 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		k.bind(t, &pods[0], "node-a")
 		done := make(chan error, 1)
 		go func() { done <- k.runFetch(t, &pods[0], t.TempDir(), 0) }()
-		// Mid-fetch the status shows the bytes so far of the known total.
+		// Mid-fetch the status shows the bytes so far of the known total,
+		// and the group's barrier waits for the weights: the pod is
+		// scheduled but its engine must not start before the fetch ends.
+		eventually(t, waitLong, "group waits for the weights", func() (bool, string) {
+			g := group(k.get(t, ns, "slow"), 0)
+			if g == nil {
+				return false, "no group"
+			}
+			return g.Phase == servingv1.GroupPending && g.Reason == controller.ReasonWaitingForWeights && g.Barrier < 0,
+				fmt.Sprintf("%s/%s barrier %d: %s", g.Phase, g.Reason, g.Barrier, g.Message)
+		})
+		if p := k.pod(t, ns, pods[0].Name); p.Annotations[servingv1.AnnotationBarrier] != "" {
+			t.Errorf("barrier annotation %q before the weights are on the node", p.Annotations[servingv1.AnnotationBarrier])
+		}
 		eventually(t, waitLong, "progress mid-fetch", func() (bool, string) {
 			ms := k.get(t, ns, "slow")
 			w := ms.Status.Weights
@@ -204,6 +226,13 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitWeights(t, k, ns, "slow", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		// With the weights on the node the barrier is released.
+		eventually(t, waitLong, "barrier released", func() (bool, string) {
+			g := group(k.get(t, ns, "slow"), 0)
+			p := k.pod(t, ns, pods[0].Name)
+			return g != nil && g.Phase == servingv1.GroupStarting && p.Annotations[servingv1.AnnotationBarrier] == "0",
+				fmt.Sprintf("group %+v, annotation %q", g, p.Annotations[servingv1.AnnotationBarrier])
+		})
 	})
 
 	t.Run("failures", func(t *testing.T) {
@@ -255,11 +284,24 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		before := hub.BodyBytes()
 		create(t, k, ms)
 		pods := waitPods(t, k, ns, "p2p", 4)
-		// The controller creates the preheat job in the reconcile that
-		// creates the revision's first pods, before it creates them.
+		// The controller creates the preheat job first and, with a preheat
+		// gate, creates the pods only once the job has ended (the status
+		// is written before the pods are created).
 		if n := len(mgr.Jobs()); n != 1 {
 			t.Fatalf("pods exist and %d preheat jobs, want the job created first", n)
 		}
+		if ms := k.get(t, ns, "p2p"); ms.Status.Weights == nil || ms.Status.Weights.Preheat == nil || ms.Status.Weights.Preheat.State != "Success" {
+			t.Fatalf("pods exist while the preheat is %+v, want them held until Success", ms.Status.Weights)
+		}
+		if c := meta.FindStatusCondition(k.get(t, ns, "p2p").Status.Conditions, controller.ConditionPreheated); c == nil || c.Status != metav1.ConditionTrue || c.Reason != controller.ReasonPreheated {
+			t.Errorf("Preheated condition %+v, want True/Preheated", c)
+		}
+		// Two Preheated events (the job's end, the gate's release) are
+		// recorded asynchronously: wait for the gate's.
+		eventually(t, waitLong, "the gate's release event", func() (bool, string) {
+			ev := k.events(t, ns, "p2p", controller.ReasonPreheated)
+			return slices.ContainsFunc(ev, func(s string) bool { return strings.Contains(s, "the preheat finished") }), fmt.Sprintf("%q", ev)
+		})
 		// The preheat job names every file's resolve URL and the tag the
 		// fetches use; it ends before the pods fetch.
 		eventually(t, waitLong, "preheat Success", func() (bool, string) {
@@ -304,6 +346,217 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		}
 		if v := counterValue(t, reg, "halyard_controller_weights_dragonfly_fallbacks_total"); v < float64(len(files)) {
 			t.Errorf("fallback metric = %v, want at least %d", v, len(files))
+		}
+	})
+
+	t.Run("preheat gate timeout", func(t *testing.T) {
+		// A preheat job that does not end: the first pods wait for it
+		// until the gate elapses, then are created, and the condition
+		// says the gate timed out.
+		mgr.SetPolls(1 << 30)
+		defer mgr.SetPolls(1)
+		hub.AddRepo("acme/p2p-slow", hubtest.Repo{Files: model(6)})
+		ms := weightsServing(ns, "p2p-slow", "hf://acme/p2p-slow", 1)
+		ms.Spec.Model.Distribution = servingv1.DistributionDragonfly
+		create(t, k, ms)
+		eventually(t, waitLong, "WaitingForPreheat", func() (bool, string) {
+			ms := k.get(t, ns, "p2p-slow")
+			c := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionPreheated)
+			w := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionWeightsReady)
+			g := group(ms, 0)
+			if c == nil || w == nil || g == nil {
+				return false, "no conditions or group yet"
+			}
+			return c.Reason == controller.ReasonWaitingForPreheat && w.Reason == controller.ReasonWaitingForPreheat && g.Reason == controller.ReasonWaitingForPreheat,
+				fmt.Sprintf("Preheated %s, WeightsReady %s, group %s", c.Reason, w.Reason, g.Reason)
+		})
+		// The clock has not moved: the gate holds, no pod exists.
+		if n := len(k.pods(t, ns, "p2p-slow")); n != 0 {
+			t.Fatalf("%d pods while the preheat gate holds", n)
+		}
+		clock.Advance(3 * time.Minute)
+		k.poke(t, ns, "p2p-slow")
+		waitPods(t, k, ns, "p2p-slow", 1)
+		c := meta.FindStatusCondition(k.get(t, ns, "p2p-slow").Status.Conditions, controller.ConditionPreheated)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != controller.ReasonPreheatTimedOut {
+			t.Errorf("Preheated condition %+v, want False/PreheatTimedOut", c)
+		}
+		if ev := k.events(t, ns, "p2p-slow", controller.ReasonPreheatTimedOut); len(ev) == 0 || !strings.Contains(ev[0], "elapsed") {
+			t.Errorf("PreheatTimedOut events %q, want one saying the gate elapsed", ev)
+		}
+
+		// A rollout to a new revision: while its preheat gate holds, the
+		// running group keeps serving the old revision; when the gate
+		// elapses the rollout goes on.
+		pod := waitPods(t, k, ns, "p2p-slow", 1)[0]
+		k.bind(t, &pod, "node-a")
+		k.markRunning(t, &pod, 0, true)
+		k.updateStatus(t, &pod, func(cur *corev1.Pod) {
+			for i := range cur.Status.InitContainerStatuses {
+				if cur.Status.InitContainerStatuses[i].Name == servingv1.FetchContainerName {
+					cur.Status.InitContainerStatuses[i].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}
+				}
+			}
+		})
+		eventually(t, waitLong, "group 0 Running", func() (bool, string) {
+			g := group(k.get(t, ns, "p2p-slow"), 0)
+			return g != nil && g.Phase == servingv1.GroupRunning, fmt.Sprintf("%+v", g)
+		})
+		oldRev := group(k.get(t, ns, "p2p-slow"), 0).Revision
+		hub.AddRepo("acme/p2p-slow2", hubtest.Repo{Files: model(9)})
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := k.get(t, ns, "p2p-slow")
+			cur.Spec.Model.Source = "hf://acme/p2p-slow2"
+			return k.c.Update(context.Background(), cur)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, waitLong, "the new revision's preheat gate", func() (bool, string) {
+			ms := k.get(t, ns, "p2p-slow")
+			c := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionPreheated)
+			if c == nil || ms.Status.Weights == nil || ms.Status.Weights.Preheat == nil {
+				return false, "no preheat yet"
+			}
+			return c.Reason == controller.ReasonWaitingForPreheat && ms.Status.Weights.Preheat.Revision == ms.Status.UpdateRevision && ms.Status.UpdateRevision != oldRev,
+				fmt.Sprintf("%s for revision %s (update revision %s)", c.Reason, ms.Status.Weights.Preheat.Revision, ms.Status.UpdateRevision)
+		})
+		if g := group(k.get(t, ns, "p2p-slow"), 0); g == nil || g.Phase != servingv1.GroupRunning || g.Revision != oldRev {
+			t.Errorf("group 0 = %+v while the preheat gate holds, want Running at the old revision", g)
+		}
+		if p := k.pod(t, ns, pod.Name); p.DeletionTimestamp != nil {
+			t.Error("the running pod was deleted while the preheat gate holds")
+		}
+		clock.Advance(3 * time.Minute)
+		k.poke(t, ns, "p2p-slow")
+		eventually(t, waitLong, "rollout after the gate", func() (bool, string) {
+			g := group(k.get(t, ns, "p2p-slow"), 0)
+			return g != nil && (g.Phase == servingv1.GroupRecreating || g.Revision != oldRev), fmt.Sprintf("%+v", g)
+		})
+		// Let the job end (it pulls from the origin), so that no later
+		// subtest counts its bytes; the condition turns True.
+		mgr.SetPolls(1)
+		eventually(t, waitLong, "preheat finished late", func() (bool, string) {
+			c := meta.FindStatusCondition(k.get(t, ns, "p2p-slow").Status.Conditions, controller.ConditionPreheated)
+			return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", c)
+		})
+	})
+
+	t.Run("killed and resumed, corrupted and refetched", func(t *testing.T) {
+		files := model(7)
+		hub.AddRepo("acme/resume", hubtest.Repo{Files: files})
+		node := t.TempDir() // node-a's cache in this subtest
+		create(t, k, weightsServing(ns, "resume", "hf://acme/resume", 1))
+		pods := waitPods(t, k, ns, "resume", 1)
+		k.bind(t, &pods[0], "node-a")
+		const big = "model.safetensors"
+		half := int64(len(files[big])) / 2
+		release := hub.PauseAfter(big, half)
+		defer release()
+		start := hub.BodyBytes()
+		seen := len(hub.Ranges(big)) // other repositories' files of that name
+		cmd, _, err := k.fetchCommand(t, &pods[0], node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		partial := filepath.Join(node, "models--acme--resume", "blobs", hubtest.SHA256(files[big])+".incomplete")
+		// Killed once the small files are in and half the weights are.
+		eventually(t, waitLong, "half the weights on disk", func() (bool, string) {
+			for name, b := range files {
+				if name == big {
+					continue
+				}
+				if _, err := os.Stat(filepath.Join(node, "models--acme--resume", "blobs", hubtest.GitBlobID(b))); err != nil {
+					return false, err.Error()
+				}
+			}
+			st, err := os.Stat(partial)
+			if err != nil {
+				return false, err.Error()
+			}
+			return st.Size() == half, fmt.Sprintf("%d of %d bytes", st.Size(), half)
+		})
+		// Killed as an evicted or OOM-killed container dies: no clean-up.
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		release()
+		if err := k.setFetchStatus(&pods[0], 137, ""); err != nil {
+			t.Fatal(err)
+		}
+		waitWeights(t, k, ns, "resume", metav1.ConditionFalse, weights.ReasonFetchFailed)
+		// The kubelet runs the init container again: it resumes with a range.
+		if err := k.runFetch(t, &pods[0], node, 0); err != nil {
+			t.Fatal(err)
+		}
+		waitWeights(t, k, ns, "resume", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		if got := hub.BodyBytes() - start; got != size(files) {
+			t.Errorf("origin served %d bytes over the killed run and the rerun, want one copy (%d)", got, size(files))
+		}
+		if r := hub.Ranges(big)[seen:]; len(r) != 2 || r[0] != "" || r[1] != fmt.Sprintf("bytes=%d-", half) {
+			t.Errorf("requests of %s had ranges %q, want none then bytes=%d-", big, r, half)
+		}
+
+		// A corrupted object in the node cache: the next pod on that node
+		// notices the change, rehashes it (sha256) and refetches only it.
+		blob := filepath.Join(node, "models--acme--resume", "blobs", hubtest.SHA256(files[big]))
+		if err := os.WriteFile(blob, make([]byte, len(files[big])), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		create(t, k, weightsServing(ns, "resume-2", "hf://acme/resume", 1))
+		pods = waitPods(t, k, ns, "resume-2", 1)
+		k.bind(t, &pods[0], "node-a")
+		before := hub.BodyBytes()
+		if err := k.runFetch(t, &pods[0], node, 0); err != nil {
+			t.Fatal(err)
+		}
+		waitWeights(t, k, ns, "resume-2", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		if got := hub.BodyBytes() - before; got != int64(len(files[big])) {
+			t.Errorf("origin served %d bytes after the corruption, want the corrupted file only (%d)", got, len(files[big]))
+		}
+		if b, err := os.ReadFile(blob); err != nil || hubtest.SHA256(b) != hubtest.SHA256(files[big]) {
+			t.Errorf("the corrupted blob was not replaced (%v)", err)
+		}
+	})
+
+	t.Run("modelscope", func(t *testing.T) {
+		// A private ModelScope model: the token reaches the fetch from the
+		// Secret, the files land in the Hugging Face layout the engines
+		// read (refs/main for master), one copy per node.
+		files := model(8)
+		msHub.AddRepo("acme/ms-tiny", hubtest.ModelScopeRepo{Files: files, Token: "ms-token"})
+		for n := range nodes {
+			nodes[n] = t.TempDir()
+		}
+		ms := weightsServing(ns, "ms-tiny", "modelscope://acme/ms-tiny", 1)
+		ms.Spec.Replicas = ptr.To(int32(4))
+		ms.Spec.Model.Fetch = &servingv1.FetchSpec{CredentialsSecret: "ms"}
+		create(t, k, ms)
+		pods := waitPods(t, k, ns, "ms-tiny", 4)
+		env := map[string]string{}
+		for _, e := range pods[0].Spec.Containers[0].Env {
+			env[e.Name] = e.Value
+		}
+		if env["HF_HUB_CACHE"] != "/var/cache/halyard" || env["HF_HUB_OFFLINE"] != "1" {
+			t.Errorf("engine env %v: want HF_HUB_CACHE and HF_HUB_OFFLINE=1", env)
+		}
+		runFetches(t, k, pods, nodes, 0)
+		waitWeights(t, k, ns, "ms-tiny", metav1.ConditionTrue, controller.ReasonWeightsFetched)
+		if got := msHub.BodyBytes(); got != 2*size(files) {
+			t.Errorf("ModelScope served %d bytes for 4 pods on 2 nodes, want 2 copies (%d)", got, 2*size(files))
+		}
+		for n, dir := range nodes {
+			ref, err := os.ReadFile(filepath.Join(dir, "models--acme--ms-tiny", "refs", "main"))
+			if err != nil {
+				t.Fatalf("%s: %v", n, err)
+			}
+			got, err := os.ReadFile(filepath.Join(dir, "models--acme--ms-tiny", "snapshots", string(ref), "model.safetensors"))
+			if err != nil || hubtest.SHA256(got) != hubtest.SHA256(files["model.safetensors"]) {
+				t.Errorf("%s: the snapshot refs/main names does not hold the weights (%v)", n, err)
+			}
 		}
 	})
 }
@@ -399,17 +652,43 @@ func runFetches(t *testing.T, k *cluster, pods []corev1.Pod, nodes map[string]st
 
 var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
-// runFetch plays the kubelet for one pod's fetch init container.
+// runFetch plays the kubelet for one pod's fetch init container: it runs
+// the process to its end and writes the container's terminated status.
 func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantExit int) error {
-	ctx := context.Background()
-	var c *corev1.Container
-	for i := range pod.Spec.InitContainers {
-		if pod.Spec.InitContainers[i].Name == servingv1.FetchContainerName {
-			c = &pod.Spec.InitContainers[i]
-		}
+	cmd, termLog, err := k.fetchCommand(t, pod, hostDir)
+	if err != nil {
+		return err
 	}
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		return err
+	}
+	if code != wantExit {
+		return fmt.Errorf("fetch of %s exited %d, want %d:\n%s", pod.Name, code, wantExit, out)
+	}
+	if testing.Verbose() {
+		t.Logf("fetch of %s:\n%s", pod.Name, out)
+	}
+	msg, _ := os.ReadFile(termLog)
+	if code != 0 && len(msg) == 0 {
+		return fmt.Errorf("fetch of %s failed without a termination message:\n%s", pod.Name, out)
+	}
+	return k.setFetchStatus(pod, code, string(msg))
+}
+
+// fetchCommand is the process the kubelet would start for pod's fetch init
+// container: its arguments and environment from the pod spec (Secret
+// references and the downward API resolved), the hostPath mapped to
+// hostDir. termLog is where its termination message goes.
+func (k *cluster) fetchCommand(t *testing.T, pod *corev1.Pod, hostDir string) (cmd *exec.Cmd, termLog string, err error) {
+	ctx := context.Background()
+	c := fetchContainer(pod)
 	if c == nil {
-		return fmt.Errorf("pod %s has no fetch container", pod.Name)
+		return nil, "", fmt.Errorf("pod %s has no fetch container", pod.Name)
 	}
 	env := map[string]string{}
 	for _, ef := range c.EnvFrom {
@@ -418,7 +697,7 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		}
 		var s corev1.Secret
 		if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: ef.SecretRef.Name}, &s); err != nil {
-			return err
+			return nil, "", err
 		}
 		for key, v := range s.Data {
 			env[key] = string(v)
@@ -440,7 +719,7 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		}
 		env[e.Name] = v
 	}
-	termLog := filepath.Join(t.TempDir(), "termination-log")
+	termLog = filepath.Join(t.TempDir(), "termination-log")
 	mount := mountOf(*c, servingv1.WeightsVolumeName)
 	var args []string
 	for _, a := range c.Args {
@@ -450,29 +729,28 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		args = append(args, a)
 	}
 	args = append(args, "--kubeconfig="+k.kubeconfig, "--report-interval=200ms", "--attempts=2")
-	cmd := exec.Command(halyardBinary(t), args...)
+	cmd = exec.Command(halyardBinary(t), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	for key, v := range env {
 		cmd.Env = append(cmd.Env, key+"="+v)
 	}
-	out, err := cmd.CombinedOutput()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		return err
+	return cmd, termLog, nil
+}
+
+func fetchContainer(pod *corev1.Pod) *corev1.Container {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == servingv1.FetchContainerName {
+			return &pod.Spec.InitContainers[i]
+		}
 	}
-	if code != wantExit {
-		return fmt.Errorf("fetch of %s exited %d, want %d:\n%s", pod.Name, code, wantExit, out)
-	}
-	if testing.Verbose() {
-		t.Logf("fetch of %s:\n%s", pod.Name, out)
-	}
-	msg, _ := os.ReadFile(termLog)
-	if code != 0 && len(msg) == 0 {
-		return fmt.Errorf("fetch of %s failed without a termination message:\n%s", pod.Name, out)
-	}
+	return nil
+}
+
+// setFetchStatus writes the fetch init container's terminated state as the
+// kubelet would.
+func (k *cluster) setFetchStatus(pod *corev1.Pod, code int, msg string) error {
+	ctx := context.Background()
+	c := fetchContainer(pod)
 	reason := "Completed"
 	if code != 0 {
 		reason = "Error"
@@ -488,7 +766,7 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 		cur.Status.InitContainerStatuses = []corev1.ContainerStatus{{
 			Name: c.Name, Image: c.Image, ImageID: c.Image,
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				ExitCode: int32(code), Reason: reason, Message: string(msg), StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
+				ExitCode: int32(code), Reason: reason, Message: msg, StartedAt: metav1.Now(), FinishedAt: metav1.Now(),
 			}},
 		}}
 		return k.c.Status().Update(ctx, cur)
