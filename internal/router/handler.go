@@ -442,6 +442,11 @@ func targetsOf(primary routing.Target, fallback []routing.Target) []decision.Tar
 func (r *Router) decisionCall(c *call) *decision.Call {
 	if c.dc == nil {
 		c.dc = &decision.Call{Req: c.req, Profile: c.profile, Prepare: func(model string) { r.prefix.tokenize(c, model) }}
+		if c.ticket != nil && r.admission.Queue() != nil {
+			// The fair queue admitted it for the room it saw: the pick
+			// goes where that room is.
+			c.dc.Queue = &r.cfg.Admission.Queue
+		}
 	}
 	// A traced request is explained too: its scheduling span carries the
 	// scores (the response headers still follow c.explain).
