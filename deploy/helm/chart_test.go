@@ -83,6 +83,7 @@ func TestTemplateGolden(t *testing.T) {
 			"dragonfly": map[string]any{"manager": "http://dragonfly-manager.dragonfly-system:8080", "tokenSecret": "dragonfly-pat", "tag": "halyard", "preheatGate": "2m"},
 		}}}},
 		{name: "monitoring", values: monitoringValues},
+		{name: "tenant-keys", values: tenantKeysValues},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,5 +218,101 @@ func TestControllerRBACIsLeastPrivilege(t *testing.T) {
 	}
 	if diff := cmp.Diff(normalize(want.Rules), normalize(chartClusterRole(t, "halyard-agent").Rules)); diff != "" {
 		t.Errorf("chart halyard-agent ClusterRole differs from config/rbac/agent_role.yaml (-config +chart):\n%s", diff)
+	}
+}
+
+// tenantKeysValues configure tenants whose keys come from Secrets in two
+// namespaces (keysFrom.secret), and one from a mounted file.
+var tenantKeysValues = map[string]any{"router": map[string]any{"config": map[string]any{
+	"apiVersion": "config.halyard.dev/v1alpha1",
+	"kind":       "Config",
+	"auth":       map[string]any{"apiKeys": map[string]any{"required": true}},
+	"tenants": []any{
+		map[string]any{"name": "team-b", "keysFrom": map[string]any{"secret": map[string]any{"namespace": "llm", "name": "team-b-keys"}}},
+		map[string]any{"name": "team-a", "keysFrom": map[string]any{"secret": map[string]any{"namespace": "llm", "name": "team-a-keys"}}},
+		map[string]any{"name": "team-c", "keysFrom": map[string]any{"secret": map[string]any{"namespace": "other", "name": "c-keys"}}},
+		map[string]any{"name": "team-d", "keysFrom": map[string]any{"file": "/etc/halyard/keys/team-d"}},
+		map[string]any{"name": "team-e"},
+	},
+}}}
+
+// routerRBAC returns the Roles and RoleBindings the router's template
+// renders.
+func routerRBAC(t *testing.T, values map[string]any) ([]rbacv1.Role, []rbacv1.RoleBinding) {
+	t.Helper()
+	var roles []rbacv1.Role
+	var bindings []rbacv1.RoleBinding
+	router := false
+	for _, doc := range strings.Split(render(t, values), "\n---\n") {
+		if src, ok := strings.CutPrefix(strings.TrimPrefix(doc, "---\n"), "# Source: "); ok {
+			router = strings.HasPrefix(src, "halyard/templates/router.yaml")
+		}
+		if !router {
+			continue
+		}
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "Role":
+			var r rbacv1.Role
+			if err := yaml.Unmarshal([]byte(doc), &r); err != nil {
+				t.Fatal(err)
+			}
+			roles = append(roles, r)
+		case "RoleBinding":
+			var b rbacv1.RoleBinding
+			if err := yaml.Unmarshal([]byte(doc), &b); err != nil {
+				t.Fatal(err)
+			}
+			bindings = append(bindings, b)
+		}
+	}
+	return roles, bindings
+}
+
+// TestRouterReadsOnlyItsTenantsSecrets: with tenants' keysFrom.secret the
+// chart grants the router's ServiceAccount get, list and watch on those
+// Secrets by name (a Role and RoleBinding in each Secret's namespace) and
+// on nothing else; without them it renders no Role, and the router's
+// ClusterRole never names Secrets.
+func TestRouterReadsOnlyItsTenantsSecrets(t *testing.T) {
+	if roles, bindings := routerRBAC(t, nil); len(roles) != 0 || len(bindings) != 0 {
+		t.Errorf("default values render %d Roles and %d RoleBindings, want none", len(roles), len(bindings))
+	}
+	for _, rule := range normalize(chartClusterRole(t, "halyard-router").Rules) {
+		if strings.Contains(rule, "secrets") {
+			t.Errorf("the router's ClusterRole grants %q", rule)
+		}
+	}
+
+	roles, bindings := routerRBAC(t, tenantKeysValues)
+	got := map[string][]string{}
+	for _, r := range roles {
+		if r.Name != "halyard-router-tenant-keys" {
+			t.Errorf("Role %s/%s, want halyard-router-tenant-keys", r.Namespace, r.Name)
+		}
+		got[r.Namespace] = normalize(r.Rules)
+	}
+	want := map[string][]string{
+		"llm":   {"/secrets get team-a-keys,team-b-keys", "/secrets list team-a-keys,team-b-keys", "/secrets watch team-a-keys,team-b-keys"},
+		"other": {"/secrets get c-keys", "/secrets list c-keys", "/secrets watch c-keys"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Roles by namespace (-want +got):\n%s", diff)
+	}
+	bound := map[string]bool{}
+	for _, b := range bindings {
+		if b.RoleRef.Kind != "Role" || b.RoleRef.Name != "halyard-router-tenant-keys" {
+			t.Errorf("RoleBinding %s/%s refers to %s %s", b.Namespace, b.Name, b.RoleRef.Kind, b.RoleRef.Name)
+		}
+		if len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != "halyard-router" || b.Subjects[0].Namespace != "halyard-system" {
+			t.Errorf("RoleBinding %s/%s binds %+v, want the router's ServiceAccount", b.Namespace, b.Name, b.Subjects)
+		}
+		bound[b.Namespace] = true
+	}
+	if !bound["llm"] || !bound["other"] || len(bindings) != 2 {
+		t.Errorf("RoleBindings in %v, want one in llm and one in other", bound)
 	}
 }

@@ -318,6 +318,15 @@ func (t *Ticket) Rate() *RateInfo { return t.rate }
 // Tenant is the request's tenant.
 func (t *Ticket) Tenant() *Tenant { return t.req.Tenant }
 
+// FirstToken tells the queue that the request's first token came back:
+// its prefill is done, so the endpoint it went to may have room again
+// (queue.prefillTokens) and the model's waiters are re-checked.
+func (t *Ticket) FirstToken() {
+	if q := t.a.queue; q != nil {
+		q.dispatchModel(t.req.Model)
+	}
+}
+
 // Waited is the time spent in the fair queue.
 func (t *Ticket) Waited() time.Duration { return t.waited }
 

@@ -208,14 +208,16 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // the client (a go-redis hook) and by the server (INFO commandstats).
 func TestOneRedisRoundTripPerAdmission(t *testing.T) {
 	srv := redistest.Start(t)
-	store, err := NewRedisStore(srv.URL(), time.Second)
+	// Generous timeouts: this test counts round trips; a slow one (a
+	// loaded machine, -race) must not turn into the local fallback.
+	store, err := NewRedisStore(srv.URL(), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Parse([]byte(`apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 router:
-  admission: {store: "` + srv.URL() + `", queue: {disabled: true}}
+  admission: {store: "` + srv.URL() + `", storeTimeout: 10s, queue: {disabled: true}}
 tenants:
   - name: team-a
     limits: {requestsPerMinute: 100000, tokensPerMinute: 100000000, concurrency: 100}

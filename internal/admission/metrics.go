@@ -27,16 +27,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"tenant", "outcome"}),
 		QueueLength: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "halyard_admission_queue_length",
-			Help: "Requests waiting in the fair queue by model and priority.",
-		}, []string{"model", "priority"}),
+			Help: "Requests waiting in the fair queue by model, tenant and priority.",
+		}, []string{"model", "tenant", "priority"}),
 		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "halyard_admission_queue_wait_seconds",
-			Help:    "Time admitted requests waited in the fair queue, by model and priority.",
+			Help:    "Time admitted requests waited in the fair queue, by model, tenant and priority.",
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"model", "priority"}),
+		}, []string{"model", "tenant", "priority"}),
 		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "halyard_admission_shed_total",
-			Help: "Requests shed by the fair queue, by tenant, priority and reason (queue_full, timeout, no_endpoint).",
+			Help: "Requests shed by the fair queue, by tenant, priority and reason (queue_full, timeout, no_endpoint, expected_wait).",
 		}, []string{"tenant", "priority", "reason"}),
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "halyard_admission_store_errors_total",
@@ -63,15 +63,15 @@ func (m *Metrics) outcome(tenant, outcome string) {
 	}
 }
 
-func (m *Metrics) queueLen(model string, p Priority, d float64) {
+func (m *Metrics) queueLen(model, tenant string, p Priority, d float64) {
 	if m != nil {
-		m.QueueLength.WithLabelValues(model, p.String()).Add(d)
+		m.QueueLength.WithLabelValues(model, tenant, p.String()).Add(d)
 	}
 }
 
-func (m *Metrics) waited(model string, p Priority, d time.Duration) {
+func (m *Metrics) waited(model, tenant string, p Priority, d time.Duration) {
 	if m != nil {
-		m.QueueWait.WithLabelValues(model, p.String()).Observe(d.Seconds())
+		m.QueueWait.WithLabelValues(model, tenant, p.String()).Observe(d.Seconds())
 	}
 }
 

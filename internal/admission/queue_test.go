@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/simclock"
@@ -357,5 +360,154 @@ tenants:
 	}
 	if diff := cmp.Diff([]string{"h", "h"}, names(got)); diff != "" || a.Queue().Len("m") != 1 {
 		t.Errorf("after idle (-want +got):\n%s\nwaiting %d, want 1 (queued, not refused)", diff, a.Queue().Len("m"))
+	}
+}
+
+// reserveDoc is two tenants of equal weight and a reserve of 10 %.
+const reserveDoc = `
+router:
+  admission:
+    queue: {maxPerModel: 100, maxWait: 60s, reserve: 0.1}
+tenants:
+  - {name: heavy}
+  - {name: light}
+`
+
+// queueOn is an admission stage of doc on a virtual clock at 0, gated by
+// a fixedGate of slots (one endpoint).
+func queueOn(t *testing.T, doc string, slots int) (*Admission, *fixedGate, *simclock.Virtual) {
+	t.Helper()
+	clock := simclock.NewVirtual(time.Unix(0, 0))
+	gate := &fixedGate{slots: slots, endpoints: 1}
+	return newTestAdmission(t, doc, gate, clock), gate, clock
+}
+
+// TestReserveHeldWhileTheLightTenantIsBetweenRequests: a tenant admitted
+// within shareTau still counts in the shares, so a heavy tenant alone for
+// a moment stays out of the reserve; once the light tenant has been gone
+// shareTau, the heavy one's share is every slot.
+func TestReserveHeldWhileTheLightTenantIsBetweenRequests(t *testing.T) {
+	a, _, clock := queueOn(t, reserveDoc, 20)
+	var got []outcome
+	submit(a, &got, "l", "light", 10)
+	got[0].ticket.Done(Usage{})
+	clock.Advance(time.Second)
+	for range 20 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	if n := a.Queue().InFlight("m"); n != 17 {
+		t.Fatalf("heavy holds %d slots a second after light's request, want 17 (20 less the reserve of 3)", n)
+	}
+	clock.Advance(shareTau)
+	a.Queue().Dispatch()
+	if n := a.Queue().InFlight("m"); n != 20 {
+		t.Errorf("heavy holds %d slots after light was gone %s, want all 20", n, shareTau)
+	}
+}
+
+// TestUnderShareOfServiceTakesTheReserve: a light tenant whose long
+// requests hold half the slots, but whose recent service is a sliver of
+// the heavy tenant's, is still under its share and may take the reserve.
+func TestUnderShareOfServiceTakesTheReserve(t *testing.T) {
+	a, _, _ := queueOn(t, reserveDoc, 20)
+	var got []outcome
+	for range 7 {
+		submit(a, &got, "h", "heavy", 1000)
+	}
+	for range 11 {
+		submit(a, &got, "l", "light", 10)
+	}
+	// Light holds 10, its share of the slots, and one more: 18 in flight,
+	// past the 17 an over-share tenant may fill.
+	if n, w := a.Queue().InFlight("m"), a.Queue().Len("m"); n != 18 || w != 0 {
+		t.Errorf("%d in flight, %d waiting; want light's 11th admitted into the reserve (18, 0)", n, w)
+	}
+}
+
+// TestFirstTokenReleasesTheQueue: a prefill that ends gives its endpoint
+// room again (queue.prefillTokens), and the ticket's FirstToken re-checks
+// the queue at once rather than at the next completion or tick.
+func TestFirstTokenReleasesTheQueue(t *testing.T) {
+	a, gate, _ := queueOn(t, queueDoc, 1)
+	var got []outcome
+	submit(a, &got, "h0", "heavy", 100)
+	submit(a, &got, "h1", "heavy", 100)
+	if diff := cmp.Diff([]string{"h0"}, names(got)); diff != "" {
+		t.Fatalf("admitted (-want +got):\n%s", diff)
+	}
+	gate.slots = 2 // h0's prefill ended: its endpoint has room again
+	got[0].ticket.FirstToken()
+	if diff := cmp.Diff([]string{"h0", "h1"}, names(got)); diff != "" {
+		t.Errorf("after h0's first token (-want +got):\n%s", diff)
+	}
+}
+
+// TestQueueMetricsPerTenant: queue length and wait are per model, tenant
+// and priority, as are the shed counts.
+func TestQueueMetricsPerTenant(t *testing.T) {
+	a, _, clock := queueOn(t, queueDoc, 1)
+	var got []outcome
+	submit(a, &got, "h0", "heavy", 100)
+	submit(a, &got, "h1", "heavy", 100)
+	submit(a, &got, "h2", "heavy", 100)
+	submit(a, &got, "l0", "light", 100)
+	m := a.metrics
+	for _, c := range []struct {
+		tenant string
+		want   float64
+	}{{"heavy", 2}, {"light", 1}} {
+		if n := testutil.ToFloat64(m.QueueLength.WithLabelValues("m", c.tenant, "standard")); n != c.want {
+			t.Errorf("queue length of %s = %v, want %v", c.tenant, n, c.want)
+		}
+	}
+	clock.Advance(250 * time.Millisecond)
+	got[0].ticket.Done(Usage{}) // light's l0 goes next (lowest counter), having waited 250ms
+	if n := testutil.ToFloat64(m.QueueLength.WithLabelValues("m", "light", "standard")); n != 0 {
+		t.Errorf("light's queue length after its admission = %v", n)
+	}
+	if n := testutil.CollectAndCount(m.QueueWait, "halyard_admission_queue_wait_seconds"); n != 1 {
+		t.Errorf("%d wait series, want light's only", n)
+	}
+	var hist dto.Metric
+	if err := m.QueueWait.WithLabelValues("m", "light", "standard").(prometheus.Histogram).Write(&hist); err != nil {
+		t.Fatal(err)
+	}
+	if h := hist.GetHistogram(); h.GetSampleCount() != 1 || h.GetSampleSum() != 0.25 {
+		t.Errorf("light's wait: %d samples, sum %vs; want one of 0.25s", h.GetSampleCount(), h.GetSampleSum())
+	}
+}
+
+// TestNextInLineUnderShareWaits: when the completion rate says even the
+// next free slot is likely to come after maxWait, an over-share tenant's
+// arrival is refused at once, but an under-share tenant's next-in-line
+// request waits for that slot.
+func TestNextInLineUnderShareWaits(t *testing.T) {
+	a, _, clock := queueOn(t, `
+router:
+  admission:
+    queue: {maxPerModel: 1000, maxWait: 2s}
+tenants:
+  - {name: heavy}
+  - {name: light}
+`, 10)
+	var got []outcome
+	for range 10 {
+		submit(a, &got, "h", "heavy", 10)
+	}
+	// One completion every 2 s: the next one comes after maxWait with
+	// probability e^-1.
+	for range 20 {
+		clock.Advance(2 * time.Second)
+		got[len(got)-10].ticket.Done(Usage{})
+		submit(a, &got, "h", "heavy", 10)
+	}
+	before := len(got)
+	submit(a, &got, "w", "heavy", 10)
+	submit(a, &got, "l", "light", 10)
+	if diff := cmp.Diff([]string{"w:shed"}, names(got[before:])); diff != "" {
+		t.Errorf("arrivals (-want +got):\n%s", diff)
+	}
+	if n := a.Queue().Len("m"); n != 1 {
+		t.Errorf("%d waiting, want light's request", n)
 	}
 }

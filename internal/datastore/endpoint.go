@@ -46,8 +46,11 @@ type Endpoint struct {
 
 	metrics    atomic.Pointer[framework.Metrics]
 	reqs, toks atomic.Int64
-	healthy    atomic.Bool
-	draining   atomic.Bool
+	// prefillReqs, prefillToks: requests sent without a first token back
+	// yet, and their uncached prompt tokens (decision.Prefilling).
+	prefillReqs, prefillToks atomic.Int64
+	healthy                  atomic.Bool
+	draining                 atomic.Bool
 	// Outlier ejection (outlier.go): consecutive server errors, the end of
 	// the current ejection (unix ns, or 0) and the ejections so far.
 	consecutive5xx, ejectedUntil, ejections atomic.Int64
@@ -101,6 +104,27 @@ func (e *Endpoint) Begin(tokens int64) {
 func (e *Endpoint) End(tokens int64) {
 	e.reqs.Add(-1)
 	e.toks.Add(-tokens)
+}
+
+// PrefillBegin counts a request of tokens uncached prompt tokens as sent
+// and waiting for its first token; PrefillEnd undoes it
+// (decision.Prefilling).
+func (e *Endpoint) PrefillBegin(tokens int64) {
+	e.prefillReqs.Add(1)
+	e.prefillToks.Add(tokens)
+}
+
+// PrefillEnd counts a request begun with PrefillBegin(tokens) as past its
+// first token.
+func (e *Endpoint) PrefillEnd(tokens int64) {
+	e.prefillReqs.Add(-1)
+	e.prefillToks.Add(-tokens)
+}
+
+// Prefilling returns the requests sent to the endpoint whose first token
+// has not come back, and their uncached prompt tokens.
+func (e *Endpoint) Prefilling() (requests, tokens int64) {
+	return e.prefillReqs.Load(), e.prefillToks.Load()
 }
 
 // Healthy reports whether the endpoint may receive requests.

@@ -53,7 +53,8 @@ func endpointSlots(ep framework.Endpoint, q config.QueueConfig) (int, bool) {
 	m := ep.Metrics()
 	saturated := m.KVCacheUsage >= q.KVUtilization ||
 		(q.EngineWaiting > 0 && m.WaitingRequests >= q.EngineWaiting) ||
-		(m.NumBlocks > 0 && m.BlockSize > 0 && float64(tokens) >= q.KVUtilization*float64(m.NumBlocks*m.BlockSize))
+		(m.NumBlocks > 0 && m.BlockSize > 0 && float64(tokens) >= q.KVUtilization*float64(m.NumBlocks*m.BlockSize)) ||
+		prefillBusy(ep, q)
 	switch {
 	case saturated:
 		return int(requests), true
@@ -61,4 +62,54 @@ func endpointSlots(ep framework.Endpoint, q config.QueueConfig) (int, bool) {
 		return max(q.EndpointConcurrency, int(requests)), true
 	}
 	return 0, false
+}
+
+// prefillBusy reports whether the router's outstanding prefill on ep (the
+// uncached prompt tokens it sent there whose first token has not come
+// back) has reached q.PrefillTokens: a request sent now would wait in the
+// engine's queue behind them, or share their steps.
+func prefillBusy(ep framework.Endpoint, q config.QueueConfig) bool {
+	if q.PrefillTokens <= 0 {
+		return false
+	}
+	p, ok := ep.(Prefilling)
+	if !ok {
+		return false
+	}
+	_, tokens := p.Prefilling()
+	return tokens >= int64(q.PrefillTokens)
+}
+
+// hasRoom reports whether ep may take one more request by Capacity's rule.
+func hasRoom(ep framework.Endpoint, q config.QueueConfig) bool {
+	n, bounded := endpointSlots(ep, q)
+	if !bounded {
+		return true
+	}
+	requests, _ := ep.InFlight()
+	return int64(n) > requests
+}
+
+// withRoom keeps the endpoints of eps that have room (in place), or all of
+// them when none has; when explaining, the others are added to excluded.
+func withRoom(eps []framework.Endpoint, q config.QueueConfig, explain bool, excluded *[]Exclusion) []framework.Endpoint {
+	room := 0
+	for _, ep := range eps {
+		if hasRoom(ep, q) {
+			room++
+		}
+	}
+	if room == 0 || room == len(eps) {
+		return eps
+	}
+	out := eps[:0]
+	for _, ep := range eps {
+		switch {
+		case hasRoom(ep, q):
+			out = append(out, ep)
+		case explain:
+			*excluded = append(*excluded, Exclusion{Name: ep.Metadata().Name, Reason: "no room (admission capacity: saturated or prefilling)"})
+		}
+	}
+	return out
 }

@@ -17,10 +17,18 @@ import (
 	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
-// ep is a test endpoint with a health and an ejection state.
+// ep is a test endpoint with a health and an ejection state, and the
+// outstanding prefill the decision counts (decision.Prefilling).
 type ep struct {
 	*plugintest.Endpoint
-	sick, ejected bool
+	sick, ejected            bool
+	prefillReqs, prefillToks int64
+}
+
+func (e *ep) PrefillBegin(tokens int64) { e.prefillReqs++; e.prefillToks += tokens }
+func (e *ep) PrefillEnd(tokens int64)   { e.prefillReqs--; e.prefillToks -= tokens }
+func (e *ep) Prefilling() (int64, int64) {
+	return e.prefillReqs, e.prefillToks
 }
 
 func (e *ep) Healthy() bool          { return !e.sick }

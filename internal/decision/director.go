@@ -33,6 +33,16 @@ type Accountable interface {
 	End(tokens int64)
 }
 
+// Prefilling is an endpoint that also counts the requests sent to it
+// whose first token has not come back, and their uncached prompt tokens:
+// the router's estimate of the prefill it has outstanding there (what
+// Capacity reads with queue.prefillTokens).
+type Prefilling interface {
+	PrefillBegin(tokens int64)
+	PrefillEnd(tokens int64)
+	Prefilling() (requests, tokens int64)
+}
+
 // Options configure a Director. Pools and Profiles are required.
 type Options struct {
 	// Pools gives each pool's endpoints.
@@ -104,6 +114,12 @@ type Call struct {
 	// the candidates' engines serve (the router tokenises the prompt with
 	// that model's tokenizer).
 	Prepare func(engineModel string)
+	// Queue, when set (admission's fair queue is on), leaves out the
+	// candidates that have no room by Capacity's rule while others have
+	// some: the queue admitted the request for the room it saw, and the
+	// pick goes where that room is (an endpoint not prefilling, under its
+	// concurrency and KV bounds).
+	Queue *config.QueueConfig
 }
 
 // Decision is where one attempt of a request goes.
@@ -125,6 +141,11 @@ type Decision struct {
 	PD *PDDecision
 
 	tokens int64
+	// prefill is the uncached prompt counted as outstanding prefill on
+	// Endpoint until its first token (or its end); prefilling says it
+	// still is.
+	prefill    int64
+	prefilling bool
 }
 
 // Decide runs the targets in order (the split's pick, then the fallbacks)
@@ -138,6 +159,9 @@ func (d *Director) Decide(ctx context.Context, c *Call, targets []Target, tried 
 		cands = notTried(cands, tried)
 		if len(cands) == 0 {
 			continue
+		}
+		if c.Queue != nil {
+			cands = withRoom(cands, *c.Queue, c.Explain, &dec.Excluded)
 		}
 		d.prepare(c, t, cands[0], i)
 		state := framework.NewCycleState()
@@ -200,6 +224,11 @@ func (d *Director) Sent(ctx context.Context, c *Call, dec *Decision) {
 	if a, ok := dec.Endpoint.(Accountable); ok {
 		a.Begin(dec.tokens)
 	}
+	if p, ok := dec.Endpoint.(Prefilling); ok && dec.PD == nil {
+		dec.prefill = uncachedPrompt(c.Req, dec)
+		dec.prefilling = true
+		p.PrefillBegin(dec.prefill)
+	}
 	if dec.PD != nil {
 		dec.PD.Pool.planner.DecodeSent(ctx, c.Req, dec.PD.Plan)
 		return
@@ -216,6 +245,7 @@ func (d *Director) FirstByte(ctx context.Context, c *Call, dec *Decision) {
 	if dec.PD != nil {
 		return
 	}
+	prefillEnd(dec)
 	c.Profile.FirstToken(ctx, c.Req, dec.Endpoint)
 }
 
@@ -228,9 +258,33 @@ func (d *Director) Done(ctx context.Context, c *Call, dec *Decision, out framewo
 	} else {
 		c.Profile.ResponseComplete(ctx, c.Req, dec.Endpoint, out)
 	}
+	prefillEnd(dec)
 	if a, ok := dec.Endpoint.(Accountable); ok {
 		a.End(dec.tokens)
 	}
+}
+
+// prefillEnd ends dec's outstanding prefill, once: at the first token of
+// a stream, or at the end of an answer that had none.
+func prefillEnd(dec *Decision) {
+	if !dec.prefilling {
+		return
+	}
+	dec.prefilling = false
+	if p, ok := dec.Endpoint.(Prefilling); ok {
+		p.PrefillEnd(dec.prefill)
+	}
+}
+
+// uncachedPrompt is the prompt tokens the engine is expected to compute:
+// the prompt less the share the prefix scorer says dec.Endpoint holds
+// (at least one token).
+func uncachedPrompt(req *framework.Request, dec *Decision) int64 {
+	n := float64(req.PromptTokens)
+	if dec.HasPrefix {
+		n *= 1 - dec.Prefix
+	}
+	return max(int64(n), 1)
 }
 
 // errNoProfile is a pd block naming an unknown profile.

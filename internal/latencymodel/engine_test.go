@@ -100,3 +100,16 @@ func TestFitConvergesToUnseenProfile(t *testing.T) {
 	}
 	t.Logf("worst relative step-time error: prior %.0f%%, fitted %.1f%%", 100*worstPrior, 100*worstFit)
 }
+
+// A frozen fit fed the same A100 traffic counts its observations and
+// stays at its H100 prior, coefficient for coefficient.
+func TestFrozenFitStaysAtPrior(t *testing.T) {
+	est := latencymodel.NewEngine(latencymodel.Config{Fit: latencymodel.FitConfig{Prior: steptime.H100Llama3_8B, Frozen: true}})
+	drive(t, "a100-llama3-8b", est, 200, 7)
+	if n := est.Fit().Observations(); n == 0 {
+		t.Fatal("no observation reached the fit: the test drives nothing")
+	}
+	if got := est.Coefficients(); got != steptime.H100Llama3_8B {
+		t.Errorf("frozen fit moved: %+v, prior %+v", got, steptime.H100Llama3_8B)
+	}
+}

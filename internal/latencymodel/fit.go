@@ -26,6 +26,7 @@ type Fit struct {
 	p0     [4]float64    // prior variances (diagonal), also the bound
 	lambda float64
 	n      int
+	frozen bool
 }
 
 // FitConfig tunes a Fit.
@@ -38,6 +39,10 @@ type FitConfig struct {
 	// Forgetting is the per-observation forgetting factor in (0,1]; the
 	// fit remembers about 1/(1-Forgetting) observations. Default 0.999.
 	Forgetting float64
+	// Frozen keeps the fit at its prior: observations are counted but move
+	// nothing. For a known accelerator, and for tests that drive two paths
+	// with different timings and need the same predictions on both.
+	Frozen bool
 }
 
 // NewFit returns a fit at its prior.
@@ -51,7 +56,7 @@ func NewFit(c FitConfig) *Fit {
 	if !(c.Forgetting > 0 && c.Forgetting <= 1) {
 		c.Forgetting = 0.999
 	}
-	f := &Fit{lambda: c.Forgetting}
+	f := &Fit{lambda: c.Forgetting, frozen: c.Frozen}
 	v := c.Prior.Vector()
 	for i := range v {
 		f.theta[i] = v[i] * featureScale[i]
@@ -79,6 +84,10 @@ func (f *Fit) Observe(prefill, decode, context, stepMs float64) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.n++
+	if f.frozen {
+		return
+	}
 	// Standard RLS update with forgetting lambda and unit noise variance.
 	var px [4]float64
 	for i := range 4 {
@@ -118,7 +127,6 @@ func (f *Fit) Observe(prefill, decode, context, stepMs float64) {
 			}
 		}
 	}
-	f.n++
 }
 
 // Coefficients returns the current estimate, each coefficient clamped at

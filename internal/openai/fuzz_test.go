@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -63,6 +64,41 @@ func FuzzParse(f *testing.F) {
 		delete(after, "model")
 		if diff := cmp.Diff(before, after); diff != "" {
 			t.Fatalf("rewrite changed other fields:\n%s", diff)
+		}
+	})
+}
+
+// FuzzUnquote checks that appendUnquoted (jsontext, with encoding/json for
+// what jsontext refuses) decodes every JSON string literal with an escape
+// to what encoding/json decodes it to, surrogates and invalid UTF-8
+// included, and refuses none that encoding/json accepts; a literal without
+// one is copied as it is (invalid UTF-8 kept, as before).
+func FuzzUnquote(f *testing.F) {
+	for _, s := range []string{
+		`plain`, `a\"b\\c\/d\n\t\r\b\f`, `\u00e9\u4e2d\ud83d\ude00`, `\ud800`, `\udc00x`, `\ud800\u0041`,
+		"\xff\xfe", "caf\xc3", `\u0000`, `\`, `\x`, "ctl\x01", `\uZZZZ`, "é \\\"quoted\\\"\\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, inner []byte) {
+		lit := append(append([]byte{'"'}, inner...), '"')
+		var want string
+		wantErr := json.Unmarshal(lit, &want)
+		got, err := appendUnquoted([]byte("prefix:"), lit)
+		if wantErr != nil {
+			return // not a JSON string; the scanner never hands one over
+		}
+		if !bytes.Contains(inner, []byte{'\\'}) {
+			want = string(inner)
+		}
+		if err != nil {
+			t.Fatalf("appendUnquoted(%q): %v; encoding/json gives %q", lit, err, want)
+		}
+		if string(got) != "prefix:"+want {
+			t.Fatalf("appendUnquoted(%q) = %q, encoding/json gives %q", lit, got[len("prefix:"):], want)
+		}
+		if s, err := unquote(lit); err != nil || s != want {
+			t.Fatalf("unquote(%q) = %q, %v; encoding/json gives %q", lit, s, err, want)
 		}
 	})
 }

@@ -347,11 +347,11 @@ func (r *Request) parsePrompt(v []byte) *Error {
 	const want = "a string, an array of strings, an array of token ids or an array of arrays of token ids"
 	switch v[0] {
 	case '"':
-		s, err := unquote(v)
+		text, err := appendUnquoted(nil, v)
 		if err != nil {
 			return typeError("prompt", want, v)
 		}
-		r.PromptText = []byte(s)
+		r.PromptText = text
 		return nil
 	case '[':
 	default:

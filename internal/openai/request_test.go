@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -239,6 +240,18 @@ func BenchmarkParse(b *testing.B) {
 		b.SetBytes(int64(len(chat)))
 		for b.Loop() {
 			if _, err := Parse(KindChat, chat); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// A 1M-token completion prompt as text (about 4 MiB), with the escapes
+	// (quotes, newlines) that real text carries.
+	long, _ := json.Marshal(map[string]any{"model": "llama", "prompt": strings.Repeat("the \"quick\" brown fox\njumps ", 1<<17), "max_tokens": 4})
+	b.Run("completion-4MiB", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(long)))
+		for b.Loop() {
+			if _, err := Parse(KindCompletion, long); err != nil {
 				b.Fatal(err)
 			}
 		}

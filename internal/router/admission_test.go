@@ -53,6 +53,41 @@ func TestAdmissionKeepsTheCredentialFromEngines(t *testing.T) {
 	}
 }
 
+// TestAdmittedRequestGoesWhereThereIsRoom: with the fair queue on, an
+// endpoint with a prefill of this router outstanding (queue.prefillTokens,
+// 1 by default with endpointConcurrency) has no room, and the pick goes to
+// one that has, though the profile (least in flight) prefers the other;
+// once the prefill is done the profile's choice stands again. Non-streamed
+// answers end their prefill with them.
+func TestAdmittedRequestGoesWhereThereIsRoom(t *testing.T) {
+	doc := strings.Replace(withAdmission, "router: {", "router: {admission: {queue: {endpointConcurrency: 8}}, ", 1)
+	h := newHarness(t, doc, twoEngines())
+	e0, e1 := h.r.store.Get("e0"), h.r.store.Get("e1")
+	e0.Begin(10) // one request, still prefilling
+	e0.PrefillBegin(100)
+	e1.Begin(10) // two, past their first token
+	e1.Begin(10)
+	post := func(want string) {
+		t.Helper()
+		before := h.engines[want].requests.Load()
+		resp, body := h.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if h.engines[want].requests.Load() != before+1 {
+			t.Errorf("the request did not go to %s", want)
+		}
+	}
+	post("e1")
+	e0.PrefillEnd(100)
+	post("e0")
+	for _, e := range []string{"e0", "e1"} {
+		if n, tok := h.r.store.Get(e).Prefilling(); n != 0 || tok != 0 {
+			t.Errorf("%s still counts %d prefills (%d tokens) after the answers ended", e, n, tok)
+		}
+	}
+}
+
 // BenchmarkAdmission measures the whole handler with admission off and on
 // (API key, tenant and model budgets, fair queue) side by side; the
 // difference is admission's cost per request.

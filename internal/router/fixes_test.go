@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -304,5 +305,18 @@ func TestMethodsPathsAndDebugKind(t *testing.T) {
 				t.Error("405 without Allow")
 			}
 		})
+	}
+}
+
+// BenchmarkReadGrowing reads a 4 MiB body of declared length, as a
+// 1M-token text prompt arrives.
+func BenchmarkReadGrowing(b *testing.B) {
+	body := []byte(strings.Repeat("x", 4<<20))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := readGrowing(bytes.NewReader(body), int64(len(body)), 16<<20, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

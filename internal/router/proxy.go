@@ -481,6 +481,9 @@ func (r *Router) relayStream(ctx, actx context.Context, w http.ResponseWriter, c
 				r.signalFirstToken(c, d.Target.Pool, now)
 				c.traceFirstToken(now)
 				r.director.FirstByte(ctx, r.decisionCall(c), &d.Decision)
+				if c.ticket != nil {
+					c.ticket.FirstToken() // its prefill is done: the queue may admit more
+				}
 			}
 		}
 		if errors.Is(err, io.EOF) {

@@ -53,6 +53,17 @@ type QueueConfig struct {
 	// KVUtilization: an endpoint whose KV cache is at least this full
 	// (0-1) is saturated. Default 0.95.
 	KVUtilization float64 `json:"kvUtilization,omitempty"`
+	// PrefillTokens, when positive, bounds the prompt tokens this router
+	// has sent one endpoint whose first token has not come back (its
+	// outstanding prefill, less what the prefix scorer says is cached): an
+	// endpoint at the bound takes no new request (one request always
+	// fits), and the router picks, among the endpoints that have room, one
+	// that is not prefilling. The excess waits in the router's fair queue,
+	// where weights apply, instead of in the engine's own queue, where a
+	// light tenant's prefill shares a step with a heavy tenant's. -1 turns
+	// it off. Default 1 (one prefill at a time per endpoint) with
+	// endpointConcurrency, else off.
+	PrefillTokens int `json:"prefillTokens,omitempty"`
 	// Reserve is the share (0-0.5) of a model's slots, and of maxPerModel,
 	// kept for tenants under their weighted fair share of the slots: a
 	// tenant holding its share or more is admitted only below
@@ -184,6 +195,7 @@ const (
 	DefaultEngineWaiting     = 1
 	DefaultKVUtilization     = 0.95
 	DefaultQueueReserve      = 0.05
+	DefaultPrefillTokens     = 1
 	DefaultAuthReload        = 10 * time.Second
 	DefaultJWKSRefresh       = 5 * time.Minute
 	DefaultJWTLeeway         = 30 * time.Second
@@ -222,6 +234,12 @@ func (c *Config) defaultAdmission() {
 		}
 		if q.KVUtilization == 0 {
 			q.KVUtilization = DefaultKVUtilization
+		}
+		if q.PrefillTokens == 0 {
+			q.PrefillTokens = -1
+			if q.EndpointConcurrency > 0 {
+				q.PrefillTokens = DefaultPrefillTokens
+			}
 		}
 		if q.Reserve == 0 {
 			q.Reserve = DefaultQueueReserve
@@ -300,6 +318,9 @@ func (c *Config) validateAdmission(add func(string, string, ...any)) {
 		}
 		if q.KVUtilization <= 0 || q.KVUtilization > 1 {
 			add("router.admission.queue.kvUtilization", "must be in (0,1], got %v", q.KVUtilization)
+		}
+		if q.PrefillTokens < -1 {
+			add("router.admission.queue.prefillTokens", "must be positive or -1, got %d", q.PrefillTokens)
 		}
 		if q.Reserve < 0 || q.Reserve > 0.5 {
 			add("router.admission.queue.reserve", "must be in [0,0.5], got %v", q.Reserve)

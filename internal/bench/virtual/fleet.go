@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
@@ -30,6 +31,9 @@ type endpoint struct {
 	metrics  *atomic.Pointer[framework.Metrics]
 	requests atomic.Int64
 	tokens   atomic.Int64
+	// prefillReqs, prefillToks: requests without a first token yet, and
+	// their uncached prompt tokens (decision.Prefilling).
+	prefillReqs, prefillToks atomic.Int64
 
 	// Autoscaled fleets (autoscaling.go), on the first router's view:
 	// the engine's life and every router's view of it.
@@ -63,6 +67,20 @@ func (e *endpoint) End(tokens int64) {
 	e.tokens.Add(-tokens)
 }
 
+// PrefillBegin, PrefillEnd and Prefilling keep the outstanding prefill
+// (decision.Prefilling).
+func (e *endpoint) PrefillBegin(tokens int64) {
+	e.prefillReqs.Add(1)
+	e.prefillToks.Add(tokens)
+}
+
+func (e *endpoint) PrefillEnd(tokens int64) {
+	e.prefillReqs.Add(-1)
+	e.prefillToks.Add(-tokens)
+}
+
+func (e *endpoint) Prefilling() (int64, int64) { return e.prefillReqs.Load(), e.prefillToks.Load() }
+
 // scrape publishes the engine's state as the router's scraper would.
 func (e *endpoint) scrape() {
 	s := e.eng.Snapshot()
@@ -93,6 +111,9 @@ type router struct {
 	// adm is the router's admission stage (nil: none), gated on the
 	// decision's capacity over this router's view.
 	adm *admission.Admission
+	// queue is the admission queue's config, whose capacity rule the
+	// decision follows when adm is set.
+	queue *config.QueueConfig
 }
 
 // fleetRun is one policy at one arrival step on a fresh fleet.
@@ -334,6 +355,9 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 	first := func() {
 		f.oracle.firstToken(i)
 		rt.director.FirstByte(f.ctx, call, &d)
+		if ticket != nil {
+			ticket.FirstToken()
+		}
 		if scaler != nil {
 			scaler.prefill -= int64(len(ids))
 		}
@@ -371,6 +395,9 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 // (Sent, FirstByte, Done) take.
 func (rt *router) decide(ctx context.Context, req *framework.Request) (*endpoint, *decision.Call, decision.Decision, error) {
 	call := &decision.Call{Req: req, Profile: rt.profile}
+	if rt.adm != nil {
+		call.Queue = rt.queue
+	}
 	d, ok := rt.director.Decide(ctx, call, fleetTargets, nil)
 	if !ok {
 		return nil, nil, d, scheduling.ErrNoEndpoint

@@ -315,6 +315,7 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy, fle
 			var gate admission.Gate
 			if q := acfg.Router.Admission; q != nil {
 				d := rt.director
+				rt.queue = &q.Queue
 				gate = admission.GateFunc(func(model string) (int, int) {
 					return d.Capacity(ctx, &framework.Request{Model: model}, fleetTargets, q.Queue)
 				})

@@ -23,6 +23,7 @@ import (
 	live "github.com/halyard-dev/halyard/internal/router"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
 	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 	"github.com/halyard-dev/halyard/internal/tokenizer"
@@ -200,59 +201,23 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("default profile, four endpoints", func(t *testing.T) {
-		names := []string{"e0", "e1", "e2", "e3"}
-		var doc strings.Builder
-		doc.WriteString("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  scrapeInterval: 20ms\n  debug: {explain: true, endpointHeader: true}\nendpoints:\n")
-		specs := make([]vllmapi.Spec, len(names))
-		for i, n := range names {
-			fmt.Fprintf(&doc, "  - {name: %s, url: \"{{url%d}}\", model: m}\n", n, i)
-			specs[i] = vllmapi.Spec{Model: "m", Seed: uint64(i)}
-		}
-		doc.WriteString("routes:\n  - {model: m, targets: [{pool: m}]}\n")
 		spec, err := policySpec(PolicyDefault, samePicksSeed)
 		if err != nil {
 			t.Fatal(err)
 		}
-		scraper := &scriptedScraper{byURL: map[string]*framework.Metrics{}}
-		r, base, urls := liveRouter(t, doc.String(), specs, map[string]config.ProfileSpec{config.DefaultProfile: spec}, scraper)
+		samePicksFour(t, spec, prompts)
+	})
 
-		eps := virtualEndpoints(names, []framework.Role{framework.RoleBoth, framework.RoleBoth, framework.RoleBoth, framework.RoleBoth}, make([]map[string]string, 4))
-		rt := &router{}
-		for _, e := range eps {
-			rt.cands = append(rt.cands, e)
-		}
-		cands := rt.cands
-		rt.director, err = newDirector(nil, nil, 16, time.Now, decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) }),
-			map[string]config.ProfileSpec{PolicyDefault: spec}, nil)
+	// predicted-latency with its step-time fit frozen at the prior: the
+	// live side learns from wall-clock timings, the virtual side from none,
+	// and only the fit may differ. Its in-flight accounting (sent, first
+	// token, done) and prefix predictions still run on both sides.
+	t.Run("predicted-latency, fit frozen, four endpoints", func(t *testing.T) {
+		spec, err := policySpec(PolicyPredicted, samePicksSeed)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rt.profile, err = rt.director.Profiles().Get(PolicyDefault); err != nil {
-			t.Fatal(err)
-		}
-
-		rng := rand.New(rand.NewPCG(samePicksSeed, 1))
-		var got, virt []string
-		for i, p := range prompts {
-			setState(r, scraper, urls, names, eps, sameState(rng, len(names)))
-			got = append(got, post(t, base, p, 4).Get(live.HeaderEndpoint))
-
-			ids := tokenizer.Pseudo{}.Encode(p)
-			req := schedulingRequest(fmt.Sprintf("r%d", i), "m", []byte(p), ids, 4, false)
-			ep, call, d, err := rt.decide(ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rt.director.Sent(ctx, call, &d)
-			rt.director.Done(ctx, call, &d, framework.Outcome{PromptTokens: len(ids), CompletionTokens: 4})
-			virt = append(virt, ep.md.Name)
-		}
-		if diff := cmp.Diff(got, virt); diff != "" {
-			t.Errorf("picks differ (-router +virtual):\n%s", diff)
-		}
-		if distinct(got) < 2 {
-			t.Errorf("every request went to %v: the state does not exercise the choice", got)
-		}
+		samePicksFour(t, frozenFit(t, spec), prompts)
 	})
 
 	t.Run("disaggregated pool", func(t *testing.T) {
@@ -319,6 +284,89 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 			t.Errorf("picks %v: the state does not exercise the choice", got)
 		}
 	})
+}
+
+// samePicksFour drives four endpoints under spec through the live router
+// and the virtual fleet's decision and asserts identical picks.
+func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) {
+	t.Helper()
+	ctx := context.Background()
+	names := []string{"e0", "e1", "e2", "e3"}
+	var doc strings.Builder
+	doc.WriteString("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  scrapeInterval: 20ms\n  debug: {explain: true, endpointHeader: true}\nendpoints:\n")
+	specs := make([]vllmapi.Spec, len(names))
+	for i, n := range names {
+		fmt.Fprintf(&doc, "  - {name: %s, url: \"{{url%d}}\", model: m}\n", n, i)
+		specs[i] = vllmapi.Spec{Model: "m", Seed: uint64(i)}
+	}
+	doc.WriteString("routes:\n  - {model: m, targets: [{pool: m}]}\n")
+	scraper := &scriptedScraper{byURL: map[string]*framework.Metrics{}}
+	r, base, urls := liveRouter(t, doc.String(), specs, map[string]config.ProfileSpec{config.DefaultProfile: spec}, scraper)
+
+	eps := virtualEndpoints(names, []framework.Role{framework.RoleBoth, framework.RoleBoth, framework.RoleBoth, framework.RoleBoth}, make([]map[string]string, 4))
+	rt := &router{}
+	for _, e := range eps {
+		rt.cands = append(rt.cands, e)
+	}
+	cands := rt.cands
+	var err error
+	rt.director, err = newDirector(nil, nil, 16, time.Now, decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(cands) }),
+		map[string]config.ProfileSpec{PolicyDefault: spec}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt.profile, err = rt.director.Profiles().Get(PolicyDefault); err != nil {
+		t.Fatal(err)
+	}
+
+	rng := rand.New(rand.NewPCG(samePicksSeed, 1))
+	var got, virt []string
+	for i, p := range prompts {
+		setState(r, scraper, urls, names, eps, sameState(rng, len(names)))
+		got = append(got, post(t, base, p, 4).Get(live.HeaderEndpoint))
+
+		ids := tokenizer.Pseudo{}.Encode(p)
+		req := schedulingRequest(fmt.Sprintf("r%d", i), "m", []byte(p), ids, 4, false)
+		ep, call, d, err := rt.decide(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt.director.Sent(ctx, call, &d)
+		rt.director.Done(ctx, call, &d, framework.Outcome{PromptTokens: len(ids), CompletionTokens: 4})
+		virt = append(virt, ep.md.Name)
+	}
+	if diff := cmp.Diff(got, virt); diff != "" {
+		t.Errorf("picks differ (-router +virtual):\n%s", diff)
+	}
+	if distinct(got) < 2 {
+		t.Errorf("every request went to %v: the state does not exercise the choice", got)
+	}
+}
+
+// frozenFit returns spec with its predicted-latency scorers' fit frozen.
+func frozenFit(t *testing.T, spec config.ProfileSpec) config.ProfileSpec {
+	t.Helper()
+	scorers := slices.Clone(spec.Scorers)
+	n := 0
+	for i, sc := range scorers {
+		if sc.Type != predictedlatency.Type {
+			continue
+		}
+		p := predictedlatency.DefaultParams()
+		if len(sc.Params) > 0 {
+			if err := json.Unmarshal(sc.Params, &p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.FrozenFit = true
+		scorers[i].Params, _ = json.Marshal(p)
+		n++
+	}
+	if n == 0 {
+		t.Fatal("the profile has no predicted-latency scorer")
+	}
+	spec.Scorers = scorers
+	return spec
 }
 
 // pdPickOf reads "prefill>decode" (or "decode" when the prefill was

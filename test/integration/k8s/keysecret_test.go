@@ -71,20 +71,8 @@ tenants:
 	}
 	var logs lockedBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := admission.New(admission.Options{Config: cfg, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	f := &secretkeys.Follower{Client: cs, Secrets: admission.KeySecrets(cfg), Log: log}
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx, a.SetTenantKeys) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("follower: %v", err)
-		}
-	}()
+	a, stop := followTenantKeys(t, ctx, cs, cfg, log)
+	defer stop()
 	accepts := func(key string) (bool, string) {
 		tn, rej := a.Authenticate("Bearer " + key)
 		if rej != nil {
@@ -125,5 +113,27 @@ tenants:
 	}
 	if !strings.Contains(out, "tenant keys from secret") {
 		t.Errorf("no log of the Secret's changes:\n%s", out)
+	}
+}
+
+// followTenantKeys is admission for cfg with its tenants' keysFrom.secret
+// followed through client (the router's secretkeys.Follower); stop ends
+// the follower, reports its error and closes the admission.
+func followTenantKeys(t *testing.T, ctx context.Context, client kubernetes.Interface, cfg *config.Config, log *slog.Logger) (*admission.Admission, func()) {
+	t.Helper()
+	a, err := admission.New(admission.Options{Config: cfg, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	f := &secretkeys.Follower{Client: client, Secrets: admission.KeySecrets(cfg), Log: log}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx, a.SetTenantKeys) }()
+	return a, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("follower: %v", err)
+		}
+		a.Close()
 	}
 }

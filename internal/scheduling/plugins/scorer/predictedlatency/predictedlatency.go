@@ -47,6 +47,10 @@ type Params struct {
 	// Forgetting is the online fit's forgetting factor per observation, in
 	// (0,1]. Default 0.999.
 	Forgetting float64 `json:"forgetting"`
+	// FrozenFit keeps the step-time model at Prior: the fit learns nothing
+	// from observed timings. For an accelerator whose profile is known, and
+	// for tests that compare two paths whose timings differ.
+	FrozenFit bool `json:"frozenFit"`
 	// PerEndpointFit fits each endpoint's step time on its own
 	// observations; by default the scorer's endpoints share one fit (a pool
 	// serves one model on one kind of accelerator), which learns from
@@ -54,7 +58,7 @@ type Params struct {
 	PerEndpointFit bool `json:"perEndpointFit"`
 	// FutureWeight weighs the prefill time a request's uncached tokens
 	// take from every request queued after it (the oracle's second term).
-	// Default 1.
+	// Default 1 (docs/scheduling.md has the sweep of 1 to 8).
 	FutureWeight float64 `json:"futureWeight"`
 	// StallWeight weighs the time the request's prefill adds to each
 	// stream decoding on the endpoint, per stream. Default 0.
@@ -137,7 +141,7 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 	if h != nil {
 		now = h.Now
 	}
-	fc := latencymodel.FitConfig{Forgetting: p.Forgetting}
+	fc := latencymodel.FitConfig{Forgetting: p.Forgetting, Frozen: p.FrozenFit}
 	if p.Prior != nil {
 		fc.Prior = *p.Prior
 	}
