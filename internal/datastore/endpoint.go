@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -44,13 +45,13 @@ type Endpoint struct {
 	pool string
 	md   framework.EndpointMetadata
 
-	metrics    atomic.Pointer[framework.Metrics]
-	reqs, toks atomic.Int64
-	// prefillReqs, prefillToks: requests sent without a first token back
-	// yet, and their uncached prompt tokens (decision.Prefilling).
-	prefillReqs, prefillToks atomic.Int64
-	healthy                  atomic.Bool
-	draining                 atomic.Bool
+	metrics atomic.Pointer[framework.Metrics]
+	// Load is the router's own count of the requests sent to the endpoint
+	// (InFlight, Begin, End) and of those without a first token back yet
+	// (Prefilling, PrefillBegin, PrefillEnd).
+	decision.Load
+	healthy  atomic.Bool
+	draining atomic.Bool
 	// Outlier ejection (outlier.go): consecutive server errors, the end of
 	// the current ejection (unix ns, or 0) and the ejections so far.
 	consecutive5xx, ejectedUntil, ejections atomic.Int64
@@ -89,43 +90,6 @@ func (e *Endpoint) Metrics() *framework.Metrics {
 
 // SetMetrics publishes a new snapshot; m must not be modified afterwards.
 func (e *Endpoint) SetMetrics(m *framework.Metrics) { e.metrics.Store(m) }
-
-// InFlight returns the router's own count of unfinished requests sent to the
-// endpoint and their prompt plus max output tokens.
-func (e *Endpoint) InFlight() (requests, tokens int64) { return e.reqs.Load(), e.toks.Load() }
-
-// Begin counts a request of tokens tokens as sent; End undoes it.
-func (e *Endpoint) Begin(tokens int64) {
-	e.reqs.Add(1)
-	e.toks.Add(tokens)
-}
-
-// End counts a request begun with Begin(tokens) as finished.
-func (e *Endpoint) End(tokens int64) {
-	e.reqs.Add(-1)
-	e.toks.Add(-tokens)
-}
-
-// PrefillBegin counts a request of tokens uncached prompt tokens as sent
-// and waiting for its first token; PrefillEnd undoes it
-// (decision.Prefilling).
-func (e *Endpoint) PrefillBegin(tokens int64) {
-	e.prefillReqs.Add(1)
-	e.prefillToks.Add(tokens)
-}
-
-// PrefillEnd counts a request begun with PrefillBegin(tokens) as past its
-// first token.
-func (e *Endpoint) PrefillEnd(tokens int64) {
-	e.prefillReqs.Add(-1)
-	e.prefillToks.Add(-tokens)
-}
-
-// Prefilling returns the requests sent to the endpoint whose first token
-// has not come back, and their uncached prompt tokens.
-func (e *Endpoint) Prefilling() (requests, tokens int64) {
-	return e.prefillReqs.Load(), e.prefillToks.Load()
-}
 
 // Healthy reports whether the endpoint may receive requests.
 func (e *Endpoint) Healthy() bool { return e.healthy.Load() }

@@ -28,12 +28,11 @@ type endpoint struct {
 	eng *simulator.Engine
 	// metrics is shared by every router's view of the engine: all scrape
 	// the same engine. In-flight counts are each router's own.
-	metrics  *atomic.Pointer[framework.Metrics]
-	requests atomic.Int64
-	tokens   atomic.Int64
-	// prefillReqs, prefillToks: requests without a first token yet, and
-	// their uncached prompt tokens (decision.Prefilling).
-	prefillReqs, prefillToks atomic.Int64
+	metrics *atomic.Pointer[framework.Metrics]
+	// Load is this router's count of the requests it sent to the engine,
+	// kept as the real router's endpoints keep theirs
+	// (decision.Accountable, decision.Prefilling).
+	decision.Load
 
 	// Autoscaled fleets (autoscaling.go), on the first router's view:
 	// the engine's life and every router's view of it.
@@ -47,39 +46,14 @@ type endpoint struct {
 func (e *endpoint) inFlight() int64 {
 	var n int64
 	for _, v := range e.views {
-		n += v.requests.Load()
+		r, _ := v.InFlight()
+		n += r
 	}
 	return n
 }
 
 func (e *endpoint) Metadata() *framework.EndpointMetadata { return &e.md }
 func (e *endpoint) Metrics() *framework.Metrics           { return e.metrics.Load() }
-func (e *endpoint) InFlight() (int64, int64)              { return e.requests.Load(), e.tokens.Load() }
-
-// Begin and End keep the in-flight counts (decision.Accountable).
-func (e *endpoint) Begin(tokens int64) {
-	e.requests.Add(1)
-	e.tokens.Add(tokens)
-}
-
-func (e *endpoint) End(tokens int64) {
-	e.requests.Add(-1)
-	e.tokens.Add(-tokens)
-}
-
-// PrefillBegin, PrefillEnd and Prefilling keep the outstanding prefill
-// (decision.Prefilling).
-func (e *endpoint) PrefillBegin(tokens int64) {
-	e.prefillReqs.Add(1)
-	e.prefillToks.Add(tokens)
-}
-
-func (e *endpoint) PrefillEnd(tokens int64) {
-	e.prefillReqs.Add(-1)
-	e.prefillToks.Add(-tokens)
-}
-
-func (e *endpoint) Prefilling() (int64, int64) { return e.prefillReqs.Load(), e.prefillToks.Load() }
 
 // scrape publishes the engine's state as the router's scraper would.
 func (e *endpoint) scrape() {
