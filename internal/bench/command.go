@@ -52,6 +52,9 @@ type Command struct {
 	Seed           uint64
 	SLO            string
 	EngineMetrics  []string
+	// ResetPrefixCache are engines' base URLs whose prefix caches are
+	// emptied before each step (Options.ResetPrefixCache).
+	ResetPrefixCache []string
 
 	// Out is the JSON report path ("" for none); Plots a directory for PNG
 	// plots ("" for none).
@@ -264,18 +267,19 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 		}
 		cl := &client.Client{BaseURL: target, Model: c.Model, API: api, APIKey: c.APIKey, IgnoreEOS: c.IgnoreEOS, HTTP: hc}
 		opts := Options{
-			Client:        cl,
-			Label:         label,
-			NewWorkload:   b.Build,
-			Arrivals:      specs,
-			MaxRequests:   c.MaxRequests,
-			Duration:      c.Duration,
-			SLO:           slo,
-			EngineMetrics: c.EngineMetrics,
-			MetricsHTTP:   &http.Client{Timeout: 10 * time.Second},
-			Progress:      c.Progress,
-			Log:           log,
-			Seed:          c.Seed,
+			Client:           cl,
+			Label:            label,
+			NewWorkload:      b.Build,
+			Arrivals:         specs,
+			MaxRequests:      c.MaxRequests,
+			Duration:         c.Duration,
+			SLO:              slo,
+			EngineMetrics:    c.EngineMetrics,
+			ResetPrefixCache: c.ResetPrefixCache,
+			MetricsHTTP:      &http.Client{Timeout: 10 * time.Second},
+			Progress:         c.Progress,
+			Log:              log,
+			Seed:             c.Seed,
 		}
 		for _, t := range tenants {
 			tc := *cl

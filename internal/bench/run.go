@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,13 @@ type Options struct {
 	EngineMetrics []string
 	// MetricsHTTP scrapes the engines; http.DefaultClient when nil.
 	MetricsHTTP *http.Client
+	// ResetPrefixCache are engines' base URLs whose prefix caches are
+	// emptied (POST /reset_prefix_cache, as vLLM and halyard sim serve it)
+	// before each step, so that every step, and a tenant's run alone after
+	// the shared run, starts cold rather than on the prompts the step
+	// before sent. A failed reset fails the run: its figures would not be
+	// comparable.
+	ResetPrefixCache []string
 	// Progress receives a progress bar; nil for none.
 	Progress io.Writer
 	// Log receives structured logs; slog.Default() when nil.
@@ -113,6 +121,9 @@ func Run(ctx context.Context, o Options) ([]report.Run, error) {
 			return runs, fmt.Errorf("step %d: workload: %w", step, err)
 		}
 		w = workload.Head(w, o.MaxRequests)
+		if err := resetPrefixCaches(ctx, o.MetricsHTTP, o.ResetPrefixCache); err != nil {
+			return runs, fmt.Errorf("step %d: %w", step, err)
+		}
 		log.Info("bench step starting", "step", step, "arrival", spec.String(), "requests", w.Len(), "target", o.Client.BaseURL)
 		o.step = step
 		r, err := runStep(ctx, o, w, spec, label)
@@ -330,4 +341,29 @@ func Rates(list []float64, seed uint64) []arrival.Spec {
 		out[i] = arrival.Spec{Kind: arrival.Poisson, Rate: r, Seed: seed + uint64(i)}
 	}
 	return out
+}
+
+// resetPrefixCaches empties each engine's prefix cache (POST
+// /reset_prefix_cache on its base URL).
+func resetPrefixCaches(ctx context.Context, hc *http.Client, engines []string) error {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	for _, base := range engines {
+		url := strings.TrimSuffix(base, "/") + "/reset_prefix_cache"
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+		if err != nil {
+			return fmt.Errorf("reset prefix cache: %w", err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("reset prefix cache: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("reset prefix cache: POST %s: %s", url, resp.Status)
+		}
+	}
+	return nil
 }
