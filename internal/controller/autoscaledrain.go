@@ -2,12 +2,9 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,23 +72,11 @@ func (s *RouterSignals) Endpoints(ctx context.Context, pool string) ([]autoscale
 }
 
 func fetchEndpoints(ctx context.Context, c *http.Client, base, pool string) ([]autoscale.EndpointLoad, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/autoscale/endpoints?pool="+url.QueryEscape(pool), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("router %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("router %s: endpoints: status %d", base, resp.StatusCode)
-	}
 	var body struct {
 		Endpoints []autoscale.EndpointLoad `json:"endpoints"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&body); err != nil {
-		return nil, fmt.Errorf("router %s: endpoints: %w", base, err)
+	if err := getRouterJSON(ctx, c, base, "/autoscale/endpoints", pool, 64<<20, &body); err != nil {
+		return nil, err
 	}
 	return body.Endpoints, nil
 }

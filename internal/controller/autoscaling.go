@@ -127,28 +127,45 @@ func lowestKnown(a, b float64) float64 {
 }
 
 func fetchSignals(ctx context.Context, c *http.Client, base, pool string) (autoscale.Signals, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/autoscale/signals?pool="+url.QueryEscape(pool), nil)
-	if err != nil {
-		return autoscale.Signals{}, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return autoscale.Signals{}, fmt.Errorf("router %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound { // the router has no endpoint of the pool yet
-		return autoscale.Signals{TTFTAttainment: autoscale.Unknown, TPOTAttainment: autoscale.Unknown}, nil
-	}
-	if resp.StatusCode != http.StatusOK {
-		return autoscale.Signals{}, fmt.Errorf("router %s: status %d", base, resp.StatusCode)
-	}
 	var body struct {
 		Pools map[string]autoscale.Signals `json:"pools"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
-		return autoscale.Signals{}, fmt.Errorf("router %s: %w", base, err)
+	err := getRouterJSON(ctx, c, base, "/autoscale/signals", pool, 1<<20, &body)
+	if errors.Is(err, errRouterNotFound) { // the router has no endpoint of the pool yet
+		return autoscale.Signals{TTFTAttainment: autoscale.Unknown, TPOTAttainment: autoscale.Unknown}, nil
+	}
+	if err != nil {
+		return autoscale.Signals{}, err
 	}
 	return body.Pools[pool], nil
+}
+
+// errRouterNotFound is getRouterJSON's error for a 404.
+var errRouterNotFound = errors.New("not found")
+
+// getRouterJSON reads a router's admin answer GET base+path?pool=pool, at
+// most limit bytes of JSON, into out. A 404 is an error wrapping
+// errRouterNotFound.
+func getRouterJSON(ctx context.Context, c *http.Client, base, path, pool string, limit int64, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path+"?pool="+url.QueryEscape(pool), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("router %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("router %s: %s: %w", base, path, errRouterNotFound)
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("router %s: %s: status %d", base, path, resp.StatusCode)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(out); err != nil {
+		return fmt.Errorf("router %s: %s: %w", base, path, err)
+	}
+	return nil
 }
 
 // AutoscalingReconciler applies package autoscale to every ModelServing
