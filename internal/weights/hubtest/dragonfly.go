@@ -234,6 +234,7 @@ type Manager struct {
 	polls int
 	fail  bool
 	seed  *Dfdaemon
+	onEnd func(ManagerJob)
 }
 
 // SetPolls sets how many reads a job answers PENDING.
@@ -245,10 +246,20 @@ func (m *Manager) SetFail(fail bool) { m.mu.Lock(); m.fail = fail; m.mu.Unlock()
 // SetSeed makes ending jobs preheat their URLs into d.
 func (m *Manager) SetSeed(d *Dfdaemon) { m.mu.Lock(); m.seed = d; m.mu.Unlock() }
 
+// SetOnEnd makes f run when a job ends (its preheat done), before any
+// client is told so: what f observes happened before anyone could act on
+// the job's end. f runs with the manager locked; it must not call it.
+func (m *Manager) SetOnEnd(f func(ManagerJob)) { m.mu.Lock(); m.onEnd = f; m.mu.Unlock() }
+
 // ManagerJob is a created job.
 type ManagerJob struct {
-	ID    int64
-	Args  map[string]any
+	ID   int64
+	Args map[string]any
+	// Created and Ended are when the job was created and when it ended
+	// (zero while it runs).
+	Created, Ended time.Time
+	// State is PENDING, SUCCESS or FAILURE.
+	State string
 	reads int
 	done  string
 }
@@ -301,7 +312,7 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, `{"message":"bad request"}`, http.StatusBadRequest)
 			return
 		}
-		j := ManagerJob{ID: int64(len(m.jobs) + 1), Args: body.Args}
+		j := ManagerJob{ID: int64(len(m.jobs) + 1), Args: body.Args, Created: time.Now(), State: "PENDING"}
 		m.jobs = append(m.jobs, j)
 		_ = json.NewEncoder(w).Encode(map[string]any{"id": j.ID, "type": "preheat", "state": "PENDING"})
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/oapi/v1/jobs/"):
@@ -324,6 +335,10 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request) {
 					if err := m.seed.Preheat(j.URLs(), tag, app); err != nil {
 						j.done = "FAILURE"
 					}
+				}
+				j.State, j.Ended = j.done, time.Now()
+				if m.onEnd != nil {
+					m.onEnd(*j)
 				}
 			}
 			state = j.done

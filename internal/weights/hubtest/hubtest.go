@@ -11,14 +11,17 @@
 package hubtest
 
 import (
+	"bytes"
 	"crypto/sha1" //nolint:gosec // git blob ids are sha1
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +41,28 @@ type Repo struct {
 	// Token, when set, makes the repository gated: requests need
 	// "Authorization: Bearer <Token>".
 	Token string
+	// Synthetic maps paths to files generated on demand (always LFS
+	// objects), for models too large to hold in memory.
+	Synthetic map[string]*Synthetic
+}
+
+// content is a file of a repository: a byte slice (bytes.Reader) or a
+// Synthetic.
+type content interface {
+	io.ReaderAt
+	Size() int64
+}
+
+// paths lists the repository's files, sorted.
+func (r *Repo) paths() []string {
+	out := sortedKeys(r.Files)
+	for p := range r.Synthetic {
+		if _, ok := r.Files[p]; !ok {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Hub is a running stand-in: the hub on URL, LFS storage on a second server.
@@ -56,8 +81,9 @@ type Hub struct {
 	hub, storage *httptest.Server
 	mu           sync.Mutex
 	repos        map[string]*Repo
-	objects      map[string][]byte // sha256 → content
-	gate         chan struct{}     // when not nil, storage answers wait for it to close
+	objects      map[string][]byte     // sha256 → content
+	synthetic    map[string]*Synthetic // sha256 → generated content
+	gate         chan struct{}         // when not nil, storage answers wait for it to close
 
 	// AuthOnStorage counts storage requests that carried an Authorization
 	// header (must stay 0: the token never leaves the hub).
@@ -93,7 +119,7 @@ func (h *Hub) gitBlobID(b []byte) string { return h.memo(b, 'g', GitBlobID) }
 
 // NewHub starts a hub stand-in; Close stops it.
 func NewHub() *Hub {
-	h := &Hub{PageSize: 50, repos: map[string]*Repo{}, objects: map[string][]byte{}}
+	h := &Hub{PageSize: 50, repos: map[string]*Repo{}, objects: map[string][]byte{}, synthetic: map[string]*Synthetic{}}
 	h.storage = httptest.NewServer(http.HandlerFunc(h.serveStorage))
 	h.hub = httptest.NewServer(http.HandlerFunc(h.serveHub))
 	h.URL, h.StorageURL = h.hub.URL, h.storage.URL
@@ -106,13 +132,20 @@ func (h *Hub) Close() {
 	h.storage.Close()
 }
 
-// AddRepo adds or replaces repository name (owner/repo).
+// AddRepo adds or replaces repository name (owner/repo). The sha256 of its
+// Synthetic files is computed here, once.
 func (h *Hub) AddRepo(name string, r Repo) {
+	for _, s := range r.Synthetic {
+		s.SHA256()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if r.Commit == "" {
-		sum := sha1.Sum([]byte(name + fmt.Sprint(len(r.Files)))) //nolint:gosec // a made-up commit id
+		sum := sha1.Sum([]byte(name + fmt.Sprint(len(r.Files)+len(r.Synthetic)))) //nolint:gosec // a made-up commit id
 		r.Commit = hex.EncodeToString(sum[:])
+	}
+	for _, s := range r.Synthetic {
+		h.synthetic[s.SHA256()] = s
 	}
 	for p, b := range r.Files {
 		if isLFS(p, b) {
@@ -231,7 +264,7 @@ func (h *Hub) serveHub(w http.ResponseWriter, r *http.Request) {
 		switch parts[2] {
 		case "revision":
 			sib := []map[string]string{}
-			for f := range repo.Files {
+			for _, f := range repo.paths() {
 				sib = append(sib, map[string]string{"rfilename": f})
 			}
 			w.Header().Set("Content-Type", "application/json")
@@ -258,6 +291,10 @@ func (h *Hub) serveHub(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		file := parts[4]
+		if s, ok := repo.Synthetic[file]; ok {
+			h.redirectLFS(w, repo, file, s.SHA256(), s.Size())
+			return
+		}
 		b, ok := repo.Files[file]
 		if !ok {
 			w.Header().Set("X-Error-Code", "EntryNotFound")
@@ -266,22 +303,34 @@ func (h *Hub) serveHub(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("X-Repo-Commit", repo.Commit)
 		if isLFS(file, b) {
-			sum := h.sha256(b)
-			w.Header().Set("X-Linked-Etag", `"`+sum+`"`)
-			w.Header().Set("X-Linked-Size", strconv.Itoa(len(b)))
-			w.Header().Set("ETag", `"`+sum+`"`)
-			w.Header().Set("Location", h.StorageURL+"/objects/"+sum+"?file="+url.QueryEscape(file)+"&X-Amz-Signature=stand-in")
-			w.WriteHeader(http.StatusFound)
+			h.redirectLFS(w, repo, file, h.sha256(b), int64(len(b)))
 			return
 		}
 		w.Header().Set("ETag", `"`+h.gitBlobID(b)+`"`)
-		h.serveBody(w, r, file, b)
+		h.serveBody(w, r, file, bytes.NewReader(b))
 	}
+}
+
+// redirectLFS answers a resolve of an LFS file: its headers and a redirect
+// to the storage host.
+func (h *Hub) redirectLFS(w http.ResponseWriter, repo *Repo, file, sum string, size int64) {
+	w.Header().Set("X-Repo-Commit", repo.Commit)
+	w.Header().Set("X-Linked-Etag", `"`+sum+`"`)
+	w.Header().Set("X-Linked-Size", strconv.FormatInt(size, 10))
+	w.Header().Set("ETag", `"`+sum+`"`)
+	w.Header().Set("Location", h.StorageURL+"/objects/"+sum+"?file="+url.QueryEscape(file)+"&X-Amz-Signature=stand-in")
+	w.WriteHeader(http.StatusFound)
 }
 
 func (h *Hub) serveTree(w http.ResponseWriter, r *http.Request, repo *Repo) {
 	var entries []treeEntry
-	for _, f := range sortedKeys(repo.Files) {
+	for _, f := range repo.paths() {
+		if s, ok := repo.Synthetic[f]; ok {
+			sum := s.SHA256()
+			entries = append(entries, treeEntry{Type: "file", Path: f, Size: s.Size(), OID: GitBlobID([]byte("pointer " + sum)),
+				LFS: &lfsEntry{OID: sum, Size: s.Size(), PointerSize: 134}})
+			continue
+		}
 		b := repo.Files[f]
 		e := treeEntry{Type: "file", Path: f, Size: int64(len(b)), OID: h.gitBlobID(b)}
 		if isLFS(f, b) {
@@ -315,7 +364,12 @@ func (h *Hub) serveStorage(w http.ResponseWriter, r *http.Request) {
 	}
 	sum := strings.TrimPrefix(r.URL.Path, "/objects/")
 	h.mu.Lock()
-	b, ok := h.objects[sum]
+	var c content
+	if b, ok := h.objects[sum]; ok {
+		c = bytes.NewReader(b)
+	} else if s, ok := h.synthetic[sum]; ok {
+		c = s
+	}
 	gate := h.gate
 	h.mu.Unlock()
 	if gate != nil {
@@ -325,9 +379,9 @@ func (h *Hub) serveStorage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !ok {
+	if c == nil {
 		writeError(w, http.StatusNotFound, "NoSuchKey")
 		return
 	}
-	h.serveBody(w, r, r.URL.Query().Get("file"), b)
+	h.serveBody(w, r, r.URL.Query().Get("file"), c)
 }

@@ -1,6 +1,7 @@
 package hubtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -169,7 +170,7 @@ func (m *ModelScope) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		m.serveBody(w, r, p, b)
+		m.serveBody(w, r, p, bytes.NewReader(b))
 	default:
 		msAnswer(w, http.StatusNotFound, "not found", nil)
 	}
