@@ -50,15 +50,31 @@ func startProcess(t *testing.T, name string, args ...string) {
 	})
 }
 
+// kwokConfig changes what kwokCluster starts.
+type kwokConfig struct {
+	// stages, when set, turns KWOK's stock stage file (its path) into the
+	// one KWOK runs.
+	stages func(stock string) string
+	// node adjusts node i before it is created.
+	node func(i int, n *corev1.Node)
+}
+
 // kwokCluster is an API server plus kube-scheduler and KWOK managing fake
 // nodes spread over zone-a and zone-b.
-func kwokCluster(t *testing.T, nodes int) *cluster {
+func kwokCluster(t *testing.T, nodes int, opts ...func(*kwokConfig)) *cluster {
 	t.Helper()
+	var cfg kwokConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	scheduler := requireTool(t, "kube-scheduler")
 	kwok := requireTool(t, "kwok")
 	stages := filepath.Join(filepath.Dir(kwok), "kwok-stages.yaml")
 	if !fileExists(stages) {
 		t.Fatalf("%s missing: hack/controlplane.sh build writes it", stages)
+	}
+	if cfg.stages != nil {
+		stages = cfg.stages(stages)
 	}
 	k := startCluster(t, featureGates)
 	startProcess(t, scheduler, "--kubeconfig", k.kubeconfig, "--leader-elect=false", "--secure-port", "0")
@@ -73,6 +89,9 @@ func kwokCluster(t *testing.T, nodes int) *cluster {
 			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": fmt.Sprintf("kwok-node-%d", i), zoneKey: zone},
 			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
 		}}
+		if cfg.node != nil {
+			cfg.node(i, n)
+		}
 		if err := k.c.Create(ctx, n); err != nil {
 			t.Fatalf("create node: %v", err)
 		}

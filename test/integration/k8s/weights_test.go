@@ -26,7 +26,6 @@ import (
 
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/controller"
-	"github.com/halyard-dev/halyard/internal/weights"
 	"github.com/halyard-dev/halyard/internal/weights/dragonfly"
 	"github.com/halyard-dev/halyard/internal/weights/hubtest"
 )
@@ -37,19 +36,13 @@ import (
 // the pod, the hostPath mapped to a per-node directory), reports through
 // its Event, and the test writes the init container's termination status
 // as the kubelet would. The origin is the local Hub stand-in; Dragonfly is
-// the local dfdaemon proxy and manager stand-ins.
+// the local dfdaemon proxy and manager stand-ins. A fetch killed half way
+// and a corrupted blob are tested on KWOK nodes (TestWeightsKWOK).
 func TestWeightsFetchAndDragonfly(t *testing.T) {
 	k := startCluster(t, featureGates)
-	hub := hubtest.NewHub()
-	t.Cleanup(hub.Close)
-	df := hubtest.NewDfdaemon()
-	t.Cleanup(df.Close)
+	hub, df, mgr := weightsStandIns(t)
 	msHub := hubtest.NewModelScope()
 	t.Cleanup(msHub.Close)
-	mgr := hubtest.NewManager("pat-secret")
-	mgr.SetPolls(1)
-	mgr.SetSeed(df)
-	t.Cleanup(mgr.Close)
 	dfURL, err := url.Parse(df.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -441,87 +434,6 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 		})
 	})
 
-	t.Run("killed and resumed, corrupted and refetched", func(t *testing.T) {
-		files := model(7)
-		hub.AddRepo("acme/resume", hubtest.Repo{Files: files})
-		node := t.TempDir() // node-a's cache in this subtest
-		create(t, k, weightsServing(ns, "resume", "hf://acme/resume", 1))
-		pods := waitPods(t, k, ns, "resume", 1)
-		k.bind(t, &pods[0], "node-a")
-		const big = "model.safetensors"
-		half := int64(len(files[big])) / 2
-		release := hub.PauseAfter(big, half)
-		defer release()
-		start := hub.BodyBytes()
-		seen := len(hub.Ranges(big)) // other repositories' files of that name
-		cmd, _, err := k.fetchCommand(t, &pods[0], node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		partial := filepath.Join(node, "models--acme--resume", "blobs", hubtest.SHA256(files[big])+".incomplete")
-		// Killed once the small files are in and half the weights are.
-		eventually(t, waitLong, "half the weights on disk", func() (bool, string) {
-			for name, b := range files {
-				if name == big {
-					continue
-				}
-				if _, err := os.Stat(filepath.Join(node, "models--acme--resume", "blobs", hubtest.GitBlobID(b))); err != nil {
-					return false, err.Error()
-				}
-			}
-			st, err := os.Stat(partial)
-			if err != nil {
-				return false, err.Error()
-			}
-			return st.Size() == half, fmt.Sprintf("%d of %d bytes", st.Size(), half)
-		})
-		// Killed as an evicted or OOM-killed container dies: no clean-up.
-		if err := cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
-		release()
-		if err := k.setFetchStatus(&pods[0], 137, ""); err != nil {
-			t.Fatal(err)
-		}
-		waitWeights(t, k, ns, "resume", metav1.ConditionFalse, weights.ReasonFetchFailed)
-		// The kubelet runs the init container again: it resumes with a range.
-		if err := k.runFetch(t, &pods[0], node, 0); err != nil {
-			t.Fatal(err)
-		}
-		waitWeights(t, k, ns, "resume", metav1.ConditionTrue, controller.ReasonWeightsFetched)
-		if got := hub.BodyBytes() - start; got != size(files) {
-			t.Errorf("origin served %d bytes over the killed run and the rerun, want one copy (%d)", got, size(files))
-		}
-		if r := hub.Ranges(big)[seen:]; len(r) != 2 || r[0] != "" || r[1] != fmt.Sprintf("bytes=%d-", half) {
-			t.Errorf("requests of %s had ranges %q, want none then bytes=%d-", big, r, half)
-		}
-
-		// A corrupted object in the node cache: the next pod on that node
-		// notices the change, rehashes it (sha256) and refetches only it.
-		blob := filepath.Join(node, "models--acme--resume", "blobs", hubtest.SHA256(files[big]))
-		if err := os.WriteFile(blob, make([]byte, len(files[big])), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		create(t, k, weightsServing(ns, "resume-2", "hf://acme/resume", 1))
-		pods = waitPods(t, k, ns, "resume-2", 1)
-		k.bind(t, &pods[0], "node-a")
-		before := hub.BodyBytes()
-		if err := k.runFetch(t, &pods[0], node, 0); err != nil {
-			t.Fatal(err)
-		}
-		waitWeights(t, k, ns, "resume-2", metav1.ConditionTrue, controller.ReasonWeightsFetched)
-		if got := hub.BodyBytes() - before; got != int64(len(files[big])) {
-			t.Errorf("origin served %d bytes after the corruption, want the corrupted file only (%d)", got, len(files[big]))
-		}
-		if b, err := os.ReadFile(blob); err != nil || hubtest.SHA256(b) != hubtest.SHA256(files[big]) {
-			t.Errorf("the corrupted blob was not replaced (%v)", err)
-		}
-	})
-
 	t.Run("modelscope", func(t *testing.T) {
 		// A private ModelScope model: the token reaches the fetch from the
 		// Secret, the files land in the Hugging Face layout the engines
@@ -559,6 +471,21 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 			}
 		}
 	})
+}
+
+// weightsStandIns starts the Hub, dfdaemon and Dragonfly manager stand-ins
+// until the test ends; the manager (token "pat-secret") ends a job at its
+// second read, preheating into the dfdaemon's store.
+func weightsStandIns(t *testing.T) (*hubtest.Hub, *hubtest.Dfdaemon, *hubtest.Manager) {
+	hub := hubtest.NewHub()
+	t.Cleanup(hub.Close)
+	df := hubtest.NewDfdaemon()
+	t.Cleanup(df.Close)
+	mgr := hubtest.NewManager("pat-secret")
+	mgr.SetPolls(1)
+	mgr.SetSeed(df)
+	t.Cleanup(mgr.Close)
+	return hub, df, mgr
 }
 
 func testLogs() *testLogWriter { return &testLogWriter{} }
@@ -655,9 +582,19 @@ var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 // runFetch plays the kubelet for one pod's fetch init container: it runs
 // the process to its end and writes the container's terminated status.
 func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantExit int) error {
-	cmd, termLog, err := k.fetchCommand(t, pod, hostDir)
+	msg, err := k.execFetch(context.Background(), t, pod, hostDir, wantExit)
 	if err != nil {
 		return err
+	}
+	return k.setFetchStatus(pod, wantExit, msg)
+}
+
+// execFetch runs pod's fetch init container as a real process (fetchCommand)
+// to its end and checks its exit code; it returns its termination message.
+func (k *cluster) execFetch(ctx context.Context, t *testing.T, pod *corev1.Pod, hostDir string, wantExit int) (string, error) {
+	cmd, termLog, err := k.fetchCommand(ctx, t, pod, hostDir)
+	if err != nil {
+		return "", err
 	}
 	out, err := cmd.CombinedOutput()
 	code := 0
@@ -665,27 +602,27 @@ func (k *cluster) runFetch(t *testing.T, pod *corev1.Pod, hostDir string, wantEx
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		return err
+		return "", err
 	}
 	if code != wantExit {
-		return fmt.Errorf("fetch of %s exited %d, want %d:\n%s", pod.Name, code, wantExit, out)
+		return "", fmt.Errorf("fetch of %s exited %d, want %d:\n%s", pod.Name, code, wantExit, out)
 	}
 	if testing.Verbose() {
 		t.Logf("fetch of %s:\n%s", pod.Name, out)
 	}
 	msg, _ := os.ReadFile(termLog)
 	if code != 0 && len(msg) == 0 {
-		return fmt.Errorf("fetch of %s failed without a termination message:\n%s", pod.Name, out)
+		return "", fmt.Errorf("fetch of %s failed without a termination message:\n%s", pod.Name, out)
 	}
-	return k.setFetchStatus(pod, code, string(msg))
+	return string(msg), nil
 }
 
 // fetchCommand is the process the kubelet would start for pod's fetch init
 // container: its arguments and environment from the pod spec (Secret
 // references and the downward API resolved), the hostPath mapped to
-// hostDir. termLog is where its termination message goes.
-func (k *cluster) fetchCommand(t *testing.T, pod *corev1.Pod, hostDir string) (cmd *exec.Cmd, termLog string, err error) {
-	ctx := context.Background()
+// hostDir. termLog is where its termination message goes. The process is
+// killed if ctx ends.
+func (k *cluster) fetchCommand(ctx context.Context, t *testing.T, pod *corev1.Pod, hostDir string) (cmd *exec.Cmd, termLog string, err error) {
 	c := fetchContainer(pod)
 	if c == nil {
 		return nil, "", fmt.Errorf("pod %s has no fetch container", pod.Name)
@@ -729,7 +666,7 @@ func (k *cluster) fetchCommand(t *testing.T, pod *corev1.Pod, hostDir string) (c
 		args = append(args, a)
 	}
 	args = append(args, "--kubeconfig="+k.kubeconfig, "--report-interval=200ms", "--attempts=2")
-	cmd = exec.Command(halyardBinary(t), args...)
+	cmd = exec.CommandContext(ctx, halyardBinary(t), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	for key, v := range env {
 		cmd.Env = append(cmd.Env, key+"="+v)
