@@ -79,7 +79,7 @@ func TestTemplateGolden(t *testing.T) {
 		}},
 		{name: "controller-only", values: map[string]any{"router": map[string]any{"enabled": false}}},
 		{name: "dragonfly", values: map[string]any{"router": map[string]any{"enabled": false}, "controller": map[string]any{"weights": map[string]any{
-			"nodeCacheMaxBytes": "500Gi", "hfEndpoint": "http://hub-mirror:8080",
+			"nodeCacheMaxBytes": "500Gi", "hfEndpoint": "http://hub-mirror:8080", "timeout": "3h",
 			"dragonfly": map[string]any{"manager": "http://dragonfly-manager.dragonfly-system:8080", "tokenSecret": "dragonfly-pat", "tag": "halyard", "preheatGate": "2m"},
 		}}}},
 		{name: "monitoring", values: monitoringValues},

@@ -43,6 +43,7 @@ type controllerFlags struct {
 	nodeCacheDir, fetchImage, hfEndpoint, msEndpoint, nodeCacheMax     string
 	dfProxy, dfManager, dfTokenFile, dfTag, dfApp, dfScope, dfCASecret string
 	dfGate                                                             time.Duration
+	weightsTimeout                                                     time.Duration
 }
 
 func newControllerCommand() *cobra.Command {
@@ -134,13 +135,15 @@ rollout, in-place group restart) and checks ModelRoute objects.`,
 	fl.StringVar(&f.dfScope, "dragonfly-preheat-scope", "all_seed_peers", "preheat scope: single_seed_peer, all_seed_peers or all_peers")
 	fl.StringVar(&f.dfCASecret, "dragonfly-ca-secret", "", "Secret (in each ModelServing's namespace) whose key ca.crt is dfdaemon's proxy CA, mounted into the fetches for https origins")
 	fl.DurationVar(&f.dfGate, "dragonfly-preheat-gate", 5*time.Minute, "how long the pods of a new revision wait for its preheat job before they are created (until the job ends or this elapses; the Preheated condition says which); 0: they do not wait")
+	fl.DurationVar(&f.weightsTimeout, "weights-timeout", time.Hour, "how long a new group waits for every pod's weights (from the creation of its pods) before it is recreated (reason WeightsTimeout); 0: no bound")
 	return cmd
 }
 
 // weights builds the weights wiring from the flags.
 func (f *controllerFlags) weights() (controller.WeightsOptions, error) {
 	w := controller.WeightsOptions{CacheDir: f.nodeCacheDir, Image: f.fetchImage, HFEndpoint: f.hfEndpoint, ModelScopeEndpoint: f.msEndpoint, DragonflyProxy: f.dfProxy,
-		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp, PreheatGate: f.dfGate, DragonflyCASecret: f.dfCASecret}
+		DragonflyTag: f.dfTag, DragonflyApplication: f.dfApp, PreheatGate: f.dfGate, DragonflyCASecret: f.dfCASecret,
+		Timeout: f.weightsTimeout}
 	if f.nodeCacheMax != "" {
 		q, err := resource.ParseQuantity(f.nodeCacheMax)
 		if err != nil || q.Sign() <= 0 {

@@ -214,6 +214,22 @@ func (p *planner) pending(gs servingv1.GroupStatus, pods groupPods) servingv1.Gr
 		if len(lost) > 0 {
 			return p.recreate(gs, pods, ReasonMemberFailed, strings.Join(lost, "; ")+" while the group waited for its weights")
 		}
+		if limit := p.weights.Timeout; limit > 0 {
+			// The wait for the weights is bounded too: a fetch that hangs
+			// or keeps failing does not hold the group forever.
+			deadline := gs.Since.Add(limit)
+			if !p.now.Before(deadline) {
+				var missing []string
+				for _, m := range p.members {
+					if pod := pods.live[podName(p.ms.Name, gs.Index, m)]; !hasWeights(pod) {
+						missing = append(missing, pod.Name)
+					}
+				}
+				return p.recreate(gs, pods, ReasonWeightsTimeout, fmt.Sprintf("%d of %d pods had no weights on their node %s after the group's pods were created (%s)",
+					len(missing), len(p.members), limit, strings.Join(missing, ", ")))
+			}
+			p.wake(deadline)
+		}
 		gs.Reason = ReasonWaitingForWeights
 		gs.Message = fmt.Sprintf("every pod is scheduled; %d of %d have the weights on their node; the barrier is released when all have", fetched, len(p.members))
 		return p.observe(gs, pods)

@@ -62,6 +62,11 @@ type WeightsOptions struct {
 	// do not wait. The Preheated condition says whether the job finished,
 	// failed or the gate elapsed.
 	PreheatGate time.Duration
+	// Timeout bounds how long a new group waits for its pods' weights,
+	// from the creation of its pods: past it, the group is recreated
+	// (reason WeightsTimeout, a Warning event, WeightsReady False with
+	// that reason while it is). 0: no bound.
+	Timeout time.Duration
 }
 
 // cacheMount is where the node cache appears inside the pods.
@@ -100,6 +105,9 @@ const (
 	// ReasonWaitingForWeights: a group's pods are scheduled and its
 	// barrier waits until every pod's fetch has finished.
 	ReasonWaitingForWeights = "WaitingForWeights"
+	// ReasonWeightsTimeout: a group's pods did not all have their weights
+	// within WeightsOptions.Timeout; the group is recreated.
+	ReasonWeightsTimeout = "WeightsTimeout"
 )
 
 // fetched reports whether ms's weights are fetched by the controller's init
@@ -401,6 +409,12 @@ func (r *ModelServingReconciler) summarizeWeights(ctx context.Context, ms *servi
 	failReason := ""
 	for i := range st.Groups {
 		g := &st.Groups[i]
+		if g.Reason == ReasonWeightsTimeout && g.Phase == servingv1.GroupRecreating {
+			if failReason == "" {
+				failReason = ReasonWeightsTimeout
+			}
+			failures = append(failures, fmt.Sprintf("group %d: %s: %s", g.Index, ReasonWeightsTimeout, g.Message))
+		}
 		gw := &servingv1.GroupWeightsStatus{}
 		for _, pod := range sortedPods(byGroup[g.Index].live) {
 			w := weightsOf(pod, reports[pod.Name])

@@ -3,6 +3,7 @@ package controller
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,5 +228,58 @@ func TestGroupWaitsForWeights(t *testing.T) {
 	gs = p.plan(fresh, groupPods{live: map[string]*corev1.Pod{}, terminating: map[string]*corev1.Pod{}})
 	if len(p.acts.create) != 0 || gs.Reason != ReasonWaitingForPreheat || !gs.Since.Time.Equal(t0) {
 		t.Errorf("preheat gate: %d pods created, reason %s, since %v; want none, WaitingForPreheat, since now", len(p.acts.create), gs.Reason, gs.Since)
+	}
+}
+
+// TestWeightsTimeout: a group whose pods do not all have their weights
+// within WeightsOptions.Timeout of their creation is recreated, says so
+// (reason, event, WeightsReady), and wakes at the deadline before it; with
+// no timeout it waits.
+func TestWeightsTimeout(t *testing.T) {
+	ms := testServing()
+	created := metav1.NewTime(t0.Add(-30 * time.Minute))
+	pending := servingv1.GroupStatus{Index: 0, Phase: servingv1.GroupPending, Revision: "rev1", Since: &created, Barrier: -1}
+	fetching := func() groupPods {
+		return withFetch(pods(podState{name: "m-0-prefill-0", node: "n1"}, podState{name: "m-0-decode-0", node: "n1"}), "m-0-prefill-0")
+	}
+
+	for _, tc := range []struct {
+		name       string
+		timeout    time.Duration
+		wantPhase  servingv1.GroupPhase
+		wantReason string
+		wantWake   time.Time
+	}{
+		{"no timeout: waits", 0, servingv1.GroupPending, ReasonWaitingForWeights, time.Time{}},
+		{"within the timeout: waits, wakes at the deadline", time.Hour, servingv1.GroupPending, ReasonWaitingForWeights, t0.Add(30 * time.Minute)},
+		{"past the timeout: recreated", 20 * time.Minute, servingv1.GroupRecreating, ReasonWeightsTimeout, time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testPlanner(ms, false, t0)
+			p.weights.Timeout = tc.timeout
+			p.set.gangTimeout = time.Minute // scheduling is done: the gang timeout does not apply
+			gs := p.plan(pending, fetching())
+			if gs.Phase != tc.wantPhase || gs.Reason != tc.wantReason {
+				t.Fatalf("%s/%s (%s), want %s/%s", gs.Phase, gs.Reason, gs.Message, tc.wantPhase, tc.wantReason)
+			}
+			if !tc.wantWake.IsZero() && !p.earliest.Equal(tc.wantWake) {
+				t.Errorf("wakes at %v, want the deadline %v", p.earliest, tc.wantWake)
+			}
+			if tc.wantReason != ReasonWeightsTimeout {
+				if len(p.acts.delete) > 0 {
+					t.Errorf("pods deleted while waiting: %v", summary(p.acts))
+				}
+				return
+			}
+			if got := summary(p.acts); !slices.Contains(got, "delete m-0-decode-0") || !slices.Contains(got, "delete m-0-prefill-0") {
+				t.Errorf("acts %v, want both pods deleted", got)
+			}
+			if !strings.Contains(gs.Message, "m-0-decode-0") || strings.Contains(gs.Message, "m-0-prefill-0") {
+				t.Errorf("message %q: want it to name the pod without weights only", gs.Message)
+			}
+			if len(p.acts.events) == 0 || p.acts.events[0].reason != ReasonWeightsTimeout || !p.acts.events[0].warning {
+				t.Errorf("events %+v, want a WeightsTimeout warning", p.acts.events)
+			}
+		})
 	}
 }
