@@ -58,6 +58,7 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 			DragonflyProxy:     "http://$(HOST_IP):" + dfURL.Port(),
 			DragonflyTag:       "halyard",
 			PreheatGate:        2 * time.Minute,
+			Timeout:            10 * time.Minute,
 			Preheater: &controller.DragonflyPreheater{
 				Manager:    dragonfly.Manager{URL: mgr.URL, Token: "pat-secret"},
 				HFEndpoint: hub.URL, Tag: "halyard",
@@ -469,6 +470,39 @@ func TestWeightsFetchAndDragonfly(t *testing.T) {
 			if err != nil || hubtest.SHA256(got) != hubtest.SHA256(files["model.safetensors"]) {
 				t.Errorf("%s: the snapshot refs/main names does not hold the weights (%v)", n, err)
 			}
+		}
+	})
+
+	t.Run("weights timeout", func(t *testing.T) {
+		// A fetch that never ends: past the controller's weights timeout
+		// (10 minutes on the fake clock) the group is recreated, and the
+		// group, the condition and an event say why. Last, as moving the
+		// clock concerns every ModelServing here.
+		hub.AddRepo("acme/stuck", hubtest.Repo{Files: model(10)})
+		create(t, k, weightsServing(ns, "stuck", "hf://acme/stuck", 1))
+		pods := waitPods(t, k, ns, "stuck", 1)
+		k.bind(t, &pods[0], "node-a")
+		eventually(t, waitLong, "the group waiting for its weights", func() (bool, string) {
+			g := group(k.get(t, ns, "stuck"), 0)
+			return g != nil && g.Reason == controller.ReasonWaitingForWeights, fmt.Sprintf("%+v", g)
+		})
+		clock.Advance(11 * time.Minute)
+		k.poke(t, ns, "stuck")
+		eventually(t, waitLong, "WeightsTimeout", func() (bool, string) {
+			ms := k.get(t, ns, "stuck")
+			g := group(ms, 0)
+			c := meta.FindStatusCondition(ms.Status.Conditions, controller.ConditionWeightsReady)
+			if g == nil || c == nil {
+				return false, "no group or condition"
+			}
+			return g.Reason == controller.ReasonWeightsTimeout && g.Recreations == 1 && c.Status == metav1.ConditionFalse && c.Reason == controller.ReasonWeightsTimeout,
+				fmt.Sprintf("group %s/%s (%d recreations), WeightsReady %s/%s", g.Phase, g.Reason, g.Recreations, c.Status, c.Reason)
+		})
+		if ev := k.events(t, ns, "stuck", controller.ReasonWeightsTimeout); len(ev) == 0 || !strings.Contains(ev[0], pods[0].Name) {
+			t.Errorf("WeightsTimeout events %q, want one naming %s", ev, pods[0].Name)
+		}
+		if p := k.pod(t, ns, pods[0].Name); p.DeletionTimestamp == nil {
+			t.Error("the pod without its weights was not deleted")
 		}
 	})
 }
