@@ -468,7 +468,7 @@ func TestWeightsKWOK(t *testing.T) {
 		ms.Spec.Replicas = ptr.To(int32(8))
 		ms.Spec.Rollout.MaxUnavailable = ptr.To(int32(4))
 		create(t, k, ms)
-		eventually(t, waitLong, "one transfer per node held at half", func() (bool, string) {
+		eventually(t, 3*waitLong, "one transfer per node held at half", func() (bool, string) {
 			n := hub.FileBytes(weightsFile) - fileBefore
 			return ok(n == 2*(size/2), fmt.Sprintf("%d bytes of the weights served, want 2 x %d", n, size/2))
 		})
