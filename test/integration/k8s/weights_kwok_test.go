@@ -496,6 +496,12 @@ func TestWeightsKWOK(t *testing.T) {
 		if got == nil || got.Pods != 8 || got.Ready != 8 || got.TotalBytes != 8*modelSize || got.DoneBytes != got.TotalBytes {
 			t.Errorf("status.weights = %+v, want 8/8 pods and %d bytes done of %d", got, 8*modelSize, 8*modelSize)
 		}
+		for i := range int32(8) {
+			g := group(k.get(t, ns, "big"), i)
+			if g == nil || g.Weights == nil || g.Weights.Pods != 1 || g.Weights.Ready != 1 || g.Weights.TotalBytes != modelSize || g.Weights.DoneBytes != modelSize {
+				t.Errorf("group %d: %+v, want its pod's weights done (%d bytes)", i, g, modelSize)
+			}
+		}
 		perNode := map[string]int{}
 		for _, p := range k.pods(t, ns, "big") {
 			perNode[p.Spec.NodeName]++
