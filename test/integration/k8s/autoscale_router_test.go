@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,53 +25,7 @@ import (
 	servingv1 "github.com/halyard-dev/halyard/api/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/autoscale"
 	"github.com/halyard-dev/halyard/internal/simclock"
-	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
 )
-
-// startSimOn serves a simulated engine on addr (host:port, port 0 picks
-// one) on clock until the test ends; nil clock is real time.
-func startSimOn(t *testing.T, addr string, clock simclock.Clock) (string, error) {
-	t.Helper()
-	if clock == nil {
-		clock = simclock.Real{}
-	}
-	srv, err := vllmapi.Spec{Model: "qwen3-8b", Profile: "zero"}.Build(clock, nil)
-	if err != nil {
-		t.Fatalf("build sim: %v", err)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	inst := vllmapi.Serve(ctx, ln, srv, nil)
-	t.Cleanup(func() { cancel(); _ = inst.Wait() })
-	return ln.Addr().String(), nil
-}
-
-// threeEngines starts engines on 127.0.0.2, .3 and .4 on one port (a
-// ModelServing's pods share their template's port; their IPs differ), the
-// second on clock. It returns the port.
-func threeEngines(t *testing.T, clock simclock.Clock) int32 {
-	t.Helper()
-	for range 10 {
-		first, err := startSimOn(t, "127.0.0.2:0", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, port, _ := net.SplitHostPort(first)
-		if _, err := startSimOn(t, "127.0.0.3:"+port, clock); err != nil {
-			continue // the port is taken on that address: another one
-		}
-		if _, err := startSimOn(t, "127.0.0.4:"+port, nil); err != nil {
-			continue
-		}
-		p, _ := strconv.Atoi(port)
-		return int32(p)
-	}
-	t.Fatal("no port free on 127.0.0.2-4")
-	return 0
-}
 
 // serveOnIP plays the kubelet for a pod whose engine listens on ip (a
 // loopback address): bound, running and ready.
@@ -133,34 +88,163 @@ func routerEndpoints(t *testing.T, admin, pool string) map[string]autoscale.Endp
 	return out
 }
 
-// TestAutoscalerDrainsTheColdGroup: a ModelServing of three groups, each
-// a simulated engine behind a real router (Kubernetes discovery, the
-// OpenAI SDK as client). Groups 0 and 2 serve repeated prompts (the router
-// records their cache hits); group 1 serves one long streamed request that
-// stays in flight (its engine runs on a clock the test holds). With
-// autoscaling on and no load, the autoscaler removes one group: it drains
-// group 1, the cold one, not the highest index; routers stop sending to
-// it; it is not removed while the request is in flight; the request ends
-// with 200 and its tokens; then group 1 is retired and groups 0 and 2 stay.
+// heldEngine moves a fleet engine's virtual clock only while the engine
+// has more than keep requests: each step of the zero profile gives every
+// running request one token, so the first keep requests it took stay in
+// flight (a long answer progresses only while others are served), and
+// every later request is served. free lets everything finish.
+type heldEngine struct {
+	clock *simclock.Virtual
+	keep  atomic.Int32
+}
+
+// pump runs the clock for the engine of pod until the test ends.
+func (h *heldEngine) pump(t *testing.T, fleet *engineFleet, pod string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if e := fleet.engine(pod); e != nil {
+				for e.busy() > int(h.keep.Load()) && h.clock.Step() {
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func (h *heldEngine) free() { h.keep.Store(0) }
+
+// steadyLoad is several OpenAI SDK clients sending requests one after the
+// other, streaming and not in turn, each with its own prompt, until stop.
+type steadyLoad struct {
+	stopped atomic.Bool
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	done    []int // answered requests per client
+	errs    []string
+}
+
+func startSteadyLoad(sdk openai.Client, clients int) *steadyLoad {
+	l := &steadyLoad{done: make([]int, clients)}
+	for c := range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; !l.stopped.Load(); i++ {
+				err := steadyRequest(sdk, fmt.Sprintf("steady client %d request %d", c, i), (c+i)%2 == 0)
+				l.mu.Lock()
+				if err != nil {
+					l.errs = append(l.errs, fmt.Sprintf("client %d request %d: %v", c, i, err))
+				} else {
+					l.done[c]++
+				}
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+// steadyRequest sends one request and checks it is answered with tokens.
+func steadyRequest(sdk openai.Client, prompt string, stream bool) error {
+	ctx := context.Background()
+	params := openai.ChatCompletionNewParams{
+		Model: "chat", MaxTokens: openai.Int(3),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+	}
+	if !stream {
+		res, err := sdk.Chat.Completions.New(ctx, params)
+		if err != nil {
+			return err
+		}
+		if len(res.Choices) == 0 || res.Choices[0].Message.Content == "" {
+			return fmt.Errorf("no tokens: %+v", res)
+		}
+		return nil
+	}
+	s := sdk.Chat.Completions.NewStreaming(ctx, params)
+	var text strings.Builder
+	for s.Next() {
+		for _, c := range s.Current().Choices {
+			text.WriteString(c.Delta.Content)
+		}
+	}
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if text.Len() == 0 {
+		return errors.New("stream without tokens")
+	}
+	return nil
+}
+
+// answered returns the requests answered per client so far.
+func (l *steadyLoad) answered() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.done)
+}
+
+// stop ends the load (every request sent is let finish) and returns the
+// failures.
+func (l *steadyLoad) stop() []string {
+	l.stopped.Store(true)
+	l.wg.Wait()
+	return l.errs
+}
+
+// TestAutoscalerDrainsTheColdGroup, on KWOK nodes with simulated engines:
+// a ModelServing of three groups behind a real router (Kubernetes
+// discovery, the OpenAI SDK as client). Groups 0 and 2 serve repeated
+// prompts (the router records their cache hits); group 1 serves one long
+// streamed request that stays in flight (its engine's clock moves only
+// while it serves other requests too). Six SDK clients then send requests,
+// streaming and not, throughout. With autoscaling on and load for one
+// engine, the autoscaler removes one group: it drains group 1, the cold
+// one, not the highest index; routers stop sending to it (its engine
+// takes no new request); it is not removed while requests are in flight;
+// they end with 200 and their tokens; then group 1 is retired, its pod
+// deleted and its engine stopped, groups 0 and 2 stay, and no request of
+// the steady load failed.
 func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
-	k, clock := sharedCluster(t)
+	k, clock := kwokEngineCluster(t)
 	ns := k.namespace(t, "asdrain")
 	pool := ns + "/drain"
 	ctx := context.Background()
-	engineClock := simclock.NewVirtual(time.Unix(0, 0))
-	port := threeEngines(t, engineClock)
+	fleet := newEngineFleet(t, k, ns, "drain")
+	hold := &heldEngine{clock: simclock.NewVirtual(time.Unix(0, 0))}
+	hold.keep.Store(1)
+	fleet.clockFor = func(p *corev1.Pod) simclock.Clock {
+		if p.Labels[servingv1.LabelGroup] == "1" {
+			return hold.clock
+		}
+		return nil
+	}
+	fleet.start()
 
-	ms := servingOn(ns, "drain", port)
+	ms := servingOn(ns, "drain", fleet.port)
 	ms.Spec.Replicas = ptr.To[int32](3)
 	create(t, k, ms)
-	node := k.createNode(t, "asdrain-node", nil)
-	eventually(t, waitLong, "3 pods", func() (bool, string) {
-		n := len(k.pods(t, ns, "drain"))
-		return n == 3, fmt.Sprintf("%d pods", n)
+	eventually(t, waitLong, "3 pods serving", func() (bool, string) {
+		ok, msg := allRunning(t, k, ns, "drain", 3)
+		for _, p := range k.pods(t, ns, "drain") {
+			if e := fleet.engine(p.Name); e == nil || p.Status.PodIP != e.ip {
+				return false, fmt.Sprintf("pod %s at %q without its engine", p.Name, p.Status.PodIP)
+			}
+		}
+		return ok, msg
 	})
-	for g := range 3 {
-		k.serveOnIP(t, k.groupPod(t, ns, "drain", g), node.Name, fmt.Sprintf("127.0.0.%d", g+2))
-	}
+	cold := k.groupPod(t, ns, "drain", 1).Name
+	hold.pump(t, fleet, cold)
 	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("drain", 1))); err != nil {
 		t.Fatal(err)
 	}
@@ -232,10 +316,8 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 		t.Fatalf("hit ledgers: group 0 %d blocks, 1 %d, 2 %d; want 0 and 2 hot, 1 cold", len(eps["0"].Hot), len(eps["1"].Hot), len(eps["2"].Hot))
 	}
 
-	// A streamed request in flight on group 1.
+	// A long streamed request in flight on group 1.
 	steer(0, 2)
-	// The SDK returns once the answer's headers came; the engine sends
-	// nothing until its clock moves: read it in the background.
 	type result struct {
 		chunks int
 		text   string
@@ -244,7 +326,7 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 	got := make(chan result, 1)
 	go func() {
 		stream := sdk.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-			Model: "chat", MaxTokens: openai.Int(16),
+			Model: "chat", MaxTokens: openai.Int(8000),
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a long answer, please")},
 		})
 		var text strings.Builder
@@ -264,7 +346,25 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 	})
 	steer()
 
-	// Autoscaling on: no load, at least 2 groups.
+	// Steady load from here to the end, on every group.
+	load := startSteadyLoad(sdk, 6)
+	defer load.stop()
+	progress := func(what string, n int) {
+		t.Helper()
+		from := load.answered()
+		eventually(t, waitLong, what, func() (bool, string) {
+			now := load.answered()
+			for c := range now {
+				if now[c] < from[c]+n {
+					return false, fmt.Sprintf("answered %v, from %v", now, from)
+				}
+			}
+			return true, ""
+		})
+	}
+	progress("steady load on 3 groups", 3)
+
+	// Autoscaling on: load for one engine, at least 2 groups.
 	eventually(t, waitLong, "autoscaling on", func() (bool, string) {
 		cur := k.get(t, ns, "drain")
 		cur.Spec.Autoscaling = &servingv1.AutoscalingSpec{
@@ -278,7 +378,7 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 		}
 		return true, ""
 	})
-	eventually(t, waitLong, "group 1 draining", func() (bool, string) {
+	eventually(t, waitLong, "a group draining", func() (bool, string) {
 		cur := k.get(t, ns, "drain")
 		as := cur.Status.Autoscaling
 		if as == nil || len(as.Draining) == 0 {
@@ -295,7 +395,10 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 		e := routerEndpoints(t, admin, pool)["1"]
 		return e.Draining, fmt.Sprintf("%+v", e)
 	})
-	// While the request is in flight the group stays, however long: a
+	// What group 1's engine took up to now; it takes nothing more.
+	coldEngine := fleet.engine(cold)
+	taken := coldEngine.finished.Load() + int64(routerEndpoints(t, admin, pool)["1"].InFlight)
+	// While requests are in flight the group stays, however long: a
 	// decision taken after ten more minutes still keeps it.
 	clock.Advance(10 * time.Minute)
 	after := clock.Now().Truncate(time.Second)
@@ -309,43 +412,36 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 		t.Fatalf("replicas %d, group 1 pod %v, draining %+v: removed with a request in flight", *cur.Spec.Replicas, k.groupPod(t, ns, "drain", 1) != nil, cur.Status.Autoscaling.Draining)
 	}
 	// New requests go to groups 0 and 2 only.
-	for i := range 4 {
-		if _, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-			Model: "chat", MaxTokens: openai.Int(2),
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("during the drain " + strconv.Itoa(i))},
-		}); err != nil {
-			t.Fatalf("request during the drain: %v", err)
-		}
-	}
-	if e := routerEndpoints(t, admin, pool)["1"]; e.InFlight != 1 {
-		t.Errorf("group 1 in flight %d during the drain, want only the streamed request", e.InFlight)
-	}
+	progress("steady load during the drain", 3)
 
-	// Let group 1's engine run (its clock moves only when the test moves
-	// it): the request finishes.
+	// Let group 1's engine run: the requests in flight on it finish.
+	hold.free()
 	var res result
-	deadline := time.After(waitLong)
-pump:
-	for {
-		engineClock.Advance(time.Second)
-		select {
-		case res = <-got:
-			break pump
-		case <-deadline:
-			t.Fatal("the streamed request did not finish")
-		case <-time.After(10 * time.Millisecond): // pump the engine's clock again
-		}
+	select {
+	case res = <-got:
+	case <-time.After(waitLong):
+		t.Fatal("the streamed request did not finish")
 	}
-	chunks, text, err := res.chunks, res.text, res.err
-	if err != nil || chunks == 0 || text == "" {
-		t.Fatalf("the streamed request on the draining group: error %v, %d chunks, text %q", err, chunks, text)
+	if res.err != nil || res.chunks == 0 || res.text == "" {
+		t.Fatalf("the streamed request on the draining group: error %v, %d chunks, text %q", res.err, res.chunks, res.text)
 	}
 
-	eventually(t, waitLong, "group 1 retired", func() (bool, string) {
+	eventually(t, waitLong, "group 1 retired, its pod and engine gone", func() (bool, string) {
 		cur := k.get(t, ns, "drain")
-		return *cur.Spec.Replicas == 2 && slices.Equal(cur.Spec.RetiredGroups, []int32{1}) && k.groupPod(t, ns, "drain", 1) == nil,
+		return *cur.Spec.Replicas == 2 && slices.Equal(cur.Spec.RetiredGroups, []int32{1}) && k.groupPod(t, ns, "drain", 1) == nil && fleet.engine(cold) == nil,
 			fmt.Sprintf("replicas %d retired %v", *cur.Spec.Replicas, cur.Spec.RetiredGroups)
 	})
+	progress("steady load after the scale-down", 3)
+	errs := load.stop()
+	t.Logf("steady load: %v requests answered per client, %d failed; group 1's engine finished %d requests", load.answered(), len(errs), coldEngine.finished.Load())
+	if len(errs) > 0 {
+		t.Errorf("%d requests of the steady load failed during the scale-down, e.g. %v", len(errs), errs[:min(len(errs), 5)])
+	}
+	// taken may count a request twice (finished on the engine, its answer
+	// still relayed by the router): at most, never more.
+	if n := coldEngine.finished.Load(); n > taken {
+		t.Errorf("group 1's engine finished %d requests, had taken at most %d when the router drained it: it took new ones during the drain", n, taken)
+	}
 	for _, g := range []int{0, 2} {
 		if k.groupPod(t, ns, "drain", g) == nil {
 			t.Errorf("group %d was removed; only group 1 should go", g)

@@ -229,8 +229,15 @@ type fleetEngine struct {
 	pod      string
 	ip       string
 	finished atomic.Int64 // generation requests it finished
+	srv      *vllmapi.Server
 	stop     context.CancelFunc
 	inst     *vllmapi.Instance
+}
+
+// busy is the requests the engine runs or queues.
+func (e *fleetEngine) busy() int {
+	s := e.srv.Engine().Snapshot()
+	return s.Running + s.Waiting
 }
 
 // engineFleet plays the container runtime for one ModelServing on the KWOK
@@ -392,7 +399,7 @@ func (f *engineFleet) startEngine(p *corev1.Pod) (*fleetEngine, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e.ip, e.stop = ln.Addr().(*net.TCPAddr).IP.String(), cancel
+	e.ip, e.stop, e.srv = ln.Addr().(*net.TCPAddr).IP.String(), cancel, srv
 	e.inst = vllmapi.Serve(ctx, ln, srv, nil)
 	f.mu.Lock()
 	f.engines[p.UID], f.byPod[p.Name] = e, e
