@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -98,8 +99,9 @@ type heldEngine struct {
 	keep  atomic.Int32
 }
 
-// pump runs the clock for the engine of pod until the test ends.
-func (h *heldEngine) pump(t *testing.T, fleet *engineFleet, pod string) {
+// pump runs the clock until the test ends; busy counts the requests of
+// the engines on it.
+func (h *heldEngine) pump(t *testing.T, busy func() int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -112,9 +114,7 @@ func (h *heldEngine) pump(t *testing.T, fleet *engineFleet, pod string) {
 				return
 			case <-tick.C:
 			}
-			if e := fleet.engine(pod); e != nil {
-				for e.busy() > int(h.keep.Load()) && h.clock.Step() {
-				}
+			for busy() > int(h.keep.Load()) && h.clock.Step() {
 			}
 		}
 	}()
@@ -244,7 +244,12 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 		return ok, msg
 	})
 	cold := k.groupPod(t, ns, "drain", 1).Name
-	hold.pump(t, fleet, cold)
+	hold.pump(t, func() int {
+		if e := fleet.engine(cold); e != nil {
+			return e.busy()
+		}
+		return 0
+	})
 	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("drain", 1))); err != nil {
 		t.Fatal(err)
 	}
@@ -445,6 +450,168 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 	for _, g := range []int{0, 2} {
 		if k.groupPod(t, ns, "drain", g) == nil {
 			t.Errorf("group %d was removed; only group 1 should go", g)
+		}
+	}
+}
+
+// groupIndices returns the group indices of a ModelServing's live pods,
+// sorted.
+func groupIndices(t *testing.T, k *cluster, ns, name string) []int {
+	t.Helper()
+	var out []int
+	for _, p := range k.pods(t, ns, name) {
+		if g, err := strconv.Atoi(p.Labels[servingv1.LabelGroup]); err == nil && p.DeletionTimestamp == nil && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestAutoscalerFollowsAStepInLoad, on KWOK nodes with simulated engines
+// behind a real router: a ModelServing of groups 0 and 2 (group 1 retired
+// earlier), autoscaling between 2 and 5 groups at one waiting request per
+// engine, adding at most 2 groups per minute. Five requests (OpenAI SDK)
+// held in its engines' queues are a step to five engines' load, which the
+// router reports. The autoscaler adds groups as the policy says: two
+// at once, taking back the retired index 1 first, then 3; none more
+// within the minute, though the load asks for a fifth (the status says
+// the rate limit holds it); after the minute group 4, and not beyond
+// maxGroups. Every new group's pod is bound by kube-scheduler, Ready with
+// its engine through KWOK, and served; the held requests end with 200
+// and their tokens.
+func TestAutoscalerFollowsAStepInLoad(t *testing.T) {
+	k, clock := kwokEngineCluster(t)
+	ns := k.namespace(t, "asstep")
+	pool := ns + "/step"
+	ctx := context.Background()
+	fleet := newEngineFleet(t, k, ns, "step")
+	// Every engine runs on one clock that stands still until the end: the
+	// requests stay in flight.
+	hold := &heldEngine{clock: simclock.NewVirtual(time.Unix(0, 0))}
+	hold.keep.Store(math.MaxInt32)
+	fleet.clockFor = func(*corev1.Pod) simclock.Clock { return hold.clock }
+	fleet.start()
+	hold.pump(t, fleet.busy)
+
+	ms := servingOn(ns, "step", fleet.port)
+	ms.Spec.Replicas = ptr.To[int32](2)
+	ms.Spec.RetiredGroups = []int32{1}
+	ms.Spec.Autoscaling = &servingv1.AutoscalingSpec{
+		MinGroups: ptr.To[int32](2), MaxGroups: 5,
+		Targets:     &servingv1.AutoscalingTargets{WaitingPerEngine: ptr.To[int32](1)},
+		PanicWindow: &metav1.Duration{},
+		ScaleUp:     servingv1.AutoscalingScaleUp{MaxGroups: ptr.To[int32](2), Period: &metav1.Duration{Duration: time.Minute}},
+	}
+	create(t, k, ms)
+	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("step", 1))); err != nil {
+		t.Fatal(err)
+	}
+	_, base, admin := startKubeRouter(t, k, ns, "")
+	useRouter(t, pool, admin)
+	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	ready := func(groups int) {
+		t.Helper()
+		eventually(t, waitLong, fmt.Sprintf("%d groups serving", groups), func() (bool, string) {
+			ok, msg := allRunning(t, k, ns, "step", groups)
+			s := routerSignals(t, admin, pool)
+			return ok && s.Engines == groups, fmt.Sprintf("%s, router sees %d engines", msg, s.Engines)
+		})
+	}
+	ready(2)
+	if g := groupIndices(t, k, ns, "step"); !slices.Equal(g, []int{0, 2}) {
+		t.Fatalf("groups %v, want 0 and 2", g)
+	}
+	eventually(t, waitLong, "the autoscaler holds 2 groups", func() (bool, string) {
+		cur := k.get(t, ns, "step")
+		as := cur.Status.Autoscaling
+		return as != nil && as.LastDecision != nil && *cur.Spec.Replicas == 2, fmt.Sprintf("replicas %d, status %+v", *cur.Spec.Replicas, as)
+	})
+
+	// The step: five requests in flight.
+	type result struct {
+		text string
+		err  error
+	}
+	got := make(chan result, 5)
+	for i := range 5 {
+		go func() {
+			res, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+				Model: "chat", MaxTokens: openai.Int(4),
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(fmt.Sprintf("step request %d", i))},
+			})
+			r := result{err: err}
+			if err == nil && len(res.Choices) > 0 {
+				r.text = res.Choices[0].Message.Content
+			}
+			got <- r
+		}()
+	}
+	// The engines' clock stands still: the five wait in their queues.
+	eventually(t, waitLong, "the router reports 5 waiting", func() (bool, string) {
+		s := routerSignals(t, admin, pool)
+		return s.Waiting == 5, fmt.Sprintf("%+v", s)
+	})
+	// Past the stable window: the decisions see only the step.
+	clock.Advance(61 * time.Second)
+	eventually(t, waitLong, "2 groups added", func() (bool, string) {
+		cur := k.get(t, ns, "step")
+		g := groupIndices(t, k, ns, "step")
+		return *cur.Spec.Replicas == 4 && len(g) == 4, fmt.Sprintf("replicas %d, groups %v, reason %q", *cur.Spec.Replicas, g, cur.Status.Autoscaling.Reason)
+	})
+	if g := groupIndices(t, k, ns, "step"); !slices.Equal(g, []int{0, 1, 2, 3}) {
+		t.Errorf("groups %v after the first scale-up, want the retired 1 back and 3", g)
+	}
+	if r := k.get(t, ns, "step").Spec.RetiredGroups; len(r) != 0 {
+		t.Errorf("retired groups %v after the scale-up, want none", r)
+	}
+	ready(4)
+
+	// Within the minute: no more, though the load asks for 5.
+	clock.Advance(30 * time.Second)
+	after := clock.Now().Truncate(time.Second)
+	k.poke(t, ns, "step")
+	eventually(t, waitLong, "a decision within the minute", func() (bool, string) {
+		as := k.get(t, ns, "step").Status.Autoscaling
+		return as.LastDecision != nil && !as.LastDecision.Time.Before(after), fmt.Sprintf("last decision %v, want from %v", as.LastDecision, after)
+	})
+	cur := k.get(t, ns, "step")
+	if as := cur.Status.Autoscaling; *cur.Spec.Replicas != 4 || !strings.Contains(as.Reason, "limited to 2 groups per 1m0s") {
+		t.Fatalf("within the minute: replicas %d, reason %q; want 4, held by the rate limit", *cur.Spec.Replicas, as.Reason)
+	}
+
+	// After the minute: the fifth group, and no more (maxGroups).
+	clock.Advance(31 * time.Second)
+	eventually(t, waitLong, "the fifth group", func() (bool, string) {
+		cur := k.get(t, ns, "step")
+		g := groupIndices(t, k, ns, "step")
+		return *cur.Spec.Replicas == 5 && len(g) == 5, fmt.Sprintf("replicas %d, groups %v, reason %q", *cur.Spec.Replicas, g, cur.Status.Autoscaling.Reason)
+	})
+	ready(5)
+	if g := groupIndices(t, k, ns, "step"); !slices.Equal(g, []int{0, 1, 2, 3, 4}) {
+		t.Errorf("groups %v, want 0 to 4", g)
+	}
+	clock.Advance(61 * time.Second)
+	after = clock.Now().Truncate(time.Second)
+	k.poke(t, ns, "step")
+	eventually(t, waitLong, "a decision a minute later", func() (bool, string) {
+		as := k.get(t, ns, "step").Status.Autoscaling
+		return as.LastDecision != nil && !as.LastDecision.Time.Before(after), fmt.Sprintf("last decision %v, want from %v", as.LastDecision, after)
+	})
+	if cur := k.get(t, ns, "step"); *cur.Spec.Replicas != 5 {
+		t.Errorf("replicas %d beyond maxGroups 5", *cur.Spec.Replicas)
+	}
+
+	// The engines run: the held requests are answered.
+	hold.free()
+	for range 5 {
+		select {
+		case r := <-got:
+			if r.err != nil || r.text == "" {
+				t.Errorf("a request of the step: error %v, text %q; want 200 with tokens", r.err, r.text)
+			}
+		case <-time.After(waitLong):
+			t.Fatal("the requests of the step were not answered")
 		}
 	}
 }

@@ -289,6 +289,17 @@ func (f *engineFleet) engine(pod string) *fleetEngine {
 	return f.byPod[pod]
 }
 
+// busy is the requests the fleet's engines run or queue.
+func (f *engineFleet) busy() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, e := range f.engines {
+		n += e.busy()
+	}
+	return n
+}
+
 // start runs the fleet until the test ends.
 func (f *engineFleet) start() {
 	ctx, cancel := context.WithCancel(context.Background())
