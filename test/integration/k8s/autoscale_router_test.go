@@ -615,3 +615,154 @@ func TestAutoscalerFollowsAStepInLoad(t *testing.T) {
 		}
 	}
 }
+
+// pdRoles returns the prefill and decode replicas of a ModelServing's
+// spec.
+func pdRoles(ms *servingv1.ModelServing) (pf, dc int32) {
+	for _, r := range ms.Spec.Roles {
+		switch r.Name {
+		case "prefill":
+			pf = r.Replicas
+		case "decode":
+			dc = r.Replicas
+		}
+	}
+	return pf, dc
+}
+
+// TestAutoscalerScalesPDRoles, on KWOK nodes with simulated engines behind
+// a real router serving the pool disaggregated (nixl): under a pd policy
+// the autoscaler writes the prefill and decode roles' replicas from the
+// router's per-role signals, keeping prefill:decode within the policy's
+// bounds [1, 2]. Four requests (OpenAI SDK) prefilled on the prefill
+// engines wait on the decode engine (its clock stands still): decode load
+// for 4 instances at one waiting request each, and 1:1 the least ratio,
+// so prefill goes to 4 too; the running group grows in place (its first
+// pods keep their UIDs) and every new pod is bound by kube-scheduler and
+// made Ready by KWOK with its engine. The requests then end with 200 and
+// their tokens; with the load gone each role shrinks one instance per
+// decision, each removed instance drained first in the router's view,
+// still within the bounds at every step, down to 1 and 1.
+func TestAutoscalerScalesPDRoles(t *testing.T) {
+	k, clock := kwokEngineCluster(t)
+	ns := k.namespace(t, "aspd")
+	pool := ns + "/pd"
+	ctx := context.Background()
+	fleet := newEngineFleet(t, k, ns, "pd")
+	hold := &heldEngine{clock: simclock.NewVirtual(time.Unix(0, 0))}
+	hold.keep.Store(math.MaxInt32)
+	fleet.clockFor = func(p *corev1.Pod) simclock.Clock {
+		if p.Labels[servingv1.LabelRole] == "decode" {
+			return hold.clock
+		}
+		return nil // prefill on real time
+	}
+	fleet.start()
+	hold.pump(t, fleet.busy)
+
+	ms := pdServing(ns, "pd", 1)
+	ms.Spec.Roles[0].Replicas = 1 // prefill x1, decode x1: what no load asks for
+	for i := range ms.Spec.Roles {
+		ms.Spec.Roles[i].Template.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: fleet.port}}
+	}
+	ms.Spec.Autoscaling = &servingv1.AutoscalingSpec{
+		MinGroups: ptr.To[int32](1), MaxGroups: 1,
+		PD: &servingv1.AutoscalingPD{
+			Prefill:         servingv1.AutoscalingTargets{PrefillTokensPerEngine: ptr.To[int32](1000)},
+			Decode:          servingv1.AutoscalingTargets{WaitingPerEngine: ptr.To[int32](1)},
+			MinRatioPercent: ptr.To[int32](100), MaxRatioPercent: ptr.To[int32](200),
+		},
+		PanicWindow: &metav1.Duration{},
+		ScaleDown:   servingv1.AutoscalingScaleDown{DrainGrace: &metav1.Duration{Duration: time.Hour}},
+	}
+	create(t, k, ms)
+	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("pd", 1))); err != nil {
+		t.Fatal(err)
+	}
+	_, base, admin := startKubeRouterWith(t, k, ns, "", fmt.Sprintf("pools: [{name: %s, pd: {mode: nixl}}]", pool))
+	useRouter(t, pool, admin)
+	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	ratioOK := func(cur *servingv1.ModelServing) (int32, int32) {
+		t.Helper()
+		pf, dc := pdRoles(cur)
+		if pf < dc || pf > 2*dc {
+			t.Fatalf("prefill %d decode %d: ratio out of [1, 2]", pf, dc)
+		}
+		return pf, dc
+	}
+	serving := func(pf, dc int) (bool, string) {
+		cur := k.get(t, ns, "pd")
+		p, d := ratioOK(cur)
+		n, _ := rolePods(t, k, ns, "pd")
+		ok, msg := allRunning(t, k, ns, "pd", pf+dc)
+		s := routerSignals(t, admin, pool)
+		reason := ""
+		if as := cur.Status.Autoscaling; as != nil {
+			reason = as.Reason
+		}
+		return ok && p == int32(pf) && d == int32(dc) && n["prefill"] == pf && n["decode"] == dc && s.Roles["prefill"].Engines == pf && s.Roles["decode"].Engines == dc,
+			fmt.Sprintf("prefill %d decode %d, pods %v, %s, router sees %+v, reason %q", p, d, n, msg, s.Roles, reason)
+	}
+	eventually(t, waitLong, "the group serving", func() (bool, string) { return serving(1, 1) })
+	_, before := rolePods(t, k, ns, "pd")
+
+	// Four requests wait on the decode engine.
+	type result struct {
+		text string
+		err  error
+	}
+	got := make(chan result, 4)
+	for i := range 4 {
+		go func() {
+			res, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+				Model: "chat", MaxTokens: openai.Int(4),
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(fmt.Sprintf("disaggregated request %d", i))},
+			})
+			r := result{err: err}
+			if err == nil && len(res.Choices) > 0 {
+				r.text = res.Choices[0].Message.Content
+			}
+			got <- r
+		}()
+	}
+	eventually(t, waitLong, "the router reports 4 waiting on decode", func() (bool, string) {
+		s := routerSignals(t, admin, pool)
+		return s.Roles["decode"].Waiting == 4, fmt.Sprintf("%+v", s.Roles)
+	})
+	// Past the stable and trend windows (5m): the decisions see the load
+	// alone, without a trend from before it.
+	clock.Advance(5*time.Minute + time.Second)
+	eventually(t, waitLong, "prefill 4 and decode 4 serving", func() (bool, string) { return serving(4, 4) })
+	_, after := rolePods(t, k, ns, "pd")
+	for name, uid := range before {
+		if after[name] != uid {
+			t.Errorf("pod %s was recreated (uid %s, now %q): the group should grow in place", name, uid, after[name])
+		}
+	}
+	if as := k.get(t, ns, "pd").Status.Autoscaling; as.DesiredPrefill != 4 || as.DesiredDecode != 4 {
+		t.Errorf("status desired prefill %d decode %d, want 4 and 4", as.DesiredPrefill, as.DesiredDecode)
+	}
+
+	// The decode engines run: the requests are answered.
+	hold.free()
+	for range 4 {
+		select {
+		case r := <-got:
+			if r.err != nil || r.text == "" {
+				t.Errorf("a disaggregated request: error %v, text %q; want 200 with tokens", r.err, r.text)
+			}
+		case <-time.After(waitLong):
+			t.Fatal("the disaggregated requests were not answered")
+		}
+	}
+
+	// The load is gone: down one instance per decision, each drained in
+	// the router's view first, within the bounds.
+	eventually(t, waitLong, "prefill 1 and decode 1 serving", func() (bool, string) {
+		ok, msg := serving(1, 1)
+		if !ok {
+			clock.Advance(10 * time.Second) // the windows count on the controller's clock
+		}
+		return ok, msg
+	})
+}

@@ -376,42 +376,70 @@ func (f *engineFleet) sync(ctx context.Context) {
 }
 
 // startEngine serves a simulated engine for pod on a fresh loopback
-// address at the fleet's port, in the pod's role.
+// address at the fleet's port, in the pod's role. An engine on the real
+// clock is started as `halyard sim` starts it (vllmapi.Start: a prefill
+// engine also serves its KV side channel); one on another clock is built
+// on it and served on the listener.
 func (f *engineFleet) startEngine(p *corev1.Pod) (*fleetEngine, error) {
-	var clock simclock.Clock = simclock.Real{}
+	var clock simclock.Clock
 	if f.clockFor != nil {
-		if c := f.clockFor(p); c != nil {
-			clock = c
-		}
+		clock = f.clockFor(p)
 	}
 	e := &fleetEngine{pod: p.Name}
 	role := "both"
 	if r := p.Labels[servingv1.LabelRole]; r == "prefill" || r == "decode" {
 		role = r
 	}
-	srv, err := vllmapi.Spec{Model: "qwen3-8b", Profile: "zero", Role: role,
-		OnResult: func(simulator.Result) { e.finished.Add(1) }}.Build(clock, nil)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	ln := f.spare
-	f.spare = nil
-	f.mu.Unlock()
-	for ln == nil {
-		ip := takeEngineIP()
-		l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, f.port))
-		switch {
-		case err == nil:
-			ln = l
-		case errors.Is(err, syscall.EADDRINUSE): // taken on that address: the next one
-		default:
+	spec := vllmapi.Spec{Model: "qwen3-8b", Profile: "zero", Role: role,
+		OnResult: func(simulator.Result) { e.finished.Add(1) }}
+	var srv *vllmapi.Server
+	if clock != nil {
+		var err error
+		if srv, err = spec.Build(clock, nil); err != nil {
 			return nil, err
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e.ip, e.stop, e.srv = ln.Addr().(*net.TCPAddr).IP.String(), cancel, srv
-	e.inst = vllmapi.Serve(ctx, ln, srv, nil)
+	f.mu.Lock()
+	spare := f.spare
+	f.spare = nil
+	f.mu.Unlock()
+	for e.inst == nil {
+		var ip string
+		if spare != nil {
+			ip = spare.Addr().(*net.TCPAddr).IP.String()
+		} else {
+			ip = takeEngineIP()
+		}
+		addr := fmt.Sprintf("%s:%d", ip, f.port)
+		var err error
+		switch {
+		case srv == nil: // real time
+			if spare != nil {
+				spare.Close()
+				spare = nil
+			}
+			spec.Listen = addr
+			e.inst, err = vllmapi.Start(ctx, spec, nil)
+		case spare != nil:
+			e.inst = vllmapi.Serve(ctx, spare, srv, nil)
+			spare = nil
+		default:
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", addr); err == nil {
+				e.inst = vllmapi.Serve(ctx, ln, srv, nil)
+			}
+		}
+		switch {
+		case err == nil:
+			e.ip = ip
+		case errors.Is(err, syscall.EADDRINUSE): // taken on that address: the next one
+		default:
+			cancel()
+			return nil, err
+		}
+	}
+	e.stop, e.srv = cancel, e.inst.Server
 	f.mu.Lock()
 	f.engines[p.UID], f.byPod[p.Name] = e, e
 	f.mu.Unlock()
