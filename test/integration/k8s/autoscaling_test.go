@@ -203,15 +203,7 @@ func TestAutoscalerScalesAndYieldsToManualScale(t *testing.T) {
 	})
 
 	// kubectl scale --replicas=2 while autoscaling is on.
-	cur := k.get(t, ns, "as")
-	scale := &autoscalingScale{}
-	if err := k.c.SubResource("scale").Get(context.Background(), cur, scale.obj()); err != nil {
-		t.Fatalf("get scale: %v", err)
-	}
-	scale.s.Spec.Replicas = 2
-	if err := k.c.SubResource("scale").Update(context.Background(), cur, client.WithSubResourceBody(scale.obj())); err != nil {
-		t.Fatalf("update scale: %v", err)
-	}
+	scaleTo(t, k, k.get(t, ns, "as"), 2)
 	eventually(t, waitLong, "manual override kept", func() (bool, string) {
 		ms := k.get(t, ns, "as")
 		c := scalingCondition(ms)
