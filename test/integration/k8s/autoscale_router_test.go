@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -97,6 +96,12 @@ func routerEndpoints(t *testing.T, admin, pool string) map[string]autoscale.Endp
 type heldEngine struct {
 	clock *simclock.Virtual
 	keep  atomic.Int32
+}
+
+func newHeldEngine(keep int32) *heldEngine {
+	h := &heldEngine{clock: simclock.NewVirtual(time.Unix(0, 0))}
+	h.keep.Store(keep)
+	return h
 }
 
 // pump runs the clock until the test ends; busy counts the requests of
@@ -221,8 +226,7 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 	pool := ns + "/drain"
 	ctx := context.Background()
 	fleet := newEngineFleet(t, k, ns, "drain")
-	hold := &heldEngine{clock: simclock.NewVirtual(time.Unix(0, 0))}
-	hold.keep.Store(1)
+	hold := newHeldEngine(1)
 	fleet.clockFor = func(p *corev1.Pod) simclock.Clock {
 		if p.Labels[servingv1.LabelGroup] == "1" {
 			return hold.clock
@@ -250,12 +254,7 @@ func TestAutoscalerDrainsTheColdGroup(t *testing.T) {
 		}
 		return 0
 	})
-	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("drain", 1))); err != nil {
-		t.Fatal(err)
-	}
-	_, base, admin := startKubeRouter(t, k, ns, "")
-	useRouter(t, pool, admin)
-	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	admin, sdk := routeToRouter(t, k, ns, "drain", "", "")
 
 	// steer marks the groups in drain as draining (by hand, before the
 	// autoscaler runs) and waits until the router follows.
@@ -484,12 +483,10 @@ func TestAutoscalerFollowsAStepInLoad(t *testing.T) {
 	k, clock := kwokEngineCluster(t)
 	ns := k.namespace(t, "asstep")
 	pool := ns + "/step"
-	ctx := context.Background()
 	fleet := newEngineFleet(t, k, ns, "step")
 	// Every engine runs on one clock that stands still until the end: the
 	// requests stay in flight.
-	hold := &heldEngine{clock: simclock.NewVirtual(time.Unix(0, 0))}
-	hold.keep.Store(math.MaxInt32)
+	hold := newHeldEngine(math.MaxInt32)
 	fleet.clockFor = func(*corev1.Pod) simclock.Clock { return hold.clock }
 	fleet.start()
 	hold.pump(t, fleet.busy)
@@ -504,12 +501,7 @@ func TestAutoscalerFollowsAStepInLoad(t *testing.T) {
 		ScaleUp:     servingv1.AutoscalingScaleUp{MaxGroups: ptr.To[int32](2), Period: &metav1.Duration{Duration: time.Minute}},
 	}
 	create(t, k, ms)
-	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("step", 1))); err != nil {
-		t.Fatal(err)
-	}
-	_, base, admin := startKubeRouter(t, k, ns, "")
-	useRouter(t, pool, admin)
-	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	admin, sdk := routeToRouter(t, k, ns, "step", "", "")
 	ready := func(groups int) {
 		t.Helper()
 		eventually(t, waitLong, fmt.Sprintf("%d groups serving", groups), func() (bool, string) {
@@ -529,24 +521,7 @@ func TestAutoscalerFollowsAStepInLoad(t *testing.T) {
 	})
 
 	// The step: five requests in flight.
-	type result struct {
-		text string
-		err  error
-	}
-	got := make(chan result, 5)
-	for i := range 5 {
-		go func() {
-			res, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-				Model: "chat", MaxTokens: openai.Int(4),
-				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(fmt.Sprintf("step request %d", i))},
-			})
-			r := result{err: err}
-			if err == nil && len(res.Choices) > 0 {
-				r.text = res.Choices[0].Message.Content
-			}
-			got <- r
-		}()
-	}
+	got := chatAsync(sdk, "step request 0", "step request 1", "step request 2", "step request 3", "step request 4")
 	// The engines' clock stands still: the five wait in their queues.
 	eventually(t, waitLong, "the router reports 5 waiting", func() (bool, string) {
 		s := routerSignals(t, admin, pool)
@@ -604,16 +579,7 @@ func TestAutoscalerFollowsAStepInLoad(t *testing.T) {
 
 	// The engines run: the held requests are answered.
 	hold.free()
-	for range 5 {
-		select {
-		case r := <-got:
-			if r.err != nil || r.text == "" {
-				t.Errorf("a request of the step: error %v, text %q; want 200 with tokens", r.err, r.text)
-			}
-		case <-time.After(waitLong):
-			t.Fatal("the requests of the step were not answered")
-		}
-	}
+	expectAnswered(t, got, 5, "the requests of the step")
 }
 
 // pdRoles returns the prefill and decode replicas of a ModelServing's
@@ -647,10 +613,8 @@ func TestAutoscalerScalesPDRoles(t *testing.T) {
 	k, clock := kwokEngineCluster(t)
 	ns := k.namespace(t, "aspd")
 	pool := ns + "/pd"
-	ctx := context.Background()
 	fleet := newEngineFleet(t, k, ns, "pd")
-	hold := &heldEngine{clock: simclock.NewVirtual(time.Unix(0, 0))}
-	hold.keep.Store(math.MaxInt32)
+	hold := newHeldEngine(math.MaxInt32)
 	fleet.clockFor = func(p *corev1.Pod) simclock.Clock {
 		if p.Labels[servingv1.LabelRole] == "decode" {
 			return hold.clock
@@ -676,12 +640,7 @@ func TestAutoscalerScalesPDRoles(t *testing.T) {
 		ScaleDown:   servingv1.AutoscalingScaleDown{DrainGrace: &metav1.Duration{Duration: time.Hour}},
 	}
 	create(t, k, ms)
-	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("pd", 1))); err != nil {
-		t.Fatal(err)
-	}
-	_, base, admin := startKubeRouterWith(t, k, ns, "", fmt.Sprintf("pools: [{name: %s, pd: {mode: nixl}}]", pool))
-	useRouter(t, pool, admin)
-	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	admin, sdk := routeToRouter(t, k, ns, "pd", "", fmt.Sprintf("pools: [{name: %s, pd: {mode: nixl}}]", pool))
 	ratioOK := func(cur *servingv1.ModelServing) (int32, int32) {
 		t.Helper()
 		pf, dc := pdRoles(cur)
@@ -707,24 +666,7 @@ func TestAutoscalerScalesPDRoles(t *testing.T) {
 	_, before := rolePods(t, k, ns, "pd")
 
 	// Four requests wait on the decode engine.
-	type result struct {
-		text string
-		err  error
-	}
-	got := make(chan result, 4)
-	for i := range 4 {
-		go func() {
-			res, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-				Model: "chat", MaxTokens: openai.Int(4),
-				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(fmt.Sprintf("disaggregated request %d", i))},
-			})
-			r := result{err: err}
-			if err == nil && len(res.Choices) > 0 {
-				r.text = res.Choices[0].Message.Content
-			}
-			got <- r
-		}()
-	}
+	got := chatAsync(sdk, "disaggregated request 0", "disaggregated request 1", "disaggregated request 2", "disaggregated request 3")
 	eventually(t, waitLong, "the router reports 4 waiting on decode", func() (bool, string) {
 		s := routerSignals(t, admin, pool)
 		return s.Roles["decode"].Waiting == 4, fmt.Sprintf("%+v", s.Roles)
@@ -745,16 +687,7 @@ func TestAutoscalerScalesPDRoles(t *testing.T) {
 
 	// The decode engines run: the requests are answered.
 	hold.free()
-	for range 4 {
-		select {
-		case r := <-got:
-			if r.err != nil || r.text == "" {
-				t.Errorf("a disaggregated request: error %v, text %q; want 200 with tokens", r.err, r.text)
-			}
-		case <-time.After(waitLong):
-			t.Fatal("the disaggregated requests were not answered")
-		}
-	}
+	expectAnswered(t, got, 4, "the disaggregated requests")
 
 	// The load is gone: down one instance per decision, each drained in
 	// the router's view first, within the bounds.

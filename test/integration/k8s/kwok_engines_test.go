@@ -461,7 +461,6 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 	k, clock := kwokEngineCluster(t)
 	ns := k.namespace(t, "aszero")
 	pool := ns + "/zero"
-	ctx := context.Background()
 	fleet := newEngineFleet(t, k, ns, "zero")
 	fleet.hold()
 	fleet.start()
@@ -475,14 +474,9 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 		IdleToZero:  &metav1.Duration{Duration: 2 * time.Minute},
 	}
 	create(t, k, ms)
-	if err := k.c.Create(ctx, modelRoute(ns, "chat", "chat", weighted("zero", 1))); err != nil {
-		t.Fatal(err)
-	}
 	// The queue holds a request for a pool without endpoints up to
 	// noEndpointWait: a bound far above what the test needs.
-	_, base, admin := startKubeRouter(t, k, ns, ", admission: {queue: {noEndpointWait: 120s, maxWait: 120s}}, autoscaling: {window: 1s}")
-	useRouter(t, pool, admin)
-	sdk := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	admin, sdk := routeToRouter(t, k, ns, "zero", ", admission: {queue: {noEndpointWait: 120s, maxWait: 120s}}, autoscaling: {window: 1s}", "")
 	// The router knows the route (it reports the routed pool, without
 	// endpoints) before the first request.
 	eventually(t, waitLong, "the router reports the pool", func() (bool, string) {
@@ -500,22 +494,7 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 			fmt.Sprintf("replicas %d, status %+v", *cur.Spec.Replicas, as)
 	})
 
-	type result struct {
-		text string
-		err  error
-	}
-	got := make(chan result, 1)
-	go func() {
-		res, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-			Model: "chat", MaxTokens: openai.Int(4),
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("the first request in a while")},
-		})
-		r := result{err: err}
-		if err == nil && len(res.Choices) > 0 {
-			r.text = res.Choices[0].Message.Content
-		}
-		got <- r
-	}()
+	got := chatAsync(sdk, "the first request in a while")
 	notYet := func() {
 		t.Helper()
 		select {
@@ -544,15 +523,7 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 	}
 	notYet()
 	fleet.release() // the engine starts; KWOK makes the pod Ready
-	var res result
-	select {
-	case res = <-got:
-	case <-time.After(waitLong):
-		t.Fatal("the waiting request was not served")
-	}
-	if res.err != nil || res.text == "" {
-		t.Fatalf("the first request: error %v, text %q; want 200 with tokens", res.err, res.text)
-	}
+	expectAnswered(t, got, 1, "the waiting request")
 	pod = k.groupPod(t, ns, "zero", 0)
 	eng := fleet.engine(pod.Name)
 	if eng == nil || pod.Status.PodIP != eng.ip || eng.finished.Load() != 1 {
@@ -569,6 +540,63 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 		return *cur.Spec.Replicas == 0 && n == 0 && fleet.engine(pod.Name) == nil, fmt.Sprintf("replicas %d retired %v, %d pods, reason %q",
 			*cur.Spec.Replicas, cur.Spec.RetiredGroups, n, cur.Status.Autoscaling.Reason)
 	})
+}
+
+// routeToRouter routes model "chat" to the ModelServing name in ns, runs
+// a router (startKubeRouterWith's extra and top) whose admin listener the
+// shared controllers read the pool's signals and endpoints from, and
+// returns that listener's URL and an OpenAI SDK client of the router (no
+// retries: every error counts).
+func routeToRouter(t *testing.T, k *cluster, ns, name, extra, top string) (string, openai.Client) {
+	t.Helper()
+	if err := k.c.Create(context.Background(), modelRoute(ns, "chat", "chat", weighted(name, 1))); err != nil {
+		t.Fatal(err)
+	}
+	_, base, admin := startKubeRouterWith(t, k, ns, extra, top)
+	useRouter(t, ns+"/"+name, admin)
+	return admin, openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+}
+
+// chatResult is how one chat completion ended.
+type chatResult struct {
+	text string
+	err  error
+}
+
+// chatAsync sends one chat completion (model "chat", 4 tokens at most)
+// per prompt, each in the background; their ends come on the channel.
+func chatAsync(sdk openai.Client, prompts ...string) <-chan chatResult {
+	got := make(chan chatResult, len(prompts))
+	for _, prompt := range prompts {
+		go func() {
+			res, err := sdk.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+				Model: "chat", MaxTokens: openai.Int(4),
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+			})
+			r := chatResult{err: err}
+			if err == nil && len(res.Choices) > 0 {
+				r.text = res.Choices[0].Message.Content
+			}
+			got <- r
+		}()
+	}
+	return got
+}
+
+// expectAnswered waits for n ends on got and fails the test unless each is
+// a 200 with tokens.
+func expectAnswered(t *testing.T, got <-chan chatResult, n int, what string) {
+	t.Helper()
+	for range n {
+		select {
+		case r := <-got:
+			if r.err != nil || r.text == "" {
+				t.Fatalf("%s: error %v, text %q; want 200 with tokens", what, r.err, r.text)
+			}
+		case <-time.After(waitLong):
+			t.Fatalf("%s: not answered after %s", what, waitLong)
+		}
+	}
 }
 
 // routerSignals reads the router's GET /autoscale/signals?pool=.
