@@ -606,9 +606,10 @@ func pdRoles(ms *servingv1.ModelServing) (pf, dc int32) {
 // so prefill goes to 4 too; the running group grows in place (its first
 // pods keep their UIDs) and every new pod is bound by kube-scheduler and
 // made Ready by KWOK with its engine. The requests then end with 200 and
-// their tokens; with the load gone each role shrinks one instance per
-// decision, each removed instance drained first in the router's view,
-// still within the bounds at every step, down to 1 and 1.
+// their tokens; with the load down to two SDK clients each role shrinks
+// one instance per decision, each removed instance drained first in the
+// router's view, still within the bounds at every step, down to 1 and 1,
+// and none of the clients' requests fails.
 func TestAutoscalerScalesPDRoles(t *testing.T) {
 	k, clock := kwokEngineCluster(t)
 	ns := k.namespace(t, "aspd")
@@ -637,7 +638,8 @@ func TestAutoscalerScalesPDRoles(t *testing.T) {
 			MinRatioPercent: ptr.To[int32](100), MaxRatioPercent: ptr.To[int32](200),
 		},
 		PanicWindow: &metav1.Duration{},
-		ScaleDown:   servingv1.AutoscalingScaleDown{DrainGrace: &metav1.Duration{Duration: time.Hour}},
+		// A grace far beyond the test: instances go when drained.
+		ScaleDown: servingv1.AutoscalingScaleDown{DrainGrace: &metav1.Duration{Duration: 24 * time.Hour}},
 	}
 	create(t, k, ms)
 	admin, sdk := routeToRouter(t, k, ns, "pd", "", fmt.Sprintf("pools: [{name: %s, pd: {mode: nixl}}]", pool))
@@ -689,8 +691,11 @@ func TestAutoscalerScalesPDRoles(t *testing.T) {
 	hold.free()
 	expectAnswered(t, got, 4, "the disaggregated requests")
 
-	// The load is gone: down one instance per decision, each drained in
-	// the router's view first, within the bounds.
+	// The load falls to two SDK clients, each with one request at a time:
+	// down one instance per decision, each drained in the router's view
+	// first, within the bounds, and no request fails.
+	load := startSteadyLoad(sdk, 2)
+	defer load.stop()
 	eventually(t, waitLong, "prefill 1 and decode 1 serving", func() (bool, string) {
 		ok, msg := serving(1, 1)
 		if !ok {
@@ -698,4 +703,9 @@ func TestAutoscalerScalesPDRoles(t *testing.T) {
 		}
 		return ok, msg
 	})
+	errs := load.stop()
+	t.Logf("steady load while the roles shrank: %v requests answered per client, %d failed", load.answered(), len(errs))
+	if len(errs) > 0 {
+		t.Errorf("%d requests failed while the roles shrank, e.g. %v", len(errs), errs[:min(len(errs), 5)])
+	}
 }
