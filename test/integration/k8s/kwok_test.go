@@ -21,33 +21,117 @@ import (
 
 const zoneKey = "topology.kubernetes.io/zone"
 
-// startProcess runs a control-plane component until the test ends.
-func startProcess(t *testing.T, name string, args ...string) {
-	t.Helper()
-	log, err := os.Create(filepath.Join(t.TempDir(), filepath.Base(name)+".log"))
+// spawn runs a control-plane component, its output in logPath, until
+// cleanup runs.
+func spawn(name, logPath string, cleanup func(func()), args ...string) error {
+	log, err := os.Create(logPath)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		log.Close()
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-done
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			lines := strings.Split(string(b), "\n")
-			if len(lines) > 20 {
-				lines = lines[len(lines)-20:]
-			}
-			t.Logf("last lines of %s:\n%s", filepath.Base(name), strings.Join(lines, "\n"))
-		}
 		log.Close()
 	})
+	return nil
+}
+
+// logTail writes the last lines of a component's log to the test log.
+func logTail(t *testing.T, path string) {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(string(b), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	t.Logf("last lines of %s:\n%s", filepath.Base(path), strings.Join(lines, "\n"))
+}
+
+// startKWOK runs kube-scheduler and KWOK (with the given stages) against
+// k until cleanup runs, and creates nodes KWOK nodes spread over zone-a
+// and zone-b (each changed by adjust, if given, before it is created),
+// waiting until they are Ready. It returns the components' log files, in
+// dir.
+func startKWOK(k *cluster, scheduler, kwok, stages string, nodes int, dir string, cleanup func(func()), adjust ...func(i int, n *corev1.Node)) ([]string, error) {
+	logs := []string{filepath.Join(dir, "kube-scheduler.log"), filepath.Join(dir, "kwok.log")}
+	if err := spawn(scheduler, logs[0], cleanup, "--kubeconfig", k.kubeconfig, "--leader-elect=false", "--secure-port", "0"); err != nil {
+		return nil, err
+	}
+	if err := spawn(kwok, logs[1], cleanup, "--kubeconfig", k.kubeconfig, "--config", stages,
+		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
+		"--cidr", "10.0.0.1/16", "--node-ip", "10.0.0.1"); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	for i := 0; i < nodes; i++ {
+		zone := []string{"zone-a", "zone-b"}[i%2]
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+			Name:        fmt.Sprintf("kwok-node-%d", i),
+			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": fmt.Sprintf("kwok-node-%d", i), zoneKey: zone},
+			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
+		}}
+		for _, a := range adjust {
+			a(i, n)
+		}
+		if err := k.c.Create(ctx, n); err != nil {
+			return logs, fmt.Errorf("create node: %w", err)
+		}
+	}
+	deadline := time.Now().Add(waitLong)
+	for {
+		var list corev1.NodeList
+		if err := k.c.List(ctx, &list); err != nil {
+			return logs, err
+		}
+		ready := 0
+		for _, n := range list.Items {
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		if ready == nodes {
+			return logs, nil
+		}
+		if time.Now().After(deadline) {
+			return logs, fmt.Errorf("timed out after %s waiting for KWOK nodes: %d of %d ready", waitLong, ready, nodes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// writeStages writes KWOK's stock stages (the file stock) with the
+// pod-ready stage replaced by the given stage documents into dir/name, and
+// returns its path.
+func writeStages(stock, dir, name string, replacement ...string) (string, error) {
+	b, err := os.ReadFile(stock)
+	if err != nil {
+		return "", err
+	}
+	docs := replacement
+	replaced := false
+	for _, d := range strings.Split(string(b), "\n---\n") {
+		switch {
+		case strings.TrimSpace(strings.Trim(d, "-\n")) == "":
+		case strings.Contains(d, "\n  name: pod-ready\n"):
+			replaced = true
+		default:
+			docs = append(docs, strings.TrimPrefix(d, "---\n"))
+		}
+	}
+	if !replaced {
+		return "", fmt.Errorf("%s has no pod-ready stage to replace", stock)
+	}
+	path := filepath.Join(dir, name)
+	return path, os.WriteFile(path, []byte(strings.Join(docs, "\n---\n")), 0o600)
 }
 
 // kwokConfig changes what kwokCluster starts.
@@ -59,8 +143,9 @@ type kwokConfig struct {
 	node func(i int, n *corev1.Node)
 }
 
-// kwokCluster is an API server plus kube-scheduler and KWOK managing fake
-// nodes spread over zone-a and zone-b.
+// kwokCluster is an API server plus kube-scheduler and KWOK (with its
+// stock stages, unless an option changes them) managing fake nodes spread
+// over zone-a and zone-b.
 func kwokCluster(t *testing.T, nodes int, opts ...func(*kwokConfig)) *cluster {
 	t.Helper()
 	var cfg kwokConfig
@@ -76,41 +161,22 @@ func kwokCluster(t *testing.T, nodes int, opts ...func(*kwokConfig)) *cluster {
 	if cfg.stages != nil {
 		stages = cfg.stages(stages)
 	}
-	k := startCluster(t, featureGates)
-	startProcess(t, scheduler, "--kubeconfig", k.kubeconfig, "--leader-elect=false", "--secure-port", "0")
-	startProcess(t, kwok, "--kubeconfig", k.kubeconfig, "--config", stages,
-		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-		"--cidr", "10.0.0.1/16", "--node-ip", "10.0.0.1")
-	ctx := context.Background()
-	for i := 0; i < nodes; i++ {
-		zone := []string{"zone-a", "zone-b"}[i%2]
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-			Name:        fmt.Sprintf("kwok-node-%d", i),
-			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": fmt.Sprintf("kwok-node-%d", i), zoneKey: zone},
-			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
-		}}
-		if cfg.node != nil {
-			cfg.node(i, n)
-		}
-		if err := k.c.Create(ctx, n); err != nil {
-			t.Fatalf("create node: %v", err)
-		}
+	var adjust []func(int, *corev1.Node)
+	if cfg.node != nil {
+		adjust = append(adjust, cfg.node)
 	}
-	eventually(t, waitLong, "KWOK nodes ready", func() (bool, string) {
-		var list corev1.NodeList
-		if err := k.c.List(ctx, &list); err != nil {
-			return false, err.Error()
-		}
-		ready := 0
-		for _, n := range list.Items {
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-					ready++
-				}
+	k := startCluster(t, featureGates)
+	logs, err := startKWOK(k, scheduler, kwok, stages, nodes, t.TempDir(), t.Cleanup, adjust...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range logs {
+				logTail(t, l)
 			}
 		}
-		return ready == nodes, fmt.Sprintf("%d of %d ready", ready, nodes)
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return k
 }
 

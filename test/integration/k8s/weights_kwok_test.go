@@ -211,22 +211,8 @@ const fetchRunPending = `.metadata.annotations as $a | ([.status.initContainerSt
 func withFetchStages(t *testing.T, dir string) func(*kwokConfig) {
 	return func(c *kwokConfig) {
 		c.stages = func(stock string) string {
-			b, err := os.ReadFile(stock)
+			path, err := writeStages(stock, dir, "kwok-fetch-stages.yaml", fetchStages)
 			if err != nil {
-				t.Fatal(err)
-			}
-			var keep []string
-			for _, doc := range strings.Split(string(b), "\n---\n") {
-				if strings.Contains(doc, "\n  name: pod-ready\n") {
-					continue
-				}
-				keep = append(keep, doc)
-			}
-			if len(keep) == len(strings.Split(string(b), "\n---\n")) {
-				t.Fatalf("%s has no pod-ready stage to replace", stock)
-			}
-			path := filepath.Join(dir, "kwok-stages.yaml")
-			if err := os.WriteFile(path, []byte(strings.Join(append(keep, fetchStages), "\n---\n")), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			return path
