@@ -10,8 +10,10 @@ import (
 	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
-// FuzzParse checks that no body makes Parse panic, that an accepted body is
-// valid JSON, and that WithModel changes the model and nothing else.
+// FuzzParse checks that no body makes Parse panic, that Parse refuses as
+// not JSON exactly what json.Valid refuses (it validates with jsontext as
+// it scans, walkObject), that an accepted body is valid JSON, and that
+// WithModel changes the model and nothing else.
 func FuzzParse(f *testing.F) {
 	seeds := []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`,
@@ -21,6 +23,14 @@ func FuzzParse(f *testing.F) {
 		`{"mod\u0065l":"a","model":"b","prompt":"x"}`,
 		`{"model":"m","prompt":"x"`,
 		`[]`,
+		`{"model":"m","prompt":"\ud800 \udc00x \ud800\u0041"}`,
+		"{\"model\":\"m\",\"prompt\":\"caf\xc3 \xff\xfe\"}",
+		`{"model":"m","prompt":"x"} {}`,
+		`{"model":"m","prompt":"x"}x`,
+		`{"model":"m","prompt":"x"} `,
+		`{"model":"m","prompt":"x","stream_options":{"a":1,"a":2}}`,
+		`{1:2}`, `{"a" 1}`, `{"a":1,}`, `{,}`, ` `, ``, `"str"`, `1`, `null`,
+		"{\"model\":\"m\",\"prompt\":\"tab\there\"}",
 	}
 	for _, s := range seeds {
 		f.Add(uint8(1), []byte(s))
@@ -40,6 +50,13 @@ func FuzzParse(f *testing.F) {
 		}
 		r, perr := Parse(k, body)
 		FindUsage(body)
+		notJSON := perr != nil && (perr.Message == msgInvalidJSON || perr.Message == msgTooDeep)
+		if valid := json.Valid(body); notJSON == valid {
+			t.Fatalf("json.Valid(%q) = %v, but Parse says %+v", body, valid, perr)
+		}
+		if trimmed := bytes.TrimLeft(body, " \t\r\n"); json.Valid(body) && trimmed[0] != '{' && (perr == nil || perr.Message != msgNotObject) {
+			t.Fatalf("Parse(%q) = %+v, want %q", body, perr, msgNotObject)
+		}
 		if perr != nil {
 			if perr.Status != 400 || perr.Message == "" {
 				t.Fatalf("bad error %+v", perr)

@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 )
@@ -57,12 +58,6 @@ type Request struct {
 // body (Raw), which the caller must not modify afterwards. Errors are 400
 // *Error values naming the offending parameter.
 func Parse(k Kind, body []byte) (*Request, *Error) {
-	if !json.Valid(body) {
-		if nestingExceeds(body, MaxNesting) {
-			return nil, BadRequest("", CodeInvalidJSON, "The JSON body of your request is nested more than "+strconv.Itoa(MaxNesting)+" levels deep, which is the limit.")
-		}
-		return nil, BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request. The body must be a JSON object.")
-	}
 	r := &Request{Kind: k, Raw: body, modelStart: -1}
 	var (
 		perr              *Error
@@ -71,16 +66,16 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 		maxTokens, maxCmp = -1, -1
 	)
 	var keys dupKeys
-	err := topFields(body, func(f field) bool {
-		if keys.seen(f.key) {
+	serr := walkObject(body, func(key []byte, start, end int) bool {
+		if keys.seen(key) {
 			// The engine may read the other value than the router
 			// routed on (Python's json keeps the last, others the first).
-			k := string(f.key)
+			k := string(key)
 			perr = BadRequest(k, CodeDuplicateKey, "The key \""+k+"\" appears more than once at the top level of the request body.")
 			return false
 		}
-		v := body[f.start:f.end]
-		switch string(f.key) {
+		v := body[start:end]
+		switch string(key) {
 		case "model":
 			seenModel = true
 			if v[0] != '"' {
@@ -92,7 +87,7 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 				perr = typeError("model", "a string", v)
 				return false
 			}
-			r.Model, r.modelStart, r.modelEnd = s, f.start, f.end
+			r.Model, r.modelStart, r.modelEnd = s, start, end
 		case "stream":
 			b, ok := parseBool(v)
 			if !ok {
@@ -128,8 +123,14 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 		}
 		return perr == nil
 	})
-	if err != nil {
-		return nil, BadRequest("", CodeInvalidJSON, "The body of your request must be a JSON object.")
+	switch {
+	case errors.Is(serr, errNotObject):
+		return nil, BadRequest("", CodeInvalidJSON, msgNotObject)
+	case serr != nil:
+		if nestingExceeds(body, MaxNesting) {
+			return nil, BadRequest("", CodeInvalidJSON, msgTooDeep)
+		}
+		return nil, BadRequest("", CodeInvalidJSON, msgInvalidJSON)
 	}
 	if perr != nil {
 		return nil, perr
@@ -186,8 +187,15 @@ func (d *dupKeys) seen(k []byte) bool {
 }
 
 // MaxNesting is the deepest nesting of objects and arrays a body may have:
-// encoding/json's limit, which json.Valid enforces.
+// encoding/json's limit, which json.Valid enforces, and jsontext's default.
 const MaxNesting = 10000
+
+// The messages of a body that is not a JSON object.
+const (
+	msgInvalidJSON = "We could not parse the JSON body of your request. The body must be a JSON object."
+	msgTooDeep     = "The JSON body of your request is nested more than 10000 levels deep, which is the limit."
+	msgNotObject   = "The body of your request must be a JSON object."
+)
 
 // nestingExceeds reports whether doc nests objects and arrays deeper than
 // limit, ignoring brackets inside strings.

@@ -4,13 +4,76 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
 
 // errSyntax is returned by the scanner for input that is not JSON. Callers
-// run json.Valid first, so it marks a scanner bug or truncated input.
+// validate first (walkObject, json.Valid), so from topFields it marks a
+// scanner bug or truncated input.
 var errSyntax = errors.New("invalid json")
+
+// errNotObject is walkObject's answer for valid JSON that is not an object.
+var errNotObject = errors.New("not a JSON object")
+
+// validOptions make jsontext accept exactly what encoding/json's Valid
+// accepts: invalid UTF-8 and lone surrogates in strings, and repeated
+// names (Parse refuses those at the top level itself). FuzzParse checks
+// the agreement.
+var validOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+
+// walkObject validates doc as json.Valid does and, when it is an object,
+// calls fn with each top-level member's key (unescaped) and the span of its
+// value, in order, in the same pass: jsontext validates as it tokenises,
+// so a long prompt is read once here instead of once by json.Valid and
+// again by a scanner (BenchmarkParse). Once fn returns false it is not
+// called again, but the rest is still validated, so invalid JSON is
+// reported before fn's finding. It returns errNotObject for valid JSON of
+// another kind and a jsontext error for invalid JSON (nesting deeper than
+// MaxNesting included).
+func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
+	dec := jsontext.NewDecoder(bytes.NewBuffer(doc), validOptions...)
+	if dec.PeekKind() != '{' {
+		if !jsontext.Value(doc).IsValid(validOptions...) {
+			return errSyntax
+		}
+		return errNotObject
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	call := true
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadValue() // a member's name; errors when neither name nor '}'
+		if err != nil {
+			return err
+		}
+		key := name[1 : len(name)-1]
+		if call && bytes.IndexByte(key, '\\') >= 0 {
+			k, err := unquote(name)
+			if err != nil {
+				return err
+			}
+			key = []byte(k)
+		}
+		v, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		if call {
+			end := int(dec.InputOffset())
+			call = fn(key, end-len(v), end)
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil { // '}'
+		return err
+	}
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
+		return errSyntax // a second value or trailing bytes
+	}
+	return nil
+}
 
 // field is one top-level member of a JSON object: its key (unescaped) and
 // the byte span of its value within the document.
