@@ -81,6 +81,11 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 	if len(chain) == 0 || prompt <= 0 {
 		return
 	}
+	if ids := req.Prompt.TokenIDs; len(ids) > 0 && len(ids) < prompt {
+		// The ids of a long prompt's head (tokenizeHeadBytes): the
+		// chain covers them only, and the cached tokens are a prefix.
+		prompt = len(ids)
+	}
 	n := min(len(chain)*out.CachedTokens/prompt, len(chain))
 	blocks := make([]uint64, n)
 	for i := range n {

@@ -91,12 +91,74 @@ func TestPromptTokenizer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := tt.pt.tokenize(parse(t, tt.kind, tt.body))
+			got, n, err := tt.pt.tokenize(parse(t, tt.kind, tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("ids (-want +got):\n%s", diff)
+			}
+			if n != len(tt.want) {
+				t.Errorf("length %d, want %d", n, len(tt.want))
+			}
+		})
+	}
+}
+
+// TestPromptTokenizerLongPrompt: a prompt longer than tokenizeHeadBytes is
+// tokenised on its head, whose ids are the full encoding's first ids (the
+// cut falls between words), with its length estimated within 2 % of the
+// exact count; a prompt of exactly tokenizeHeadBytes is tokenised whole.
+func TestPromptTokenizerLongPrompt(t *testing.T) {
+	bpe, err := tokenizer.Load(cl100k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	for i := 0; sb.Len() < 3*tokenizeHeadBytes; i++ {
+		fmt.Fprintf(&sb, "Rule %d: when the wind backs more than %d degrees, ease the main halyard and report to the watch.\n", i, 10+i%80)
+	}
+	long := sb.String()
+	for _, tc := range []struct {
+		name string
+		tok  tokenizer.Tokenizer
+	}{{"pseudo", tokenizer.Pseudo{}}, {"cl100k", bpe}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, kc := range []struct {
+				kind openai.Kind
+				body string
+				full string // the text the engine tokenises
+			}{
+				{openai.KindCompletion, `{"model":"m","prompt":` + jsonString(long) + `}`, "<s>" + long},
+				{openai.KindChat, `{"model":"m","messages":[{"role":"user","content":` + jsonString(long) + `}]}`, "<|user|>\n" + long + "\n<|assistant|>\n"},
+			} {
+				pt := promptTokenizer{tok: tc.tok, template: config.ChatTemplateSim, bos: "<s>"}
+				if kc.kind == openai.KindChat {
+					pt.bos = ""
+				}
+				want := tc.tok.Encode(kc.full)
+				ids, n, err := pt.tokenize(parse(t, kc.kind, kc.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ids) == 0 || len(ids) >= len(want)/2 {
+					t.Fatalf("%s: %d ids of %d, want the head's", kc.kind, len(ids), len(want))
+				}
+				if diff := cmp.Diff(want[:len(ids)], ids); diff != "" {
+					t.Errorf("%s: head ids differ from the full encoding's (-want +got):\n%s", kc.kind, diff)
+				}
+				if d := float64(n-len(want)) / float64(len(want)); d > 0.02 || d < -0.02 {
+					t.Errorf("%s: estimated %d tokens, exact %d (%.1f %%)", kc.kind, n, len(want), 100*d)
+				}
+			}
+			exact := long[:tokenizeHeadBytes]
+			pt := promptTokenizer{tok: tc.tok, template: config.ChatTemplateSim}
+			ids, n, err := pt.tokenize(parse(t, openai.KindCompletion, `{"model":"m","prompt":`+jsonString(exact)+`}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tc.tok.Encode(exact); n != len(want) || !cmp.Equal(want, ids) {
+				t.Errorf("at tokenizeHeadBytes: %d ids (length %d), want all %d", len(ids), n, len(want))
 			}
 		})
 	}
@@ -136,7 +198,7 @@ func BenchmarkPromptTokenize(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			var n int
 			for b.Loop() {
-				ids, err := pt.tokenize(o)
+				ids, _, err := pt.tokenize(o)
 				if err != nil {
 					b.Fatal(err)
 				}
