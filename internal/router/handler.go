@@ -20,7 +20,6 @@ import (
 	"github.com/halyard-dev/halyard/internal/routing"
 	"github.com/halyard-dev/halyard/internal/scheduling"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
-	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
 // call is the state of one inference request through the router.
@@ -402,7 +401,7 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.PromptTokens = len(o.PromptTokenIDs)
 	} else {
 		req.Prompt.Text = o.PromptText
-		req.PromptTokens = tokenizer.Pseudo{}.CountBytes(o.PromptText)
+		req.PromptTokens = countText(o.PromptText)
 	}
 	return req
 }

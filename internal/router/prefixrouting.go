@@ -186,7 +186,7 @@ func (p *prefixRouting) tokenize(c *call, model string) {
 		if c.req.Prompt.TokenIDs != nil && c.body.PromptTokenIDs == nil {
 			// Tokenised for another model: back to the text.
 			c.req.Prompt.TokenIDs = nil
-			c.req.PromptTokens = tokenizer.Pseudo{}.CountBytes(c.body.PromptText)
+			c.req.PromptTokens = countText(c.body.PromptText)
 		}
 		return
 	}

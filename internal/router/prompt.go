@@ -64,6 +64,18 @@ func (p *promptTokenizer) tokenize(o *openai.Request) ([]uint32, int, error) {
 	return ids, estimateTokens(len(ids), cut, len(text)), nil
 }
 
+// countText is the pseudo tokenizer's count of a prompt's text (no
+// tokenizer configured): exact up to tokenizeHeadBytes, past it the head's
+// count extrapolated, as tokenize does, so that a long prompt's count
+// costs a bounded time.
+func countText(text []byte) int {
+	if len(text) <= tokenizeHeadBytes {
+		return tokenizer.Pseudo{}.CountBytes(text)
+	}
+	cut := headCut(text, tokenizeHeadBytes)
+	return estimateTokens(tokenizer.Pseudo{}.CountBytes(text[:cut]), cut, len(text))
+}
+
 // headCut returns where to cut text to at most limit bytes: before a space
 // that follows a non-space and precedes one (" word" starts a piece for the
 // BPE tokenizers' pre-splitting, and for the pseudo tokenizer), so the

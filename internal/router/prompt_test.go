@@ -151,6 +151,17 @@ func TestPromptTokenizerLongPrompt(t *testing.T) {
 					t.Errorf("%s: estimated %d tokens, exact %d (%.1f %%)", kc.kind, n, len(want), 100*d)
 				}
 			}
+			if tc.name == "pseudo" {
+				// The count without a tokenizer, the same way.
+				want := tokenizer.Pseudo{}.Count(long)
+				if n := countText([]byte(long)); float64(n) < 0.98*float64(want) || float64(n) > 1.02*float64(want) {
+					t.Errorf("countText: %d, exact %d", n, want)
+				}
+				head := long[:tokenizeHeadBytes]
+				if n, want := countText([]byte(head)), (tokenizer.Pseudo{}).Count(head); n != want {
+					t.Errorf("countText at tokenizeHeadBytes: %d, want the exact %d", n, want)
+				}
+			}
 			exact := long[:tokenizeHeadBytes]
 			pt := promptTokenizer{tok: tc.tok, template: config.ChatTemplateSim}
 			ids, n, err := pt.tokenize(parse(t, openai.KindCompletion, `{"model":"m","prompt":`+jsonString(exact)+`}`))
