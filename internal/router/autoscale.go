@@ -76,6 +76,9 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 	var h prefixindex.Hasher
 	text, ids := req.Prompt.Text, req.Prompt.TokenIDs
 	total := h.Blocks(text, ids)
+	if len(ids) == 0 {
+		total = req.Prompt.TextLen() / prefixindex.DefaultChunkBytes // Text may be the head
+	}
 	prompt := out.PromptTokens
 	if prompt <= 0 {
 		prompt = req.PromptTokens
@@ -88,7 +91,9 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 		// chain covers them only, and the cached tokens are a prefix.
 		prompt = len(ids)
 	}
-	n := min(total*out.CachedTokens/prompt, total)
+	// The cached share of the chain, of which only the head's blocks can
+	// be hashed.
+	n := min(total*out.CachedTokens/prompt, total, h.Blocks(text, ids))
 	if n <= 0 {
 		return
 	}

@@ -199,6 +199,10 @@ func TestSignalHitCreditsCachedBlocks(t *testing.T) {
 			framework.Outcome{PromptTokens: 128, CachedTokens: 64}, h.AppendChain(nil, "m", text, nil), 4},
 		{"ids, 3 blocks cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{TokenIDs: ids}, PromptTokens: 160},
 			framework.Outcome{PromptTokens: 160, CachedTokens: 48}, h.AppendChain(nil, "m", nil, ids), 3},
+		{"a head's text, half of a 16-block text cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text, TextBytes: 1024}, PromptTokens: 256},
+			framework.Outcome{PromptTokens: 256, CachedTokens: 128}, h.AppendChain(nil, "m", text, nil), 8},
+		{"a head's text, a quarter of a 16-block text cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text, TextBytes: 1024}, PromptTokens: 256},
+			framework.Outcome{PromptTokens: 256, CachedTokens: 64}, h.AppendChain(nil, "m", text, nil), 4},
 		{"a head's ids, its 10 blocks cached of a 10,000-token prompt", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{TokenIDs: ids}, PromptTokens: 10000},
 			framework.Outcome{PromptTokens: 10000, CachedTokens: 5000}, h.AppendChain(nil, "m", nil, ids), 10},
 	} {

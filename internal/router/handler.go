@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -400,8 +401,16 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.Prompt.TokenIDs = o.PromptTokenIDs
 		req.PromptTokens = len(o.PromptTokenIDs)
 	} else {
+		req.PromptTokens = countText(o.PromptText, len(o.PromptText))
 		req.Prompt.Text = o.PromptText
-		req.PromptTokens = countText(o.PromptText)
+		if len(o.PromptText) > tokenizeHeadBytes {
+			// Routing reads the head only (hashing, tokenising,
+			// counting): the rest of the decoded prompt is let go
+			// now rather than held until the response ends.
+			req.Prompt.Text = bytes.Clone(o.PromptText[:tokenizeHeadBytes])
+			req.Prompt.TextBytes = len(o.PromptText)
+			o.PromptText = req.Prompt.Text
+		}
 	}
 	return req
 }

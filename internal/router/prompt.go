@@ -32,20 +32,23 @@ const tokenizeHeadBytes = 256 << 10
 
 // tokenize returns the prompt's token ids and its length in tokens: the
 // ids of all of it when it is at most tokenizeHeadBytes of text, else of
-// its head, with the length estimated. Client-sent token ids are taken as
-// they are.
-func (p *promptTokenizer) tokenize(o *openai.Request) ([]uint32, int, error) {
+// its head, with the length estimated. textBytes is the length of the
+// whole prompt text, of which o.PromptText may be the head
+// (framework.Prompt.TextBytes). Client-sent token ids are taken as they
+// are.
+func (p *promptTokenizer) tokenize(o *openai.Request, textBytes int) ([]uint32, int, error) {
 	if o.PromptTokenIDs != nil {
 		return o.PromptTokenIDs, len(o.PromptTokenIDs), nil
 	}
 	if o.Kind != openai.KindChat {
-		if len(p.bos)+len(o.PromptText) <= tokenizeHeadBytes {
+		total := len(p.bos) + max(textBytes, len(o.PromptText))
+		if total <= tokenizeHeadBytes {
 			ids := p.tok.Encode(p.bos + string(o.PromptText))
 			return ids, len(ids), nil
 		}
 		cut := headCut(o.PromptText, tokenizeHeadBytes-len(p.bos))
 		ids := p.tok.Encode(p.bos + string(o.PromptText[:cut]))
-		return ids, estimateTokens(len(ids), len(p.bos)+cut, len(p.bos)+len(o.PromptText)), nil
+		return ids, estimateTokens(len(ids), len(p.bos)+cut, total), nil
 	}
 	msgs, err := o.Messages()
 	if err != nil {
@@ -65,15 +68,16 @@ func (p *promptTokenizer) tokenize(o *openai.Request) ([]uint32, int, error) {
 }
 
 // countText is the pseudo tokenizer's count of a prompt's text (no
-// tokenizer configured): exact up to tokenizeHeadBytes, past it the head's
-// count extrapolated, as tokenize does, so that a long prompt's count
-// costs a bounded time.
-func countText(text []byte) int {
-	if len(text) <= tokenizeHeadBytes {
+// tokenizer configured), of which text may be the head and total is the
+// length: exact up to tokenizeHeadBytes, past it the head's count
+// extrapolated, as tokenize does, so that a long prompt's count costs a
+// bounded time.
+func countText(text []byte, total int) int {
+	if total <= tokenizeHeadBytes {
 		return tokenizer.Pseudo{}.CountBytes(text)
 	}
 	cut := headCut(text, tokenizeHeadBytes)
-	return estimateTokens(tokenizer.Pseudo{}.CountBytes(text[:cut]), cut, len(text))
+	return estimateTokens(tokenizer.Pseudo{}.CountBytes(text[:cut]), cut, total)
 }
 
 // headCut returns where to cut text to at most limit bytes: before a space
