@@ -46,19 +46,32 @@ type Request struct {
 	// ("role: content\n"), for completions the prompt string(s). Nil when the
 	// prompt was token ids.
 	PromptText []byte
+	// PromptTextBytes is the length of the whole prompt text when
+	// PromptText holds only its head (ParseHead), estimated from the
+	// undecoded rest's raw length; 0 when PromptText is whole.
+	PromptTextBytes int
 	// PromptTokenIDs holds the prompt's token ids when the client sent ids.
 	PromptTokenIDs []uint32
 	// Raw is the body as received.
 	Raw []byte
 
 	modelStart, modelEnd int // span of the model's value in Raw
+	maxText              int // ParseHead's limit; 0 none
 }
 
 // Parse reads a request of kind k from body. The returned Request refers to
 // body (Raw), which the caller must not modify afterwards. Errors are 400
 // *Error values naming the offending parameter.
-func Parse(k Kind, body []byte) (*Request, *Error) {
-	r := &Request{Kind: k, Raw: body, modelStart: -1}
+func Parse(k Kind, body []byte) (*Request, *Error) { return ParseHead(k, body, 0) }
+
+// ParseHead is Parse keeping at most about maxText bytes of the prompt's
+// text (0: all of it): the text is decoded up to a space at or before
+// maxText, where no escape can be cut, and PromptTextBytes estimates the
+// whole length. The body is still validated whole. A router that reads a
+// long prompt's head only (hashing, tokenising) then neither decodes nor
+// holds the rest: 4 MiB of a 1M-token prompt.
+func ParseHead(k Kind, body []byte, maxText int) (*Request, *Error) {
+	r := &Request{Kind: k, Raw: body, modelStart: -1, maxText: maxText}
 	var (
 		perr              *Error
 		seenModel         bool
@@ -254,6 +267,12 @@ func (r *Request) parseMessages(v []byte) *Error {
 		return typeError("messages", "an array", v)
 	}
 	text := make([]byte, 0, len(v))
+	if r.maxText > 0 && len(v) > r.maxText {
+		text = make([]byte, 0, r.maxText+64)
+	}
+	// Past ParseHead's limit (full), messages are still checked, but their
+	// text is only counted, by its raw length, into rest.
+	full, rest := false, 0
 	i := 0
 	var perr *Error
 	_ = arrayElems(v, func(start, end int) bool {
@@ -287,15 +306,45 @@ func (r *Request) parseMessages(v []byte) *Error {
 			perr = BadRequest(path+".role", CodeMissing, "Missing required parameter: '"+path+".role'.")
 			return false
 		}
+		if full {
+			switch {
+			case content == nil || isNull(content):
+			case content[0] == '"':
+				rest += len(content) - 2
+			case content[0] == '[':
+				if _, ok := appendTextParts(nil, content); !ok {
+					perr = typeError(path+".content", "a string or an array of content parts", content)
+					return false
+				}
+				rest += len(content)
+			default:
+				perr = typeError(path+".content", "a string or an array of content parts", content)
+				return false
+			}
+			rest += len(rs) + 3 // ": " and "\n"
+			return true
+		}
 		text = append(text, rs...)
 		text = append(text, ": "...)
 		switch {
 		case content == nil || isNull(content):
 		case content[0] == '"':
-			var err error
-			if text, err = appendUnquoted(text, content); err != nil {
+			limit := 0
+			if r.maxText > 0 {
+				limit = max(r.maxText-len(text), 1)
+			}
+			n := len(text)
+			var (
+				whole int
+				err   error
+			)
+			if text, whole, err = appendUnquotedHead(text, content, limit); err != nil {
 				perr = typeError(path+".content", "a string or an array of content parts", content)
 				return false
+			}
+			if whole > len(text)-n { // cut: the rest is not rendered
+				full, rest = true, rest+whole-(len(text)-n)+1
+				return true
 			}
 		case content[0] == '[':
 			var ok bool
@@ -308,6 +357,7 @@ func (r *Request) parseMessages(v []byte) *Error {
 			return false
 		}
 		text = append(text, '\n')
+		full = r.maxText > 0 && len(text) >= r.maxText
 		return true
 	})
 	if perr != nil {
@@ -317,6 +367,9 @@ func (r *Request) parseMessages(v []byte) *Error {
 		return BadRequest("messages", CodeInvalidValue, "Invalid 'messages': empty array. Expected an array with minimum length 1.")
 	}
 	r.PromptText = text
+	if rest > 0 {
+		r.PromptTextBytes = len(text) + rest
+	}
 	return nil
 }
 
@@ -355,11 +408,14 @@ func (r *Request) parsePrompt(v []byte) *Error {
 	const want = "a string, an array of strings, an array of token ids or an array of arrays of token ids"
 	switch v[0] {
 	case '"':
-		text, err := appendUnquoted(nil, v)
+		text, whole, err := appendUnquotedHead(nil, v, r.maxText)
 		if err != nil {
 			return typeError("prompt", want, v)
 		}
 		r.PromptText = text
+		if whole > len(text) {
+			r.PromptTextBytes = whole
+		}
 		return nil
 	case '[':
 	default:

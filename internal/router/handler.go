@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -166,7 +165,7 @@ func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Ki
 // prepareBody parses body, finds the route and fills the scheduling request.
 func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*call, *openai.Error, string) {
 	c := &call{start: time.Now(), kind: kind}
-	oreq, perr := openai.Parse(kind, body)
+	oreq, perr := openai.ParseHead(kind, body, tokenizeHeadBytes)
 	if perr != nil {
 		return c, perr, observability.CauseBadRequest
 	}
@@ -401,16 +400,10 @@ func (r *Router) schedulingRequest(hr *http.Request, o *openai.Request, route *r
 		req.Prompt.TokenIDs = o.PromptTokenIDs
 		req.PromptTokens = len(o.PromptTokenIDs)
 	} else {
-		req.PromptTokens = countText(o.PromptText, len(o.PromptText))
-		req.Prompt.Text = o.PromptText
-		if len(o.PromptText) > tokenizeHeadBytes {
-			// Routing reads the head only (hashing, tokenising,
-			// counting): the rest of the decoded prompt is let go
-			// now rather than held until the response ends.
-			req.Prompt.Text = bytes.Clone(o.PromptText[:tokenizeHeadBytes])
-			req.Prompt.TextBytes = len(o.PromptText)
-			o.PromptText = req.Prompt.Text
-		}
+		// A long prompt's text is its head (openai.ParseHead): routing
+		// reads no more (hashing, tokenising, counting).
+		req.Prompt.Text, req.Prompt.TextBytes = o.PromptText, o.PromptTextBytes
+		req.PromptTokens = countText(o.PromptText, req.Prompt.TextLen())
 	}
 	return req
 }

@@ -259,6 +259,15 @@ func TestLongPromptKeepsItsHead(t *testing.T) {
 	if d := float64(c.req.PromptTokens-want) / float64(want); d > 0.02 || d < -0.02 {
 		t.Errorf("PromptTokens %d, exact %d", c.req.PromptTokens, want)
 	}
+	chat := `{"model":"llama","messages":[{"role":"system","content":` + jsonString(text) + `},{"role":"user","content":"hi"}]}`
+	c, aerr, _ = h.r.prepareBody(httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil), openai.KindChat, []byte(chat))
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	rendered := "system: " + text + "\nuser: hi\n"
+	if p := c.req.Prompt; len(p.Text) > tokenizeHeadBytes || p.TextLen() != len(rendered) || !strings.HasPrefix(rendered, string(p.Text)) {
+		t.Errorf("chat: kept %d bytes (whole %d), want a head of at most %d of the %d rendered", len(p.Text), p.TextLen(), tokenizeHeadBytes, len(rendered))
+	}
 	short := `{"model":"llama","prompt":"a short prompt"}`
 	c, aerr, _ = h.r.prepareBody(httptest.NewRequest(http.MethodPost, "/v1/completions", nil), openai.KindCompletion, []byte(short))
 	if aerr != nil {
