@@ -59,9 +59,28 @@ func longPromptBody(n int) []byte {
 // (text, or tokenised with the model's tokenizer), the default profile over
 // two engines, forwarding — as the live long-prompt run of
 // docs/benchmarks.md does. cpu-ns/op is the process's CPU per request; it
-// includes the client writing the body and the engine discarding it.
+// includes the client writing the body and the engine discarding it, which
+// "engine-alone" (the same client straight to the engine) measures: the
+// router's own cost is the difference.
 func BenchmarkLongPrompt(b *testing.B) {
 	body := longPromptBody(1_000_000)
+	b.Run("engine-alone", func(b *testing.B) {
+		e := sinkEngine(b, "llama")
+		client := e.Client()
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		runtime.GC()
+		cpu := processCPU()
+		for b.Loop() {
+			resp, err := client.Post(e.URL+"/v1/completions", "application/json", bytes.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+	})
 	for _, tc := range []struct{ name, models string }{
 		{"tokenizer=none", ""},
 		{"tokenizer=pseudo", "models: [{name: llama, tokenizer: pseudo}]\n"},
