@@ -64,12 +64,14 @@ type Request struct {
 // *Error values naming the offending parameter.
 func Parse(k Kind, body []byte) (*Request, *Error) { return ParseHead(k, body, 0) }
 
-// ParseHead is Parse keeping at most about maxText bytes of the prompt's
-// text (0: all of it): the text is decoded up to a space at or before
-// maxText, where no escape can be cut, and PromptTextBytes estimates the
-// whole length. The body is still validated whole. A router that reads a
-// long prompt's head only (hashing, tokenising) then neither decodes nor
-// holds the rest: 4 MiB of a 1M-token prompt.
+// ParseHead is Parse keeping about maxText bytes of the prompt's text (0:
+// all of it): a prompt string or message content is decoded up to a cut at
+// or before the limit that splits no escape, UTF-8 sequence or surrogate
+// pair (headCut), and PromptTextBytes estimates the whole length. The body
+// is still validated whole; a prompt sent as an array of strings is
+// decoded whole. A router that reads a long prompt's head only (hashing,
+// tokenising) then neither decodes nor holds the rest: 4 MiB of a
+// 1M-token prompt.
 func ParseHead(k Kind, body []byte, maxText int) (*Request, *Error) {
 	r := &Request{Kind: k, Raw: body, modelStart: -1, maxText: maxText}
 	var (

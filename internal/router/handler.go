@@ -320,9 +320,9 @@ const (
 // reserved through grow) and grows sixteenfold for a declared one, whose
 // length the budget already holds: a 4 MiB body is copied 0.5 MiB on the
 // way (2.3 MiB growing eightfold, 4 doubling) and at most 16 times the
-// bytes received are allocated (BenchmarkReadGrowing). grow, when set, reserves each
-// new buffer's extra capacity first; a refusal ends the read with
-// errBudget.
+// bytes received are allocated (BenchmarkReadGrowing). grow, when set,
+// reserves each new buffer's extra capacity first; a refusal ends the read
+// with errBudget.
 func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool) ([]byte, error) {
 	capacity := int64(bodyUnknownFirst)
 	if declared >= 0 {
