@@ -104,6 +104,39 @@ func (l *HitLedger) Hot(engine string, now time.Time) map[uint64]float64 {
 	return out
 }
 
+// HotBlocksReported bounds the blocks a router reports per endpoint
+// (EndpointLoad.Hot, from Hottest): the hottest.
+const HotBlocksReported = 4096
+
+// Hottest is Hot cut to the engine's n hottest blocks (all of them when
+// n <= 0 or it holds no more). Ties at the cut are broken by block hash,
+// so the answer does not depend on map order.
+func (l *HitLedger) Hottest(engine string, now time.Time, n int) map[uint64]float64 {
+	m := l.Hot(engine, now)
+	if n <= 0 || len(m) <= n {
+		return m
+	}
+	type kv struct {
+		h uint64
+		v float64
+	}
+	all := make([]kv, 0, len(m))
+	for h, v := range m {
+		all = append(all, kv{h, v})
+	}
+	slices.SortFunc(all, func(a, b kv) int {
+		if c := cmp.Compare(b.v, a.v); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.h, b.h)
+	})
+	out := make(map[uint64]float64, n)
+	for _, e := range all[:n] {
+		out[e.h] = e.v
+	}
+	return out
+}
+
 // EndpointLoad is what a router reports of one endpoint for scale-down
 // (GET /autoscale/endpoints): the group it belongs to, the requests in
 // flight on it, whether it drains (takes no new requests), and its hottest

@@ -67,3 +67,25 @@ func TestHitLedgerDecays(t *testing.T) {
 		t.Error("Forget kept the engine")
 	}
 }
+
+func TestHitLedgerHottest(t *testing.T) {
+	l := &HitLedger{HalfLife: time.Minute}
+	l.Hit("e", t0, []uint64{1, 2, 3, 4})
+	l.Hit("e", t0, []uint64{3, 4})
+	l.Hit("e", t0, []uint64{4})
+	for _, tc := range []struct {
+		n    int
+		want map[uint64]float64
+	}{
+		{1, map[uint64]float64{4: 3}},
+		{2, map[uint64]float64{4: 3, 3: 2}},
+		// 1 and 2 tie at the cut: the lower hash stays.
+		{3, map[uint64]float64{4: 3, 3: 2, 1: 1}},
+		{0, map[uint64]float64{4: 3, 3: 2, 2: 1, 1: 1}},
+		{9, map[uint64]float64{4: 3, 3: 2, 2: 1, 1: 1}},
+	} {
+		if d := cmp.Diff(tc.want, l.Hottest("e", t0, tc.n)); d != "" {
+			t.Errorf("Hottest(%d) (-want +got):\n%s", tc.n, d)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package router
 import (
 	"encoding/json"
 	"net/http"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -65,10 +64,6 @@ type signalBook struct {
 	ledger   autoscale.HitLedger
 }
 
-// hotBlocksPerEndpoint bounds the blocks /autoscale/endpoints reports per
-// endpoint (the hottest).
-const hotBlocksPerEndpoint = 4096
-
 // hit credits the cached share of req's prompt blocks to endpoint: the
 // first cached/prompt of its chain (the engine reports a count, the
 // blocks are a prefix).
@@ -92,28 +87,12 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 	b.ledgerMu.Unlock()
 }
 
-// hot returns endpoint's hottest blocks (at most hotBlocksPerEndpoint)
-// and their decayed hits.
+// hot returns endpoint's hottest blocks (at most
+// autoscale.HotBlocksReported) and their decayed hits.
 func (b *signalBook) hot(endpoint string) map[uint64]float64 {
 	b.ledgerMu.Lock()
-	m := b.ledger.Hot(endpoint, b.now())
-	b.ledgerMu.Unlock()
-	if len(m) <= hotBlocksPerEndpoint {
-		return m
-	}
-	vs := make([]float64, 0, len(m))
-	for _, v := range m {
-		vs = append(vs, v)
-	}
-	slices.Sort(vs)
-	cut := vs[len(vs)-hotBlocksPerEndpoint]
-	out := make(map[uint64]float64, hotBlocksPerEndpoint)
-	for h, v := range m {
-		if v >= cut && len(out) < hotBlocksPerEndpoint {
-			out[h] = v
-		}
-	}
-	return out
+	defer b.ledgerMu.Unlock()
+	return b.ledger.Hottest(endpoint, b.now(), autoscale.HotBlocksReported)
 }
 
 // forget drops removed endpoints from the ledger.

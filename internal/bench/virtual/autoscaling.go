@@ -77,6 +77,10 @@ type AutoscalingScenario struct {
 	// "cached" (default, as the router does: the prompt blocks the engine
 	// reported cached) or "prompt" (every prompt block, hit or stored).
 	HitCredit string `json:"hitCredit,omitempty"`
+	// HotBlocks is how many of each engine's hottest ledger blocks the
+	// victim choice sees; default autoscale.HotBlocksReported, what a
+	// router reports to the controller; -1: all.
+	HotBlocks int `json:"hotBlocks,omitempty"`
 	// ScaleDown configures the drain-* policies.
 	ScaleDown ScaleDownAt `json:"scaleDown,omitempty"`
 }
@@ -181,6 +185,16 @@ func (a *AutoscalingScenario) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hotBlocks is how many of an engine's hottest blocks the victim choice
+// sees: as many as a router reports (autoscale.HotBlocksReported), or
+// HotBlocks when set (-1: all).
+func (a *AutoscalingScenario) hotBlocks() int {
+	if a.HotBlocks != 0 {
+		return a.HotBlocks
+	}
+	return autoscale.HotBlocksReported
 }
 
 // What a finished request credits to the hit ledger
@@ -508,7 +522,7 @@ func (s *fleetScaler) remove(n int) []string {
 			byName[ep.md.Name] = ep
 		}
 		now := s.f.clock.Now()
-		for _, v := range autoscale.ChooseVictims(groups, func(e string) map[uint64]float64 { return s.ledger.Hot(e, now) }, n) {
+		for _, v := range autoscale.ChooseVictims(groups, func(e string) map[uint64]float64 { return s.ledger.Hottest(e, now, s.sc.hotBlocks()) }, n) {
 			victims = append(victims, byName[v.Group])
 		}
 	}
