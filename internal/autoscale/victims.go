@@ -104,6 +104,24 @@ func (l *HitLedger) Hot(engine string, now time.Time) map[uint64]float64 {
 	return out
 }
 
+// ChainStride is the sampling of prefix chains in a HitLedger: of a
+// prompt's chain of block hashes, only every ChainStride-th block (the
+// first, the ChainStride+1-th, ...) is credited. The sample is the same
+// on every engine (it depends on the block's place in the chain, not on
+// the engine), so whether a block is held by one engine or several is
+// judged alike; it lets the HotBlocksReported blocks a router reports
+// cover ChainStride times more prompt tokens.
+const ChainStride = 8
+
+// SampleChain returns the blocks of chain a ledger credits (ChainStride).
+func SampleChain(chain []uint64) []uint64 {
+	out := make([]uint64, 0, (len(chain)+ChainStride-1)/ChainStride)
+	for i := 0; i < len(chain); i += ChainStride {
+		out = append(out, chain[i])
+	}
+	return out
+}
+
 // HotBlocksReported bounds the blocks a router reports per endpoint
 // (EndpointLoad.Hot, from Hottest): the hottest.
 const HotBlocksReported = 4096

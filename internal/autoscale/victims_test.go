@@ -89,3 +89,19 @@ func TestHitLedgerHottest(t *testing.T) {
 		}
 	}
 }
+
+func TestSampleChain(t *testing.T) {
+	chain := []uint64{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}
+	if d := cmp.Diff([]uint64{10, 18}, SampleChain(chain)); d != "" {
+		t.Errorf("SampleChain (-want +got):\n%s", d)
+	}
+	// Two prompts sharing a prefix get the same sample of it, whichever
+	// engine credits them.
+	a, b := SampleChain(chain[:9]), SampleChain(append(chain[:9:9], 99, 98))
+	if d := cmp.Diff(a, b); d != "" {
+		t.Errorf("shared prefix sampled differently (-a +b):\n%s", d)
+	}
+	if len(SampleChain(nil)) != 0 {
+		t.Error("empty chain sampled to something")
+	}
+}

@@ -66,7 +66,7 @@ type signalBook struct {
 
 // hit credits the cached share of req's prompt blocks to endpoint: the
 // first cached/prompt of its chain (the engine reports a count, the
-// blocks are a prefix).
+// blocks are a prefix), sampled as autoscale.SampleChain does.
 func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.Outcome) {
 	chain := prefixindex.Hasher{}.AppendChain(nil, req.TargetModel, req.Prompt.Text, req.Prompt.TokenIDs)
 	prompt := out.PromptTokens
@@ -77,10 +77,11 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 		return
 	}
 	n := min(len(chain)*out.CachedTokens/prompt, len(chain))
-	blocks := make([]uint64, n)
+	all := make([]uint64, n)
 	for i := range n {
-		blocks[i] = uint64(chain[i])
+		all[i] = uint64(chain[i])
 	}
+	blocks := autoscale.SampleChain(all)
 	now := b.now()
 	b.ledgerMu.Lock()
 	b.ledger.Hit(endpoint, now, blocks)

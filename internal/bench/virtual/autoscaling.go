@@ -79,7 +79,8 @@ type AutoscalingScenario struct {
 	HitCredit string `json:"hitCredit,omitempty"`
 	// HotBlocks is how many of each engine's hottest ledger blocks the
 	// victim choice sees; default autoscale.HotBlocksReported, what a
-	// router reports to the controller; -1: all.
+	// router reports to the controller; -1: all, and every block of a
+	// chain (no autoscale.SampleChain).
 	HotBlocks int `json:"hotBlocks,omitempty"`
 	// ScaleDown configures the drain-* policies.
 	ScaleDown ScaleDownAt `json:"scaleDown,omitempty"`
@@ -546,7 +547,11 @@ func (s *fleetScaler) hit(ep *endpoint, ids []uint32, cached int) {
 	if n <= 0 {
 		return
 	}
-	s.ledger.Hit(ep.md.Name, s.f.clock.Now(), s.f.oracle.chain(ids[:n]))
+	chain := s.f.oracle.chain(ids[:n])
+	if s.sc.HotBlocks != -1 {
+		chain = autoscale.SampleChain(chain) // as the router does
+	}
+	s.ledger.Hit(ep.md.Name, s.f.clock.Now(), chain)
 }
 
 // engineHours sums every engine's life (cold start included: the GPU is
