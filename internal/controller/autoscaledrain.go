@@ -360,7 +360,48 @@ func planRoles(ms *servingv1.ModelServing, pods []corev1.Pod, groups []int32, d 
 		}
 		out = append(out, rs)
 	}
+	if as := ms.Spec.Autoscaling; as != nil {
+		keepRatio(as.PD, out, ms.Spec.Roles)
+	}
 	return out
+}
+
+// keepRatio holds a role's shrink back while the other role's drain is
+// still running, so that the replicas written keep prefill:decode within
+// the policy's bounds at every step: the decision's instances meet them,
+// but a role whose drain ends first would be lowered alone (seen on KWOK
+// with requests in flight on a draining decode instance: prefill 3,
+// decode 4 under a 1:1 minimum). Only a shrink is held, never a growth
+// added.
+func keepRatio(pd *servingv1.AutoscalingPD, out []roleScale, roles []servingv1.RoleSpec) {
+	if pd == nil {
+		return
+	}
+	cur := map[string]int32{}
+	for _, r := range roles {
+		cur[r.Name] = roleReplicas(r)
+	}
+	var pf, dc *roleScale
+	for i := range out {
+		switch out[i].role {
+		case autoscale.RolePrefill:
+			pf = &out[i]
+		case autoscale.RoleDecode:
+			dc = &out[i]
+		}
+	}
+	if pf == nil || dc == nil {
+		return
+	}
+	ceilDiv := func(a, b int64) int32 { return int32((a + b - 1) / b) }
+	if m := pd.MinRatioPercent; m != nil && pf.replicas < cur[pf.role] && int64(pf.replicas)*100 < int64(*m)*int64(dc.replicas) {
+		pf.replicas = min(cur[pf.role], ceilDiv(int64(*m)*int64(dc.replicas), 100))
+		pf.note = fmt.Sprintf("prefill held at %d per group while decode drains (prefill:decode >= %d%%)", pf.replicas, *m)
+	}
+	if m := pd.MaxRatioPercent; m != nil && dc.replicas < cur[dc.role] && int64(pf.replicas)*100 > int64(*m)*int64(dc.replicas) {
+		dc.replicas = min(cur[dc.role], ceilDiv(int64(pf.replicas)*100, int64(*m)))
+		dc.note = fmt.Sprintf("decode held at %d per group while prefill drains (prefill:decode <= %d%%)", dc.replicas, *m)
+	}
 }
 
 // setDrain sets (value non-empty) or removes the draining annotation on

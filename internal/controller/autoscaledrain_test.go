@@ -183,4 +183,30 @@ func TestPlanRoles(t *testing.T) {
 	if d := get(planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 2, Decode: 2}, busy, nil, now, grace), "decode"); d.replicas != 2 || len(d.undrain) != 1 {
 		t.Errorf("decode %+v, want replicas 2 and decode-1 back", d)
 	}
+
+	// Under a pd policy with prefill:decode in [1, 2], a role whose drain
+	// ends first is held while the other's runs: both 2 → 1, prefill-1
+	// drained, decode-1 with a request in flight.
+	ms.Spec.Autoscaling = &servingv1.AutoscalingSpec{PD: &servingv1.AutoscalingPD{MinRatioPercent: ptr.To[int32](100), MaxRatioPercent: ptr.To[int32](200)}}
+	pods = []corev1.Pod{pod("prefill", 0, ""), pod("prefill", 1, since), pod("decode", 0, ""), pod("decode", 1, since)}
+	eps := []autoscale.EndpointLoad{{Name: "ns/m-0-prefill-1", Draining: true}, {Name: "ns/m-0-decode-1", Draining: true, InFlight: 1}}
+	rs = planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 1, Decode: 1}, eps, nil, now, grace)
+	if p, d := get(rs, "prefill"), get(rs, "decode"); p.replicas != 2 || d.replicas != 2 {
+		t.Errorf("prefill %d decode %d while decode drains, want 2 and 2 (1:2 is below the 1:1 minimum)", p.replicas, d.replicas)
+	}
+	// Both drained: both lowered in one decision.
+	eps[1].InFlight = 0
+	rs = planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 1, Decode: 1}, eps, nil, now, grace)
+	if p, d := get(rs, "prefill"), get(rs, "decode"); p.replicas != 1 || d.replicas != 1 {
+		t.Errorf("prefill %d decode %d once both drained, want 1 and 1", p.replicas, d.replicas)
+	}
+	// The mirror: decode drained, prefill 4 → 2 still draining, decode
+	// 2 → 1 would make 4:1 above the 2:1 maximum: decode held at 2.
+	ms.Spec.Roles = []servingv1.RoleSpec{{Name: "prefill", Replicas: 4}, {Name: "decode", Replicas: 2}}
+	pods = []corev1.Pod{pod("prefill", 0, ""), pod("prefill", 1, ""), pod("prefill", 2, since), pod("prefill", 3, since), pod("decode", 0, ""), pod("decode", 1, since)}
+	eps = []autoscale.EndpointLoad{{Name: "ns/m-0-prefill-2", Draining: true, InFlight: 1}, {Name: "ns/m-0-prefill-3", Draining: true}, {Name: "ns/m-0-decode-1", Draining: true}}
+	rs = planRoles(ms, pods, []int32{0}, autoscale.Decision{Prefill: 2, Decode: 1}, eps, nil, now, grace)
+	if p, d := get(rs, "prefill"), get(rs, "decode"); p.replicas != 4 || d.replicas != 2 {
+		t.Errorf("prefill %d decode %d while prefill drains, want 4 and 2", p.replicas, d.replicas)
+	}
 }

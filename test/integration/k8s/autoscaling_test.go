@@ -203,15 +203,7 @@ func TestAutoscalerScalesAndYieldsToManualScale(t *testing.T) {
 	})
 
 	// kubectl scale --replicas=2 while autoscaling is on.
-	cur := k.get(t, ns, "as")
-	scale := &autoscalingScale{}
-	if err := k.c.SubResource("scale").Get(context.Background(), cur, scale.obj()); err != nil {
-		t.Fatalf("get scale: %v", err)
-	}
-	scale.s.Spec.Replicas = 2
-	if err := k.c.SubResource("scale").Update(context.Background(), cur, client.WithSubResourceBody(scale.obj())); err != nil {
-		t.Fatalf("update scale: %v", err)
-	}
+	scaleTo(t, k, k.get(t, ns, "as"), 2)
 	eventually(t, waitLong, "manual override kept", func() (bool, string) {
 		ms := k.get(t, ns, "as")
 		c := scalingCondition(ms)
@@ -247,99 +239,4 @@ func rolePods(t *testing.T, k *cluster, ns, name string) (map[string]int, map[st
 		}
 	}
 	return n, uids
-}
-
-// TestAutoscalerScalesPDRoles: under a pd policy the autoscaler writes the
-// prefill and decode roles' replicas from each role's signals, keeping
-// prefill:decode within the policy's bounds (here decode load asks for 4
-// decode instances and 1:1 is the least ratio, so prefill goes to 4 too);
-// the running group grows in place (its first pods keep their UIDs: no
-// recreation); when the load falls each role shrinks one instance per
-// decision, drained first, still within the bounds.
-func TestAutoscalerScalesPDRoles(t *testing.T) {
-	k, clock := sharedCluster(t)
-	ns := k.namespace(t, "aspd")
-	pool := ns + "/pd"
-	unknown := float64(autoscale.Unknown)
-	role := func(engines int, s autoscale.Signals) autoscale.Signals {
-		s.Engines, s.TTFTAttainment, s.TPOTAttainment = engines, unknown, unknown
-		return s
-	}
-	quiet := autoscale.Signals{Engines: 3, TTFTAttainment: unknown, TPOTAttainment: unknown, Roles: map[string]autoscale.Signals{
-		"prefill": role(2, autoscale.Signals{PrefillTokens: 2000}), "decode": role(1, autoscale.Signals{Running: 10}),
-	}} // what the group has: 2 prefill, 1 decode
-	low := quiet
-	low.Roles = map[string]autoscale.Signals{"prefill": role(2, autoscale.Signals{PrefillTokens: 500}), "decode": role(1, autoscale.Signals{Running: 5})}
-	setSignals(pool, quiet)
-	ms := pdServing(ns, "pd", 1) // prefill x2, decode x1
-	ms.Spec.Autoscaling = &servingv1.AutoscalingSpec{
-		MinGroups: ptr.To[int32](1), MaxGroups: 1,
-		PD: &servingv1.AutoscalingPD{
-			Prefill:         servingv1.AutoscalingTargets{PrefillTokensPerEngine: ptr.To[int32](1000)},
-			Decode:          servingv1.AutoscalingTargets{RunningPerEngine: ptr.To[int32](10)},
-			MinRatioPercent: ptr.To[int32](100), MaxRatioPercent: ptr.To[int32](200),
-		},
-		PanicWindow: &metav1.Duration{},
-		ScaleDown:   servingv1.AutoscalingScaleDown{DrainGrace: &metav1.Duration{Duration: time.Hour}},
-	}
-	create(t, k, ms)
-	node := k.createNode(t, "aspd-node", nil)
-	k.reapTerminating(t, ns)
-	eventually(t, waitLong, "the group running", func() (bool, string) {
-		k.startAll(t, ns, "pd", node.Name)
-		cur := k.get(t, ns, "pd")
-		g := group(cur, 0)
-		return g != nil && g.Phase == servingv1.GroupRunning, fmt.Sprintf("group %+v", g)
-	})
-	_, before := rolePods(t, k, ns, "pd")
-
-	ratioOK := func(cur *servingv1.ModelServing) (int32, int32, bool) {
-		var pf, dc int32
-		for _, r := range cur.Spec.Roles {
-			switch r.Name {
-			case "prefill":
-				pf = r.Replicas
-			case "decode":
-				dc = r.Replicas
-			}
-		}
-		return pf, dc, pf >= dc && pf <= 2*dc
-	}
-	// Decode load for 4 instances.
-	busy := quiet
-	busy.Roles = map[string]autoscale.Signals{"prefill": quiet.Roles["prefill"], "decode": role(1, autoscale.Signals{Running: 40})}
-	setSignals(pool, busy)
-	eventually(t, waitLong, "prefill 4 and decode 4, 8 pods", func() (bool, string) {
-		k.startAll(t, ns, "pd", node.Name)
-		cur := k.get(t, ns, "pd")
-		pf, dc, _ := ratioOK(cur)
-		n, _ := rolePods(t, k, ns, "pd")
-		return pf == 4 && dc == 4 && n["prefill"] == 4 && n["decode"] == 4,
-			fmt.Sprintf("prefill %d decode %d, pods %v, reason %q", pf, dc, n, cur.Status.Autoscaling.Reason)
-	})
-	_, after := rolePods(t, k, ns, "pd")
-	for name, uid := range before {
-		if after[name] != uid {
-			t.Errorf("pod %s was recreated (uid %s, now %q): the group should grow in place", name, uid, after[name])
-		}
-	}
-	if as := k.get(t, ns, "pd").Status.Autoscaling; as.DesiredPrefill != 4 || as.DesiredDecode != 4 {
-		t.Errorf("status desired prefill %d decode %d, want 4 and 4", as.DesiredPrefill, as.DesiredDecode)
-	}
-
-	// The load falls: down one instance per decision, within the bounds.
-	setSignals(pool, low)
-	eventually(t, waitLong, "prefill 1 and decode 1", func() (bool, string) {
-		cur := k.get(t, ns, "pd")
-		pf, dc, ok := ratioOK(cur)
-		if !ok {
-			t.Fatalf("prefill %d decode %d: ratio out of [1, 2]", pf, dc)
-		}
-		n, _ := rolePods(t, k, ns, "pd")
-		if pf != 1 || dc != 1 || n["prefill"] != 1 || n["decode"] != 1 {
-			clock.Advance(10 * time.Second) // the windows count on the controller's clock
-			return false, fmt.Sprintf("prefill %d decode %d, pods %v, reason %q", pf, dc, n, cur.Status.Autoscaling.Reason)
-		}
-		return true, ""
-	})
 }

@@ -21,50 +21,53 @@ import (
 
 const zoneKey = "topology.kubernetes.io/zone"
 
-// startProcess runs a control-plane component until the test ends.
-func startProcess(t *testing.T, name string, args ...string) {
-	t.Helper()
-	log, err := os.Create(filepath.Join(t.TempDir(), filepath.Base(name)+".log"))
+// spawn runs a control-plane component, its output in logPath, until
+// cleanup runs.
+func spawn(name, logPath string, cleanup func(func()), args ...string) error {
+	log, err := os.Create(logPath)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		log.Close()
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-done
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			lines := strings.Split(string(b), "\n")
-			if len(lines) > 20 {
-				lines = lines[len(lines)-20:]
-			}
-			t.Logf("last lines of %s:\n%s", filepath.Base(name), strings.Join(lines, "\n"))
-		}
 		log.Close()
 	})
+	return nil
 }
 
-// kwokCluster is an API server plus kube-scheduler and KWOK managing fake
-// nodes spread over zone-a and zone-b.
-func kwokCluster(t *testing.T, nodes int) *cluster {
-	t.Helper()
-	scheduler := requireTool(t, "kube-scheduler")
-	kwok := requireTool(t, "kwok")
-	stages := filepath.Join(filepath.Dir(kwok), "kwok-stages.yaml")
-	if !fileExists(stages) {
-		t.Fatalf("%s missing: hack/controlplane.sh build writes it", stages)
+// logTail writes the last lines of a component's log to the test log.
+func logTail(t *testing.T, path string) {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(string(b), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
 	}
-	k := startCluster(t, featureGates)
-	startProcess(t, scheduler, "--kubeconfig", k.kubeconfig, "--leader-elect=false", "--secure-port", "0")
-	startProcess(t, kwok, "--kubeconfig", k.kubeconfig, "--config", stages,
+	t.Logf("last lines of %s:\n%s", filepath.Base(path), strings.Join(lines, "\n"))
+}
+
+// startKWOK runs kube-scheduler and KWOK (with the given stages) against
+// k until cleanup runs, and creates nodes KWOK nodes spread over zone-a
+// and zone-b, waiting until they are Ready. It returns the components'
+// log files, in dir.
+func startKWOK(k *cluster, scheduler, kwok, stages string, nodes int, dir string, cleanup func(func())) ([]string, error) {
+	logs := []string{filepath.Join(dir, "kube-scheduler.log"), filepath.Join(dir, "kwok.log")}
+	if err := spawn(scheduler, logs[0], cleanup, "--kubeconfig", k.kubeconfig, "--leader-elect=false", "--secure-port", "0"); err != nil {
+		return nil, err
+	}
+	if err := spawn(kwok, logs[1], cleanup, "--kubeconfig", k.kubeconfig, "--config", stages,
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-		"--cidr", "10.0.0.1/16", "--node-ip", "10.0.0.1")
+		"--cidr", "10.0.0.1/16", "--node-ip", "10.0.0.1"); err != nil {
+		return nil, err
+	}
 	ctx := context.Background()
 	for i := 0; i < nodes; i++ {
 		zone := []string{"zone-a", "zone-b"}[i%2]
@@ -74,13 +77,14 @@ func kwokCluster(t *testing.T, nodes int) *cluster {
 			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
 		}}
 		if err := k.c.Create(ctx, n); err != nil {
-			t.Fatalf("create node: %v", err)
+			return logs, fmt.Errorf("create node: %w", err)
 		}
 	}
-	eventually(t, waitLong, "KWOK nodes ready", func() (bool, string) {
+	deadline := time.Now().Add(waitLong)
+	for {
 		var list corev1.NodeList
 		if err := k.c.List(ctx, &list); err != nil {
-			return false, err.Error()
+			return logs, err
 		}
 		ready := 0
 		for _, n := range list.Items {
@@ -90,8 +94,38 @@ func kwokCluster(t *testing.T, nodes int) *cluster {
 				}
 			}
 		}
-		return ready == nodes, fmt.Sprintf("%d of %d ready", ready, nodes)
+		if ready == nodes {
+			return logs, nil
+		}
+		if time.Now().After(deadline) {
+			return logs, fmt.Errorf("timed out after %s waiting for KWOK nodes: %d of %d ready", waitLong, ready, nodes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kwokCluster is an API server plus kube-scheduler and KWOK (with its
+// stock stages) managing fake nodes spread over zone-a and zone-b.
+func kwokCluster(t *testing.T, nodes int) *cluster {
+	t.Helper()
+	scheduler := requireTool(t, "kube-scheduler")
+	kwok := requireTool(t, "kwok")
+	stages := filepath.Join(filepath.Dir(kwok), "kwok-stages.yaml")
+	if !fileExists(stages) {
+		t.Fatalf("%s missing: hack/controlplane.sh build writes it", stages)
+	}
+	k := startCluster(t, featureGates)
+	logs, err := startKWOK(k, scheduler, kwok, stages, nodes, t.TempDir(), t.Cleanup)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range logs {
+				logTail(t, l)
+			}
+		}
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return k
 }
 

@@ -244,7 +244,14 @@ func TestRouterFollowsModelRoutes(t *testing.T) {
 // and its public and admin base URLs.
 func startKubeRouter(t *testing.T, k *cluster, ns, extra string) (*router.Router, string, string) {
 	t.Helper()
-	cfg, err := config.Parse([]byte("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {scrapeInterval: 50ms, health: {failureThreshold: 2, successThreshold: 1}" + extra + "}\n"))
+	return startKubeRouterWith(t, k, ns, extra, "")
+}
+
+// startKubeRouterWith is startKubeRouter with top, YAML added at the top
+// level of the configuration (e.g. "pools: [...]").
+func startKubeRouterWith(t *testing.T, k *cluster, ns, extra, top string) (*router.Router, string, string) {
+	t.Helper()
+	cfg, err := config.Parse([]byte("apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {scrapeInterval: 50ms, health: {failureThreshold: 2, successThreshold: 1}" + extra + "}\n" + top + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
