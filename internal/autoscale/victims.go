@@ -71,19 +71,31 @@ func (l *HitLedger) Hit(engine string, now time.Time, blocks []uint64) {
 		m[h] += f
 	}
 	if len(m) > l.MaxBlocks {
-		type kv struct {
-			h uint64
-			v float64
-		}
-		all := make([]kv, 0, len(m))
-		for h, v := range m {
-			all = append(all, kv{h, v})
-		}
-		slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(b.v, a.v) })
-		for _, e := range all[max(l.MaxBlocks*3/4, 1):] {
+		for _, e := range hottestFirst(m)[max(l.MaxBlocks*3/4, 1):] {
 			delete(m, e.h)
 		}
 	}
+}
+
+type blockHits struct {
+	h uint64
+	v float64
+}
+
+// hottestFirst returns m's blocks by decreasing hits, ties by hash (so
+// the order does not depend on the map's).
+func hottestFirst(m map[uint64]float64) []blockHits {
+	all := make([]blockHits, 0, len(m))
+	for h, v := range m {
+		all = append(all, blockHits{h, v})
+	}
+	slices.SortFunc(all, func(a, b blockHits) int {
+		if c := cmp.Compare(b.v, a.v); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.h, b.h)
+	})
+	return all
 }
 
 // Forget drops an engine's statistics (it was removed).
@@ -134,22 +146,8 @@ func (l *HitLedger) Hottest(engine string, now time.Time, n int) map[uint64]floa
 	if n <= 0 || len(m) <= n {
 		return m
 	}
-	type kv struct {
-		h uint64
-		v float64
-	}
-	all := make([]kv, 0, len(m))
-	for h, v := range m {
-		all = append(all, kv{h, v})
-	}
-	slices.SortFunc(all, func(a, b kv) int {
-		if c := cmp.Compare(b.v, a.v); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.h, b.h)
-	})
 	out := make(map[uint64]float64, n)
-	for _, e := range all[:n] {
+	for _, e := range hottestFirst(m)[:n] {
 		out[e.h] = e.v
 	}
 	return out
