@@ -64,28 +64,61 @@ type signalBook struct {
 	ledger   autoscale.HitLedger
 }
 
-// hit credits the cached share of req's prompt blocks to endpoint: the
-// first cached/prompt of its chain (the engine reports a count, the
-// blocks are a prefix), sampled as autoscale.SampleChain does.
+// hit credits the cached share of req's prompt blocks to endpoint
+// (cachedBlocks), sampled as autoscale.SampleChain does.
 func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.Outcome) {
-	chain := prefixindex.Hasher{}.AppendChain(nil, req.TargetModel, req.Prompt.Text, req.Prompt.TokenIDs)
-	prompt := out.PromptTokens
-	if prompt <= 0 {
-		prompt = req.PromptTokens
-	}
-	if len(chain) == 0 || prompt <= 0 {
+	all := cachedBlocks(req, out)
+	if len(all) == 0 {
 		return
-	}
-	n := min(len(chain)*out.CachedTokens/prompt, len(chain))
-	all := make([]uint64, n)
-	for i := range n {
-		all[i] = uint64(chain[i])
 	}
 	blocks := autoscale.SampleChain(all)
 	now := b.now()
 	b.ledgerMu.Lock()
 	b.ledger.Hit(endpoint, now, blocks)
 	b.ledgerMu.Unlock()
+}
+
+// cachedBlocks returns the cached share of req's prompt blocks: the first
+// cached/prompt of its chain (the engine reports a count, the blocks are
+// a prefix).
+func cachedBlocks(req *framework.Request, out framework.Outcome) []uint64 {
+	var h prefixindex.Hasher
+	text, ids := req.Prompt.Text, req.Prompt.TokenIDs
+	total := h.Blocks(text, ids)
+	if len(ids) == 0 {
+		total = req.Prompt.TextLen() / prefixindex.DefaultChunkBytes // Text may be the head
+	}
+	prompt := out.PromptTokens
+	if prompt <= 0 {
+		prompt = req.PromptTokens
+	}
+	if total == 0 || prompt <= 0 {
+		return nil
+	}
+	if len(ids) > 0 && len(ids) < prompt {
+		// The ids of a long prompt's head (tokenizeHeadBytes): the
+		// chain covers them only, and the cached tokens are a prefix.
+		prompt = len(ids)
+	}
+	// The cached share of the chain, of which only the head's blocks can
+	// be hashed.
+	n := min(total*out.CachedTokens/prompt, total, h.Blocks(text, ids))
+	if n <= 0 {
+		return nil
+	}
+	// Only the cached blocks are hashed: a 1M-token prompt's whole chain
+	// is 65,536 blocks of text.
+	if len(ids) > 0 {
+		ids = ids[:n*prefixindex.DefaultBlockTokens]
+	} else {
+		text = text[:n*prefixindex.DefaultChunkBytes]
+	}
+	chain := h.AppendChain(make([]prefixindex.BlockHash, 0, n), req.TargetModel, text, ids)
+	blocks := make([]uint64, n)
+	for i := range n {
+		blocks[i] = uint64(chain[i])
+	}
+	return blocks
 }
 
 // hot returns endpoint's hottest blocks (at most
