@@ -71,19 +71,31 @@ func (l *HitLedger) Hit(engine string, now time.Time, blocks []uint64) {
 		m[h] += f
 	}
 	if len(m) > l.MaxBlocks {
-		type kv struct {
-			h uint64
-			v float64
-		}
-		all := make([]kv, 0, len(m))
-		for h, v := range m {
-			all = append(all, kv{h, v})
-		}
-		slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(b.v, a.v) })
-		for _, e := range all[max(l.MaxBlocks*3/4, 1):] {
+		for _, e := range hottestFirst(m)[max(l.MaxBlocks*3/4, 1):] {
 			delete(m, e.h)
 		}
 	}
+}
+
+type blockHits struct {
+	h uint64
+	v float64
+}
+
+// hottestFirst returns m's blocks by decreasing hits, ties by hash (so
+// the order does not depend on the map's).
+func hottestFirst(m map[uint64]float64) []blockHits {
+	all := make([]blockHits, 0, len(m))
+	for h, v := range m {
+		all = append(all, blockHits{h, v})
+	}
+	slices.SortFunc(all, func(a, b blockHits) int {
+		if c := cmp.Compare(b.v, a.v); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.h, b.h)
+	})
+	return all
 }
 
 // Forget drops an engine's statistics (it was removed).
@@ -100,6 +112,43 @@ func (l *HitLedger) Hot(engine string, now time.Time) map[uint64]float64 {
 	out := make(map[uint64]float64, len(m))
 	for h, v := range m {
 		out[h] = v * f
+	}
+	return out
+}
+
+// ChainStride is the sampling of prefix chains in a HitLedger: of a
+// prompt's chain of block hashes, only every ChainStride-th block (the
+// first, the ChainStride+1-th, ...) is credited. The sample is the same
+// on every engine (it depends on the block's place in the chain, not on
+// the engine), so whether a block is held by one engine or several is
+// judged alike; it lets the HotBlocksReported blocks a router reports
+// cover ChainStride times more prompt tokens.
+const ChainStride = 8
+
+// SampleChain returns the blocks of chain a ledger credits (ChainStride).
+func SampleChain(chain []uint64) []uint64 {
+	out := make([]uint64, 0, (len(chain)+ChainStride-1)/ChainStride)
+	for i := 0; i < len(chain); i += ChainStride {
+		out = append(out, chain[i])
+	}
+	return out
+}
+
+// HotBlocksReported bounds the blocks a router reports per endpoint
+// (EndpointLoad.Hot, from Hottest): the hottest.
+const HotBlocksReported = 4096
+
+// Hottest is Hot cut to the engine's n hottest blocks (all of them when
+// n <= 0 or it holds no more). Ties at the cut are broken by block hash,
+// so the answer does not depend on map order.
+func (l *HitLedger) Hottest(engine string, now time.Time, n int) map[uint64]float64 {
+	m := l.Hot(engine, now)
+	if n <= 0 || len(m) <= n {
+		return m
+	}
+	out := make(map[uint64]float64, n)
+	for _, e := range hottestFirst(m)[:n] {
+		out[e.h] = e.v
 	}
 	return out
 }

@@ -67,3 +67,41 @@ func TestHitLedgerDecays(t *testing.T) {
 		t.Error("Forget kept the engine")
 	}
 }
+
+func TestHitLedgerHottest(t *testing.T) {
+	l := &HitLedger{HalfLife: time.Minute}
+	l.Hit("e", t0, []uint64{1, 2, 3, 4})
+	l.Hit("e", t0, []uint64{3, 4})
+	l.Hit("e", t0, []uint64{4})
+	for _, tc := range []struct {
+		n    int
+		want map[uint64]float64
+	}{
+		{1, map[uint64]float64{4: 3}},
+		{2, map[uint64]float64{4: 3, 3: 2}},
+		// 1 and 2 tie at the cut: the lower hash stays.
+		{3, map[uint64]float64{4: 3, 3: 2, 1: 1}},
+		{0, map[uint64]float64{4: 3, 3: 2, 2: 1, 1: 1}},
+		{9, map[uint64]float64{4: 3, 3: 2, 2: 1, 1: 1}},
+	} {
+		if d := cmp.Diff(tc.want, l.Hottest("e", t0, tc.n)); d != "" {
+			t.Errorf("Hottest(%d) (-want +got):\n%s", tc.n, d)
+		}
+	}
+}
+
+func TestSampleChain(t *testing.T) {
+	chain := []uint64{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}
+	if d := cmp.Diff([]uint64{10, 18}, SampleChain(chain)); d != "" {
+		t.Errorf("SampleChain (-want +got):\n%s", d)
+	}
+	// Two prompts sharing a prefix get the same sample of it, whichever
+	// engine credits them.
+	a, b := SampleChain(chain[:9]), SampleChain(append(chain[:9:9], 99, 98))
+	if d := cmp.Diff(a, b); d != "" {
+		t.Errorf("shared prefix sampled differently (-a +b):\n%s", d)
+	}
+	if len(SampleChain(nil)) != 0 {
+		t.Error("empty chain sampled to something")
+	}
+}

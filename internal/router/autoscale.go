@@ -3,7 +3,6 @@ package router
 import (
 	"encoding/json"
 	"net/http"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -65,14 +64,24 @@ type signalBook struct {
 	ledger   autoscale.HitLedger
 }
 
-// hotBlocksPerEndpoint bounds the blocks /autoscale/endpoints reports per
-// endpoint (the hottest).
-const hotBlocksPerEndpoint = 4096
-
-// hit credits the cached share of req's prompt blocks to endpoint: the
-// first cached/prompt of its chain (the engine reports a count, the
-// blocks are a prefix).
+// hit credits the cached share of req's prompt blocks to endpoint
+// (cachedBlocks), sampled as autoscale.SampleChain does.
 func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.Outcome) {
+	all := cachedBlocks(req, out)
+	if len(all) == 0 {
+		return
+	}
+	blocks := autoscale.SampleChain(all)
+	now := b.now()
+	b.ledgerMu.Lock()
+	b.ledger.Hit(endpoint, now, blocks)
+	b.ledgerMu.Unlock()
+}
+
+// cachedBlocks returns the cached share of req's prompt blocks: the first
+// cached/prompt of its chain (the engine reports a count, the blocks are
+// a prefix).
+func cachedBlocks(req *framework.Request, out framework.Outcome) []uint64 {
 	var h prefixindex.Hasher
 	text, ids := req.Prompt.Text, req.Prompt.TokenIDs
 	total := h.Blocks(text, ids)
@@ -84,7 +93,7 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 		prompt = req.PromptTokens
 	}
 	if total == 0 || prompt <= 0 {
-		return
+		return nil
 	}
 	if len(ids) > 0 && len(ids) < prompt {
 		// The ids of a long prompt's head (tokenizeHeadBytes): the
@@ -95,7 +104,7 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 	// be hashed.
 	n := min(total*out.CachedTokens/prompt, total, h.Blocks(text, ids))
 	if n <= 0 {
-		return
+		return nil
 	}
 	// Only the cached blocks are hashed: a 1M-token prompt's whole chain
 	// is 65,536 blocks of text.
@@ -109,34 +118,15 @@ func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.
 	for i := range n {
 		blocks[i] = uint64(chain[i])
 	}
-	now := b.now()
-	b.ledgerMu.Lock()
-	b.ledger.Hit(endpoint, now, blocks)
-	b.ledgerMu.Unlock()
+	return blocks
 }
 
-// hot returns endpoint's hottest blocks (at most hotBlocksPerEndpoint)
-// and their decayed hits.
+// hot returns endpoint's hottest blocks (at most
+// autoscale.HotBlocksReported) and their decayed hits.
 func (b *signalBook) hot(endpoint string) map[uint64]float64 {
 	b.ledgerMu.Lock()
-	m := b.ledger.Hot(endpoint, b.now())
-	b.ledgerMu.Unlock()
-	if len(m) <= hotBlocksPerEndpoint {
-		return m
-	}
-	vs := make([]float64, 0, len(m))
-	for _, v := range m {
-		vs = append(vs, v)
-	}
-	slices.Sort(vs)
-	cut := vs[len(vs)-hotBlocksPerEndpoint]
-	out := make(map[uint64]float64, hotBlocksPerEndpoint)
-	for h, v := range m {
-		if v >= cut && len(out) < hotBlocksPerEndpoint {
-			out[h] = v
-		}
-	}
-	return out
+	defer b.ledgerMu.Unlock()
+	return b.ledger.Hottest(endpoint, b.now(), autoscale.HotBlocksReported)
 }
 
 // forget drops removed endpoints from the ledger.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/autoscale"
 	"github.com/halyard-dev/halyard/internal/prefixindex"
@@ -178,8 +180,8 @@ func adminSignals(t *testing.T, h *harness, query string) map[string]autoscale.S
 
 // TestSignalHitCreditsCachedBlocks: the hit ledger credits the blocks the
 // engine reported cached, the first of the prompt's chain (text or token
-// ids), and only those; the ids of a long prompt's head count against the
-// tokens they cover.
+// ids), and only those, sampled one in autoscale.ChainStride; the ids of a
+// long prompt's head count against the tokens they cover.
 func TestSignalHitCreditsCachedBlocks(t *testing.T) {
 	now := time.Unix(1000, 0)
 	text := []byte(strings.Repeat("abcdefgh", 64)) // 8 blocks of 64 bytes
@@ -209,13 +211,23 @@ func TestSignalHitCreditsCachedBlocks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newSignalBook(config.AutoscalingSignalsConfig{}, func() time.Time { return now })
 			b.hit("e0", tc.req, tc.out)
-			hot := b.hot("e0")
-			if len(hot) != tc.credit {
-				t.Fatalf("%d blocks credited, want %d", len(hot), tc.credit)
+			got := cachedBlocks(tc.req, tc.out)
+			want := make([]uint64, tc.credit)
+			for i, bh := range tc.chain[:tc.credit] {
+				want[i] = uint64(bh)
 			}
-			for _, bh := range tc.chain[:tc.credit] {
-				if _, ok := hot[uint64(bh)]; !ok {
-					t.Errorf("block %x of the chain's first %d not credited", bh, tc.credit)
+			if d := cmp.Diff(want, got); d != "" {
+				t.Fatalf("cached blocks (-want +got):\n%s", d)
+			}
+			// The ledger holds their sample: every ChainStride-th.
+			hot := b.hot("e0")
+			sample := autoscale.SampleChain(want)
+			if len(hot) != len(sample) {
+				t.Fatalf("%d blocks credited, want %d (%v)", len(hot), len(sample), sample)
+			}
+			for _, bh := range sample {
+				if _, ok := hot[bh]; !ok {
+					t.Errorf("block %x of the sample not credited", bh)
 				}
 			}
 		})

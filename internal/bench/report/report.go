@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -113,6 +114,11 @@ type Run struct {
 	ScaleEvents           int      `json:"scale_events,omitempty"`
 	GoodRequests          int      `json:"good_requests,omitempty"`
 	HitRateAfterScaleDown *float64 `json:"hit_rate_after_scale_down,omitempty"`
+	// P90TTFTAfterScaleDownMs is the TTFT p90 of the same requests, and
+	// ScaleDowns the figures of each scale-down's window (the drain-*
+	// policies).
+	P90TTFTAfterScaleDownMs float64           `json:"p90_ttft_after_scale_down_ms,omitempty"`
+	ScaleDowns              []ScaleDownWindow `json:"scale_downs,omitempty"`
 	// ScaleDecisions are the autoscaler's decisions that changed the
 	// fleet, in time order.
 	ScaleDecisions []ScaleDecision `json:"scale_decisions,omitempty"`
@@ -216,6 +222,20 @@ type ScaleDecision struct {
 	To     int     `json:"to"`
 	Ready  int     `json:"ready"`
 	Reason string  `json:"reason"`
+}
+
+// ScaleDownWindow is one forced scale-down of a virtual run: at At
+// seconds the engines Removed were drained; the figures are those of the
+// Requests sent in the window after it: prefix hit rate (cached over
+// prompt tokens of those that completed), TTFT p90 and how many met the
+// SLO.
+type ScaleDownWindow struct {
+	At        float64  `json:"at"`
+	Removed   []string `json:"removed"`
+	Requests  int      `json:"requests"`
+	Good      int      `json:"good"`
+	HitRate   float64  `json:"hit_rate"`
+	P90TTFTMs float64  `json:"p90_ttft_ms"`
 }
 
 // NewRun fills a Run from a summary.
@@ -356,6 +376,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	if err := rep.writeTenantTable(w); err != nil {
 		return err
 	}
+	if err := rep.writeFleetTable(w); err != nil {
+		return err
+	}
 	var notes []string
 	for _, r := range rep.Runs {
 		keys := make([]string, 0, len(r.Errors))
@@ -413,6 +436,29 @@ func orDash(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// writeFleetTable writes, for runs with a fleet policy (autoscaling
+// scenarios), one line per run: engine-hours, the most engines at once,
+// scale changes, requests meeting the SLO and, after forced scale-downs,
+// the prefix hit rate and TTFT p90 of the requests sent in the windows.
+func (rep *Report) writeFleetTable(w io.Writer) error {
+	if !slices.ContainsFunc(rep.Runs, func(r Run) bool { return r.Fleet != "" }) {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tfleet\tengine-h\tmost engines\tscale changes\tmet SLO\thit after scale-down\tTTFT p90 after\t")
+	for _, r := range rep.Runs {
+		if r.Fleet == "" {
+			continue
+		}
+		hit, p90 := "-", "-"
+		if r.HitRateAfterScaleDown != nil {
+			hit, p90 = fmt.Sprintf("%.2f%%", 100**r.HitRateAfterScaleDown), msCell(r.P90TTFTAfterScaleDownMs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%d\t%d\t%d\t%s\t%s\t\n", r.Label, r.Fleet, r.EngineHours, r.MaxEngines, r.ScaleEvents, r.GoodRequests, hit, p90)
+	}
+	return tw.Flush()
 }
 
 // writeTenantTable writes, for runs with tenants, one line per run and

@@ -30,10 +30,12 @@ const (
 	// FleetHalyard is Halyard's autoscaler with autoscaling.halyard.
 	FleetHalyard = "halyard"
 	// FleetDrainCacheAware, FleetDrainRandom and FleetDrainNewest run a
-	// static peak fleet and at autoscaling.scaleDown.at remove
+	// static peak fleet and at autoscaling.scaleDown.at (and, with
+	// scaleDown.every, again every so often) remove
 	// autoscaling.scaleDown.groups engines, chosen by least unique hot
 	// prefix cache (package autoscale), at random, or newest first; the
-	// report gives the prefix hit rate of the requests sent afterwards.
+	// report gives the prefix hit rate and TTFT p90 of the requests sent
+	// in the window after each scale-down.
 	FleetDrainCacheAware = "drain-cache-aware"
 	FleetDrainRandom     = "drain-random"
 	FleetDrainNewest     = "drain-newest"
@@ -71,6 +73,15 @@ type AutoscalingScenario struct {
 	// cache-aware victim choice; default 1m (of the order of how long a
 	// block stays in a busy engine's cache).
 	HitHalfLife config.Duration `json:"hitHalfLife,omitempty"`
+	// HitCredit is what a finished request credits to the ledger:
+	// "cached" (default, as the router does: the prompt blocks the engine
+	// reported cached) or "prompt" (every prompt block, hit or stored).
+	HitCredit string `json:"hitCredit,omitempty"`
+	// HotBlocks is how many of each engine's hottest ledger blocks the
+	// victim choice sees; default autoscale.HotBlocksReported, what a
+	// router reports to the controller; -1: all, and every block of a
+	// chain (no autoscale.SampleChain).
+	HotBlocks int `json:"hotBlocks,omitempty"`
 	// ScaleDown configures the drain-* policies.
 	ScaleDown ScaleDownAt `json:"scaleDown,omitempty"`
 }
@@ -81,13 +92,21 @@ type HPARule struct {
 	SyncPeriod     config.Duration `json:"syncPeriod,omitempty"`
 }
 
-// ScaleDownAt is a forced scale-down.
+// ScaleDownAt is a forced scale-down, once or repeated.
 type ScaleDownAt struct {
 	At     config.Duration `json:"at,omitempty"`
 	Groups int             `json:"groups,omitempty"`
-	// Window is how long after At the hit rate is measured (requests
-	// sent in [At, At+Window)); default 3m.
+	// Window is how long after each scale-down the hit rate and TTFT are
+	// measured (requests sent in [t, t+Window)); default 3m.
 	Window config.Duration `json:"window,omitempty"`
+	// Every repeats the scale-down every this long after At, Count times
+	// in all (default 1: once). Between two, the fleet grows back:
+	// RestoreAfter after each scale-down, as many new engines as were
+	// removed are asked for (they serve after the cold start, with empty
+	// caches), as an autoscaled fleet that shrinks and grows again.
+	Every        config.Duration `json:"every,omitempty"`
+	Count        int             `json:"count,omitempty"`
+	RestoreAfter config.Duration `json:"restoreAfter,omitempty"`
 }
 
 func (a *AutoscalingScenario) defaults() {
@@ -106,6 +125,12 @@ func (a *AutoscalingScenario) defaults() {
 	def(&a.HPA.SyncPeriod, 15*time.Second)
 	def(&a.ScaleDown.Window, 3*time.Minute)
 	def(&a.HitHalfLife, time.Minute)
+	if a.HitCredit == "" {
+		a.HitCredit = HitCreditCached
+	}
+	if a.ScaleDown.Count == 0 {
+		a.ScaleDown.Count = 1
+	}
 	if a.HPA.KVUsagePercent == 0 {
 		a.HPA.KVUsagePercent = 70
 	}
@@ -140,6 +165,15 @@ func (a *AutoscalingScenario) validate() error {
 			errs = append(errs, fmt.Errorf("autoscaling.scaleDown: %s needs at > 0 and 1 <= groups < peakEngines", p))
 		}
 	}
+	if sd := a.ScaleDown; sd.Count > 1 && (sd.Every.Duration <= 0 || sd.RestoreAfter.Duration <= 0 || sd.RestoreAfter.Duration >= sd.Every.Duration) {
+		errs = append(errs, fmt.Errorf("autoscaling.scaleDown: count %d needs every > 0 and 0 < restoreAfter < every", sd.Count))
+	}
+	if a.ScaleDown.Count < 1 {
+		errs = append(errs, fmt.Errorf("autoscaling.scaleDown.count: must be at least 1, got %d", a.ScaleDown.Count))
+	}
+	if a.HitCredit != HitCreditCached && a.HitCredit != HitCreditPrompt {
+		errs = append(errs, fmt.Errorf("autoscaling.hitCredit: want %s or %s, got %q", HitCreditCached, HitCreditPrompt, a.HitCredit))
+	}
 	if a.HPA.KVUsagePercent < 1 || a.HPA.KVUsagePercent > 100 {
 		errs = append(errs, fmt.Errorf("autoscaling.hpa.kvUsagePercent: must be 1 to 100, got %d", a.HPA.KVUsagePercent))
 	}
@@ -153,6 +187,23 @@ func (a *AutoscalingScenario) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// hotBlocks is how many of an engine's hottest blocks the victim choice
+// sees: as many as a router reports (autoscale.HotBlocksReported), or
+// HotBlocks when set (-1: all).
+func (a *AutoscalingScenario) hotBlocks() int {
+	if a.HotBlocks != 0 {
+		return a.HotBlocks
+	}
+	return autoscale.HotBlocksReported
+}
+
+// What a finished request credits to the hit ledger
+// (AutoscalingScenario.HitCredit).
+const (
+	HitCreditCached = "cached"
+	HitCreditPrompt = "prompt"
+)
 
 func isDrain(p string) bool {
 	return p == FleetDrainCacheAware || p == FleetDrainRandom || p == FleetDrainNewest
@@ -210,11 +261,10 @@ type fleetScaler struct {
 	waitedFrom map[int]time.Time
 	maxLive    int
 	events     int
-	// scaleDownAt is when a drain-* policy removed its engines (zero:
-	// not yet).
-	scaleDownAt time.Duration
-	err         error
-	decisions   []report.ScaleDecision
+	// scaleDowns are the drain-* policy's scale-downs so far.
+	scaleDowns []scaleDownMark
+	err        error
+	decisions  []report.ScaleDecision
 }
 
 func newFleetScaler(f *fleetRun, policy string, sc *AutoscalingScenario, slo stats.SLO, seed uint64) (*fleetScaler, int, error) {
@@ -389,9 +439,19 @@ func (s *fleetScaler) signals(now time.Time) autoscale.Signals {
 func (s *fleetScaler) loop() {
 	now := s.f.clock.Now()
 	if isDrain(s.policy) {
-		if s.scaleDownAt == 0 && s.f.elapsed() >= s.sc.ScaleDown.At.Duration {
-			s.scaleDownAt = s.f.elapsed()
-			s.remove(s.sc.ScaleDown.Groups)
+		sd := s.sc.ScaleDown
+		k := len(s.scaleDowns)
+		if k < sd.Count && s.f.elapsed() >= sd.At.Duration+time.Duration(k)*sd.Every.Duration {
+			at := s.f.elapsed()
+			removed := s.remove(sd.Groups)
+			s.scaleDowns = append(s.scaleDowns, scaleDownMark{at: at, removed: removed})
+			if k+1 < sd.Count {
+				s.f.clock.AfterFunc(sd.RestoreAfter.Duration, func() {
+					for range removed {
+						s.start(s.sc.ColdStart.Duration)
+					}
+				})
+			}
 		}
 	} else if s.a != nil {
 		s.a.Observe(now, s.signals(now))
@@ -423,9 +483,16 @@ func (s *fleetScaler) decide(now time.Time) {
 	}
 }
 
+// scaleDownMark is one forced scale-down: when, and the engines removed.
+type scaleDownMark struct {
+	at      time.Duration
+	removed []string
+}
+
 // remove drains n engines: starting ones first (newest first: they hold
-// nothing), then ready ones chosen by the policy's victim rule.
-func (s *fleetScaler) remove(n int) {
+// nothing), then ready ones chosen by the policy's victim rule. It
+// returns the ready engines it drained.
+func (s *fleetScaler) remove(n int) []string {
 	starting, ready, _ := s.live()
 	for i := len(starting) - 1; i >= 0 && n > 0; i-- {
 		s.drain(starting[i])
@@ -435,8 +502,9 @@ func (s *fleetScaler) remove(n int) {
 	if n <= 0 {
 		if len(ready) == 1 && s.a != nil && s.a.Policy().MinGroups == 0 {
 			s.drain(ready[0]) // to zero
+			return []string{ready[0].md.Name}
 		}
-		return
+		return nil
 	}
 	var victims []*endpoint
 	switch s.policy {
@@ -455,23 +523,35 @@ func (s *fleetScaler) remove(n int) {
 			byName[ep.md.Name] = ep
 		}
 		now := s.f.clock.Now()
-		for _, v := range autoscale.ChooseVictims(groups, func(e string) map[uint64]float64 { return s.ledger.Hot(e, now) }, n) {
+		for _, v := range autoscale.ChooseVictims(groups, func(e string) map[uint64]float64 { return s.ledger.Hottest(e, now, s.sc.hotBlocks()) }, n) {
 			victims = append(victims, byName[v.Group])
 		}
 	}
-	for _, ep := range victims {
+	names := make([]string, len(victims))
+	for k, ep := range victims {
+		names[k] = ep.md.Name
 		s.drain(ep)
 	}
+	return names
 }
 
 // hit records a finished request's prompt blocks as used on its engine:
-// those it hit and those it just stored, which the session's next turn
-// will hit (what the router routed there, as its prefix index knows).
-func (s *fleetScaler) hit(ep *endpoint, ids []uint32, n int) {
-	if n <= 0 || n > len(ids) {
+// with HitCredit "cached", as the router does, the blocks the engine
+// reported cached (the first cached of its prompt tokens); with
+// "prompt", every block of the prompt, hit or just stored.
+func (s *fleetScaler) hit(ep *endpoint, ids []uint32, cached int) {
+	n := len(ids)
+	if s.sc.HitCredit == HitCreditCached {
+		n = min(cached, n)
+	}
+	if n <= 0 {
 		return
 	}
-	s.ledger.Hit(ep.md.Name, s.f.clock.Now(), s.f.oracle.chain(ids[:n]))
+	chain := s.f.oracle.chain(ids[:n])
+	if s.sc.HotBlocks != -1 {
+		chain = autoscale.SampleChain(chain) // as the router does
+	}
+	s.ledger.Hit(ep.md.Name, s.f.clock.Now(), chain)
 }
 
 // engineHours sums every engine's life (cold start included: the GPU is
@@ -502,17 +582,50 @@ func (s *fleetScaler) summarize(r *report.Run, recs []stats.Record, end time.Tim
 			r.GoodRequests++
 		}
 	}
-	if isDrain(s.policy) && s.scaleDownAt > 0 {
-		var cached, prompt float64
+	if !isDrain(s.policy) || len(s.scaleDowns) == 0 {
+		return
+	}
+	// Per scale-down, the requests sent in its window; pooled over all.
+	var all []stats.Record
+	for _, m := range s.scaleDowns {
+		var in []stats.Record
 		for i := range recs {
-			if recs[i].OK() && recs[i].Start >= s.scaleDownAt && recs[i].Start < s.scaleDownAt+s.sc.ScaleDown.Window.Duration {
-				cached += float64(recs[i].CachedTokens)
-				prompt += float64(recs[i].PromptTokens)
+			if recs[i].Start >= m.at && recs[i].Start < m.at+s.sc.ScaleDown.Window.Duration {
+				in = append(in, recs[i])
 			}
 		}
-		if prompt > 0 {
-			v := cached / prompt
-			r.HitRateAfterScaleDown = &v
+		all = append(all, in...)
+		w := windowFigures(in, slo)
+		w.At, w.Removed = m.at.Seconds(), m.removed
+		r.ScaleDowns = append(r.ScaleDowns, w)
+	}
+	if w := windowFigures(all, slo); w.Requests > 0 {
+		r.HitRateAfterScaleDown = &w.HitRate
+		r.P90TTFTAfterScaleDownMs = w.P90TTFTMs
+	}
+}
+
+// windowFigures are the hit rate (cached over prompt tokens of the
+// requests that completed), TTFT p90 and SLO attainment of recs.
+func windowFigures(recs []stats.Record, slo stats.SLO) report.ScaleDownWindow {
+	var w report.ScaleDownWindow
+	var cached, prompt float64
+	var ttft []float64
+	for i := range recs {
+		w.Requests++
+		if !recs[i].OK() {
+			continue
+		}
+		cached += float64(recs[i].CachedTokens)
+		prompt += float64(recs[i].PromptTokens)
+		ttft = append(ttft, float64(recs[i].TTFT)/float64(time.Millisecond))
+		if !slo.IsZero() && slo.Met(&recs[i]) {
+			w.Good++
 		}
 	}
+	if prompt > 0 {
+		w.HitRate = cached / prompt
+	}
+	w.P90TTFTMs = stats.Distribution(ttft).P90
+	return w
 }

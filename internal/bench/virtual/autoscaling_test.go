@@ -104,6 +104,37 @@ func TestDrainRemovesWithoutFailures(t *testing.T) {
 	}
 }
 
+func TestRepeatedScaleDownsRestoreTheFleet(t *testing.T) {
+	// Two engines go at 70 s and again at 150 s; 40 s after each, two
+	// fresh engines are asked for (ready 20 s later).
+	y := strings.Replace(stepScenario, "policies: [static-peak, halyard]",
+		"policies: [drain-newest]\n  scaleDown: {at: 70s, groups: 2, window: 30s, every: 80s, count: 2, restoreAfter: 40s}", 1)
+	r := runByFleet(t, y)[FleetDrainNewest]
+	if r.Failed != 0 {
+		t.Fatalf("%d requests failed (%v); draining must fail none", r.Failed, r.Errors)
+	}
+	if len(r.ScaleDowns) != 2 {
+		t.Fatalf("scale-downs = %+v, want 2", r.ScaleDowns)
+	}
+	// newest first: the two highest of the 6 initial engines, then the
+	// two restored ones (sim-6, sim-7), which are now the newest.
+	for k, want := range [][]string{{"sim-4", "sim-5"}, {"sim-6", "sim-7"}} {
+		w := r.ScaleDowns[k]
+		if strings.Join(w.Removed, ",") != strings.Join(want, ",") {
+			t.Errorf("scale-down %d removed %v, want %v", k, w.Removed, want)
+		}
+		if w.Requests == 0 || w.HitRate <= 0 || w.P90TTFTMs <= 0 {
+			t.Errorf("scale-down %d window: %+v, want requests, a hit rate and a TTFT p90", k, w)
+		}
+	}
+	if r.ScaleDowns[0].At != 70 || r.ScaleDowns[1].At != 150 {
+		t.Errorf("scale-downs at %v and %v s, want 70 and 150", r.ScaleDowns[0].At, r.ScaleDowns[1].At)
+	}
+	if r.HitRateAfterScaleDown == nil || r.P90TTFTAfterScaleDownMs <= 0 {
+		t.Errorf("pooled figures missing: hit %v, TTFT p90 %v", r.HitRateAfterScaleDown, r.P90TTFTAfterScaleDownMs)
+	}
+}
+
 func TestAutoscalingScenarioErrors(t *testing.T) {
 	base := "workload: {kind: shared-prefix}\n"
 	for _, tc := range []struct{ yaml, want string }{
@@ -111,6 +142,8 @@ func TestAutoscalingScenarioErrors(t *testing.T) {
 		{"autoscaling: {policies: [magic], peakEngines: 2}\n", `unknown fleet policy "magic"`},
 		{"autoscaling: {policies: [halyard], peakEngines: 2}\n", "needs autoscaling.halyard"},
 		{"autoscaling: {policies: [drain-random], peakEngines: 2}\n", "autoscaling.scaleDown"},
+		{"autoscaling: {policies: [drain-random], peakEngines: 4, scaleDown: {at: 1m, groups: 1, count: 3, every: 1m}}\n", "needs every > 0 and 0 < restoreAfter < every"},
+		{"autoscaling: {policies: [drain-random], peakEngines: 4, hitCredit: all, scaleDown: {at: 1m, groups: 1}}\n", "autoscaling.hitCredit"},
 		{"autoscaling: {policies: [halyard], peakEngines: 2, halyard: {maxGroups: 2, targets: {}}}\n", "at least one load target"},
 		{"arrival: {shape: {kind: wave}}\n", "arrival.shape.kind"},
 		{"arrival: {shape: {kind: step, rate: 1}}\n", "step needs"},

@@ -2,6 +2,7 @@ package virtual
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -189,14 +190,16 @@ func BenchmarkVirtualSharedPrefix(b *testing.B) {
 }
 
 // TestShippedScenarios checks that the scenarios behind docs/benchmarks.md
-// parse and validate.
+// (scenarios/ and scenarios/autoscaling/) parse and validate.
 func TestShippedScenarios(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("scenarios", "*.yaml"))
-	if err != nil || len(files) == 0 {
+	nested, err2 := filepath.Glob(filepath.Join("scenarios", "autoscaling", "*.yaml"))
+	files = append(files, nested...)
+	if err = errors.Join(err, err2); err != nil || len(files) == 0 || len(nested) == 0 {
 		t.Fatalf("no scenarios: %v", err)
 	}
 	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
+		t.Run(f, func(t *testing.T) {
 			if _, err := Load(f); err != nil {
 				t.Error(err)
 			}
