@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/halyard-dev/halyard/internal/fuzzseed"
 )
 
-// FuzzParse checks that no body makes Parse panic, that an accepted body is
-// valid JSON, and that WithModel changes the model and nothing else.
+// FuzzParse checks that no body makes Parse panic, that Parse refuses as
+// not JSON exactly what json.Valid refuses (it validates with jsontext as
+// it scans, walkObject), that an accepted body is valid JSON, and that
+// WithModel changes the model and nothing else.
 func FuzzParse(f *testing.F) {
 	seeds := []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`,
@@ -21,6 +25,16 @@ func FuzzParse(f *testing.F) {
 		`{"mod\u0065l":"a","model":"b","prompt":"x"}`,
 		`{"model":"m","prompt":"x"`,
 		`[]`,
+		`{"model":"m","prompt":"\ud800 \udc00x \ud800\u0041"}`,
+		"{\"model\":\"m\",\"prompt\":\"caf\xc3 \xff\xfe\"}",
+		`{"model":"m","prompt":"x"} {}`,
+		`{"model":"m","prompt":"x"}x`,
+		`{"model":"m","prompt":"x"} `,
+		`{"model":"m","prompt":"x","stream_options":{"a":1,"a":2}}`,
+		`{"model":"m","prompt":"0123456789 \u00e9\ud83d\ude00\\\\\\\"abc def ghi jkl mno"}`,
+		`{"model":"m","messages":[{"role":"user","content":"0123456789abcdef0123 x"},{"role":"assistant","content":[{"type":"text","text":"y"}]},{"role":"user","content":5}]}`,
+		`{1:2}`, `{"a" 1}`, `{"a":1,}`, `{,}`, ` `, ``, `"str"`, `1`, `null`,
+		"{\"model\":\"m\",\"prompt\":\"tab\there\"}",
 	}
 	for _, s := range seeds {
 		f.Add(uint8(1), []byte(s))
@@ -40,6 +54,27 @@ func FuzzParse(f *testing.F) {
 		}
 		r, perr := Parse(k, body)
 		FindUsage(body)
+		notJSON := perr != nil && (perr.Message == msgInvalidJSON || perr.Message == msgTooDeep)
+		if valid := json.Valid(body); notJSON == valid {
+			t.Fatalf("json.Valid(%q) = %v, but Parse says %+v", body, valid, perr)
+		}
+		if trimmed := bytes.TrimLeft(body, " \t\r\n"); json.Valid(body) && trimmed[0] != '{' && (perr == nil || perr.Message != msgNotObject) {
+			t.Fatalf("Parse(%q) = %+v, want %q", body, perr, msgNotObject)
+		}
+		// ParseHead accepts and refuses the same bodies, and keeps a
+		// prefix of the text (where the text decodes cleanly).
+		h, herr := ParseHead(k, body, 16)
+		if (herr == nil) != (perr == nil) || (herr != nil && herr.Message != perr.Message) {
+			t.Fatalf("Parse: %+v; ParseHead: %+v", perr, herr)
+		}
+		if h != nil && utf8.Valid(r.PromptText) && !bytes.ContainsRune(r.PromptText, utf8.RuneError) {
+			if !bytes.HasPrefix(r.PromptText, h.PromptText) {
+				t.Fatalf("ParseHead's text %q is not a prefix of %q", h.PromptText, r.PromptText)
+			}
+			if whole := max(h.PromptTextBytes, len(h.PromptText)); whole < len(h.PromptText) || (h.PromptTextBytes == 0 && len(h.PromptText) != len(r.PromptText)) {
+				t.Fatalf("ParseHead: %d bytes of text, whole %d; Parse: %d", len(h.PromptText), h.PromptTextBytes, len(r.PromptText))
+			}
+		}
 		if perr != nil {
 			if perr.Status != 400 || perr.Message == "" {
 				t.Fatalf("bad error %+v", perr)
@@ -99,6 +134,56 @@ func FuzzUnquote(f *testing.F) {
 		}
 		if s, err := unquote(lit); err != nil || s != want {
 			t.Fatalf("unquote(%q) = %q, %v; encoding/json gives %q", lit, s, err, want)
+		}
+	})
+}
+
+// FuzzUnquoteHead checks appendUnquotedHead against the whole literal's
+// value: the same value when the literal fits the limit; else a head no
+// longer than the limit that is a prefix of the value (for literals that
+// decode strictly: valid UTF-8, surrogates paired), with the whole length
+// estimated at least as long as the head.
+func FuzzUnquoteHead(f *testing.F) {
+	for _, s := range []string{
+		`plain words and more words`, `a\"b\\c\/d\n\t\r\b\f`, `\u00e9\u4e2d\ud83d\ude00\u4e2d\u6587\u4e2d\u6587`, `\ud800x`,
+		`\\\\\\\\\\\\\\\\"`, "caf\xc3 \xff", `\u0041\u0042\u0043\u0044\u0045\u0046\u0047`, "é \\\"quoted\\\"\\n and more",
+	} {
+		for _, limit := range []uint16{0, 1, 5, 7, 12} {
+			f.Add([]byte(s), limit)
+		}
+	}
+	f.Fuzz(func(t *testing.T, inner []byte, limit uint16) {
+		lit := append(append([]byte{'"'}, inner...), '"')
+		var v string
+		if json.Unmarshal(lit, &v) != nil {
+			return // not a JSON string; Parse never hands one over
+		}
+		whole, err := appendUnquoted(nil, lit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, n, err := appendUnquotedHead([]byte("x:"), lit, int(limit))
+		if err != nil {
+			t.Fatalf("appendUnquotedHead(%q, %d): %v", lit, limit, err)
+		}
+		head = head[2:]
+		if limit == 0 || len(inner) <= int(limit) {
+			if string(head) != string(whole) || n != len(whole) {
+				t.Fatalf("appendUnquotedHead(%q, %d) = %q, %d; want the whole %q", lit, limit, head, n, whole)
+			}
+			return
+		}
+		if n < len(head) {
+			t.Fatalf("appendUnquotedHead(%q, %d): whole length %d under the head's %d", lit, limit, n, len(head))
+		}
+		if _, err := jsontext.AppendUnquote(nil, lit); err != nil {
+			return // replaced characters: the head may differ
+		}
+		if len(head) < len(whole) && len(head) > int(limit) {
+			t.Fatalf("appendUnquotedHead(%q, %d): a head of %d bytes", lit, limit, len(head))
+		}
+		if !bytes.HasPrefix(whole, head) {
+			t.Fatalf("appendUnquotedHead(%q, %d) = %q, not a prefix of %q", lit, limit, head, whole)
 		}
 	})
 }

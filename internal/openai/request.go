@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 )
@@ -45,25 +46,34 @@ type Request struct {
 	// ("role: content\n"), for completions the prompt string(s). Nil when the
 	// prompt was token ids.
 	PromptText []byte
+	// PromptTextBytes is the length of the whole prompt text when
+	// PromptText holds only its head (ParseHead), estimated from the
+	// undecoded rest's raw length; 0 when PromptText is whole.
+	PromptTextBytes int
 	// PromptTokenIDs holds the prompt's token ids when the client sent ids.
 	PromptTokenIDs []uint32
 	// Raw is the body as received.
 	Raw []byte
 
 	modelStart, modelEnd int // span of the model's value in Raw
+	maxText              int // ParseHead's limit; 0 none
 }
 
 // Parse reads a request of kind k from body. The returned Request refers to
 // body (Raw), which the caller must not modify afterwards. Errors are 400
 // *Error values naming the offending parameter.
-func Parse(k Kind, body []byte) (*Request, *Error) {
-	if !json.Valid(body) {
-		if nestingExceeds(body, MaxNesting) {
-			return nil, BadRequest("", CodeInvalidJSON, "The JSON body of your request is nested more than "+strconv.Itoa(MaxNesting)+" levels deep, which is the limit.")
-		}
-		return nil, BadRequest("", CodeInvalidJSON, "We could not parse the JSON body of your request. The body must be a JSON object.")
-	}
-	r := &Request{Kind: k, Raw: body, modelStart: -1}
+func Parse(k Kind, body []byte) (*Request, *Error) { return ParseHead(k, body, 0) }
+
+// ParseHead is Parse keeping about maxText bytes of the prompt's text (0:
+// all of it): a prompt string or message content is decoded up to a cut at
+// or before the limit that splits no escape, UTF-8 sequence or surrogate
+// pair (headCut), and PromptTextBytes estimates the whole length. The body
+// is still validated whole; a prompt sent as an array of strings is
+// decoded whole. A router that reads a long prompt's head only (hashing,
+// tokenising) then neither decodes nor holds the rest: 4 MiB of a
+// 1M-token prompt.
+func ParseHead(k Kind, body []byte, maxText int) (*Request, *Error) {
+	r := &Request{Kind: k, Raw: body, modelStart: -1, maxText: maxText}
 	var (
 		perr              *Error
 		seenModel         bool
@@ -71,16 +81,16 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 		maxTokens, maxCmp = -1, -1
 	)
 	var keys dupKeys
-	err := topFields(body, func(f field) bool {
-		if keys.seen(f.key) {
+	serr := walkObject(body, func(key []byte, start, end int) bool {
+		if keys.seen(key) {
 			// The engine may read the other value than the router
 			// routed on (Python's json keeps the last, others the first).
-			k := string(f.key)
+			k := string(key)
 			perr = BadRequest(k, CodeDuplicateKey, "The key \""+k+"\" appears more than once at the top level of the request body.")
 			return false
 		}
-		v := body[f.start:f.end]
-		switch string(f.key) {
+		v := body[start:end]
+		switch string(key) {
 		case "model":
 			seenModel = true
 			if v[0] != '"' {
@@ -92,7 +102,7 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 				perr = typeError("model", "a string", v)
 				return false
 			}
-			r.Model, r.modelStart, r.modelEnd = s, f.start, f.end
+			r.Model, r.modelStart, r.modelEnd = s, start, end
 		case "stream":
 			b, ok := parseBool(v)
 			if !ok {
@@ -128,8 +138,14 @@ func Parse(k Kind, body []byte) (*Request, *Error) {
 		}
 		return perr == nil
 	})
-	if err != nil {
-		return nil, BadRequest("", CodeInvalidJSON, "The body of your request must be a JSON object.")
+	switch {
+	case errors.Is(serr, errNotObject):
+		return nil, BadRequest("", CodeInvalidJSON, msgNotObject)
+	case serr != nil:
+		if nestingExceeds(body, MaxNesting) {
+			return nil, BadRequest("", CodeInvalidJSON, msgTooDeep)
+		}
+		return nil, BadRequest("", CodeInvalidJSON, msgInvalidJSON)
 	}
 	if perr != nil {
 		return nil, perr
@@ -186,8 +202,15 @@ func (d *dupKeys) seen(k []byte) bool {
 }
 
 // MaxNesting is the deepest nesting of objects and arrays a body may have:
-// encoding/json's limit, which json.Valid enforces.
+// encoding/json's limit, which json.Valid enforces, and jsontext's default.
 const MaxNesting = 10000
+
+// The messages of a body that is not a JSON object.
+const (
+	msgInvalidJSON = "We could not parse the JSON body of your request. The body must be a JSON object."
+	msgTooDeep     = "The JSON body of your request is nested more than 10000 levels deep, which is the limit."
+	msgNotObject   = "The body of your request must be a JSON object."
+)
 
 // nestingExceeds reports whether doc nests objects and arrays deeper than
 // limit, ignoring brackets inside strings.
@@ -246,6 +269,12 @@ func (r *Request) parseMessages(v []byte) *Error {
 		return typeError("messages", "an array", v)
 	}
 	text := make([]byte, 0, len(v))
+	if r.maxText > 0 && len(v) > r.maxText {
+		text = make([]byte, 0, r.maxText+64)
+	}
+	// Past ParseHead's limit (full), messages are still checked, but their
+	// text is only counted, by its raw length, into rest.
+	full, rest := false, 0
 	i := 0
 	var perr *Error
 	_ = arrayElems(v, func(start, end int) bool {
@@ -279,15 +308,45 @@ func (r *Request) parseMessages(v []byte) *Error {
 			perr = BadRequest(path+".role", CodeMissing, "Missing required parameter: '"+path+".role'.")
 			return false
 		}
+		if full {
+			switch {
+			case content == nil || isNull(content):
+			case content[0] == '"':
+				rest += len(content) - 2
+			case content[0] == '[':
+				if _, ok := appendTextParts(nil, content); !ok {
+					perr = typeError(path+".content", "a string or an array of content parts", content)
+					return false
+				}
+				rest += len(content)
+			default:
+				perr = typeError(path+".content", "a string or an array of content parts", content)
+				return false
+			}
+			rest += len(rs) + 3 // ": " and "\n"
+			return true
+		}
 		text = append(text, rs...)
 		text = append(text, ": "...)
 		switch {
 		case content == nil || isNull(content):
 		case content[0] == '"':
-			var err error
-			if text, err = appendUnquoted(text, content); err != nil {
+			limit := 0
+			if r.maxText > 0 {
+				limit = max(r.maxText-len(text), 1)
+			}
+			n := len(text)
+			var (
+				whole int
+				err   error
+			)
+			if text, whole, err = appendUnquotedHead(text, content, limit); err != nil {
 				perr = typeError(path+".content", "a string or an array of content parts", content)
 				return false
+			}
+			if whole > len(text)-n { // cut: the rest is not rendered
+				full, rest = true, rest+whole-(len(text)-n)+1
+				return true
 			}
 		case content[0] == '[':
 			var ok bool
@@ -300,6 +359,7 @@ func (r *Request) parseMessages(v []byte) *Error {
 			return false
 		}
 		text = append(text, '\n')
+		full = r.maxText > 0 && len(text) >= r.maxText
 		return true
 	})
 	if perr != nil {
@@ -309,6 +369,9 @@ func (r *Request) parseMessages(v []byte) *Error {
 		return BadRequest("messages", CodeInvalidValue, "Invalid 'messages': empty array. Expected an array with minimum length 1.")
 	}
 	r.PromptText = text
+	if rest > 0 {
+		r.PromptTextBytes = len(text) + rest
+	}
 	return nil
 }
 
@@ -347,11 +410,14 @@ func (r *Request) parsePrompt(v []byte) *Error {
 	const want = "a string, an array of strings, an array of token ids or an array of arrays of token ids"
 	switch v[0] {
 	case '"':
-		text, err := appendUnquoted(nil, v)
+		text, whole, err := appendUnquotedHead(nil, v, r.maxText)
 		if err != nil {
 			return typeError("prompt", want, v)
 		}
 		r.PromptText = text
+		if whole > len(text) {
+			r.PromptTextBytes = whole
+		}
 		return nil
 	case '[':
 	default:

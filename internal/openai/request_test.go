@@ -256,6 +256,16 @@ func BenchmarkParse(b *testing.B) {
 			}
 		}
 	})
+	// The same, keeping a 256 KiB head of the text, as the router does.
+	b.Run("completion-4MiB-head", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(long)))
+		for b.Loop() {
+			if _, err := ParseHead(KindCompletion, long, 256<<10); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	resp := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Rome."},"finish_reason":"stop"}],"usage":{"prompt_tokens":40,"total_tokens":42,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":32}}}`)
 	b.Run("usage", func(b *testing.B) {
 		b.ReportAllocs()

@@ -4,13 +4,77 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
 
 // errSyntax is returned by the scanner for input that is not JSON. Callers
-// run json.Valid first, so it marks a scanner bug or truncated input.
+// validate first (walkObject, json.Valid), so from topFields it marks a
+// scanner bug or truncated input.
 var errSyntax = errors.New("invalid json")
+
+// errNotObject is walkObject's answer for valid JSON that is not an object.
+var errNotObject = errors.New("not a JSON object")
+
+// validOptions make jsontext accept exactly what encoding/json's Valid
+// accepts: invalid UTF-8 and lone surrogates in strings, and repeated
+// names (Parse refuses those at the top level itself). FuzzParse checks
+// the agreement.
+var validOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+
+// walkObject validates doc as json.Valid does and, when it is an object,
+// calls fn with each top-level member's key (unescaped) and the span of its
+// value, in order, in the same pass: jsontext validates as it tokenises,
+// so a long prompt is read once here instead of once by json.Valid and
+// again by a scanner (BenchmarkParse). Once fn returns false it is not
+// called again, but the rest is still validated, so invalid JSON is
+// reported before fn's finding. It returns errNotObject for valid JSON of
+// another kind and a jsontext error for invalid JSON (nesting deeper than
+// MaxNesting included).
+func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
+	dec := jsontext.NewDecoder(bytes.NewBuffer(doc), validOptions...)
+	if dec.PeekKind() != '{' {
+		if !jsontext.Value(doc).IsValid(validOptions...) {
+			return errSyntax
+		}
+		return errNotObject
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	call := true
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadValue() // a member's name; errors when neither name nor '}'
+		if err != nil {
+			return err
+		}
+		key := name[1 : len(name)-1]
+		if call && bytes.IndexByte(key, '\\') >= 0 {
+			k, err := unquote(name)
+			if err != nil {
+				return err
+			}
+			key = []byte(k)
+		}
+		v, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		if call {
+			end := int(dec.InputOffset())
+			call = fn(key, end-len(v), end)
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil { // '}'
+		return err
+	}
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
+		return errSyntax // a second value or trailing bytes
+	}
+	return nil
+}
 
 // field is one top-level member of a JSON object: its key (unescaped) and
 // the byte span of its value within the document.
@@ -106,6 +170,79 @@ func appendUnquoted(dst, lit []byte) ([]byte, error) {
 		return dst, err
 	}
 	return append(dst, s...), nil
+}
+
+// appendUnquotedHead appends the value of the JSON string literal lit to
+// dst or, when limit > 0 and the literal holds more than limit bytes, the
+// value of its head: up to a cut at or before limit bytes that splits no
+// escape and no UTF-8 sequence (headCut), decoded as a literal of its own.
+// It returns the whole value's length too: exact when whole, else the
+// head's decoded length plus the rest's raw length at the head's ratio of
+// decoded to raw bytes. Where no cut is found, the whole literal is
+// decoded.
+func appendUnquotedHead(dst, lit []byte, limit int) ([]byte, int, error) {
+	inner := lit[1 : len(lit)-1]
+	n := len(dst)
+	cut := -1
+	if limit > 0 && len(inner) > limit {
+		cut = headCut(inner, limit)
+	}
+	if cut < 0 {
+		out, err := appendUnquoted(dst, lit)
+		return out, len(out) - n, err
+	}
+	head := inner[:cut]
+	if bytes.IndexByte(head, '\\') < 0 {
+		dst = append(dst, head...)
+	} else {
+		tmp := make([]byte, 0, cut+2)
+		tmp = append(append(append(tmp, '"'), head...), '"')
+		var err error
+		if dst, err = appendUnquoted(dst, tmp); err != nil {
+			return dst, 0, err
+		}
+	}
+	got := len(dst) - n
+	if cut == 0 {
+		return dst, len(inner), nil
+	}
+	return dst, got + int(float64(len(inner)-cut)*float64(got)/float64(cut)), nil
+}
+
+// headCut returns an index i <= limit of the inside of a valid string
+// literal such that inner[:i] is whole characters and escapes, searching
+// down from limit for at most 64 bytes (0 is always such an index); -1
+// when none is found. i is a cut when it starts an escape (a backslash
+// after an even run of them), or starts a UTF-8 sequence with no backslash
+// in the five bytes before it (an escape is at most six bytes: \uXXXX).
+func headCut(inner []byte, limit int) int {
+	for i := limit; i >= 0 && i > limit-64; i-- {
+		if i == 0 {
+			return 0
+		}
+		c := inner[i]
+		if c == '\\' {
+			run := 0
+			for j := i - 1; j >= 0 && inner[j] == '\\' && run <= 64; j-- {
+				run++
+			}
+			if run%2 == 0 && run <= 64 && !lowSurrogate(inner[i:]) {
+				return i
+			}
+			continue
+		}
+		if utf8.RuneStart(c) && bytes.IndexByte(inner[max(0, i-5):i], '\\') < 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// lowSurrogate reports whether esc starts with the escape of a UTF-16 low
+// surrogate (\uDC00-\uDFFF), the second half of a pair a cut must not
+// separate.
+func lowSurrogate(esc []byte) bool {
+	return len(esc) >= 4 && esc[1] == 'u' && esc[2]|0x20 == 'd' && (esc[3]|0x20 >= 'c' && esc[3]|0x20 <= 'f')
 }
 
 func skipSpace(doc []byte, i int) int {

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -37,6 +38,18 @@ func TestParseSaysNestingLimit(t *testing.T) {
 	_, e := Parse(KindCompletion, []byte(deep))
 	if e == nil || !strings.Contains(e.Message, "nested more than") {
 		t.Fatalf("error %+v", e)
+	}
+	// At the limit, the body is JSON (json.Valid agrees): refused for
+	// its prompt's type, not as unparsable.
+	atLimit := `{"model":"m","prompt":` + strings.Repeat("[", MaxNesting-1) + strings.Repeat("]", MaxNesting-1) + `}`
+	if !json.Valid([]byte(atLimit)) {
+		t.Fatal("json.Valid refuses the body at the limit")
+	}
+	if _, e := Parse(KindCompletion, []byte(atLimit)); e == nil || e.Message == msgInvalidJSON || e.Message == msgTooDeep {
+		t.Errorf("at the limit: %+v, want a type error", e)
+	}
+	if json.Valid([]byte(deep)) {
+		t.Error("json.Valid accepts the body past the limit")
 	}
 	// Brackets inside strings do not count.
 	if nestingExceeds([]byte(`{"a":"`+strings.Repeat("[", MaxNesting+1)+`"}`), MaxNesting) {

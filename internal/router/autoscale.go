@@ -73,15 +73,38 @@ const hotBlocksPerEndpoint = 4096
 // first cached/prompt of its chain (the engine reports a count, the
 // blocks are a prefix).
 func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.Outcome) {
-	chain := prefixindex.Hasher{}.AppendChain(nil, req.TargetModel, req.Prompt.Text, req.Prompt.TokenIDs)
+	var h prefixindex.Hasher
+	text, ids := req.Prompt.Text, req.Prompt.TokenIDs
+	total := h.Blocks(text, ids)
+	if len(ids) == 0 {
+		total = req.Prompt.TextLen() / prefixindex.DefaultChunkBytes // Text may be the head
+	}
 	prompt := out.PromptTokens
 	if prompt <= 0 {
 		prompt = req.PromptTokens
 	}
-	if len(chain) == 0 || prompt <= 0 {
+	if total == 0 || prompt <= 0 {
 		return
 	}
-	n := min(len(chain)*out.CachedTokens/prompt, len(chain))
+	if len(ids) > 0 && len(ids) < prompt {
+		// The ids of a long prompt's head (tokenizeHeadBytes): the
+		// chain covers them only, and the cached tokens are a prefix.
+		prompt = len(ids)
+	}
+	// The cached share of the chain, of which only the head's blocks can
+	// be hashed.
+	n := min(total*out.CachedTokens/prompt, total, h.Blocks(text, ids))
+	if n <= 0 {
+		return
+	}
+	// Only the cached blocks are hashed: a 1M-token prompt's whole chain
+	// is 65,536 blocks of text.
+	if len(ids) > 0 {
+		ids = ids[:n*prefixindex.DefaultBlockTokens]
+	} else {
+		text = text[:n*prefixindex.DefaultChunkBytes]
+	}
+	chain := h.AppendChain(make([]prefixindex.BlockHash, 0, n), req.TargetModel, text, ids)
 	blocks := make([]uint64, n)
 	for i := range n {
 		blocks[i] = uint64(chain[i])

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/autoscale"
+	"github.com/halyard-dev/halyard/internal/prefixindex"
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
 // TestAutoscaleSignals sends requests through the router to two fake
@@ -171,4 +174,50 @@ func adminSignals(t *testing.T, h *harness, query string) map[string]autoscale.S
 		t.Fatal(err)
 	}
 	return got.Pools
+}
+
+// TestSignalHitCreditsCachedBlocks: the hit ledger credits the blocks the
+// engine reported cached, the first of the prompt's chain (text or token
+// ids), and only those; the ids of a long prompt's head count against the
+// tokens they cover.
+func TestSignalHitCreditsCachedBlocks(t *testing.T) {
+	now := time.Unix(1000, 0)
+	text := []byte(strings.Repeat("abcdefgh", 64)) // 8 blocks of 64 bytes
+	ids := make([]uint32, 160)                     // 10 blocks of 16 ids
+	for i := range ids {
+		ids[i] = uint32(i)
+	}
+	var h prefixindex.Hasher
+	for _, tc := range []struct {
+		name   string
+		req    *framework.Request
+		out    framework.Outcome
+		chain  []prefixindex.BlockHash
+		credit int
+	}{
+		{"text, half cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text}, PromptTokens: 128},
+			framework.Outcome{PromptTokens: 128, CachedTokens: 64}, h.AppendChain(nil, "m", text, nil), 4},
+		{"ids, 3 blocks cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{TokenIDs: ids}, PromptTokens: 160},
+			framework.Outcome{PromptTokens: 160, CachedTokens: 48}, h.AppendChain(nil, "m", nil, ids), 3},
+		{"a head's text, half of a 16-block text cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text, TextBytes: 1024}, PromptTokens: 256},
+			framework.Outcome{PromptTokens: 256, CachedTokens: 128}, h.AppendChain(nil, "m", text, nil), 8},
+		{"a head's text, a quarter of a 16-block text cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text, TextBytes: 1024}, PromptTokens: 256},
+			framework.Outcome{PromptTokens: 256, CachedTokens: 64}, h.AppendChain(nil, "m", text, nil), 4},
+		{"a head's ids, its 10 blocks cached of a 10,000-token prompt", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{TokenIDs: ids}, PromptTokens: 10000},
+			framework.Outcome{PromptTokens: 10000, CachedTokens: 5000}, h.AppendChain(nil, "m", nil, ids), 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newSignalBook(config.AutoscalingSignalsConfig{}, func() time.Time { return now })
+			b.hit("e0", tc.req, tc.out)
+			hot := b.hot("e0")
+			if len(hot) != tc.credit {
+				t.Fatalf("%d blocks credited, want %d", len(hot), tc.credit)
+			}
+			for _, bh := range tc.chain[:tc.credit] {
+				if _, ok := hot[uint64(bh)]; !ok {
+					t.Errorf("block %x of the chain's first %d not credited", bh, tc.credit)
+				}
+			}
+		})
+	}
 }

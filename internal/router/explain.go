@@ -230,7 +230,7 @@ func (r *Router) explainCall(w http.ResponseWriter, hr *http.Request, c *call, a
 	out.Excluded = d.Excluded
 	out.Explanation = d.Explanation
 	out.PrefixIndex = r.prefix.modes(d.Explanation)
-	out.PromptTokens = c.req.PromptTokens // exact once tokenised for the engine's model
+	out.PromptTokens = c.req.PromptTokens // exact once tokenised for the engine's model (estimated past tokenizeHeadBytes)
 	if ok {
 		out.Target = &struct {
 			Pool     string `json:"pool"`

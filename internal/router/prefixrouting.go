@@ -186,17 +186,19 @@ func (p *prefixRouting) tokenize(c *call, model string) {
 		if c.req.Prompt.TokenIDs != nil && c.body.PromptTokenIDs == nil {
 			// Tokenised for another model: back to the text.
 			c.req.Prompt.TokenIDs = nil
-			c.req.PromptTokens = tokenizer.Pseudo{}.Count(string(c.body.PromptText))
+			c.req.PromptTokens = countText(c.body.PromptText, c.req.Prompt.TextLen())
 		}
 		return
 	}
-	ids, err := pt.tokenize(c.body)
+	ids, count, err := pt.tokenize(c.body, c.req.Prompt.TextLen())
 	if err != nil {
 		p.log.Warn("cannot tokenise the prompt; routing on its text", "request_id", c.req.ID, "model", model, "error", err)
 		return
 	}
+	// A prompt longer than tokenizeHeadBytes: ids of its head, its length
+	// estimated.
 	c.req.Prompt.TokenIDs = ids
-	c.req.PromptTokens = len(ids)
+	c.req.PromptTokens = count
 }
 
 // predicted records the hit the prefix-cache scorer predicted for the

@@ -3,6 +3,8 @@ package router
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -91,12 +93,99 @@ func TestPromptTokenizer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := tt.pt.tokenize(parse(t, tt.kind, tt.body))
+			got, n, err := tt.pt.tokenize(parse(t, tt.kind, tt.body), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("ids (-want +got):\n%s", diff)
+			}
+			if n != len(tt.want) {
+				t.Errorf("length %d, want %d", n, len(tt.want))
+			}
+		})
+	}
+}
+
+// TestPromptTokenizerLongPrompt: a prompt longer than tokenizeHeadBytes is
+// tokenised on its head, whose ids are the full encoding's first ids (the
+// cut falls between words), with its length estimated within 2 % of the
+// exact count; a prompt of exactly tokenizeHeadBytes is tokenised whole.
+func TestPromptTokenizerLongPrompt(t *testing.T) {
+	bpe, err := tokenizer.Load(cl100k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	for i := 0; sb.Len() < 3*tokenizeHeadBytes; i++ {
+		fmt.Fprintf(&sb, "Rule %d: when the wind backs more than %d degrees, ease the main halyard and report to the watch.\n", i, 10+i%80)
+	}
+	long := sb.String()
+	for _, tc := range []struct {
+		name string
+		tok  tokenizer.Tokenizer
+	}{{"pseudo", tokenizer.Pseudo{}}, {"cl100k", bpe}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, kc := range []struct {
+				kind openai.Kind
+				body string
+				full string // the text the engine tokenises
+			}{
+				{openai.KindCompletion, `{"model":"m","prompt":` + jsonString(long) + `}`, "<s>" + long},
+				{openai.KindChat, `{"model":"m","messages":[{"role":"user","content":` + jsonString(long) + `}]}`, "<|user|>\n" + long + "\n<|assistant|>\n"},
+			} {
+				pt := promptTokenizer{tok: tc.tok, template: config.ChatTemplateSim, bos: "<s>"}
+				if kc.kind == openai.KindChat {
+					pt.bos = ""
+				}
+				want := tc.tok.Encode(kc.full)
+				ids, n, err := pt.tokenize(parse(t, kc.kind, kc.body), 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ids) == 0 || len(ids) >= len(want)/2 {
+					t.Fatalf("%s: %d ids of %d, want the head's", kc.kind, len(ids), len(want))
+				}
+				if diff := cmp.Diff(want[:len(ids)], ids); diff != "" {
+					t.Errorf("%s: head ids differ from the full encoding's (-want +got):\n%s", kc.kind, diff)
+				}
+				if d := float64(n-len(want)) / float64(len(want)); d > 0.02 || d < -0.02 {
+					t.Errorf("%s: estimated %d tokens, exact %d (%.1f %%)", kc.kind, n, len(want), 100*d)
+				}
+				if kc.kind == openai.KindCompletion {
+					// The router keeps only the text's head
+					// (framework.Prompt.TextBytes): the same answer.
+					o := parse(t, kc.kind, kc.body)
+					whole := len(o.PromptText)
+					o.PromptText = o.PromptText[:tokenizeHeadBytes]
+					hids, hn, err := pt.tokenize(o, whole)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if hn != n || !cmp.Equal(hids, ids) {
+						t.Errorf("from the head: %d ids, length %d; from the whole text: %d ids, length %d", len(hids), hn, len(ids), n)
+					}
+				}
+			}
+			if tc.name == "pseudo" {
+				// The count without a tokenizer, the same way.
+				want := tokenizer.Pseudo{}.Count(long)
+				if n := countText([]byte(long), len(long)); float64(n) < 0.98*float64(want) || float64(n) > 1.02*float64(want) {
+					t.Errorf("countText: %d, exact %d", n, want)
+				}
+				head := long[:tokenizeHeadBytes]
+				if n, want := countText([]byte(head), len(head)), (tokenizer.Pseudo{}).Count(head); n != want {
+					t.Errorf("countText at tokenizeHeadBytes: %d, want the exact %d", n, want)
+				}
+			}
+			exact := long[:tokenizeHeadBytes]
+			pt := promptTokenizer{tok: tc.tok, template: config.ChatTemplateSim}
+			ids, n, err := pt.tokenize(parse(t, openai.KindCompletion, `{"model":"m","prompt":`+jsonString(exact)+`}`), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tc.tok.Encode(exact); n != len(want) || !cmp.Equal(want, ids) {
+				t.Errorf("at tokenizeHeadBytes: %d ids (length %d), want all %d", len(ids), n, len(want))
 			}
 		})
 	}
@@ -136,7 +225,7 @@ func BenchmarkPromptTokenize(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			var n int
 			for b.Loop() {
-				ids, err := pt.tokenize(o)
+				ids, _, err := pt.tokenize(o, 0)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -144,5 +233,47 @@ func BenchmarkPromptTokenize(b *testing.B) {
 			}
 			b.ReportMetric(float64(n), "tokens")
 		})
+	}
+}
+
+// TestLongPromptKeepsItsHead: the router keeps the first tokenizeHeadBytes
+// of a longer text prompt for routing (the call and the scheduling request
+// share that head; the rest of the decoded text is not held), with the
+// whole length and a count within 2 % of the exact one.
+func TestLongPromptKeepsItsHead(t *testing.T) {
+	h := newHarness(t, oneModel, twoEngines())
+	text := strings.Repeat("the main halyard ", 3*tokenizeHeadBytes/17)
+	body := `{"model":"llama","prompt":` + jsonString(text) + `}`
+	c, aerr, _ := h.r.prepareBody(httptest.NewRequest(http.MethodPost, "/v1/completions", nil), openai.KindCompletion, []byte(body))
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	p := c.req.Prompt
+	if len(p.Text) != tokenizeHeadBytes || p.TextLen() != len(text) || string(p.Text) != text[:tokenizeHeadBytes] {
+		t.Fatalf("kept %d bytes of %d (whole length %d), want the first %d", len(p.Text), len(text), p.TextLen(), tokenizeHeadBytes)
+	}
+	if len(c.body.PromptText) != len(p.Text) || &c.body.PromptText[0] != &p.Text[0] {
+		t.Error("the call holds another copy of the prompt's text")
+	}
+	want := tokenizer.Pseudo{}.Count(text)
+	if d := float64(c.req.PromptTokens-want) / float64(want); d > 0.02 || d < -0.02 {
+		t.Errorf("PromptTokens %d, exact %d", c.req.PromptTokens, want)
+	}
+	chat := `{"model":"llama","messages":[{"role":"system","content":` + jsonString(text) + `},{"role":"user","content":"hi"}]}`
+	c, aerr, _ = h.r.prepareBody(httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil), openai.KindChat, []byte(chat))
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	rendered := "system: " + text + "\nuser: hi\n"
+	if p := c.req.Prompt; len(p.Text) > tokenizeHeadBytes || p.TextLen() != len(rendered) || !strings.HasPrefix(rendered, string(p.Text)) {
+		t.Errorf("chat: kept %d bytes (whole %d), want a head of at most %d of the %d rendered", len(p.Text), p.TextLen(), tokenizeHeadBytes, len(rendered))
+	}
+	short := `{"model":"llama","prompt":"a short prompt"}`
+	c, aerr, _ = h.r.prepareBody(httptest.NewRequest(http.MethodPost, "/v1/completions", nil), openai.KindCompletion, []byte(short))
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	if string(c.req.Prompt.Text) != "a short prompt" || c.req.Prompt.TextBytes != 0 || c.req.PromptTokens != (tokenizer.Pseudo{}).Count("a short prompt") {
+		t.Errorf("short prompt: %q, %d bytes, %d tokens", c.req.Prompt.Text, c.req.Prompt.TextBytes, c.req.PromptTokens)
 	}
 }

@@ -32,9 +32,17 @@ type Request struct {
 // the whole conversation rendered in order (roles and contents of all
 // messages), so that a later turn shares the earlier turns' prefix.
 type Prompt struct {
-	// Text is the prompt or rendered conversation, when the client sent text.
+	// Text is the prompt or rendered conversation, when the client sent text:
+	// all of it, or its head when TextBytes is larger.
 	Text []byte
+	// TextBytes is the whole text's length when Text holds only its head
+	// (the router keeps the first 256 KiB of a longer prompt); 0 when Text
+	// is whole. TextLen reads it.
+	TextBytes int
 	// TokenIDs holds the prompt's token ids when the client sent ids or a
 	// tokenizer has run; nil otherwise.
 	TokenIDs []uint32
 }
+
+// TextLen is the length of the whole text, of which Text may be the head.
+func (p Prompt) TextLen() int { return max(len(p.Text), p.TextBytes) }

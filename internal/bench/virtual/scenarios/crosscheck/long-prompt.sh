@@ -2,9 +2,14 @@
 # The long-prompt live run of docs/benchmarks.md (issue 14): distinct
 # 1M-token text prompts (about 4 MiB each, no tokenizer: text hashing) at
 # 10 req/s through the router to two zero-latency `halyard sim` engines;
-# prints the router's CPU (from /proc) and peak RSS (VmHWM).
+# prints the router's CPU (from /proc: CPU seconds over the run's wall
+# time, and per request) and peak RSS (VmHWM).
 # Usage: long-prompt.sh [profile] [requests]; BASE_PORT (default 31600)
-# moves every port: engines BASE_PORT and +1, router +10, admin +11.
+# moves every port: engines BASE_PORT and +1, router +10, admin +11,
+# pprof +12.
+# TOKENIZER=path (or pseudo) configures the model's tokenizer (models[]);
+# PPROF=file saves a CPU profile of the router over the run's first
+# PPROF_SECONDS (default 5).
 set -euo pipefail
 halyard="${HALYARD:-halyard}"
 profile="${1:-default}"
@@ -31,17 +36,28 @@ endpoints:
 routes:
   - {model: llama-3-8b, profile: $profile, targets: [{pool: llama-3-8b}]}
 YAML
-"$halyard" router --config "$work/router.yaml" >"$work/router.log" 2>&1 &
+if [ -n "${TOKENIZER:-}" ]; then
+  printf 'models:\n  - {name: llama-3-8b, tokenizer: "%s"}\n' "$TOKENIZER" >>"$work/router.yaml"
+fi
+extra=()
+if [ -n "${PPROF:-}" ]; then extra=(--pprof-listen "127.0.0.1:$((base + 12))"); fi
+"$halyard" router --config "$work/router.yaml" "${extra[@]}" >"$work/router.log" 2>&1 &
 rp=$!
 pids+=("$rp")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((base + 10))/v1/models" >/dev/null && break; sleep 0.2; done
 read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$rp/stat")
+t0=$(date +%s.%N)
+if [ -n "${PPROF:-}" ]; then
+  curl -sf -o "$PPROF" "http://127.0.0.1:$((base + 12))/debug/pprof/profile?seconds=${PPROF_SECONDS:-5}" &
+  pids+=($!)
+fi
 "$halyard" bench --target "http://127.0.0.1:$((base + 10))" --model llama-3-8b --api completions --workload shared-prefix \
   --groups "$n" --users-per-group 1 --system-tokens 1000000 --question-tokens 50 --output-tokens 4 \
   --rates 10 --seed 1 --quiet
 read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$rp/stat")
+t1=$(date +%s.%N)
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$rp/status")
 tck=$(getconf CLK_TCK)
-awk -v c=$(( (u1 + s1) - (u0 + s0) )) -v t="$tck" -v n="$n" -v h="$hwm" -v p="$profile" \
-  'BEGIN { printf "profile %s: router CPU %.2f s for %d requests = %.1f ms per request (%.2f of a core at 10 req/s); peak RSS %.0f MiB\n", p, c/t, n, 1000*c/t/n, c/t/n*10, h/1024 }'
+awk -v c=$(( (u1 + s1) - (u0 + s0) )) -v t="$tck" -v n="$n" -v h="$hwm" -v p="$profile" -v w="$(echo "$t1 - $t0" | bc)" -v k="${TOKENIZER:-none}" \
+  'BEGIN { printf "profile %s, tokenizer %s: router CPU %.2f s over %.1f s of wall time = %.2f of a core; %d requests, %.1f ms per request; peak RSS %.0f MiB\n", p, k, c/t, w, c/t/w, n, 1000*c/t/n, h/1024 }'
 uptime

@@ -330,7 +330,7 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 			tokens[i] = s.matchedTokens(m, c.text)
 			if c.text && len(req.Prompt.Text) > 0 && req.PromptTokens > 0 {
 				// The prompt's own bytes per token, not the average.
-				tokens[i] = min(req.PromptTokens, int(float64(m*s.params.ChunkBytes)/float64(len(req.Prompt.Text))*float64(req.PromptTokens)))
+				tokens[i] = min(req.PromptTokens, int(float64(m*s.params.ChunkBytes)/float64(req.Prompt.TextLen())*float64(req.PromptTokens)))
 			}
 		}
 		state.Write(MatchedKey, Matched{Tokens: tokens, Ratios: ratios})

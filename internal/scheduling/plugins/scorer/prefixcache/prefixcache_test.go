@@ -320,3 +320,24 @@ func TestConcurrentScoreAndPreRequest(t *testing.T) {
 		t.Errorf("index holds %d blocks, above its bound", st.Blocks)
 	}
 }
+
+// TestMatchedTokensOfATextHead: for a text prompt of which the router keeps
+// only the head (Prompt.TextBytes), matched tokens are the matched bytes'
+// share of the whole text, not of the head.
+func TestMatchedTokensOfATextHead(t *testing.T) {
+	s := plugintest.Build[*prefixcache.Scorer](t, prefixcache.Factory, "", plugintest.NewHandle())
+	e0 := plugintest.NewEndpoint("e0")
+	head := []byte(strings.Repeat("x", 256)) // 4 chunks
+	send(t, s, &framework.Request{Model: "m", Prompt: framework.Prompt{Text: head}}, e0)
+	for _, tc := range []struct {
+		textBytes, want int
+	}{{0, 400}, {1024, 100}} {
+		state := framework.NewCycleState()
+		ask := &framework.Request{Model: "m", Prompt: framework.Prompt{Text: head, TextBytes: tc.textBytes}, PromptTokens: 400}
+		plugintest.Score(s, state, ask, plugintest.Endpoints(e0))
+		m, ok := framework.ReadAs[prefixcache.Matched](state, prefixcache.MatchedKey)
+		if !ok || len(m.Tokens) != 1 || m.Tokens[0] != tc.want {
+			t.Errorf("TextBytes %d: matched %+v, want %d tokens", tc.textBytes, m, tc.want)
+		}
+	}
+}
