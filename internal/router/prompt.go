@@ -40,31 +40,27 @@ func (p *promptTokenizer) tokenize(o *openai.Request, textBytes int) ([]uint32, 
 	if o.PromptTokenIDs != nil {
 		return o.PromptTokenIDs, len(o.PromptTokenIDs), nil
 	}
+	var text string
+	var total int
 	if o.Kind != openai.KindChat {
-		total := len(p.bos) + max(textBytes, len(o.PromptText))
-		if total <= tokenizeHeadBytes {
-			ids := p.tok.Encode(p.bos + string(o.PromptText))
-			return ids, len(ids), nil
+		text, total = p.bos+string(o.PromptText), len(p.bos)+max(textBytes, len(o.PromptText))
+	} else {
+		msgs, err := o.Messages()
+		if err != nil {
+			return nil, 0, fmt.Errorf("messages: %w", err)
 		}
-		cut := headCut(o.PromptText, tokenizeHeadBytes-len(p.bos))
-		ids := p.tok.Encode(p.bos + string(o.PromptText[:cut]))
-		return ids, estimateTokens(len(ids), len(p.bos)+cut, total), nil
+		if text, err = renderChat(p.template, msgs); err != nil {
+			return nil, 0, err
+		}
+		total = len(text)
 	}
-	msgs, err := o.Messages()
-	if err != nil {
-		return nil, 0, fmt.Errorf("messages: %w", err)
-	}
-	text, err := renderChat(p.template, msgs)
-	if err != nil {
-		return nil, 0, err
-	}
-	if len(text) <= tokenizeHeadBytes {
+	if total <= tokenizeHeadBytes {
 		ids := p.tok.Encode(text)
 		return ids, len(ids), nil
 	}
 	cut := headCut(text, tokenizeHeadBytes)
 	ids := p.tok.Encode(text[:cut])
-	return ids, estimateTokens(len(ids), cut, len(text)), nil
+	return ids, estimateTokens(len(ids), cut, total), nil
 }
 
 // countText is the pseudo tokenizer's count of a prompt's text (no
