@@ -185,18 +185,18 @@ func (p *planner) pending(gs servingv1.GroupStatus, pods groupPods) servingv1.Gr
 	}
 	p.createMissing(gs, pods)
 	all := true
-	fetched := 0
+	var missing []string // the pods without their weights
 	for _, m := range p.members {
 		pod := pods.live[podName(p.ms.Name, gs.Index, m)]
 		if pod == nil || pod.Spec.NodeName == "" {
 			all = false
 			break
 		}
-		if hasWeights(pod) {
-			fetched++
+		if !hasWeights(pod) {
+			missing = append(missing, pod.Name)
 		}
 	}
-	if all && fetched < len(p.members) {
+	if all && len(missing) > 0 {
 		// Every pod is scheduled (the gang timeout no longer applies);
 		// the engines start together once every node has the weights. A
 		// pod that failed or whose node is lost meanwhile would never get
@@ -219,19 +219,13 @@ func (p *planner) pending(gs servingv1.GroupStatus, pods groupPods) servingv1.Gr
 			// or keeps failing does not hold the group forever.
 			deadline := gs.Since.Add(limit)
 			if !p.now.Before(deadline) {
-				var missing []string
-				for _, m := range p.members {
-					if pod := pods.live[podName(p.ms.Name, gs.Index, m)]; !hasWeights(pod) {
-						missing = append(missing, pod.Name)
-					}
-				}
 				return p.recreate(gs, pods, ReasonWeightsTimeout, fmt.Sprintf("%d of %d pods had no weights on their node %s after the group's pods were created (%s)",
 					len(missing), len(p.members), limit, strings.Join(missing, ", ")))
 			}
 			p.wake(deadline)
 		}
 		gs.Reason = ReasonWaitingForWeights
-		gs.Message = fmt.Sprintf("every pod is scheduled; %d of %d have the weights on their node; the barrier is released when all have", fetched, len(p.members))
+		gs.Message = fmt.Sprintf("every pod is scheduled; %d of %d have the weights on their node; the barrier is released when all have", len(p.members)-len(missing), len(p.members))
 		return p.observe(gs, pods)
 	}
 	if all {
