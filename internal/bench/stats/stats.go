@@ -210,6 +210,9 @@ type Summary struct {
 	// Completed and Failed count requests.
 	Completed int
 	Failed    int
+	// Good counts the completed requests that met the SLO (zero when no
+	// SLO was given).
+	Good int
 	// TotalInput and TotalOutput count the completed requests' tokens.
 	TotalInput  int
 	TotalOutput int
@@ -248,7 +251,7 @@ const CoalescedGap = 100 * time.Microsecond
 func Summarize(records []Record, duration time.Duration, slo SLO) Summary {
 	s := Summary{Duration: duration}
 	var ttft, tpot, itl, e2e []float64
-	good, coalesced := 0, 0
+	coalesced := 0
 	type edge struct {
 		at    time.Duration
 		delta int
@@ -287,7 +290,7 @@ func Summarize(records []Record, duration time.Duration, slo SLO) Summary {
 			}
 		}
 		if !slo.IsZero() && slo.Met(r) {
-			good++
+			s.Good++
 		}
 	}
 	slices.SortFunc(edges, func(a, b edge) int {
@@ -303,7 +306,7 @@ func Summarize(records []Record, duration time.Duration, slo SLO) Summary {
 	}
 	if sec := duration.Seconds(); sec > 0 {
 		s.RequestThroughput = float64(s.Completed) / sec
-		s.RequestGoodput = float64(good) / sec
+		s.RequestGoodput = float64(s.Good) / sec
 		s.OutputThroughput = float64(s.TotalOutput) / sec
 		s.TotalTokenThroughput = float64(s.TotalInput+s.TotalOutput) / sec
 	}

@@ -143,11 +143,12 @@ func TestSummarize(t *testing.T) {
 		Duration:             2 * time.Second,
 		Completed:            3,
 		Failed:               1,
+		Good:                 2, // a and d meet ttft<=200ms; b does not
 		TotalInput:           160,
 		TotalOutput:          6,
 		CachedTokens:         64,
 		RequestThroughput:    1.5,
-		RequestGoodput:       1, // a and d meet ttft<=200ms; b does not
+		RequestGoodput:       1, // 2 good over 2 s
 		OutputThroughput:     3,
 		TotalTokenThroughput: 83,
 		MaxConcurrent:        3, // a, b and c overlap at 600ms

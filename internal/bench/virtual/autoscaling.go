@@ -606,26 +606,13 @@ func (s *fleetScaler) summarize(r *report.Run, recs []stats.Record, end time.Tim
 }
 
 // windowFigures are the hit rate (cached over prompt tokens of the
-// requests that completed), TTFT p90 and SLO attainment of recs.
+// requests that completed), TTFT p90 and SLO attainment of recs, from the
+// run's own summary of them (stats.Summarize).
 func windowFigures(recs []stats.Record, slo stats.SLO) report.ScaleDownWindow {
-	var w report.ScaleDownWindow
-	var cached, prompt float64
-	var ttft []float64
-	for i := range recs {
-		w.Requests++
-		if !recs[i].OK() {
-			continue
-		}
-		cached += float64(recs[i].CachedTokens)
-		prompt += float64(recs[i].PromptTokens)
-		ttft = append(ttft, float64(recs[i].TTFT)/float64(time.Millisecond))
-		if !slo.IsZero() && slo.Met(&recs[i]) {
-			w.Good++
-		}
+	s := stats.Summarize(recs, 0, slo)
+	w := report.ScaleDownWindow{Requests: s.Completed + s.Failed, Good: s.Good, P90TTFTMs: s.TTFT.P90}
+	if s.TotalInput > 0 {
+		w.HitRate = float64(s.CachedTokens) / float64(s.TotalInput)
 	}
-	if prompt > 0 {
-		w.HitRate = cached / prompt
-	}
-	w.P90TTFTMs = stats.Distribution(ttft).P90
 	return w
 }
