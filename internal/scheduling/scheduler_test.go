@@ -88,7 +88,7 @@ func systemPrompt(seed, n int) string {
 
 func TestPresetProfilesBuild(t *testing.T) {
 	presets := presets.Specs()
-	for _, name := range []string{"default", "random", "round-robin", "least-request", "load", "prefill", "decode", "predicted-latency",
+	for _, name := range []string{"default", "random", "round-robin", "least-request", "load", "prefill", "decode", "predicted-latency", "default-v2",
 		"llm-d", "kthena", "sglang", "aibrix"} {
 		t.Run(name, func(t *testing.T) {
 			spec, ok := presets[name]

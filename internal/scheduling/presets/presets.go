@@ -30,6 +30,11 @@ const (
 	// PredictedLatency picks by predicted latency (the predicted-latency
 	// scorer).
 	PredictedLatency = "predicted-latency"
+	// DefaultV2 is the candidate for the next default (issue 14): the
+	// default's prefix affinity and KV headroom, Kthena's count balance in
+	// place of queue-depth, and predicted-latency at weight 6
+	// (DefaultV2Spec).
+	DefaultV2 = "default-v2"
 
 	// The peers' default policies, reproduced from their published
 	// configuration (docs/scheduling.md cites each source).
@@ -97,6 +102,36 @@ func PredictedLatencySpec() config.ProfileSpec {
 		Scorers: []config.PluginSpec{
 			plugin(prefixcache.Type, weight(0), pp),
 			plugin(predictedlatency.Type, weight(1), nil),
+		},
+		Picker: picker(maxscore.Type),
+	}
+}
+
+// Weights of the default-v2 profile's scorers: the old default's
+// prefix-cache (3) and kv-utilization (1), kthena-least-request (1) in
+// place of queue-depth, and predicted-latency (6). docs/benchmarks.md
+// ("Switching the default") has the sweeps behind them.
+const (
+	DefaultV2PrefixWeight    = DefaultPrefixWeight
+	DefaultV2CountWeight     = 1
+	DefaultV2KVWeight        = DefaultKVWeight
+	DefaultV2PredictedWeight = 6
+)
+
+// DefaultV2Spec returns the default-v2 profile: prefix-cache (weight 3,
+// its default params, load override included), kthena-least-request (1:
+// in-flight requests plus 100 for each one the engine has not started),
+// kv-utilization (1) and predicted-latency (6), picked by max-score. The
+// old default's load balance keeps decode batches even where a request's
+// predicted cost differs little between endpoints, and predicted-latency
+// moves requests off engines whose queued prefill would delay them.
+func DefaultV2Spec() config.ProfileSpec {
+	return config.ProfileSpec{
+		Scorers: []config.PluginSpec{
+			plugin(prefixcache.Type, weight(DefaultV2PrefixWeight), prefixcache.DefaultParams()),
+			plugin(peerpolicy.KthenaLeastType, weight(DefaultV2CountWeight), nil),
+			plugin(kvutilization.Type, weight(DefaultV2KVWeight), nil),
+			plugin(predictedlatency.Type, weight(DefaultV2PredictedWeight), nil),
 		},
 		Picker: picker(maxscore.Type),
 	}
@@ -172,6 +207,7 @@ func Specs() map[string]config.ProfileSpec {
 	specs := map[string]config.ProfileSpec{
 		Default:          DefaultSpec(),
 		PredictedLatency: PredictedLatencySpec(),
+		DefaultV2:        DefaultV2Spec(),
 		Random:           {Picker: picker(random.Type)},
 		RoundRobin:       {Picker: picker(roundrobin.Type)},
 		LeastRequest: {
