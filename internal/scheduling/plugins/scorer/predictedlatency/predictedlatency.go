@@ -63,6 +63,16 @@ type Params struct {
 	// StallWeight weighs the time the request's prefill adds to each
 	// stream decoding on the endpoint, per stream. Default 0.
 	StallWeight float64 `json:"stallWeight"`
+	// DecodeWeight weighs the request's own predicted decode time (its
+	// output tokens, max_tokens or DefaultOutputTokens, times its
+	// predicted TPOT on the endpoint), counted above the least any
+	// candidate predicts, so that the cost is the request's predicted
+	// end-to-end latency rather than its TTFT alone: a long answer avoids
+	// an engine whose decode batch, context or recent prefill traffic
+	// would slow every step of it. A time every candidate shares says
+	// nothing of where to go and is left out (it would only flatten the
+	// minCost/cost scores). Default 0: TTFT alone.
+	DecodeWeight float64 `json:"decodeWeight"`
 	// DefaultOutputTokens is the output length assumed when a request sets
 	// no max_tokens. Default 256.
 	DefaultOutputTokens int `json:"defaultOutputTokens"`
@@ -93,6 +103,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("params.futureWeight: must be a finite number >= 0, got %v", p.FutureWeight)
 	case !(p.StallWeight >= 0) || math.IsInf(p.StallWeight, 0):
 		return fmt.Errorf("params.stallWeight: must be a finite number >= 0, got %v", p.StallWeight)
+	case !(p.DecodeWeight >= 0) || math.IsInf(p.DecodeWeight, 0):
+		return fmt.Errorf("params.decodeWeight: must be a finite number >= 0, got %v", p.DecodeWeight)
 	case p.DefaultOutputTokens <= 0:
 		return fmt.Errorf("params.defaultOutputTokens: must be positive, got %d", p.DefaultOutputTokens)
 	case !(p.TTFTObjectiveMs >= 0) || math.IsInf(p.TTFTObjectiveMs, 0):
@@ -180,7 +192,8 @@ type Candidate struct {
 	latencymodel.Prediction
 	// CostMs is what the scorer minimises: TTFT, plus FutureWeight times
 	// the request's own prefill time, plus StallWeight times the stall it
-	// imposes on each stream decoding there, plus a penalty when an
+	// imposes on each stream decoding there, plus DecodeWeight times its
+	// own decode time above the least predicted, plus a penalty when an
 	// objective is predicted missed.
 	CostMs float64
 	// MeetsSLO reports whether the request's objectives (if any) are
@@ -239,6 +252,12 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 	if s.cfg.Shared != nil {
 		shared = s.cfg.Shared.Coefficients() // once per cycle, not per endpoint
 	}
+	// With a decode term the costs wait for the least predicted TPOT.
+	var pending []Candidate
+	minTPOT := math.Inf(1)
+	if s.params.DecodeWeight > 0 {
+		pending = make([]Candidate, 0, len(endpoints))
+	}
 	for i, e := range endpoints {
 		m := 0
 		if i < len(matched) {
@@ -260,6 +279,22 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 			c.MeetsSLO = false
 			c.CostMs += sloPenaltyMs
 		}
+		if pending != nil {
+			pending = append(pending, c)
+			minTPOT = min(minTPOT, pr.TPOTMs)
+			continue
+		}
+		each(i, c)
+	}
+	if pending == nil {
+		return
+	}
+	out := req.MaxTokens
+	if out <= 0 {
+		out = s.params.DefaultOutputTokens
+	}
+	for i, c := range pending {
+		c.CostMs += s.params.DecodeWeight * float64(out) * (c.TPOTMs - minTPOT)
 		each(i, c)
 	}
 }

@@ -76,6 +76,19 @@ func TestScore(t *testing.T) {
 			notes: []string{"misses the objectives"},
 		},
 		{
+			// b has a short prefill queued (a later TTFT) and a is decoding
+			// 40 long streams (every step of the answer slower there).
+			name:   "TTFT alone: the endpoint that starts first",
+			before: append([]sent{{endpoint: 1, prompt: 1500, uncached: 1500}}, decoding(0, 40, 8000)...),
+			prompt: 1000, want: 0,
+		},
+		{
+			name:   "with the decode term: the endpoint that finishes first",
+			params: `{"decodeWeight":1}`,
+			before: append([]sent{{endpoint: 1, prompt: 1500, uncached: 1500}}, decoding(0, 40, 8000)...),
+			prompt: 1000, want: 1,
+		},
+		{
 			name:    "no endpoint meets the objective: said so",
 			headers: map[string]string{predictedlatency.HeaderSLOTTFT: "1"},
 			prompt:  8000, want: 0,
@@ -166,6 +179,7 @@ func TestFactoryRejects(t *testing.T) {
 		{`{"forgetting":1.5}`, "params.forgetting"},
 		{`{"prior":{"baseMs":-1}}`, "params.prior.baseMs"},
 		{`{"ttftObjectiveMs":-3}`, "params.ttftObjectiveMs"},
+		{`{"decodeWeight":-1}`, "params.decodeWeight"},
 		{`{"bogus":1}`, "bogus"},
 	} {
 		_, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), plugintest.NewHandle())
