@@ -78,13 +78,25 @@ func AIBrixFactory(name string, params json.RawMessage, _ framework.Handle) (fra
 	return &AIBrix{tn: framework.TypedName{Type: AIBrixType, Name: name}, p: p, rand: rng.New(p.Seed)}, nil
 }
 
-// KthenaLeastFactory builds a kthena-least-request scorer; it takes no params.
+// KthenaLeastParams configure the kthena-least-request scorer.
+type KthenaLeastParams struct {
+	// Span normalises by the spread, (max − base)/(max − min), as the
+	// queue-depth scorer does, so that the least loaded endpoint scores 1
+	// and the most loaded 0 whatever the counts; by default (false) the
+	// score is Kthena's own (max − base)/max, under which, when every
+	// engine carries many requests (a hundred streams each on a busy
+	// fleet), a difference of a few requests is a few hundredths of a
+	// point.
+	Span bool `json:"span"`
+}
+
+// KthenaLeastFactory builds a kthena-least-request scorer.
 func KthenaLeastFactory(name string, params json.RawMessage, _ framework.Handle) (framework.Plugin, error) {
-	var p struct{}
+	var p KthenaLeastParams
 	if err := framework.DecodeParams(params, &p); err != nil {
 		return nil, err
 	}
-	return &KthenaLeast{tn: framework.TypedName{Type: KthenaLeastType, Name: name}}, nil
+	return &KthenaLeast{tn: framework.TypedName{Type: KthenaLeastType, Name: name}, span: p.Span}, nil
 }
 
 // MaxWaitingFactory builds a max-waiting filter.
@@ -210,7 +222,8 @@ func (a *AIBrix) Score(_ context.Context, state *framework.CycleState, _ *framew
 
 // KthenaLeast is the kthena-least-request scorer.
 type KthenaLeast struct {
-	tn framework.TypedName
+	tn   framework.TypedName
+	span bool
 }
 
 // TypedName returns the plugin's type and name.
@@ -218,21 +231,27 @@ func (k *KthenaLeast) TypedName() framework.TypedName { return k.tn }
 
 // Score writes (max − base) / max where base is the router's in-flight
 // count plus 100 for each of them the engine is not running (in flight
-// minus the scraped running count), 1 for all when every base is 0.
+// minus the scraped running count), 1 for all when every base is 0; with
+// Span, (max − base)/(max − min), 1 for all when every base is equal.
 func (k *KthenaLeast) Score(_ context.Context, _ *framework.CycleState, _ *framework.Request, endpoints []framework.Endpoint, scores []float64) {
-	hi := 0.0
+	lo, hi := math.Inf(1), 0.0
 	for i, e := range endpoints {
 		n, _ := e.InFlight()
 		base := float64(n) + 100*math.Max(float64(n)-float64(e.Metrics().RunningRequests), 0)
 		scores[i] = base
 		hi = math.Max(hi, base)
+		lo = math.Min(lo, base)
+	}
+	span := hi
+	if k.span {
+		span = hi - lo
 	}
 	for i := range endpoints {
-		if hi == 0 {
+		if span == 0 {
 			scores[i] = 1
 			continue
 		}
-		scores[i] = (hi - scores[i]) / hi
+		scores[i] = (hi - scores[i]) / span
 	}
 }
 

@@ -99,6 +99,31 @@ func TestKthenaLeastRequest(t *testing.T) {
 	}
 }
 
+// With span the scores run from 1 (least) to 0 (most) whatever the
+// counts: on endpoints running 100, 102 and 104 requests the least loaded
+// is a full point ahead of the most, where Kthena's own score puts them
+// 0.04 apart.
+func TestKthenaLeastRequestSpan(t *testing.T) {
+	busy := func(name string, n int) *plugintest.Endpoint {
+		return plugintest.NewEndpoint(name).WithInFlight(int64(n), 0).WithMetrics(framework.Metrics{RunningRequests: n})
+	}
+	a, b, d := busy("a", 100), busy("b", 102), busy("d", 104)
+	s := plugintest.Build[*peerpolicy.KthenaLeast](t, peerpolicy.KthenaLeastFactory, `{"span":true}`, plugintest.NewHandle())
+	got := plugintest.Score(s, framework.NewCycleState(), &framework.Request{}, plugintest.Endpoints(a, b, d))
+	if diff := cmp.Diff([]float64{1, 0.5, 0}, got); diff != "" {
+		t.Errorf("scores (-want +got):\n%s", diff)
+	}
+	plain := plugintest.Build[*peerpolicy.KthenaLeast](t, peerpolicy.KthenaLeastFactory, "", plugintest.NewHandle())
+	got = plugintest.Score(plain, framework.NewCycleState(), &framework.Request{}, plugintest.Endpoints(a, b, d))
+	if diff := cmp.Diff([]float64{4.0 / 104, 2.0 / 104, 0}, got); diff != "" {
+		t.Errorf("without span (-want +got):\n%s", diff)
+	}
+	got = plugintest.Score(s, framework.NewCycleState(), &framework.Request{}, plugintest.Endpoints(a, a))
+	if diff := cmp.Diff([]float64{1, 1}, got); diff != "" {
+		t.Errorf("equal endpoints (-want +got):\n%s", diff)
+	}
+}
+
 func TestMaxWaiting(t *testing.T) {
 	f := plugintest.Build[*peerpolicy.MaxWaiting](t, peerpolicy.MaxWaitingFactory, `{"maxWaiting":3}`, plugintest.NewHandle())
 	mk := func(name string, waiting int) *plugintest.Endpoint {
