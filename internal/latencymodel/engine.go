@@ -166,6 +166,10 @@ type Prediction struct {
 	TTFTMs float64
 	// TPOTMs is the predicted step time of the request's own decode.
 	TPOTMs float64
+	// DecodeStepMs is TPOTMs without the prefill the engine has been
+	// mixing into its steps: the step time of the decode batch the request
+	// joins (its streams and their context, the request's own included).
+	DecodeStepMs float64
 	// StallMs is the time the request's own prefill adds to every stream
 	// decoding on the engine; Decoding is how many there are.
 	StallMs  float64
@@ -220,6 +224,7 @@ func (e *Engine) PredictWith(c steptime.Coefficients, prompt, uncached int, sc S
 	return Prediction{
 		TTFTMs:        steps*decodeStep + c.PrefillTokenMs*work,
 		TPOTMs:        c.Ms(rate, d+1, float64(dctx+prompt)),
+		DecodeStepMs:  c.Ms(0, d+1, float64(dctx+prompt)),
 		StallMs:       c.PrefillTokenMs * float64(uncached),
 		Decoding:      int(d),
 		WaitingTokens: int(w),

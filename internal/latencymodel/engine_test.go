@@ -113,3 +113,28 @@ func TestFrozenFitStaysAtPrior(t *testing.T) {
 		t.Errorf("frozen fit moved: %+v, prior %+v", got, steptime.H100Llama3_8B)
 	}
 }
+
+// DecodeStepMs is the decode batch's step alone; TPOTMs adds the prefill the
+// engine has mixed into its steps, which it learns when a stream that
+// decoded through another request's prefill ends.
+func TestDecodeStepLeavesOutThePrefillRate(t *testing.T) {
+	e := latencymodel.NewEngine(latencymodel.Config{Fit: latencymodel.FitConfig{Frozen: true}})
+	t0 := time.Unix(0, 0)
+	e.Sent("a", t0, 1000, 1000, 50)
+	e.FirstToken("a", t0.Add(20*time.Millisecond))
+	p := e.Predict(2000, 2000, latencymodel.Scraped{})
+	if p.TPOTMs != p.DecodeStepMs {
+		t.Fatalf("no prefill seen yet: TPOT %v ms, decode step %v ms, want equal", p.TPOTMs, p.DecodeStepMs)
+	}
+	// b's 8,000-token prefill runs while a decodes.
+	e.Sent("b", t0.Add(30*time.Millisecond), 8000, 8000, 50)
+	e.FirstToken("b", t0.Add(200*time.Millisecond))
+	e.Done("a", t0.Add(time.Second), 50)
+	p = e.Predict(2000, 2000, latencymodel.Scraped{})
+	if !(p.TPOTMs > p.DecodeStepMs) {
+		t.Errorf("after a stream decoded through a prefill: TPOT %v ms, decode step %v ms, want TPOT above", p.TPOTMs, p.DecodeStepMs)
+	}
+	if p.DecodeStepMs <= 0 {
+		t.Errorf("decode step %v ms, want positive", p.DecodeStepMs)
+	}
+}

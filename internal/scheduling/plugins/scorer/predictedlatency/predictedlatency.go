@@ -64,15 +64,23 @@ type Params struct {
 	// stream decoding on the endpoint, per stream. Default 0.
 	StallWeight float64 `json:"stallWeight"`
 	// DecodeWeight weighs the request's own predicted decode time (its
-	// output tokens, max_tokens or DefaultOutputTokens, times its
-	// predicted TPOT on the endpoint), counted above the least any
-	// candidate predicts, so that the cost is the request's predicted
+	// output tokens, max_tokens or DefaultOutputTokens, times the step
+	// time of the decode batch it joins there), counted above the least
+	// any candidate predicts, so that the cost is the request's predicted
 	// end-to-end latency rather than its TTFT alone: a long answer avoids
-	// an engine whose decode batch, context or recent prefill traffic
-	// would slow every step of it. A time every candidate shares says
-	// nothing of where to go and is left out (it would only flatten the
-	// minCost/cost scores). Default 0: TTFT alone.
+	// an engine whose decode batch or context would slow every step of it.
+	// A time every candidate shares says nothing of where to go and is
+	// left out (it would only flatten the minCost/cost scores). Default 0:
+	// TTFT alone. DecodePrefillRate also counts the prefill the engine has
+	// been mixing into its steps (the predicted TPOT).
 	DecodeWeight float64 `json:"decodeWeight"`
+	// DecodePrefillRate makes the decode term use the predicted TPOT,
+	// which includes the engine's recent prefill per step, instead of the
+	// decode batch's step time alone. Default false: the recent rate is a
+	// trailing average that says little of where the next prefills go
+	// (the router decides that), and steering by it was measured to herd
+	// (docs/benchmarks.md, "a fourth attempt").
+	DecodePrefillRate bool `json:"decodePrefillRate"`
 	// DefaultOutputTokens is the output length assumed when a request sets
 	// no max_tokens. Default 256.
 	DefaultOutputTokens int `json:"defaultOutputTokens"`
@@ -281,7 +289,7 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		}
 		if pending != nil {
 			pending = append(pending, c)
-			minTPOT = min(minTPOT, pr.TPOTMs)
+			minTPOT = min(minTPOT, s.decodeStep(pr))
 			continue
 		}
 		each(i, c)
@@ -294,9 +302,18 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		out = s.params.DefaultOutputTokens
 	}
 	for i, c := range pending {
-		c.CostMs += s.params.DecodeWeight * float64(out) * (c.TPOTMs - minTPOT)
+		c.CostMs += s.params.DecodeWeight * float64(out) * (s.decodeStep(c.Prediction) - minTPOT)
 		each(i, c)
 	}
+}
+
+// decodeStep is the step time the decode term charges: the predicted
+// TPOT with DecodePrefillRate, else the decode batch's step alone.
+func (s *Scorer) decodeStep(p latencymodel.Prediction) float64 {
+	if s.params.DecodePrefillRate {
+		return p.TPOTMs
+	}
+	return p.DecodeStepMs
 }
 
 // Score writes minCost/cost per endpoint: 1 for the cheapest.
