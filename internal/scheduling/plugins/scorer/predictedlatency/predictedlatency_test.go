@@ -211,3 +211,53 @@ func BenchmarkScore(b *testing.B) {
 		s.Score(ctx, framework.NewCycleState(), req, all, scores)
 	}
 }
+
+// decodePrefillRate charges the decode term the predicted TPOT, which
+// counts the prefill an engine has been mixing into its steps: of two
+// endpoints with the same decode batch, the one whose last stream decoded
+// through an 8,000-token prefill costs more; without it they tie.
+func TestDecodePrefillRate(t *testing.T) {
+	for _, tt := range []struct {
+		params string
+		wantA  bool // a still scores 1
+	}{
+		{`{"decodeWeight":1}`, true},
+		{`{"decodeWeight":1,"decodePrefillRate":true}`, false},
+	} {
+		t.Run(tt.params, func(t *testing.T) {
+			h := plugintest.NewHandle()
+			pl, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := pl.(*predictedlatency.Scorer)
+			a, b := plugintest.NewEndpoint("a"), plugintest.NewEndpoint("b")
+			ctx := context.Background()
+			send := func(id string, prompt int, ep *plugintest.Endpoint) *framework.Request {
+				req := &framework.Request{ID: id, PromptTokens: prompt, MaxTokens: 50}
+				s.PreRequest(ctx, nil, req, ep)
+				return req
+			}
+			// On a, x decodes while y's 8,000-token prefill runs, then ends.
+			x := send("x", 1000, a)
+			s.FirstToken(ctx, x, a)
+			y := send("y", 8000, a)
+			h.Clock.Advance(150 * time.Millisecond)
+			s.FirstToken(ctx, y, a)
+			h.Clock.Advance(time.Second)
+			s.ResponseComplete(ctx, x, a, framework.Outcome{CompletionTokens: 50})
+			// On b, z alone: the same batch as a now holds (one stream of
+			// 8,000 tokens).
+			z := send("z", 8000, b)
+			s.FirstToken(ctx, z, b)
+			scores := make([]float64, 2)
+			s.Score(ctx, framework.NewCycleState(), &framework.Request{ID: "new", PromptTokens: 1000, MaxTokens: 100}, plugintest.Endpoints(a, b), scores)
+			if scores[1] != 1 {
+				t.Errorf("scores %v: b should score 1", scores)
+			}
+			if got := scores[0] == 1; got != tt.wantA {
+				t.Errorf("scores %v: a scores 1 = %v, want %v", scores, got, tt.wantA)
+			}
+		})
+	}
+}
