@@ -81,6 +81,13 @@ type Params struct {
 	// (the router decides that), and steering by it was measured to herd
 	// (docs/benchmarks.md, "a fourth attempt").
 	DecodePrefillRate bool `json:"decodePrefillRate"`
+	// DecodeWhole makes the decode term charge the request's whole
+	// predicted decode time, not only the part above the least candidate's.
+	// The argmin is the same; the scores (minCost/cost) then weigh a TTFT
+	// gap against the request's whole predicted latency, so that in a
+	// profile with other scorers a gap that is small beside a long answer
+	// counts little against them. Default false.
+	DecodeWhole bool `json:"decodeWhole"`
 	// DefaultOutputTokens is the output length assumed when a request sets
 	// no max_tokens. Default 256.
 	DefaultOutputTokens int `json:"defaultOutputTokens"`
@@ -300,6 +307,9 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 	out := req.MaxTokens
 	if out <= 0 {
 		out = s.params.DefaultOutputTokens
+	}
+	if s.params.DecodeWhole {
+		minTPOT = 0
 	}
 	for i, c := range pending {
 		c.CostMs += s.params.DecodeWeight * float64(out) * (s.decodeStep(c.Prediction) - minTPOT)

@@ -261,3 +261,30 @@ func TestDecodePrefillRate(t *testing.T) {
 		})
 	}
 }
+
+// decodeWhole charges the whole decode time: the same endpoint wins, and
+// the other's score moves towards 1, since the TTFT gap is weighed against
+// the request's whole predicted latency.
+func TestDecodeWhole(t *testing.T) {
+	score := func(params string) []float64 {
+		h := plugintest.NewHandle()
+		pl, err := predictedlatency.Factory("pl", json.RawMessage(params), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := pl.(*predictedlatency.Scorer)
+		a, b := plugintest.NewEndpoint("a"), plugintest.NewEndpoint("b")
+		ctx := context.Background()
+		s.PreRequest(ctx, nil, &framework.Request{ID: "queued", PromptTokens: 4000, MaxTokens: 50}, b)
+		scores := make([]float64, 2)
+		s.Score(ctx, framework.NewCycleState(), &framework.Request{ID: "new", PromptTokens: 1000, MaxTokens: 500}, plugintest.Endpoints(a, b), scores)
+		return scores
+	}
+	part, whole := score(`{"decodeWeight":1}`), score(`{"decodeWeight":1,"decodeWhole":true}`)
+	if part[0] != 1 || whole[0] != 1 {
+		t.Fatalf("a, with no prefill queued, should win both ways: %v and %v", part, whole)
+	}
+	if !(whole[1] > part[1] && whole[1] < 1) {
+		t.Errorf("b's score with the whole decode time %v, want between %v and 1", whole[1], part[1])
+	}
+}
