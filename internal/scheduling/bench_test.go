@@ -51,8 +51,8 @@ func benchPool(b *testing.B, p *scheduling.Profile, text bool, tokens int) ([]fr
 
 // BenchmarkSchedule measures one scheduling cycle (hashing included) and
 // the PreRequest hooks over 100 endpoints with an 8,000-token (and a
-// 1,000-token) prompt, for the default profile, predicted-latency and the
-// baselines. Run with -benchmem; each cycle starts
+// 1,000-token) prompt, for the default profile, predicted-latency,
+// default-v2 and the baselines. Run with -benchmem; each cycle starts
 // from a fresh CycleState, as each request does.
 func BenchmarkSchedule(b *testing.B) {
 	presets := presets.Specs()
@@ -71,6 +71,8 @@ func BenchmarkSchedule(b *testing.B) {
 		{"predicted-latency", presets["predicted-latency"], false, false, 8000},
 		{"predicted-latency", presets["predicted-latency"], true, false, 8000},
 		{"predicted-latency", presets["predicted-latency"], false, true, 8000},
+		{"default-v2", presets["default-v2"], false, false, 8000},
+		{"default-v2", presets["default-v2"], true, false, 8000},
 		{"least-request", presets["least-request"], false, false, 8000},
 		{"round-robin", presets["round-robin"], false, false, 8000},
 		{"random", presets["random"], false, false, 8000},
