@@ -208,8 +208,8 @@ type Candidate struct {
 	// CostMs is what the scorer minimises: TTFT, plus FutureWeight times
 	// the request's own prefill time, plus StallWeight times the stall it
 	// imposes on each stream decoding there, plus DecodeWeight times its
-	// own decode time above the least predicted, plus a penalty when an
-	// objective is predicted missed.
+	// own decode time (above the least predicted, or whole with
+	// DecodeWhole), plus a penalty when an objective is predicted missed.
 	CostMs float64
 	// MeetsSLO reports whether the request's objectives (if any) are
 	// predicted met.
@@ -267,9 +267,9 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 	if s.cfg.Shared != nil {
 		shared = s.cfg.Shared.Coefficients() // once per cycle, not per endpoint
 	}
-	// With a decode term the costs wait for the least predicted TPOT.
+	// With a decode term the costs wait for the least decode step.
 	var pending []Candidate
-	minTPOT := math.Inf(1)
+	minStep := math.Inf(1)
 	if s.params.DecodeWeight > 0 {
 		pending = make([]Candidate, 0, len(endpoints))
 	}
@@ -296,7 +296,7 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		}
 		if pending != nil {
 			pending = append(pending, c)
-			minTPOT = min(minTPOT, s.decodeStep(pr))
+			minStep = min(minStep, s.decodeStep(pr))
 			continue
 		}
 		each(i, c)
@@ -309,10 +309,10 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		out = s.params.DefaultOutputTokens
 	}
 	if s.params.DecodeWhole {
-		minTPOT = 0
+		minStep = 0
 	}
 	for i, c := range pending {
-		c.CostMs += s.params.DecodeWeight * float64(out) * (s.decodeStep(c.Prediction) - minTPOT)
+		c.CostMs += s.params.DecodeWeight * float64(out) * (s.decodeStep(c.Prediction) - minStep)
 		each(i, c)
 	}
 }
