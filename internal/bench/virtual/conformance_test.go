@@ -17,12 +17,12 @@ type conformance struct {
 
 // The policy-conformance suite: scaled-down versions of the routing-quality
 // scenarios of docs/benchmarks.md (a few minutes of virtual time, seconds
-// of wall time), with the issue's gates as assertions: the gated policy
-// keeps at least 97 % of the oracle's goodput, a TTFT p90 within 1.25× of
+// of wall time), with the issue's gates as assertions: each gated policy
+// (predicted-latency, and default-v2, the candidate next default) keeps at least 97 % of the oracle's goodput, a TTFT p90 within 1.25× of
 // the oracle's, and at least 99 % of least-request's goodput (the rest
 // is the noise of a short run's end) and no worse a TTFT p90. A failure prints the table that broke.
 func TestPolicyConformance(t *testing.T) {
-	const gated = PolicyPredicted
+	gated := []string{PolicyPredicted, PolicyDefaultV2}
 	suite := []conformance{
 		{"shared-prefix-8 at 60 req/s", `
 fleet: {engines: 8, profile: h100-llama3-8b}
@@ -31,7 +31,7 @@ arrival: {rates: [60]}
 maxRequests: 160
 slo: ttft=500ms,tpot=50ms
 seed: 3
-policies: [least-request, default, predicted-latency, oracle]
+policies: [least-request, default, predicted-latency, default-v2, oracle]
 `},
 		{"shared-prefix-4 at 30 req/s, long answers", `
 fleet: {engines: 4, profile: h100-llama3-8b}
@@ -40,7 +40,7 @@ arrival: {rates: [30]}
 maxRequests: 200
 slo: ttft=1s,tpot=60ms
 seed: 5
-policies: [least-request, default, predicted-latency, oracle]
+policies: [least-request, default, predicted-latency, default-v2, oracle]
 `},
 	}
 	for _, c := range suite {
@@ -53,19 +53,22 @@ policies: [least-request, default, predicted-latency, oracle]
 			for _, r := range rep.Runs {
 				by[r.Policy] = r
 			}
-			g, o, lr := by[gated], by[PolicyOracle], by[PolicyLeastRequest]
-			var failed []string
-			check := func(ok bool, format string, args ...any) {
-				if !ok {
-					failed = append(failed, fmt.Sprintf(format, args...))
+			o, lr := by[PolicyOracle], by[PolicyLeastRequest]
+			for _, policy := range gated {
+				g := by[policy]
+				var failed []string
+				check := func(ok bool, format string, args ...any) {
+					if !ok {
+						failed = append(failed, fmt.Sprintf(format, args...))
+					}
 				}
-			}
-			check(g.RequestGoodput >= 0.97*o.RequestGoodput, "goodput %.2f below 97%% of the oracle's %.2f", g.RequestGoodput, o.RequestGoodput)
-			check(g.P90TTFTMs <= 1.25*o.P90TTFTMs, "TTFT p90 %.1f ms above 1.25× the oracle's %.1f ms", g.P90TTFTMs, o.P90TTFTMs)
-			check(g.RequestGoodput >= 0.99*lr.RequestGoodput, "goodput %.2f below 99%% of least-request's %.2f", g.RequestGoodput, lr.RequestGoodput)
-			check(g.P90TTFTMs <= lr.P90TTFTMs, "TTFT p90 %.1f ms above least-request's %.1f ms", g.P90TTFTMs, lr.P90TTFTMs)
-			if len(failed) > 0 {
-				t.Errorf("%s fails its gates:\n  %s\n%s", gated, strings.Join(failed, "\n  "), conformanceTable(rep))
+				check(g.RequestGoodput >= 0.97*o.RequestGoodput, "goodput %.2f below 97%% of the oracle's %.2f", g.RequestGoodput, o.RequestGoodput)
+				check(g.P90TTFTMs <= 1.25*o.P90TTFTMs, "TTFT p90 %.1f ms above 1.25× the oracle's %.1f ms", g.P90TTFTMs, o.P90TTFTMs)
+				check(g.RequestGoodput >= 0.99*lr.RequestGoodput, "goodput %.2f below 99%% of least-request's %.2f", g.RequestGoodput, lr.RequestGoodput)
+				check(g.P90TTFTMs <= lr.P90TTFTMs, "TTFT p90 %.1f ms above least-request's %.1f ms", g.P90TTFTMs, lr.P90TTFTMs)
+				if len(failed) > 0 {
+					t.Errorf("%s fails its gates:\n  %s\n%s", policy, strings.Join(failed, "\n  "), conformanceTable(rep))
+				}
 			}
 		})
 	}
