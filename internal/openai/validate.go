@@ -66,15 +66,17 @@ func validString(doc []byte, i int) int {
 			}
 			j++
 		}
-		for j == end && j+8 <= len(doc) {
-			if m := specialMask(binary.LittleEndian.Uint64(doc[j:])); m != 0 {
-				j += bits.TrailingZeros64(m) >> 3
-				break
+		if j == end {
+			for j+8 <= len(doc) {
+				if m := specialMask(binary.LittleEndian.Uint64(doc[j:])); m != 0 {
+					j += bits.TrailingZeros64(m) >> 3
+					break
+				}
+				j += 8
 			}
-			j += 8
-		}
-		for j < len(doc) && !stopsString[doc[j]] {
-			j++
+			for j < len(doc) && !stopsString[doc[j]] {
+				j++
+			}
 		}
 		if j >= len(doc) {
 			return -1
