@@ -268,10 +268,11 @@ func (r *Request) parseMessages(v []byte) *Error {
 	if v[0] != '[' {
 		return typeError("messages", "an array", v)
 	}
-	text := make([]byte, 0, len(v))
+	capacity := len(v)
 	if r.maxText > 0 && len(v) > r.maxText {
-		text = make([]byte, 0, r.maxText+64)
+		capacity = r.maxText + 64 // not the whole messages' length first
 	}
+	text := make([]byte, 0, capacity)
 	// Past ParseHead's limit (full), messages are still checked, but their
 	// text is only counted, by its raw length, into rest.
 	full, rest := false, 0
