@@ -13,8 +13,9 @@ import (
 )
 
 // FuzzParse checks that no body makes Parse panic, that Parse refuses as
-// not JSON exactly what json.Valid refuses (it validates with jsontext as
-// it scans, walkObject), that an accepted body is valid JSON, and that
+// not JSON exactly what json.Valid refuses (it validates as it walks the
+// top-level object, walkObject and validate.go), that an accepted body is
+// valid JSON, and that
 // WithModel changes the model and nothing else.
 func FuzzParse(f *testing.F) {
 	seeds := []string{

@@ -202,7 +202,7 @@ func (d *dupKeys) seen(k []byte) bool {
 }
 
 // MaxNesting is the deepest nesting of objects and arrays a body may have:
-// encoding/json's limit, which json.Valid enforces, and jsontext's default.
+// encoding/json's limit, which json.Valid enforces (and validate.go with it).
 const MaxNesting = 10000
 
 // The messages of a body that is not a JSON object.
