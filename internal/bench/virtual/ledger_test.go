@@ -24,18 +24,6 @@ import (
 	"github.com/halyard-dev/halyard/internal/tokenizer"
 )
 
-// ledgerPrompts are prompts of three groups sharing a system prompt of
-// about 50 chunks of text, so that a cached share spans several sampled
-// blocks.
-func ledgerPrompts(n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		g := (i * 7 / 3) % 3
-		out[i] = strings.Repeat(fmt.Sprintf("system prompt of group %d; ", g), 120) + fmt.Sprintf("question %d of user %d?", i, i%5)
-	}
-	return out
-}
-
 // usageOf sends a completion through the router and returns the endpoint
 // that served it and the usage the engine reported.
 func usageOf(t *testing.T, base, prompt string) (endpoint string, promptTokens, cached int) {
@@ -109,6 +97,9 @@ func sortedKeys(m map[uint64]float64) []uint64 {
 // credits): the router and the bench credit one hash space, the router's
 // prefix hashing, so their victim choices (autoscale.ChooseVictims, ties
 // broken by block hash) read the same ledger.
+//
+// The prompts share system prompts of about 50 chunks of text, so that a
+// cached share spans several sampled blocks.
 func TestRouterAndFleetScalerCreditAlike(t *testing.T) {
 	const requests = 30
 	names := []string{"e0", "e1", "e2"}
@@ -155,7 +146,7 @@ func TestRouterAndFleetScalerCreditAlike(t *testing.T) {
 
 	start := time.Now()
 	credited := 0
-	for i, p := range ledgerPrompts(requests) {
+	for i, p := range groupPrompts(requests, 120) {
 		name, promptTokens, cached := usageOf(t, base, p)
 		ep := eps[name]
 		if ep == nil {
