@@ -98,9 +98,21 @@ func sortedKeys(m map[uint64]float64) []uint64 {
 // prefix hashing, so their victim choices (autoscale.ChooseVictims, ties
 // broken by block hash) read the same ledger.
 //
-// The prompts share system prompts of about 50 chunks of text, so that a
-// cached share spans several sampled blocks.
+// The prompts share system prompts of about 50 chunks of text (200 blocks
+// of token ids), so that a cached share spans several sampled blocks; the
+// prompts are hashed as text, or as token ids when the router has the
+// engines' tokenizer.
 func TestRouterAndFleetScalerCreditAlike(t *testing.T) {
+	t.Run("text", func(t *testing.T) { creditAlike(t, "", false) })
+	// The router tokenises with the engines' tokenizer (models[]), as a
+	// precise policy of the bench routes on token ids.
+	t.Run("token ids", func(t *testing.T) { creditAlike(t, "models:\n  - {name: m, tokenizer: pseudo}\n", true) })
+}
+
+// creditAlike runs TestRouterAndFleetScalerCreditAlike with models added
+// to the router's configuration, the bench's requests carrying token ids
+// when tokenIDs is set.
+func creditAlike(t *testing.T, models string, tokenIDs bool) {
 	const requests = 30
 	names := []string{"e0", "e1", "e2"}
 	var doc strings.Builder
@@ -111,6 +123,7 @@ func TestRouterAndFleetScalerCreditAlike(t *testing.T) {
 		specs[i] = vllmapi.Spec{Model: "m", Seed: uint64(i)}
 	}
 	doc.WriteString("routes:\n  - {model: m, targets: [{pool: m}]}\n")
+	doc.WriteString(models)
 	scraper := &scriptedScraper{byURL: map[string]*framework.Metrics{}}
 	// The default profile with its picker seeded, as bench --simulate
 	// seeds it: the picks, and so which endpoints hold credits, do not
@@ -160,7 +173,7 @@ func TestRouterAndFleetScalerCreditAlike(t *testing.T) {
 			t.Fatalf("request %d served by %q, not one of %v", i, name, names)
 		}
 		ids := tokenizer.Pseudo{}.Encode(p)
-		req := schedulingRequest(fmt.Sprintf("r%d", i), "m", []byte(p), ids, 4, false)
+		req := schedulingRequest(fmt.Sprintf("r%d", i), "m", []byte(p), ids, 4, tokenIDs)
 		s.hit(ep, req, framework.Outcome{PromptTokens: promptTokens, CachedTokens: cached, CompletionTokens: 4})
 		if cached > 0 {
 			credited++
