@@ -98,8 +98,8 @@ func sortedKeys(m map[uint64]float64) []uint64 {
 // prefix hashing, so their victim choices (autoscale.ChooseVictims, ties
 // broken by block hash) read the same ledger.
 //
-// The prompts share system prompts of about 50 chunks of text (200 blocks
-// of token ids), so that a cached share spans several sampled blocks; the
+// The prompts share system prompts of about 50 blocks (text chunks or
+// token ids), so that a cached share spans several sampled blocks; the
 // prompts are hashed as text, or as token ids when the router has the
 // engines' tokenizer.
 func TestRouterAndFleetScalerCreditAlike(t *testing.T) {
