@@ -13,8 +13,9 @@ import (
 )
 
 // FuzzParse checks that no body makes Parse panic, that Parse refuses as
-// not JSON exactly what json.Valid refuses (it validates with jsontext as
-// it scans, walkObject), that an accepted body is valid JSON, and that
+// not JSON exactly what json.Valid refuses (it validates as it walks the
+// top-level object, walkObject and validate.go), that an accepted body is
+// valid JSON, and that
 // WithModel changes the model and nothing else.
 func FuzzParse(f *testing.F) {
 	seeds := []string{
@@ -107,7 +108,8 @@ func FuzzParse(f *testing.F) {
 // what jsontext refuses) decodes every JSON string literal with an escape
 // to what encoding/json decodes it to, surrogates and invalid UTF-8
 // included, and refuses none that encoding/json accepts; a literal without
-// one is copied as it is (invalid UTF-8 kept, as before).
+// one is copied as it is (invalid UTF-8 kept, as before); and that
+// decodedLen counts the value's bytes exactly for valid UTF-8.
 func FuzzUnquote(f *testing.F) {
 	for _, s := range []string{
 		`plain`, `a\"b\\c\/d\n\t\r\b\f`, `\u00e9\u4e2d\ud83d\ude00`, `\ud800`, `\udc00x`, `\ud800\u0041`,
@@ -134,6 +136,9 @@ func FuzzUnquote(f *testing.F) {
 		}
 		if s, err := unquote(lit); err != nil || s != want {
 			t.Fatalf("unquote(%q) = %q, %v; encoding/json gives %q", lit, s, err, want)
+		}
+		if n := decodedLen(inner); utf8.Valid(inner) && n != len(want) {
+			t.Fatalf("decodedLen(%q) = %d, the value has %d bytes", inner, n, len(want))
 		}
 	})
 }

@@ -15,13 +15,13 @@ func TestMessages(t *testing.T) {
 		want []Message
 	}{
 		{"strings", `{"model":"m","messages":[{"role":"system","content":"be brief"},{"content":"hi \"there\"","role":"user"}]}`,
-			[]Message{{"system", "be brief"}, {"user", `hi "there"`}}},
+			[]Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: `hi "there"`}}},
 		{"parts joined with newlines, others skipped", `{"messages":[{"role":"user","content":[{"type":"text","text":"one"},{"type":"image_url","image_url":{"url":"u"}},{"type":"text","text":"two\nthree"}]}],"model":"m"}`,
-			[]Message{{"user", "one\ntwo\nthree"}}},
+			[]Message{{Role: "user", Content: "one\ntwo\nthree"}}},
 		{"null content", `{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[]}]}`,
-			[]Message{{"assistant", ""}}},
+			[]Message{{Role: "assistant"}}},
 		{"escaped keys and unicode", `{"model":"m","\u006dessages":[{"role":"user","content":"caf\u00e9 \ud83d\ude00"}]}`,
-			[]Message{{"user", "café 😀"}}},
+			[]Message{{Role: "user", Content: "café 😀"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

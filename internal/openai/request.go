@@ -202,7 +202,7 @@ func (d *dupKeys) seen(k []byte) bool {
 }
 
 // MaxNesting is the deepest nesting of objects and arrays a body may have:
-// encoding/json's limit, which json.Valid enforces, and jsontext's default.
+// encoding/json's limit, which json.Valid enforces (and validate.go with it).
 const MaxNesting = 10000
 
 // The messages of a body that is not a JSON object.
@@ -268,10 +268,11 @@ func (r *Request) parseMessages(v []byte) *Error {
 	if v[0] != '[' {
 		return typeError("messages", "an array", v)
 	}
-	text := make([]byte, 0, len(v))
+	capacity := len(v)
 	if r.maxText > 0 && len(v) > r.maxText {
-		text = make([]byte, 0, r.maxText+64)
+		capacity = r.maxText + 64 // not the whole messages' length first
 	}
+	text := make([]byte, 0, capacity)
 	// Past ParseHead's limit (full), messages are still checked, but their
 	// text is only counted, by its raw length, into rest.
 	full, rest := false, 0

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -18,59 +17,70 @@ var errSyntax = errors.New("invalid json")
 // errNotObject is walkObject's answer for valid JSON that is not an object.
 var errNotObject = errors.New("not a JSON object")
 
-// validOptions make jsontext accept exactly what encoding/json's Valid
-// accepts: invalid UTF-8 and lone surrogates in strings, and repeated
-// names (Parse refuses those at the top level itself). FuzzParse checks
-// the agreement.
-var validOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
-
 // walkObject validates doc as json.Valid does and, when it is an object,
 // calls fn with each top-level member's key (unescaped) and the span of its
-// value, in order, in the same pass: jsontext validates as it tokenises,
-// so a long prompt is read once here instead of once by json.Valid and
-// again by a scanner (BenchmarkParse). Once fn returns false it is not
-// called again, but the rest is still validated, so invalid JSON is
-// reported before fn's finding. It returns errNotObject for valid JSON of
-// another kind and a jsontext error for invalid JSON (nesting deeper than
-// MaxNesting included).
+// value, in order, in the same pass, so a long prompt is read once
+// (validate.go: eight bytes at a time, BenchmarkWalkObject). Once fn
+// returns false it is not called again, but the rest is still validated,
+// so invalid JSON is reported before fn's finding. It returns errNotObject
+// for valid JSON of another kind and errSyntax for invalid JSON (nesting
+// deeper than MaxNesting included).
 func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
-	dec := jsontext.NewDecoder(bytes.NewBuffer(doc), validOptions...)
-	if dec.PeekKind() != '{' {
-		if !jsontext.Value(doc).IsValid(validOptions...) {
+	i := skipSpace(doc, 0)
+	if i >= len(doc) || doc[i] != '{' {
+		if !validate(doc) {
 			return errSyntax
 		}
 		return errNotObject
 	}
-	if _, err := dec.ReadToken(); err != nil {
-		return err
-	}
+	i = skipSpace(doc, i+1)
 	call := true
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadValue() // a member's name; errors when neither name nor '}'
-		if err != nil {
-			return err
-		}
-		key := name[1 : len(name)-1]
-		if call && bytes.IndexByte(key, '\\') >= 0 {
-			k, err := unquote(name)
-			if err != nil {
-				return err
+	if i < len(doc) && doc[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(doc) || doc[i] != '"' {
+				return errSyntax
 			}
-			key = []byte(k)
-		}
-		v, err := dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		if call {
-			end := int(dec.InputOffset())
-			call = fn(key, end-len(v), end)
+			kend := validString(doc, i)
+			if kend < 0 {
+				return errSyntax
+			}
+			key := doc[i+1 : kend-1]
+			if call && bytes.IndexByte(key, '\\') >= 0 {
+				k, err := unquote(doc[i:kend])
+				if err != nil {
+					return errSyntax
+				}
+				key = []byte(k)
+			}
+			i = skipSpace(doc, kend)
+			if i >= len(doc) || doc[i] != ':' {
+				return errSyntax
+			}
+			start := skipSpace(doc, i+1)
+			end := validValue(doc, start, 1)
+			if end < 0 {
+				return errSyntax
+			}
+			if call {
+				call = fn(key, start, end)
+			}
+			i = skipSpace(doc, end)
+			if i >= len(doc) {
+				return errSyntax
+			}
+			if doc[i] == '}' {
+				i++
+				break
+			}
+			if doc[i] != ',' {
+				return errSyntax
+			}
+			i = skipSpace(doc, i+1)
 		}
 	}
-	if _, err := dec.ReadToken(); err != nil { // '}'
-		return err
-	}
-	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
+	if skipSpace(doc, i) != len(doc) {
 		return errSyntax // a second value or trailing bytes
 	}
 	return nil

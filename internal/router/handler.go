@@ -60,6 +60,12 @@ type call struct {
 	// relayed.
 	watched, published bool
 	firstToken         time.Time
+	// raw is the body's buffer when the body pool may take it back once
+	// the request is done (recycleBody); keepBody is set when something
+	// may still read it then (a prefill outliving the handler, an https
+	// Transport writing the body from its own goroutine).
+	raw      []byte
+	keepBody bool
 }
 
 func (r *Router) serveChat(w http.ResponseWriter, hr *http.Request) {
@@ -93,6 +99,7 @@ func (r *Router) serveInference(w http.ResponseWriter, hr *http.Request, kind op
 	if c != nil {
 		c.watched = watched
 		defer c.held.release()
+		defer r.recycleBody(c)
 	}
 	if aerr != nil {
 		model := ""
@@ -156,6 +163,9 @@ func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Ki
 	if c != nil {
 		c.start = start
 		c.held = held
+		if hr.ContentLength >= bodyPoolMin {
+			c.raw = body
+		}
 	} else {
 		held.release()
 	}
@@ -228,7 +238,7 @@ func (r *Router) readBody(w http.ResponseWriter, hr *http.Request, held *hold) (
 	if hr.ContentLength < 0 {
 		grow = held.grow
 	}
-	body, err := readGrowing(rd, hr.ContentLength, limit, grow)
+	body, err := readGrowing(rd, hr.ContentLength, limit, grow, r.bodies)
 	if err != nil {
 		// The rest of the body is not read: the connection cannot carry
 		// another request. The read deadline stays (passed, for a
@@ -250,6 +260,15 @@ func (r *Router) readBody(w http.ResponseWriter, hr *http.Request, held *hold) (
 		_ = rc.SetReadDeadline(time.Time{})
 	}
 	return body, nil
+}
+
+// recycleBody gives c's body buffer to the body pool once the handler is
+// done with it, unless something may still read it.
+func (r *Router) recycleBody(c *call) {
+	if c.raw != nil && !c.keepBody {
+		r.bodies.put(c.raw)
+	}
+	c.raw = nil
 }
 
 // overloaded answers a request the buffer budget cannot hold: 503 with
@@ -322,8 +341,10 @@ const (
 // way (2.3 MiB growing eightfold, 4 doubling) and at most 16 times the
 // bytes received are allocated (BenchmarkReadGrowing). grow, when set,
 // reserves each new buffer's extra capacity first; a refusal ends the read
-// with errBudget.
-func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool) ([]byte, error) {
+// with errBudget. pool, when set, gives a declared body of bodyPoolMin
+// bytes or more a buffer already mapped (bodypool.go), and its last growth
+// a capacity the pool can take back.
+func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, pool *bodyPool) ([]byte, error) {
 	capacity := int64(bodyUnknownFirst)
 	if declared >= 0 {
 		capacity = min(declared, bodyChunk)
@@ -335,12 +356,18 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool) ([]
 	if grow != nil && !grow(capacity) {
 		return nil, errBudget
 	}
-	buf := make([]byte, 0, capacity)
+	var buf []byte
+	if declared >= 0 {
+		buf = pool.get(declared)
+	}
+	if buf == nil {
+		buf = make([]byte, 0, capacity)
+	}
 	for {
 		if declared >= 0 && int64(len(buf)) == declared {
 			return buf, nil
 		}
-		if len(buf) == cap(buf) {
+		if int64(len(buf)) == min(int64(cap(buf)), most) {
 			if int64(cap(buf)) >= most {
 				// Unknown length and the limit passed: MaxBytesReader
 				// reports it on the next read.
@@ -358,11 +385,15 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool) ([]
 			if grow != nil && !grow(size) {
 				return nil, errBudget
 			}
-			next := make([]byte, len(buf), size)
+			alloc := size
+			if pool != nil && size == most && declared >= bodyPoolMin {
+				alloc = poolCap(size) // reusable for a body of about this length
+			}
+			next := make([]byte, len(buf), alloc)
 			copy(next, buf)
 			buf = next
 		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
+		n, err := rd.Read(buf[len(buf):min(int64(cap(buf)), most)])
 		buf = buf[:len(buf)+n]
 		if errors.Is(err, io.EOF) {
 			if declared >= 0 && int64(len(buf)) < declared {

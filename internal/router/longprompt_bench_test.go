@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -81,11 +82,24 @@ func BenchmarkLongPrompt(b *testing.B) {
 		}
 		b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 	})
+	// The same prompt as a chat's user message, rendered through the
+	// model's chat template before its head is tokenised.
+	var req map[string]any
+	if err := json.Unmarshal(body, &req); err != nil {
+		b.Fatal(err)
+	}
+	chat, _ := json.Marshal(map[string]any{"model": "llama", "max_tokens": 4, "messages": []map[string]string{
+		{"role": "system", "content": "You are terse."}, {"role": "user", "content": req["prompt"].(string)}}})
 	for _, tc := range []struct{ name, models string }{
 		{"tokenizer=none", ""},
 		{"tokenizer=pseudo", "models: [{name: llama, tokenizer: pseudo}]\n"},
 		{"tokenizer=cl100k", "models: [{name: llama, tokenizer: " + cl100k + "}]\n"},
+		{"chat/tokenizer=cl100k", "models: [{name: llama, tokenizer: " + cl100k + "}]\n"},
 	} {
+		path, body := "/v1/completions", body
+		if strings.HasPrefix(tc.name, "chat/") {
+			path, body = "/v1/chat/completions", chat
+		}
 		b.Run(tc.name, func(b *testing.B) {
 			e0, e1 := sinkEngine(b, "llama"), sinkEngine(b, "llama")
 			doc := `apiVersion: config.halyard.dev/v1alpha1
@@ -118,7 +132,7 @@ endpoints:
 			runtime.GC()
 			cpu, faults := processCPU(), minorFaults()
 			for b.Loop() {
-				resp, err := client.Post(srv.URL+"/v1/completions", "application/json", bytes.NewReader(body))
+				resp, err := client.Post(srv.URL+path, "application/json", bytes.NewReader(body))
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -167,6 +167,7 @@ func (r *Router) forwardPD(w http.ResponseWriter, hr *http.Request, c *call, tar
 // within their bounds, and fall back to a local prefill only when
 // configured.
 func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, ch *decision.PDChoice) {
+	c.keepBody = true // the prefill may outlive the handler
 	ctx := hr.Context()
 	model := c.route.Model
 	pp, t, fallback, prefill, decode := ch.Pool, ch.Target, ch.Fallback, ch.Prefill, ch.Decode

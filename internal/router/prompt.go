@@ -45,7 +45,12 @@ func (p *promptTokenizer) tokenize(o *openai.Request, textBytes int) ([]uint32, 
 	if o.Kind != openai.KindChat {
 		text, total = p.bos+string(o.PromptText), len(p.bos)+max(textBytes, len(o.PromptText))
 	} else {
-		msgs, err := o.Messages()
+		// The messages are rendered with their contents cut once
+		// tokenizeHeadBytes+2 bytes of content are decoded (headCut
+		// reads up to limit+1), so the rendered text agrees with the
+		// whole rendering past the cut: the same cut, the same ids; the
+		// whole length adds back what was cut.
+		msgs, err := o.MessagesHead(tokenizeHeadBytes + 2)
 		if err != nil {
 			return nil, 0, fmt.Errorf("messages: %w", err)
 		}
@@ -53,6 +58,11 @@ func (p *promptTokenizer) tokenize(o *openai.Request, textBytes int) ([]uint32, 
 			return nil, 0, err
 		}
 		total = len(text)
+		for _, m := range msgs {
+			if m.ContentBytes > len(m.Content) {
+				total += m.ContentBytes - len(m.Content)
+			}
+		}
 	}
 	if total <= tokenizeHeadBytes {
 		ids := p.tok.Encode(text)

@@ -277,3 +277,82 @@ func TestLongPromptKeepsItsHead(t *testing.T) {
 		t.Errorf("short prompt: %q, %d bytes, %d tokens", c.req.Prompt.Text, c.req.Prompt.TextBytes, c.req.PromptTokens)
 	}
 }
+
+// TestChatHeadCutBeforeRendering: a long chat prompt is rendered from the
+// messages' heads (openai.MessagesHead), not whole, and tokenises to the
+// same head ids as rendering every message whole and cutting at
+// tokenizeHeadBytes, for each template, with the cut landing in the first,
+// second or third message, contents with escapes, and a length estimate
+// within 1 % of the whole rendering's (exact without escapes).
+func TestChatHeadCutBeforeRendering(t *testing.T) {
+	bpe, err := tokenizer.Load(cl100k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	for i := 0; sb.Len() < 2*tokenizeHeadBytes; i++ {
+		fmt.Fprintf(&sb, "Rule %d: when the \"wind\" backs more than %d° degrees,\tease the main halyard.\n", i, 10+i%80)
+	}
+	escaped := sb.String()
+	plain := strings.Repeat("the main halyard runs aloft ", 2*tokenizeHeadBytes/28)
+	cases := map[string][]map[string]any{
+		"cut in the first message": {{"role": "user", "content": escaped}, {"role": "assistant", "content": plain}, {"role": "user", "content": "and then?"}},
+		"cut in the second":        {{"role": "system", "content": "Be terse."}, {"role": "user", "content": plain}, {"role": "user", "content": escaped}},
+		"cut in the third":         {{"role": "system", "content": escaped[:tokenizeHeadBytes/2]}, {"role": "user", "content": []map[string]string{{"type": "text", "text": plain[:tokenizeHeadBytes/3]}}}, {"role": "user", "content": escaped}},
+		"cut near a boundary":      {{"role": "user", "content": plain[:tokenizeHeadBytes-3]}, {"role": "user", "content": plain}},
+		"no escapes":               {{"role": "user", "content": plain}, {"role": "user", "content": plain}},
+	}
+	for name, msgs := range cases {
+		raw, err := json.Marshal(map[string]any{"model": "m", "messages": msgs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := parse(t, openai.KindChat, string(raw))
+		heads, err := o.MessagesHead(tokenizeHeadBytes + 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoded := 0
+		for _, m := range heads {
+			decoded += len(m.Content)
+		}
+		if decoded > tokenizeHeadBytes+tokenizeHeadBytes/2 {
+			t.Errorf("%s: %d bytes of content decoded, want about %d", name, decoded, tokenizeHeadBytes)
+		}
+		whole, err := o.Messages()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tpl := range []string{config.ChatTemplateSim, config.ChatTemplateLlama3, config.ChatTemplateChatML} {
+			full, err := renderChat(tpl, whole)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tk := range []struct {
+				name string
+				tok  tokenizer.Tokenizer
+			}{{"pseudo", tokenizer.Pseudo{}}, {"cl100k", bpe}} {
+				if tk.name == "cl100k" && tpl != config.ChatTemplateLlama3 {
+					continue // one template is enough for the slow tokenizer
+				}
+				pt := promptTokenizer{tok: tk.tok, template: tpl}
+				ids, n, err := pt.tokenize(o, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cut := headCut(full, tokenizeHeadBytes)
+				want := tk.tok.Encode(full[:cut])
+				if diff := cmp.Diff(want, ids); diff != "" {
+					t.Errorf("%s, %s, %s: head ids differ from the whole rendering's (-want +got):\n%s", name, tpl, tk.name, diff)
+				}
+				exact := estimateTokens(len(want), cut, len(full))
+				if name == "no escapes" && n != exact {
+					t.Errorf("%s, %s, %s: length %d, want %d", name, tpl, tk.name, n, exact)
+				}
+				if d := float64(n-exact) / float64(exact); d > 0.01 || d < -0.01 {
+					t.Errorf("%s, %s, %s: length %d, whole rendering's estimate %d", name, tpl, tk.name, n, exact)
+				}
+			}
+		}
+	}
+}

@@ -183,6 +183,11 @@ func (r *Router) attempt(ctx context.Context, w http.ResponseWriter, hr *http.Re
 	if body == nil {
 		body = c.body.WithModel(decision.EngineModel(d.Target, ep))
 	}
+	if d.pd != nil || !strings.HasPrefix(md.Address, "http://") {
+		// Not the h1 client, which writes the body before RoundTrip
+		// returns: the body pool must not take the buffer back.
+		c.keepBody = true
+	}
 
 	base := ctx
 	if d.pd != nil && d.pd.upCtx != nil {
@@ -330,7 +335,7 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 	if resp.ContentLength < 0 {
 		grow = c.held.grow
 	}
-	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse, grow)
+	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse, grow, nil)
 	wd.stop()
 	if err == nil && resp.ContentLength < 0 && int64(len(b)) > maxBufferedResponse {
 		err = fmt.Errorf("the response is larger than %d bytes", maxBufferedResponse)

@@ -100,6 +100,7 @@ type Router struct {
 	mux         *http.ServeMux
 	admin       *http.ServeMux // the admin listener's: metrics, debug, console
 	budget      *byteBudget    // router.limits.bufferBytes
+	bodies      *bodyPool      // long bodies' buffers, reused
 	health      datastore.HealthPolicy
 	outlier     datastore.OutlierPolicy
 	now         func() time.Time
@@ -185,6 +186,7 @@ func New(opts Options) (*Router, error) {
 	if r.budget.limit <= 0 {
 		r.budget.limit = DefaultBufferBytes()
 	}
+	r.bodies = &bodyPool{limit: min(defaultBodyPoolBytes, r.budget.limit/4)}
 	if opts.TracerProvider != nil {
 		r.tracer = opts.TracerProvider.Tracer(TracerName)
 	}

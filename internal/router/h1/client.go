@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -131,7 +132,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	werr := req.Write(pc.bw)
+	werr := req.Write(bodyWriter{pc.bw, pc.c})
 	if werr == nil {
 		werr = pc.bw.Flush()
 	}
@@ -378,3 +379,36 @@ var (
 	_ http.RoundTripper = (*Client)(nil)
 	_ io.ReadCloser     = (*body)(nil)
 )
+
+// directBodyBytes is the body length from which a request's body is
+// written to the connection in one write rather than through the
+// connection's buffer.
+const directBodyBytes = 256 << 10
+
+// bodyWriter is a connection's buffered writer for http.Request.Write that
+// writes a long in-memory body straight to the connection: net/http copies
+// a body through the buffer in 32 KiB pieces (a 4 MiB prompt: 128 writes
+// and a copy of the body), while the body the router forwards is already
+// in memory. net/http hands the body over as an io.LimitedReader of the
+// request's *bytes.Reader (unwrapped from its NopCloser); anything else
+// takes the buffered path.
+type bodyWriter struct {
+	*bufio.Writer
+	c net.Conn
+}
+
+// ReadFrom writes r to the connection after what is buffered (the
+// request's head).
+func (w bodyWriter) ReadFrom(r io.Reader) (int64, error) {
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if br, ok := lr.R.(*bytes.Reader); ok && br.Len() >= directBodyBytes && int64(br.Len()) <= lr.N {
+			if err := w.Flush(); err != nil {
+				return 0, err
+			}
+			n, err := br.WriteTo(w.c)
+			lr.N -= n
+			return n, err
+		}
+	}
+	return w.Writer.ReadFrom(r)
+}

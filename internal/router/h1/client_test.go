@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -427,4 +429,71 @@ func TestEarlyAnswer(t *testing.T) {
 	if got := readAll(t, resp); resp.StatusCode != http.StatusRequestEntityTooLarge || got != "too large\n" {
 		t.Errorf("status %d body %q", resp.StatusCode, got)
 	}
+}
+
+// TestLongBodies: a request body of an in-memory reader past
+// directBodyBytes (written to the connection in one write, bodyWriter) and
+// one of another reader (through the buffer) arrive whole with their
+// headers, and the connection carries the next request.
+func TestLongBodies(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Got", r.Header.Get("Content-Type"))
+		_, _ = io.WriteString(w, fmt.Sprintf("%d %x", len(b), sha256.Sum256(b)))
+	})
+	var writes atomic.Int32
+	var d net.Dialer
+	c := &Client{WriteBufferSize: 32 << 10, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := d.DialContext(ctx, network, addr)
+		return countingConn{nc, &writes}, err
+	}}
+	defer c.CloseIdleConnections()
+	body := bytes.Repeat([]byte("0123456789abcdefghij"), (directBodyBytes*3)/20+7)
+	want := fmt.Sprintf("%d %x", len(body), sha256.Sum256(body))
+	readers := map[string]func() io.Reader{
+		"bytes.Reader":   func() io.Reader { return bytes.NewReader(body) },
+		"strings.Reader": func() io.Reader { return strings.NewReader(string(body)) },
+		"short bytes":    func() io.Reader { return bytes.NewReader(body[:directBodyBytes-1]) },
+	}
+	for name, rd := range readers {
+		for i := range 2 {
+			req, err := http.NewRequest(http.MethodPost, s.URL+"/v1/x", rd())
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			writes.Store(0)
+			resp, err := c.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("%s, request %d: %v", name, i, err)
+			}
+			// The head and the body in one write each, or the body in
+			// 32 KiB pieces through the buffer.
+			if n := writes.Load(); (name == "bytes.Reader") != (n <= 2) {
+				t.Errorf("%s, request %d: %d writes", name, i, n)
+			}
+			got := readAll(t, resp)
+			w := want
+			if name == "short bytes" {
+				w = fmt.Sprintf("%d %x", directBodyBytes-1, sha256.Sum256(body[:directBodyBytes-1]))
+			}
+			if got != w || resp.Header.Get("X-Got") != "application/json" {
+				t.Errorf("%s, request %d: %q (%q), want %q", name, i, got, resp.Header.Get("X-Got"), w)
+			}
+		}
+	}
+	if n := s.conns.Load(); n != 1 {
+		t.Errorf("%d connections for sequential requests, want 1", n)
+	}
+}
+
+// countingConn counts the writes to a connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int32
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
 }
