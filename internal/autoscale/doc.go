@@ -16,6 +16,10 @@
 // ChooseVictims picks the groups to remove: those whose engines hold the
 // least unique hot prefix cache, from per-engine prefix hit statistics (a
 // HitLedger) that a router keeps.
+// HitLedger.Credit is the one way a hit reaches a ledger: the router calls
+// it for each answer an engine reported cached tokens in, the bench's
+// virtual fleet for each request its engines finished, both with the
+// router's prefix hasher, so they credit the same blocks.
 //
 // What does not belong here: reading signals (the router's and the
 // controller's job), creating or deleting pods, draining endpoints.

@@ -9,8 +9,8 @@ import (
 
 // HitLedger keeps, per engine, how much each cached prefix block was hit
 // recently: a hit counts 1 and decays with a half-life, so a block hit often
-// and lately is hot. A router feeds it from what it routes (the blocks of a
-// request the engine reported cached); ChooseVictims reads it.
+// and lately is hot. A router feeds it from what it routes (Credit: the
+// blocks of a request the engine reported cached); ChooseVictims reads it.
 //
 // Memory is bounded: an engine keeps at most MaxBlocks blocks, the coldest
 // go first.
@@ -19,6 +19,9 @@ type HitLedger struct {
 	HalfLife time.Duration
 	// MaxBlocks bounds the blocks kept per engine; default 65536.
 	MaxBlocks int
+	// Stride 1 makes Credit credit every block of a chain; any other
+	// value samples one in ChainStride (SampleChain), as a router does.
+	Stride int
 
 	origin  time.Time
 	engines map[string]map[uint64]float64

@@ -147,6 +147,10 @@ func (h Hasher) chunkBytes() int {
 	return h.ChunkBytes
 }
 
+// Sizes returns the block sizes in use: token ids per block and prompt
+// bytes per chunk, defaults applied.
+func (h Hasher) Sizes() (blockTokens, chunkBytes int) { return h.blockTokens(), h.chunkBytes() }
+
 // Blocks returns how many full blocks the prompt has: blocks of token ids
 // when ids is non-empty, else chunks of text.
 func (h Hasher) Blocks(text []byte, ids []uint32) int {

@@ -62,63 +62,19 @@ type signalBook struct {
 	// blocks the engine reported cached (GET /autoscale/endpoints).
 	ledgerMu sync.Mutex
 	ledger   autoscale.HitLedger
+	// hasher cuts prompts into the ledger's blocks: the router's prefix
+	// hashing (router.prefixIndex.blockSize).
+	hasher prefixindex.Hasher
 }
 
-// hit credits the cached share of req's prompt blocks to endpoint
-// (cachedBlocks), sampled as autoscale.SampleChain does.
+// hit credits to endpoint the blocks of req's prompt the engine reported
+// cached in out (autoscale.HitLedger.Credit, hashed with the book's
+// hasher).
 func (b *signalBook) hit(endpoint string, req *framework.Request, out framework.Outcome) {
-	all := cachedBlocks(req, out)
-	if len(all) == 0 {
-		return
-	}
-	blocks := autoscale.SampleChain(all)
 	now := b.now()
 	b.ledgerMu.Lock()
-	b.ledger.Hit(endpoint, now, blocks)
+	b.ledger.Credit(endpoint, now, b.hasher, req, out)
 	b.ledgerMu.Unlock()
-}
-
-// cachedBlocks returns the cached share of req's prompt blocks: the first
-// cached/prompt of its chain (the engine reports a count, the blocks are
-// a prefix).
-func cachedBlocks(req *framework.Request, out framework.Outcome) []uint64 {
-	var h prefixindex.Hasher
-	text, ids := req.Prompt.Text, req.Prompt.TokenIDs
-	total := h.Blocks(text, ids)
-	if len(ids) == 0 {
-		total = req.Prompt.TextLen() / prefixindex.DefaultChunkBytes // Text may be the head
-	}
-	prompt := out.PromptTokens
-	if prompt <= 0 {
-		prompt = req.PromptTokens
-	}
-	if total == 0 || prompt <= 0 {
-		return nil
-	}
-	if len(ids) > 0 && len(ids) < prompt {
-		// The ids of a long prompt's head (tokenizeHeadBytes): the
-		// chain covers them only, and the cached tokens are a prefix.
-		prompt = len(ids)
-	}
-	// The cached share of the chain, of which only the head's blocks can
-	// be hashed.
-	n := min(total*out.CachedTokens/prompt, total, h.Blocks(text, ids))
-	if n <= 0 {
-		return nil
-	}
-	// Only the cached blocks are hashed: a 1M-token prompt's whole chain
-	// is 65,536 blocks of text.
-	if len(ids) > 0 {
-		ids = ids[:n*prefixindex.DefaultBlockTokens]
-	} else {
-		text = text[:n*prefixindex.DefaultChunkBytes]
-	}
-	chain := h.AppendChain(make([]prefixindex.BlockHash, 0, n), req.TargetModel, text, ids)
-	blocks := make([]uint64, n)
-	for i := range n {
-		blocks[i] = uint64(chain[i])
-	}
-	return blocks
 }
 
 // hot returns endpoint's hottest blocks (at most
@@ -148,7 +104,7 @@ type bucket struct {
 	valid                          bool
 }
 
-func newSignalBook(cfg config.AutoscalingSignalsConfig, now func() time.Time) *signalBook {
+func newSignalBook(cfg config.AutoscalingSignalsConfig, hasher prefixindex.Hasher, now func() time.Time) *signalBook {
 	or := func(d, def time.Duration) time.Duration {
 		if d <= 0 {
 			return def
@@ -157,7 +113,7 @@ func newSignalBook(cfg config.AutoscalingSignalsConfig, now func() time.Time) *s
 	}
 	return &signalBook{
 		ttft: or(cfg.TTFT.Duration, config.DefaultAutoscalingTTFT), tpot: or(cfg.TPOT.Duration, config.DefaultAutoscalingTPOT),
-		window: or(cfg.Window.Duration, config.DefaultAutoscalingWindow), now: now, pools: map[string]*poolBook{},
+		window: or(cfg.Window.Duration, config.DefaultAutoscalingWindow), now: now, pools: map[string]*poolBook{}, hasher: hasher,
 	}
 }
 

@@ -178,58 +178,33 @@ func adminSignals(t *testing.T, h *harness, query string) map[string]autoscale.S
 	return got.Pools
 }
 
-// TestSignalHitCreditsCachedBlocks: the hit ledger credits the blocks the
-// engine reported cached, the first of the prompt's chain (text or token
-// ids), and only those, sampled one in autoscale.ChainStride; the ids of a
-// long prompt's head count against the tokens they cover.
-func TestSignalHitCreditsCachedBlocks(t *testing.T) {
+// TestSignalHitCreditsWithTheBooksHasher: the book credits the blocks
+// the engine reported cached as its hasher (the router's prefix hashing)
+// cuts them, sampled: a block size of 32 credits other blocks than 16.
+func TestSignalHitCreditsWithTheBooksHasher(t *testing.T) {
 	now := time.Unix(1000, 0)
-	text := []byte(strings.Repeat("abcdefgh", 64)) // 8 blocks of 64 bytes
-	ids := make([]uint32, 160)                     // 10 blocks of 16 ids
+	ids := make([]uint32, 32*24)
 	for i := range ids {
 		ids[i] = uint32(i)
 	}
-	var h prefixindex.Hasher
-	for _, tc := range []struct {
-		name   string
-		req    *framework.Request
-		out    framework.Outcome
-		chain  []prefixindex.BlockHash
-		credit int
-	}{
-		{"text, half cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text}, PromptTokens: 128},
-			framework.Outcome{PromptTokens: 128, CachedTokens: 64}, h.AppendChain(nil, "m", text, nil), 4},
-		{"ids, 3 blocks cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{TokenIDs: ids}, PromptTokens: 160},
-			framework.Outcome{PromptTokens: 160, CachedTokens: 48}, h.AppendChain(nil, "m", nil, ids), 3},
-		{"a head's text, half of a 16-block text cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text, TextBytes: 1024}, PromptTokens: 256},
-			framework.Outcome{PromptTokens: 256, CachedTokens: 128}, h.AppendChain(nil, "m", text, nil), 8},
-		{"a head's text, a quarter of a 16-block text cached", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{Text: text, TextBytes: 1024}, PromptTokens: 256},
-			framework.Outcome{PromptTokens: 256, CachedTokens: 64}, h.AppendChain(nil, "m", text, nil), 4},
-		{"a head's ids, its 10 blocks cached of a 10,000-token prompt", &framework.Request{TargetModel: "m", Prompt: framework.Prompt{TokenIDs: ids}, PromptTokens: 10000},
-			framework.Outcome{PromptTokens: 10000, CachedTokens: 5000}, h.AppendChain(nil, "m", nil, ids), 10},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b := newSignalBook(config.AutoscalingSignalsConfig{}, func() time.Time { return now })
-			b.hit("e0", tc.req, tc.out)
-			got := cachedBlocks(tc.req, tc.out)
-			want := make([]uint64, tc.credit)
-			for i, bh := range tc.chain[:tc.credit] {
-				want[i] = uint64(bh)
-			}
-			if d := cmp.Diff(want, got); d != "" {
-				t.Fatalf("cached blocks (-want +got):\n%s", d)
-			}
-			// The ledger holds their sample: every ChainStride-th.
-			hot := b.hot("e0")
-			sample := autoscale.SampleChain(want)
-			if len(hot) != len(sample) {
-				t.Fatalf("%d blocks credited, want %d (%v)", len(hot), len(sample), sample)
-			}
-			for _, bh := range sample {
-				if _, ok := hot[bh]; !ok {
-					t.Errorf("block %x of the sample not credited", bh)
-				}
-			}
-		})
+	req := &framework.Request{TargetModel: "m", Prompt: framework.Prompt{TokenIDs: ids}, PromptTokens: len(ids)}
+	out := framework.Outcome{PromptTokens: len(ids), CachedTokens: len(ids) / 2}
+	for _, bt := range []int{16, 32} {
+		h := prefixindex.Hasher{BlockTokens: bt}
+		b := newSignalBook(config.AutoscalingSignalsConfig{}, h, func() time.Time { return now })
+		b.hit("e0", req, out)
+		want := map[uint64]float64{}
+		for _, bh := range autoscale.SampleChain(autoscale.CachedBlocks(h, req, out)) {
+			want[bh] = 1
+		}
+		if blocks := len(ids) / 2 / bt; len(want) != (blocks+autoscale.ChainStride-1)/autoscale.ChainStride {
+			t.Fatalf("block size %d: %d blocks to credit, the test is wrong", bt, len(want))
+		}
+		if d := cmp.Diff(want, b.hot("e0")); d != "" {
+			t.Errorf("block size %d: ledger (-want +got):\n%s", bt, d)
+		}
+	}
+	if d := cmp.Diff(autoscale.CachedBlocks(prefixindex.Hasher{BlockTokens: 16}, req, out)[:1], autoscale.CachedBlocks(prefixindex.Hasher{BlockTokens: 32}, req, out)[:1]); d == "" {
+		t.Error("block sizes 16 and 32 credit the same first block")
 	}
 }

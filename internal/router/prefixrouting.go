@@ -92,6 +92,12 @@ func newPrefixRouting(c *config.Config, log *slog.Logger, clock simclock.Clock, 
 	return p, nil
 }
 
+// hasher cuts prompts into blocks as the router's prefix hashing does
+// (router.prefixIndex.blockSize; text in chunks of the default size).
+func (p *prefixRouting) hasher() prefixindex.Hasher {
+	return prefixindex.Hasher{BlockTokens: p.cfg.BlockSize}
+}
+
 // sharedInstances are the instances the profiles' plugins share: with a
 // tracker, the prefix-cache scorers read its view (the precise index where
 // an endpoint's events are trusted) through their handle.

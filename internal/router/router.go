@@ -308,7 +308,7 @@ func New(opts Options) (*Router, error) {
 		r.source = &discovery.Static{Endpoints: discovery.Specs(cfg.Endpoints)}
 	}
 	r.metrics.Registry.MustRegister(&endpointCollector{store: r.store})
-	r.signals, r.waitingRoom = newSignalBook(cfg.Router.Autoscaling, clock.Now), opts.WaitingRoom
+	r.signals, r.waitingRoom = newSignalBook(cfg.Router.Autoscaling, r.prefix.hasher(), clock.Now), opts.WaitingRoom
 	if r.waitingRoom == nil && r.admission != nil && r.admission.Queue() != nil {
 		r.waitingRoom = queueRoom{r} // admission's fair queue is the waiting room
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/autoscale"
 	"github.com/halyard-dev/halyard/internal/bench/report"
 	"github.com/halyard-dev/halyard/internal/bench/stats"
+	"github.com/halyard-dev/halyard/internal/prefixindex"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 )
 
@@ -249,6 +250,7 @@ type fleetScaler struct {
 	slo     stats.SLO
 	period  time.Duration // between decisions
 	ledger  autoscale.HitLedger
+	hasher  prefixindex.Hasher // the routers' prefix hashing
 	rng     *rand.Rand
 	add     func() (*endpoint, error)
 	last    time.Time
@@ -267,9 +269,14 @@ type fleetScaler struct {
 	decisions  []report.ScaleDecision
 }
 
-func newFleetScaler(f *fleetRun, policy string, sc *AutoscalingScenario, slo stats.SLO, seed uint64) (*fleetScaler, int, error) {
-	s := &fleetScaler{f: f, policy: policy, sc: sc, slo: slo, period: sc.Interval.Duration, rng: rand.New(rand.NewPCG(seed, 0xa5)), waitedFrom: map[int]time.Time{}}
+// newFleetScaler runs policy over f; hasher is the routers' prefix
+// hashing, which the hit ledger's blocks are cut with.
+func newFleetScaler(f *fleetRun, policy string, sc *AutoscalingScenario, slo stats.SLO, seed uint64, hasher prefixindex.Hasher) (*fleetScaler, int, error) {
+	s := &fleetScaler{f: f, policy: policy, sc: sc, slo: slo, period: sc.Interval.Duration, rng: rand.New(rand.NewPCG(seed, 0xa5)), waitedFrom: map[int]time.Time{}, hasher: hasher}
 	s.ledger.HalfLife = sc.HitHalfLife.Duration
+	if sc.HotBlocks == -1 {
+		s.ledger.Stride = 1 // every block of a chain
+	}
 	initial := sc.PeakEngines
 	var err error
 	switch policy {
@@ -535,23 +542,16 @@ func (s *fleetScaler) remove(n int) []string {
 	return names
 }
 
-// hit records a finished request's prompt blocks as used on its engine:
-// with HitCredit "cached", as the router does, the blocks the engine
-// reported cached (the first cached of its prompt tokens); with
-// "prompt", every block of the prompt, hit or just stored.
-func (s *fleetScaler) hit(ep *endpoint, ids []uint32, cached int) {
-	n := len(ids)
-	if s.sc.HitCredit == HitCreditCached {
-		n = min(cached, n)
+// hit credits a finished request to its engine's ledger as the router
+// does (autoscale.HitLedger.Credit over the request the decision saw,
+// hashed as the router's prefix path hashes it): with HitCredit "cached",
+// the blocks the engine reported cached; with "prompt", every block of
+// the prompt, hit or just stored.
+func (s *fleetScaler) hit(ep *endpoint, req *framework.Request, out framework.Outcome) {
+	if s.sc.HitCredit == HitCreditPrompt {
+		out.CachedTokens = max(out.PromptTokens, req.PromptTokens)
 	}
-	if n <= 0 {
-		return
-	}
-	chain := s.f.oracle.chain(ids[:n])
-	if s.sc.HotBlocks != -1 {
-		chain = autoscale.SampleChain(chain) // as the router does
-	}
-	s.ledger.Hit(ep.md.Name, s.f.clock.Now(), chain)
+	s.ledger.Credit(ep.md.Name, s.f.clock.Now(), s.hasher, req, out)
 }
 
 // engineHours sums every engine's life (cold start included: the GPU is

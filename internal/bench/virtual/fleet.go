@@ -347,7 +347,7 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 			}
 			scaler.tokens += int64(out.CompletionTokens)
 			scaler.done = append(scaler.done, i)
-			scaler.hit(ep.views[0], ids, out.CachedTokens)
+			scaler.hit(ep.views[0], req, out)
 			scaler.ended(ep.views[0])
 		}
 		f.left--

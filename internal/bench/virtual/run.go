@@ -18,6 +18,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/workload"
 	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/kvevents"
+	"github.com/halyard-dev/halyard/internal/prefixindex"
 	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/simclock"
@@ -266,7 +267,7 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy, fle
 	engines := sc.Fleet.Engines
 	if fleet != "" {
 		var err error
-		f.scaler, engines, err = newFleetScaler(f, fleet, sc.Autoscaling, slo, sc.Seed)
+		f.scaler, engines, err = newFleetScaler(f, fleet, sc.Autoscaling, slo, sc.Seed, prefixindex.Hasher{BlockTokens: cfg.Capacity.BlockSize})
 		if err != nil {
 			return report.Run{}, err
 		}

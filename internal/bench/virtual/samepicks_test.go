@@ -64,11 +64,15 @@ func sameState(rng *rand.Rand, n int) []framework.Metrics {
 
 // samePrompts are prompts of three groups sharing a long system prompt, in
 // an order that revisits each group.
-func samePrompts(n int) []string {
+func samePrompts(n int) []string { return groupPrompts(n, 40) }
+
+// groupPrompts are n prompts of three groups whose system prompt repeats
+// a 26-byte phrase repeat times, in an order that revisits each group.
+func groupPrompts(n, repeat int) []string {
 	out := make([]string, n)
 	for i := range out {
 		g := (i * 7 / 3) % 3
-		out[i] = strings.Repeat(fmt.Sprintf("system prompt of group %d; ", g), 40) + fmt.Sprintf("question %d of user %d?", i, i%5)
+		out[i] = strings.Repeat(fmt.Sprintf("system prompt of group %d; ", g), repeat) + fmt.Sprintf("question %d of user %d?", i, i%5)
 	}
 	return out
 }
