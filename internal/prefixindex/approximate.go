@@ -83,6 +83,7 @@ type endpointSlot struct {
 
 type matchScratch struct {
 	cand []int32 // slot → candidate index + 1, or 0 (negative while marked)
+	set  []int32 // the slots of cand set by this match, to clear after it
 }
 
 // NewApproximate returns an empty index.
@@ -231,22 +232,21 @@ func (a *Approximate) Match(chain []BlockHash, endpoints []string, matched []int
 		sc.cand = make([]int32, len(a.slots))
 	}
 	cand := sc.cand[:len(a.slots)]
-	known := false
+	set := sc.set[:0]
 	for i, name := range endpoints {
 		if s, ok := a.byName[name]; ok {
 			cand[s] = int32(i) + 1
-			known = true
+			set = append(set, s)
 		}
 	}
-	if known {
+	if len(set) > 0 {
 		m := matcher{a: a, chain: chain, cand: cand, matched: matched}
 		m.run()
 	}
-	for _, name := range endpoints {
-		if s, ok := a.byName[name]; ok {
-			cand[s] = 0
-		}
+	for _, s := range set {
+		cand[s] = 0
 	}
+	sc.set = set
 }
 
 // matcher finds, for every candidate endpoint, the length of the prefix of

@@ -48,14 +48,13 @@ func NextTokens(parent BlockHash, ids []uint32) BlockHash {
 }
 
 func nextTokens(d *xxhash.Digest, parent BlockHash, ids []uint32) BlockHash {
-	d.ResetWithSeed(uint64(parent))
 	if len(ids) == 0 {
-		return BlockHash(d.Sum64())
+		return BlockHash(sum64Seed(nil, uint64(parent)))
 	}
 	if littleEndian {
-		_, _ = d.Write(unsafe.Slice((*byte)(unsafe.Pointer(&ids[0])), 4*len(ids)))
-		return BlockHash(d.Sum64())
+		return BlockHash(sum64Seed(unsafe.Slice((*byte)(unsafe.Pointer(&ids[0])), 4*len(ids)), uint64(parent)))
 	}
+	d.ResetWithSeed(uint64(parent))
 	var buf [64]byte
 	for len(ids) > 0 {
 		n := min(len(ids), len(buf)/4)
@@ -71,10 +70,7 @@ func nextTokens(d *xxhash.Digest, parent BlockHash, ids []uint32) BlockHash {
 // NextBytes returns the hash of a chunk of bytes that follows parent: XXH64
 // of the chunk with parent as the seed.
 func NextBytes(parent BlockHash, chunk []byte) BlockHash {
-	var d xxhash.Digest
-	d.ResetWithSeed(uint64(parent))
-	_, _ = d.Write(chunk)
-	return BlockHash(d.Sum64())
+	return BlockHash(sum64Seed(chunk, uint64(parent)))
 }
 
 // AppendTokenChain appends to dst the chain hashes of the full blocks of
@@ -100,12 +96,9 @@ func AppendTextChain(dst []BlockHash, seed BlockHash, text []byte, chunkBytes in
 	if chunkBytes <= 0 {
 		return dst
 	}
-	var d xxhash.Digest
 	h := seed
 	for i := 0; i+chunkBytes <= len(text); i += chunkBytes {
-		d.ResetWithSeed(uint64(h))
-		_, _ = d.Write(text[i : i+chunkBytes])
-		h = BlockHash(d.Sum64())
+		h = BlockHash(sum64Seed(text[i:i+chunkBytes], uint64(h)))
 		dst = append(dst, h)
 	}
 	return dst
