@@ -3,6 +3,7 @@ package latencymodel
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/halyard-dev/halyard/internal/steptime"
@@ -25,6 +26,10 @@ type Config struct {
 // that has not finished, and the online step-time fit. It is safe for
 // concurrent use.
 type Engine struct {
+	// load is the counters PredictWith reads, published by every change
+	// under mu, so that a scheduling cycle reads each of its endpoints
+	// with one atomic load rather than a lock.
+	load   atomic.Pointer[load]
 	mu     sync.Mutex
 	fit    *Fit
 	budget int
@@ -45,6 +50,22 @@ type Engine struct {
 	prefillDone float64
 }
 
+// load is a snapshot of the counters a prediction reads.
+type load struct {
+	waiting, waitingTokens, decoding, decodeContext int
+	prefillRate, meanUncached                       float64
+}
+
+// publish makes the current counters visible to PredictWith. Callers hold
+// mu.
+func (e *Engine) publish() {
+	e.load.Store(&load{
+		waiting: e.waiting, waitingTokens: e.waitingTokens,
+		decoding: e.decoding, decodeContext: e.decodeContext,
+		prefillRate: e.prefillRate, meanUncached: e.meanUncached,
+	})
+}
+
 type request struct {
 	uncached, context int
 	firstSeen         bool
@@ -63,7 +84,9 @@ func NewEngine(c Config) *Engine {
 	if fit == nil {
 		fit = NewFit(c.Fit)
 	}
-	return &Engine{fit: fit, budget: c.MaxBatchedTokens, reqs: map[string]*request{}}
+	e := &Engine{fit: fit, budget: c.MaxBatchedTokens, reqs: map[string]*request{}}
+	e.load.Store(&load{})
+	return e
 }
 
 // advance integrates the state up to now. Callers hold mu.
@@ -94,6 +117,7 @@ func (e *Engine) Sent(id string, now time.Time, prompt, uncached, output int) {
 	e.waiting++
 	e.waitingTokens += uncached
 	e.meanUncached = ewma(e.meanUncached, float64(uncached), 0.05)
+	e.publish()
 }
 
 // FirstToken records that request id's first token came at now: its
@@ -107,6 +131,7 @@ func (e *Engine) FirstToken(id string, now time.Time) {
 	}
 	e.advance(now)
 	e.toDecoding(r, now)
+	e.publish()
 }
 
 func (e *Engine) toDecoding(r *request, now time.Time) {
@@ -132,6 +157,7 @@ func (e *Engine) Done(id string, now time.Time, outputTokens int) {
 	}
 	e.advance(now)
 	delete(e.reqs, id)
+	defer e.publish() // runs before the deferred unlock
 	if !r.firstSeen {
 		e.waiting--
 		e.waitingTokens -= r.uncached
@@ -194,10 +220,9 @@ func (e *Engine) Fit() *Fit { return e.fit }
 // PredictWith is Predict with the step-time model c instead of the fit's
 // current estimate, for callers that read a shared fit once per cycle.
 func (e *Engine) PredictWith(c steptime.Coefficients, prompt, uncached int, sc Scraped) Prediction {
-	e.mu.Lock()
-	waiting, wTokens, decoding, dctx := e.waiting, e.waitingTokens, e.decoding, e.decodeContext
-	rate, meanU := e.prefillRate, e.meanUncached
-	e.mu.Unlock()
+	l := e.load.Load()
+	waiting, wTokens, decoding, dctx := l.waiting, l.waitingTokens, l.decoding, l.decodeContext
+	rate, meanU := l.prefillRate, l.meanUncached
 
 	// Work the router did not send (other routers) shows in the scrape.
 	w := float64(max(wTokens, 0))
