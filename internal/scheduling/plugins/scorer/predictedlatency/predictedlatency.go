@@ -137,7 +137,8 @@ type Scorer struct {
 	params   Params
 	cfg      latencymodel.Config
 	now      func() time.Time
-	engines  sync.Map // endpoint name -> *latencymodel.Engine
+	mu       sync.RWMutex
+	engines  map[string]*latencymodel.Engine // by endpoint name, under mu
 	unmet    atomic.Uint64
 	desc     *prometheus.Desc
 }
@@ -182,6 +183,7 @@ func New(name string, p Params, h framework.Handle) (*Scorer, error) {
 		params:   p,
 		cfg:      cfg,
 		now:      now,
+		engines:  map[string]*latencymodel.Engine{},
 		desc: prometheus.NewDesc(MetricSLOUnmeetable,
 			"Requests for which no candidate endpoint was predicted to meet the request's TTFT and TPOT objectives.",
 			nil, prometheus.Labels{"plugin": name}),
@@ -193,11 +195,19 @@ func (s *Scorer) TypedName() framework.TypedName { return s.tn }
 
 // Engine returns the scorer's estimate of endpoint name, creating it.
 func (s *Scorer) Engine(name string) *latencymodel.Engine {
-	if e, ok := s.engines.Load(name); ok {
-		return e.(*latencymodel.Engine)
+	s.mu.RLock()
+	e := s.engines[name]
+	s.mu.RUnlock()
+	if e != nil {
+		return e
 	}
-	e, _ := s.engines.LoadOrStore(name, latencymodel.NewEngine(s.cfg))
-	return e.(*latencymodel.Engine)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e = s.engines[name]; e == nil {
+		e = latencymodel.NewEngine(s.cfg)
+		s.engines[name] = e
+	}
+	return e
 }
 
 // Candidate is the scorer's prediction for one endpoint.
@@ -260,6 +270,7 @@ func (s *Scorer) Predict(req *framework.Request, endpoints []framework.Endpoint,
 }
 
 // predict calls each with the prediction of every endpoint, in order.
+// each runs under the read lock of the engines and must not call Engine.
 func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint, matched []int, each func(int, Candidate)) {
 	ttftObj, tpotObj := s.Objectives(req)
 	prompt := req.PromptTokens
@@ -273,6 +284,9 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 	if s.params.DecodeWeight > 0 {
 		pending = make([]Candidate, 0, len(endpoints))
 	}
+	// One read lock for the cycle's lookups rather than one per endpoint;
+	// an endpoint seen for the first time is added under the write lock.
+	s.mu.RLock()
 	for i, e := range endpoints {
 		m := 0
 		if i < len(matched) {
@@ -281,7 +295,12 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		uncached := max(prompt-m, 0)
 		met := e.Metrics()
 		name := e.Metadata().Name
-		eng := s.Engine(name)
+		eng := s.engines[name]
+		if eng == nil {
+			s.mu.RUnlock()
+			eng = s.Engine(name)
+			s.mu.RLock()
+		}
 		coef := shared
 		if s.cfg.Shared == nil {
 			coef = eng.Coefficients()
@@ -301,6 +320,7 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		}
 		each(i, c)
 	}
+	s.mu.RUnlock()
 	if pending == nil {
 		return
 	}
