@@ -227,10 +227,12 @@ type Candidate struct {
 }
 
 // cycle is what Score leaves for PreRequest: the uncached tokens
-// predicted on each endpoint.
-type cycle struct {
-	names    []string
-	uncached []int
+// predicted on each endpoint, in one allocation per cycle.
+type cycle []cycleEntry
+
+type cycleEntry struct {
+	name     string
+	uncached int
 }
 
 // Objectives returns the request's TTFT and TPOT objectives in
@@ -359,11 +361,11 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	}
 	explain := framework.Explaining(state)
 	var cands []Candidate
-	cy := &cycle{names: make([]string, len(endpoints)), uncached: make([]int, len(endpoints))}
+	cy := make(cycle, len(endpoints))
 	lo, anyMet := math.Inf(1), false
 	s.predict(req, endpoints, matched, func(i int, c Candidate) {
 		scores[i] = c.CostMs
-		cy.names[i], cy.uncached[i] = c.Endpoint, c.Uncached
+		cy[i] = cycleEntry{name: c.Endpoint, uncached: c.Uncached}
 		lo = min(lo, c.CostMs)
 		anyMet = anyMet || c.MeetsSLO
 		if explain {
@@ -410,10 +412,10 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 	name := picked.Metadata().Name
 	uncached := req.PromptTokens
 	if state != nil {
-		if c, ok := framework.ReadAs[*cycle](state, s.stateKey); ok {
-			for i, n := range c.names {
-				if n == name {
-					uncached = c.uncached[i]
+		if c, ok := framework.ReadAs[cycle](state, s.stateKey); ok {
+			for _, e := range c {
+				if e.name == name {
+					uncached = e.uncached
 					break
 				}
 			}
