@@ -422,10 +422,35 @@ func (a *Approximate) insert(h BlockHash, s int32) {
 	a.total++
 }
 
-// touch makes node x the most recent of its endpoint and of the index.
+// touch makes node x the most recent of its endpoint and of the index:
+// unlinkLRU then pushFront, fused over one local view of the nodes (Add
+// touches every held block of a chain; issue 14).
 func (a *Approximate) touch(x int32) {
-	a.unlinkLRU(x)
-	a.pushFront(x)
+	nodes := a.nodes
+	n := &nodes[x]
+	ep := &a.slots[n.slot]
+	if n.eprev != none { // not already its endpoint's most recent
+		if n.enext != none {
+			nodes[n.enext].eprev = n.eprev
+		} else {
+			ep.tail = n.eprev
+		}
+		nodes[n.eprev].enext = n.enext
+		nodes[ep.head].eprev = x
+		n.eprev, n.enext = none, ep.head
+		ep.head = x
+	}
+	if n.gprev != none { // not already the index's most recent
+		if n.gnext != none {
+			nodes[n.gnext].gprev = n.gprev
+		} else {
+			a.gtail = n.gprev
+		}
+		nodes[n.gprev].gnext = n.gnext
+		nodes[a.ghead].gprev = x
+		n.gprev, n.gnext = none, a.ghead
+		a.ghead = x
+	}
 }
 
 func (a *Approximate) pushFront(x int32) {
