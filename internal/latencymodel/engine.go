@@ -243,8 +243,8 @@ func (e *Engine) PredictWith(c steptime.Coefficients, prompt, uncached int, sc S
 	}
 	uncached = min(max(uncached, 0), prompt)
 	work := w + float64(uncached)
-	chunk := math.Max(float64(e.budget)-d, 16)
-	steps := math.Max(1, math.Ceil(work/chunk))
+	chunk := max(float64(e.budget)-d, 16) // the builtin: math.Max's result, inlined
+	steps := max(1, math.Ceil(work/chunk))
 	decodeStep := c.Ms(0, d, float64(dctx+prompt))
 	return Prediction{
 		TTFTMs:        steps*decodeStep + c.PrefillTokenMs*work,

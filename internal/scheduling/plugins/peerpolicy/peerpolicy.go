@@ -237,10 +237,10 @@ func (k *KthenaLeast) Score(_ context.Context, _ *framework.CycleState, _ *frame
 	lo, hi := math.Inf(1), 0.0
 	for i, e := range endpoints {
 		n, _ := e.InFlight()
-		base := float64(n) + 100*math.Max(float64(n)-float64(e.Metrics().RunningRequests), 0)
+		base := float64(n) + 100*max(float64(n)-float64(e.Metrics().RunningRequests), 0)
 		scores[i] = base
-		hi = math.Max(hi, base)
-		lo = math.Min(lo, base)
+		hi = max(hi, base)
+		lo = min(lo, base)
 	}
 	span := hi
 	if k.span {
