@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -286,5 +287,52 @@ func TestDecodeWhole(t *testing.T) {
 	}
 	if !(whole[1] > part[1] && whole[1] < 1) {
 		t.Errorf("b's score with the whole decode time %v, want between %v and 1", whole[1], part[1])
+	}
+}
+
+// TestConcurrentCyclesAddEndpoints runs scoring cycles from several
+// goroutines, each over shared endpoints and endpoints seen for the first
+// time (so the engines' map grows while other cycles read it under its read
+// lock), then checks that every request sent is counted once.
+func TestConcurrentCyclesAddEndpoints(t *testing.T) {
+	s, err := predictedlatency.New("pl", predictedlatency.DefaultParams(), plugintest.NewHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, cycles = 4, 50
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			for c := range cycles {
+				eps := []*plugintest.Endpoint{
+					plugintest.NewEndpoint(fmt.Sprintf("shared-%d", c%3)),
+					plugintest.NewEndpoint(fmt.Sprintf("new-%d-%d", g, c)),
+				}
+				all := plugintest.Endpoints(eps...)
+				req := &framework.Request{ID: fmt.Sprintf("r-%d-%d", g, c), PromptTokens: 100 + c}
+				state := framework.NewCycleState()
+				scores := make([]float64, len(all))
+				s.Score(ctx, state, req, all, scores)
+				s.PreRequest(ctx, state, req, all[c%2])
+			}
+		}()
+	}
+	wg.Wait()
+	waiting := 0
+	for _, name := range []string{"shared-0", "shared-1", "shared-2"} {
+		w, _ := s.Engine(name).InFlight()
+		waiting += w
+	}
+	for g := range goroutines {
+		for c := range cycles {
+			w, _ := s.Engine(fmt.Sprintf("new-%d-%d", g, c)).InFlight()
+			waiting += w
+		}
+	}
+	if want := goroutines * cycles; waiting != want {
+		t.Errorf("%d requests counted waiting across the engines, want %d", waiting, want)
 	}
 }
