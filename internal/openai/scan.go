@@ -39,11 +39,8 @@ func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
 		i++
 	} else {
 		for {
-			if i >= len(doc) || doc[i] != '"' {
-				return errSyntax
-			}
-			kend := validString(doc, i)
-			if kend < 0 {
+			kend, start := memberName(doc, i)
+			if start < 0 {
 				return errSyntax
 			}
 			key := doc[i+1 : kend-1]
@@ -54,11 +51,6 @@ func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
 				}
 				key = []byte(k)
 			}
-			i = skipSpace(doc, kend)
-			if i >= len(doc) || doc[i] != ':' {
-				return errSyntax
-			}
-			start := skipSpace(doc, i+1)
 			end := validValue(doc, start, 1)
 			if end < 0 {
 				return errSyntax

@@ -236,17 +236,24 @@ func validValue(doc []byte, i, depth int) int {
 // member reads an object member's name and colon at doc[i] and returns
 // the index of its value (space skipped), or -1.
 func member(doc []byte, i int) int {
+	_, v := memberName(doc, i)
+	return v
+}
+
+// memberName is member returning also the index after the name's literal
+// (doc[i:nameEnd] is the quoted name); value is -1 when either is invalid.
+func memberName(doc []byte, i int) (nameEnd, value int) {
 	if i >= len(doc) || doc[i] != '"' {
-		return -1
+		return -1, -1
 	}
-	if i = validString(doc, i); i < 0 {
-		return -1
+	if nameEnd = validString(doc, i); nameEnd < 0 {
+		return -1, -1
 	}
-	i = skipSpace(doc, i)
+	i = skipSpace(doc, nameEnd)
 	if i >= len(doc) || doc[i] != ':' {
-		return -1
+		return -1, -1
 	}
-	return skipSpace(doc, i+1)
+	return nameEnd, skipSpace(doc, i+1)
 }
 
 // validate reports whether doc is one JSON value with optional space
