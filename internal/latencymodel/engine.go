@@ -26,7 +26,7 @@ type Config struct {
 // that has not finished, and the online step-time fit. It is safe for
 // concurrent use.
 type Engine struct {
-	// load is the counters PredictWith reads, published by every change
+	// load is the counters PredictWith and InFlight read, published by every change
 	// under mu, so that a scheduling cycle reads each of its endpoints
 	// with one atomic load rather than a lock.
 	load   atomic.Pointer[load]
@@ -265,11 +265,11 @@ func (e *Engine) Coefficients() steptime.Coefficients {
 }
 
 // InFlight returns the requests the engine estimate holds: waiting for
-// their first token and decoding.
+// their first token and decoding (from the published counters, as
+// PredictWith reads them).
 func (e *Engine) InFlight() (waiting, decoding int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.waiting, e.decoding
+	l := e.load.Load()
+	return l.waiting, l.decoding
 }
 
 func ewma(old, v, alpha float64) float64 {
