@@ -16,7 +16,10 @@
 // Requests may carry objectives in the headers x-halyard-slo-ttft-ms and
 // x-halyard-slo-tpot-ms (or take the params' defaults): endpoints predicted
 // to meet them are preferred; when none is, the explanation says so and the
-// scorer counts it (halyard_router_slo_unmeetable_total).
+// scorer counts it (halyard_router_slo_unmeetable_total). With the param
+// unmeetable "triage" such a request goes instead to the endpoint already
+// furthest behind the TTFT objective, where it delays no request that
+// could still be on time (Params.Unmeetable).
 //
 // Scores are minCost/cost over the candidates: the cheapest scores 1. With
 // max-score as the picker and this scorer alone weighted, the pick is the

@@ -36,6 +36,20 @@ const MetricSLOUnmeetable = "halyard_router_slo_unmeetable_total"
 // the cheapest.
 const sloPenaltyMs = 1e7
 
+// What the scorer does when no candidate is predicted to meet a request's
+// objectives (Params.Unmeetable).
+const (
+	// UnmeetableLeastCost picks the endpoint of least predicted cost, as
+	// when some meet them: the request is late everywhere, and least late
+	// there.
+	UnmeetableLeastCost = "least-cost"
+	// UnmeetableTriage sends the request to the endpoint already furthest
+	// behind its TTFT objective, where it delays no request that could
+	// still be on time, so that the other endpoints' queues stay under the
+	// objective (goodput-maximising placement past capacity).
+	UnmeetableTriage = "triage"
+)
+
 // Params configure a Scorer.
 type Params struct {
 	// Prior is the step-time model the online fit starts from. Default the
@@ -95,11 +109,21 @@ type Params struct {
 	// that carry no header; 0 means none.
 	TTFTObjectiveMs float64 `json:"ttftObjectiveMs"`
 	TPOTObjectiveMs float64 `json:"tpotObjectiveMs"`
+	// Unmeetable is what to do with a request that no candidate is
+	// predicted to meet the objectives of: UnmeetableLeastCost (the
+	// default) or UnmeetableTriage. With triage, when some endpoint's
+	// queue alone (the prefill waiting ahead of the request) already
+	// exceeds the TTFT objective, the request goes to the late endpoint
+	// whose queue minus the request's own prefill there is longest: every
+	// request queued after it there misses anyway, and a cached prefix is
+	// still work avoided. With no endpoint late, or no TTFT objective, the
+	// pick is least-cost.
+	Unmeetable string `json:"unmeetable"`
 }
 
 // DefaultParams returns the defaults.
 func DefaultParams() Params {
-	return Params{MaxBatchedTokens: 8192, Forgetting: 0.999, FutureWeight: 1, DefaultOutputTokens: 256}
+	return Params{MaxBatchedTokens: 8192, Forgetting: 0.999, FutureWeight: 1, DefaultOutputTokens: 256, Unmeetable: UnmeetableLeastCost}
 }
 
 // Validate reports the first invalid field, named by its path.
@@ -126,6 +150,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("params.ttftObjectiveMs: must be a finite number >= 0, got %v", p.TTFTObjectiveMs)
 	case !(p.TPOTObjectiveMs >= 0) || math.IsInf(p.TPOTObjectiveMs, 0):
 		return fmt.Errorf("params.tpotObjectiveMs: must be a finite number >= 0, got %v", p.TPOTObjectiveMs)
+	case p.Unmeetable != UnmeetableLeastCost && p.Unmeetable != UnmeetableTriage:
+		return fmt.Errorf("params.unmeetable: must be %q or %q, got %q", UnmeetableLeastCost, UnmeetableTriage, p.Unmeetable)
 	}
 	return nil
 }
@@ -348,7 +374,10 @@ func (s *Scorer) decodeStep(p latencymodel.Prediction) float64 {
 	return p.DecodeStepMs
 }
 
-// Score writes minCost/cost per endpoint: 1 for the cheapest.
+// Score writes minCost/cost per endpoint: 1 for the cheapest. With
+// Unmeetable triage and no endpoint predicted to meet the objectives, it
+// writes 1 for the triage pick (triageKey's largest among the late
+// endpoints) and 0 for the rest, when some endpoint is late.
 func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *framework.Request, endpoints []framework.Endpoint, scores []float64) {
 	if req == nil || len(endpoints) == 0 {
 		return
@@ -363,18 +392,38 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	var cands []Candidate
 	cy := make(cycle, len(endpoints))
 	lo, anyMet := math.Inf(1), false
+	ttftObj := 0.0
+	if s.params.Unmeetable == UnmeetableTriage {
+		ttftObj, _ = s.Objectives(req)
+	}
+	late, lateKey := -1, math.Inf(-1) // the triage pick among late endpoints
 	s.predict(req, endpoints, matched, func(i int, c Candidate) {
 		scores[i] = c.CostMs
 		cy[i] = cycleEntry{name: c.Endpoint, uncached: c.Uncached}
 		lo = min(lo, c.CostMs)
 		anyMet = anyMet || c.MeetsSLO
+		if ttftObj > 0 {
+			if wait := waitMs(c.Prediction, c.Uncached); wait > ttftObj {
+				if k := triageKey(c.Prediction, c.Uncached); k > lateKey {
+					late, lateKey = i, k
+				}
+			}
+		}
 		if explain {
 			cands = append(cands, c)
 		}
 	})
+	triage := !anyMet && late >= 0
 	const eps = 1e-3 // ms: keeps an all-zero cost finite
 	for i, cost := range scores[:len(endpoints)] {
-		scores[i] = (lo + eps) / (cost + eps)
+		switch {
+		case !triage:
+			scores[i] = (lo + eps) / (cost + eps)
+		case i == late:
+			scores[i] = 1
+		default:
+			scores[i] = 0
+		}
 	}
 	if !anyMet {
 		s.unmet.Add(1)
@@ -390,10 +439,37 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 		ttft, tpot := s.Objectives(req)
 		framework.AddNote(state, fmt.Sprintf("%s: no endpoint is predicted to meet the objectives (ttft %gms, tpot %gms)", s.tn, ttft, tpot))
 	}
+	if triage {
+		c := cands[late]
+		framework.AddNote(state, fmt.Sprintf("%s: triage: %s is already %.1fms behind (over the %gms TTFT objective), so the request goes there and the other endpoints' queues stay under the objective; predicted ttft %.1fms",
+			s.tn, c.Endpoint, waitMs(c.Prediction, c.Uncached), ttftObj, c.TTFTMs))
+	}
 	for _, c := range cands {
 		framework.AddNote(state, fmt.Sprintf("%s: %s predicted ttft %.1fms tpot %.1fms, %d uncached tokens, %d queued prefill tokens, stall %.1fms on %d streams, cost %.1fms%s",
 			s.tn, c.Endpoint, c.TTFTMs, c.TPOTMs, c.Uncached, c.WaitingTokens, c.StallMs, c.Decoding, c.CostMs, sloNote(c.MeetsSLO)))
 	}
+}
+
+// waitMs is the part of the predicted TTFT that the prefill queued ahead
+// of the request takes: the TTFT's share of the queued tokens among the
+// queued and the request's own uncached tokens (the prediction is linear
+// in them but for the step rounding).
+func waitMs(p latencymodel.Prediction, uncached int) float64 {
+	total := p.WaitingTokens + uncached
+	if total <= 0 {
+		return 0
+	}
+	return p.TTFTMs * float64(p.WaitingTokens) / float64(total)
+}
+
+// triageKey ranks late endpoints for a request that meets its objectives
+// nowhere: how far behind the endpoint is (its wait) less the prefill the
+// request adds there (its predicted TTFT less the wait), so that of two
+// endpoints about as far behind the one holding the request's prefix takes
+// it.
+func triageKey(p latencymodel.Prediction, uncached int) float64 {
+	w := waitMs(p, uncached)
+	return w - (p.TTFTMs - w)
 }
 
 func sloNote(met bool) string {
