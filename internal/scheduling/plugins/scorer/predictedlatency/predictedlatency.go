@@ -119,6 +119,13 @@ type Params struct {
 	// still work avoided. With no endpoint late, or no TTFT objective, the
 	// pick is least-cost.
 	Unmeetable string `json:"unmeetable"`
+	// TriageMaxWaitMs bounds how far behind a late endpoint may be to take
+	// a triaged request: one whose wait exceeds it is passed over, and
+	// when every late endpoint is, the pick is least-cost (which makes
+	// another endpoint late, the next one to take them). It bounds a
+	// triaged request's TTFT at about this plus its own prefill, for as
+	// long as some endpoint is under it. 0 (the default) is no bound.
+	TriageMaxWaitMs float64 `json:"triageMaxWaitMs"`
 }
 
 // DefaultParams returns the defaults.
@@ -150,6 +157,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("params.ttftObjectiveMs: must be a finite number >= 0, got %v", p.TTFTObjectiveMs)
 	case !(p.TPOTObjectiveMs >= 0) || math.IsInf(p.TPOTObjectiveMs, 0):
 		return fmt.Errorf("params.tpotObjectiveMs: must be a finite number >= 0, got %v", p.TPOTObjectiveMs)
+	case !(p.TriageMaxWaitMs >= 0) || math.IsInf(p.TriageMaxWaitMs, 0):
+		return fmt.Errorf("params.triageMaxWaitMs: must be a finite number >= 0, got %v", p.TriageMaxWaitMs)
 	case p.Unmeetable != UnmeetableLeastCost && p.Unmeetable != UnmeetableTriage:
 		return fmt.Errorf("params.unmeetable: must be %q or %q, got %q", UnmeetableLeastCost, UnmeetableTriage, p.Unmeetable)
 	}
@@ -396,6 +405,7 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	if s.params.Unmeetable == UnmeetableTriage {
 		ttftObj, _ = s.Objectives(req)
 	}
+	capMs := s.params.TriageMaxWaitMs
 	late, lateKey := -1, math.Inf(-1) // the triage pick among late endpoints
 	s.predict(req, endpoints, matched, func(i int, c Candidate) {
 		scores[i] = c.CostMs
@@ -403,7 +413,7 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 		lo = min(lo, c.CostMs)
 		anyMet = anyMet || c.MeetsSLO
 		if ttftObj > 0 {
-			if wait := waitMs(c.Prediction, c.Uncached); wait > ttftObj {
+			if wait := waitMs(c.Prediction, c.Uncached); wait > ttftObj && (capMs == 0 || wait <= capMs) {
 				if k := triageKey(c.Prediction, c.Uncached); k > lateKey {
 					late, lateKey = i, k
 				}

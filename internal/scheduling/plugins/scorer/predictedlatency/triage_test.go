@@ -88,6 +88,17 @@ func TestTriagePicksTheEndpointFurthestBehind(t *testing.T) {
 			notes: []string{"triage: b is already"},
 		},
 		{
+			// a (2.2 s behind) is past the bound, b (1.5 s) is not.
+			name: "triage: the furthest behind under triageMaxWaitMs", params: `{"unmeetable":"triage","triageMaxWaitMs":2000}`,
+			queued: triageQueues, want: 1, notes: []string{"triage: b is already"},
+		},
+		{
+			// Both late endpoints are past the bound: least-cost, so that
+			// c is the next to take triaged requests.
+			name: "triage: every late endpoint past triageMaxWaitMs, least-cost", params: `{"unmeetable":"triage","triageMaxWaitMs":1200}`,
+			queued: triageQueues, want: 2,
+		},
+		{
 			// Every endpoint misses 0.3 s but none is behind it: no
 			// request after this one is on time only where it goes, so
 			// the pick is least-cost.
@@ -157,8 +168,13 @@ func TestTriageUnchangedWhenSomeMeets(t *testing.T) {
 }
 
 func TestTriageParamRejected(t *testing.T) {
-	_, err := predictedlatency.Factory("pl", json.RawMessage(`{"unmeetable":"sacrifice-all"}`), plugintest.NewHandle())
-	if err == nil || !strings.Contains(err.Error(), "params.unmeetable") {
-		t.Errorf("error %v, want one naming params.unmeetable", err)
+	for _, tt := range []struct{ params, want string }{
+		{`{"unmeetable":"sacrifice-all"}`, "params.unmeetable"},
+		{`{"unmeetable":"triage","triageMaxWaitMs":-1}`, "params.triageMaxWaitMs"},
+	} {
+		_, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), plugintest.NewHandle())
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("params %s: error %v, want one naming %s", tt.params, err, tt.want)
+		}
 	}
 }
