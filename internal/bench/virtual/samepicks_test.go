@@ -224,6 +224,22 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 		samePicksFour(t, frozenFit(t, spec), prompts)
 	})
 
+	// The same with a 1 ms TTFT objective, which no endpoint meets: with
+	// unmeetable "triage" each request goes to the endpoint furthest
+	// behind (one whose scrape shows a queue), not the least-cost one,
+	// and the router and the virtual fleet triage alike.
+	t.Run("predicted-latency with triage, fit frozen, four endpoints", func(t *testing.T) {
+		spec, err := policySpec(PolicyPredicted, samePicksSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leastCost := samePicksFour(t, withObjective(t, frozenFit(t, spec), predictedlatency.UnmeetableLeastCost), prompts)
+		triaged := samePicksFour(t, withObjective(t, frozenFit(t, spec), predictedlatency.UnmeetableTriage), prompts)
+		if slices.Equal(leastCost, triaged) {
+			t.Errorf("triage picked as least-cost does (%v): the state does not exercise it", triaged)
+		}
+	})
+
 	t.Run("disaggregated pool", func(t *testing.T) {
 		names := []string{"p0", "p1", "d2", "d3"}
 		roles := []framework.Role{framework.RolePrefill, framework.RolePrefill, framework.RoleDecode, framework.RoleDecode}
@@ -291,8 +307,9 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 }
 
 // samePicksFour drives four endpoints under spec through the live router
-// and the virtual fleet's decision and asserts identical picks.
-func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) {
+// and the virtual fleet's decision, asserts identical picks and returns
+// them.
+func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) []string {
 	t.Helper()
 	ctx := context.Background()
 	names := []string{"e0", "e1", "e2", "e3"}
@@ -345,6 +362,7 @@ func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) {
 	if distinct(got) < 2 {
 		t.Errorf("every request went to %v: the state does not exercise the choice", got)
 	}
+	return got
 }
 
 // frozenFit returns spec with its predicted-latency scorers' fit frozen.
@@ -368,6 +386,26 @@ func frozenFit(t *testing.T, spec config.ProfileSpec) config.ProfileSpec {
 	}
 	if n == 0 {
 		t.Fatal("the profile has no predicted-latency scorer")
+	}
+	spec.Scorers = scorers
+	return spec
+}
+
+// withObjective returns spec with its predicted-latency scorers' TTFT
+// objective at 1 ms and unmeetable set.
+func withObjective(t *testing.T, spec config.ProfileSpec, unmeetable string) config.ProfileSpec {
+	t.Helper()
+	scorers := slices.Clone(spec.Scorers)
+	for i, sc := range scorers {
+		if sc.Type != predictedlatency.Type {
+			continue
+		}
+		p := predictedlatency.DefaultParams()
+		if err := json.Unmarshal(sc.Params, &p); err != nil {
+			t.Fatal(err)
+		}
+		p.TTFTObjectiveMs, p.Unmeetable = 1, unmeetable
+		scorers[i].Params, _ = json.Marshal(p)
 	}
 	spec.Scorers = scorers
 	return spec

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
@@ -124,8 +125,8 @@ func TestTriagePicksTheEndpointFurthestBehind(t *testing.T) {
 			if !strings.Contains(notes, "predicted ttft") {
 				t.Errorf("explanation lacks the per-candidate notes:\n%s", notes)
 			}
-			if got := s.Unmeetable(); got != 1 {
-				t.Errorf("Unmeetable() = %d, want 1: the metric counts the request whatever the pick", got)
+			if got := testutil.ToFloat64(s); got != 1 {
+				t.Errorf("%s = %v, want 1: the metric counts the request whatever the pick", predictedlatency.MetricSLOUnmeetable, got)
 			}
 			if strings.Contains(tt.params, "triage") && tt.want == 0 {
 				if scores[1] != 0 || scores[2] != 0 {
