@@ -203,5 +203,8 @@ func FuzzUnquoteHead(f *testing.F) {
 		if !bytes.HasPrefix(whole, head) {
 			t.Fatalf("appendUnquotedHead(%q, %d) = %q, not a prefix of %q", lit, limit, head, whole)
 		}
+		if utf8.Valid(inner) && n != len(whole) {
+			t.Fatalf("appendUnquotedHead(%q, %d): whole length %d, want %d", lit, limit, n, len(whole))
+		}
 	})
 }
