@@ -126,6 +126,12 @@ type Params struct {
 	// triaged request's TTFT at about this plus its own prefill, for as
 	// long as some endpoint is under it. 0 (the default) is no bound.
 	TriageMaxWaitMs float64 `json:"triageMaxWaitMs"`
+	// TriageMargin makes triage act only when the least predicted TTFT
+	// exceeds the objective by more than this fraction of it: a request
+	// that would miss narrowly on the least-cost endpoint goes there (the
+	// prediction may be pessimistic), one that misses clearly is triaged.
+	// Default 0.
+	TriageMargin float64 `json:"triageMargin"`
 }
 
 // DefaultParams returns the defaults.
@@ -159,6 +165,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("params.tpotObjectiveMs: must be a finite number >= 0, got %v", p.TPOTObjectiveMs)
 	case !(p.TriageMaxWaitMs >= 0) || math.IsInf(p.TriageMaxWaitMs, 0):
 		return fmt.Errorf("params.triageMaxWaitMs: must be a finite number >= 0, got %v", p.TriageMaxWaitMs)
+	case !(p.TriageMargin >= 0) || math.IsInf(p.TriageMargin, 0):
+		return fmt.Errorf("params.triageMargin: must be a finite number >= 0, got %v", p.TriageMargin)
 	case p.Unmeetable != UnmeetableLeastCost && p.Unmeetable != UnmeetableTriage:
 		return fmt.Errorf("params.unmeetable: must be %q or %q, got %q", UnmeetableLeastCost, UnmeetableTriage, p.Unmeetable)
 	}
@@ -407,11 +415,13 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	}
 	capMs := s.params.TriageMaxWaitMs
 	late, lateKey := -1, math.Inf(-1) // the triage pick among late endpoints
+	leastTTFT := math.Inf(1)
 	s.predict(req, endpoints, matched, func(i int, c Candidate) {
 		scores[i] = c.CostMs
 		cy[i] = cycleEntry{name: c.Endpoint, uncached: c.Uncached}
 		lo = min(lo, c.CostMs)
 		anyMet = anyMet || c.MeetsSLO
+		leastTTFT = min(leastTTFT, c.TTFTMs)
 		if ttftObj > 0 {
 			if wait := waitMs(c.Prediction, c.Uncached); wait > ttftObj && (capMs == 0 || wait <= capMs) {
 				if k := triageKey(c.Prediction, c.Uncached); k > lateKey {
@@ -423,7 +433,7 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 			cands = append(cands, c)
 		}
 	})
-	triage := !anyMet && late >= 0
+	triage := !anyMet && late >= 0 && leastTTFT > ttftObj*(1+s.params.TriageMargin)
 	const eps = 1e-3 // ms: keeps an all-zero cost finite
 	for i, cost := range scores[:len(endpoints)] {
 		switch {

@@ -100,6 +100,17 @@ func TestTriagePicksTheEndpointFurthestBehind(t *testing.T) {
 			queued: triageQueues, want: 2,
 		},
 		{
+			// c's predicted TTFT (about 1,133 ms) misses the 1 s objective
+			// by less than the 25 % margin: least-cost; by more than 10 %:
+			// triaged.
+			name: "triage: a narrow miss within triageMargin, least-cost", params: `{"unmeetable":"triage","triageMargin":0.25}`,
+			queued: triageQueues, want: 2,
+		},
+		{
+			name: "triage: a miss beyond triageMargin", params: `{"unmeetable":"triage","triageMargin":0.1}`,
+			queued: triageQueues, want: 0, notes: []string{"triage: a is already"},
+		},
+		{
 			// Every endpoint misses 0.3 s but none is behind it: no
 			// request after this one is on time only where it goes, so
 			// the pick is least-cost.
@@ -172,6 +183,7 @@ func TestTriageParamRejected(t *testing.T) {
 	for _, tt := range []struct{ params, want string }{
 		{`{"unmeetable":"sacrifice-all"}`, "params.unmeetable"},
 		{`{"unmeetable":"triage","triageMaxWaitMs":-1}`, "params.triageMaxWaitMs"},
+		{`{"unmeetable":"triage","triageMargin":-0.5}`, "params.triageMargin"},
 	} {
 		_, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), plugintest.NewHandle())
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
