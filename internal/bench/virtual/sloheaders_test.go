@@ -19,9 +19,9 @@ const sloHeadersScenario = `
 model: llama-3-8b
 fleet: {engines: 4, profile: h100-llama3-8b}
 api: completions
-workload: {kind: shared-prefix, groups: 120, usersPerGroup: 1, systemTokens: 7900, questionTokens: 100, outputTokens: 256}
+workload: {kind: shared-prefix, groups: 60, usersPerGroup: 1, systemTokens: 7900, questionTokens: 100, outputTokens: 256}
 arrival: {rates: [10]}
-maxRequests: 120
+maxRequests: 60
 slo: ttft=1s,tpot=15ms
 seed: 1
 policies: [default, default-v2, v2slo]
@@ -53,8 +53,8 @@ func TestSLOHeadersDeclareTheObjectives(t *testing.T) {
 		}
 		by := map[string]report.Run{}
 		for _, r := range rep.Runs {
-			if r.Completed != 120 {
-				t.Fatalf("headers %v, %s: completed %d of 120", headers, r.Label, r.Completed)
+			if r.Completed != 60 {
+				t.Fatalf("headers %v, %s: completed %d of 60", headers, r.Label, r.Completed)
 			}
 			by[r.Label] = r
 		}
