@@ -386,10 +386,16 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 				return nil, errBudget
 			}
 			alloc := size
-			if pool != nil && size == most && declared >= bodyPoolMin {
+			long := size == most && declared >= bodyPoolMin
+			if pool != nil && long {
 				alloc = poolCap(size) // reusable for a body of about this length
 			}
 			next := make([]byte, len(buf), alloc)
+			if long {
+				// The declared rest is coming: map its pages in one
+				// call rather than a fault per page as it arrives.
+				prefault(next)
+			}
 			copy(next, buf)
 			buf = next
 		}
