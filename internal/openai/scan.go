@@ -26,6 +26,12 @@ var errNotObject = errors.New("not a JSON object")
 // for valid JSON of another kind and errSyntax for invalid JSON (nesting
 // deeper than MaxNesting included).
 func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
+	return walkPrescanned(doc, nil, fn)
+}
+
+// walkPrescanned is walkObject taking the answers for doc's long strings
+// from known (Prescan), when set.
+func walkPrescanned(doc []byte, known *Prescan, fn func(key []byte, start, end int) bool) error {
 	i := skipSpace(doc, 0)
 	if i >= len(doc) || doc[i] != '{' {
 		if !validate(doc) {
@@ -51,7 +57,7 @@ func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
 				}
 				key = []byte(k)
 			}
-			end := validValue(doc, start, 1)
+			end := validValue(doc, start, 1, known)
 			if end < 0 {
 				return errSyntax
 			}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -51,7 +52,7 @@ func TestBodyPool(t *testing.T) {
 func TestReadGrowingPooled(t *testing.T) {
 	p := &bodyPool{limit: defaultBodyPoolBytes}
 	body := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16+5)
-	got, err := readGrowing(bytes.NewReader(body), int64(len(body)), 16<<20, nil, p)
+	got, err := readGrowing(bytes.NewReader(body), int64(len(body)), 16<<20, nil, p, nil)
 	if err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("first read: %v, %d bytes equal %v", err, len(got), bytes.Equal(got, body))
 	}
@@ -60,14 +61,14 @@ func TestReadGrowingPooled(t *testing.T) {
 	}
 	p.put(got)
 	other := bytes.Repeat([]byte("zyxw"), len(body)/4-7)
-	again, err := readGrowing(bytes.NewReader(other), int64(len(other)), 16<<20, nil, p)
+	again, err := readGrowing(bytes.NewReader(other), int64(len(other)), 16<<20, nil, p, nil)
 	if err != nil || !bytes.Equal(again, other) || len(again) != len(other) {
 		t.Fatalf("second read: %v, %d bytes, equal %v", err, len(again), bytes.Equal(again, other))
 	}
 	if &again[0] != &got[0] {
 		t.Error("the second body did not reuse the first one's buffer")
 	}
-	small, err := readGrowing(strings.NewReader("{}"), 2, 16<<20, nil, p)
+	small, err := readGrowing(strings.NewReader("{}"), 2, 16<<20, nil, p, nil)
 	if err != nil || string(small) != "{}" {
 		t.Fatalf("small body: %q, %v", small, err)
 	}
@@ -125,6 +126,40 @@ func TestRouterReusesLongBodies(t *testing.T) {
 	for _, want := range long {
 		if !slices.Contains(got, want) {
 			t.Errorf("no engine got the body of %d bytes starting %.20q", len(want), want)
+		}
+	}
+}
+
+// TestLongBodyPrescanned: long bodies (read with the prescan) get the
+// answers of the single pass over real sockets: valid ones are served,
+// and a raw control byte, a bad escape or a missing quote late in the
+// prompt is refused as invalid JSON, as json.Valid refuses it.
+func TestLongBodyPrescanned(t *testing.T) {
+	h := newHarness(t, strings.Replace(oneModel, "maxBodyBytes: 4096", "maxBodyBytes: 4194304", 1), twoEngines())
+	text := strings.Repeat("the quick brown fox ", (bodyPoolMin+100)/20)
+	for _, tc := range []struct {
+		name, prompt string
+		ok           bool
+	}{
+		{"plain", text, true},
+		{"escapes", text + `\n\"x\u00e9\\`, true},
+		{"control byte late", text + "\x01", false},
+		{"bad escape late", text + `\x`, false},
+		{"cut unicode escape", text + `\u12`, false},
+	} {
+		body := `{"model":"llama","prompt":"` + tc.prompt + `","max_tokens":2}`
+		if tc.name == "cut unicode escape" {
+			body = `{"model":"llama","prompt":"` + tc.prompt // the body ends in the escape
+		}
+		if valid := json.Valid([]byte(body)); valid != tc.ok {
+			t.Fatalf("%s: json.Valid = %v, the case says %v", tc.name, valid, tc.ok)
+		}
+		resp, b := h.post("/v1/completions", body)
+		if tc.ok && resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: status %d (%s), want 200", tc.name, resp.StatusCode, b)
+		}
+		if !tc.ok && (resp.StatusCode != http.StatusBadRequest || !strings.Contains(decodeError(t, b).Error.Message, "JSON")) {
+			t.Errorf("%s: status %d (%s), want 400 invalid JSON", tc.name, resp.StatusCode, b)
 		}
 	}
 }
