@@ -109,3 +109,40 @@ func TestPrescanLongPrompt(t *testing.T) {
 		t.Fatalf("known = %v, full %v; want only the invalid string, and no more records", q.known, q.full)
 	}
 }
+
+// BenchmarkPrescan reads a 4 MiB prompt (the bench's text: one escape near
+// the end) into a buffer in 256 KiB parts, as the router reads a body
+// from its socket, and parses its head: "after-read" validates the body
+// when it has all arrived (ParseHead), "as-read" feeds each part to a
+// Prescan right after copying it and parses with its records. The copy
+// stands in for the kernel's; both cases do it.
+func BenchmarkPrescan(b *testing.B) {
+	text := strings.Repeat("the quick brown fox jumps over ", 1<<17)
+	long, _ := json.Marshal(map[string]any{"model": "llama", "prompt": text[:len(text)-60] + "\n" + text[len(text)-60:], "max_tokens": 4})
+	buf := make([]byte, len(long))
+	const part = 256 << 10
+	for _, pre := range []bool{false, true} {
+		name := "after-read"
+		if pre {
+			name = "as-read"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(long)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var p *Prescan
+				if pre {
+					p = new(Prescan)
+				}
+				for n := 0; n < len(long); n += part {
+					m := min(n+part, len(long))
+					copy(buf[n:m], long[n:m])
+					p.Feed(buf[:m])
+				}
+				if _, err := ParseHeadPrescanned(KindCompletion, buf, 256<<10, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

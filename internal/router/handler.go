@@ -337,6 +337,10 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// prefaultStep is how far ahead of the bytes received a long body's
+// fresh buffer is mapped, and how much each prefault call maps.
+const prefaultStep = 512 << 10
+
 // Sizes of the request body buffer: its first allocation, and for a body of
 // unknown length the first allocation before any byte arrived.
 const (
@@ -376,6 +380,7 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 	if buf == nil {
 		buf = make([]byte, 0, capacity)
 	}
+	mapped := int64(-1) // how much of a long fresh buffer prefault mapped; -1 none
 	for {
 		if declared >= 0 && int64(len(buf)) == declared {
 			return buf, nil
@@ -405,12 +410,19 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 			}
 			next := make([]byte, len(buf), alloc)
 			if long {
-				// The declared rest is coming: map its pages in one
-				// call rather than a fault per page as it arrives.
-				prefault(next)
+				mapped = int64(len(buf)) // the copy maps these
 			}
 			copy(next, buf)
 			buf = next
+		}
+		// A long body's fresh buffer: its pages are mapped a step ahead
+		// of the bytes, in one call per step (prefault) rather than a
+		// fault per 4 KiB as the kernel copies the body in; memory still
+		// grows with the bytes that arrive.
+		for mapped >= 0 && mapped < most && mapped < int64(len(buf))+prefaultStep {
+			end := min(mapped+prefaultStep, most)
+			prefault(buf[mapped:end])
+			mapped = end
 		}
 		n, err := rd.Read(buf[len(buf):min(int64(cap(buf)), most)])
 		buf = buf[:len(buf)+n]

@@ -6,7 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// prefault maps the pages of b's backing array in one madvise
+// prefault maps the pages of b (those wholly inside it) in one madvise
 // (MADV_POPULATE_WRITE, Linux 5.14) instead of one page fault per 4 KiB as
 // the kernel's copy first touches them: a fresh 4 MiB body buffer costs
 // 1,024 faults otherwise, each an exception that is dear on a
@@ -15,12 +15,12 @@ import (
 // are zero, as the Go heap expects. A kernel without the advice refuses it
 // and the pages fault as before.
 func prefault(b []byte) {
-	c := cap(b)
+	c := len(b)
 	if c == 0 {
 		return
 	}
 	const page = 4096
-	p := unsafe.Pointer(unsafe.SliceData(b[:1]))
+	p := unsafe.Pointer(unsafe.SliceData(b))
 	off := int((page - uintptr(p)%page) % page)
 	n := (c - off) &^ (page - 1)
 	if n <= 0 {
