@@ -36,6 +36,11 @@ func FuzzParse(f *testing.F) {
 		`{"model":"m","messages":[{"role":"user","content":"0123456789abcdef0123 x"},{"role":"assistant","content":[{"type":"text","text":"y"}]},{"role":"user","content":5}]}`,
 		`{1:2}`, `{"a" 1}`, `{"a":1,}`, `{,}`, ` `, ``, `"str"`, `1`, `null`,
 		"{\"model\":\"m\",\"prompt\":\"tab\there\"}",
+		// A head of 16 raw bytes that decodes to 15 with one raw byte
+		// left: the rest's length once rounded to nothing, so a cut
+		// prompt reported itself whole.
+		`{"model":"m","prompt":"\naaaaaaaaaaaaaab"}`,
+		`{"model":"m","prompt":"x","n":1E700}`,
 	}
 	for _, s := range seeds {
 		f.Add(uint8(1), []byte(s))
@@ -86,11 +91,13 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %q", body)
 		}
 		out := r.WithModel("other-model")
+		// Numbers decode as json.Number: a valid literal such as 1E700
+		// does not fit a float64.
 		var before, after map[string]any
-		if err := json.Unmarshal(body, &before); err != nil {
+		if err := decodeNumbers(body, &before); err != nil {
 			t.Fatalf("accepted body does not decode: %v", err)
 		}
-		if err := json.Unmarshal(out, &after); err != nil {
+		if err := decodeNumbers(out, &after); err != nil {
 			t.Fatalf("rewritten body does not decode: %v\n%s", err, out)
 		}
 		if after["model"] != "other-model" {
@@ -102,6 +109,12 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("rewrite changed other fields:\n%s", diff)
 		}
 	})
+}
+
+func decodeNumbers(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	return d.Decode(v)
 }
 
 // FuzzUnquote checks that appendUnquoted (jsontext, with encoding/json for
@@ -189,6 +202,9 @@ func FuzzUnquoteHead(f *testing.F) {
 		}
 		if !bytes.HasPrefix(whole, head) {
 			t.Fatalf("appendUnquotedHead(%q, %d) = %q, not a prefix of %q", lit, limit, head, whole)
+		}
+		if utf8.Valid(inner) && n != len(whole) {
+			t.Fatalf("appendUnquotedHead(%q, %d): whole length %d, want %d", lit, limit, n, len(whole))
 		}
 	})
 }

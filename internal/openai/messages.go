@@ -139,11 +139,10 @@ func contentHead(lit []byte, need int) (string, int, error) {
 		return "", decodedLen(inner), nil
 	}
 	for raw := need; ; {
-		head, _, err := appendUnquotedHead(nil, lit, min(raw, len(inner)))
+		head, whole, err := appendUnquotedHead(nil, lit, min(raw, len(inner)))
 		if err != nil || len(head) >= need || raw >= len(inner) {
-			whole := 0
-			if err == nil && raw < len(inner) {
-				whole = max(decodedLen(inner), len(head))
+			if err != nil || raw >= len(inner) {
+				whole = 0
 			}
 			return string(head), whole, err
 		}

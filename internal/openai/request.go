@@ -47,8 +47,9 @@ type Request struct {
 	// prompt was token ids.
 	PromptText []byte
 	// PromptTextBytes is the length of the whole prompt text when
-	// PromptText holds only its head (ParseHead), estimated from the
-	// undecoded rest's raw length; 0 when PromptText is whole.
+	// PromptText holds only its head (ParseHead), counted without decoding
+	// the rest (exact for valid UTF-8 in strings; a later message's content
+	// parts count at their raw length); 0 when PromptText is whole.
 	PromptTextBytes int
 	// PromptTokenIDs holds the prompt's token ids when the client sent ids.
 	PromptTokenIDs []uint32
@@ -320,7 +321,7 @@ func (r *Request) parseMessages(v []byte) *Error {
 			switch {
 			case content == nil || isNull(content):
 			case content[0] == '"':
-				rest += len(content) - 2
+				rest += decodedLen(content[1 : len(content)-1])
 			case content[0] == '[':
 				if _, ok := appendTextParts(nil, content); !ok {
 					perr = typeError(path+".content", "a string or an array of content parts", content)

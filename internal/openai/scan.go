@@ -184,10 +184,10 @@ func appendUnquoted(dst, lit []byte) ([]byte, error) {
 // dst or, when limit > 0 and the literal holds more than limit bytes, the
 // value of its head: up to a cut at or before limit bytes that splits no
 // escape and no UTF-8 sequence (headCut), decoded as a literal of its own.
-// It returns the whole value's length too: exact when whole, else the
-// head's decoded length plus the rest's raw length at the head's ratio of
-// decoded to raw bytes. Where no cut is found, the whole literal is
-// decoded.
+// It returns the whole value's length too: the head's decoded length plus
+// the rest's (decodedLen, which counts without decoding; exact for valid
+// UTF-8), so a cut value always reports more than its head. Where no cut
+// is found, the whole literal is decoded.
 func appendUnquotedHead(dst, lit []byte, limit int) ([]byte, int, error) {
 	inner := lit[1 : len(lit)-1]
 	n := len(dst)
@@ -210,11 +210,7 @@ func appendUnquotedHead(dst, lit []byte, limit int) ([]byte, int, error) {
 			return dst, 0, err
 		}
 	}
-	got := len(dst) - n
-	if cut == 0 {
-		return dst, len(inner), nil
-	}
-	return dst, got + int(float64(len(inner)-cut)*float64(got)/float64(cut)), nil
+	return dst, len(dst) - n + decodedLen(inner[cut:]), nil
 }
 
 // headCut returns an index i <= limit of the inside of a valid string

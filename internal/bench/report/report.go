@@ -66,17 +66,22 @@ type Run struct {
 	// MaxConcurrency is the closed-loop concurrency, if any.
 	MaxConcurrency int `json:"max_concurrency,omitempty"`
 
-	Duration              float64 `json:"duration"`
-	Completed             int     `json:"completed"`
-	Failed                int     `json:"failed"`
-	TotalInputTokens      int     `json:"total_input_tokens"`
-	TotalOutputTokens     int     `json:"total_output_tokens"`
-	TotalCachedTokens     int     `json:"total_cached_tokens"`
-	RequestThroughput     float64 `json:"request_throughput"`
-	RequestGoodput        float64 `json:"request_goodput"`
-	OutputThroughput      float64 `json:"output_throughput"`
-	TotalTokenThroughput  float64 `json:"total_token_throughput"`
-	MaxConcurrentRequests int     `json:"max_concurrent_requests"`
+	Duration          float64 `json:"duration"`
+	Completed         int     `json:"completed"`
+	Failed            int     `json:"failed"`
+	TotalInputTokens  int     `json:"total_input_tokens"`
+	TotalOutputTokens int     `json:"total_output_tokens"`
+	TotalCachedTokens int     `json:"total_cached_tokens"`
+	RequestThroughput float64 `json:"request_throughput"`
+	RequestGoodput    float64 `json:"request_goodput"`
+	// GoodShare is the share of the requests sent (completed or failed,
+	// refusals included) that met the SLO: whether a policy meets its SLO
+	// is judged on it, not on a share of the completed. Absent without
+	// an SLO.
+	GoodShare             *float64 `json:"good_share,omitempty"`
+	OutputThroughput      float64  `json:"output_throughput"`
+	TotalTokenThroughput  float64  `json:"total_token_throughput"`
+	MaxConcurrentRequests int      `json:"max_concurrent_requests"`
 
 	MeanTTFTMs   float64 `json:"mean_ttft_ms"`
 	MedianTTFTMs float64 `json:"median_ttft_ms"`
@@ -250,6 +255,7 @@ func NewRun(label string, s stats.Summary) Run {
 		TotalCachedTokens:     s.CachedTokens,
 		RequestThroughput:     s.RequestThroughput,
 		RequestGoodput:        s.RequestGoodput,
+		GoodShare:             s.GoodShare,
 		OutputThroughput:      s.OutputThroughput,
 		TotalTokenThroughput:  s.TotalTokenThroughput,
 		MaxConcurrentRequests: s.MaxConcurrent,
@@ -353,6 +359,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		good := "-"
 		if rep.SLO != "" {
 			good = fmt.Sprintf("%.2f", r.RequestGoodput)
+			if r.GoodShare != nil {
+				good += fmt.Sprintf(" (%.1f%%)", 100**r.GoodShare)
+			}
 		}
 		// Latencies of a run with no completed request are unknown, not 0.
 		lat := func(v float64) string {

@@ -213,6 +213,11 @@ type Summary struct {
 	// Good counts the completed requests that met the SLO (zero when no
 	// SLO was given).
 	Good int
+	// GoodShare is Good over the requests sent (completed and failed, so
+	// a refusal counts against it): the share within the SLO that says
+	// whether a policy meets it. A share of completed requests would let
+	// a policy that refuses pass any SLO. Nil when no SLO was given.
+	GoodShare *float64
 	// TotalInput and TotalOutput count the completed requests' tokens.
 	TotalInput  int
 	TotalOutput int
@@ -303,6 +308,10 @@ func Summarize(records []Record, duration time.Duration, slo SLO) Summary {
 	for _, e := range edges {
 		cur += e.delta
 		s.MaxConcurrent = max(s.MaxConcurrent, cur)
+	}
+	if sent := s.Completed + s.Failed; sent > 0 && !slo.IsZero() {
+		share := float64(s.Good) / float64(sent)
+		s.GoodShare = &share
 	}
 	if sec := duration.Seconds(); sec > 0 {
 		s.RequestThroughput = float64(s.Completed) / sec

@@ -143,7 +143,8 @@ func TestSummarize(t *testing.T) {
 		Duration:             2 * time.Second,
 		Completed:            3,
 		Failed:               1,
-		Good:                 2, // a and d meet ttft<=200ms; b does not
+		Good:                 2,        // a and d meet ttft<=200ms; b does not
+		GoodShare:            ptr(0.5), // 2 good of 4 sent: the refusal counts
 		TotalInput:           160,
 		TotalOutput:          6,
 		CachedTokens:         64,
@@ -212,3 +213,5 @@ func BenchmarkSummarize(b *testing.B) {
 		Summarize(recs, time.Minute, SLO{TTFT: 50 * time.Millisecond})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
