@@ -380,7 +380,7 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 	if buf == nil {
 		buf = make([]byte, 0, capacity)
 	}
-	mapped := int64(-1) // how much of a long fresh buffer prefault mapped; -1 none
+	mapped := int64(-1) // how far a long body's fresh buffer is mapped (prefault); -1 not
 	for {
 		if declared >= 0 && int64(len(buf)) == declared {
 			return buf, nil
@@ -404,25 +404,26 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 				return nil, errBudget
 			}
 			alloc := size
-			long := size == most && declared >= bodyPoolMin
-			if pool != nil && long {
+			if pool != nil && size == most && declared >= bodyPoolMin {
 				alloc = poolCap(size) // reusable for a body of about this length
 			}
 			next := make([]byte, len(buf), alloc)
-			if long {
-				mapped = int64(len(buf)) // the copy maps these
+			if declared >= bodyPoolMin {
+				// A long body's fresh buffer: its pages are mapped a
+				// step ahead of the bytes, one call per step (prefault),
+				// rather than a fault per 4 KiB as the copy and the
+				// kernel's reads first touch them; memory still grows
+				// with the bytes that arrive.
+				mapped = 0
+				prefault(next, 0, len(buf)+prefaultStep)
+				mapped = int64(len(buf)) + prefaultStep
 			}
 			copy(next, buf)
 			buf = next
 		}
-		// A long body's fresh buffer: its pages are mapped a step ahead
-		// of the bytes, in one call per step (prefault) rather than a
-		// fault per 4 KiB as the kernel copies the body in; memory still
-		// grows with the bytes that arrive.
-		for mapped >= 0 && mapped < most && mapped < int64(len(buf))+prefaultStep {
-			end := min(mapped+prefaultStep, most)
-			prefault(buf[mapped:end])
-			mapped = end
+		if mapped >= 0 && mapped < most && int64(len(buf))+prefaultStep > mapped {
+			prefault(buf, int(mapped), int(mapped+prefaultStep))
+			mapped += prefaultStep
 		}
 		n, err := rd.Read(buf[len(buf):min(int64(cap(buf)), most)])
 		buf = buf[:len(buf)+n]

@@ -19,7 +19,7 @@ func TestPrefaultMapsPagesWithoutWriting(t *testing.T) {
 	defer func() { _ = unix.Munmap(mem) }()
 	mem[0], mem[size/2] = 'a', 'b' // two pages already mapped, with bytes
 	// Offset by one byte, as a heap slice need not start on a page.
-	prefault(mem[1:])
+	prefault(mem[1:], 0, size-2)
 	if mem[0] != 'a' || mem[size/2] != 'b' || mem[1] != 0 || mem[size-1] != 0 {
 		t.Fatalf("prefault changed the memory: %q %q %q %q", mem[0], mem[size/2], mem[1], mem[size-1])
 	}
