@@ -421,11 +421,17 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 			copy(next, buf)
 			buf = next
 		}
-		if mapped >= 0 && mapped < most && int64(len(buf))+prefaultStep > mapped {
-			prefault(buf, int(mapped), int(mapped+prefaultStep))
-			mapped += prefaultStep
+		upto := min(int64(cap(buf)), most)
+		if mapped >= 0 {
+			if mapped < upto && int64(len(buf))+prefaultStep > mapped {
+				prefault(buf, int(mapped), int(mapped+prefaultStep))
+				mapped += prefaultStep
+			}
+			// A read stops where the mapping does: the kernel would
+			// fault the pages past it one by one.
+			upto = min(upto, mapped)
 		}
-		n, err := rd.Read(buf[len(buf):min(int64(cap(buf)), most)])
+		n, err := rd.Read(buf[len(buf):upto])
 		buf = buf[:len(buf)+n]
 		if n > 0 {
 			scan.Feed(buf)
