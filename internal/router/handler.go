@@ -414,7 +414,6 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 				// rather than a fault per 4 KiB as the copy and the
 				// kernel's reads first touch them; memory still grows
 				// with the bytes that arrive.
-				mapped = 0
 				prefault(next, 0, len(buf)+prefaultStep)
 				mapped = int64(len(buf)) + prefaultStep
 			}
