@@ -74,13 +74,6 @@ func Parse(k Kind, body []byte) (*Request, *Error) { return ParseHead(k, body, 0
 // tokenising) then neither decodes nor holds the rest: 4 MiB of a
 // 1M-token prompt.
 func ParseHead(k Kind, body []byte, maxText int) (*Request, *Error) {
-	return ParseHeadPrescanned(k, body, maxText, nil)
-}
-
-// ParseHeadPrescanned is ParseHead for a body that known (when not nil)
-// scanned as it arrived: the long strings known validated are not read
-// again. The answers are ParseHead's (FuzzPrescan); known is used up.
-func ParseHeadPrescanned(k Kind, body []byte, maxText int, known *Prescan) (*Request, *Error) {
 	r := &Request{Kind: k, Raw: body, modelStart: -1, maxText: maxText}
 	var (
 		perr              *Error
@@ -89,7 +82,7 @@ func ParseHeadPrescanned(k Kind, body []byte, maxText int, known *Prescan) (*Req
 		maxTokens, maxCmp = -1, -1
 	)
 	var keys dupKeys
-	serr := walkPrescanned(body, known, func(key []byte, start, end int) bool {
+	serr := walkObject(body, func(key []byte, start, end int) bool {
 		if keys.seen(key) {
 			// The engine may read the other value than the router
 			// routed on (Python's json keeps the last, others the first).

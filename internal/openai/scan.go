@@ -26,12 +26,6 @@ var errNotObject = errors.New("not a JSON object")
 // for valid JSON of another kind and errSyntax for invalid JSON (nesting
 // deeper than MaxNesting included).
 func walkObject(doc []byte, fn func(key []byte, start, end int) bool) error {
-	return walkPrescanned(doc, nil, fn)
-}
-
-// walkPrescanned is walkObject taking the answers for doc's long strings
-// from known (Prescan), when set.
-func walkPrescanned(doc []byte, known *Prescan, fn func(key []byte, start, end int) bool) error {
 	i := skipSpace(doc, 0)
 	if i >= len(doc) || doc[i] != '{' {
 		if !validate(doc) {
@@ -57,7 +51,7 @@ func walkPrescanned(doc []byte, known *Prescan, fn func(key []byte, start, end i
 				}
 				key = []byte(k)
 			}
-			end := validValue(doc, start, 1, known)
+			end := validValue(doc, start, 1)
 			if end < 0 {
 				return errSyntax
 			}

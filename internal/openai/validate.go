@@ -53,26 +53,7 @@ var shortEscape = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': tr
 // and \u with four hex digits. Other bytes pass as they are, invalid UTF-8
 // and lone surrogates included, as json.Valid lets them.
 func validString(doc []byte, i int) int {
-	end, _ := scanString(doc, i+1)
-	return max(end, -1) // cut short by the end of doc: not a string
-}
-
-// Answers of scanString besides an index: the string is invalid, or doc
-// ends before the string does.
-const (
-	stringInvalid = -1
-	stringCut     = -2
-)
-
-// scanString reads a string literal's content from doc[j] (just after its
-// opening quote, or anywhere after that between two characters or
-// escapes) and returns the index after its closing quote, stringInvalid,
-// or stringCut when doc ends first. With stringCut, resume is where the
-// scan can go on once more bytes follow doc (the same bytes, appended):
-// the start of an escape cut short, or len(doc). Scanning from resume
-// gives the answer the scan from j would have given on the longer doc,
-// which is how Prescan validates a body as it arrives.
-func scanString(doc []byte, j int) (end, resume int) {
+	j := i + 1
 	for {
 		// To the next quote, backslash or control byte: the first eight
 		// bytes one at a time (text full of escapes), then a word at a
@@ -98,26 +79,20 @@ func scanString(doc []byte, j int) (end, resume int) {
 			}
 		}
 		if j >= len(doc) {
-			return stringCut, len(doc)
+			return -1
 		}
 		c := doc[j]
 		switch {
 		case c == '"':
-			return j + 1, 0
-		case c != '\\': // a control byte
-			return stringInvalid, 0
-		case j+1 >= len(doc):
-			return stringCut, j
+			return j + 1
+		case c != '\\' || j+1 >= len(doc): // a control byte, or a cut escape
+			return -1
 		case shortEscape[doc[j+1]]:
 			j += 2
-		case doc[j+1] != 'u':
-			return stringInvalid, 0
-		case j+6 > len(doc):
-			return stringCut, j
-		case hex4(doc[j+2 : j+6]):
+		case doc[j+1] == 'u' && j+6 <= len(doc) && hex4(doc[j+2:j+6]):
 			j += 6
 		default:
-			return stringInvalid, 0
+			return -1
 		}
 	}
 }
@@ -189,9 +164,8 @@ func validLiteral(doc []byte, i int, lit string) int {
 // (no space before it), or -1 when it is not valid. depth is the nesting
 // of the value's container (0 at the top); objects and arrays may nest
 // MaxNesting deep in all, as json.Valid allows. Containers are walked
-// with an explicit stack, not recursion. known, when set, holds the
-// answers for the body's long strings (Prescan).
-func validValue(doc []byte, i, depth int, known *Prescan) int {
+// with an explicit stack, not recursion.
+func validValue(doc []byte, i, depth int) int {
 	var stack []byte // '{' or '[' per open container inside this value
 	for {
 		// A value starts at doc[i].
@@ -217,7 +191,7 @@ func validValue(doc []byte, i, depth int, known *Prescan) int {
 			}
 			continue // the container's first value
 		case '"':
-			i = known.stringAt(doc, i)
+			i = validString(doc, i)
 		case 't':
 			i = validLiteral(doc, i, "true")
 		case 'f':
@@ -286,6 +260,6 @@ func memberName(doc []byte, i int) (nameEnd, value int) {
 // around it, as json.Valid does.
 func validate(doc []byte) bool {
 	i := skipSpace(doc, 0)
-	end := validValue(doc, i, 0, nil)
+	end := validValue(doc, i, 0)
 	return end >= 0 && skipSpace(doc, end) == len(doc)
 }

@@ -53,7 +53,7 @@ func TestBodyPool(t *testing.T) {
 func TestReadGrowingPooled(t *testing.T) {
 	p := &bodyPool{limit: defaultBodyPoolBytes}
 	body := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16+5)
-	got, err := readGrowing(bytes.NewReader(body), int64(len(body)), 16<<20, nil, p, nil)
+	got, err := readGrowing(bytes.NewReader(body), int64(len(body)), 16<<20, nil, p)
 	if err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("first read: %v, %d bytes equal %v", err, len(got), bytes.Equal(got, body))
 	}
@@ -62,14 +62,14 @@ func TestReadGrowingPooled(t *testing.T) {
 	}
 	p.put(got)
 	other := bytes.Repeat([]byte("zyxw"), len(body)/4-7)
-	again, err := readGrowing(bytes.NewReader(other), int64(len(other)), 16<<20, nil, p, nil)
+	again, err := readGrowing(bytes.NewReader(other), int64(len(other)), 16<<20, nil, p)
 	if err != nil || !bytes.Equal(again, other) || len(again) != len(other) {
 		t.Fatalf("second read: %v, %d bytes, equal %v", err, len(again), bytes.Equal(again, other))
 	}
 	if &again[0] != &got[0] {
 		t.Error("the second body did not reuse the first one's buffer")
 	}
-	small, err := readGrowing(strings.NewReader("{}"), 2, 16<<20, nil, p, nil)
+	small, err := readGrowing(strings.NewReader("{}"), 2, 16<<20, nil, p)
 	if err != nil || string(small) != "{}" {
 		t.Fatalf("small body: %q, %v", small, err)
 	}
@@ -131,11 +131,11 @@ func TestRouterReusesLongBodies(t *testing.T) {
 	}
 }
 
-// TestLongBodyPrescanned: long bodies (read with the prescan) get the
-// answers of the single pass over real sockets: valid ones are served,
+// TestLongBodyValidated: long bodies (read into a prefaulted or pooled
+// buffer) get json.Valid's answers over real sockets: valid ones are served,
 // and a raw control byte, a bad escape or a missing quote late in the
 // prompt is refused as invalid JSON, as json.Valid refuses it.
-func TestLongBodyPrescanned(t *testing.T) {
+func TestLongBodyValidated(t *testing.T) {
 	h := newHarness(t, strings.Replace(oneModel, "maxBodyBytes: 4096", "maxBodyBytes: 4194304", 1), twoEngines())
 	text := strings.Repeat("the quick brown fox ", (bodyPoolMin+100)/20)
 	for _, tc := range []struct {
@@ -174,13 +174,13 @@ func TestReadGrowingLongFresh(t *testing.T) {
 		body[i] = byte(i*7 + i>>12)
 	}
 	for _, rd := range []io.Reader{bytes.NewReader(body), iotest.HalfReader(bytes.NewReader(body)), io.MultiReader(bytes.NewReader(body[:100]), bytes.NewReader(body[100:]))} {
-		got, err := readGrowing(rd, int64(len(body)), 16<<20, nil, nil, nil)
+		got, err := readGrowing(rd, int64(len(body)), 16<<20, nil, nil)
 		if err != nil || !bytes.Equal(got, body) {
 			t.Fatalf("read %d bytes (%v), want the %d sent", len(got), err, len(body))
 		}
 	}
 	// Declared longer than sent: the short body is an error, not a hang.
-	if _, err := readGrowing(bytes.NewReader(body[:2<<20]), int64(len(body)), 16<<20, nil, nil, nil); err == nil {
+	if _, err := readGrowing(bytes.NewReader(body[:2<<20]), int64(len(body)), 16<<20, nil, nil); err == nil {
 		t.Fatal("a body shorter than declared was accepted")
 	}
 }

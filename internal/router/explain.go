@@ -192,7 +192,7 @@ func (r *Router) serveDebugRoute(w http.ResponseWriter, hr *http.Request) {
 	}
 	held := hold{b: r.budget}
 	defer held.release()
-	body, aerr := r.readBody(w, hr, &held, nil)
+	body, aerr := r.readBody(w, hr, &held)
 	if aerr != nil {
 		aerr.Write(w)
 		return

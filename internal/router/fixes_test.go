@@ -72,7 +72,7 @@ func TestReadGrowing(t *testing.T) {
 		{"empty", "", 0, 0, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := readGrowing(strings.NewReader(tt.sent), tt.declared, 1<<20, nil, nil, nil)
+			got, err := readGrowing(strings.NewReader(tt.sent), tt.declared, 1<<20, nil, nil)
 			if (err != nil) != tt.err {
 				t.Fatalf("err %v", err)
 			}
@@ -315,7 +315,7 @@ func BenchmarkReadGrowing(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, err := readGrowing(bytes.NewReader(body), int64(len(body)), 16<<20, nil, nil, nil); err != nil {
+		if _, err := readGrowing(bytes.NewReader(body), int64(len(body)), 16<<20, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

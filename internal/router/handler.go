@@ -145,12 +145,7 @@ func (r *Router) logAccess(hr *http.Request, status int, start time.Time, span t
 func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Kind) (*call, *openai.Error, string) {
 	start := time.Now()
 	held := hold{b: r.budget}
-	var scan *openai.Prescan
-	if hr.ContentLength >= bodyPoolMin {
-		// A long body's strings are validated as they arrive.
-		scan = new(openai.Prescan)
-	}
-	body, aerr := r.readBody(w, hr, &held, scan)
+	body, aerr := r.readBody(w, hr, &held)
 	if aerr != nil {
 		held.release()
 		cause := observability.CauseBadRequest
@@ -164,7 +159,7 @@ func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Ki
 		}
 		return nil, aerr, cause
 	}
-	c, aerr, cause := r.prepareScanned(hr, kind, body, scan)
+	c, aerr, cause := r.prepareBody(hr, kind, body)
 	if c != nil {
 		c.start = start
 		c.held = held
@@ -179,14 +174,8 @@ func (r *Router) prepare(w http.ResponseWriter, hr *http.Request, kind openai.Ki
 
 // prepareBody parses body, finds the route and fills the scheduling request.
 func (r *Router) prepareBody(hr *http.Request, kind openai.Kind, body []byte) (*call, *openai.Error, string) {
-	return r.prepareScanned(hr, kind, body, nil)
-}
-
-// prepareScanned is prepareBody for a body that scan (when set) prescanned
-// as it was read.
-func (r *Router) prepareScanned(hr *http.Request, kind openai.Kind, body []byte, scan *openai.Prescan) (*call, *openai.Error, string) {
 	c := &call{start: time.Now(), kind: kind}
-	oreq, perr := openai.ParseHeadPrescanned(kind, body, tokenizeHeadBytes, scan)
+	oreq, perr := openai.ParseHead(kind, body, tokenizeHeadBytes)
 	if perr != nil {
 		return c, perr, observability.CauseBadRequest
 	}
@@ -222,8 +211,7 @@ func explainRequested(h http.Header) bool {
 // at least (bodyClock). Memory grows with the bytes that arrive, never with
 // the declared length alone. An answer before the whole body was read
 // closes the connection (Connection: close): the rest is never read.
-// scan, when set, is fed the body as it arrives (openai.Prescan).
-func (r *Router) readBody(w http.ResponseWriter, hr *http.Request, held *hold, scan *openai.Prescan) ([]byte, *openai.Error) {
+func (r *Router) readBody(w http.ResponseWriter, hr *http.Request, held *hold) ([]byte, *openai.Error) {
 	limit := r.cfg.MaxBodyBytes
 	if hr.ContentLength > limit {
 		w.Header().Set("Connection", "close")
@@ -250,7 +238,7 @@ func (r *Router) readBody(w http.ResponseWriter, hr *http.Request, held *hold, s
 	if hr.ContentLength < 0 {
 		grow = held.grow
 	}
-	body, err := readGrowing(rd, hr.ContentLength, limit, grow, r.bodies, scan)
+	body, err := readGrowing(rd, hr.ContentLength, limit, grow, r.bodies)
 	if err != nil {
 		// The rest of the body is not read: the connection cannot carry
 		// another request. The read deadline stays (passed, for a
@@ -359,9 +347,8 @@ const (
 // reserves each new buffer's extra capacity first; a refusal ends the read
 // with errBudget. pool, when set, gives a declared body of bodyPoolMin
 // bytes or more a buffer already mapped (bodypool.go), and its last growth
-// a capacity the pool can take back. scan, when set, is fed the bytes
-// after each read, while they are still in the processor's cache.
-func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, pool *bodyPool, scan *openai.Prescan) ([]byte, error) {
+// a capacity the pool can take back.
+func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, pool *bodyPool) ([]byte, error) {
 	capacity := int64(bodyUnknownFirst)
 	if declared >= 0 {
 		capacity = min(declared, bodyChunk)
@@ -432,9 +419,6 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 		}
 		n, err := rd.Read(buf[len(buf):upto])
 		buf = buf[:len(buf)+n]
-		if n > 0 {
-			scan.Feed(buf)
-		}
 		if errors.Is(err, io.EOF) {
 			if declared >= 0 && int64(len(buf)) < declared {
 				return nil, io.ErrUnexpectedEOF

@@ -335,7 +335,7 @@ func (r *Router) relayBuffered(ctx, actx context.Context, w http.ResponseWriter,
 	if resp.ContentLength < 0 {
 		grow = c.held.grow
 	}
-	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse, grow, nil, nil)
+	b, err := readGrowing(&idleReader{r: resp.Body, wd: wd, idle: idle}, resp.ContentLength, maxBufferedResponse, grow, nil)
 	wd.stop()
 	if err == nil && resp.ContentLength < 0 && int64(len(b)) > maxBufferedResponse {
 		err = fmt.Errorf("the response is larger than %d bytes", maxBufferedResponse)
