@@ -18,6 +18,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/bench/stats"
 	"github.com/halyard-dev/halyard/internal/bench/virtual"
 	"github.com/halyard-dev/halyard/internal/bench/workload"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
 )
 
 // Command holds the options of `halyard bench` as the CLI parsed them.
@@ -51,7 +52,11 @@ type Command struct {
 	RequestTimeout time.Duration
 	Seed           uint64
 	SLO            string
-	EngineMetrics  []string
+	// SLOHeaders makes every request declare the SLO's TTFT and TPOT
+	// objectives in the x-halyard-slo-* headers (in virtual mode, the
+	// scenario's sloHeaders).
+	SLOHeaders    bool
+	EngineMetrics []string
 	// ResetPrefixCache are engines' base URLs whose prefix caches are
 	// emptied before each step (Options.ResetPrefixCache).
 	ResetPrefixCache []string
@@ -266,6 +271,9 @@ func (c *Command) Run(ctx context.Context, stdout io.Writer) (*report.Report, er
 			label = c.Labels[i]
 		}
 		cl := &client.Client{BaseURL: target, Model: c.Model, API: api, APIKey: c.APIKey, IgnoreEOS: c.IgnoreEOS, HTTP: hc}
+		if c.SLOHeaders {
+			cl.Headers = predictedlatency.ObjectiveHeaders(slo.TTFT, slo.TPOT)
+		}
 		opts := Options{
 			Client:           cl,
 			Label:            label,
@@ -341,6 +349,9 @@ func (c *Command) simulate(ctx context.Context, stdout io.Writer, log *slog.Logg
 	sc, err := virtual.Load(c.Simulate)
 	if err != nil {
 		return nil, err
+	}
+	if c.SLOHeaders {
+		sc.SLOHeaders = true
 	}
 	if len(c.Policies) > 0 || c.MaxRequests > 0 {
 		if len(c.Policies) > 0 {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -258,6 +259,38 @@ func TestCommandTenantFlags(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "key") && tc.tenants[0] == "a:1:key" {
 			t.Errorf("the key appears in %v", err)
+		}
+	}
+}
+
+// --slo-headers makes every live request declare the SLO's objectives in
+// the x-halyard-slo-* headers the router hands to the scheduler; without it
+// none is sent.
+func TestCommandSLOHeaders(t *testing.T) {
+	for _, declare := range []bool{false, true} {
+		eng := (&benchtest.Engine{Name: "e0"}).Start(t)
+		c := &Command{
+			Targets: []string{eng.URL()}, Model: "m", IgnoreEOS: true,
+			Workload:  workload.Spec{Kind: "shared-prefix", Groups: 2, UsersPerGroup: 2, SystemTokens: 32, QuestionTokens: 8, OutputTokens: 2},
+			TimeScale: 1, SLO: "ttft=1s,tpot=15ms,e2el=10s", SLOHeaders: declare,
+			Log: slog.New(slog.DiscardHandler),
+		}
+		if _, err := c.Run(context.Background(), io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		served := eng.Log()
+		if len(served) != 4 {
+			t.Fatalf("slo headers %v: %d requests served, want 4", declare, len(served))
+		}
+		for _, s := range served {
+			ttft, tpot := s.Headers.Get("X-Halyard-Slo-Ttft-Ms"), s.Headers.Get("X-Halyard-Slo-Tpot-Ms")
+			want := [2]string{}
+			if declare {
+				want = [2]string{"1000", "15"}
+			}
+			if [2]string{ttft, tpot} != want {
+				t.Errorf("slo headers %v: request %s sent ttft %q tpot %q, want %q", declare, s.ID, ttft, tpot, want)
+			}
 		}
 	}
 }

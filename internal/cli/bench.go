@@ -84,6 +84,7 @@ table, a JSON file (--out) and PNG plots (--plots). See docs/bench.md.`,
 	f.DurationVar(&c.RequestTimeout, "request-timeout", 0, "give up on one request after this long (0: no limit)")
 	f.Uint64Var(&c.Seed, "seed", 0, "seed of the workload and the arrivals")
 	f.StringVar(&c.SLO, "slo", "", "objectives for goodput, e.g. ttft=500ms,tpot=50ms,e2el=10s (bare numbers are ms)")
+	f.BoolVar(&c.SLOHeaders, "slo-headers", false, "declare the SLO's ttft and tpot on every request in the x-halyard-slo-ttft-ms and x-halyard-slo-tpot-ms headers (virtual mode: the scenario's sloHeaders)")
 	f.StringSliceVar(&c.EngineMetrics, "engine-metrics", nil, "engines' /metrics URLs, for the prefix-cache hit rate and load spread")
 	f.StringSliceVar(&c.ResetPrefixCache, "reset-prefix-cache", nil, "engines' base URLs whose prefix caches are emptied (POST /reset_prefix_cache) before each step and each --alone run, so each starts cold (vLLM serves it with VLLM_SERVER_DEV_MODE=1; halyard sim always)")
 

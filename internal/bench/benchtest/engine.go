@@ -48,6 +48,8 @@ type Served struct {
 	Received time.Time
 	Finished time.Time
 	Prompt   string
+	// Headers are the request's headers.
+	Headers http.Header
 }
 
 // Start starts the engine's HTTP server; t's cleanup stops it.
@@ -134,7 +136,7 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request, chat bool) {
 	e.inFlight++
 	e.maxInFlight = max(e.maxInFlight, e.inFlight)
 	idx := len(e.log)
-	e.log = append(e.log, Served{ID: r.Header.Get("X-Request-Id"), Received: time.Now(), Prompt: prompt})
+	e.log = append(e.log, Served{ID: r.Header.Get("X-Request-Id"), Received: time.Now(), Prompt: prompt, Headers: r.Header.Clone()})
 	hit := e.lookupAndInsert(ids)
 	e.queries += len(ids)
 	e.hits += hit

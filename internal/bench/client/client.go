@@ -46,6 +46,9 @@ type Client struct {
 	IgnoreEOS bool
 	// APIKey, when set, is sent as a bearer token.
 	APIKey string
+	// Headers are sent with every request (e.g. the objectives a client
+	// declares, x-halyard-slo-ttft-ms and x-halyard-slo-tpot-ms).
+	Headers map[string]string
 	// EndpointHeader names the response header that identifies the serving
 	// engine; DefaultEndpointHeader when empty.
 	EndpointHeader string
@@ -135,6 +138,9 @@ func (c *Client) Do(ctx context.Context, r *workload.Request) stats.Record {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("X-Request-Id", r.ID)
+	for k, v := range c.Headers {
+		req.Header.Set(k, v)
+	}
 	if c.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+c.APIKey)
 	}

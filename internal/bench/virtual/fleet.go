@@ -108,6 +108,9 @@ type fleetRun struct {
 	// tokenIDs: the scheduler gets the prompt's token ids (precise-*
 	// policies), as a router configured with the engines' tokenizer does.
 	tokenIDs bool
+	// headers are every request's headers, as the router hands them to
+	// the scheduler (the scenario's sloHeaders); nil for none. Read only.
+	headers map[string]string
 
 	records []stats.Record
 	state   []reqState
@@ -266,6 +269,7 @@ func (f *fleetRun) send(i int) {
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
 	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, f.tokenIDs)
+	req.Headers = f.headers
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = sentAt.Sub(f.start)

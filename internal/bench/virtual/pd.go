@@ -88,6 +88,7 @@ func (f *fleetRun) sendPD(i int) {
 	wr := f.w.Request(i)
 	ids, text := promptIDs(wr, f.chat)
 	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, false)
+	req.Headers = f.headers
 	rec := &f.records[i]
 	rec.ID = wr.ID
 	rec.Start = f.elapsed()

@@ -21,6 +21,7 @@ import (
 	"github.com/halyard-dev/halyard/internal/prefixindex"
 	"github.com/halyard-dev/halyard/internal/prefixtrack"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
 	"github.com/halyard-dev/halyard/internal/simclock"
 	"github.com/halyard-dev/halyard/internal/simulator"
 	"github.com/halyard-dev/halyard/internal/simulator/vllmapi"
@@ -188,6 +189,9 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy, fle
 		waiter:   map[int]int{},
 		left:     n,
 		only:     -1,
+	}
+	if sc.SLOHeaders {
+		f.headers = predictedlatency.ObjectiveHeaders(slo.TTFT, slo.TPOT)
 	}
 	if len(sc.Tenants) > 0 {
 		f.tenantOf = tenantOf

@@ -41,6 +41,12 @@ type Scenario struct {
 	Duration config.Duration `json:"duration,omitempty"`
 	// SLO for goodput, e.g. "ttft=2s,tpot=100ms".
 	SLO string `json:"slo,omitempty"`
+	// SLOHeaders makes every request declare the SLO's TTFT and TPOT
+	// objectives in the headers x-halyard-slo-ttft-ms and
+	// x-halyard-slo-tpot-ms, as a client that states its objectives
+	// would, under every policy (those without the predicted-latency
+	// scorer ignore them).
+	SLOHeaders bool `json:"sloHeaders,omitempty"`
 	// Seed seeds the workload, the arrivals and the random pickers.
 	Seed uint64 `json:"seed,omitempty"`
 	// Policies to compare; default all built-in policies.

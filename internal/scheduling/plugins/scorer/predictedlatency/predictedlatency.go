@@ -95,6 +95,21 @@ type Params struct {
 	// that carry no header; 0 means none.
 	TTFTObjectiveMs float64 `json:"ttftObjectiveMs"`
 	TPOTObjectiveMs float64 `json:"tpotObjectiveMs"`
+	// ObjectiveWeight grades the penalty of an endpoint predicted to miss
+	// the request's objectives by how far it misses them: ObjectiveWeight
+	// times the request's predicted time beyond them (TTFT over its
+	// objective, plus its output tokens times TPOT over its objective),
+	// in milliseconds like the cost. Default 0: a flat penalty of 10^7 ms,
+	// so that any endpoint predicted to meet them wins however long its
+	// queue.
+	ObjectiveWeight float64 `json:"objectiveWeight"`
+	// ObjectiveOnStreams checks the TPOT objective against the streams
+	// already decoding on an endpoint rather than the request's own
+	// predicted TPOT: an endpoint misses it when its decoding streams'
+	// predicted TPOT, with the stall the request's prefill adds spread
+	// over a stream's output, exceeds the objective. An endpoint with no
+	// stream decoding meets it. Default false.
+	ObjectiveOnStreams bool `json:"objectiveOnStreams"`
 }
 
 // DefaultParams returns the defaults.
@@ -126,6 +141,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("params.ttftObjectiveMs: must be a finite number >= 0, got %v", p.TTFTObjectiveMs)
 	case !(p.TPOTObjectiveMs >= 0) || math.IsInf(p.TPOTObjectiveMs, 0):
 		return fmt.Errorf("params.tpotObjectiveMs: must be a finite number >= 0, got %v", p.TPOTObjectiveMs)
+	case !(p.ObjectiveWeight >= 0) || math.IsInf(p.ObjectiveWeight, 0):
+		return fmt.Errorf("params.objectiveWeight: must be a finite number >= 0, got %v", p.ObjectiveWeight)
 	}
 	return nil
 }
@@ -251,6 +268,27 @@ func (s *Scorer) Objectives(req *framework.Request) (ttftMs, tpotMs float64) {
 	return
 }
 
+// ObjectiveHeaders returns the request headers (lowercase, as the router
+// hands them to the scheduler) that declare the objectives ttft and tpot
+// (none for a zero one), for a client that sends its objectives on every
+// request; nil when both are zero. Objectives reads them back.
+func ObjectiveHeaders(ttft, tpot time.Duration) map[string]string {
+	var h map[string]string
+	for _, o := range []struct {
+		name string
+		d    time.Duration
+	}{{HeaderSLOTTFT, ttft}, {HeaderSLOTPOT, tpot}} {
+		if o.d <= 0 {
+			continue
+		}
+		if h == nil {
+			h = make(map[string]string, 2)
+		}
+		h[o.name] = strconv.FormatFloat(float64(o.d)/float64(time.Millisecond), 'g', -1, 64)
+	}
+	return h
+}
+
 func headerMs(h map[string]string, name string) (float64, bool) {
 	v, ok := h[name]
 	if !ok {
@@ -276,6 +314,10 @@ func (s *Scorer) Predict(req *framework.Request, endpoints []framework.Endpoint,
 func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint, matched []int, each func(int, Candidate)) {
 	ttftObj, tpotObj := s.Objectives(req)
 	prompt := req.PromptTokens
+	out := req.MaxTokens
+	if out <= 0 {
+		out = s.params.DefaultOutputTokens
+	}
 	var shared steptime.Coefficients
 	if s.cfg.Shared != nil {
 		shared = s.cfg.Shared.Coefficients() // once per cycle, not per endpoint
@@ -311,9 +353,9 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		c := Candidate{Endpoint: name, Uncached: uncached, Prediction: pr, MeetsSLO: true}
 		c.CostMs = pr.TTFTMs + s.params.FutureWeight*pr.Step.PrefillTokenMs*float64(uncached) +
 			s.params.StallWeight*pr.StallMs*float64(pr.Decoding)
-		if (ttftObj > 0 && pr.TTFTMs > ttftObj) || (tpotObj > 0 && pr.TPOTMs > tpotObj) {
+		if (ttftObj > 0 && pr.TTFTMs > ttftObj) || (tpotObj > 0 && s.tpotMs(pr, out) > tpotObj) {
 			c.MeetsSLO = false
-			c.CostMs += sloPenaltyMs
+			c.CostMs += s.missPenalty(pr, ttftObj, tpotObj, out)
 		}
 		if pending != nil {
 			pending = append(pending, c)
@@ -326,10 +368,6 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 	if pending == nil {
 		return
 	}
-	out := req.MaxTokens
-	if out <= 0 {
-		out = s.params.DefaultOutputTokens
-	}
 	if s.params.DecodeWhole {
 		minStep = 0
 	}
@@ -337,6 +375,37 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 		c.CostMs += s.params.DecodeWeight * float64(out) * (s.decodeStep(c.Prediction) - minStep)
 		each(i, c)
 	}
+}
+
+// tpotMs is the TPOT the objective is checked against: the request's own
+// predicted TPOT, or with ObjectiveOnStreams that of the streams decoding
+// on the endpoint with the request's stall spread over out tokens (0
+// where none decodes).
+func (s *Scorer) tpotMs(pr latencymodel.Prediction, out int) float64 {
+	if !s.params.ObjectiveOnStreams {
+		return pr.TPOTMs
+	}
+	if pr.Decoding == 0 {
+		return 0
+	}
+	return pr.TPOTMs + pr.StallMs/float64(out)
+}
+
+// missPenalty is the cost added to an endpoint predicted to miss the
+// objectives: the flat penalty, or with ObjectiveWeight the request's
+// predicted time beyond them, weighted.
+func (s *Scorer) missPenalty(pr latencymodel.Prediction, ttftObj, tpotObj float64, out int) float64 {
+	if s.params.ObjectiveWeight == 0 {
+		return sloPenaltyMs
+	}
+	var over float64
+	if ttftObj > 0 {
+		over += max(pr.TTFTMs-ttftObj, 0)
+	}
+	if tpotObj > 0 {
+		over += float64(out) * max(s.tpotMs(pr, out)-tpotObj, 0)
+	}
+	return s.params.ObjectiveWeight * over
 }
 
 // decodeStep is the step time the decode term charges: the predicted

@@ -77,6 +77,39 @@ func TestScore(t *testing.T) {
 			notes: []string{"misses the objectives"},
 		},
 		{
+			name:    "graded: a small miss weighs less than a queued prefill",
+			params:  `{"stallWeight":0,"objectiveWeight":0.001}`,
+			before:  append([]sent{{endpoint: 0, prompt: 4000, uncached: 4000}}, decoding(1, 20, 4000)...),
+			headers: map[string]string{predictedlatency.HeaderSLOTTFT: "10000", predictedlatency.HeaderSLOTPOT: "7"},
+			prompt:  1000, want: 1,
+			notes: []string{"misses the objectives"},
+		},
+		{
+			name:    "graded: a large weight keeps the endpoint that meets them",
+			params:  `{"stallWeight":0,"objectiveWeight":10}`,
+			before:  append([]sent{{endpoint: 0, prompt: 4000, uncached: 4000}}, decoding(1, 20, 4000)...),
+			headers: map[string]string{predictedlatency.HeaderSLOTTFT: "10000", predictedlatency.HeaderSLOTPOT: "7"},
+			prompt:  1000, want: 0,
+		},
+		{
+			// a has a prefill queued and nothing decoding; b two short
+			// streams. Nobody's own TPOT can be 1 ms, so by default both
+			// miss and the earlier TTFT (b) wins.
+			name:    "a TPOT objective nobody meets: the earlier TTFT",
+			before:  append([]sent{{endpoint: 0, prompt: 4000, uncached: 4000}}, decoding(1, 2, 100)...),
+			headers: map[string]string{predictedlatency.HeaderSLOTPOT: "1"},
+			prompt:  1000, want: 1,
+			notes: []string{"no endpoint is predicted to meet the objectives"},
+		},
+		{
+			name:    "objectiveOnStreams: an endpoint with no stream decoding breaks nobody's TPOT",
+			params:  `{"objectiveOnStreams":true}`,
+			before:  append([]sent{{endpoint: 0, prompt: 4000, uncached: 4000}}, decoding(1, 2, 100)...),
+			headers: map[string]string{predictedlatency.HeaderSLOTPOT: "1"},
+			prompt:  1000, want: 0,
+			notes: []string{"b predicted ttft"},
+		},
+		{
 			// b has a short prefill queued (a later TTFT) and a is decoding
 			// 40 long streams (every step of the answer slower there).
 			name:   "TTFT alone: the endpoint that starts first",
@@ -142,6 +175,33 @@ func TestScore(t *testing.T) {
 	}
 }
 
+// ObjectiveHeaders writes what Objectives reads back.
+func TestObjectiveHeaders(t *testing.T) {
+	s, err := predictedlatency.New("pl", predictedlatency.DefaultParams(), plugintest.NewHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		ttft, tpot         time.Duration
+		wantTTFT, wantTPOT float64
+		headers            int
+	}{
+		{time.Second, 15 * time.Millisecond, 1000, 15, 2},
+		{0, 1500 * time.Microsecond, 0, 1.5, 1},
+		{2 * time.Second, 0, 2000, 0, 1},
+		{0, 0, 0, 0, 0},
+	} {
+		h := predictedlatency.ObjectiveHeaders(tt.ttft, tt.tpot)
+		if len(h) != tt.headers {
+			t.Errorf("ObjectiveHeaders(%v, %v) = %v, want %d headers", tt.ttft, tt.tpot, h, tt.headers)
+		}
+		ttft, tpot := s.Objectives(&framework.Request{Headers: h})
+		if ttft != tt.wantTTFT || tpot != tt.wantTPOT {
+			t.Errorf("ObjectiveHeaders(%v, %v) = %v read back as ttft %v tpot %v, want %v %v", tt.ttft, tt.tpot, h, ttft, tpot, tt.wantTTFT, tt.wantTPOT)
+		}
+	}
+}
+
 // The hooks keep the estimate: sent, first token, done; a streamed request
 // feeds the fit.
 func TestHooksKeepTheEstimate(t *testing.T) {
@@ -181,6 +241,7 @@ func TestFactoryRejects(t *testing.T) {
 		{`{"prior":{"baseMs":-1}}`, "params.prior.baseMs"},
 		{`{"ttftObjectiveMs":-3}`, "params.ttftObjectiveMs"},
 		{`{"decodeWeight":-1}`, "params.decodeWeight"},
+		{`{"objectiveWeight":-1}`, "params.objectiveWeight"},
 		{`{"bogus":1}`, "bogus"},
 	} {
 		_, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), plugintest.NewHandle())

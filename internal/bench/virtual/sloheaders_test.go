@@ -1,0 +1,78 @@
+package virtual
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/halyard-dev/halyard/internal/bench/report"
+)
+
+// sloHeadersScenario is pd-long-prompt scaled down, at a rate where
+// predicted TPOT crosses the objective, so that the objectives change
+// where predicted-latency sends requests. v2slo is default-v2 with the
+// scenario's objectives as predicted-latency's params, its picker seeded
+// as the preset's (seed+1).
+const sloHeadersScenario = `
+model: llama-3-8b
+fleet: {engines: 4, profile: h100-llama3-8b}
+api: completions
+workload: {kind: shared-prefix, groups: 60, usersPerGroup: 1, systemTokens: 7900, questionTokens: 100, outputTokens: 256}
+arrival: {rates: [10]}
+maxRequests: 60
+slo: ttft=1s,tpot=15ms
+seed: 1
+policies: [default, default-v2, v2slo]
+profiles:
+  v2slo:
+    scorers:
+    - {type: prefix-cache, weight: 3}
+    - {type: kthena-least-request, weight: 1}
+    - {type: kv-utilization, weight: 1}
+    - {type: predicted-latency, weight: 6, params: {ttftObjectiveMs: 1000, tpotObjectiveMs: 15}}
+    picker: {type: max-score, params: {seed: 2}}
+`
+
+// TestSLOHeadersDeclareTheObjectives: with sloHeaders every request
+// carries the scenario's SLO as x-halyard-slo-* headers, which the
+// predicted-latency scorer reads as the router hands them over: default-v2
+// then places every request as default-v2 with the objectives in its
+// params does, and differently from default-v2 without them; the old
+// default, which has no scorer reading them, places them as without.
+func TestSLOHeadersDeclareTheObjectives(t *testing.T) {
+	runs := func(headers bool) map[string]report.Run {
+		y := sloHeadersScenario
+		if headers {
+			y += "sloHeaders: true\n"
+		}
+		rep, err := Run(context.Background(), mustParse(t, y), quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		by := map[string]report.Run{}
+		for _, r := range rep.Runs {
+			if r.Completed != 60 {
+				t.Fatalf("headers %v, %s: completed %d of 60", headers, r.Label, r.Completed)
+			}
+			by[r.Label] = r
+		}
+		return by
+	}
+	off, on := runs(false), runs(true)
+	same := cmpopts.IgnoreFields(report.Run{}, "Label", "Policy", "WallSeconds")
+	if diff := cmp.Diff(off["v2slo"], on["default-v2"], same); diff != "" {
+		t.Errorf("default-v2 with the headers differs from default-v2 with the objectives as params (-params +headers):\n%s", diff)
+	}
+	if diff := cmp.Diff(off["v2slo"], on["v2slo"], same); diff != "" {
+		t.Errorf("headers equal to the params' objectives changed v2slo (-without +with):\n%s", diff)
+	}
+	if diff := cmp.Diff(off["default"], on["default"], same); diff != "" {
+		t.Errorf("the old default, which reads no objectives, changed with the headers (-without +with):\n%s", diff)
+	}
+	if cmp.Equal(off["default-v2"], on["default-v2"], same) {
+		t.Errorf("default-v2 placed every request the same with and without the objectives: the headers did not reach the scorer (per endpoint %v, goodput %.3f)",
+			on["default-v2"].RequestsPerEndpoint, on["default-v2"].RequestGoodput)
+	}
+}
