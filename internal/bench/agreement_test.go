@@ -58,7 +58,7 @@ func TestLiveAndVirtualAgree(t *testing.T) {
 	b.Spec.Default()
 	// A loaded machine can only make the live run slower (CPU starvation
 	// delays parsing, tokenisation and timers), never faster, so the test
-	// takes up to three live runs, each on a fresh engine, and passes when
+	// takes up to five live runs, each on a fresh engine, and passes when
 	// one of them agrees.
 	var problems []string
 	for attempt := 1; attempt <= liveAttempts; attempt++ {
@@ -72,8 +72,11 @@ func TestLiveAndVirtualAgree(t *testing.T) {
 	t.Errorf("no live run agreed with the virtual run; the last: %s", strings.Join(problems, "; "))
 }
 
-// liveAttempts bounds the live runs of TestLiveAndVirtualAgree.
-const liveAttempts = 3
+// liveAttempts bounds the live runs of TestLiveAndVirtualAgree and
+// TestLiveRouterAndVirtualAgree: five, since the router test (four engines,
+// a 100 ms scrape) missed on all three of the earlier bound under -race on
+// a machine at load 8-16.
+const liveAttempts = 5
 
 // liveRun runs the scenario once through the simulator's HTTP face.
 func liveRun(t *testing.T, profile string, b *workload.Builder, rate float64, seed uint64) report.Run {

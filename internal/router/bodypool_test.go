@@ -2,11 +2,13 @@ package router
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // TestBodyPool: a buffer given back serves the next body of about its
@@ -126,5 +128,59 @@ func TestRouterReusesLongBodies(t *testing.T) {
 		if !slices.Contains(got, want) {
 			t.Errorf("no engine got the body of %d bytes starting %.20q", len(want), want)
 		}
+	}
+}
+
+// TestLongBodyValidated: long bodies (read into a prefaulted or pooled
+// buffer) get json.Valid's answers over real sockets: valid ones are served,
+// and a raw control byte, a bad escape or a missing quote late in the
+// prompt is refused as invalid JSON, as json.Valid refuses it.
+func TestLongBodyValidated(t *testing.T) {
+	h := newHarness(t, strings.Replace(oneModel, "maxBodyBytes: 4096", "maxBodyBytes: 4194304", 1), twoEngines())
+	text := strings.Repeat("the quick brown fox ", (bodyPoolMin+100)/20)
+	for _, tc := range []struct {
+		name, prompt string
+		ok           bool
+	}{
+		{"plain", text, true},
+		{"escapes", text + `\n\"x\u00e9\\`, true},
+		{"control byte late", text + "\x01", false},
+		{"bad escape late", text + `\x`, false},
+		{"cut unicode escape", text + `\u12`, false},
+	} {
+		body := `{"model":"llama","prompt":"` + tc.prompt + `","max_tokens":2}`
+		if tc.name == "cut unicode escape" {
+			body = `{"model":"llama","prompt":"` + tc.prompt // the body ends in the escape
+		}
+		if valid := json.Valid([]byte(body)); valid != tc.ok {
+			t.Fatalf("%s: json.Valid = %v, the case says %v", tc.name, valid, tc.ok)
+		}
+		resp, b := h.post("/v1/completions", body)
+		if tc.ok && resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: status %d (%s), want 200", tc.name, resp.StatusCode, b)
+		}
+		if !tc.ok && (resp.StatusCode != http.StatusBadRequest || !strings.Contains(decodeError(t, b).Error.Message, "JSON")) {
+			t.Errorf("%s: status %d (%s), want 400 invalid JSON", tc.name, resp.StatusCode, b)
+		}
+	}
+}
+
+// TestReadGrowingLongFresh: a long declared body read into fresh memory
+// (no pool; its pages prefaulted a step ahead and each read stopped at
+// the mapping) arrives whole and exact, however its reads are cut.
+func TestReadGrowingLongFresh(t *testing.T) {
+	body := make([]byte, 3<<20+12345)
+	for i := range body {
+		body[i] = byte(i*7 + i>>12)
+	}
+	for _, rd := range []io.Reader{bytes.NewReader(body), iotest.HalfReader(bytes.NewReader(body)), io.MultiReader(bytes.NewReader(body[:100]), bytes.NewReader(body[100:]))} {
+		got, err := readGrowing(rd, int64(len(body)), 16<<20, nil, nil)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("read %d bytes (%v), want the %d sent", len(got), err, len(body))
+		}
+	}
+	// Declared longer than sent: the short body is an error, not a hang.
+	if _, err := readGrowing(bytes.NewReader(body[:2<<20]), int64(len(body)), 16<<20, nil, nil); err == nil {
+		t.Fatal("a body shorter than declared was accepted")
 	}
 }

@@ -325,6 +325,10 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// prefaultStep is how far ahead of the bytes received a long body's
+// fresh buffer is mapped, and how much each prefault call maps.
+const prefaultStep = 512 << 10
+
 // Sizes of the request body buffer: its first allocation, and for a body of
 // unknown length the first allocation before any byte arrived.
 const (
@@ -363,6 +367,7 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 	if buf == nil {
 		buf = make([]byte, 0, capacity)
 	}
+	mapped := int64(-1) // how far a long body's fresh buffer is mapped (prefault); -1 not
 	for {
 		if declared >= 0 && int64(len(buf)) == declared {
 			return buf, nil
@@ -390,10 +395,29 @@ func readGrowing(rd io.Reader, declared, limit int64, grow func(int64) bool, poo
 				alloc = poolCap(size) // reusable for a body of about this length
 			}
 			next := make([]byte, len(buf), alloc)
+			if declared >= bodyPoolMin {
+				// A long body's fresh buffer: its pages are mapped a
+				// step ahead of the bytes, one call per step (prefault),
+				// rather than a fault per 4 KiB as the copy and the
+				// kernel's reads first touch them; memory still grows
+				// with the bytes that arrive.
+				prefault(next, 0, len(buf)+prefaultStep)
+				mapped = int64(len(buf)) + prefaultStep
+			}
 			copy(next, buf)
 			buf = next
 		}
-		n, err := rd.Read(buf[len(buf):min(int64(cap(buf)), most)])
+		upto := min(int64(cap(buf)), most)
+		if mapped >= 0 {
+			if mapped < upto && int64(len(buf))+prefaultStep > mapped {
+				prefault(buf, int(mapped), int(mapped+prefaultStep))
+				mapped += prefaultStep
+			}
+			// A read stops where the mapping does: the kernel would
+			// fault the pages past it one by one.
+			upto = min(upto, mapped)
+		}
+		n, err := rd.Read(buf[len(buf):upto])
 		buf = buf[:len(buf)+n]
 		if errors.Is(err, io.EOF) {
 			if declared >= 0 && int64(len(buf)) < declared {

@@ -3,7 +3,7 @@
 # 1M-token text prompts (about 4 MiB each, no tokenizer: text hashing) at
 # 10 req/s through the router to two zero-latency `halyard sim` engines;
 # prints the router's CPU (from /proc: CPU seconds over the run's wall
-# time, and per request) and peak RSS (VmHWM).
+# time, and per request), peak RSS (VmHWM) and minor page faults per request.
 # Usage: long-prompt.sh [profile] [requests]; BASE_PORT (default 31600)
 # moves every port: engines BASE_PORT and +1, router +10, admin +11,
 # pprof +12.
@@ -45,7 +45,7 @@ if [ -n "${PPROF:-}" ]; then extra=(--pprof-listen "127.0.0.1:$((base + 12))"); 
 rp=$!
 pids+=("$rp")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((base + 10))/v1/models" >/dev/null && break; sleep 0.2; done
-read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$rp/stat")
+read -r u0 s0 f0 < <(awk '{print $14, $15, $10}' "/proc/$rp/stat")
 t0=$(date +%s.%N)
 if [ -n "${PPROF:-}" ]; then
   curl -sf -o "$PPROF" "http://127.0.0.1:$((base + 12))/debug/pprof/profile?seconds=${PPROF_SECONDS:-5}" &
@@ -54,10 +54,10 @@ fi
 "$halyard" bench --target "http://127.0.0.1:$((base + 10))" --model llama-3-8b --api completions --workload shared-prefix \
   --groups "$n" --users-per-group 1 --system-tokens 1000000 --question-tokens 50 --output-tokens 4 \
   --rates 10 --seed 1 --quiet
-read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$rp/stat")
+read -r u1 s1 f1 < <(awk '{print $14, $15, $10}' "/proc/$rp/stat")
 t1=$(date +%s.%N)
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$rp/status")
 tck=$(getconf CLK_TCK)
-awk -v c=$(( (u1 + s1) - (u0 + s0) )) -v t="$tck" -v n="$n" -v h="$hwm" -v p="$profile" -v w="$(echo "$t1 - $t0" | bc)" -v k="${TOKENIZER:-none}" \
-  'BEGIN { printf "profile %s, tokenizer %s: router CPU %.2f s over %.1f s of wall time = %.2f of a core; %d requests, %.1f ms per request; peak RSS %.0f MiB\n", p, k, c/t, w, c/t/w, n, 1000*c/t/n, h/1024 }'
+awk -v c=$(( (u1 + s1) - (u0 + s0) )) -v t="$tck" -v n="$n" -v h="$hwm" -v p="$profile" -v w="$(echo "$t1 - $t0" | bc)" -v k="${TOKENIZER:-none}" -v f=$((f1 - f0)) \
+  'BEGIN { printf "profile %s, tokenizer %s: router CPU %.2f s over %.1f s of wall time = %.2f of a core; %d requests, %.1f ms per request; peak RSS %.0f MiB; %.0f minor page faults per request\n", p, k, c/t, w, c/t/w, n, 1000*c/t/n, h/1024, f/n }'
 uptime
