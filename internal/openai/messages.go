@@ -139,10 +139,11 @@ func contentHead(lit []byte, need int) (string, int, error) {
 		return "", decodedLen(inner), nil
 	}
 	for raw := need; ; {
-		head, whole, err := appendUnquotedHead(nil, lit, min(raw, len(inner)))
+		head, cut, err := appendHead(nil, lit, min(raw, len(inner)))
 		if err != nil || len(head) >= need || raw >= len(inner) {
-			if err != nil || raw >= len(inner) {
-				whole = 0
+			whole := 0
+			if err == nil && cut < len(inner) { // the rest measured once, not per try
+				whole = len(head) + decodedLen(inner[cut:])
 			}
 			return string(head), whole, err
 		}

@@ -176,35 +176,43 @@ func appendUnquoted(dst, lit []byte) ([]byte, error) {
 
 // appendUnquotedHead appends the value of the JSON string literal lit to
 // dst or, when limit > 0 and the literal holds more than limit bytes, the
-// value of its head: up to a cut at or before limit bytes that splits no
-// escape and no UTF-8 sequence (headCut), decoded as a literal of its own.
-// It returns the whole value's length too: the head's decoded length plus
-// the rest's (decodedLen, which counts without decoding; exact for valid
-// UTF-8), so a cut value always reports more than its head. Where no cut
-// is found, the whole literal is decoded.
+// value of its head (appendHead). It returns the whole value's length too:
+// the head's decoded length plus the rest's (decodedLen, which counts
+// without decoding; exact for valid UTF-8), so a cut value always reports
+// more than its head.
 func appendUnquotedHead(dst, lit []byte, limit int) ([]byte, int, error) {
-	inner := lit[1 : len(lit)-1]
 	n := len(dst)
+	out, cut, err := appendHead(dst, lit, limit)
+	if err != nil {
+		return out, 0, err
+	}
+	return out, len(out) - n + decodedLen(lit[1+cut:len(lit)-1]), nil
+}
+
+// appendHead appends the value of the JSON string literal lit to dst or,
+// when limit > 0 and the literal holds more than limit bytes, the value of
+// its head: up to a cut at or before limit bytes that splits no escape and
+// no UTF-8 sequence (headCut), decoded as a literal of its own. It returns
+// the cut as an index into the literal's inside: its length when the whole
+// value was appended (also where no cut is found).
+func appendHead(dst, lit []byte, limit int) ([]byte, int, error) {
+	inner := lit[1 : len(lit)-1]
 	cut := -1
 	if limit > 0 && len(inner) > limit {
 		cut = headCut(inner, limit)
 	}
 	if cut < 0 {
 		out, err := appendUnquoted(dst, lit)
-		return out, len(out) - n, err
+		return out, len(inner), err
 	}
 	head := inner[:cut]
 	if bytes.IndexByte(head, '\\') < 0 {
-		dst = append(dst, head...)
-	} else {
-		tmp := make([]byte, 0, cut+2)
-		tmp = append(append(append(tmp, '"'), head...), '"')
-		var err error
-		if dst, err = appendUnquoted(dst, tmp); err != nil {
-			return dst, 0, err
-		}
+		return append(dst, head...), cut, nil
 	}
-	return dst, len(dst) - n + decodedLen(inner[cut:]), nil
+	tmp := make([]byte, 0, cut+2)
+	tmp = append(append(append(tmp, '"'), head...), '"')
+	out, err := appendUnquoted(dst, tmp)
+	return out, cut, err
 }
 
 // headCut returns an index i <= limit of the inside of a valid string
