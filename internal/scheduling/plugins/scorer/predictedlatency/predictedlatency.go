@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -147,6 +148,30 @@ type Params struct {
 	// over a stream's output, exceeds the objective. An endpoint with no
 	// stream decoding meets it. Default false.
 	ObjectiveOnStreams bool `json:"objectiveOnStreams"`
+	// SlackMs counts every cost within SlackMs of the least as the least:
+	// those endpoints score 1, and a costlier one (least+SlackMs)/cost.
+	// Where candidates' predicted costs differ by less than it, the
+	// profile's other scorers decide (prefix affinity, load balance, KV
+	// headroom) rather than a few milliseconds of predicted TTFT. Default
+	// 0: the least cost alone scores 1.
+	SlackMs float64 `json:"slackMs"`
+	// SlackShare adds SlackShare times the least cost to SlackMs, a slack
+	// that grows with the request's own predicted latency. Default 0.
+	SlackShare float64 `json:"slackShare"`
+	// SlackMaxMs caps the slack (SlackMs plus SlackShare times the least
+	// cost); 0 is no cap. Past capacity, where queues are seconds long, a
+	// slack proportional to them would hand the pick to the other scorers
+	// across whole seconds of predicted wait.
+	SlackMaxMs float64 `json:"slackMaxMs"`
+	// HonorLoadOverride predicts an endpoint whose prefix affinity the
+	// prefix-cache scorer's load override zeroed (its queue or KV usage too
+	// far above the least) as holding none of the prompt: the cache hit it
+	// would give is not counted, so that the request goes to another
+	// endpoint unless this one is still the cheapest without it. Without
+	// it, a prompt whose prefix one endpoint holds goes there however many
+	// streams decode there, since the scorer minimises TTFT and a cached
+	// prefix costs little to prefill. Default false.
+	HonorLoadOverride bool `json:"honorLoadOverride"`
 }
 
 // DefaultParams returns the defaults.
@@ -186,6 +211,12 @@ func (p Params) Validate() error {
 		return fmt.Errorf("params.unmeetable: must be %q or %q, got %q", UnmeetableLeastCost, UnmeetableTriage, p.Unmeetable)
 	case !(p.ObjectiveWeight >= 0) || math.IsInf(p.ObjectiveWeight, 0):
 		return fmt.Errorf("params.objectiveWeight: must be a finite number >= 0, got %v", p.ObjectiveWeight)
+	case !(p.SlackMs >= 0) || math.IsInf(p.SlackMs, 0):
+		return fmt.Errorf("params.slackMs: must be a finite number >= 0, got %v", p.SlackMs)
+	case !(p.SlackShare >= 0) || math.IsInf(p.SlackShare, 0):
+		return fmt.Errorf("params.slackShare: must be a finite number >= 0, got %v", p.SlackShare)
+	case !(p.SlackMaxMs >= 0) || math.IsInf(p.SlackMaxMs, 0):
+		return fmt.Errorf("params.slackMaxMs: must be a finite number >= 0, got %v", p.SlackMaxMs)
 	}
 	return nil
 }
@@ -460,7 +491,8 @@ func (s *Scorer) decodeStep(p latencymodel.Prediction) float64 {
 	return p.DecodeStepMs
 }
 
-// Score writes minCost/cost per endpoint: 1 for the cheapest. With
+// Score writes minCost/cost per endpoint: 1 for the cheapest (with a
+// slack, floor/max(cost, floor), floor the least cost plus the slack). With
 // Unmeetable triage and no endpoint predicted to meet the objectives, it
 // writes 1 for the triage pick (triageKey's largest among the late
 // endpoints) and 0 for the rest, when some endpoint is late.
@@ -472,6 +504,14 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	if state != nil {
 		if m, ok := framework.ReadAs[prefixcache.Matched](state, prefixcache.MatchedKey); ok && len(m.Tokens) == len(endpoints) {
 			matched = m.Tokens
+			if s.params.HonorLoadOverride && len(m.Overridden) == len(endpoints) {
+				matched = slices.Clone(matched)
+				for i, over := range m.Overridden {
+					if over {
+						matched[i] = 0
+					}
+				}
+			}
 		}
 	}
 	explain := framework.Explaining(state)
@@ -504,10 +544,11 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	})
 	triage := !anyMet && late >= 0 && leastTTFT > ttftObj*(1+s.params.TriageMargin)
 	const eps = 1e-3 // ms: keeps an all-zero cost finite
+	floor := lo + s.slack(lo)
 	for i, cost := range scores[:len(endpoints)] {
 		switch {
 		case !triage:
-			scores[i] = (lo + eps) / (cost + eps)
+			scores[i] = (floor + eps) / (max(cost, floor) + eps)
 		case i == late:
 			scores[i] = 1
 		default:
@@ -533,10 +574,22 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 		framework.AddNote(state, fmt.Sprintf("%s: triage: %s is already %.1fms behind (over the %gms TTFT objective), so the request goes there and the other endpoints' queues stay under the objective; predicted ttft %.1fms",
 			s.tn, c.Endpoint, waitMs(c.Prediction, c.Uncached), ttftObj, c.TTFTMs))
 	}
+	if sl := s.slack(lo); sl > 0 && !triage {
+		framework.AddNote(state, fmt.Sprintf("%s: slack %.1fms: every cost up to %.1fms scores as the least", s.tn, sl, floor))
+	}
 	for _, c := range cands {
 		framework.AddNote(state, fmt.Sprintf("%s: %s predicted ttft %.1fms tpot %.1fms, %d uncached tokens, %d queued prefill tokens, stall %.1fms on %d streams, cost %.1fms%s",
 			s.tn, c.Endpoint, c.TTFTMs, c.TPOTMs, c.Uncached, c.WaitingTokens, c.StallMs, c.Decoding, c.CostMs, sloNote(c.MeetsSLO)))
 	}
+}
+
+// slack is how far above the least cost lo a cost still scores 1.
+func (s *Scorer) slack(lo float64) float64 {
+	sl := s.params.SlackMs + s.params.SlackShare*lo
+	if s.params.SlackMaxMs > 0 {
+		sl = min(sl, s.params.SlackMaxMs)
+	}
+	return sl
 }
 
 // waitMs is the part of the predicted TTFT that the prefill queued ahead

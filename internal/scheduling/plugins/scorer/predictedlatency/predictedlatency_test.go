@@ -242,6 +242,9 @@ func TestFactoryRejects(t *testing.T) {
 		{`{"ttftObjectiveMs":-3}`, "params.ttftObjectiveMs"},
 		{`{"decodeWeight":-1}`, "params.decodeWeight"},
 		{`{"objectiveWeight":-1}`, "params.objectiveWeight"},
+		{`{"slackMs":-1}`, "params.slackMs"},
+		{`{"slackShare":-0.5}`, "params.slackShare"},
+		{`{"slackMaxMs":-2}`, "params.slackMaxMs"},
 		{`{"bogus":1}`, "bogus"},
 	} {
 		_, err := predictedlatency.Factory("pl", json.RawMessage(tt.params), plugintest.NewHandle())

@@ -145,6 +145,10 @@ type Matched struct {
 	// prompt hashed as text), in [0,1]: the scorer's raw score before the
 	// load override.
 	Ratios []float64
+	// Overridden marks the endpoints whose affinity the load override
+	// zeroed (nil when none was): the prefix is cached there, but the
+	// endpoint is too far above the least loaded to be chosen for it.
+	Overridden []bool
 }
 
 // Scorer scores endpoints by predicted prefix-cache hits. It is safe for
@@ -333,7 +337,12 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 				tokens[i] = min(req.PromptTokens, int(float64(m*s.params.ChunkBytes)/float64(req.Prompt.TextLen())*float64(req.PromptTokens)))
 			}
 		}
-		state.Write(MatchedKey, Matched{Tokens: tokens, Ratios: ratios})
+		m := Matched{Tokens: tokens, Ratios: ratios}
+		if anyMatch {
+			m.Overridden = s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)
+		}
+		state.Write(MatchedKey, m)
+		return
 	}
 	if anyMatch {
 		s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)
@@ -341,12 +350,14 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 }
 
 // overrideByLoad zeroes the scores of matching endpoints that are far more
-// loaded than the least-loaded candidate.
-func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState, endpoints []framework.Endpoint, matched []int, scores []float64, sc *scratch) {
+// loaded than the least-loaded candidate, and with a cycle state returns
+// which (nil when none).
+func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState, endpoints []framework.Endpoint, matched []int, scores []float64, sc *scratch) []bool {
 	qGap, kvGap := int64(s.params.LoadOverride.QueueGap), s.params.LoadOverride.KVUsageGap
 	if qGap <= 0 && kvGap <= 0 {
-		return
+		return nil
 	}
+	var over []bool
 	sc.depth = sc.depth[:0]
 	sc.usage = sc.usage[:0]
 	minQ, minU := int64(-1), 2.0
@@ -374,6 +385,12 @@ func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState
 		}
 		scores[i] = 0
 		s.overrides.Add(1)
+		if state != nil {
+			if over == nil {
+				over = make([]bool, len(endpoints))
+			}
+			over[i] = true
+		}
 		if !explain && !debug {
 			continue
 		}
@@ -387,6 +404,7 @@ func (s *Scorer) overrideByLoad(ctx context.Context, state *framework.CycleState
 			framework.AddNote(state, fmt.Sprintf("%s: load overrides affinity on %s (%d blocks cached): %s", s.tn, name, matched[i], why))
 		}
 	}
+	return over
 }
 
 // PreRequest leaves the PredictedHit for picked in the state and records the

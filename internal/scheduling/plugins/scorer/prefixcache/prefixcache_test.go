@@ -157,6 +157,16 @@ func TestLoadOverridesAffinity(t *testing.T) {
 			if got := s.Stats().LoadOverrides; got != uint64(tt.wantNotes) {
 				t.Errorf("LoadOverrides = %d, want %d", got, tt.wantNotes)
 			}
+			// The cycle state keeps the true matches and marks the
+			// overridden endpoint (e0) for the predicted-latency scorer.
+			m, _ := framework.ReadAs[prefixcache.Matched](state, prefixcache.MatchedKey)
+			var wantOver []bool
+			if tt.wantNotes > 0 {
+				wantOver = []bool{true, false, false}
+			}
+			if !cmp.Equal(m.Overridden, wantOver) || m.Tokens[0] != len(prompt) {
+				t.Errorf("matched %+v, want e0's %d tokens kept and overridden %v", m, len(prompt), wantOver)
+			}
 		})
 	}
 }

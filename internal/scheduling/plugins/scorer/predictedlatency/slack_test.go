@@ -1,0 +1,83 @@
+package predictedlatency_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
+)
+
+// With the queues of triageFleet (120k, 80k and 40k tokens: about 2.2,
+// 1.5 and 0.75 s of wait ahead of a 20k-token request's own 0.4 s), the
+// slack decides which endpoints count as the cheapest.
+func TestSlackCountsNearCostsAsTheLeast(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		params string
+		ones   [3]bool // which endpoints score 1
+	}{
+		{"none: the least alone", `{}`, [3]bool{false, false, true}},
+		{"an absolute slack reaching b", `{"slackMs": 800}`, [3]bool{false, true, true}},
+		{"an absolute slack short of b", `{"slackMs": 300}`, [3]bool{false, false, true}},
+		{"a relative slack reaching b", `{"slackShare": 1}`, [3]bool{false, true, true}},
+		{"a slack reaching all", `{"slackShare": 1, "slackMs": 1000}`, [3]bool{true, true, true}},
+		{"a relative slack capped short of b", `{"slackShare": 1, "slackMaxMs": 300}`, [3]bool{false, false, true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, eps := triageFleet(t, tt.params, triageQueues)
+			scores, _ := score(s, eps, 20_000, nil, "0")
+			for i, sc := range scores {
+				if got := sc == 1; got != tt.ones[i] {
+					t.Errorf("endpoint %d scores %v; want 1: %v (scores %v)", i, sc, tt.ones[i], scores)
+				}
+			}
+			// A costlier endpoint outside the slack still scores below 1,
+			// and the order of costs is kept: a scores least.
+			if !tt.ones[0] && !(scores[0] < 1 && scores[0] <= scores[1]) {
+				t.Errorf("scores %v: a outside the slack must score below 1 and not above b", scores)
+			}
+		})
+	}
+}
+
+// honorLoadOverride predicts an endpoint whose affinity the prefix-cache
+// scorer's load override zeroed as holding none of the prompt: the cached
+// endpoint a, which wins on its cache hit without the param, loses to the
+// idle c with it; an endpoint not overridden keeps its hit.
+func TestHonorLoadOverride(t *testing.T) {
+	for _, tt := range []struct {
+		params       string
+		overridden   []bool
+		wantPick     int
+		wantUncached string
+	}{
+		{`{}`, []bool{true, false, false}, 0, "0 uncached tokens"},
+		{`{"honorLoadOverride": true}`, []bool{true, false, false}, 2, "20000 uncached tokens"},
+		{`{"honorLoadOverride": true}`, nil, 0, "0 uncached tokens"},
+	} {
+		// a has 10k tokens queued, b 40k, c none; a holds the whole prompt.
+		s, eps := triageFleet(t, tt.params, [3]int{10_000, 40_000, 0})
+		st := framework.NewCycleState()
+		framework.SetExplaining(st)
+		st.Write(prefixcache.MatchedKey, prefixcache.Matched{Tokens: []int{20_000, 0, 0}, Overridden: tt.overridden})
+		req := &framework.Request{ID: "new", PromptTokens: 20_000, MaxTokens: 100}
+		scores := make([]float64, len(eps))
+		s.Score(context.Background(), st, req, plugintest.Endpoints(eps...), scores)
+		if got := argmax(scores); got != tt.wantPick {
+			t.Errorf("%s, overridden %v: picked %d (scores %v), want %d", tt.params, tt.overridden, got, scores, tt.wantPick)
+		}
+		notes := strings.Join(framework.Notes(st), "\n")
+		var aNote string
+		for _, n := range framework.Notes(st) {
+			if strings.Contains(n, " a predicted ttft") {
+				aNote = n
+			}
+		}
+		if !strings.Contains(aNote, tt.wantUncached) {
+			t.Errorf("%s, overridden %v: a's note %q, want it to say %q\n%s", tt.params, tt.overridden, aNote, tt.wantUncached, notes)
+		}
+	}
+}
