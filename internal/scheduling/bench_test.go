@@ -51,8 +51,8 @@ func benchPool(b *testing.B, p *scheduling.Profile, text bool, tokens int) ([]fr
 
 // BenchmarkSchedule measures one scheduling cycle (hashing included) and
 // the PreRequest hooks over 100 endpoints with an 8,000-token (and a
-// 1,000-token) prompt, for the default profile, predicted-latency,
-// default-v2 and the baselines. Run with -benchmem; each cycle starts
+// 1,000-token) prompt, for the default profile, default-v1 (the old
+// default), predicted-latency, default-v2 and the baselines. Run with -benchmem; each cycle starts
 // from a fresh CycleState, as each request does.
 func BenchmarkSchedule(b *testing.B) {
 	presets := presets.Specs()
@@ -68,6 +68,8 @@ func BenchmarkSchedule(b *testing.B) {
 		{"default", presets["default"], false, true, 8000},
 		{"default", presets["default"], false, false, 1000},
 		{"default", presets["default"], true, false, 1000},
+		{"default-v1", presets["default-v1"], false, false, 8000},
+		{"default-v1", presets["default-v1"], true, false, 8000},
 		{"predicted-latency", presets["predicted-latency"], false, false, 8000},
 		{"predicted-latency", presets["predicted-latency"], true, false, 8000},
 		{"predicted-latency", presets["predicted-latency"], false, true, 8000},
@@ -118,7 +120,7 @@ func BenchmarkScheduleLongPrompt(b *testing.B) {
 		ids[i] = uint32(i*7919) % 128000
 	}
 	text := []byte(tokenizer.Pseudo{}.Decode(ids))
-	for _, name := range []string{"default", "predicted-latency"} {
+	for _, name := range []string{"default", "default-v1", "predicted-latency"} {
 		b.Run("profile="+name+"/endpoints=100/text=1Mtok", func(b *testing.B) {
 			p := profile(b, name, presets[name], plugintest.NewHandle())
 			eps, _ := benchPool(b, p, true, 1000)

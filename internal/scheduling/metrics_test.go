@@ -3,6 +3,7 @@ package scheduling_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,7 +44,7 @@ func TestRegisterMetricsGolden(t *testing.T) {
 		tok[i] = uint32(i)
 	}
 	for i := 0; i < 2; i++ {
-		route(t, def, &framework.Request{Model: "m", Prompt: framework.Prompt{TokenIDs: tok}}, eps)
+		route(t, def, &framework.Request{ID: fmt.Sprint("r", i), Model: "m", Prompt: framework.Prompt{TokenIDs: tok}, PromptTokens: len(tok)}, eps)
 	}
 	// Three sessions through the small profile, 20 blocks each into an
 	// index of 30.

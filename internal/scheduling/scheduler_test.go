@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -74,8 +76,13 @@ func chat(msgs ...string) *framework.Request {
 		}
 		fmt.Fprintf(&b, "<|%s|>%s\n", r, m)
 	}
-	return &framework.Request{Model: "llama-3-8b", Prompt: framework.Prompt{Text: []byte(b.String())}}
+	// As the router sets them: a unique ID and a token estimate (about 4
+	// bytes a token), which the predicted-latency scorer reads.
+	return &framework.Request{ID: fmt.Sprint("chat-", requestIDs.Add(1)), Model: "llama-3-8b",
+		Prompt: framework.Prompt{Text: []byte(b.String())}, PromptTokens: b.Len() / 4}
 }
+
+var requestIDs atomic.Uint64
 
 // systemPrompt returns a system prompt of about n pseudo-tokens.
 func systemPrompt(seed, n int) string {
@@ -229,7 +236,9 @@ func TestHotEndpointExplains(t *testing.T) {
 	if res.Picked[0] == holder {
 		t.Errorf("picked the hot endpoint %s", holder.Metadata().Name)
 	}
-	if len(res.Explanation.Notes) != 1 || !strings.Contains(res.Explanation.Notes[0], "load overrides affinity on "+holder.Metadata().Name) {
+	if !slices.ContainsFunc(res.Explanation.Notes, func(n string) bool {
+		return strings.HasPrefix(n, "prefix-cache: load overrides affinity on "+holder.Metadata().Name)
+	}) {
 		t.Errorf("notes %q, want one saying load overrides affinity on %s", res.Explanation.Notes, holder.Metadata().Name)
 	}
 }
@@ -264,8 +273,8 @@ func TestExplainGolden(t *testing.T) {
 	for i := range tok {
 		tok[i] = uint32(i)
 	}
-	full := &framework.Request{Model: "llama-3-8b", Prompt: framework.Prompt{TokenIDs: tok}}
-	half := &framework.Request{Model: "llama-3-8b", Prompt: framework.Prompt{TokenIDs: tok[:320]}}
+	full := &framework.Request{ID: "full", Model: "llama-3-8b", Prompt: framework.Prompt{TokenIDs: tok}, PromptTokens: len(tok)}
+	half := &framework.Request{ID: "half", Model: "llama-3-8b", Prompt: framework.Prompt{TokenIDs: tok[:320]}, PromptTokens: 320}
 	for _, x := range []struct {
 		req *framework.Request
 		ep  *plugintest.Endpoint

@@ -32,10 +32,12 @@ const (
 	PolicyLoad         = "load"
 	PolicyPrefixCache  = "prefix-cache"
 	PolicyDefault      = "default"
+	// PolicyDefaultV1 is the default before issue 14 (presets.DefaultV1).
+	PolicyDefaultV1 = presets.DefaultV1
 	// PolicyPredicted is the scheduler's predicted-latency preset.
 	PolicyPredicted = "predicted-latency"
-	// PolicyDefaultV2 is the scheduler's default-v2 preset (the candidate
-	// next default).
+	// PolicyDefaultV2 is the scheduler's default-v2 preset (the default
+	// without predicted-latency's slack).
 	PolicyDefaultV2 = presets.DefaultV2
 	PolicyOracle    = "oracle"
 	// PolicyPrecisePrefix is prefix-cache alone over the precise index fed
@@ -60,14 +62,14 @@ func precise(policy string) bool {
 
 // BuiltinPolicies lists the policies a scenario may name without defining
 // them, in report order: the scheduler's presets (random, round-robin,
-// least-request, load, default, predicted-latency, default-v2),
+// least-request, load, default, default-v1, predicted-latency, default-v2),
 // prefix-cache alone (the approximate prefix scorer with its default load
 // override, nothing else), precise-prefix and
 // precise-default (prefix-cache alone and the default profile, their
 // prefix scorer reading the precise index fed by the engines' KV events),
 // the peers' policies (llm-d, kthena, sglang, aibrix), and the oracle.
 func BuiltinPolicies() []string {
-	return []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyPrefixCache, PolicyDefault, PolicyPredicted, PolicyDefaultV2,
+	return []string{PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyPrefixCache, PolicyDefault, PolicyDefaultV1, PolicyPredicted, PolicyDefaultV2,
 		PolicyPrecisePrefix, PolicyPreciseDefault, PolicyLLMD, PolicyKthena, PolicySGLang, PolicyAIBrix, PolicyOracle}
 }
 
@@ -83,7 +85,7 @@ func policySpec(name string, seed uint64) (config.ProfileSpec, error) {
 		}
 	case PolicyOracle:
 		spec = config.ProfileSpec{Picker: &config.PluginSpec{Type: OracleType}}
-	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault, PolicyPreciseDefault, PolicyPredicted, PolicyDefaultV2,
+	case PolicyRandom, PolicyRoundRobin, PolicyLeastRequest, PolicyLoad, PolicyDefault, PolicyDefaultV1, PolicyPreciseDefault, PolicyPredicted, PolicyDefaultV2,
 		PolicyLLMD, PolicyKthena, PolicySGLang, PolicyAIBrix:
 		preset := name
 		if name == PolicyPreciseDefault {

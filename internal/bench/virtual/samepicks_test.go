@@ -196,7 +196,7 @@ const samePicksSeed = 7
 // indexes and in-flight counts as each path's own requests leave them) to
 // the live router (real router over HTTP, simulated engines on loopback)
 // and to the virtual fleet's decision path, and asserts identical picks:
-// four endpoints under the default profile, and a disaggregated pool of two
+// four endpoints under the default profile (and default-v1), and a disaggregated pool of two
 // prefill and two decode endpoints (pair and decode-first choices). The
 // pickers are seeded alike on both sides, as bench --simulate seeds them.
 func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
@@ -204,8 +204,18 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 	prompts := samePrompts(requests)
 	ctx := context.Background()
 
-	t.Run("default profile, four endpoints", func(t *testing.T) {
+	// The default profile holds predicted-latency: its fit is frozen at the
+	// prior, as below, since only the fit may differ between the sides.
+	t.Run("default profile, fit frozen, four endpoints", func(t *testing.T) {
 		spec, err := policySpec(PolicyDefault, samePicksSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		samePicksFour(t, frozenFit(t, spec), prompts)
+	})
+
+	t.Run("default-v1 profile, four endpoints", func(t *testing.T) {
+		spec, err := policySpec(PolicyDefaultV1, samePicksSeed)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,7 +24,7 @@ arrival: {rates: [10]}
 maxRequests: 60
 slo: ttft=1s,tpot=15ms
 seed: 1
-policies: [default, default-v2, v2slo]
+policies: [default-v1, default-v2, v2slo]
 profiles:
   v2slo:
     scorers:
@@ -40,7 +40,8 @@ profiles:
 // predicted-latency scorer reads as the router hands them over: default-v2
 // then places every request as default-v2 with the objectives in its
 // params does, and differently from default-v2 without them; the old
-// default, which has no scorer reading them, places them as without.
+// default (default-v1), which has no scorer reading them, places them as
+// without.
 func TestSLOHeadersDeclareTheObjectives(t *testing.T) {
 	runs := func(headers bool) map[string]report.Run {
 		y := sloHeadersScenario
@@ -68,7 +69,7 @@ func TestSLOHeadersDeclareTheObjectives(t *testing.T) {
 	if diff := cmp.Diff(off["v2slo"], on["v2slo"], same); diff != "" {
 		t.Errorf("headers equal to the params' objectives changed v2slo (-without +with):\n%s", diff)
 	}
-	if diff := cmp.Diff(off["default"], on["default"], same); diff != "" {
+	if diff := cmp.Diff(off["default-v1"], on["default-v1"], same); diff != "" {
 		t.Errorf("the old default, which reads no objectives, changed with the headers (-without +with):\n%s", diff)
 	}
 	if cmp.Equal(off["default-v2"], on["default-v2"], same) {

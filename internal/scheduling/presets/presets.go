@@ -19,8 +19,13 @@ import (
 
 // Names of the presets.
 const (
-	// Default is the profile routes use unless they name another.
-	Default      = config.DefaultProfile
+	// Default is the profile routes use unless they name another
+	// (DefaultSpec): default-v2 with predicted-latency's slack, since
+	// issue 14's sixth session.
+	Default = config.DefaultProfile
+	// DefaultV1 is the default before issue 14 (DefaultV1Spec): prefix
+	// affinity, queue depth and KV headroom.
+	DefaultV1    = "default-v1"
 	Random       = "random"
 	RoundRobin   = "round-robin"
 	LeastRequest = "least-request"
@@ -30,10 +35,10 @@ const (
 	// PredictedLatency picks by predicted latency (the predicted-latency
 	// scorer).
 	PredictedLatency = "predicted-latency"
-	// DefaultV2 is the candidate for the next default (issue 14): the
-	// default's prefix affinity and KV headroom, Kthena's count balance in
-	// place of queue-depth, and predicted-latency at weight 6
-	// (DefaultV2Spec).
+	// DefaultV2 is the default's scorers without predicted-latency's slack
+	// (issue 14's fourth session; DefaultV2Spec): the old default's prefix
+	// affinity and KV headroom, Kthena's count balance in place of
+	// queue-depth, and predicted-latency at weight 6.
 	DefaultV2 = "default-v2"
 
 	// The peers' default policies, reproduced from their published
@@ -44,8 +49,10 @@ const (
 	PeerAIBrix = "aibrix"
 )
 
-// Weights of the default profile's scorers; docs/scheduling.md gives the
-// reasoning and the figures behind them.
+// Weights of the default-v1 profile's scorers (the prefix and count
+// weights also the prefill preset's, the prefix and KV weights also
+// default-v2's); docs/scheduling.md gives the reasoning and the figures
+// behind them.
 const (
 	DefaultPrefixWeight = 3
 	DefaultQueueWeight  = 1
@@ -75,11 +82,38 @@ func picker(typ string) *config.PluginSpec {
 	return &p
 }
 
-// DefaultSpec returns the default profile: prefix-cache (weight 3, with
-// its parameters, load-over-affinity thresholds included, written out),
-// queue-depth (1) and kv-utilization (1), picked by max-score. No filter:
-// candidates are chosen before the profile runs (package decision).
+// DefaultSlackShare and DefaultSlackMaxMs are the predicted-latency slack of the default profile:
+// an endpoint whose predicted cost is within twice the least, and at most
+// 500 ms above it, counts as the cheapest, so that the profile's other
+// scorers (prefix affinity, count balance, KV headroom) choose among the
+// endpoints a request would be about as fast on. docs/benchmarks.md
+// ("Switching the default: the slack") has the sweep behind it.
+const (
+	DefaultSlackShare = 1
+	DefaultSlackMaxMs = 500
+)
+
+// DefaultSpec returns the default profile: default-v2 (DefaultV2Spec) with
+// the predicted-latency scorer's slack (DefaultSlackShare,
+// DefaultSlackMaxMs) and honoring the prefix-cache scorer's load override
+// (honorLoadOverride: past the queue or KV gap, an endpoint's cached
+// prefix no longer makes it look cheap), picked by
+// max-score. No filter: candidates are chosen before the profile runs
+// (package decision).
 func DefaultSpec() config.ProfileSpec {
+	pl := predictedlatency.DefaultParams()
+	pl.SlackShare, pl.SlackMaxMs = DefaultSlackShare, DefaultSlackMaxMs
+	pl.HonorLoadOverride = true
+	spec := DefaultV2Spec()
+	spec.Scorers[len(spec.Scorers)-1] = plugin(predictedlatency.Type, weight(DefaultV2PredictedWeight), pl)
+	return spec
+}
+
+// DefaultV1Spec returns the default profile before issue 14:
+// prefix-cache (weight 3, with its parameters, load-over-affinity
+// thresholds included, written out), queue-depth (1) and kv-utilization
+// (1), picked by max-score.
+func DefaultV1Spec() config.ProfileSpec {
 	return config.ProfileSpec{
 		Scorers: []config.PluginSpec{
 			plugin(prefixcache.Type, weight(DefaultPrefixWeight), prefixcache.DefaultParams()),
@@ -206,6 +240,7 @@ func PeerSpecs() map[string]config.ProfileSpec {
 func Specs() map[string]config.ProfileSpec {
 	specs := map[string]config.ProfileSpec{
 		Default:          DefaultSpec(),
+		DefaultV1:        DefaultV1Spec(),
 		PredictedLatency: PredictedLatencySpec(),
 		DefaultV2:        DefaultV2Spec(),
 		Random:           {Picker: picker(random.Type)},
