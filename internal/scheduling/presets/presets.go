@@ -82,12 +82,13 @@ func picker(typ string) *config.PluginSpec {
 	return &p
 }
 
-// DefaultSlackShare and DefaultSlackMaxMs are the predicted-latency slack of the default profile:
-// an endpoint whose predicted cost is within twice the least, and at most
-// 500 ms above it, counts as the cheapest, so that the profile's other
-// scorers (prefix affinity, count balance, KV headroom) choose among the
-// endpoints a request would be about as fast on. docs/benchmarks.md
-// ("Switching the default: the slack") has the sweep behind it.
+// DefaultSlackShare and DefaultSlackMaxMs are the predicted-latency slack
+// of the default profile: an endpoint whose predicted cost is within twice
+// the least, and at most 500 ms above it, counts as the cheapest, so that
+// the profile's other scorers (prefix affinity, count balance, KV
+// headroom) choose among the endpoints a request would be about as fast
+// on. docs/benchmarks.md ("Switching the default: the slack") has the
+// sweep behind it.
 const (
 	DefaultSlackShare = 1
 	DefaultSlackMaxMs = 500
@@ -97,16 +98,13 @@ const (
 // the predicted-latency scorer's slack (DefaultSlackShare,
 // DefaultSlackMaxMs) and honoring the prefix-cache scorer's load override
 // (honorLoadOverride: past the queue or KV gap, an endpoint's cached
-// prefix no longer makes it look cheap), picked by
-// max-score. No filter: candidates are chosen before the profile runs
-// (package decision).
+// prefix no longer makes it look cheap), picked by max-score. No filter:
+// candidates are chosen before the profile runs (package decision).
 func DefaultSpec() config.ProfileSpec {
 	pl := predictedlatency.DefaultParams()
 	pl.SlackShare, pl.SlackMaxMs = DefaultSlackShare, DefaultSlackMaxMs
 	pl.HonorLoadOverride = true
-	spec := DefaultV2Spec()
-	spec.Scorers[len(spec.Scorers)-1] = plugin(predictedlatency.Type, weight(DefaultV2PredictedWeight), pl)
-	return spec
+	return defaultV2(pl)
 }
 
 // DefaultV1Spec returns the default profile before issue 14:
@@ -159,13 +157,17 @@ const (
 // old default's load balance keeps decode batches even where a request's
 // predicted cost differs little between endpoints, and predicted-latency
 // moves requests off engines whose queued prefill would delay them.
-func DefaultV2Spec() config.ProfileSpec {
+func DefaultV2Spec() config.ProfileSpec { return defaultV2(nil) }
+
+// defaultV2 is default-v2's profile with the predicted-latency scorer's
+// params (nil for its defaults).
+func defaultV2(predicted any) config.ProfileSpec {
 	return config.ProfileSpec{
 		Scorers: []config.PluginSpec{
 			plugin(prefixcache.Type, weight(DefaultV2PrefixWeight), prefixcache.DefaultParams()),
 			plugin(peerpolicy.KthenaLeastType, weight(DefaultV2CountWeight), nil),
 			plugin(kvutilization.Type, weight(DefaultV2KVWeight), nil),
-			plugin(predictedlatency.Type, weight(DefaultV2PredictedWeight), nil),
+			plugin(predictedlatency.Type, weight(DefaultV2PredictedWeight), predicted),
 		},
 		Picker: picker(maxscore.Type),
 	}
