@@ -34,6 +34,12 @@ type Engine struct {
 	fit    *Fit
 	budget int
 	reqs   map[string]*request
+	// expect holds the requests whose first token will not be reported
+	// (ExpectFirst), each moved to decoding at its expected time;
+	// nextExpect is the earliest of those times in Unix nanoseconds
+	// (math.MaxInt64 when none), read without the lock by Expire.
+	expect     map[string]time.Time
+	nextExpect atomic.Int64
 
 	waiting       int     // sent, first token not seen
 	waitingTokens int     // their uncached prompt tokens
@@ -69,10 +75,13 @@ func (e *Engine) publish() {
 type request struct {
 	uncached, context int
 	firstSeen         bool
-	first             time.Time
-	intDecode0        float64
-	intContext0       float64
-	prefillDone0      float64
+	// estimated: its first token was not observed but assumed at its
+	// expected time, so its decode is no observation of the step time.
+	estimated    bool
+	first        time.Time
+	intDecode0   float64
+	intContext0  float64
+	prefillDone0 float64
 }
 
 // NewEngine returns an empty engine estimate.
@@ -86,7 +95,62 @@ func NewEngine(c Config) *Engine {
 	}
 	e := &Engine{fit: fit, budget: c.MaxBatchedTokens, reqs: map[string]*request{}}
 	e.load.Store(&load{})
+	e.nextExpect.Store(math.MaxInt64)
 	return e
+}
+
+// ExpectFirst records that request id's first token will not be reported
+// (a buffered answer: its first byte comes with its last token) and that
+// its prefill is expected to end at at: from then on it counts as decoding,
+// not as prefill waiting ahead of later requests (Expire). Without it such
+// a request would count as waiting prefill until it ended, and an engine
+// serving long buffered answers would look backed up.
+func (e *Engine) ExpectFirst(id string, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.reqs[id]
+	if !ok || r.firstSeen {
+		return
+	}
+	if e.expect == nil {
+		e.expect = map[string]time.Time{}
+	}
+	e.expect[id] = at
+	if n := at.UnixNano(); n < e.nextExpect.Load() {
+		e.nextExpect.Store(n)
+	}
+}
+
+// Expire moves the requests whose expected first token (ExpectFirst) is
+// at or before now to decoding. It takes the lock only when one is due,
+// so a scheduling cycle may call it for every endpoint.
+func (e *Engine) Expire(now time.Time) {
+	if now.UnixNano() < e.nextExpect.Load() {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := int64(math.MaxInt64)
+	moved := false
+	for id, at := range e.expect {
+		if at.After(now) {
+			next = min(next, at.UnixNano())
+			continue
+		}
+		delete(e.expect, id)
+		r, ok := e.reqs[id]
+		if !ok || r.firstSeen {
+			continue
+		}
+		e.advance(at)
+		r.estimated = true
+		e.toDecoding(r, at)
+		moved = true
+	}
+	e.nextExpect.Store(next)
+	if moved {
+		e.publish()
+	}
 }
 
 // advance integrates the state up to now. Callers hold mu.
@@ -130,6 +194,7 @@ func (e *Engine) FirstToken(id string, now time.Time) {
 		return
 	}
 	e.advance(now)
+	delete(e.expect, id)
 	e.toDecoding(r, now)
 	e.publish()
 }
@@ -157,6 +222,7 @@ func (e *Engine) Done(id string, now time.Time, outputTokens int) {
 	}
 	e.advance(now)
 	delete(e.reqs, id)
+	delete(e.expect, id)
 	defer e.publish() // runs before the deferred unlock
 	if !r.firstSeen {
 		e.waiting--
@@ -166,7 +232,7 @@ func (e *Engine) Done(id string, now time.Time, outputTokens int) {
 	}
 	dur := now.Sub(r.first).Seconds()
 	steps := float64(outputTokens - 1)
-	if outputTokens >= 2 && dur > 0 {
+	if outputTokens >= 2 && dur > 0 && !r.estimated {
 		dec := (e.intDecode - r.intDecode0) / dur
 		ctx := (e.intContext - r.intContext0) / dur
 		pre := (e.prefillDone - r.prefillDone0) / steps

@@ -324,6 +324,7 @@ type cycle []cycleEntry
 type cycleEntry struct {
 	name     string
 	uncached int
+	ttftMs   float64 // predicted, for a buffered answer's expected first token
 }
 
 // Objectives returns the request's TTFT and TPOT objectives in
@@ -404,6 +405,7 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 	}
 	// One read lock for the cycle's lookups rather than one per endpoint;
 	// an endpoint seen for the first time is added under the write lock.
+	now := s.now()
 	s.mu.RLock()
 	for i, e := range endpoints {
 		m := 0
@@ -419,6 +421,7 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 			eng = s.Engine(name)
 			s.mu.RLock()
 		}
+		eng.Expire(now) // buffered answers past their expected first token
 		coef := shared
 		if s.cfg.Shared == nil {
 			coef = eng.Coefficients()
@@ -527,7 +530,7 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	leastTTFT := math.Inf(1)
 	s.predict(req, endpoints, matched, func(i int, c Candidate) {
 		scores[i] = c.CostMs
-		cy[i] = cycleEntry{name: c.Endpoint, uncached: c.Uncached}
+		cy[i] = cycleEntry{name: c.Endpoint, uncached: c.Uncached, ttftMs: c.TTFTMs}
 		lo = min(lo, c.CostMs)
 		anyMet = anyMet || c.MeetsSLO
 		leastTTFT = min(leastTTFT, c.TTFTMs)
@@ -622,18 +625,19 @@ func sloNote(met bool) string {
 }
 
 // PreRequest records the request as sent to picked, with the uncached
-// tokens predicted there.
+// tokens predicted there; a request without a stream (no first token will
+// be reported) is expected to end its prefill at its predicted TTFT.
 func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req *framework.Request, picked framework.Endpoint) {
 	if req == nil || picked == nil {
 		return
 	}
 	name := picked.Metadata().Name
-	uncached := req.PromptTokens
+	uncached, ttftMs := req.PromptTokens, -1.0
 	if state != nil {
 		if c, ok := framework.ReadAs[cycle](state, s.stateKey); ok {
 			for _, e := range c {
 				if e.name == name {
-					uncached = e.uncached
+					uncached, ttftMs = e.uncached, e.ttftMs
 					break
 				}
 			}
@@ -643,7 +647,14 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 	if out <= 0 {
 		out = s.params.DefaultOutputTokens
 	}
-	s.Engine(name).Sent(req.ID, s.now(), req.PromptTokens, uncached, out)
+	now := s.now()
+	eng := s.Engine(name)
+	eng.Sent(req.ID, now, req.PromptTokens, uncached, out)
+	if !req.Stream && ttftMs >= 0 {
+		// A buffered answer reports no first token: its prefill is taken
+		// to end when predicted.
+		eng.ExpectFirst(req.ID, now.Add(time.Duration(ttftMs*float64(time.Millisecond))))
+	}
 }
 
 // FirstToken records that the request's prefill on ep is over.

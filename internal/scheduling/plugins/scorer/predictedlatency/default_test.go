@@ -4,9 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/plugintest"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/predictedlatency"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins/scorer/prefixcache"
 )
 
@@ -78,6 +80,42 @@ func TestHonorLoadOverride(t *testing.T) {
 		}
 		if !strings.Contains(aNote, tt.wantUncached) {
 			t.Errorf("%s, overridden %v: a's note %q, want it to say %q\n%s", tt.params, tt.overridden, aNote, tt.wantUncached, notes)
+		}
+	}
+}
+
+// A request without a stream reports no first token: the scorer expects
+// its prefill to end at its predicted TTFT, after which its prompt no
+// longer counts as prefill queued ahead of the next request there. A
+// streamed request keeps counting until its first token is reported.
+func TestBufferedAnswerStopsQueueingAtItsPredictedTTFT(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		h := plugintest.NewHandle()
+		pl, err := predictedlatency.Factory("pl", nil, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := pl.(*predictedlatency.Scorer)
+		eps := []*plugintest.Endpoint{plugintest.NewEndpoint("a")}
+		queued := func() int {
+			return s.Predict(&framework.Request{ID: "probe", PromptTokens: 100}, plugintest.Endpoints(eps...), nil)[0].WaitingTokens
+		}
+		req := &framework.Request{ID: "r", PromptTokens: 8000, MaxTokens: 500, Stream: stream}
+		st := framework.NewCycleState()
+		scores := make([]float64, 1)
+		s.Score(context.Background(), st, req, plugintest.Endpoints(eps...), scores)
+		ttft := s.Predict(req, plugintest.Endpoints(eps...), nil)[0].TTFTMs
+		s.PreRequest(context.Background(), st, req, eps[0])
+		if got := queued(); got != 8000 {
+			t.Fatalf("stream %v: %d tokens queued right after the send, want 8000", stream, got)
+		}
+		h.Clock.Advance(time.Duration(ttft*float64(time.Millisecond)) + time.Millisecond)
+		want := 0
+		if stream {
+			want = 8000 // until its first token is reported
+		}
+		if got := queued(); got != want {
+			t.Errorf("stream %v: %d tokens queued past the predicted TTFT (%.1f ms), want %d", stream, got, ttft, want)
 		}
 	}
 }
