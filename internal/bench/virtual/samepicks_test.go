@@ -34,11 +34,16 @@ import (
 type scriptedScraper struct {
 	mu    sync.Mutex
 	byURL map[string]*framework.Metrics
+	// served counts the scrapes of each URL since the metrics last changed.
+	served map[string]int
 }
 
 func (s *scriptedScraper) Scrape(_ context.Context, baseURL string) (*framework.Metrics, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.served != nil {
+		s.served[baseURL]++
+	}
 	if m := s.byURL[baseURL]; m != nil {
 		return m, nil
 	}
@@ -150,12 +155,57 @@ func setState(r *live.Router, scraper *scriptedScraper, urls []string, names []s
 		m := st[i]
 		scraper.byURL[u] = &m
 	}
+	scraper.served = map[string]int{}
 	scraper.mu.Unlock()
 	for i, name := range names {
 		m := st[i]
 		r.Store().Get(name).SetMetrics(&m)
 		v := st[i]
 		eps[i].metrics.Store(&v)
+	}
+	// A scrape that read the old metrics before the change may store them
+	// after it. The router scrapes each endpoint one scrape at a time, so
+	// once an endpoint has been scraped twice since the change, the first
+	// of those (new metrics) has been stored and no older one is pending.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		scraper.mu.Lock()
+		done := true
+		for _, u := range urls {
+			done = done && scraper.served[u] >= 2
+		}
+		scraper.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			panic("setState: the router did not scrape every endpoint twice in 10 s")
+		}
+		time.Sleep(time.Millisecond) // polling a condition with a deadline
+	}
+}
+
+// waitIdle waits, up to a deadline, until the router has ended every
+// request on names: it runs a request's done hooks (the profile's load
+// accounting) after the client has read the end of the answer, and the
+// virtual side's next decision sees the previous request done.
+func waitIdle(t *testing.T, r *live.Router, names []string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		busy := ""
+		for _, n := range names {
+			if in, _ := r.Store().Get(n).InFlight(); in != 0 {
+				busy = n
+			}
+		}
+		if busy == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still has requests in flight after 10 s", busy)
+		}
+		time.Sleep(time.Millisecond) // polling a condition with a deadline
 	}
 }
 
@@ -288,6 +338,7 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 		for i, p := range prompts {
 			setState(r, scraper, urls, names, eps, sameState(rng, len(names)))
 			route := post(t, base, p, 4).Get(live.HeaderRoute)
+			waitIdle(t, r, names)
 			got = append(got, pdPickOf(t, route))
 
 			ids := tokenizer.Pseudo{}.Encode(p)
@@ -355,6 +406,7 @@ func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) []st
 	for i, p := range prompts {
 		setState(r, scraper, urls, names, eps, sameState(rng, len(names)))
 		got = append(got, post(t, base, p, 4).Get(live.HeaderEndpoint))
+		waitIdle(t, r, names)
 
 		ids := tokenizer.Pseudo{}.Encode(p)
 		req := schedulingRequest(fmt.Sprintf("r%d", i), "m", []byte(p), ids, 4, false)
