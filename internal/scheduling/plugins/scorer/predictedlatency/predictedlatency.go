@@ -547,7 +547,8 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	})
 	triage := !anyMet && late >= 0 && leastTTFT > ttftObj*(1+s.params.TriageMargin)
 	const eps = 1e-3 // ms: keeps an all-zero cost finite
-	floor := lo + s.slack(lo)
+	slack := s.slack(lo)
+	floor := lo + slack
 	for i, cost := range scores[:len(endpoints)] {
 		switch {
 		case !triage:
@@ -577,8 +578,8 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 		framework.AddNote(state, fmt.Sprintf("%s: triage: %s is already %.1fms behind (over the %gms TTFT objective), so the request goes there and the other endpoints' queues stay under the objective; predicted ttft %.1fms",
 			s.tn, c.Endpoint, waitMs(c.Prediction, c.Uncached), ttftObj, c.TTFTMs))
 	}
-	if sl := s.slack(lo); sl > 0 && !triage {
-		framework.AddNote(state, fmt.Sprintf("%s: slack %.1fms: every cost up to %.1fms scores as the least", s.tn, sl, floor))
+	if slack > 0 && !triage {
+		framework.AddNote(state, fmt.Sprintf("%s: slack %.1fms: every cost up to %.1fms scores as the least", s.tn, slack, floor))
 	}
 	for _, c := range cands {
 		framework.AddNote(state, fmt.Sprintf("%s: %s predicted ttft %.1fms tpot %.1fms, %d uncached tokens, %d queued prefill tokens, stall %.1fms on %d streams, cost %.1fms%s",

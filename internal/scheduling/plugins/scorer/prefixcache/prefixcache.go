@@ -326,6 +326,10 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 		scores[i] = float64(m) / float64(n)
 		anyMatch = anyMatch || m > 0
 	}
+	var over []bool // the endpoints the load override zeroed
+	if anyMatch {
+		over = s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)
+	}
 	if state != nil {
 		tokens := make([]int, len(matched))
 		ratios := make([]float64, len(matched))
@@ -337,15 +341,7 @@ func (s *Scorer) Score(ctx context.Context, state *framework.CycleState, req *fr
 				tokens[i] = min(req.PromptTokens, int(float64(m*s.params.ChunkBytes)/float64(req.Prompt.TextLen())*float64(req.PromptTokens)))
 			}
 		}
-		m := Matched{Tokens: tokens, Ratios: ratios}
-		if anyMatch {
-			m.Overridden = s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)
-		}
-		state.Write(MatchedKey, m)
-		return
-	}
-	if anyMatch {
-		s.overrideByLoad(ctx, state, endpoints, matched, scores, sc)
+		state.Write(MatchedKey, Matched{Tokens: tokens, Ratios: ratios, Overridden: over})
 	}
 }
 
