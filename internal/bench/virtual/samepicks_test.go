@@ -149,7 +149,7 @@ func liveRouter(t *testing.T, doc string, engines []vllmapi.Spec, profiles map[s
 // setState gives both paths the same state: the router's store at once
 // (and its scraper, so a scrape in between changes nothing) and the
 // virtual endpoints.
-func setState(r *live.Router, scraper *scriptedScraper, urls []string, names []string, eps []*endpoint, st []framework.Metrics) {
+func setState(t *testing.T, r *live.Router, scraper *scriptedScraper, urls []string, names []string, eps []*endpoint, st []framework.Metrics) {
 	scraper.mu.Lock()
 	for i, u := range urls {
 		m := st[i]
@@ -167,22 +167,16 @@ func setState(r *live.Router, scraper *scriptedScraper, urls []string, names []s
 	// after it. The router scrapes each endpoint one scrape at a time, so
 	// once an endpoint has been scraped twice since the change, the first
 	// of those (new metrics) has been stored and no older one is pending.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntil(t, "the router scraped every endpoint twice since the change", func() bool {
 		scraper.mu.Lock()
-		done := true
+		defer scraper.mu.Unlock()
 		for _, u := range urls {
-			done = done && scraper.served[u] >= 2
+			if scraper.served[u] < 2 {
+				return false
+			}
 		}
-		scraper.mu.Unlock()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			panic("setState: the router did not scrape every endpoint twice in 10 s")
-		}
-		time.Sleep(time.Millisecond) // polling a condition with a deadline
-	}
+		return true
+	})
 }
 
 // waitIdle waits, up to a deadline, until the router has ended every
@@ -191,19 +185,23 @@ func setState(r *live.Router, scraper *scriptedScraper, urls []string, names []s
 // virtual side's next decision sees the previous request done.
 func waitIdle(t *testing.T, r *live.Router, names []string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		busy := ""
+	waitUntil(t, "the router ended every request", func() bool {
 		for _, n := range names {
 			if in, _ := r.Store().Get(n).InFlight(); in != 0 {
-				busy = n
+				return false
 			}
 		}
-		if busy == "" {
-			return
-		}
+		return true
+	})
+}
+
+// waitUntil polls cond until it holds, failing the test after 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s still has requests in flight after 10 s", busy)
+			t.Fatalf("not within 10 s: %s", what)
 		}
 		time.Sleep(time.Millisecond) // polling a condition with a deadline
 	}
@@ -336,7 +334,7 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 		rng := rand.New(rand.NewPCG(samePicksSeed, 2))
 		var got, virt []string
 		for i, p := range prompts {
-			setState(r, scraper, urls, names, eps, sameState(rng, len(names)))
+			setState(t, r, scraper, urls, names, eps, sameState(rng, len(names)))
 			route := post(t, base, p, 4).Get(live.HeaderRoute)
 			waitIdle(t, r, names)
 			got = append(got, pdPickOf(t, route))
@@ -404,7 +402,7 @@ func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) []st
 	rng := rand.New(rand.NewPCG(samePicksSeed, 1))
 	var got, virt []string
 	for i, p := range prompts {
-		setState(r, scraper, urls, names, eps, sameState(rng, len(names)))
+		setState(t, r, scraper, urls, names, eps, sameState(rng, len(names)))
 		got = append(got, post(t, base, p, 4).Get(live.HeaderEndpoint))
 		waitIdle(t, r, names)
 
@@ -430,6 +428,21 @@ func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) []st
 // frozenFit returns spec with its predicted-latency scorers' fit frozen.
 func frozenFit(t *testing.T, spec config.ProfileSpec) config.ProfileSpec {
 	t.Helper()
+	return editPredicted(t, spec, func(p *predictedlatency.Params) { p.FrozenFit = true })
+}
+
+// withObjective returns spec with its predicted-latency scorers' TTFT
+// objective at 1 ms and unmeetable set.
+func withObjective(t *testing.T, spec config.ProfileSpec, unmeetable string) config.ProfileSpec {
+	t.Helper()
+	return editPredicted(t, spec, func(p *predictedlatency.Params) { p.TTFTObjectiveMs, p.Unmeetable = 1, unmeetable })
+}
+
+// editPredicted returns spec with edit applied to the params of each of
+// its predicted-latency scorers (their defaults where it sets none); it
+// fails the test when the profile has none.
+func editPredicted(t *testing.T, spec config.ProfileSpec, edit func(*predictedlatency.Params)) config.ProfileSpec {
+	t.Helper()
 	scorers := slices.Clone(spec.Scorers)
 	n := 0
 	for i, sc := range scorers {
@@ -442,32 +455,12 @@ func frozenFit(t *testing.T, spec config.ProfileSpec) config.ProfileSpec {
 				t.Fatal(err)
 			}
 		}
-		p.FrozenFit = true
+		edit(&p)
 		scorers[i].Params, _ = json.Marshal(p)
 		n++
 	}
 	if n == 0 {
 		t.Fatal("the profile has no predicted-latency scorer")
-	}
-	spec.Scorers = scorers
-	return spec
-}
-
-// withObjective returns spec with its predicted-latency scorers' TTFT
-// objective at 1 ms and unmeetable set.
-func withObjective(t *testing.T, spec config.ProfileSpec, unmeetable string) config.ProfileSpec {
-	t.Helper()
-	scorers := slices.Clone(spec.Scorers)
-	for i, sc := range scorers {
-		if sc.Type != predictedlatency.Type {
-			continue
-		}
-		p := predictedlatency.DefaultParams()
-		if err := json.Unmarshal(sc.Params, &p); err != nil {
-			t.Fatal(err)
-		}
-		p.TTFTObjectiveMs, p.Unmeetable = 1, unmeetable
-		scorers[i].Params, _ = json.Marshal(p)
 	}
 	spec.Scorers = scorers
 	return spec
