@@ -370,9 +370,31 @@ func (t *Ticket) Explain() string {
 // is corrected to what was used (a refund when less was generated than
 // reserved), the concurrency slot and the queue slot are freed, and the
 // tenant's virtual counter is corrected. Calls after the first do nothing.
-func (t *Ticket) Done(u Usage) {
+func (t *Ticket) Done(u Usage) { t.done1(u, true) }
+
+// Shed refuses an admitted request before it reaches an engine, for why
+// (ShedUnmeetable): its budgets are refunded in full, its slot frees
+// without counting as a completion, the shed is counted, and the returned
+// Rejection is what the client is answered (429, Retry-After 1s). detail,
+// when not empty, ends the message. After Done or Shed it returns nil.
+func (t *Ticket) Shed(why ShedReason, detail string) *Rejection {
+	if !t.done1(Usage{Known: true}, false) {
+		return nil
+	}
+	t.a.metrics.shed(t.req.Tenant.Name, t.prio, why)
+	msg := fmt.Sprintf("The model %q is overloaded: no endpoint is predicted to meet the request's objectives.", t.req.Model)
+	if detail != "" {
+		msg = fmt.Sprintf("The model %q is overloaded: %s.", t.req.Model, detail)
+	}
+	return &Rejection{Reason: ReasonShed, Tenant: t.req.Tenant, Message: msg, RetryAfter: time.Second, Rate: t.rate,
+		Explain: t.Explain() + "; shed=" + string(why)}
+}
+
+// done1 settles the ticket once (Done, Shed); served says the request
+// reached an engine. It reports whether this call settled it.
+func (t *Ticket) done1(u Usage, served bool) bool {
 	if !t.done.CompareAndSwap(false, true) {
-		return
+		return false
 	}
 	a := t.a
 	used := int64(-1)
@@ -391,8 +413,9 @@ func (t *Ticket) Done(u Usage) {
 		if u.Known {
 			actual = float64(max(u.PromptTokens-u.CachedTokens, 0) + u.CompletionTokens)
 		}
-		a.queue.release(t.req.Model, t.req.Tenant, t.cost, actual)
+		a.queue.release(t.req.Model, t.req.Tenant, t.cost, actual, served)
 	}
+	return true
 }
 
 func (m *Metrics) tokens(tenant, kind string, n int64) {

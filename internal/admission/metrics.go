@@ -36,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"model", "tenant", "priority"}),
 		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "halyard_admission_shed_total",
-			Help: "Requests shed by the fair queue, by tenant, priority and reason (queue_full, timeout, no_endpoint, expected_wait).",
+			Help: "Requests shed by the fair queue, by tenant, priority and reason (queue_full, timeout, no_endpoint, expected_wait), and admitted requests handed back by scheduling (slo_unmeetable).",
 		}, []string{"tenant", "priority", "reason"}),
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "halyard_admission_store_errors_total",

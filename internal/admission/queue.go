@@ -35,6 +35,10 @@ const (
 	// ShedExpectedWait: refused on arrival, its expected wait (requests
 	// ahead of it over the model's recent completion rate) exceeded maxWait.
 	ShedExpectedWait ShedReason = "expected_wait"
+	// ShedUnmeetable: admitted, then refused before reaching an engine,
+	// because scheduling found no endpoint predicted to meet the
+	// request's objectives (router.admission.unmeetable: shed).
+	ShedUnmeetable ShedReason = "slo_unmeetable"
 )
 
 // queueResult is how a waiter left the queue.
@@ -578,8 +582,10 @@ func (q *Queue) cancel(model string, w *waiter) bool {
 }
 
 // release ends an admitted request: its slot frees and its tenant's
-// counter is corrected from the estimated to the actual cost.
-func (q *Queue) release(model string, t *Tenant, estimate, actual float64) {
+// counter is corrected from the estimated to the actual cost. served says
+// it reached an engine: only those count in the model's completion rate,
+// which the arrival rule divides the queue by.
+func (q *Queue) release(model string, t *Tenant, estimate, actual float64, served bool) {
 	mq := q.model(model)
 	mq.mu.Lock()
 	now := q.Clock.Now()
@@ -592,7 +598,9 @@ func (q *Queue) release(model string, t *Tenant, estimate, actual float64) {
 			tq.inflight--
 		}
 	}
-	mq.released(now)
+	if served {
+		mq.released(now)
+	}
 	notify := q.dispatchLocked(mq, now, nil, nil)
 	mq.mu.Unlock()
 	for _, f := range notify {

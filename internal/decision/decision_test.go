@@ -163,3 +163,61 @@ func TestProfilesResolveOnce(t *testing.T) {
 		t.Errorf("unknown profile: err = %v", err)
 	}
 }
+
+// TestDecideHandsBackUnmeetable: with Call.ShedUnmeetable, a target whose
+// candidates the default profile's predicted-latency scorer predicts to
+// miss the request's TTFT objective is passed over for a fallback that
+// meets it; with no such fallback Decide returns no pick and the
+// objective in Decision.Unmeetable. Without ShedUnmeetable, or on a retry,
+// the pick stands.
+func TestDecideHandsBackUnmeetable(t *testing.T) {
+	ctx := context.Background()
+	a, b := mk("a", framework.RoleBoth, nil), mk("b", framework.RoleBoth, nil)
+	pools := map[string][]framework.Endpoint{"busy": {a}, "idle": {b}}
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	d, err := decision.New(decision.Options{
+		Pools:    decision.PoolsFunc(func(name string) []framework.Endpoint { return slices.Clone(pools[name]) }),
+		Profiles: decision.NewProfiles(nil, presets.Specs(), reg, plugintest.NewHandle()),
+		Handle:   plugintest.NewHandle(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := d.Profiles().Get(presets.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a prefills 64k tokens this director sent (about 1.5 s on the H100
+	// prior); b is idle.
+	big := &decision.Call{Req: &framework.Request{ID: "big", Model: "m", PromptTokens: 64000}, Profile: prof}
+	dec, ok := d.Decide(ctx, big, []decision.Target{{Pool: "busy"}}, nil)
+	if !ok {
+		t.Fatal("no pick for the long prompt")
+	}
+	d.Sent(ctx, big, &dec)
+	call := func(shed bool) *decision.Call {
+		req := &framework.Request{ID: "r", Model: "m", PromptTokens: 1000, Headers: map[string]string{"x-halyard-slo-ttft-ms": "500"}}
+		return &decision.Call{Req: req, Profile: prof, ShedUnmeetable: shed}
+	}
+	busy, both := []decision.Target{{Pool: "busy"}}, []decision.Target{{Pool: "busy"}, {Pool: "idle"}}
+
+	if dec, ok := d.Decide(ctx, call(true), both, nil); !ok || dec.Endpoint != framework.Endpoint(b) || !dec.Fallback || dec.Unmeetable != nil {
+		t.Errorf("busy then idle: picked %v (ok %v, fallback %v, unmeetable %v), want b, the fallback that meets the objective", dec.Endpoint, ok, dec.Fallback, dec.Unmeetable)
+	}
+	dec, ok = d.Decide(ctx, call(true), busy, nil)
+	if ok || dec.Unmeetable == nil {
+		t.Fatalf("busy alone: picked %v (ok %v), want no pick and Unmeetable", dec.Endpoint, ok)
+	}
+	if dec.Unmeetable.TTFTObjectiveMs != 500 || dec.Unmeetable.LeastTTFTMs <= 500 {
+		t.Errorf("Unmeetable = %+v, want the 500 ms objective and a least predicted TTFT above it", *dec.Unmeetable)
+	}
+	if dec, ok := d.Decide(ctx, call(false), busy, nil); !ok || dec.Endpoint != framework.Endpoint(a) {
+		t.Errorf("without ShedUnmeetable: picked %v (ok %v), want a", dec.Endpoint, ok)
+	}
+	if dec, ok := d.Decide(ctx, call(true), []decision.Target{{Pool: "busy"}, {Pool: "idle"}}, []framework.Endpoint{b}); !ok || dec.Endpoint != framework.Endpoint(a) {
+		t.Errorf("a retry (b tried): picked %v (ok %v), want a: a retry is not handed back", dec.Endpoint, ok)
+	}
+}

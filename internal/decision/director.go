@@ -120,6 +120,11 @@ type Call struct {
 	// pick goes where that room is (an endpoint not prefilling, under its
 	// concurrency and KV bounds).
 	Queue *config.QueueConfig
+	// ShedUnmeetable (admission's unmeetable: shed, for an admitted
+	// request) makes Decide hand back, instead of a pick, a request that
+	// no target's candidates are predicted to meet the objectives of
+	// (Decision.Unmeetable), on its first attempt: admission refuses it.
+	ShedUnmeetable bool
 }
 
 // Decision is where one attempt of a request goes.
@@ -139,6 +144,10 @@ type Decision struct {
 	HasPrefix bool
 	// PD is set for the decode request of a disaggregated pool.
 	PD *PDDecision
+	// Unmeetable, with Call.ShedUnmeetable, is set when Decide found no
+	// target with an endpoint predicted to meet the request's objectives
+	// (and returned false): the caller has admission refuse the request.
+	Unmeetable *framework.Unmeetable
 
 	tokens int64
 	// prefill is the uncached prompt counted as outstanding prefill on
@@ -150,9 +159,13 @@ type Decision struct {
 
 // Decide runs the targets in order (the split's pick, then the fallbacks)
 // until one has an endpoint the profile picks, leaving out the endpoints
-// already tried when others remain.
+// already tried when others remain. With c.ShedUnmeetable, on the first
+// attempt, a target whose candidates are all predicted to miss the
+// request's objectives is passed over; when every target is, Decide
+// returns false with Decision.Unmeetable set.
 func (d *Director) Decide(ctx context.Context, c *Call, targets []Target, tried []framework.Endpoint) (Decision, bool) {
 	var dec Decision
+	shed := c.ShedUnmeetable && len(tried) == 0
 	for i, t := range targets {
 		cands, excluded := d.Candidates(ctx, c.Req, t.Pool, c.Explain)
 		dec.Excluded = append(dec.Excluded, excluded...)
@@ -179,11 +192,20 @@ func (d *Director) Decide(ctx context.Context, c *Call, targets []Target, tried 
 		if err != nil || len(res.Picked) == 0 {
 			continue
 		}
+		if shed {
+			if un, ok := framework.ReadAs[framework.Unmeetable](state, framework.UnmeetableKey); ok {
+				if dec.Unmeetable == nil {
+					dec.Unmeetable = &un
+				}
+				continue
+			}
+		}
 		ep := res.Picked[0]
 		dec.Endpoint, dec.Target, dec.Fallback, dec.State = ep, t, i > 0, state
 		if ps, ok := framework.ReadAs[*prefixScores](state, prefixScoresKey); ok {
 			dec.Prefix, dec.HasPrefix = ps.scoreOf(ep)
 		}
+		dec.Unmeetable = nil // a fallback meets the objectives
 		return dec, true
 	}
 	return dec, false

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -152,6 +153,17 @@ func (r *Router) settle(c *call) {
 		u = admission.Usage{Known: true} // never reached an engine: a full refund
 	}
 	c.ticket.Done(u)
+}
+
+// shedUnmeetable refuses an admitted request that no endpoint is
+// predicted to meet the objectives of (router.admission.unmeetable: shed):
+// admission refunds it and the client gets a 429 saying why.
+func (r *Router) shedUnmeetable(w http.ResponseWriter, c *call, un *framework.Unmeetable) {
+	detail := fmt.Sprintf("no endpoint is predicted to meet the request's objectives (ttft %gms, tpot %gms; least predicted ttft %.0fms)",
+		un.TTFTObjectiveMs, un.TPOTObjectiveMs, un.LeastTTFTMs)
+	if rej := c.ticket.Shed(admission.ShedUnmeetable, detail); rej != nil {
+		r.reject(w, c.route.Model, c, rej, c.explain)
+	}
 }
 
 // reject answers a refused request, OpenAI-shaped, with Retry-After and

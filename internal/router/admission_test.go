@@ -165,3 +165,48 @@ func TestAdmissionSpan(t *testing.T) {
 		t.Errorf("requests budget remaining %v after the only allowed request, want 0", v)
 	}
 }
+
+// TestAdmissionShedsARequestNoEndpointCanServeInTime: with
+// router.admission.unmeetable: shed, a request whose declared TTFT
+// objective no endpoint is predicted to meet (the default profile's
+// predicted-latency scorer) is refused with a 429 before it reaches an
+// engine, counted as shed for slo_unmeetable, and its concurrency slot is
+// given back (the tenant's limit is 1: a leaked slot would refuse the next
+// request); a request that can be on time is served. With the default
+// (serve) the same request is served, late.
+func TestAdmissionShedsARequestNoEndpointCanServeInTime(t *testing.T) {
+	oneSlot := strings.Replace(withAdmission, "concurrency: 100000", "concurrency: 1", 1)
+	sent := func(h *harness) int64 { return h.engines["e0"].requests.Load() + h.engines["e1"].requests.Load() }
+	h := newHarnessShipped(t, strings.Replace(oneSlot, "router: {", "router: {admission: {unmeetable: shed}, ", 1), twoEngines())
+	for i := range 2 {
+		resp, body := h.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "0.001")
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("request %d with an unmeetable objective: status %d, want 429: %s", i, resp.StatusCode, body)
+		}
+		if ra := resp.Header.Get("Retry-After"); ra != "1" {
+			t.Errorf("Retry-After %q, want 1", ra)
+		}
+		if !strings.Contains(string(body), "no endpoint is predicted to meet the request's objectives") || !strings.Contains(string(body), `"code":"model_overloaded"`) {
+			t.Errorf("body does not say why: %s", body)
+		}
+	}
+	if n := sent(h); n != 0 {
+		t.Errorf("engines received %d shed requests", n)
+	}
+	if v := metricValue(t, h, `halyard_admission_shed_total{priority="standard",reason="slo_unmeetable",tenant="team-a"}`); v != 2 {
+		t.Errorf("halyard_admission_shed_total{reason=slo_unmeetable} = %v, want 2", v)
+	}
+	resp, body := h.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "60000")
+	if resp.StatusCode != 200 {
+		t.Fatalf("a request that can be on time after two shed ones: status %d: %s", resp.StatusCode, body)
+	}
+	if n := sent(h); n != 1 {
+		t.Errorf("engines received %d requests, want 1", n)
+	}
+
+	serve := newHarnessShipped(t, oneSlot, twoEngines())
+	resp, body = serve.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "0.001")
+	if resp.StatusCode != 200 {
+		t.Fatalf("unmeetable: serve (the default): status %d, want 200: %s", resp.StatusCode, body)
+	}
+}

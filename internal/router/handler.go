@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/datastore"
 	"github.com/halyard-dev/halyard/internal/decision"
@@ -504,6 +505,9 @@ func (r *Router) decisionCall(c *call) *decision.Call {
 			// goes where that room is.
 			c.dc.Queue = &r.cfg.Admission.Queue
 		}
+		// Admission takes back an admitted request that no endpoint is
+		// predicted to meet the objectives of (forward sheds it).
+		c.dc.ShedUnmeetable = c.ticket != nil && r.cfg.Admission != nil && r.cfg.Admission.Unmeetable == config.UnmeetableShed
 	}
 	// A traced request is explained too: its scheduling span carries the
 	// scores (the response headers still follow c.explain).

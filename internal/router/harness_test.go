@@ -14,6 +14,8 @@ import (
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
 	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
+	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
+	"github.com/halyard-dev/halyard/internal/scheduling/presets"
 )
 
 // Test-local plugins, standing in for the real ones.
@@ -130,6 +132,24 @@ func newHarness(t testing.TB, doc string, engineModels map[string]string) *harne
 // the first scrape.
 func newHarnessWith(t testing.TB, doc string, engineModels map[string]string, before func(map[string]*fakeEngine)) *harness {
 	t.Helper()
+	return newHarnessFor(t, doc, engineModels, before, testRegistry(t), testDefaultProfile)
+}
+
+// newHarnessShipped is newHarness with the built-in plugins and the
+// shipped default profile in place of the test ones.
+func newHarnessShipped(t testing.TB, doc string, engineModels map[string]string) *harness {
+	t.Helper()
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	return newHarnessFor(t, doc, engineModels, nil, reg, presets.DefaultSpec())
+}
+
+// newHarnessFor is newHarnessWith with the plugin registry and the default
+// profile given.
+func newHarnessFor(t testing.TB, doc string, engineModels map[string]string, before func(map[string]*fakeEngine), reg *framework.Registry, def config.ProfileSpec) *harness {
+	t.Helper()
 	h := &harness{t: t, engines: map[string]*fakeEngine{}}
 	for name, model := range engineModels {
 		e := newFakeEngineTB(t, name, model)
@@ -144,7 +164,7 @@ func newHarnessWith(t testing.TB, doc string, engineModels map[string]string, be
 		t.Fatal(err)
 	}
 	decisionHeadersOn(cfg)
-	r, err := New(Options{Config: cfg, Registry: testRegistry(t), DefaultProfile: &testDefaultProfile, Logger: slog.New(slog.DiscardHandler)})
+	r, err := New(Options{Config: cfg, Registry: reg, DefaultProfile: &def, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,10 @@ func (r *Router) forward(w http.ResponseWriter, hr *http.Request, c *call) {
 	attempts := max(r.cfg.MaxAttempts, 1)
 	for attempt := 1; attempt <= attempts; attempt++ {
 		d, ok := r.decide(ctx, c, targets, tried)
+		if !ok && d.Unmeetable != nil {
+			r.shedUnmeetable(w, c, d.Unmeetable)
+			return
+		}
 		if !ok {
 			break
 		}

@@ -26,6 +26,15 @@ type AdmissionConfig struct {
 	LocalFraction float64 `json:"localFraction,omitempty"`
 	// Queue bounds the per-model fair queue.
 	Queue QueueConfig `json:"queue,omitempty"`
+	// Unmeetable is what admission does with a request that states
+	// objectives (x-halyard-slo-ttft-ms, x-halyard-slo-tpot-ms, or the
+	// profile's defaults) when the route's predicted-latency scorer finds
+	// no endpoint predicted to meet them: "serve" (default) sends it where
+	// the profile picks, late; "shed" refuses it with 429 before it
+	// reaches an engine (halyard_admission_shed_total reason
+	// slo_unmeetable), its budgets refunded, so that capacity goes to
+	// requests that can still be on time.
+	Unmeetable string `json:"unmeetable,omitempty"`
 }
 
 // QueueConfig bounds the per-model fair queue that holds requests while
@@ -203,6 +212,8 @@ const (
 	DefaultTenantClaim       = "sub"
 	StoreErrorLocal          = "local"
 	StoreErrorReject         = "reject"
+	UnmeetableServe          = "serve"
+	UnmeetableShed           = "shed"
 	AnonymousTenant          = "anonymous"
 	DefaultTenantWeight      = 1.0
 	DefaultLocalFractionFull = 1.0
@@ -216,6 +227,9 @@ func (c *Config) defaultAdmission() {
 		}
 		if a.LocalFraction == 0 {
 			a.LocalFraction = DefaultLocalFractionFull
+		}
+		if a.Unmeetable == "" {
+			a.Unmeetable = UnmeetableServe
 		}
 		q := &a.Queue
 		if q.MaxPerModel == 0 {
@@ -299,6 +313,9 @@ func (c *Config) validateAdmission(add func(string, string, ...any)) {
 		}
 		if a.LocalFraction <= 0 || a.LocalFraction > 1 {
 			add("router.admission.localFraction", "must be in (0,1], got %v", a.LocalFraction)
+		}
+		if a.Unmeetable != UnmeetableServe && a.Unmeetable != UnmeetableShed {
+			add("router.admission.unmeetable", "must be %s or %s, got %q", UnmeetableServe, UnmeetableShed, a.Unmeetable)
 		}
 		q := a.Queue
 		if q.MaxPerModel < 0 {

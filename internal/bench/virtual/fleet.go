@@ -88,6 +88,9 @@ type router struct {
 	// queue is the admission queue's config, whose capacity rule the
 	// decision follows when adm is set.
 	queue *config.QueueConfig
+	// shed: admission's unmeetable is shed (the router's
+	// router.admission.unmeetable).
+	shed bool
 }
 
 // fleetRun is one policy at one arrival step on a fresh fleet.
@@ -313,7 +316,15 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 			ticket.Done(u)
 		}
 	}
-	ep, call, d, err := rt.decide(f.ctx, req)
+	ep, call, d, err := rt.decide(f.ctx, req, ticket != nil)
+	if d.Unmeetable != nil {
+		// Admission takes it back, as the router's forward does.
+		rec.Refused = true
+		rec.E2E = f.clock.Now().Sub(sentAt)
+		rej := ticket.Shed(admission.ShedUnmeetable, "")
+		f.fail(i, fmt.Sprintf("%d %s", rej.Status(), admission.ShedUnmeetable))
+		return
+	}
 	if err != nil {
 		settle(admission.Usage{Known: true})
 		f.fail(i, "schedule: "+err.Error())
@@ -371,10 +382,11 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 // decide is the router's decision for req (package decision, as in the
 // router): the endpoint, and the call and decision the accounting hooks
 // (Sent, FirstByte, Done) take.
-func (rt *router) decide(ctx context.Context, req *framework.Request) (*endpoint, *decision.Call, decision.Decision, error) {
+func (rt *router) decide(ctx context.Context, req *framework.Request, admitted bool) (*endpoint, *decision.Call, decision.Decision, error) {
 	call := &decision.Call{Req: req, Profile: rt.profile}
 	if rt.adm != nil {
 		call.Queue = rt.queue
+		call.ShedUnmeetable = admitted && rt.shed
 	}
 	d, ok := rt.director.Decide(ctx, call, fleetTargets, nil)
 	if !ok {

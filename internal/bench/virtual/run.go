@@ -331,6 +331,7 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy, fle
 			}
 			defer a.Close()
 			rt.adm = a
+			rt.shed = acfg.Router.Admission != nil && acfg.Router.Admission.Unmeetable == config.UnmeetableShed
 		}
 	}
 	f.scrapeLoop(sc.ScrapeInterval.Duration)

@@ -408,7 +408,7 @@ func samePicksFour(t *testing.T, spec config.ProfileSpec, prompts []string) []st
 
 		ids := tokenizer.Pseudo{}.Encode(p)
 		req := schedulingRequest(fmt.Sprintf("r%d", i), "m", []byte(p), ids, 4, false)
-		ep, call, d, err := rt.decide(ctx, req)
+		ep, call, d, err := rt.decide(ctx, req, false)
 		if err != nil {
 			t.Fatal(err)
 		}

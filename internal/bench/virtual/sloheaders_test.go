@@ -2,11 +2,13 @@ package virtual
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/bench/report"
 )
 
@@ -76,4 +78,64 @@ func TestSLOHeadersDeclareTheObjectives(t *testing.T) {
 		t.Errorf("default-v2 placed every request the same with and without the objectives: the headers did not reach the scorer (per endpoint %v, goodput %.3f)",
 			on["default-v2"].RequestsPerEndpoint, on["default-v2"].RequestGoodput)
 	}
+}
+
+// unmeetableScenario is a small shared-prefix load past its fleet's capacity
+// behind admission, with the SLO declared in headers: under
+// unmeetable: shed some requests are predicted to miss it everywhere.
+const unmeetableScenario = `
+model: llama-3-8b
+fleet: {engines: 2, profile: h100-llama3-8b}
+api: completions
+workload: {kind: shared-prefix, groups: 40, usersPerGroup: 2, systemTokens: 6000, questionTokens: 2000, outputTokens: 64}
+arrival: {rates: [30]}
+maxRequests: 80
+slo: ttft=300ms,tpot=50ms
+sloHeaders: true
+seed: 1
+policies: [default]
+admission:
+  queue: {endpointConcurrency: 64, maxWait: 10s, prefillTokens: -1}
+`
+
+// TestAdmissionShedsUnmeetableRequestsInVirtualTime: with
+// router.admission.unmeetable: shed the virtual fleet refuses, through
+// the same decision code as the router, the admitted requests no endpoint
+// is predicted to meet the objectives of (429 slo_unmeetable, counted as
+// refused, never sent to an engine); with serve, the default, it sends
+// them all; every request is accounted for either way.
+func TestAdmissionShedsUnmeetableRequestsInVirtualTime(t *testing.T) {
+	run := func(y string) report.Run {
+		t.Helper()
+		rep, err := Run(context.Background(), mustParse(t, y), quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rep.Runs {
+			if r.Label == "default admission=on" {
+				return r
+			}
+		}
+		t.Fatalf("no admitted run among %d", len(rep.Runs))
+		return report.Run{}
+	}
+	serve := run(unmeetableScenario)
+	shed := run(strings.Replace(unmeetableScenario, "admission:\n", "admission:\n  unmeetable: shed\n", 1))
+	if n := serve.Errors["429 "+string(admission.ShedUnmeetable)]; n != 0 {
+		t.Errorf("unmeetable: serve shed %d requests as unmeetable", n)
+	}
+	n := shed.Errors["429 "+string(admission.ShedUnmeetable)]
+	if n == 0 || n == shed.Failed && shed.Completed == 0 {
+		t.Fatalf("unmeetable: shed refused %d as unmeetable, completed %d; the scenario should make some, not all, unmeetable (errors %v)", n, shed.Completed, shed.Errors)
+	}
+	for _, r := range []report.Run{serve, shed} {
+		failed := 0
+		for _, k := range r.Errors {
+			failed += k
+		}
+		if r.Completed+r.Failed != 80 || failed != r.Failed {
+			t.Errorf("%s: %d completed + %d failed (%d by reason), want 80 accounted for (errors %v)", r.Label, r.Completed, r.Failed, failed, r.Errors)
+		}
+	}
+	t.Logf("serve: %d completed, good %d, errors %v; shed: %d completed, good %d, errors %v", serve.Completed, serve.GoodRequests, serve.Errors, shed.Completed, shed.GoodRequests, shed.Errors)
 }

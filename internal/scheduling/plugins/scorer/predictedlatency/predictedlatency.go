@@ -566,12 +566,17 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 		return
 	}
 	state.Write(s.stateKey, cy)
+	var un framework.Unmeetable
+	if !anyMet {
+		un.TTFTObjectiveMs, un.TPOTObjectiveMs = s.Objectives(req)
+		un.LeastTTFTMs = leastTTFT
+		state.Write(framework.UnmeetableKey, un)
+	}
 	if !explain {
 		return
 	}
 	if !anyMet {
-		ttft, tpot := s.Objectives(req)
-		framework.AddNote(state, fmt.Sprintf("%s: no endpoint is predicted to meet the objectives (ttft %gms, tpot %gms)", s.tn, ttft, tpot))
+		framework.AddNote(state, fmt.Sprintf("%s: no endpoint is predicted to meet the objectives (ttft %gms, tpot %gms)", s.tn, un.TTFTObjectiveMs, un.TPOTObjectiveMs))
 	}
 	if triage {
 		c := cands[late]
