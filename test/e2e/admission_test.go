@@ -296,3 +296,49 @@ func TestAdmissionSharedBudgetThroughRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmissionShedsUnmeetableThroughTheSDK: with
+// router.admission.unmeetable: shed, the real router with the shipped
+// default profile refuses a request whose declared TTFT objective no
+// engine is predicted to meet: the OpenAI SDK sees a 429
+// model_overloaded that says why, the engine serves nothing, and the shed
+// is counted; the same request with an objective it can meet is served.
+func TestAdmissionShedsUnmeetableThroughTheSDK(t *testing.T) {
+	e0 := startSim(t, "e0", "llama", "zero")
+	doc := `apiVersion: config.halyard.dev/v1alpha1
+kind: Config
+router:
+  scrapeInterval: 50ms
+  admission: {unmeetable: shed}
+tenants:
+  - name: anonymous
+endpoints:
+  - {name: e0, url: "{{e0}}", model: llama}
+routes:
+  - {model: llama, targets: [{pool: llama}]}
+`
+	r := startRouter(t, doc, map[string]*process{"e0": e0})
+	c := client(r)
+	ctx := context.Background()
+	hello := openai.ChatCompletionNewParams{Model: "llama", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello")}, MaxTokens: openai.Int(5)}
+	served := func() float64 { return counter(t, e0.URL()+"/metrics", "vllm:request_success_total") }
+
+	before := served()
+	_, err := c.Chat.Completions.New(ctx, hello, option.WithHeader("x-halyard-slo-ttft-ms", "0.001"))
+	e := apiError(t, err)
+	if e.StatusCode != 429 || e.Code != "model_overloaded" || !strings.Contains(e.Message, "no endpoint is predicted to meet the request's objectives") {
+		t.Errorf("unmeetable objective: %d %q %q; want 429 model_overloaded saying no endpoint is predicted to meet it", e.StatusCode, e.Code, e.Message)
+	}
+	if ra := e.Response.Header.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After %q, want 1", ra)
+	}
+	if n := counter(t, adminURL(t, r)+"/metrics", `halyard_admission_shed_total{priority="standard",reason="slo_unmeetable",tenant="anonymous"}`); n != 1 {
+		t.Errorf("halyard_admission_shed_total{reason=slo_unmeetable} = %v, want 1", n)
+	}
+	if _, err := c.Chat.Completions.New(ctx, hello, option.WithHeader("x-halyard-slo-ttft-ms", "60000")); err != nil {
+		t.Fatalf("a meetable objective: %v", err)
+	}
+	if got := served() - before; got != 1 {
+		t.Errorf("the engine served %v requests, want 1 (the shed one never reached it)", got)
+	}
+}
