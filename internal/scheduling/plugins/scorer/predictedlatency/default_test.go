@@ -2,6 +2,7 @@ package predictedlatency_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +117,43 @@ func TestBufferedAnswerStopsQueueingAtItsPredictedTTFT(t *testing.T) {
 		}
 		if got := queued(); got != want {
 			t.Errorf("stream %v: %d tokens queued past the predicted TTFT (%.1f ms), want %d", stream, got, ttft, want)
+		}
+	}
+}
+
+// TestRemotePrefillPredictsNoPrefillAndDecodesAtOnce: with remotePrefill
+// (a disaggregated pool's decode profile) a request is predicted with no
+// uncached tokens of its own, since its KV arrives by transfer, and once
+// sent it counts as decoding on its endpoint, not as prefill queued there,
+// although no first token is reported; its context lengthens the decode
+// step predicted for the next request. Without the param the same request
+// queues its 8,000 tokens until its first token.
+func TestRemotePrefillPredictsNoPrefillAndDecodesAtOnce(t *testing.T) {
+	for _, remote := range []bool{true, false} {
+		pl, err := predictedlatency.Factory("pl", []byte(fmt.Sprintf(`{"remotePrefill": %v}`, remote)), plugintest.NewHandle())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := pl.(*predictedlatency.Scorer)
+		eps := []*plugintest.Endpoint{plugintest.NewEndpoint("d")}
+		probe := func() predictedlatency.Candidate {
+			return s.Predict(&framework.Request{ID: "probe", PromptTokens: 100}, plugintest.Endpoints(eps...), nil)[0]
+		}
+		before := probe()
+		req := &framework.Request{ID: "r", PromptTokens: 8000, MaxTokens: 200, Stream: true}
+		st := framework.NewCycleState()
+		s.Score(context.Background(), st, req, plugintest.Endpoints(eps...), make([]float64, 1))
+		if c := s.Predict(req, plugintest.Endpoints(eps...), nil)[0]; remote && c.Uncached != 0 {
+			t.Errorf("remotePrefill: %d uncached tokens predicted, want 0", c.Uncached)
+		}
+		s.PreRequest(context.Background(), st, req, eps[0])
+		after := probe()
+		switch {
+		case remote && (after.WaitingTokens != 0 || after.Decoding != before.Decoding+1 || !(after.DecodeStepMs > before.DecodeStepMs)):
+			t.Errorf("remotePrefill: after the send %d tokens queued, %d decoding (before %d), decode step %.3f ms (before %.3f); want 0 queued, one more decoding, a longer step",
+				after.WaitingTokens, after.Decoding, before.Decoding, after.DecodeStepMs, before.DecodeStepMs)
+		case !remote && (after.WaitingTokens != 8000 || after.Decoding != before.Decoding):
+			t.Errorf("without remotePrefill: after the send %d tokens queued, %d decoding; want 8000 queued, none decoding", after.WaitingTokens, after.Decoding)
 		}
 	}
 }

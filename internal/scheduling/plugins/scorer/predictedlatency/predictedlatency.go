@@ -172,6 +172,15 @@ type Params struct {
 	// streams decode there, since the scorer minimises TTFT and a cached
 	// prefix costs little to prefill. Default false.
 	HonorLoadOverride bool `json:"honorLoadOverride"`
+	// RemotePrefill is for the decode profile of a disaggregated pool: a
+	// request's prompt arrives on the decode endpoint by KV transfer, so it
+	// is predicted with no prefill of its own there (its context still
+	// lengthens every decode step), and it counts as decoding from when it
+	// is sent: its first token, after the remote prefill and the transfer,
+	// says nothing of this endpoint's step time and feeds no fit. Pair it
+	// with DecodeWeight, so that the cost is the request's predicted decode
+	// time where it would join. Default false.
+	RemotePrefill bool `json:"remotePrefill"`
 }
 
 // DefaultParams returns the defaults.
@@ -413,6 +422,9 @@ func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint,
 			m = matched[i]
 		}
 		uncached := max(prompt-m, 0)
+		if s.params.RemotePrefill {
+			uncached = 0
+		}
 		met := e.Metrics()
 		name := e.Metadata().Name
 		eng := s.engines[name]
@@ -656,7 +668,11 @@ func (s *Scorer) PreRequest(_ context.Context, state *framework.CycleState, req 
 	now := s.now()
 	eng := s.Engine(name)
 	eng.Sent(req.ID, now, req.PromptTokens, uncached, out)
-	if !req.Stream && ttftMs >= 0 {
+	switch {
+	case s.params.RemotePrefill:
+		// Decoding from now: no first token of its own is awaited here.
+		eng.ExpectFirst(req.ID, now)
+	case !req.Stream && ttftMs >= 0:
 		// A buffered answer reports no first token: its prefill is taken
 		// to end when predicted.
 		eng.ExpectFirst(req.ID, now.Add(time.Duration(ttftMs*float64(time.Millisecond))))
