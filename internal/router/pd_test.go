@@ -126,6 +126,12 @@ type pdHarness struct {
 // are prefill, d decode) with the given pd block (YAML flow mapping).
 func newPDHarness(t testing.TB, pdBlock string, names ...string) *pdHarness {
 	t.Helper()
+	if !strings.Contains(pdBlock, "Profile") {
+		// These tests steer the pair with the endpoints' in-flight counts,
+		// which the v1 presets read (queue depth, running requests); the
+		// shipped presets pick by predicted latency.
+		pdBlock = strings.Replace(pdBlock, "{", "{prefillProfile: prefill-v1, decodeProfile: decode-v1, ", 1)
+	}
 	h := &pdHarness{t: t, fakes: map[string]*pdFake{}}
 	var eps strings.Builder
 	for _, n := range names {

@@ -30,8 +30,15 @@ const (
 	RoundRobin   = "round-robin"
 	LeastRequest = "least-request"
 	Load         = "load"
-	Prefill      = "prefill"
-	Decode       = "decode"
+	// Prefill and Decode pick the pair of a disaggregated pool by the
+	// predicted-latency scorer's estimates, since issue 14's seventh
+	// session (PrefillSpec, DecodeSpec); PrefillV1 and DecodeV1 are the
+	// profiles before: prefix affinity and queue depth, KV headroom and
+	// running requests.
+	Prefill   = "prefill"
+	Decode    = "decode"
+	PrefillV1 = "prefill-v1"
+	DecodeV1  = "decode-v1"
 	// PredictedLatency picks by predicted latency (the predicted-latency
 	// scorer).
 	PredictedLatency = "predicted-latency"
@@ -233,12 +240,42 @@ func PeerSpecs() map[string]config.ProfileSpec {
 	}
 }
 
+// PrefillSpec returns the prefill preset of disaggregated pools: prefill
+// endpoints only (the role filter), the prefix-cache scorer at weight 0
+// (what each endpoint holds of the prompt, for the next scorer; its load
+// override off) and predicted-latency (1): the prefill endpoint where the
+// request's first token is predicted soonest, its queued prefill and the
+// prompt's uncached part counted.
+func PrefillSpec() config.ProfileSpec {
+	spec := PredictedLatencySpec()
+	spec.Filters = []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RolePrefill})}
+	return spec
+}
+
+// DecodeSpec returns the decode preset of disaggregated pools: decode
+// endpoints only, kv-utilization (1: KV headroom, which the latency model
+// does not see, against preemption) and predicted-latency (2) with
+// remotePrefill (the prompt arrives by KV transfer, so no prefill of its
+// own is predicted there) and decodeWeight 1: the decode endpoint where
+// the request's decode steps are predicted shortest, its decode batch and
+// the contexts in it counted.
+func DecodeSpec() config.ProfileSpec {
+	p := predictedlatency.DefaultParams()
+	p.RemotePrefill, p.DecodeWeight = true, 1
+	return config.ProfileSpec{
+		Filters: []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RoleDecode})},
+		Scorers: []config.PluginSpec{plugin(kvutilization.Type, weight(1), nil), plugin(predictedlatency.Type, weight(2), p)},
+		Picker:  picker(maxscore.Type),
+	}
+}
+
 // Specs returns the built-in profiles by name: Default; the baselines
 // Random, RoundRobin and LeastRequest; Load (queue-depth and
-// kv-utilization, no affinity); and Prefill and Decode for disaggregated
-// pools (prefill by prefix and queue, decode by KV headroom and running
-// requests); and the peers' policies (PeerSpecs). Each call returns fresh
-// values.
+// kv-utilization, no affinity); Prefill and Decode for disaggregated
+// pools (by predicted TTFT on the prefill endpoint and predicted decode
+// time on the decode endpoint) and PrefillV1 and DecodeV1 (prefill by
+// prefix and queue, decode by KV headroom and running requests); and the
+// peers' policies (PeerSpecs). Each call returns fresh values.
 func Specs() map[string]config.ProfileSpec {
 	specs := map[string]config.ProfileSpec{
 		Default:          DefaultSpec(),
@@ -255,7 +292,9 @@ func Specs() map[string]config.ProfileSpec {
 			Scorers: []config.PluginSpec{plugin(queuedepth.Type, weight(1), nil), plugin(kvutilization.Type, weight(1), nil)},
 			Picker:  picker(maxscore.Type),
 		},
-		Prefill: {
+		Prefill: PrefillSpec(),
+		Decode:  DecodeSpec(),
+		PrefillV1: {
 			Filters: []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RolePrefill})},
 			Scorers: []config.PluginSpec{
 				plugin(prefixcache.Type, weight(DefaultPrefixWeight), nil),
@@ -263,7 +302,7 @@ func Specs() map[string]config.ProfileSpec {
 			},
 			Picker: picker(maxscore.Type),
 		},
-		Decode: {
+		DecodeV1: {
 			Filters: []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RoleDecode})},
 			Scorers: []config.PluginSpec{
 				plugin(kvutilization.Type, weight(1), nil),
