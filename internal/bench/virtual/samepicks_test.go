@@ -311,9 +311,11 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 			specs[i] = vllmapi.Spec{Model: "m", Role: string(roles[i]), Seed: uint64(i)}
 		}
 		doc.WriteString("routes:\n  - {model: m, targets: [{pool: m}]}\npools:\n  - name: m\n    pd: {mode: nixl, topologyKey: zone, decodeFirst: {minHeldShare: 0.5}}\n")
+		// Both presets hold predicted-latency: its fit is frozen at the
+		// prior, as above.
 		profiles := map[string]config.ProfileSpec{}
 		for _, n := range []string{presets.Prefill, presets.Decode} {
-			profiles[n] = seeded(presets.Specs()[n], samePicksSeed)
+			profiles[n] = seeded(frozenFit(t, presets.Specs()[n]), samePicksSeed)
 		}
 		scraper := &scriptedScraper{byURL: map[string]*framework.Metrics{}}
 		r, base, urls := liveRouter(t, doc.String(), specs, profiles, scraper)
