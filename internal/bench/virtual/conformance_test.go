@@ -215,3 +215,50 @@ func TestCacheAwareScaleDownConformance(t *testing.T) {
 		t.Logf("means over seeds 1-%d: hit rate after scale-downs cache-aware %.2f%%, random %.2f%%, newest %.2f%%\n%s", seeds, 100*ca, 100*rnd, 100*nw, table.String())
 	}
 }
+
+// pdConformance is the PD gate: the first 1,000 requests of the Mooncake
+// trace at ×3 on 8 engines, 4 prefill and 4 decode, under the pd policy
+// with the pool's profiles given by %s (the shipped presets, or the
+// presets before issue 14's seventh session).
+const pdConformance = `
+fleet: {engines: 8, profile: h100-llama3-8b}
+api: completions
+workload: {kind: mooncake, trace: ../../../traces/conversation_trace.jsonl}
+arrival: {trace: true, timeScale: 3}
+maxRequests: 1000
+slo: ttft=2s,tpot=100ms
+seed: 1
+policies: [pd]
+pd: {prefill: 4, transferPerToken: 5us%s}
+`
+
+// TestPDConformance gates the PD presets' claim (docs/benchmarks.md, "PD
+// pools on the same estimates"): picking the pair by the latency model's
+// estimates (the shipped prefill and decode presets) gives a TTFT p90 at
+// least 10 % under the presets before (prefill-v1, decode-v1; 30 % under
+// when measured) and no less goodput. A failure prints both runs.
+func TestPDConformance(t *testing.T) {
+	t.Parallel()
+	run := func(profiles string) report.Run {
+		t.Helper()
+		rep, err := Run(context.Background(), mustParse(t, fmt.Sprintf(pdConformance, profiles)), quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Runs) != 1 || rep.Runs[0].Failed != 0 {
+			t.Fatalf("runs %d, failed %v", len(rep.Runs), rep.Runs)
+		}
+		return rep.Runs[0]
+	}
+	shipped, v1 := run(""), run(", prefillProfile: prefill-v1, decodeProfile: decode-v1")
+	if shipped.P90TTFTMs > 0.9*v1.P90TTFTMs || shipped.RequestGoodput < v1.RequestGoodput {
+		t.Errorf("the shipped PD presets: TTFT p90 %.1f ms (want at most 0.9× prefill-v1/decode-v1's %.1f), goodput %.2f (want at least %.2f)\n%s",
+			shipped.P90TTFTMs, v1.P90TTFTMs, shipped.RequestGoodput, v1.RequestGoodput,
+			conformanceTable(&report.Report{Runs: []report.Run{withPolicy(shipped, "pd (shipped)"), withPolicy(v1, "pd (v1)")}}))
+	}
+}
+
+func withPolicy(r report.Run, policy string) report.Run {
+	r.Policy = policy
+	return r
+}
