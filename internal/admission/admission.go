@@ -376,12 +376,13 @@ func (t *Ticket) Done(u Usage) { t.done1(u, true) }
 // (ShedUnmeetable): its budgets are refunded in full, its slot frees
 // without counting as a completion, the shed is counted, and the returned
 // Rejection is what the client is answered (429, Retry-After 1s). detail,
-// when not empty, ends the message. After Done or Shed it returns nil.
+// when not empty, ends the message. A ticket already settled (Done or
+// Shed) is not settled or counted again; the Rejection is returned all
+// the same.
 func (t *Ticket) Shed(why ShedReason, detail string) *Rejection {
-	if !t.done1(Usage{Known: true}, false) {
-		return nil
+	if t.done1(Usage{Known: true}, false) {
+		t.a.metrics.shed(t.req.Tenant.Name, t.prio, why)
 	}
-	t.a.metrics.shed(t.req.Tenant.Name, t.prio, why)
 	msg := fmt.Sprintf("The model %q is overloaded: no endpoint is predicted to meet the request's objectives.", t.req.Model)
 	if detail != "" {
 		msg = fmt.Sprintf("The model %q is overloaded: %s.", t.req.Model, detail)

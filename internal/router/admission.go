@@ -161,9 +161,7 @@ func (r *Router) settle(c *call) {
 func (r *Router) shedUnmeetable(w http.ResponseWriter, c *call, un *framework.Unmeetable) {
 	detail := fmt.Sprintf("no endpoint is predicted to meet the request's objectives (ttft %gms, tpot %gms; least predicted ttft %.0fms)",
 		un.TTFTObjectiveMs, un.TPOTObjectiveMs, un.LeastTTFTMs)
-	if rej := c.ticket.Shed(admission.ShedUnmeetable, detail); rej != nil {
-		r.reject(w, c.route.Model, c, rej, c.explain)
-	}
+	r.reject(w, c.route.Model, c, c.ticket.Shed(admission.ShedUnmeetable, detail), c.explain)
 }
 
 // reject answers a refused request, OpenAI-shaped, with Retry-After and

@@ -295,9 +295,7 @@ func (f *fleetRun) send(i int) {
 	rt.adm.Submit(admission.Request{ID: req.ID, Tenant: tn, Model: f.model, PromptTokens: len(ids), OutputTokens: wr.OutputTokens},
 		func(t *admission.Ticket, rej *admission.Rejection) {
 			if rej != nil {
-				rec.Refused = true
-				rec.E2E = f.clock.Now().Sub(sentAt)
-				f.fail(i, fmt.Sprintf("%d %s", rej.Status(), rej.Reason))
+				f.refuse(i, sentAt, rej.Status(), string(rej.Reason))
 				return
 			}
 			f.serve(i, rt, req, ids, sentAt, t)
@@ -319,10 +317,7 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 	ep, call, d, err := rt.decide(f.ctx, req, ticket != nil)
 	if d.Unmeetable != nil {
 		// Admission takes it back, as the router's forward does.
-		rec.Refused = true
-		rec.E2E = f.clock.Now().Sub(sentAt)
-		rej := ticket.Shed(admission.ShedUnmeetable, "")
-		f.fail(i, fmt.Sprintf("%d %s", rej.Status(), admission.ShedUnmeetable))
+		f.refuse(i, sentAt, ticket.Shed(admission.ShedUnmeetable, "").Status(), string(admission.ShedUnmeetable))
 		return
 	}
 	if err != nil {
@@ -402,6 +397,14 @@ func (rt *router) decide(ctx context.Context, req *framework.Request, admitted b
 // fleetTargets is the one target of a virtual route: the fleet (the
 // endpoints' pool name does not matter, a router view has one pool).
 var fleetTargets = []decision.Target{{Pool: "fleet"}}
+
+// refuse records request i as refused by admission with status, for
+// reason, sentAt its arrival.
+func (f *fleetRun) refuse(i int, sentAt time.Time, status int, reason string) {
+	f.records[i].Refused = true
+	f.records[i].E2E = f.clock.Now().Sub(sentAt)
+	f.fail(i, fmt.Sprintf("%d %s", status, reason))
+}
 
 func (f *fleetRun) fail(i int, msg string) {
 	f.records[i].Err = msg
