@@ -46,16 +46,23 @@ func mk(name string, role framework.Role, mod func(*ep)) *ep {
 
 func director(t *testing.T, pool []*ep) *decision.Director {
 	t.Helper()
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
 	eps := make([]framework.Endpoint, len(pool))
 	for i, e := range pool {
 		eps[i] = e
 	}
+	return directorOf(t, func(string) []framework.Endpoint { return slices.Clone(eps) })
+}
+
+// directorOf is a director over pools, with the built-in plugins and
+// presets.
+func directorOf(t *testing.T, pools decision.PoolsFunc) *decision.Director {
+	t.Helper()
+	reg := &framework.Registry{}
+	if err := plugins.RegisterAll(reg); err != nil {
+		t.Fatal(err)
+	}
 	d, err := decision.New(decision.Options{
-		Pools:    decision.PoolsFunc(func(string) []framework.Endpoint { return slices.Clone(eps) }),
+		Pools:    pools,
 		Profiles: decision.NewProfiles(nil, presets.Specs(), reg, plugintest.NewHandle()),
 		Handle:   plugintest.NewHandle(),
 	})
@@ -174,18 +181,7 @@ func TestDecideHandsBackUnmeetable(t *testing.T) {
 	ctx := context.Background()
 	a, b := mk("a", framework.RoleBoth, nil), mk("b", framework.RoleBoth, nil)
 	pools := map[string][]framework.Endpoint{"busy": {a}, "idle": {b}}
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	d, err := decision.New(decision.Options{
-		Pools:    decision.PoolsFunc(func(name string) []framework.Endpoint { return slices.Clone(pools[name]) }),
-		Profiles: decision.NewProfiles(nil, presets.Specs(), reg, plugintest.NewHandle()),
-		Handle:   plugintest.NewHandle(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := directorOf(t, func(name string) []framework.Endpoint { return slices.Clone(pools[name]) })
 	prof, err := d.Profiles().Get(presets.Default)
 	if err != nil {
 		t.Fatal(err)

@@ -1,14 +1,11 @@
 package router
 
 import (
-	"context"
 	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
-	"github.com/halyard-dev/halyard/internal/discovery"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/plugins"
 	"github.com/halyard-dev/halyard/internal/scheduling/presets"
@@ -19,8 +16,7 @@ import (
 // the first went, the prediction is observed, and the prefix scorer's own
 // metrics are published with the profile's name.
 func TestDefaultProfileWithRealPlugins(t *testing.T) {
-	engines := map[string]*fakeEngine{}
-	doc := `apiVersion: config.halyard.dev/v1alpha1
+	h := newHarnessShipped(t, `apiVersion: config.halyard.dev/v1alpha1
 kind: Config
 endpoints:
   - {name: e0, url: "{{e0}}", model: llama}
@@ -28,30 +24,7 @@ endpoints:
   - {name: e2, url: "{{e2}}", model: llama}
 routes:
   - {model: llama, targets: [{pool: llama}]}
-`
-	for _, n := range []string{"e0", "e1", "e2"} {
-		engines[n] = newFakeEngineTB(t, n, "llama")
-		doc = strings.ReplaceAll(doc, "{{"+n+"}}", engines[n].srv.URL)
-	}
-	cfg, err := config.Parse([]byte(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	decisionHeadersOn(cfg)
-	reg := &framework.Registry{}
-	if err := plugins.RegisterAll(reg); err != nil {
-		t.Fatal(err)
-	}
-	def := presets.DefaultSpec()
-	r, err := New(Options{Config: cfg, Registry: reg, DefaultProfile: &def, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.store.Sync(discovery.Specs(cfg.Endpoints))
-	r.collector.ScrapeOnce(context.Background())
-	srv := httptest.NewServer(publicAndAdmin(r))
-	defer srv.Close()
-	h := &harness{t: t, r: r, srv: srv, engines: engines}
+`, map[string]string{"e0": "llama", "e1": "llama", "e2": "llama"})
 
 	system := strings.Repeat("You are a careful assistant who answers in French. ", 80)
 	first := `{"model":"llama","messages":[{"role":"system","content":"` + system + `"},{"role":"user","content":"Bonjour"}]}`
