@@ -245,10 +245,14 @@ func PeerSpecs() map[string]config.ProfileSpec {
 // (what each endpoint holds of the prompt, for the next scorer; its load
 // override off) and predicted-latency (1): the prefill endpoint where the
 // request's first token is predicted soonest, its queued prefill and the
-// prompt's uncached part counted.
+// prompt's uncached part counted, with remoteDecode (the request decodes
+// on the decode endpoint: only its TTFT objective is checked here).
 func PrefillSpec() config.ProfileSpec {
 	spec := PredictedLatencySpec()
 	spec.Filters = []config.PluginSpec{plugin(role.Type, nil, role.Params{Role: framework.RolePrefill})}
+	p := predictedlatency.DefaultParams()
+	p.RemoteDecode = true
+	spec.Scorers[1] = plugin(predictedlatency.Type, weight(1), p)
 	return spec
 }
 

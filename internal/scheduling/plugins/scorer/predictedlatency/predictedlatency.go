@@ -181,6 +181,15 @@ type Params struct {
 	// with DecodeWeight, so that the cost is the request's predicted decode
 	// time where it would join. Default false.
 	RemotePrefill bool `json:"remotePrefill"`
+	// RemoteDecode is for the prefill profile of a disaggregated pool: the
+	// endpoint computes the prompt and one token, and the request decodes
+	// elsewhere, so its TPOT objective is the decode profile's to check,
+	// not this one's: a prefill endpoint's predicted TPOT is that of a
+	// decode that will not happen there, the prefill it mixes into its
+	// steps counted, and a miss of it would steer the prefill pick, or
+	// under unmeetable: shed refuse the request, for the wrong reason.
+	// Only the TTFT objective is checked here. Default false.
+	RemoteDecode bool `json:"remoteDecode"`
 }
 
 // DefaultParams returns the defaults.
@@ -352,6 +361,16 @@ func (s *Scorer) Objectives(req *framework.Request) (ttftMs, tpotMs float64) {
 	return
 }
 
+// checked returns the objectives this scorer checks req against: its
+// Objectives, without the TPOT objective under RemoteDecode.
+func (s *Scorer) checked(req *framework.Request) (ttftMs, tpotMs float64) {
+	ttftMs, tpotMs = s.Objectives(req)
+	if s.params.RemoteDecode {
+		tpotMs = 0
+	}
+	return ttftMs, tpotMs
+}
+
 // ObjectiveHeaders returns the request headers (lowercase, as the router
 // hands them to the scheduler) that declare the objectives ttft and tpot
 // (none for a zero one), for a client that sends its objectives on every
@@ -396,7 +415,7 @@ func (s *Scorer) Predict(req *framework.Request, endpoints []framework.Endpoint,
 // predict calls each with the prediction of every endpoint, in order.
 // each runs under the read lock of the engines and must not call Engine.
 func (s *Scorer) predict(req *framework.Request, endpoints []framework.Endpoint, matched []int, each func(int, Candidate)) {
-	ttftObj, tpotObj := s.Objectives(req)
+	ttftObj, tpotObj := s.checked(req)
 	prompt := req.PromptTokens
 	out := req.MaxTokens
 	if out <= 0 {
@@ -580,7 +599,7 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 	state.Write(s.stateKey, cy)
 	var un framework.Unmeetable
 	if !anyMet {
-		un.TTFTObjectiveMs, un.TPOTObjectiveMs = s.Objectives(req)
+		un.TTFTObjectiveMs, un.TPOTObjectiveMs = s.checked(req)
 		un.LeastTTFTMs = leastTTFT
 		state.Write(framework.UnmeetableKey, un)
 	}

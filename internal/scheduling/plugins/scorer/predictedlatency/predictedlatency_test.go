@@ -43,6 +43,7 @@ func TestScore(t *testing.T) {
 		prompt  int                 // the request's prompt tokens
 		want    int                 // the endpoint that must score 1
 		notes   []string            // substrings the explanation must hold
+		absent  []string            // substrings it must not hold
 	}{
 		{name: "idle fleet: first endpoint", prompt: 1000, want: 0},
 		{
@@ -100,6 +101,24 @@ func TestScore(t *testing.T) {
 			headers: map[string]string{predictedlatency.HeaderSLOTPOT: "1"},
 			prompt:  1000, want: 1,
 			notes: []string{"no endpoint is predicted to meet the objectives"},
+		},
+		{
+			// A prefill endpoint of a disaggregated pool: the request
+			// decodes elsewhere, so the TPOT objective is not its to
+			// meet; both meet the TTFT objective.
+			name:    "remoteDecode: only the TTFT objective is checked",
+			params:  `{"remoteDecode":true}`,
+			before:  append([]sent{{endpoint: 0, prompt: 4000, uncached: 4000}}, decoding(1, 2, 100)...),
+			headers: map[string]string{predictedlatency.HeaderSLOTTFT: "10000", predictedlatency.HeaderSLOTPOT: "1"},
+			prompt:  1000, want: 1,
+			absent: []string{"no endpoint is predicted to meet", "misses the objectives"},
+		},
+		{
+			name:    "remoteDecode: a TTFT objective nobody meets is said",
+			params:  `{"remoteDecode":true}`,
+			headers: map[string]string{predictedlatency.HeaderSLOTTFT: "1", predictedlatency.HeaderSLOTPOT: "1"},
+			prompt:  8000, want: 0,
+			notes: []string{"no endpoint is predicted to meet the objectives (ttft 1ms, tpot 0ms)"},
 		},
 		{
 			name:    "objectiveOnStreams: an endpoint with no stream decoding breaks nobody's TPOT",
@@ -170,6 +189,14 @@ func TestScore(t *testing.T) {
 				if !strings.Contains(notes, n) {
 					t.Errorf("explanation lacks %q:\n%s", n, notes)
 				}
+			}
+			for _, n := range tt.absent {
+				if strings.Contains(notes, n) {
+					t.Errorf("explanation holds %q:\n%s", n, notes)
+				}
+			}
+			if _, ok := framework.ReadAs[framework.Unmeetable](st, framework.UnmeetableKey); ok != strings.Contains(notes, "no endpoint is predicted to meet") {
+				t.Errorf("unmeetable recorded: %v, but the explanation says otherwise:\n%s", ok, notes)
 			}
 		})
 	}
