@@ -105,6 +105,30 @@ func (d *Director) Plan(ctx context.Context, c *Call, ch *PDChoice) (*pd.Plan, e
 	return plan, err
 }
 
+// PDUnmeetable is, with c.ShedUnmeetable, what Plan's cycles recorded
+// when a role had no candidate predicted to meet the request's objectives:
+// no prefill endpoint meets the TTFT objective (the prefill preset checks
+// only that: the request decodes elsewhere), or no decode endpoint meets
+// those the decode profile checks. The caller then has admission refuse
+// the request, as Decide hands back a co-located one (Decision.Unmeetable).
+// It is nil when both roles have an endpoint predicted on time, or
+// without c.ShedUnmeetable. A pair is planned once per request, so this is
+// the first attempt's.
+func (d *Director) PDUnmeetable(c *Call, plan *pd.Plan) *framework.Unmeetable {
+	if !c.ShedUnmeetable || plan == nil {
+		return nil
+	}
+	for _, st := range []*framework.CycleState{plan.PrefillState, plan.DecodeState} {
+		if st == nil {
+			continue
+		}
+		if un, ok := framework.ReadAs[framework.Unmeetable](st, framework.UnmeetableKey); ok {
+			return &un
+		}
+	}
+	return nil
+}
+
 // Decode returns the Decision of the plan's decode request.
 func (d *Director) Decode(ch *PDChoice, plan *pd.Plan) Decision {
 	return Decision{Endpoint: plan.Decode, Target: ch.Target, Fallback: ch.Fallback, State: plan.DecodeState,

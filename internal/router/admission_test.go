@@ -1,8 +1,10 @@
 package router
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -208,5 +210,59 @@ func TestAdmissionShedsARequestNoEndpointCanServeInTime(t *testing.T) {
 	resp, body = serve.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "0.001")
 	if resp.StatusCode != 200 {
 		t.Fatalf("unmeetable: serve (the default): status %d, want 200: %s", resp.StatusCode, body)
+	}
+}
+
+// TestAdmissionShedsAPDRequestNoPairCanServeInTime: with
+// router.admission.unmeetable: shed, a disaggregated pool's request is
+// refused when the planner's prefill cycle predicts no prefill endpoint
+// meets its TTFT objective, or its decode cycle no decode endpoint meets
+// its TPOT objective (the shipped prefill and decode presets): 429
+// model_overloaded, Retry-After, counted as slo_unmeetable, and neither a
+// prefill nor a decode request sent. A request whose objectives the pair
+// meets is served, and under serve (the default) an unmeetable one is too.
+func TestAdmissionShedsAPDRequestNoPairCanServeInTime(t *testing.T) {
+	const (
+		pdBlock = "{mode: nixl, prefillProfile: prefill, decodeProfile: decode}"
+		tenants = "auth: {}\ntenants:\n  - name: team-a\n    apiKeys: [{sha256: \"%s\"}]\n"
+		body    = `{"model":"m","prompt":"hello there","max_tokens":4}`
+	)
+	top := fmt.Sprintf(tenants, keySHA("key-a"))
+	h := newPDHarnessWith(t, "  admission: {unmeetable: shed}\n", top, pdBlock, "p0", "d0")
+	sent := func() int { return h.fakes["p0"].count() + h.fakes["d0"].count() }
+	ctx := context.Background()
+	for _, tc := range []struct{ side, ttft, tpot string }{
+		{"prefill (TTFT)", "0.001", "60000"},
+		{"decode (TPOT)", "60000", "0.001"},
+	} {
+		resp, b := h.post(ctx, "/v1/completions", body, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", tc.ttft, "X-Halyard-Slo-Tpot-Ms", tc.tpot)
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("%s objective no endpoint meets: status %d, want 429: %s", tc.side, resp.StatusCode, b)
+		}
+		if ra := resp.Header.Get("Retry-After"); ra != "1" {
+			t.Errorf("%s: Retry-After %q, want 1", tc.side, ra)
+		}
+		if !strings.Contains(string(b), "no endpoint is predicted to meet the request's objectives") || !strings.Contains(string(b), `"code":"model_overloaded"`) {
+			t.Errorf("%s: body does not say why: %s", tc.side, b)
+		}
+	}
+	if n := sent(); n != 0 {
+		t.Errorf("engines received %d requests of shed pairs", n)
+	}
+	if v := h.counter("halyard_admission_shed_total", "reason", "slo_unmeetable"); v != 2 {
+		t.Errorf("halyard_admission_shed_total{reason=slo_unmeetable} = %v, want 2", v)
+	}
+	resp, b := h.post(ctx, "/v1/completions", body, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "60000", "X-Halyard-Slo-Tpot-Ms", "60000")
+	if resp.StatusCode != 200 {
+		t.Fatalf("objectives the pair meets: status %d: %s", resp.StatusCode, b)
+	}
+	if p, d := h.fakes["p0"].count(), h.fakes["d0"].count(); p != 1 || d != 1 {
+		t.Errorf("prefill %d and decode %d requests, want 1 and 1", p, d)
+	}
+
+	serve := newPDHarnessWith(t, "", top, pdBlock, "p0", "d0")
+	resp, b = serve.post(ctx, "/v1/completions", body, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "0.001")
+	if resp.StatusCode != 200 {
+		t.Fatalf("unmeetable: serve (the default): status %d, want 200: %s", resp.StatusCode, b)
 	}
 }

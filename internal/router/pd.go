@@ -171,9 +171,16 @@ func (r *Router) servePD(w http.ResponseWriter, hr *http.Request, c *call, ch *d
 	ctx := hr.Context()
 	model := c.route.Model
 	pp, t, fallback, prefill, decode := ch.Pool, ch.Target, ch.Fallback, ch.Prefill, ch.Decode
-	plan, err := r.director.Plan(ctx, r.decisionCall(c), ch)
+	dc := r.decisionCall(c)
+	plan, err := r.director.Plan(ctx, dc, ch)
 	if err != nil {
 		r.fail(w, model, openai.Unavailable(fmt.Sprintf("no decode endpoint is available for model %q: %v", model, err)), observability.CauseNoEndpoint)
+		return
+	}
+	if un := r.director.PDUnmeetable(dc, plan); un != nil {
+		// Admission takes it back before either request is sent, as
+		// forward does for a co-located pool.
+		r.shedUnmeetable(w, c, un)
 		return
 	}
 	r.metrics.RouteTargets.WithLabelValues(model, t.Pool, strconv.FormatBool(fallback)).Inc()

@@ -126,6 +126,13 @@ type pdHarness struct {
 // are prefill, d decode) with the given pd block (YAML flow mapping).
 func newPDHarness(t testing.TB, pdBlock string, names ...string) *pdHarness {
 	t.Helper()
+	return newPDHarnessWith(t, "", "", pdBlock, names...)
+}
+
+// newPDHarnessWith is newPDHarness with lines added under router: (each
+// indented two spaces) and top-level YAML appended (auth, tenants).
+func newPDHarnessWith(t testing.TB, routerLines, top, pdBlock string, names ...string) *pdHarness {
+	t.Helper()
 	if !strings.Contains(pdBlock, "Profile") {
 		// These tests steer the pair with the endpoints' in-flight counts,
 		// which the v1 presets read (queue depth, running requests); the
@@ -144,10 +151,10 @@ func newPDHarness(t testing.TB, pdBlock string, names ...string) *pdHarness {
 		u, _ := url.Parse(f.srv.URL)
 		fmt.Fprintf(&eps, "  - {name: %s, url: %q, model: m, role: %s, labels: {zone: z%c, halyard.dev/bootstrap-port: %q}}\n", n, f.srv.URL, role, n[len(n)-1], u.Port())
 	}
-	doc := "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n  profiles:\n" +
+	doc := "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter:\n" + routerLines + "  profiles:\n" +
 		"    dec: {scorers: [{type: prefix-cache, weight: 2}, {type: kv-utilization}], picker: {type: max-score, params: {seed: 1}}}\n" +
 		"endpoints:\n" + eps.String() +
-		"routes:\n  - {model: m, targets: [{pool: m}]}\npools:\n  - name: m\n    pd: " + pdBlock + "\n"
+		"routes:\n  - {model: m, targets: [{pool: m}]}\npools:\n  - name: m\n    pd: " + pdBlock + "\n" + top
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
 		t.Fatal(err)

@@ -342,3 +342,38 @@ routes:
 		t.Errorf("the engine served %v requests, want 1 (the shed one never reached it)", got)
 	}
 }
+
+// TestAdmissionShedsUnmeetablePDThroughTheSDK: the real router in front of
+// real disaggregated sims (two prefill, two decode) with
+// router.admission.unmeetable: shed and the shipped prefill and decode
+// presets refuses, through the OpenAI SDK, a request whose TTFT objective
+// no prefill endpoint is predicted to meet (429 model_overloaded,
+// Retry-After, counted), before any sim sees it; a request with an
+// objective the pair meets is prefilled on one sim and decoded on another.
+func TestAdmissionShedsUnmeetablePDThroughTheSDK(t *testing.T) {
+	f := startPDFleetWith(t, "nixl", ", decodeFirst: {enabled: false}", ", admission: {unmeetable: shed}", "tenants:\n  - name: anonymous\n")
+	c := client(f.router)
+	ctx := context.Background()
+	prompt := openai.CompletionNewParams{Model: "llama", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(words(1, 300))}, MaxTokens: openai.Int(5)}
+	_, err := c.Completions.New(ctx, prompt, option.WithHeader("x-halyard-slo-ttft-ms", "0.001"))
+	e := apiError(t, err)
+	if e.StatusCode != 429 || e.Code != "model_overloaded" || !strings.Contains(e.Message, "no endpoint is predicted to meet the request's objectives") {
+		t.Errorf("unmeetable objective: %d %q %q; want 429 model_overloaded saying no endpoint is predicted to meet it", e.StatusCode, e.Code, e.Message)
+	}
+	if ra := e.Response.Header.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After %q, want 1", ra)
+	}
+	if n := counter(t, adminURL(t, f.router)+"/metrics", `halyard_admission_shed_total{priority="standard",reason="slo_unmeetable",tenant="anonymous"}`); n != 1 {
+		t.Errorf("halyard_admission_shed_total{reason=slo_unmeetable} = %v, want 1", n)
+	}
+	for n, p := range f.sims {
+		if got := engineRequests(t, p); got != 0 {
+			t.Errorf("sim %s served %v requests of a shed pair", n, got)
+		}
+	}
+	var hr *http.Response
+	if _, err := c.Completions.New(ctx, prompt, option.WithHeader("x-halyard-slo-ttft-ms", "60000"), option.WithResponseInto(&hr)); err != nil {
+		t.Fatalf("a meetable objective: %v", err)
+	}
+	checkPairs(t, f, []string{hr.Header.Get("X-Request-Id")})
+}

@@ -61,6 +61,13 @@ type pdFleet struct {
 
 func startPDFleet(t *testing.T, mode, pdExtra, profiles string, simArgs ...string) *pdFleet {
 	t.Helper()
+	return startPDFleetWith(t, mode, pdExtra, profiles, "", simArgs...)
+}
+
+// startPDFleetWith is startPDFleet with top-level YAML (tenants) appended
+// to the router's configuration.
+func startPDFleetWith(t *testing.T, mode, pdExtra, profiles, top string, simArgs ...string) *pdFleet {
+	t.Helper()
 	f := &pdFleet{sims: map[string]*process{}}
 	var eps strings.Builder
 	for _, n := range []string{"p0", "p1", "d0", "d1"} {
@@ -76,7 +83,7 @@ func startPDFleet(t *testing.T, mode, pdExtra, profiles string, simArgs ...strin
 		fmt.Fprintf(&eps, "  - {name: %s, url: %q, model: llama, role: %s, labels: {%s}}\n", n, f.sims[n].URL(), role, labels)
 	}
 	doc := "apiVersion: config.halyard.dev/v1alpha1\nkind: Config\nrouter: {timeouts: {scrape: 3s}" + profiles + "}\nendpoints:\n" + eps.String() +
-		"routes:\n  - {model: llama, targets: [{pool: llama}]}\npools:\n  - name: llama\n    pd: {mode: " + mode + ", topologyKey: zone" + pdExtra + "}\n"
+		"routes:\n  - {model: llama, targets: [{pool: llama}]}\npools:\n  - name: llama\n    pd: {mode: " + mode + ", topologyKey: zone" + pdExtra + "}\n" + top
 	f.router = startRouter(t, doc, nil)
 	return f
 }
