@@ -247,10 +247,6 @@ func (f *fleetRun) send(i int) {
 		f.skip(i)
 		return
 	}
-	if f.pd != nil {
-		f.sendPD(i)
-		return
-	}
 	rt := f.routers[i%len(f.routers)]
 	sentAt := f.clock.Now()
 	if s := f.scaler; s != nil {
@@ -285,6 +281,8 @@ func (f *fleetRun) send(i int) {
 		f.serve(i, rt, req, ids, sentAt, nil)
 		return
 	}
+	// A disaggregated pool's requests pass the same admission stage: the
+	// router admits before it knows the pool is disaggregated.
 	// Admission as the router runs it, between routing and scheduling:
 	// the tenant's budgets and the model's fair queue, gated on the
 	// decision's capacity. The request's TTFT counts its wait.
@@ -306,6 +304,10 @@ func (f *fleetRun) send(i int) {
 // engine; ticket, when not nil, is its admission, settled from the
 // engine's usage when it ends.
 func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32, sentAt time.Time, ticket *admission.Ticket) {
+	if f.pd != nil {
+		f.servePD(i, rt, req, ids, sentAt, ticket)
+		return
+	}
 	wr := f.w.Request(i)
 	rec := &f.records[i]
 	f.oracle.prompt = ids

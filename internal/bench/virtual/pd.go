@@ -7,6 +7,7 @@ import (
 	"time"
 
 	config "github.com/halyard-dev/halyard/api/config/v1alpha1"
+	"github.com/halyard-dev/halyard/internal/admission"
 	"github.com/halyard-dev/halyard/internal/decision"
 	"github.com/halyard-dev/halyard/internal/scheduling/framework"
 	"github.com/halyard-dev/halyard/internal/scheduling/pd"
@@ -39,6 +40,9 @@ func (sc *Scenario) role(i int) framework.Role {
 // pdPool is the name of the virtual disaggregated pool.
 const pdPool = "pd"
 
+// pdTargets is the one target of a virtual route to the disaggregated pool.
+var pdTargets = []decision.Target{{Pool: pdPool}}
+
 // newPDFleet builds the decision of a disaggregated pool over the run's
 // endpoints: the scenario's pd block, its profiles (the scenario's or
 // presets, pickers seeded as the other policies').
@@ -68,10 +72,15 @@ func newPDFleet(sc *Scenario, eps []*endpoint, o *oracleState, clock func() time
 }
 
 // plan is the router's decision for req in the disaggregated pool: the
-// pair, and the call and choice the accounting hooks take.
-func (p *pdFleet) plan(ctx context.Context, req *framework.Request) (*decision.Call, *decision.PDChoice, *pd.Plan, error) {
+// pair, and the call and choice the accounting hooks take. rt's admission
+// queue and shed apply when admitted.
+func (p *pdFleet) plan(ctx context.Context, rt *router, req *framework.Request, admitted bool) (*decision.Call, *decision.PDChoice, *pd.Plan, error) {
 	call := &decision.Call{Req: req}
-	ch, ok := p.director.ChoosePD(ctx, call, []decision.Target{{Pool: pdPool}})
+	if rt.adm != nil && admitted {
+		call.Queue = rt.queue
+		call.ShedUnmeetable = rt.shed
+	}
+	ch, ok := p.director.ChoosePD(ctx, call, pdTargets)
 	if !ok {
 		return nil, nil, nil, pd.ErrNoDecode
 	}
@@ -79,31 +88,36 @@ func (p *pdFleet) plan(ctx context.Context, req *framework.Request) (*decision.C
 	return call, ch, plan, err
 }
 
-// sendPD serves request i as the router's PD flow does: plan the pair; a
+// servePD serves request i as the router's PD flow does: plan the pair; a
 // prefill on the prefill engine that keeps its blocks (max_tokens 1); the
 // decode engine pulls them (the prefill engine releases them) and waits the
 // modelled transfer time before decoding. Decode-first requests go to the
-// decode engine alone.
-func (f *fleetRun) sendPD(i int) {
+// decode engine alone. ticket, when not nil, is its admission: a pair
+// predicted to miss the request's objectives is handed back to it under
+// unmeetable: shed, and it is settled from the decode's usage.
+func (f *fleetRun) servePD(i int, rt *router, req *framework.Request, ids []uint32, sentAt time.Time, ticket *admission.Ticket) {
 	wr := f.w.Request(i)
-	ids, text := promptIDs(wr, f.chat)
-	req := schedulingRequest(fmt.Sprintf("%s#%d", wr.ID, i), f.model, text, ids, wr.OutputTokens, false)
-	req.Headers = f.headers
 	rec := &f.records[i]
-	rec.ID = wr.ID
-	rec.Start = f.elapsed()
-	rec.PromptTokens = len(ids)
-	sentAt := f.clock.Now()
-	f.state[i] = inFlight
-
+	settle := func(u admission.Usage) {
+		if ticket != nil {
+			ticket.Done(u)
+		}
+	}
 	dir := f.pd.director
-	call, ch, plan, err := f.pd.plan(f.ctx, req)
+	call, ch, plan, err := f.pd.plan(f.ctx, rt, req, ticket != nil)
 	if err != nil {
+		settle(admission.Usage{Known: true})
 		f.fail(i, "schedule: "+err.Error())
+		return
+	}
+	if dir.PDUnmeetable(call, plan) != nil {
+		// Admission takes it back, as the router's servePD does.
+		f.refuse(i, sentAt, ticket.Shed(admission.ShedUnmeetable, "").Status(), string(admission.ShedUnmeetable))
 		return
 	}
 	if plan.Skip == "" && plan.Prefill == nil {
 		f.pd.failed++
+		settle(admission.Usage{Known: true})
 		f.fail(i, "schedule: "+plan.PrefillErr.Error())
 		return
 	}
@@ -119,8 +133,15 @@ func (f *fleetRun) sendPD(i int) {
 		d := dir.Decode(ch, plan)
 		dir.Sent(f.ctx, call, &d)
 		rec.Endpoint = dec.md.Name
-		sink := recordingSink(rec, sentAt, req.ID, func() { dir.FirstByte(f.ctx, call, &d) }, func(out framework.Outcome) {
+		first := func() {
+			dir.FirstByte(f.ctx, call, &d)
+			if ticket != nil {
+				ticket.FirstToken()
+			}
+		}
+		sink := recordingSink(rec, sentAt, req.ID, first, func(out framework.Outcome) {
 			dir.Done(f.ctx, call, &d, out)
+			settle(admission.Usage{PromptTokens: out.PromptTokens, CompletionTokens: out.CompletionTokens, CachedTokens: out.CachedTokens, Known: true})
 			f.state[i] = finished
 			f.left--
 			f.after(i)
@@ -128,6 +149,7 @@ func (f *fleetRun) sendPD(i int) {
 		err := dec.eng.Submit(simulator.Request{ID: req.ID, Prompt: ids, MaxTokens: wr.OutputTokens, IgnoreEOS: true, Sink: sink, Remote: remote})
 		if err != nil {
 			dir.Done(f.ctx, call, &d, framework.Outcome{Err: err})
+			settle(admission.Usage{Known: true})
 			f.fail(i, "engine: "+shortErr(err))
 		}
 	}
@@ -148,6 +170,7 @@ func (f *fleetRun) sendPD(i int) {
 				out.Err = fmt.Errorf("prefill %s aborted", pid)
 				dir.PrefillDone(f.ctx, call, ch.Pool, pre, out)
 				f.pd.failed++
+				settle(admission.Usage{Known: true})
 				f.fail(i, "prefill aborted")
 				return
 			}
@@ -160,6 +183,7 @@ func (f *fleetRun) sendPD(i int) {
 	})
 	if err != nil {
 		dir.PrefillDone(f.ctx, call, ch.Pool, pre, framework.Outcome{Err: err})
+		settle(admission.Usage{Known: true})
 		f.fail(i, "prefill engine: "+shortErr(err))
 	}
 }

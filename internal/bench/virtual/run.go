@@ -311,7 +311,7 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy, fle
 		}
 	}
 
-	if variant != "" && variant != variantOff && f.pd == nil {
+	if variant != "" && variant != variantOff {
 		acfg, err := sc.admissionConfig()
 		if err != nil {
 			return report.Run{}, err
@@ -319,10 +319,15 @@ func runOne(ctx context.Context, sc *Scenario, cfg simulator.Config, policy, fle
 		for _, rt := range f.routers {
 			var gate admission.Gate
 			if q := acfg.Router.Admission; q != nil {
-				d := rt.director
+				// The capacity of the route's pool: a disaggregated
+				// pool's is its decode endpoints' (Capacity).
+				d, targets := rt.director, fleetTargets
+				if f.pd != nil {
+					d, targets = f.pd.director, pdTargets
+				}
 				rt.queue = &q.Queue
 				gate = admission.GateFunc(func(model string) (int, int) {
-					return d.Capacity(ctx, &framework.Request{Model: model}, fleetTargets, q.Queue)
+					return d.Capacity(ctx, &framework.Request{Model: model}, targets, q.Queue)
 				})
 			}
 			a, err := admission.New(admission.Options{Config: acfg, Gate: gate, Clock: clock, Log: slog.New(slog.DiscardHandler)})

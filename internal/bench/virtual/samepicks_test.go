@@ -343,7 +343,7 @@ func TestRouterAndVirtualFleetPickAlike(t *testing.T) {
 
 			ids := tokenizer.Pseudo{}.Encode(p)
 			req := schedulingRequest(fmt.Sprintf("r%d", i), "m", []byte(p), ids, 4, false)
-			call, ch, plan, err := fleet.plan(ctx, req)
+			call, ch, plan, err := fleet.plan(ctx, &router{}, req, false)
 			if err != nil {
 				t.Fatal(err)
 			}

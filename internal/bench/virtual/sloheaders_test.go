@@ -137,5 +137,69 @@ func TestAdmissionShedsUnmeetableRequestsInVirtualTime(t *testing.T) {
 			t.Errorf("%s: %d completed + %d failed (%d by reason), want 80 accounted for (errors %v)", r.Label, r.Completed, r.Failed, failed, r.Errors)
 		}
 	}
-	t.Logf("serve: %d completed, good %d, errors %v; shed: %d completed, good %d, errors %v", serve.Completed, serve.GoodRequests, serve.Errors, shed.Completed, shed.GoodRequests, shed.Errors)
+	t.Logf("serve: %d completed, good share %.2f, errors %v; shed: %d completed, good share %.2f, errors %v", serve.Completed, *serve.GoodShare, serve.Errors, shed.Completed, *shed.GoodShare, shed.Errors)
+}
+
+// unmeetablePDScenario is long prompts past the prefill side's capacity of
+// a disaggregated pool (2 prefill + 2 decode engines) behind admission,
+// with the SLO declared in headers.
+const unmeetablePDScenario = `
+model: llama-3-8b
+fleet: {engines: 4, profile: h100-llama3-8b}
+api: completions
+workload: {kind: shared-prefix, groups: 60, usersPerGroup: 1, systemTokens: 7900, questionTokens: 100, outputTokens: 64}
+arrival: {rates: [30]}
+maxRequests: 60
+slo: ttft=1s,tpot=50ms
+sloHeaders: true
+seed: 1
+policies: [pd]
+pd: {prefill: 2, transferPerToken: 5us}
+admission:
+  queue: {endpointConcurrency: 64, maxWait: 10s, prefillTokens: -1}
+`
+
+// TestAdmissionShedsUnmeetablePDRequestsInVirtualTime: a disaggregated
+// pool's requests pass the admission stage too, and under
+// router.admission.unmeetable: shed the pair the planner picks is handed
+// back when no prefill endpoint is predicted to meet the TTFT objective
+// (429 slo_unmeetable, never sent to an engine); with serve every request
+// is sent; every request is accounted for either way.
+func TestAdmissionShedsUnmeetablePDRequestsInVirtualTime(t *testing.T) {
+	run := func(y string) report.Run {
+		t.Helper()
+		rep, err := Run(context.Background(), mustParse(t, y), quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rep.Runs {
+			if r.Label == "pd admission=on" {
+				return r
+			}
+		}
+		t.Fatalf("no admitted pd run among %d", len(rep.Runs))
+		return report.Run{}
+	}
+	serve := run(unmeetablePDScenario)
+	shed := run(strings.Replace(unmeetablePDScenario, "admission:\n", "admission:\n  unmeetable: shed\n", 1))
+	if n := serve.Errors["429 "+string(admission.ShedUnmeetable)]; n != 0 {
+		t.Errorf("unmeetable: serve shed %d requests as unmeetable", n)
+	}
+	n := shed.Errors["429 "+string(admission.ShedUnmeetable)]
+	if n == 0 || shed.Completed == 0 {
+		t.Fatalf("unmeetable: shed refused %d as unmeetable, completed %d; the scenario should make some, not all, unmeetable (errors %v)", n, shed.Completed, shed.Errors)
+	}
+	if serve.GoodShare == nil || shed.GoodShare == nil || *shed.GoodShare <= *serve.GoodShare {
+		t.Errorf("shed: good share %v, want above serve's %v (the shed keeps the prefill queues within the TTFT objective)", shed.GoodShare, serve.GoodShare)
+	}
+	for _, r := range []report.Run{serve, shed} {
+		failed := 0
+		for _, k := range r.Errors {
+			failed += k
+		}
+		if r.Completed+r.Failed != 60 || failed != r.Failed {
+			t.Errorf("%s: %d completed + %d failed (%d by reason), want 60 accounted for (errors %v)", r.Label, r.Completed, r.Failed, failed, r.Errors)
+		}
+	}
+	t.Logf("serve: %d completed, TTFT p90 %.0fms, good share %.2f; shed: %d completed, TTFT p90 %.0fms, good share %.2f, errors %v", serve.Completed, serve.P90TTFTMs, *serve.GoodShare, shed.Completed, shed.P90TTFTMs, *shed.GoodShare, shed.Errors)
 }
