@@ -231,9 +231,10 @@ func TestAdmissionShedsAPDRequestNoPairCanServeInTime(t *testing.T) {
 	h := newPDHarnessWith(t, "  admission: {unmeetable: shed}\n", top, pdBlock, "p0", "d0")
 	sent := func() int { return h.fakes["p0"].count() + h.fakes["d0"].count() }
 	ctx := context.Background()
-	for _, tc := range []struct{ side, ttft, tpot string }{
-		{"prefill (TTFT)", "0.001", "60000"},
-		{"decode (TPOT)", "60000", "0.001"},
+	for _, tc := range []struct{ side, ttft, tpot, said string }{
+		// The prefill side checks the TTFT objective alone.
+		{"prefill (TTFT)", "0.001", "60000", "ttft 0.001ms; least predicted ttft"},
+		{"decode (TPOT)", "60000", "0.001", "ttft 60000ms, tpot 0.001ms; least predicted ttft"},
 	} {
 		resp, b := h.post(ctx, "/v1/completions", body, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", tc.ttft, "X-Halyard-Slo-Tpot-Ms", tc.tpot)
 		if resp.StatusCode != http.StatusTooManyRequests {
@@ -242,8 +243,8 @@ func TestAdmissionShedsAPDRequestNoPairCanServeInTime(t *testing.T) {
 		if ra := resp.Header.Get("Retry-After"); ra != "1" {
 			t.Errorf("%s: Retry-After %q, want 1", tc.side, ra)
 		}
-		if !strings.Contains(string(b), "no endpoint is predicted to meet the request's objectives") || !strings.Contains(string(b), `"code":"model_overloaded"`) {
-			t.Errorf("%s: body does not say why: %s", tc.side, b)
+		if !strings.Contains(string(b), "no endpoint is predicted to meet the request's objectives ("+tc.said) || !strings.Contains(string(b), `"code":"model_overloaded"`) {
+			t.Errorf("%s: body does not say why (%q): %s", tc.side, tc.said, b)
 		}
 	}
 	if n := sent(); n != 0 {
