@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -160,17 +159,10 @@ func (r *Router) settle(c *call) {
 // predicted to meet the objectives of (router.admission.unmeetable: shed):
 // admission refunds it and the client gets a 429 saying why.
 func (r *Router) shedUnmeetable(w http.ResponseWriter, c *call, un *framework.Unmeetable) {
-	// The objectives the scorer checked; a disaggregated pool's prefill
-	// side checks no TPOT objective (0), which is left out.
-	var objectives []string
-	if un.TTFTObjectiveMs > 0 {
-		objectives = append(objectives, fmt.Sprintf("ttft %gms", un.TTFTObjectiveMs))
-	}
-	if un.TPOTObjectiveMs > 0 {
-		objectives = append(objectives, fmt.Sprintf("tpot %gms", un.TPOTObjectiveMs))
-	}
+	// The objectives the scorer checked (a disaggregated pool's prefill
+	// side checks no TPOT objective).
 	detail := fmt.Sprintf("no endpoint is predicted to meet the request's objectives (%s; least predicted ttft %.0fms)",
-		strings.Join(objectives, ", "), un.LeastTTFTMs)
+		un.Objectives(), un.LeastTTFTMs)
 	r.reject(w, c.route.Model, c, c.ticket.Shed(admission.ShedUnmeetable, detail), c.explain)
 }
 

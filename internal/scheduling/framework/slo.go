@@ -1,5 +1,10 @@
 package framework
 
+import (
+	"fmt"
+	"strings"
+)
+
 // UnmeetableKey is where a scorer that predicts latency (predicted-latency)
 // writes an Unmeetable when no candidate of the cycle is predicted to meet
 // the request's objectives. Package decision reads it to hand the request
@@ -11,4 +16,17 @@ const UnmeetableKey StateKey = "framework/slo-unmeetable"
 type Unmeetable struct {
 	TTFTObjectiveMs, TPOTObjectiveMs float64
 	LeastTTFTMs                      float64
+}
+
+// Objectives names the objectives that were checked, for a message:
+// "ttft 1000ms, tpot 15ms", a zero one (none, or not checked) left out.
+func (u Unmeetable) Objectives() string {
+	var parts []string
+	if u.TTFTObjectiveMs > 0 {
+		parts = append(parts, fmt.Sprintf("ttft %gms", u.TTFTObjectiveMs))
+	}
+	if u.TPOTObjectiveMs > 0 {
+		parts = append(parts, fmt.Sprintf("tpot %gms", u.TPOTObjectiveMs))
+	}
+	return strings.Join(parts, ", ")
 }

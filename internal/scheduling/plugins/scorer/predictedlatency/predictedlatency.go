@@ -607,7 +607,7 @@ func (s *Scorer) Score(_ context.Context, state *framework.CycleState, req *fram
 		return
 	}
 	if !anyMet {
-		framework.AddNote(state, fmt.Sprintf("%s: no endpoint is predicted to meet the objectives (ttft %gms, tpot %gms)", s.tn, un.TTFTObjectiveMs, un.TPOTObjectiveMs))
+		framework.AddNote(state, fmt.Sprintf("%s: no endpoint is predicted to meet the objectives (%s)", s.tn, un.Objectives()))
 	}
 	if triage {
 		c := cands[late]
