@@ -98,48 +98,6 @@ admission:
   queue: {endpointConcurrency: 64, maxWait: 10s, prefillTokens: -1}
 `
 
-// TestAdmissionShedsUnmeetableRequestsInVirtualTime: with
-// router.admission.unmeetable: shed the virtual fleet refuses, through
-// the same decision code as the router, the admitted requests no endpoint
-// is predicted to meet the objectives of (429 slo_unmeetable, counted as
-// refused, never sent to an engine); with serve, the default, it sends
-// them all; every request is accounted for either way.
-func TestAdmissionShedsUnmeetableRequestsInVirtualTime(t *testing.T) {
-	run := func(y string) report.Run {
-		t.Helper()
-		rep, err := Run(context.Background(), mustParse(t, y), quiet())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rep.Runs {
-			if r.Label == "default admission=on" {
-				return r
-			}
-		}
-		t.Fatalf("no admitted run among %d", len(rep.Runs))
-		return report.Run{}
-	}
-	serve := run(unmeetableScenario)
-	shed := run(strings.Replace(unmeetableScenario, "admission:\n", "admission:\n  unmeetable: shed\n", 1))
-	if n := serve.Errors["429 "+string(admission.ShedUnmeetable)]; n != 0 {
-		t.Errorf("unmeetable: serve shed %d requests as unmeetable", n)
-	}
-	n := shed.Errors["429 "+string(admission.ShedUnmeetable)]
-	if n == 0 || n == shed.Failed && shed.Completed == 0 {
-		t.Fatalf("unmeetable: shed refused %d as unmeetable, completed %d; the scenario should make some, not all, unmeetable (errors %v)", n, shed.Completed, shed.Errors)
-	}
-	for _, r := range []report.Run{serve, shed} {
-		failed := 0
-		for _, k := range r.Errors {
-			failed += k
-		}
-		if r.Completed+r.Failed != 80 || failed != r.Failed {
-			t.Errorf("%s: %d completed + %d failed (%d by reason), want 80 accounted for (errors %v)", r.Label, r.Completed, r.Failed, failed, r.Errors)
-		}
-	}
-	t.Logf("serve: %d completed, good share %.2f, errors %v; shed: %d completed, good share %.2f, errors %v", serve.Completed, *serve.GoodShare, serve.Errors, shed.Completed, *shed.GoodShare, shed.Errors)
-}
-
 // unmeetablePDScenario is long prompts past the prefill side's capacity of
 // a disaggregated pool (2 prefill + 2 decode engines) behind admission,
 // with the SLO declared in headers.
@@ -159,47 +117,62 @@ admission:
   queue: {endpointConcurrency: 64, maxWait: 10s, prefillTokens: -1}
 `
 
-// TestAdmissionShedsUnmeetablePDRequestsInVirtualTime: a disaggregated
-// pool's requests pass the admission stage too, and under
-// router.admission.unmeetable: shed the pair the planner picks is handed
-// back when no prefill endpoint is predicted to meet the TTFT objective
-// (429 slo_unmeetable, never sent to an engine); with serve every request
-// is sent; every request is accounted for either way.
-func TestAdmissionShedsUnmeetablePDRequestsInVirtualTime(t *testing.T) {
-	run := func(y string) report.Run {
-		t.Helper()
-		rep, err := Run(context.Background(), mustParse(t, y), quiet())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rep.Runs {
-			if r.Label == "pd admission=on" {
-				return r
+// TestAdmissionShedsUnmeetableRequestsInVirtualTime: with
+// router.admission.unmeetable: shed the virtual fleet refuses, through
+// the same decision code as the router, the admitted requests no endpoint
+// is predicted to meet the objectives of (429 slo_unmeetable, counted as
+// refused, never sent to an engine), which leaves a larger share of the
+// requests within the SLO; with serve, the default, it sends them all;
+// every request is accounted for either way. A disaggregated pool's
+// requests pass the admission stage too, and there the pair the planner
+// picks is handed back when no prefill endpoint is predicted to meet the
+// TTFT objective.
+func TestAdmissionShedsUnmeetableRequestsInVirtualTime(t *testing.T) {
+	for _, tc := range []struct {
+		name, scenario, label string
+		requests              int
+	}{
+		{"co-located", unmeetableScenario, "default admission=on", 80},
+		{"disaggregated", unmeetablePDScenario, "pd admission=on", 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := func(y string) report.Run {
+				t.Helper()
+				rep, err := Run(context.Background(), mustParse(t, y), quiet())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rep.Runs {
+					if r.Label == tc.label {
+						return r
+					}
+				}
+				t.Fatalf("no run %q among %d", tc.label, len(rep.Runs))
+				return report.Run{}
 			}
-		}
-		t.Fatalf("no admitted pd run among %d", len(rep.Runs))
-		return report.Run{}
+			serve := run(tc.scenario)
+			shed := run(strings.Replace(tc.scenario, "admission:\n", "admission:\n  unmeetable: shed\n", 1))
+			if n := serve.Errors["429 "+string(admission.ShedUnmeetable)]; n != 0 {
+				t.Errorf("unmeetable: serve shed %d requests as unmeetable", n)
+			}
+			n := shed.Errors["429 "+string(admission.ShedUnmeetable)]
+			if n == 0 || shed.Completed == 0 {
+				t.Fatalf("unmeetable: shed refused %d as unmeetable, completed %d; the scenario should make some, not all, unmeetable (errors %v)", n, shed.Completed, shed.Errors)
+			}
+			if serve.GoodShare == nil || shed.GoodShare == nil || *shed.GoodShare <= *serve.GoodShare {
+				t.Errorf("shed: good share %v, want above serve's %v", shed.GoodShare, serve.GoodShare)
+			}
+			for _, r := range []report.Run{serve, shed} {
+				failed := 0
+				for _, k := range r.Errors {
+					failed += k
+				}
+				if r.Completed+r.Failed != tc.requests || failed != r.Failed {
+					t.Errorf("%s: %d completed + %d failed (%d by reason), want %d accounted for (errors %v)", r.Label, r.Completed, r.Failed, failed, tc.requests, r.Errors)
+				}
+			}
+			t.Logf("serve: %d completed, TTFT p90 %.0fms, good share %.2f; shed: %d completed, TTFT p90 %.0fms, good share %.2f, errors %v",
+				serve.Completed, serve.P90TTFTMs, *serve.GoodShare, shed.Completed, shed.P90TTFTMs, *shed.GoodShare, shed.Errors)
+		})
 	}
-	serve := run(unmeetablePDScenario)
-	shed := run(strings.Replace(unmeetablePDScenario, "admission:\n", "admission:\n  unmeetable: shed\n", 1))
-	if n := serve.Errors["429 "+string(admission.ShedUnmeetable)]; n != 0 {
-		t.Errorf("unmeetable: serve shed %d requests as unmeetable", n)
-	}
-	n := shed.Errors["429 "+string(admission.ShedUnmeetable)]
-	if n == 0 || shed.Completed == 0 {
-		t.Fatalf("unmeetable: shed refused %d as unmeetable, completed %d; the scenario should make some, not all, unmeetable (errors %v)", n, shed.Completed, shed.Errors)
-	}
-	if serve.GoodShare == nil || shed.GoodShare == nil || *shed.GoodShare <= *serve.GoodShare {
-		t.Errorf("shed: good share %v, want above serve's %v (the shed keeps the prefill queues within the TTFT objective)", shed.GoodShare, serve.GoodShare)
-	}
-	for _, r := range []report.Run{serve, shed} {
-		failed := 0
-		for _, k := range r.Errors {
-			failed += k
-		}
-		if r.Completed+r.Failed != 60 || failed != r.Failed {
-			t.Errorf("%s: %d completed + %d failed (%d by reason), want 60 accounted for (errors %v)", r.Label, r.Completed, r.Failed, failed, r.Errors)
-		}
-	}
-	t.Logf("serve: %d completed, TTFT p90 %.0fms, good share %.2f; shed: %d completed, TTFT p90 %.0fms, good share %.2f, errors %v", serve.Completed, serve.P90TTFTMs, *serve.GoodShare, shed.Completed, shed.P90TTFTMs, *shed.GoodShare, shed.Errors)
 }
