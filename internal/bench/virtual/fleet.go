@@ -281,11 +281,11 @@ func (f *fleetRun) send(i int) {
 		f.serve(i, rt, req, ids, sentAt, nil)
 		return
 	}
-	// A disaggregated pool's requests pass the same admission stage: the
-	// router admits before it knows the pool is disaggregated.
 	// Admission as the router runs it, between routing and scheduling:
 	// the tenant's budgets and the model's fair queue, gated on the
-	// decision's capacity. The request's TTFT counts its wait.
+	// decision's capacity. The request's TTFT counts its wait. A
+	// disaggregated pool's requests pass it too: the router admits before
+	// it knows the pool is disaggregated.
 	tn, _ := rt.adm.Tenant(rec.Tenant)
 	if tn == nil {
 		tn, _ = rt.adm.Authenticate("")
