@@ -193,9 +193,9 @@ func (d *Director) Decide(ctx context.Context, c *Call, targets []Target, tried 
 			continue
 		}
 		if shed {
-			if un, ok := framework.ReadAs[framework.Unmeetable](state, framework.UnmeetableKey); ok {
+			if un := unmeetable(state); un != nil {
 				if dec.Unmeetable == nil {
-					dec.Unmeetable = &un
+					dec.Unmeetable = un
 				}
 				continue
 			}
@@ -209,6 +209,18 @@ func (d *Director) Decide(ctx context.Context, c *Call, targets []Target, tried 
 		return dec, true
 	}
 	return dec, false
+}
+
+// unmeetable is what the cycle's predicted-latency scorer recorded when no
+// candidate was predicted to meet the request's objectives, or nil.
+func unmeetable(state *framework.CycleState) *framework.Unmeetable {
+	if state == nil {
+		return nil
+	}
+	if un, ok := framework.ReadAs[framework.Unmeetable](state, framework.UnmeetableKey); ok {
+		return &un
+	}
+	return nil
 }
 
 // prepare sets the engine model of the request for target i and lets the

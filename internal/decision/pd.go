@@ -118,15 +118,10 @@ func (d *Director) PDUnmeetable(c *Call, plan *pd.Plan) *framework.Unmeetable {
 	if !c.ShedUnmeetable || plan == nil {
 		return nil
 	}
-	for _, st := range []*framework.CycleState{plan.PrefillState, plan.DecodeState} {
-		if st == nil {
-			continue
-		}
-		if un, ok := framework.ReadAs[framework.Unmeetable](st, framework.UnmeetableKey); ok {
-			return &un
-		}
+	if un := unmeetable(plan.PrefillState); un != nil {
+		return un
 	}
-	return nil
+	return unmeetable(plan.DecodeState)
 }
 
 // Decode returns the Decision of the plan's decode request.
