@@ -311,15 +311,10 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 	wr := f.w.Request(i)
 	rec := &f.records[i]
 	f.oracle.prompt = ids
-	settle := func(u admission.Usage) {
-		if ticket != nil {
-			ticket.Done(u)
-		}
-	}
+	settle := settler(ticket)
 	ep, call, d, err := rt.decide(f.ctx, req, ticket != nil)
 	if d.Unmeetable != nil {
-		// Admission takes it back, as the router's forward does.
-		f.refuse(i, sentAt, ticket.Shed(admission.ShedUnmeetable, "").Status(), string(admission.ShedUnmeetable))
+		f.shed(i, sentAt, ticket) // as the router's forward does
 		return
 	}
 	if err != nil {
@@ -380,11 +375,7 @@ func (f *fleetRun) serve(i int, rt *router, req *framework.Request, ids []uint32
 // router): the endpoint, and the call and decision the accounting hooks
 // (Sent, FirstByte, Done) take.
 func (rt *router) decide(ctx context.Context, req *framework.Request, admitted bool) (*endpoint, *decision.Call, decision.Decision, error) {
-	call := &decision.Call{Req: req, Profile: rt.profile}
-	if rt.adm != nil {
-		call.Queue = rt.queue
-		call.ShedUnmeetable = admitted && rt.shed
-	}
+	call := rt.call(req, admitted)
 	d, ok := rt.director.Decide(ctx, call, fleetTargets, nil)
 	if !ok {
 		return nil, nil, d, scheduling.ErrNoEndpoint
@@ -394,6 +385,28 @@ func (rt *router) decide(ctx context.Context, req *framework.Request, admitted b
 		return nil, nil, d, errors.New("picked a foreign endpoint")
 	}
 	return ep, call, d, nil
+}
+
+// call is the decision call the router makes for req (its decisionCall):
+// rt's profile and, for a request admission admitted, the queue's
+// capacity rule and the unmeetable shed.
+func (rt *router) call(req *framework.Request, admitted bool) *decision.Call {
+	c := &decision.Call{Req: req, Profile: rt.profile}
+	if admitted {
+		c.Queue = rt.queue
+		c.ShedUnmeetable = rt.shed
+	}
+	return c
+}
+
+// settler returns what settles ticket with the request's usage (nothing
+// without admission).
+func settler(ticket *admission.Ticket) func(admission.Usage) {
+	return func(u admission.Usage) {
+		if ticket != nil {
+			ticket.Done(u)
+		}
+	}
 }
 
 // fleetTargets is the one target of a virtual route: the fleet (the
@@ -406,6 +419,13 @@ func (f *fleetRun) refuse(i int, sentAt time.Time, status int, reason string) {
 	f.records[i].Refused = true
 	f.records[i].E2E = f.clock.Now().Sub(sentAt)
 	f.fail(i, fmt.Sprintf("%d %s", status, reason))
+}
+
+// shed records admitted request i as handed back to admission because
+// scheduling found no endpoint predicted to meet its objectives (the
+// router's shedUnmeetable), sentAt its arrival.
+func (f *fleetRun) shed(i int, sentAt time.Time, ticket *admission.Ticket) {
+	f.refuse(i, sentAt, ticket.Shed(admission.ShedUnmeetable, "").Status(), string(admission.ShedUnmeetable))
 }
 
 func (f *fleetRun) fail(i int, msg string) {

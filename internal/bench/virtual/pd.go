@@ -73,13 +73,9 @@ func newPDFleet(sc *Scenario, eps []*endpoint, o *oracleState, clock func() time
 
 // plan is the router's decision for req in the disaggregated pool: the
 // pair, and the call and choice the accounting hooks take. rt's admission
-// queue and shed apply when admitted.
+// queue and shed apply when admitted (router.call).
 func (p *pdFleet) plan(ctx context.Context, rt *router, req *framework.Request, admitted bool) (*decision.Call, *decision.PDChoice, *pd.Plan, error) {
-	call := &decision.Call{Req: req}
-	if rt.adm != nil && admitted {
-		call.Queue = rt.queue
-		call.ShedUnmeetable = rt.shed
-	}
+	call := rt.call(req, admitted)
 	ch, ok := p.director.ChoosePD(ctx, call, pdTargets)
 	if !ok {
 		return nil, nil, nil, pd.ErrNoDecode
@@ -98,11 +94,7 @@ func (p *pdFleet) plan(ctx context.Context, rt *router, req *framework.Request, 
 func (f *fleetRun) servePD(i int, rt *router, req *framework.Request, ids []uint32, sentAt time.Time, ticket *admission.Ticket) {
 	wr := f.w.Request(i)
 	rec := &f.records[i]
-	settle := func(u admission.Usage) {
-		if ticket != nil {
-			ticket.Done(u)
-		}
-	}
+	settle := settler(ticket)
 	dir := f.pd.director
 	call, ch, plan, err := f.pd.plan(f.ctx, rt, req, ticket != nil)
 	if err != nil {
@@ -111,8 +103,7 @@ func (f *fleetRun) servePD(i int, rt *router, req *framework.Request, ids []uint
 		return
 	}
 	if dir.PDUnmeetable(call, plan) != nil {
-		// Admission takes it back, as the router's servePD does.
-		f.refuse(i, sentAt, ticket.Shed(admission.ShedUnmeetable, "").Status(), string(admission.ShedUnmeetable))
+		f.shed(i, sentAt, ticket) // as the router's servePD does
 		return
 	}
 	if plan.Skip == "" && plan.Prefill == nil {
