@@ -182,15 +182,7 @@ func TestAdmissionShedsARequestNoEndpointCanServeInTime(t *testing.T) {
 	h := newHarnessShipped(t, strings.Replace(oneSlot, "router: {", "router: {admission: {unmeetable: shed}, ", 1), twoEngines())
 	for i := range 2 {
 		resp, body := h.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "0.001")
-		if resp.StatusCode != http.StatusTooManyRequests {
-			t.Fatalf("request %d with an unmeetable objective: status %d, want 429: %s", i, resp.StatusCode, body)
-		}
-		if ra := resp.Header.Get("Retry-After"); ra != "1" {
-			t.Errorf("Retry-After %q, want 1", ra)
-		}
-		if !strings.Contains(string(body), "no endpoint is predicted to meet the request's objectives") || !strings.Contains(string(body), `"code":"model_overloaded"`) {
-			t.Errorf("body does not say why: %s", body)
-		}
+		wantUnmeetable(t, fmt.Sprintf("request %d", i), resp, body, "")
 	}
 	if n := sent(h); n != 0 {
 		t.Errorf("engines received %d shed requests", n)
@@ -210,6 +202,23 @@ func TestAdmissionShedsARequestNoEndpointCanServeInTime(t *testing.T) {
 	resp, body = serve.post("/v1/chat/completions", chatBody, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", "0.001")
 	if resp.StatusCode != 200 {
 		t.Fatalf("unmeetable: serve (the default): status %d, want 200: %s", resp.StatusCode, body)
+	}
+}
+
+// wantUnmeetable checks the answer to a request what, with an objective no
+// endpoint is predicted to meet, refused by the unmeetable shed: 429
+// model_overloaded, Retry-After 1, a message saying why whose objectives
+// part begins with said.
+func wantUnmeetable(t *testing.T, what string, resp *http.Response, body []byte, said string) {
+	t.Helper()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("%s with an unmeetable objective: status %d, want 429: %s", what, resp.StatusCode, body)
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "1" {
+		t.Errorf("%s: Retry-After %q, want 1", what, ra)
+	}
+	if !strings.Contains(string(body), "no endpoint is predicted to meet the request's objectives ("+said) || !strings.Contains(string(body), `"code":"model_overloaded"`) {
+		t.Errorf("%s: body does not say why (%q): %s", what, said, body)
 	}
 }
 
@@ -237,15 +246,7 @@ func TestAdmissionShedsAPDRequestNoPairCanServeInTime(t *testing.T) {
 		{"decode (TPOT)", "60000", "0.001", "ttft 60000ms, tpot 0.001ms; least predicted ttft"},
 	} {
 		resp, b := h.post(ctx, "/v1/completions", body, "Authorization", "Bearer key-a", "X-Halyard-Slo-Ttft-Ms", tc.ttft, "X-Halyard-Slo-Tpot-Ms", tc.tpot)
-		if resp.StatusCode != http.StatusTooManyRequests {
-			t.Fatalf("%s objective no endpoint meets: status %d, want 429: %s", tc.side, resp.StatusCode, b)
-		}
-		if ra := resp.Header.Get("Retry-After"); ra != "1" {
-			t.Errorf("%s: Retry-After %q, want 1", tc.side, ra)
-		}
-		if !strings.Contains(string(b), "no endpoint is predicted to meet the request's objectives ("+tc.said) || !strings.Contains(string(b), `"code":"model_overloaded"`) {
-			t.Errorf("%s: body does not say why (%q): %s", tc.side, tc.said, b)
-		}
+		wantUnmeetable(t, tc.side, resp, b, tc.said)
 	}
 	if n := sent(); n != 0 {
 		t.Errorf("engines received %d requests of shed pairs", n)

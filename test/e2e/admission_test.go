@@ -325,13 +325,7 @@ routes:
 
 	before := served()
 	_, err := c.Chat.Completions.New(ctx, hello, option.WithHeader("x-halyard-slo-ttft-ms", "0.001"))
-	e := apiError(t, err)
-	if e.StatusCode != 429 || e.Code != "model_overloaded" || !strings.Contains(e.Message, "no endpoint is predicted to meet the request's objectives") {
-		t.Errorf("unmeetable objective: %d %q %q; want 429 model_overloaded saying no endpoint is predicted to meet it", e.StatusCode, e.Code, e.Message)
-	}
-	if ra := e.Response.Header.Get("Retry-After"); ra != "1" {
-		t.Errorf("Retry-After %q, want 1", ra)
-	}
+	wantUnmeetable(t, err)
 	if n := counter(t, adminURL(t, r)+"/metrics", `halyard_admission_shed_total{priority="standard",reason="slo_unmeetable",tenant="anonymous"}`); n != 1 {
 		t.Errorf("halyard_admission_shed_total{reason=slo_unmeetable} = %v, want 1", n)
 	}
@@ -340,6 +334,19 @@ routes:
 	}
 	if got := served() - before; got != 1 {
 		t.Errorf("the engine served %v requests, want 1 (the shed one never reached it)", got)
+	}
+}
+
+// wantUnmeetable checks the SDK's error for a request refused by the
+// unmeetable shed: 429 model_overloaded saying why, Retry-After 1.
+func wantUnmeetable(t *testing.T, err error) {
+	t.Helper()
+	e := apiError(t, err)
+	if e.StatusCode != 429 || e.Code != "model_overloaded" || !strings.Contains(e.Message, "no endpoint is predicted to meet the request's objectives") {
+		t.Errorf("unmeetable objective: %d %q %q; want 429 model_overloaded saying no endpoint is predicted to meet it", e.StatusCode, e.Code, e.Message)
+	}
+	if ra := e.Response.Header.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After %q, want 1", ra)
 	}
 }
 
@@ -356,13 +363,7 @@ func TestAdmissionShedsUnmeetablePDThroughTheSDK(t *testing.T) {
 	ctx := context.Background()
 	prompt := openai.CompletionNewParams{Model: "llama", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(words(1, 300))}, MaxTokens: openai.Int(5)}
 	_, err := c.Completions.New(ctx, prompt, option.WithHeader("x-halyard-slo-ttft-ms", "0.001"))
-	e := apiError(t, err)
-	if e.StatusCode != 429 || e.Code != "model_overloaded" || !strings.Contains(e.Message, "no endpoint is predicted to meet the request's objectives") {
-		t.Errorf("unmeetable objective: %d %q %q; want 429 model_overloaded saying no endpoint is predicted to meet it", e.StatusCode, e.Code, e.Message)
-	}
-	if ra := e.Response.Header.Get("Retry-After"); ra != "1" {
-		t.Errorf("Retry-After %q, want 1", ra)
-	}
+	wantUnmeetable(t, err)
 	if n := counter(t, adminURL(t, f.router)+"/metrics", `halyard_admission_shed_total{priority="standard",reason="slo_unmeetable",tenant="anonymous"}`); n != 1 {
 		t.Errorf("halyard_admission_shed_total{reason=slo_unmeetable} = %v, want 1", n)
 	}
